@@ -1,0 +1,1 @@
+//! The port-mapper daemon and client, over `erlkube-proto`'s EPMD messages. Uses tokio.

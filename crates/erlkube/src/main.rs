@@ -1,0 +1,48 @@
+//! The `erlkube` binary: one command with a subcommand per job.
+//!
+//! Invoked under the name `epmd` it behaves as OTP's `epmd` (OTP-style
+//! single-dash flags), so it can replace the port mapper in an image.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+#[derive(Parser)]
+#[command(name = "erlkube", version, about = "Erlang-distribution clusters on Kubernetes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Encode and decode External Term Format.
+    #[command(subcommand)]
+    Term(cmd::term::TermCommand),
+    /// The port mapper (OTP `epmd` compatible flags: `erlkube epmd -help`).
+    #[command(disable_help_flag = true)]
+    Epmd {
+        /// OTP-style arguments, passed through unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let invoked_as = argv
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_os_string()))
+        .unwrap_or_default();
+    if invoked_as == "epmd" {
+        return cmd::epmd::main(argv.split_off(1));
+    }
+    let cli = Cli::parse_from(argv);
+    match cli.command {
+        Command::Term(c) => cmd::term::main(c),
+        Command::Epmd { args } => cmd::epmd::main(args),
+    }
+}

@@ -1,0 +1,1 @@
+//! Distribution protocol: handshake, framing, control messages.

@@ -1,0 +1,1 @@
+//! Port-mapper (EPMD) requests and responses.
