@@ -173,6 +173,18 @@ impl<'a> TermRef<'a> {
 
     fn owned(&self, ok: &mut bool) -> Term {
         match self {
+            TermRef::Tuple(v) => Term::Tuple(owned_seq(v, ok)),
+            TermRef::List(v) => Term::List(owned_seq(v, ok)),
+            TermRef::ImproperList { elems, tail } => owned_improper(elems, tail, ok),
+            TermRef::Map(entries) => owned_map(entries, ok),
+            TermRef::Fun(f) => owned_fun(f, ok),
+            _ => self.owned_scalar(),
+        }
+    }
+
+    #[inline(never)]
+    fn owned_scalar(&self) -> Term {
+        match self {
             TermRef::Integer(i) => Term::Integer(*i),
             TermRef::BigInt {
                 negative,
@@ -201,19 +213,6 @@ impl<'a> TermRef<'a> {
             TermRef::ByteList(b) => {
                 Term::List(b.iter().map(|&x| Term::Integer(x.into())).collect())
             }
-            TermRef::Tuple(v) => Term::Tuple(v.iter().map(|t| t.owned(ok)).collect()),
-            TermRef::List(v) => Term::List(v.iter().map(|t| t.owned(ok)).collect()),
-            TermRef::ImproperList { elems, tail } => Term::ImproperList {
-                elems: elems.iter().map(|t| t.owned(ok)).collect(),
-                tail: Box::new(tail.owned(ok)),
-            },
-            TermRef::Map(entries) => {
-                let v: Vec<(Term, Term)> = entries
-                    .iter()
-                    .map(|(k, v)| (k.owned(ok), v.owned(ok)))
-                    .collect();
-                Term::Map(dedup_map(v, ok))
-            }
             TermRef::Pid {
                 node,
                 id,
@@ -238,7 +237,7 @@ impl<'a> TermRef<'a> {
             } => Term::Reference(Reference {
                 node: node.to_atom(),
                 creation: *creation,
-                ids: ids[..*len as usize].to_vec(),
+                ids: ids[..(*len as usize).min(5)].to_vec(),
             }),
             TermRef::Export {
                 module,
@@ -249,24 +248,66 @@ impl<'a> TermRef<'a> {
                 function: function.to_atom(),
                 arity: *arity,
             },
-            TermRef::Fun(f) => {
-                let pid = match f.pid.owned(ok) {
-                    Term::Pid(p) => p,
-                    _ => unreachable!("decoder checks the fun's pid"),
-                };
-                Term::Fun(Fun {
-                    arity: f.arity,
-                    uniq: f.uniq,
-                    index: f.index,
-                    module: f.module.to_atom(),
-                    old_index: f.old_index,
-                    old_uniq: f.old_uniq,
-                    pid,
-                    free_vars: f.free_vars.iter().map(|t| t.owned(ok)).collect(),
-                })
-            }
+            // containers are handled by owned()
+            TermRef::Tuple(_)
+            | TermRef::List(_)
+            | TermRef::ImproperList { .. }
+            | TermRef::Map(_)
+            | TermRef::Fun(_) => Term::nil(),
         }
     }
+}
+
+#[inline(never)]
+fn owned_seq(v: &[TermRef<'_>], ok: &mut bool) -> Vec<Term> {
+    let mut out = Vec::with_capacity(v.len());
+    for t in v {
+        out.push(t.owned(ok));
+    }
+    out
+}
+
+#[inline(never)]
+fn owned_improper(elems: &[TermRef<'_>], tail: &TermRef<'_>, ok: &mut bool) -> Term {
+    Term::ImproperList {
+        elems: owned_seq(elems, ok),
+        tail: Box::new(tail.owned(ok)),
+    }
+}
+
+#[inline(never)]
+fn owned_map(entries: &[(TermRef<'_>, TermRef<'_>)], ok: &mut bool) -> Term {
+    let mut v = Vec::with_capacity(entries.len());
+    for (k, val) in entries {
+        let k = k.owned(ok);
+        let val = val.owned(ok);
+        v.push((k, val));
+    }
+    Term::Map(dedup_map(v, ok))
+}
+
+#[inline(never)]
+fn owned_fun(f: &FunRef<'_>, ok: &mut bool) -> Term {
+    let pid = match f.pid.owned(ok) {
+        Term::Pid(p) => p,
+        // the decoder only puts pids here
+        _ => Pid {
+            node: Atom::new(""),
+            id: 0,
+            serial: 0,
+            creation: 0,
+        },
+    };
+    Term::Fun(Fun {
+        arity: f.arity,
+        uniq: f.uniq,
+        index: f.index,
+        module: f.module.to_atom(),
+        old_index: f.old_index,
+        old_uniq: f.old_uniq,
+        pid,
+        free_vars: owned_seq(&f.free_vars, ok),
+    })
 }
 
 fn dedup_map(v: Vec<(Term, Term)>, ok: &mut bool) -> Map {
@@ -447,11 +488,88 @@ impl<'a> Decoder<'a> {
         Ok(v)
     }
 
+    #[inline]
     fn term(&mut self, depth: usize) -> R<TermRef<'a>> {
         let start = self.pos;
         let tag = self.u8()?;
         match tag {
             SMALL_INTEGER_EXT => Ok(TermRef::Integer(self.u8()? as i64)),
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple(start, tag, depth),
+            LIST_EXT => self.list(start, depth),
+            MAP_EXT => self.map(start, depth),
+            NEW_FUN_EXT => self.fun(start, depth),
+            _ => self.scalar(start, tag),
+        }
+    }
+
+    /// Container arms live in their own small functions so the recursive
+    /// path keeps a small stack frame (the depth limit relies on it).
+    #[inline(never)]
+    fn tuple(&mut self, start: usize, tag: u8, depth: usize) -> R<TermRef<'a>> {
+        let n = if tag == SMALL_TUPLE_EXT {
+            self.u8()? as usize
+        } else {
+            self.u32()? as usize
+        };
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        Ok(TermRef::Tuple(self.seq(n, depth + 1)?))
+    }
+
+    #[inline(never)]
+    fn map(&mut self, start: usize, depth: usize) -> R<TermRef<'a>> {
+        let n = self.u32()? as usize;
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let mut v = Vec::with_capacity(self.cap(n, 2));
+        for _ in 0..n {
+            let k = self.term(depth + 1)?;
+            let val = self.term(depth + 1)?;
+            v.push((k, val));
+        }
+        Ok(TermRef::Map(v))
+    }
+
+    #[inline(never)]
+    fn fun(&mut self, start: usize, depth: usize) -> R<TermRef<'a>> {
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let size = self.u32()? as usize;
+        let arity = self.u8()?;
+        let uniq: [u8; 16] = self.take(16)?.try_into().expect("16 bytes");
+        let index = self.u32()?;
+        let nfree = self.u32()? as usize;
+        let module = self.atom()?;
+        let old_index = self.small_int_term()?;
+        let old_uniq = self.small_int_term()?;
+        let pid = self.pid()?;
+        let free_vars = self.seq(nfree, depth + 1)?;
+        if self.pos - (start + 1) != size {
+            return self.err(start, K::InvalidFunSize);
+        }
+        Ok(TermRef::Fun(Box::new(FunRef {
+            arity,
+            uniq,
+            index,
+            module,
+            old_index,
+            old_uniq,
+            pid,
+            free_vars,
+        })))
+    }
+
+    #[inline(never)]
+    fn scalar(&mut self, start: usize, tag: u8) -> R<TermRef<'a>> {
+        match tag {
+            SMALL_INTEGER_EXT => Ok(TermRef::Integer(self.u8()? as i64)),
+            // containers are dispatched by term() and never reach here
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT | LIST_EXT | MAP_EXT | NEW_FUN_EXT => {
+                self.err(start, K::UnexpectedType)
+            }
             INTEGER_EXT => Ok(TermRef::Integer(self.u32()? as i32 as i64)),
             SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | ATOM_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
                 Ok(TermRef::Atom(self.atom_tagged(start, tag)?))
@@ -482,31 +600,6 @@ impl<'a> Decoder<'a> {
                     Ok(f) if f.is_finite() => Ok(TermRef::Float(f)),
                     _ => self.err(start, K::InvalidFloat),
                 }
-            }
-            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
-                let n = if tag == SMALL_TUPLE_EXT {
-                    self.u8()? as usize
-                } else {
-                    self.u32()? as usize
-                };
-                if depth >= self.max_depth {
-                    return self.err(start, K::DepthLimit);
-                }
-                Ok(TermRef::Tuple(self.seq(n, depth + 1)?))
-            }
-            LIST_EXT => self.list(start, depth),
-            MAP_EXT => {
-                let n = self.u32()? as usize;
-                if depth >= self.max_depth {
-                    return self.err(start, K::DepthLimit);
-                }
-                let mut v = Vec::with_capacity(self.cap(n, 2));
-                for _ in 0..n {
-                    let k = self.term(depth + 1)?;
-                    let val = self.term(depth + 1)?;
-                    v.push((k, val));
-                }
-                Ok(TermRef::Map(v))
             }
             SMALL_BIG_EXT | LARGE_BIG_EXT => {
                 let n = if tag == SMALL_BIG_EXT {
@@ -616,34 +709,6 @@ impl<'a> Decoder<'a> {
                     arity,
                 })
             }
-            NEW_FUN_EXT => {
-                if depth >= self.max_depth {
-                    return self.err(start, K::DepthLimit);
-                }
-                let size = self.u32()? as usize;
-                let arity = self.u8()?;
-                let uniq: [u8; 16] = self.take(16)?.try_into().expect("16 bytes");
-                let index = self.u32()?;
-                let nfree = self.u32()? as usize;
-                let module = self.atom()?;
-                let old_index = self.small_int_term()?;
-                let old_uniq = self.small_int_term()?;
-                let pid = self.pid()?;
-                let free_vars = self.seq(nfree, depth + 1)?;
-                if self.pos - (start + 1) != size {
-                    return self.err(start, K::InvalidFunSize);
-                }
-                Ok(TermRef::Fun(Box::new(FunRef {
-                    arity,
-                    uniq,
-                    index,
-                    module,
-                    old_index,
-                    old_uniq,
-                    pid,
-                    free_vars,
-                })))
-            }
             COMPRESSED => self.err(start, K::CompressedInput),
             LOCAL_EXT => self.err(start, K::LocalExt),
             FUN_EXT | DIST_HEADER | DIST_FRAG_HEADER => self.err(start, K::UnsupportedTag(tag)),
@@ -654,6 +719,7 @@ impl<'a> Decoder<'a> {
     /// `LIST_EXT`: elements, then a tail. A tail that is itself a list
     /// (`LIST_EXT`, `STRING_EXT`, `NIL_EXT`) is merged in a loop, so chained
     /// tails cost no stack.
+    #[inline(never)]
     fn list(&mut self, start: usize, depth: usize) -> R<TermRef<'a>> {
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);

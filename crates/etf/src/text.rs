@@ -235,8 +235,9 @@ impl fmt::Display for Term {
     }
 }
 
-/// Maximum nesting the parser accepts (same as the decoder's default).
-const MAX_PARSE_DEPTH: usize = crate::decode::DEFAULT_MAX_DEPTH;
+/// Maximum nesting the parser accepts (the decoder's limit, counting the
+/// innermost scalar as a level).
+const MAX_PARSE_DEPTH: usize = crate::decode::DEFAULT_MAX_DEPTH + 1;
 
 /// Parses one literal Erlang term, optionally followed by a `.`.
 ///
@@ -351,22 +352,44 @@ impl Parser {
         r
     }
 
+    /// Dispatch only: the arms live in their own functions so the recursive
+    /// path keeps a small stack frame.
     fn term_inner(&mut self) -> Result<Term, ParseError> {
         self.ws();
+        match self.peek() {
+            Some('{') => {
+                self.pos += 1;
+                self.tuple()
+            }
+            Some('[') => {
+                self.pos += 1;
+                self.list()
+            }
+            Some('<') if self.peek_at(1) == Some('<') => {
+                self.pos += 2;
+                self.binary()
+            }
+            Some('#') if self.peek_at(1) == Some('{') => {
+                self.pos += 2;
+                self.map()
+            }
+            _ => self.simple_term(),
+        }
+    }
+
+    #[inline(never)]
+    fn tuple(&mut self) -> Result<Term, ParseError> {
+        Ok(Term::Tuple(self.elems('}')?))
+    }
+
+    #[inline(never)]
+    fn simple_term(&mut self) -> Result<Term, ParseError> {
         let start = self.pos;
         let c = match self.peek() {
             Some(c) => c,
             None => return Err(self.error("expected a term")),
         };
         match c {
-            '{' => {
-                self.pos += 1;
-                Ok(Term::Tuple(self.elems('}')?))
-            }
-            '[' => {
-                self.pos += 1;
-                self.list()
-            }
             '"' => {
                 let s = self.string_lit('"')?;
                 Ok(Term::List(
@@ -377,10 +400,6 @@ impl Parser {
                 let s = self.string_lit('\'')?;
                 let s: String = s.into_iter().filter_map(char::from_u32).collect();
                 self.atom_from(start, &s)
-            }
-            '<' if self.peek_at(1) == Some('<') => {
-                self.pos += 2;
-                self.binary()
             }
             '<' => {
                 self.pos += 1;
@@ -402,10 +421,6 @@ impl Parser {
                     serial: self.u32_of(start, c2)?,
                     creation: 0,
                 }))
-            }
-            '#' if self.peek_at(1) == Some('{') => {
-                self.pos += 2;
-                self.map()
             }
             '#' => {
                 self.pos += 1;
@@ -527,6 +542,7 @@ impl Parser {
         }
     }
 
+    #[inline(never)]
     fn elems(&mut self, close: char) -> Result<Vec<Term>, ParseError> {
         let mut v = Vec::new();
         self.ws();
@@ -548,6 +564,7 @@ impl Parser {
         }
     }
 
+    #[inline(never)]
     fn list(&mut self) -> Result<Term, ParseError> {
         let mut v = Vec::new();
         self.ws();
@@ -588,6 +605,7 @@ impl Parser {
         }
     }
 
+    #[inline(never)]
     fn map(&mut self) -> Result<Term, ParseError> {
         let mut m = Map::new();
         self.ws();
