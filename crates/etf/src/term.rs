@@ -425,9 +425,10 @@ impl Term {
         term_cmp(self, other, false)
     }
 
-    /// Erlang exact term order (`=:=` is `Equal`): numbers compare by value,
-    /// and an integer sorts before an equal float. This is the order of map
-    /// keys.
+    /// The order of map keys (what `erts` uses to sort small maps and to
+    /// compare maps): like [`Term::cmp_term`], except that every integer
+    /// sorts before every float (`#{1 => a, 0.5 => b}` is stored as
+    /// `1, 0.5`), so only `=:=` terms are `Equal`.
     pub fn cmp_exact(&self, other: &Term) -> Ordering {
         term_cmp(self, other, true)
     }
@@ -482,20 +483,23 @@ fn num_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
         (Integer(x), BigInt(y)) => num_bigint::BigInt::from(*x).cmp(y),
         (BigInt(x), Integer(y)) => x.cmp(&num_bigint::BigInt::from(*y)),
         (BigInt(x), BigInt(y)) => x.cmp(y),
-        (Integer(_) | BigInt(_), Float(f)) => {
-            let i = match a {
-                Integer(x) => num_bigint::BigInt::from(*x),
-                BigInt(x) => x.clone(),
-                _ => unreachable!(),
-            };
-            match cmp_int_float(&i, *f) {
-                Ordering::Equal if exact => Ordering::Less,
-                o => o,
-            }
-        }
+        // map-key order (exact): every integer sorts before every float
+        (Integer(_) | BigInt(_), Float(_)) if exact => Ordering::Less,
+        (Integer(x), Float(f)) => cmp_int_float(&num_bigint::BigInt::from(*x), *f),
+        (BigInt(x), Float(f)) => cmp_int_float(x, *f),
         (Float(_), Integer(_) | BigInt(_)) => num_cmp(b, a, exact).reverse(),
         _ => Ordering::Equal,
     }
+}
+
+/// Reference words compare as one number (least significant word first on
+/// the wire), then by word count.
+fn ref_ids_cmp(a: &[u32], b: &[u32]) -> Ordering {
+    let trim = |v: &[u32]| v.len() - v.iter().rev().take_while(|&&w| w == 0).count();
+    let (la, lb) = (trim(a), trim(b));
+    la.cmp(&lb)
+        .then_with(|| a[..la].iter().rev().cmp(b[..lb].iter().rev()))
+        .then(a.len().cmp(&b.len()))
 }
 
 fn node_cmp(a: &Atom, b: &Atom) -> Ordering {
@@ -521,21 +525,19 @@ fn term_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
     match (a, b) {
         (Integer(_) | BigInt(_) | Float(_), _) => num_cmp(a, b, exact),
         (Atom(x), Atom(y)) => x.as_str().cmp(y.as_str()),
+        // orders below are the BEAM's (checked against erl in the tests)
         (Reference(x), Reference(y)) => node_cmp(&x.node, &y.node)
             .then(x.creation.cmp(&y.creation))
-            .then_with(|| {
-                x.ids
-                    .len()
-                    .cmp(&y.ids.len())
-                    .then_with(|| x.ids.iter().rev().cmp(y.ids.iter().rev()))
-            }),
+            .then_with(|| ref_ids_cmp(&x.ids, &y.ids)),
         (Port(x), Port(y)) => node_cmp(&x.node, &y.node)
             .then(x.creation.cmp(&y.creation))
             .then(x.id.cmp(&y.id)),
-        (Pid(x), Pid(y)) => node_cmp(&x.node, &y.node)
-            .then(x.creation.cmp(&y.creation))
-            .then(x.serial.cmp(&y.serial))
-            .then(x.id.cmp(&y.id)),
+        (Pid(x), Pid(y)) => x
+            .serial
+            .cmp(&y.serial)
+            .then(x.id.cmp(&y.id))
+            .then_with(|| node_cmp(&x.node, &y.node))
+            .then(x.creation.cmp(&y.creation)),
         (Tuple(x), Tuple(y)) => x.len().cmp(&y.len()).then_with(|| seq_cmp(x, y, exact)),
         (Map(x), Map(y)) => x.len().cmp(&y.len()).then_with(|| {
             let xs = x.sorted_entries();

@@ -472,10 +472,10 @@ impl Parser {
             Some('\'') => {
                 let s = self.string_lit('\'')?;
                 let s: String = s.into_iter().filter_map(char::from_u32).collect();
-                match self.atom_from(start, &s)? {
-                    Term::Atom(a) => Ok(a),
-                    _ => unreachable!(),
+                if s.chars().count() > MAX_ATOM_CHARS {
+                    return Err(self.error_at(start, "atom longer than 255 characters"));
                 }
+                Ok(Atom::new(&s))
             }
             Some(c) if is_lower(c) => {
                 let s = self.name();
