@@ -20,7 +20,7 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
         if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        return Ok(want.rlim_cur as u64);
+        return Ok(want.rlim_cur);
     }
-    Ok(lim.rlim_cur as u64)
+    Ok(lim.rlim_cur)
 }

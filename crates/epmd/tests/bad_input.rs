@@ -52,7 +52,10 @@ fn truncated_request_then_close() {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     assert!(out.is_empty());
-    assert!(wait_until(Duration::from_secs(10), || d.metrics.errors("partial_request") == 1));
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metrics
+        .errors("partial_request")
+        == 1));
     still_answers(&d);
 }
 
@@ -60,7 +63,10 @@ fn truncated_request_then_close() {
 fn truncated_fields_inside_a_complete_frame() {
     let d = Daemon::start();
     // ALIVE2 whose name length (9) runs past the frame.
-    let out = send_and_read_all(d.port, &[0, 14, 120, 0, 1, 77, 0, 0, 6, 0, 5, 0, 9, b'a', 0, 0]);
+    let out = send_and_read_all(
+        d.port,
+        &[0, 14, 120, 0, 1, 77, 0, 0, 6, 0, 5, 0, 9, b'a', 0, 0],
+    );
     assert!(out.is_empty());
     assert_eq!(d.metrics.errors("truncated"), 1);
     still_answers(&d);
@@ -106,7 +112,10 @@ fn slow_sender_is_cut_off() {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     assert!(out.is_empty());
-    assert_eq!(d.metrics.errors("idle_timeout") + d.metrics.errors("packet_timeout"), 1);
+    assert_eq!(
+        d.metrics.errors("idle_timeout") + d.metrics.errors("packet_timeout"),
+        1
+    );
 
     // Trickles bytes faster than the idle timeout but never finishes within
     // the packet timeout.
@@ -121,7 +130,10 @@ fn slow_sender_is_cut_off() {
         }
     }
     assert!(closed || d.metrics.errors("packet_timeout") >= 1);
-    assert!(wait_until(Duration::from_secs(10), || d.metrics.errors("packet_timeout") >= 1));
+    assert!(wait_until(Duration::from_secs(10), || d
+        .metrics
+        .errors("packet_timeout")
+        >= 1));
     still_answers(&d);
 }
 
@@ -161,7 +173,8 @@ fn old_version_node_gets_alive2_resp_with_small_creation() {
 fn data_on_a_registration_connection_ends_it() {
     let d = Daemon::start();
     let mut s = connect(d.port);
-    s.write_all(&Request::Alive2(node_info("chatty", 1)).to_bytes()).unwrap();
+    s.write_all(&Request::Alive2(node_info("chatty", 1)).to_bytes())
+        .unwrap();
     let mut resp = [0u8; 6];
     s.read_exact(&mut resp).unwrap();
     assert_eq!(resp[..2], [erlkube_proto::epmd::ALIVE2_X_RESP, 0]);
@@ -169,7 +182,10 @@ fn data_on_a_registration_connection_ends_it() {
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     assert!(wait_until(Duration::from_secs(10), || {
-        block_on(Client::new("127.0.0.1", d.port).names()).unwrap().nodes.is_empty()
+        block_on(Client::new("127.0.0.1", d.port).names())
+            .unwrap()
+            .nodes
+            .is_empty()
     }));
 }
 
@@ -228,9 +244,18 @@ fn metrics_endpoint_serves_prometheus_text() {
     };
     let body = get("/metrics");
     assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
-    assert!(body.contains("\nerlkube_epmd_registered_nodes 1\n"), "{body}");
-    assert!(body.contains("erlkube_epmd_requests_total{type=\"port_please2\"} 1\n"), "{body}");
-    assert!(body.contains("erlkube_epmd_errors_total{reason=\"unknown_request\"} 1\n"), "{body}");
+    assert!(
+        body.contains("\nerlkube_epmd_registered_nodes 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("erlkube_epmd_requests_total{type=\"port_please2\"} 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("erlkube_epmd_errors_total{reason=\"unknown_request\"} 1\n"),
+        "{body}"
+    );
     assert!(get("/other").starts_with("HTTP/1.1 404"));
     stop_tx.send(()).unwrap();
     server.join().unwrap();

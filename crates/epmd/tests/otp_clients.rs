@@ -27,15 +27,19 @@ fn names_output_is_identical_to_otp_epmd() {
     let mut regs = Vec::new();
     for (i, n) in names.iter().enumerate() {
         for port in [ours.port, otp.port()] {
-            let r = block_on(Client::new("127.0.0.1", port).register(node_info(n, 30000 + i as u16)))
-                .expect("register");
+            let r =
+                block_on(Client::new("127.0.0.1", port).register(node_info(n, 30000 + i as u16)))
+                    .expect("register");
             regs.push(r);
         }
     }
     let (c1, a) = otp_client(ours.port, &["-names"]);
     let (c2, b) = otp_client(otp.port(), &["-names"]);
     assert_eq!((c1, &a), (c2, &b));
-    assert!(a.starts_with("epmd: up and running on port PORT with data:\n"), "{a}");
+    assert!(
+        a.starts_with("epmd: up and running on port PORT with data:\n"),
+        "{a}"
+    );
     assert!(a.contains("name dëlta at port 30003\n"), "{a}");
     // Empty registry: also identical.
     regs.clear();
@@ -56,10 +60,17 @@ fn otp_kill_is_refused_with_nodes_then_kills() {
     assert_eq!(refused_ours, refused_otp);
     assert_eq!(
         refused_ours,
-        (1, "Killing not allowed - living nodes in database.\n".into())
+        (
+            1,
+            "Killing not allowed - living nodes in database.\n".into()
+        )
     );
     drop((r1, r2));
-    assert!(wait_until(Duration::from_secs(10), || otp_client(ours.port, &["-kill"]).0 == 0));
+    assert!(wait_until(Duration::from_secs(10), || otp_client(
+        ours.port,
+        &["-kill"]
+    )
+    .0 == 0));
     assert_eq!(ours.join(), Exit::Killed);
 }
 
@@ -131,7 +142,10 @@ fn erlkube_client_against_otp_epmd() {
         ));
         assert_eq!(c.kill().await.unwrap(), KillReply::Refused);
         // OTP answers STOP only when relaxed: no answer here.
-        assert!(matches!(c.stop("client_test").await, Err(ClientError::NoAnswer)));
+        assert!(matches!(
+            c.stop("client_test").await,
+            Err(ClientError::NoAnswer)
+        ));
         let first = reg.creation();
         drop(reg);
         let mut again = None;
@@ -159,7 +173,11 @@ fn erlkube_client_against_erlkube_daemon() {
         let mut reg = c.register(info.clone()).await.unwrap();
         assert_eq!(reg.name(), "self");
         assert_eq!(c.port_please("self").await.unwrap(), Some(info));
-        assert!(c.dump().await.unwrap().contains("active name     <self> at port 1234"));
+        assert!(c
+            .dump()
+            .await
+            .unwrap()
+            .contains("active name     <self> at port 1234"));
         assert_eq!(c.stop("self").await.unwrap(), StopReply::Stopped);
         reg.closed().await;
         assert_eq!(c.stop("self").await.unwrap(), StopReply::NoSuchName);

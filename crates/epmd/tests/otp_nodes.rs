@@ -34,8 +34,14 @@ fn erl_nodes_register_find_each_other_and_ping() {
         .expect("node b");
 
     let names = registered(d.port);
-    assert!(names.contains(&short(a.node_name()).to_owned()), "{names:?}");
-    assert!(names.contains(&short(b.node_name()).to_owned()), "{names:?}");
+    assert!(
+        names.contains(&short(a.node_name()).to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&short(b.node_name()).to_owned()),
+        "{names:?}"
+    );
 
     // b's own view of its distribution port equals what epmd hands out.
     let (dist_port, version) = {
@@ -54,13 +60,11 @@ fn erl_nodes_register_find_each_other_and_ping() {
     );
 
     assert_eq!(
-        a.eval(&format!("net_adm:ping('{}')", b.node_name())).unwrap(),
+        a.eval(&format!("net_adm:ping('{}')", b.node_name()))
+            .unwrap(),
         "pong"
     );
-    assert_eq!(
-        b.eval("nodes()").unwrap(),
-        format!("['{}']", a.node_name())
-    );
+    assert_eq!(b.eval("nodes()").unwrap(), format!("['{}']", a.node_name()));
     // net_adm:names/0 goes through NAMES and parses OTP's line format.
     let listed = a.eval("net_adm:names()").unwrap();
     assert!(
@@ -80,11 +84,15 @@ fn killing_a_node_unregisters_it() {
     assert!(registered(d.port).contains(&name));
     a.kill();
     assert!(
-        wait_until(Duration::from_secs(10), || !registered(d.port).contains(&name)),
+        wait_until(Duration::from_secs(10), || !registered(d.port)
+            .contains(&name)),
         "still registered after the node died"
     );
     // The name can be registered again, with a new creation.
-    let again = ErlNode::builder(&name).epmd_port(d.port).start().expect("restart");
+    let again = ErlNode::builder(&name)
+        .epmd_port(d.port)
+        .start()
+        .expect("restart");
     assert!(registered(d.port).contains(&short(again.node_name()).to_owned()));
 }
 
@@ -98,12 +106,18 @@ fn a_restarted_node_gets_the_next_creation() {
             .parse()
             .unwrap()
     };
-    let mut a = ErlNode::builder(&name).epmd_port(d.port).start().expect("node");
+    let mut a = ErlNode::builder(&name)
+        .epmd_port(d.port)
+        .start()
+        .expect("node");
     let c1 = creation(&a);
     assert!(c1 > 3, "creation {c1} is in OTP's reserved 0..3 range");
     a.stop();
     assert!(wait_until(Duration::from_secs(10), || registered(d.port).is_empty()));
-    let b = ErlNode::builder(&name).epmd_port(d.port).start().expect("restart");
+    let b = ErlNode::builder(&name)
+        .epmd_port(d.port)
+        .start()
+        .expect("restart");
     assert_eq!(creation(&b), c1 + 1, "per-name creation counter");
 }
 

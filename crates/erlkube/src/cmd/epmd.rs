@@ -274,7 +274,7 @@ fn client_text(port: u16, req: Request, silent: bool) -> ExitCode {
     }
     let p = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     let mut out = std::io::stdout().lock();
-    let _ = write!(out, "epmd: up and running on port {p} with data:\n");
+    let _ = writeln!(out, "epmd: up and running on port {p} with data:");
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
     let _ = out.write_all(&rest);
