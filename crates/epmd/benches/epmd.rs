@@ -14,6 +14,11 @@
 //! 4. Connections held open at once: how many are accepted and then served
 //!    (a PORT_PLEASE2 answered on each), up to 12,000.
 //!
+//! For each load phase the daemon's CPU time (from /proc/PID/stat) is read
+//! too: on a small shared machine the load generator, not the daemon, is
+//! often the limit, and requests per daemon CPU-second shows the daemon's
+//! own cost.
+//!
 //! Prints figures and erlkube/OTP ratios. Takes about a minute.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -38,7 +43,15 @@ fn erlkube_bin() -> PathBuf {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
-        .args(["build", "--profile", "bench", "-p", "erlkube", "--bin", "erlkube"])
+        .args([
+            "build",
+            "--profile",
+            "bench",
+            "-p",
+            "erlkube",
+            "--bin",
+            "erlkube",
+        ])
         .status()
         .expect("run cargo build");
     assert!(st.success(), "building the erlkube binary failed");
@@ -96,6 +109,20 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz.max(1.0)
+}
+
 fn node(name: String, port: u16) -> NodeInfo {
     NodeInfo {
         port,
@@ -134,11 +161,9 @@ async fn load(port: u16, clients: usize, req: Vec<u8>) -> (f64, u64) {
         tasks.push(tokio::spawn(async move {
             let mut buf = Vec::with_capacity(64);
             while Instant::now() < deadline {
-                let r = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    one_request(addr, &req, &mut buf),
-                )
-                .await;
+                let r =
+                    tokio::time::timeout(Duration::from_secs(2), one_request(addr, &req, &mut buf))
+                        .await;
                 if matches!(r, Ok(true)) {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -210,8 +235,9 @@ async fn hold_connections(port: u16, target: usize) -> (usize, usize) {
 }
 
 struct Figures {
-    pp: Vec<(usize, f64, u64)>,
-    names: (f64, u64),
+    /// (clients, req/s, failed, daemon CPU fraction)
+    pp: Vec<(usize, f64, u64, f64)>,
+    names: (f64, u64, f64),
     rss_kib: u64,
     rss_idle_kib: u64,
     held: (usize, usize),
@@ -228,19 +254,28 @@ async fn measure(d: &Daemon, held_target: usize) -> Figures {
     .to_bytes();
     let mut pp = Vec::new();
     for clients in [1, 64, 1024] {
+        let cpu0 = cpu_secs(d.pid);
         let (rps, failed) = load(d.port, clients, pp_req.clone()).await;
+        let cpu = (cpu_secs(d.pid) - cpu0) / PHASE.as_secs_f64();
         eprintln!(
-            "  {:8} PORT_PLEASE2 {clients:>5} clients: {rps:>9.0} req/s ({failed} failed)",
-            d.label
+            "  {:8} PORT_PLEASE2 {clients:>5} clients: {rps:>9.0} req/s ({failed} failed), daemon CPU {:.0}%",
+            d.label,
+            cpu * 100.0
         );
-        pp.push((clients, rps, failed));
+        pp.push((clients, rps, failed, cpu));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let cpu0 = cpu_secs(d.pid);
     let names = load(d.port, 64, Request::Names.to_bytes()).await;
+    let cpu = (cpu_secs(d.pid) - cpu0) / PHASE.as_secs_f64();
     eprintln!(
-        "  {:8} NAMES (1000 nodes) 64 clients: {:>9.0} req/s ({} failed)",
-        d.label, names.0, names.1
+        "  {:8} NAMES (1000 nodes) 64 clients: {:>9.0} req/s ({} failed), daemon CPU {:.0}%",
+        d.label,
+        names.0,
+        names.1,
+        cpu * 100.0
     );
+    let names = (names.0, names.1, cpu);
     drop(regs);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _keep = register_many(d.port, 1, "bench").await;
@@ -269,7 +304,9 @@ fn main() {
         .build()
         .unwrap();
     let started = Instant::now();
-    eprintln!("erlkube epmd vs OTP epmd, loopback, {PHASE:?} per phase, one connection per request");
+    eprintln!(
+        "erlkube epmd vs OTP epmd, loopback, {PHASE:?} per phase, one connection per request"
+    );
     let (otp, ours) = rt.block_on(async {
         let otp_d = start_otp();
         let otp = measure(&otp_d, held_target).await;
@@ -282,10 +319,17 @@ fn main() {
     println!();
     println!("| measure | OTP epmd | erlkube epmd | ratio |");
     println!("|---|---:|---:|---:|");
-    for ((c, o, of), (_, e, ef)) in otp.pp.iter().zip(&ours.pp) {
+    for ((c, o, of, ocpu), (_, e, ef, ecpu)) in otp.pp.iter().zip(&ours.pp) {
         println!(
             "| PORT_PLEASE2 req/s, {c} clients (new conn each) | {o:.0} ({of} failed) | {e:.0} ({ef} failed) | {:.2}x |",
             e / o
+        );
+        let (oe, ee) = (o / ocpu.max(1e-9), e / ecpu.max(1e-9));
+        println!(
+            "| PORT_PLEASE2 req per daemon CPU-second, {c} clients | {oe:.0} ({:.0}% CPU) | {ee:.0} ({:.0}% CPU) | {:.2}x |",
+            ocpu * 100.0,
+            ecpu * 100.0,
+            ee / oe
         );
     }
     println!(
@@ -295,6 +339,16 @@ fn main() {
         ours.names.0,
         ours.names.1,
         ours.names.0 / otp.names.0
+    );
+    let (oe, ee) = (
+        otp.names.0 / otp.names.2.max(1e-9),
+        ours.names.0 / ours.names.2.max(1e-9),
+    );
+    println!(
+        "| NAMES req per daemon CPU-second | {oe:.0} ({:.0}% CPU) | {ee:.0} ({:.0}% CPU) | {:.2}x |",
+        otp.names.2 * 100.0,
+        ours.names.2 * 100.0,
+        ee / oe
     );
     println!(
         "| connections held: accepted / served (of {held_target}) | {} / {} | {} / {} | {:.2}x |",

@@ -262,14 +262,6 @@ impl Drop for ConnGuard<'_> {
 async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, id: ConnId) {
     let metrics = shared.config.metrics.clone();
     let _guard = ConnGuard(&metrics);
-    let local = match stream.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            debug!(error = %e, "no local address");
-            return;
-        }
-    };
-    let local_peer = is_local_peer(peer.ip(), local.ip());
     let cfg = &shared.config;
     let deadline = Instant::now() + cfg.packet_timeout;
     let mut buf: Vec<u8> = Vec::with_capacity(32);
@@ -329,7 +321,16 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
         request,
         Request::Alive2(_) | Request::Dump | Request::Kill | Request::Stop { .. }
     );
-    if needs_local && !local_peer {
+    // Only privileged requests pay for getsockname(2); a loopback peer is
+    // local whatever address it dialled.
+    let local_peer = || {
+        let ip = peer.ip().to_canonical();
+        ip.is_loopback()
+            || stream
+                .local_addr()
+                .is_ok_and(|l| is_local_peer(peer.ip(), l.ip()))
+    };
+    if needs_local && !local_peer() {
         warn!(request = request.kind(), "refused from a non-local address");
         metrics.error("not_local");
         return;

@@ -224,3 +224,28 @@ fn metrics_flag_serves_http() {
     s.read_to_string(&mut body).unwrap();
     assert!(body.contains("erlkube_epmd_registered_nodes 0"), "{body}");
 }
+
+#[test]
+fn listens_on_ipv4_and_ipv6_loopback_by_default() {
+    let (_d, port) = start_daemon(&[]);
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        // No IPv6 on this host: only the IPv4 listener can be checked.
+        return;
+    }
+    let mut s = TcpStream::connect(("::1", port)).expect("IPv6 listener");
+    s.write_all(&[0, 1, b'n']).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert_eq!(out, (port as u32).to_be_bytes());
+    // An erl node registering over IPv4 is visible over IPv6.
+    let node = ErlNode::builder(&unique_name("cli_v6"))
+        .epmd_port(port)
+        .start()
+        .unwrap();
+    let short = node.node_name().split('@').next().unwrap().to_owned();
+    let mut s = TcpStream::connect(("::1", port)).unwrap();
+    s.write_all(&[0, 1, b'n']).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    assert!(String::from_utf8_lossy(&out[4..]).contains(&format!("name {short} at port ")));
+}

@@ -616,4 +616,48 @@ mod tests {
             Err(DecodeError::MalformedNames)
         );
     }
+
+    /// Random and mutated inputs: the decoders never panic, and whatever
+    /// decodes re-encodes to bytes that decode to the same request.
+    #[test]
+    fn random_bytes_never_panic_and_round_trip() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let seeds: Vec<Vec<u8>> = vec![
+            ALIVE2_FOO.to_vec(),
+            Request::PortPlease2 { name: "abc".into() }.to_bytes(),
+            Request::Stop { name: "n".into() }.to_bytes(),
+            Request::Names.to_bytes(),
+        ];
+        for i in 0..200_000 {
+            let mut buf = if i % 2 == 0 {
+                let len = (next() % 40) as usize;
+                (0..len).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                let mut b = seeds[(next() % seeds.len() as u64) as usize].clone();
+                let pos = (next() as usize) % b.len();
+                b[pos] = next() as u8;
+                b
+            };
+            if i % 7 == 0 {
+                buf.truncate((next() as usize) % (buf.len() + 1));
+            }
+            if let Ok(Some((req, used))) = decode_request(&buf, MAX_REQUEST_LEN) {
+                let again = req.to_bytes();
+                assert_eq!(
+                    decode_request(&again, MAX_REQUEST_LEN).unwrap(),
+                    Some((req, again.len()))
+                );
+                assert!(used <= buf.len());
+            }
+            let _ = decode_port2_response(&buf);
+            let _ = decode_alive2_response(&buf);
+            let _ = parse_names(&buf);
+        }
+    }
 }

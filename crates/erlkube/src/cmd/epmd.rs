@@ -57,7 +57,7 @@ Interactive options
     -stop Name Forcibly unregister Name (needs -relaxed_command_check)
 
 Environment: ERL_EPMD_PORT, ERL_EPMD_ADDRESS, ERL_EPMD_RELAXED_COMMAND_CHECK,
-ERLKUBE_EPMD_METRICS, RUST_LOG.
+ERLKUBE_EPMD_METRICS, ERLKUBE_EPMD_WORKERS (runtime threads, default 1), RUST_LOG.
 ";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -403,10 +403,23 @@ fn serve(opts: Opts) -> ExitCode {
         Ok(n) => tracing::debug!(nofile = n, "file descriptor limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the file descriptor limit"),
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // One thread by default: the work is syscall-bound and a single
+    // thread keeps memory small. ERLKUBE_EPMD_WORKERS=N uses N workers.
+    let workers: usize = std::env::var("ERLKUBE_EPMD_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1);
+    let built = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let rt = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("erlkube epmd: cannot start the runtime: {e}");
