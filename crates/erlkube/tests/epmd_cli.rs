@@ -249,3 +249,37 @@ fn listens_on_ipv4_and_ipv6_loopback_by_default() {
     s.read_to_end(&mut out).unwrap();
     assert!(String::from_utf8_lossy(&out[4..]).contains(&format!("name {short} at port ")));
 }
+
+/// The drop-in case: `erl` itself starts erlkube as its port mapper
+/// (`-epmd "PATH -daemon"` replaces OTP's `epmd -daemon`), registers with
+/// it and finds itself through it.
+#[test]
+fn erl_starts_erlkube_as_its_own_epmd() {
+    let port = free_port();
+    let mport = free_port();
+    struct KillOnDrop(u16);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if listening(self.0) {
+                let _ = OtpEpmd::client(self.0, &["-kill"]);
+            }
+        }
+    }
+    let _cleanup = KillOnDrop(port);
+    let node = ErlNode::builder(&unique_name("cli_dropin"))
+        .epmd_port(port)
+        .epmd_command(&format!("{BIN} epmd -daemon"))
+        .env("ERL_EPMD_RELAXED_COMMAND_CHECK", "1")
+        .env("ERLKUBE_EPMD_METRICS", &format!("127.0.0.1:{mport}"))
+        .start()
+        .expect("erl with erlkube as its epmd");
+    let short = node.node_name().split('@').next().unwrap().to_owned();
+    let names = node.eval("net_adm:names()").unwrap();
+    assert!(names.contains(&format!("{{\"{short}\",")), "{names}");
+    // The daemon answering is erlkube's: it serves the metrics endpoint.
+    let mut s = TcpStream::connect(("127.0.0.1", mport)).expect("erlkube metrics");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.contains("erlkube_epmd_registered_nodes 1"), "{body}");
+}

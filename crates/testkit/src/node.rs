@@ -106,6 +106,7 @@ pub struct ErlNodeBuilder {
     runtime: Runtime,
     cookie: String,
     epmd_port: Option<u16>,
+    epmd_command: Option<String>,
     dist_ports: Option<(u16, u16)>,
     hidden: bool,
     args: Vec<String>,
@@ -134,6 +135,15 @@ impl ErlNodeBuilder {
     /// Required unless the name mode is [`NameMode::None`].
     pub fn epmd_port(mut self, port: u16) -> Self {
         self.epmd_port = Some(port);
+        self
+    }
+    /// Let the node start its port mapper itself, as `erl` does by default,
+    /// with `-epmd "CMD"` (e.g. `"/path/to/epmd -daemon"`) instead of
+    /// `-start_epmd false`. The daemon it starts detaches and outlives the
+    /// node (and its guard): the test must stop it (e.g. `epmd -kill`).
+    /// Erlang runtime only.
+    pub fn epmd_command(mut self, cmd: &str) -> Self {
+        self.epmd_command = Some(cmd.to_owned());
         self
     }
     /// `-kernel inet_dist_listen_min MIN inet_dist_listen_max MAX`.
@@ -179,7 +189,10 @@ impl ErlNodeBuilder {
     pub fn command(&self) -> Command {
         let mut erl_args: Vec<String> = Vec::new();
         if self.mode != NameMode::None {
-            erl_args.extend(["-start_epmd".into(), "false".into()]);
+            match &self.epmd_command {
+                Some(c) => erl_args.extend(["-epmd".into(), c.clone()]),
+                None => erl_args.extend(["-start_epmd".into(), "false".into()]),
+            }
         }
         if let Some((min, max)) = self.dist_ports {
             erl_args.extend([
@@ -362,6 +375,7 @@ impl ErlNode {
             runtime: Runtime::Erlang,
             cookie: "erlkube_testkit_cookie".into(),
             epmd_port: None,
+            epmd_command: None,
             dist_ports: None,
             hidden: false,
             args: Vec::new(),
