@@ -196,8 +196,9 @@ async fn register_many(port: u16, n: usize, prefix: &str) -> Vec<Registration> {
 }
 
 /// Opens up to `target` connections and keeps them; then sends a
-/// PORT_PLEASE2 on each and counts answers. Returns (accepted, served).
-async fn hold_connections(port: u16, target: usize) -> (usize, usize) {
+/// PORT_PLEASE2 on each and counts answers. Returns (accepted, served,
+/// daemon VmRSS in KiB while all were held).
+async fn hold_connections(port: u16, pid: u32, target: usize) -> (usize, usize, u64) {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut conns = Vec::with_capacity(target);
     for _ in 0..target {
@@ -207,6 +208,8 @@ async fn hold_connections(port: u16, target: usize) -> (usize, usize) {
         }
     }
     let accepted = conns.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss = vm_rss_kib(pid);
     let req = Request::PortPlease2 {
         name: "bench0".into(),
     }
@@ -231,7 +234,7 @@ async fn hold_connections(port: u16, target: usize) -> (usize, usize) {
     for t in tasks {
         let _ = t.await;
     }
-    (accepted, served.load(Ordering::Relaxed) as usize)
+    (accepted, served.load(Ordering::Relaxed) as usize, rss)
 }
 
 struct Figures {
@@ -240,7 +243,7 @@ struct Figures {
     names: (f64, u64, f64),
     rss_kib: u64,
     rss_idle_kib: u64,
-    held: (usize, usize),
+    held: (usize, usize, u64),
 }
 
 async fn measure(d: &Daemon, held_target: usize) -> Figures {
@@ -279,7 +282,7 @@ async fn measure(d: &Daemon, held_target: usize) -> Figures {
     drop(regs);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _keep = register_many(d.port, 1, "bench").await;
-    let held = hold_connections(d.port, held_target).await;
+    let held = hold_connections(d.port, d.pid, held_target).await;
     eprintln!(
         "  {:8} held connections: {} accepted, {} served",
         d.label, held.0, held.1
@@ -357,6 +360,12 @@ fn main() {
         ours.held.0,
         ours.held.1,
         ours.held.1 as f64 / otp.held.1.max(1) as f64
+    );
+    println!(
+        "| VmRSS holding those connections (KiB) | {} | {} | {:.2}x |",
+        otp.held.2,
+        ours.held.2,
+        ours.held.2 as f64 / otp.held.2.max(1) as f64
     );
     println!(
         "| VmRSS idle (KiB) | {} | {} | {:.2}x |",

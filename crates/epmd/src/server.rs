@@ -316,6 +316,20 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
         }
     };
     drop(buf);
+    // The answering half is boxed so that the future of a connection still
+    // waiting for its request (the common state with many connections) is
+    // small.
+    Box::pin(answer(&shared, stream, peer, id, request)).await;
+}
+
+async fn answer(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    request: Request,
+) {
+    let metrics = &shared.config.metrics;
     metrics.request(request.kind());
     let needs_local = matches!(
         request,

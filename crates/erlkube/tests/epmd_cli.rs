@@ -96,6 +96,10 @@ fn no_daemon_means_cannot_connect() {
     assert_eq!(ours, theirs);
     assert_eq!(ours.0, 1);
     assert_eq!(ours.2, "epmd: Cannot connect to local epmd\n");
+    // -started: silent, only the exit code tells.
+    let ours = erlkube_epmd(&["-port", &port.to_string(), "-started"]);
+    assert_eq!(ours, OtpEpmd::client(port, &["-started"]).unwrap());
+    assert_eq!(ours, (1, String::new(), String::new()));
 }
 
 #[test]

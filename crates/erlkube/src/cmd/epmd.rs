@@ -231,9 +231,11 @@ fn connect_local(port: u16) -> Option<TcpStream> {
     })
 }
 
-fn send_request(port: u16, req: &Request) -> Result<TcpStream, ExitCode> {
+fn send_request(port: u16, req: &Request, silent: bool) -> Result<TcpStream, ExitCode> {
     let Some(mut s) = connect_local(port) else {
-        eprintln!("epmd: Cannot connect to local epmd");
+        if !silent {
+            eprintln!("epmd: Cannot connect to local epmd");
+        }
         return Err(ExitCode::from(1));
     };
     if s.write_all(&req.to_bytes()).is_err() {
@@ -258,7 +260,7 @@ fn read_up_to(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, ()> {
 }
 
 fn client_text(port: u16, req: Request, silent: bool) -> ExitCode {
-    let mut s = match send_request(port, &req) {
+    let mut s = match send_request(port, &req, silent) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -283,7 +285,7 @@ fn client_text(port: u16, req: Request, silent: bool) -> ExitCode {
 }
 
 fn client_kill(port: u16) -> ExitCode {
-    let mut s = match send_request(port, &Request::Kill) {
+    let mut s = match send_request(port, &Request::Kill, false) {
         Ok(s) => s,
         Err(c) => return c,
     };
@@ -315,7 +317,7 @@ fn client_stop(port: u16, name: &str) -> ExitCode {
         print!("epmd: Name too long!");
         return ExitCode::from(1);
     }
-    let mut s = match send_request(port, &Request::Stop { name: name.into() }) {
+    let mut s = match send_request(port, &Request::Stop { name: name.into() }, false) {
         Ok(s) => s,
         Err(c) => return c,
     };
