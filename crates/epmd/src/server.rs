@@ -199,9 +199,15 @@ pub async fn run(
     }
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
+    // Which listener is polled first rotates, so a busy one (say IPv4)
+    // cannot starve another (IPv6).
+    let mut first = 0usize;
     let exit = loop {
+        first = first.wrapping_add(1);
         let accept_any = std::future::poll_fn(|cx| {
-            for l in &listeners {
+            let n = listeners.len();
+            for i in 0..n {
+                let l = &listeners[(first + i) % n];
                 if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
                     return std::task::Poll::Ready(r);
                 }
