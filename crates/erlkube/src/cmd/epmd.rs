@@ -471,6 +471,15 @@ fn serve(opts: Opts) -> ExitCode {
                 }
             }
         }
+        if std::env::var_os(DAEMON_CHILD_ENV).is_some() {
+            // A detached daemon outlives its terminal: ignore SIGHUP (a
+            // registered tokio handler replaces the default "terminate").
+            if let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                tokio::spawn(async move { while hup.recv().await.is_some() {} });
+            }
+        }
         let shutdown = async {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
