@@ -1,1 +1,25 @@
 //! Distribution protocol: handshake, framing, control messages.
+//!
+//! Everything here is sans-IO: the caller reads bytes from its socket and
+//! hands them in with the current time; the state machines hand back bytes
+//! to write, events, and the next instant they want to be woken at.
+//!
+//! ```text
+//!  socket bytes ──► handshake::{Initiator, Acceptor} ──► Established
+//!                                                          │ leftover bytes
+//!  socket bytes ──► frame::FrameDecoder ─► frame::Inbound ─┘
+//!                   (4-byte length, ticks,   (pass-through / 131 'D' header,
+//!                    max frame length)        atom cache, fragment reassembly)
+//!  tick::Ticker: when to send a tick, when the peer is dead.
+//! ```
+
+pub mod flags;
+pub mod frame;
+pub mod handshake;
+pub mod tick;
+
+pub use flags::DistFlags;
+pub use handshake::{
+    Acceptor, Cookie, Established, HandshakeConfig, HandshakeError, HandshakeEvent, Initiator,
+    PeerName, Status, Step,
+};
