@@ -11,14 +11,18 @@
 //!                   (4-byte length, ticks,   (pass-through / 131 'D' header,
 //!                    max frame length)        atom cache, fragment reassembly)
 //!  tick::Ticker: when to send a tick, when the peer is dead.
+//!  connection::Connection: all of the above for one established link.
 //! ```
 
+pub mod connection;
 pub mod flags;
 pub mod frame;
 pub mod handshake;
 pub mod tick;
 
+pub use connection::{Connection, ConnectionConfig, ConnectionError};
 pub use flags::DistFlags;
+pub use frame::{FrameError, InboundMessage, Limits};
 pub use handshake::{
     Acceptor, Cookie, Established, HandshakeConfig, HandshakeError, HandshakeEvent, Initiator,
     PeerName, Status, Step,
