@@ -15,12 +15,14 @@
 //! ```
 
 pub mod connection;
+pub mod control;
 pub mod flags;
 pub mod frame;
 pub mod handshake;
 pub mod tick;
 
 pub use connection::{Connection, ConnectionConfig, ConnectionError};
+pub use control::{ControlError, ControlMessage, DistMessage};
 pub use flags::DistFlags;
 pub use frame::{FrameError, InboundMessage, Limits};
 pub use handshake::{

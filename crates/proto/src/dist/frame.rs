@@ -14,10 +14,8 @@
 //! header forms and terms *without* their 131 version byte; otherwise
 //! pass-through with versioned terms.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use super::flags::DistFlags;
+use std::collections::HashMap;
 
 /// Frame body tag of a pass-through message.
 pub const PASS_THROUGH: u8 = 112;
@@ -34,8 +32,8 @@ pub const ATOM_CACHE_SIZE: usize = 2048;
 /// OTP's fragment size: messages larger than this are split when the peer accepts FRAGMENTS.
 pub const FRAGMENT_SIZE: usize = 64 * 1024;
 
-/// The text of an atom taken from the atom cache.
-pub type AtomText = Arc<str>;
+/// An atom taken from the atom cache.
+pub type AtomText = erlkube_etf::Atom;
 
 /// Limits on what a peer may make this side buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,7 +269,7 @@ fn parse_atom_cache_header(
             if text.chars().count() > 255 {
                 return Err(FrameError::InvalidCachedAtom(cix));
             }
-            let atom: AtomText = Arc::from(text);
+            let atom = AtomText::new(text);
             cache.slots[cix] = Some(atom.clone());
             atoms.push(atom);
         } else {

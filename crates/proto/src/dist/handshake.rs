@@ -553,7 +553,8 @@ impl Initiator {
         self.c.send(&b);
     }
 
-    fn step(&self) -> Step {
+    /// The step the handshake is in (what it waits for).
+    pub fn step(&self) -> Step {
         match self.state {
             InitState::Status => Step::Status,
             InitState::Challenge => Step::Challenge,
@@ -742,7 +743,8 @@ impl Acceptor {
         }
     }
 
-    fn step(&self) -> Step {
+    /// The step the handshake is in (what it waits for).
+    pub fn step(&self) -> Step {
         match self.state {
             AccState::Name => Step::Name,
             AccState::StatusDecision => Step::StatusDecision,

@@ -96,19 +96,22 @@ fn normal_header_atom_cache_new_and_cached_entries() {
         104, 0, // control message bytes (opaque here)
     ];
     let m = dec.decode(body).unwrap().unwrap();
-    let atoms: Vec<&str> = m.atoms.iter().map(|a| &**a).collect();
+    let atoms: Vec<&str> = m.atoms.iter().map(|a| a.as_str()).collect();
     assert_eq!(atoms, ["ok", "foo", "ok"]);
     assert_eq!(m.data, vec![104, 0]);
     assert!(!m.versioned);
-    assert_eq!(dec.atom_cache().get(5).map(|a| &**a), Some("ok"));
-    assert_eq!(dec.atom_cache().get(2 * 256 + 1).map(|a| &**a), Some("foo"));
+    assert_eq!(dec.atom_cache().get(5).map(|a| a.as_str()), Some("ok"));
+    assert_eq!(
+        dec.atom_cache().get(2 * 256 + 1).map(|a| a.as_str()),
+        Some("foo")
+    );
 
     // A later message refers to slot 2*256+1 without the text.
     let m = dec
         .decode(vec![131, b'D', 1, 0x02, 1, 106])
         .unwrap()
         .unwrap();
-    assert_eq!(&*m.atoms[0], "foo");
+    assert_eq!(m.atoms[0].as_str(), "foo");
 }
 
 #[test]
@@ -122,9 +125,9 @@ fn normal_header_long_atoms_and_no_refs() {
     body.extend_from_slice(long.as_bytes());
     body.push(106);
     let m = dec.decode(body).unwrap().unwrap();
-    assert_eq!(&*m.atoms[0], "a");
-    assert_eq!(&*m.atoms[1], long);
-    assert_eq!(dec.atom_cache().get(2047).map(|a| &**a), Some("a"));
+    assert_eq!(m.atoms[0].as_str(), "a");
+    assert_eq!(m.atoms[1].as_str(), long);
+    assert_eq!(dec.atom_cache().get(2047).map(|a| a.as_str()), Some("a"));
 
     let m = dec.decode(vec![131, b'D', 0, 106]).unwrap().unwrap();
     assert!(m.atoms.is_empty());
