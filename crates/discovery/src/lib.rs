@@ -1,0 +1,97 @@
+//! Cluster formation: discovery strategies that say which nodes should be in
+//! the cluster, and the formation engine that makes the connected set follow.
+//! Uses tokio (strategies do DNS, HTTP or UDP; the engine drives an actor).
+//!
+//! The contract between the two halves:
+//!
+//! - A strategy runs as its own task and sends [`Update`]s: a *successful*
+//!   answer ([`Update::Answer`]) or an error ([`Update::Error`]). Polling
+//!   strategies (DNS, epmd, hosts file) send one per round; watching
+//!   strategies (Kubernetes EndpointSlice watch) send one per change.
+//! - Only an answer with [`Answer::complete`] set is evidence that a node
+//!   missing from it has left. An incomplete answer (truncated DNS, a partial
+//!   page) is merged into the desired set but never prunes it. An error is
+//!   never evidence of anything: the engine keeps the last good set.
+//! - The engine acts through an [`Actor`]: the local Rust node, or (for the
+//!   agent) a BEAM node reached over RPC.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// A node name as Erlang spells it: `name@host`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(String);
+
+impl NodeName {
+    /// Wraps a name; see [`NodeName::parse`] for checked input.
+    pub fn new(name: impl Into<String>) -> NodeName {
+        NodeName(name.into())
+    }
+
+    /// A name with exactly one `@`, a non-empty name part and host part.
+    pub fn parse(text: &str) -> Result<NodeName, InvalidNodeName> {
+        match text.split_once('@') {
+            Some((n, h)) if !n.is_empty() && !h.is_empty() && !h.contains('@') => {
+                Ok(NodeName(text.to_owned()))
+            }
+            _ => Err(InvalidNodeName(text.to_owned())),
+        }
+    }
+
+    /// The whole name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A string that is not `name@host`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a node name of the form name@host")]
+pub struct InvalidNodeName(pub String);
+
+/// One successful discovery answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The nodes the answer names.
+    pub nodes: BTreeSet<NodeName>,
+    /// True when the answer is the whole truth (so nodes absent from it have
+    /// left); false when it may be partial (truncated DNS answer).
+    pub complete: bool,
+}
+
+/// What a strategy reports.
+#[derive(Debug)]
+pub enum Update {
+    /// A successful answer.
+    Answer(Answer),
+    /// Discovery failed this time; never evidence that nodes left.
+    Error(DiscoveryError),
+}
+
+/// Why a discovery round failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// The source could not be reached or did not answer in time.
+    #[error("{strategy}: source unavailable: {reason}")]
+    Unavailable {
+        /// Strategy name, e.g. `dns_a`.
+        strategy: &'static str,
+        /// Human-readable reason (no secrets).
+        reason: String,
+    },
+    /// The source answered with something that cannot be used.
+    #[error("{strategy}: bad answer: {reason}")]
+    BadAnswer {
+        /// Strategy name.
+        strategy: &'static str,
+        /// Human-readable reason (no secrets).
+        reason: String,
+    },
+}
