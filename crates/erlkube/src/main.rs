@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "erlkube", version, about = "Erlang-distribution clusters on Kubernetes")]
+#[command(
+    name = "erlkube",
+    version,
+    about = "Erlang-distribution clusters on Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,6 +26,10 @@ enum Command {
     /// Encode and decode External Term Format.
     #[command(subcommand)]
     Term(cmd::term::TermCommand),
+    /// Run a Rust node with an `echo` process until SIGINT/SIGTERM.
+    Node(cmd::node::NodeArgs),
+    /// `net_adm:ping` a node: prints pong (exit 0) or pang (exit 1).
+    Ping(cmd::ping::PingArgs),
     /// The port mapper (OTP `epmd` compatible flags: `erlkube epmd -help`).
     #[command(disable_help_flag = true)]
     Epmd {
@@ -35,7 +43,11 @@ fn main() -> ExitCode {
     let mut argv: Vec<OsString> = std::env::args_os().collect();
     let invoked_as = argv
         .first()
-        .and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_os_string()))
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map(|n| n.to_os_string())
+        })
         .unwrap_or_default();
     if invoked_as == "epmd" {
         return cmd::epmd::main(argv.split_off(1));
@@ -44,5 +56,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Term(c) => cmd::term::main(c),
         Command::Epmd { args } => cmd::epmd::main(args),
+        Command::Node(a) => cmd::node::main(a),
+        Command::Ping(a) => cmd::ping::main(a),
     }
 }
