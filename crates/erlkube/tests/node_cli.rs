@@ -25,14 +25,16 @@ fn free_port() -> u16 {
 
 fn epmd() -> (u16, Guard) {
     let port = free_port();
-    let child = Command::new("epmd")
-        .args(["-port", &port.to_string()])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("epmd");
+    let guard = Guard(
+        Command::new("epmd")
+            .args(["-port", &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("epmd"),
+    );
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (port, Guard(child));
+            return (port, guard);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -173,7 +175,8 @@ fn frozen_rust_node_is_dropped_by_the_beam_within_the_tick_window() {
         &["-kernel", "net_ticktime", "4"],
         &expr,
     );
-    assert_eq!(out, "up nodedown");
+    // The BEAM also logs "not responding" to stdout; the verdict is the last line.
+    assert_eq!(out.lines().last(), Some("up nodedown"), "{out}");
 }
 
 #[test]
