@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
 pub mod epmd;
+pub mod node;
+pub mod ping;
 pub mod term;
