@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Parser)]
-#[command(name = "erlkube", version, about = "Erlang-distribution clusters on Kubernetes")]
+#[command(
+    name = "erlkube",
+    version,
+    about = "Erlang-distribution clusters on Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,11 @@ fn main() -> ExitCode {
     let mut argv: Vec<OsString> = std::env::args_os().collect();
     let invoked_as = argv
         .first()
-        .and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_os_string()))
+        .and_then(|a| {
+            std::path::Path::new(a)
+                .file_name()
+                .map(|n| n.to_os_string())
+        })
         .unwrap_or_default();
     if invoked_as == "epmd" {
         return cmd::epmd::main(argv.split_off(1));

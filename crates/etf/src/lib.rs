@@ -1,2 +1,94 @@
-//! Erlang's External Term Format (ETF). Owns the `Term` type, the encoder and
-//! decoder, and the Erlang-syntax printer and parser. Does no IO.
+//! Erlang's External Term Format (ETF). Owns the [`Term`] type, the encoder
+//! and decoder, and the Erlang-syntax printer and parser. Does no IO.
+//!
+//! Data flow:
+//!
+//! ```text
+//!  bytes ──decode_ref──▶ TermRef<'a> (zero-copy) ──to_owned──▶ Term
+//!  bytes ──decode──────────────────────────────────────────▶ Term
+//!  Term ──encode / encode_with(EncodeOptions)──▶ bytes (as term_to_binary)
+//!  Term ◀──parse── Erlang text ◀──Display── Term
+//!  Rust value ──to_term / from_term (serde)──▶ Term
+//! ```
+//!
+//! # Encoding
+//!
+//! [`encode`] writes what OTP 25's `erlang:term_to_binary/1` writes for every
+//! term whose encoding is canonical: the smallest integer tag, `STRING_EXT`
+//! for proper lists of up to 65535 bytes, small maps (up to 32 keys) with
+//! keys in Erlang term order, `NEW_FLOAT_EXT`, `NEW_PID_EXT`,
+//! `NEW_PORT_EXT` (`V4_PORT_EXT` for port numbers above 32 bits),
+//! `NEWER_REFERENCE_EXT`. The default [`EncodeOptions`] is `minor_version`
+//! 1, OTP 25's default: atoms made only of latin-1 characters use
+//! `ATOM_EXT` (tag 100). `minor_version` 2 (OTP 26+'s default and what the
+//! distribution uses) writes every atom as `SMALL_ATOM_UTF8_EXT`/
+//! `ATOM_UTF8_EXT`. Maps with more than 32 keys are written in stored order;
+//! the BEAM writes them in hash order, so they are equal after decoding, not
+//! byte for byte.
+//!
+//! # Decoding and hostile input
+//!
+//! Every tag the BEAM emits is decoded, plus the old forms (`FLOAT_EXT`,
+//! latin-1 atoms, `PID_EXT`, `PORT_EXT`, `REFERENCE_EXT`,
+//! `NEW_REFERENCE_EXT`) and `COMPRESSED`. `LOCAL_EXT` and `ATOM_CACHE_REF`
+//! (outside [`decode_prefix_with_atom_cache`]) fail with named errors. The
+//! decoder never panics; nesting is limited to [`DEFAULT_MAX_DEPTH`] levels
+//! (list elements and list tails do not nest), lengths are checked against
+//! the remaining input before anything is reserved, and compressed terms
+//! must declare at most [`DEFAULT_MAX_UNCOMPRESSED`] bytes. Because decoded
+//! terms are bounded in depth, the recursive `Drop`, `Clone`, `Display` and
+//! encoder are too; a `Term` built by hand with millions of nesting levels
+//! is the caller's responsibility.
+//!
+//! # Text
+//!
+//! See [`parse`] and the [`text`] module for the pid, port and reference
+//! forms (`#Pid<nonode@nohost.85.0.0>`).
+#![cfg_attr(
+    feature = "serde",
+    doc = r#"
+# Serde mapping
+
+[`to_term`] and [`from_term`] map Rust values to terms:
+
+| Rust | Erlang |
+|---|---|
+| `bool` | `true` / `false` |
+| integers | integers (`u64`/`i128` beyond `i64` as big integers) |
+| `f32`, `f64` | float |
+| `char` | integer (code point) |
+| `String`, `&str` | UTF-8 binary (the Elixir convention) |
+| bytes (`serde_bytes`) | binary |
+| `Option<T>` | `nil` for `None` (Elixir's convention), the value itself for `Some` |
+| `()` , unit struct | `nil` |
+| `Vec<T>`, sequences | proper list |
+| tuples, tuple structs | tuples |
+| newtype struct | the inner value |
+| struct | map with atom keys (`#{field => value}`) |
+| `HashMap`/`BTreeMap` | map (keys mapped by the same rules) |
+| unit variant | atom `variant` |
+| newtype variant | `{variant, Value}` |
+| tuple variant | `{variant, A, B, ...}` |
+| struct variant | `{variant, #{field => value}}` |
+
+Decoding also accepts `undefined` for `None`, atoms and lists for strings,
+and charlists as strings (when they are valid text)."#
+)]
+#![warn(missing_docs)]
+
+mod decode;
+mod encode;
+mod error;
+mod tags;
+mod term;
+pub mod text;
+
+pub use decode::{
+    decode, decode_prefix, decode_prefix_with_atom_cache, decode_ref, decode_ref_prefix,
+    decode_ref_prefix_with_atom_cache, decode_with, decompress, AtomRef, DecodeOptions, FunRef,
+    TermRef, DEFAULT_MAX_DEPTH, DEFAULT_MAX_UNCOMPRESSED,
+};
+pub use encode::{encode, encode_body_into, encode_into, encode_with, EncodeOptions};
+pub use error::{DecodeError, DecodeErrorKind, ParseError};
+pub use term::{Atom, AtomTooLong, BigInt, Fun, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
+pub use text::parse;

@@ -1,0 +1,907 @@
+//! The decoder: bytes → [`TermRef`] (borrowed, zero-copy) → [`Term`].
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use crate::error::{DecodeError, DecodeErrorKind as K};
+use crate::tags::*;
+use crate::term::{Atom, BigInt, Fun, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
+
+/// Nesting limit of the decoder (tuples, lists, maps, funs inside each
+/// other). A list's elements and its tail chain do not count as nesting.
+/// Deeper input fails with [`K::DepthLimit`] instead of overflowing the stack.
+pub const DEFAULT_MAX_DEPTH: usize = 1000;
+
+/// Limit on the declared uncompressed size of a compressed term (64 MiB).
+pub const DEFAULT_MAX_UNCOMPRESSED: usize = 64 << 20;
+
+/// Decoder limits.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// Maximum nesting depth (see [`DEFAULT_MAX_DEPTH`]). Values above the
+    /// default risk the stack of small threads.
+    pub max_depth: usize,
+    /// Maximum declared uncompressed size of a compressed term.
+    pub max_uncompressed: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        DecodeOptions {
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_uncompressed: DEFAULT_MAX_UNCOMPRESSED,
+        }
+    }
+}
+
+/// An atom borrowed from the input where possible (UTF-8 and ASCII atoms),
+/// owned only for non-ASCII latin-1 atoms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AtomRef<'a>(pub Cow<'a, str>);
+
+impl<'a> AtomRef<'a> {
+    /// The atom's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// An owned [`Atom`].
+    pub fn to_atom(&self) -> Atom {
+        Atom::new(&self.0)
+    }
+}
+
+/// A closure, borrowed form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunRef<'a> {
+    /// Arity.
+    pub arity: u8,
+    /// MD5 of the module.
+    pub uniq: [u8; 16],
+    /// Index.
+    pub index: u32,
+    /// Module.
+    pub module: AtomRef<'a>,
+    /// Old index.
+    pub old_index: i64,
+    /// Old uniq.
+    pub old_uniq: i64,
+    /// Creator pid (a [`TermRef::Pid`]).
+    pub pid: TermRef<'a>,
+    /// Free variables.
+    pub free_vars: Vec<TermRef<'a>>,
+}
+
+/// A borrowed view of a term: binaries, byte strings and atoms refer to the
+/// input buffer. Made by [`decode_ref`]; [`TermRef::to_owned`] gives a
+/// [`Term`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum TermRef<'a> {
+    /// An integer that fits `i64`.
+    Integer(i64),
+    /// An integer outside `i64`: sign and little-endian magnitude bytes.
+    BigInt {
+        /// True if negative.
+        negative: bool,
+        /// Little-endian magnitude.
+        magnitude: &'a [u8],
+    },
+    /// A float.
+    Float(f64),
+    /// An atom.
+    Atom(AtomRef<'a>),
+    /// A binary.
+    Binary(&'a [u8]),
+    /// A bitstring (`bits` significant bits in the last byte, 1..=7).
+    BitBinary {
+        /// Bytes as on the wire.
+        bytes: &'a [u8],
+        /// Bits used in the last byte.
+        bits: u8,
+    },
+    /// A proper list of small integers sent as `STRING_EXT`.
+    ByteList(&'a [u8]),
+    /// A tuple.
+    Tuple(Vec<TermRef<'a>>),
+    /// A proper list (`List(vec![])` is `[]`).
+    List(Vec<TermRef<'a>>),
+    /// An improper list.
+    ImproperList {
+        /// Elements.
+        elems: Vec<TermRef<'a>>,
+        /// Tail (not a list).
+        tail: Box<TermRef<'a>>,
+    },
+    /// A map, entries in wire order (key uniqueness is checked by the owned
+    /// decoder, not by `decode_ref`).
+    Map(Vec<(TermRef<'a>, TermRef<'a>)>),
+    /// A pid.
+    Pid {
+        /// Node.
+        node: AtomRef<'a>,
+        /// Number.
+        id: u32,
+        /// Serial.
+        serial: u32,
+        /// Creation.
+        creation: u32,
+    },
+    /// A port.
+    Port {
+        /// Node.
+        node: AtomRef<'a>,
+        /// Number.
+        id: u64,
+        /// Creation.
+        creation: u32,
+    },
+    /// A reference.
+    Reference {
+        /// Node.
+        node: AtomRef<'a>,
+        /// Creation.
+        creation: u32,
+        /// Number of valid words in `ids`.
+        len: u8,
+        /// ID words, least significant first.
+        ids: [u32; 5],
+    },
+    /// `fun M:F/A`.
+    Export {
+        /// Module.
+        module: AtomRef<'a>,
+        /// Function.
+        function: AtomRef<'a>,
+        /// Arity.
+        arity: u8,
+    },
+    /// A closure.
+    Fun(Box<FunRef<'a>>),
+}
+
+impl<'a> TermRef<'a> {
+    /// Converts to an owned [`Term`]. Duplicate map keys keep the last value.
+    pub fn to_owned(&self) -> Term {
+        self.to_owned_checked().0
+    }
+
+    /// Owned conversion; the flag is false if a map had duplicate keys.
+    fn to_owned_checked(&self) -> (Term, bool) {
+        let mut ok = true;
+        let t = self.owned(&mut ok);
+        (t, ok)
+    }
+
+    fn owned(&self, ok: &mut bool) -> Term {
+        match self {
+            TermRef::Tuple(v) => Term::Tuple(owned_seq(v, ok)),
+            TermRef::List(v) => Term::List(owned_seq(v, ok)),
+            TermRef::ImproperList { elems, tail } => owned_improper(elems, tail, ok),
+            TermRef::Map(entries) => owned_map(entries, ok),
+            TermRef::Fun(f) => owned_fun(f, ok),
+            _ => self.owned_scalar(),
+        }
+    }
+
+    #[inline(never)]
+    fn owned_scalar(&self) -> Term {
+        match self {
+            TermRef::Integer(i) => Term::Integer(*i),
+            TermRef::BigInt {
+                negative,
+                magnitude,
+            } => {
+                let sign = if *negative {
+                    num_bigint::Sign::Minus
+                } else {
+                    num_bigint::Sign::Plus
+                };
+                Term::from_bigint(BigInt::from_bytes_le(sign, magnitude))
+            }
+            TermRef::Float(f) => Term::Float(*f),
+            TermRef::Atom(a) => Term::Atom(a.to_atom()),
+            TermRef::Binary(b) => Term::Binary(b.to_vec()),
+            TermRef::BitBinary { bytes, bits } => {
+                let mut v = bytes.to_vec();
+                if let Some(last) = v.last_mut() {
+                    *last &= !(0xffu8 >> bits);
+                }
+                Term::BitBinary {
+                    bytes: v,
+                    bits: *bits,
+                }
+            }
+            TermRef::ByteList(b) => {
+                Term::List(b.iter().map(|&x| Term::Integer(x.into())).collect())
+            }
+            TermRef::Pid {
+                node,
+                id,
+                serial,
+                creation,
+            } => Term::Pid(Pid {
+                node: node.to_atom(),
+                id: *id,
+                serial: *serial,
+                creation: *creation,
+            }),
+            TermRef::Port { node, id, creation } => Term::Port(Port {
+                node: node.to_atom(),
+                id: *id,
+                creation: *creation,
+            }),
+            TermRef::Reference {
+                node,
+                creation,
+                len,
+                ids,
+            } => Term::Reference(Reference {
+                node: node.to_atom(),
+                creation: *creation,
+                ids: ids[..(*len as usize).min(5)].to_vec(),
+            }),
+            TermRef::Export {
+                module,
+                function,
+                arity,
+            } => Term::Export {
+                module: module.to_atom(),
+                function: function.to_atom(),
+                arity: *arity,
+            },
+            // containers are handled by owned()
+            TermRef::Tuple(_)
+            | TermRef::List(_)
+            | TermRef::ImproperList { .. }
+            | TermRef::Map(_)
+            | TermRef::Fun(_) => Term::nil(),
+        }
+    }
+}
+
+#[inline(never)]
+fn owned_seq(v: &[TermRef<'_>], ok: &mut bool) -> Vec<Term> {
+    let mut out = Vec::with_capacity(v.len());
+    for t in v {
+        out.push(t.owned(ok));
+    }
+    out
+}
+
+#[inline(never)]
+fn owned_improper(elems: &[TermRef<'_>], tail: &TermRef<'_>, ok: &mut bool) -> Term {
+    Term::ImproperList {
+        elems: owned_seq(elems, ok),
+        tail: Box::new(tail.owned(ok)),
+    }
+}
+
+#[inline(never)]
+fn owned_map(entries: &[(TermRef<'_>, TermRef<'_>)], ok: &mut bool) -> Term {
+    let mut v = Vec::with_capacity(entries.len());
+    for (k, val) in entries {
+        let k = k.owned(ok);
+        let val = val.owned(ok);
+        v.push((k, val));
+    }
+    Term::Map(dedup_map(v, ok))
+}
+
+#[inline(never)]
+fn owned_fun(f: &FunRef<'_>, ok: &mut bool) -> Term {
+    let pid = match f.pid.owned(ok) {
+        Term::Pid(p) => p,
+        // the decoder only puts pids here
+        _ => Pid {
+            node: Atom::new(""),
+            id: 0,
+            serial: 0,
+            creation: 0,
+        },
+    };
+    Term::Fun(Fun {
+        arity: f.arity,
+        uniq: f.uniq,
+        index: f.index,
+        module: f.module.to_atom(),
+        old_index: f.old_index,
+        old_uniq: f.old_uniq,
+        pid,
+        free_vars: owned_seq(&f.free_vars, ok),
+    })
+}
+
+fn dedup_map(v: Vec<(Term, Term)>, ok: &mut bool) -> Map {
+    if v.len() > 1 {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[a].0.cmp_exact(&v[b].0).then(a.cmp(&b)));
+        let dup = idx.windows(2).any(|w| v[w[0]].0 == v[w[1]].0);
+        if dup {
+            *ok = false;
+            return v.into_iter().collect();
+        }
+    }
+    Map::from_unique_entries(v)
+}
+
+struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    cache: Option<&'a [Atom]>,
+    max_depth: usize,
+}
+
+type R<T> = Result<T, DecodeError>;
+
+impl<'a> Decoder<'a> {
+    #[inline]
+    fn err<T>(&self, at: usize, kind: K) -> R<T> {
+        Err(DecodeError::new(at, kind))
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> R<&'a [u8]> {
+        let buf = self.buf;
+        match buf.get(self.pos..self.pos.wrapping_add(n)) {
+            Some(s) if self.pos.checked_add(n).is_some() => {
+                self.pos += n;
+                Ok(s)
+            }
+            _ => self.err(self.pos, K::Truncated),
+        }
+    }
+
+    #[inline]
+    fn u8(&mut self) -> R<u8> {
+        match self.buf.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => self.err(self.pos, K::Truncated),
+        }
+    }
+    #[inline]
+    fn u16(&mut self) -> R<u16> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    #[inline]
+    fn u32(&mut self) -> R<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    #[inline]
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    /// Capacity to reserve for `n` items of at least `min` bytes each: never
+    /// more than the remaining input can hold.
+    #[inline]
+    fn cap(&self, n: usize, min: usize) -> usize {
+        n.min(self.remaining() / min)
+    }
+
+    fn atom_body(&mut self, start: usize, len: usize, utf8: bool) -> R<AtomRef<'a>> {
+        let bytes = self.take(len)?;
+        if utf8 {
+            let s =
+                std::str::from_utf8(bytes).map_err(|_| DecodeError::new(start, K::InvalidUtf8))?;
+            if len > MAX_ATOM_CHARS && s.chars().count() > MAX_ATOM_CHARS {
+                return self.err(start, K::AtomTooLong);
+            }
+            Ok(AtomRef(Cow::Borrowed(s)))
+        } else {
+            if len > MAX_ATOM_CHARS {
+                return self.err(start, K::AtomTooLong);
+            }
+            if bytes.is_ascii() {
+                // SAFETY-free path: ASCII is valid UTF-8.
+                let s = std::str::from_utf8(bytes)
+                    .map_err(|_| DecodeError::new(start, K::InvalidUtf8))?;
+                Ok(AtomRef(Cow::Borrowed(s)))
+            } else {
+                Ok(AtomRef(Cow::Owned(
+                    bytes.iter().map(|&b| b as char).collect(),
+                )))
+            }
+        }
+    }
+
+    /// Reads an atom in any atom encoding (used where the format requires an
+    /// atom: node names, modules, functions).
+    fn atom(&mut self) -> R<AtomRef<'a>> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        self.atom_tagged(start, tag)
+    }
+
+    fn atom_tagged(&mut self, start: usize, tag: u8) -> R<AtomRef<'a>> {
+        match tag {
+            ATOM_UTF8_EXT => {
+                let n = self.u16()? as usize;
+                self.atom_body(start, n, true)
+            }
+            SMALL_ATOM_UTF8_EXT => {
+                let n = self.u8()? as usize;
+                self.atom_body(start, n, true)
+            }
+            ATOM_EXT => {
+                let n = self.u16()? as usize;
+                self.atom_body(start, n, false)
+            }
+            SMALL_ATOM_EXT => {
+                let n = self.u8()? as usize;
+                self.atom_body(start, n, false)
+            }
+            ATOM_CACHE_REF => {
+                let i = self.u8()?;
+                match self.cache.and_then(|c| c.get(i as usize)) {
+                    Some(a) => Ok(AtomRef(Cow::Borrowed(a.as_str()))),
+                    None => self.err(start, K::AtomCacheRef(i)),
+                }
+            }
+            LOCAL_EXT => self.err(start, K::LocalExt),
+            _ => self.err(start, K::UnexpectedType),
+        }
+    }
+
+    fn small_int_term(&mut self) -> R<i64> {
+        let start = self.pos;
+        match self.u8()? {
+            SMALL_INTEGER_EXT => Ok(self.u8()? as i64),
+            INTEGER_EXT => Ok(self.u32()? as i32 as i64),
+            _ => self.err(start, K::UnexpectedType),
+        }
+    }
+
+    fn pid(&mut self) -> R<TermRef<'a>> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        match tag {
+            NEW_PID_EXT | PID_EXT => self.pid_body(tag),
+            _ => self.err(start, K::UnexpectedType),
+        }
+    }
+
+    fn pid_body(&mut self, tag: u8) -> R<TermRef<'a>> {
+        let node = self.atom()?;
+        let id = self.u32()?;
+        let serial = self.u32()?;
+        let creation = if tag == NEW_PID_EXT {
+            self.u32()?
+        } else {
+            self.u8()? as u32
+        };
+        Ok(TermRef::Pid {
+            node,
+            id,
+            serial,
+            creation,
+        })
+    }
+
+    fn seq(&mut self, n: usize, depth: usize) -> R<Vec<TermRef<'a>>> {
+        let mut v = Vec::with_capacity(self.cap(n, 1));
+        for _ in 0..n {
+            v.push(self.term(depth)?);
+        }
+        Ok(v)
+    }
+
+    #[inline]
+    fn term(&mut self, depth: usize) -> R<TermRef<'a>> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        match tag {
+            SMALL_INTEGER_EXT => Ok(TermRef::Integer(self.u8()? as i64)),
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple(start, tag, depth),
+            LIST_EXT => self.list(start, depth),
+            MAP_EXT => self.map(start, depth),
+            NEW_FUN_EXT => self.fun(start, depth),
+            _ => self.scalar(start, tag),
+        }
+    }
+
+    /// Container arms live in their own small functions so the recursive
+    /// path keeps a small stack frame (the depth limit relies on it).
+    #[inline(never)]
+    fn tuple(&mut self, start: usize, tag: u8, depth: usize) -> R<TermRef<'a>> {
+        let n = if tag == SMALL_TUPLE_EXT {
+            self.u8()? as usize
+        } else {
+            self.u32()? as usize
+        };
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        Ok(TermRef::Tuple(self.seq(n, depth + 1)?))
+    }
+
+    #[inline(never)]
+    fn map(&mut self, start: usize, depth: usize) -> R<TermRef<'a>> {
+        let n = self.u32()? as usize;
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let mut v = Vec::with_capacity(self.cap(n, 2));
+        for _ in 0..n {
+            let k = self.term(depth + 1)?;
+            let val = self.term(depth + 1)?;
+            v.push((k, val));
+        }
+        Ok(TermRef::Map(v))
+    }
+
+    #[inline(never)]
+    fn fun(&mut self, start: usize, depth: usize) -> R<TermRef<'a>> {
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let size = self.u32()? as usize;
+        let arity = self.u8()?;
+        let uniq: [u8; 16] = self.take(16)?.try_into().expect("16 bytes");
+        let index = self.u32()?;
+        let nfree = self.u32()? as usize;
+        let module = self.atom()?;
+        let old_index = self.small_int_term()?;
+        let old_uniq = self.small_int_term()?;
+        let pid = self.pid()?;
+        let free_vars = self.seq(nfree, depth + 1)?;
+        if self.pos - (start + 1) != size {
+            return self.err(start, K::InvalidFunSize);
+        }
+        Ok(TermRef::Fun(Box::new(FunRef {
+            arity,
+            uniq,
+            index,
+            module,
+            old_index,
+            old_uniq,
+            pid,
+            free_vars,
+        })))
+    }
+
+    #[inline(never)]
+    fn scalar(&mut self, start: usize, tag: u8) -> R<TermRef<'a>> {
+        match tag {
+            SMALL_INTEGER_EXT => Ok(TermRef::Integer(self.u8()? as i64)),
+            // containers are dispatched by term() and never reach here
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT | LIST_EXT | MAP_EXT | NEW_FUN_EXT => {
+                self.err(start, K::UnexpectedType)
+            }
+            INTEGER_EXT => Ok(TermRef::Integer(self.u32()? as i32 as i64)),
+            SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | ATOM_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
+                Ok(TermRef::Atom(self.atom_tagged(start, tag)?))
+            }
+            NIL_EXT => Ok(TermRef::List(Vec::new())),
+            BINARY_EXT => {
+                let n = self.u32()? as usize;
+                Ok(TermRef::Binary(self.take(n)?))
+            }
+            STRING_EXT => {
+                let n = self.u16()? as usize;
+                Ok(TermRef::ByteList(self.take(n)?))
+            }
+            NEW_FLOAT_EXT => {
+                let b = self.take(8)?;
+                let f = f64::from_be_bytes(b.try_into().expect("8 bytes"));
+                if !f.is_finite() {
+                    return self.err(start, K::InvalidFloat);
+                }
+                Ok(TermRef::Float(f))
+            }
+            FLOAT_EXT => {
+                let b = self.take(31)?;
+                let end = b.iter().position(|&c| c == 0).unwrap_or(31);
+                let s = std::str::from_utf8(&b[..end])
+                    .map_err(|_| DecodeError::new(start, K::InvalidFloat))?;
+                match s.trim().parse::<f64>() {
+                    Ok(f) if f.is_finite() => Ok(TermRef::Float(f)),
+                    _ => self.err(start, K::InvalidFloat),
+                }
+            }
+            SMALL_BIG_EXT | LARGE_BIG_EXT => {
+                let n = if tag == SMALL_BIG_EXT {
+                    self.u8()? as usize
+                } else {
+                    self.u32()? as usize
+                };
+                let sign = self.u8()?;
+                if sign > 1 {
+                    return self.err(start + 1, K::InvalidSign);
+                }
+                let mag = self.take(n)?;
+                let eff = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+                let mag = &mag[..eff];
+                if eff <= 8 {
+                    let mut w = [0u8; 8];
+                    w[..eff].copy_from_slice(mag);
+                    let u = u64::from_le_bytes(w);
+                    if sign == 0 && u <= i64::MAX as u64 {
+                        return Ok(TermRef::Integer(u as i64));
+                    }
+                    if sign == 1 && u <= 1u64 << 63 {
+                        return Ok(TermRef::Integer((u as i64).wrapping_neg()));
+                    }
+                }
+                Ok(TermRef::BigInt {
+                    negative: sign == 1,
+                    magnitude: mag,
+                })
+            }
+            BIT_BINARY_EXT => {
+                let n = self.u32()? as usize;
+                let bits = self.u8()?;
+                let bytes = self.take(n)?;
+                if !(1..=8).contains(&bits) || n == 0 {
+                    if n == 0 && bits == 0 {
+                        return Ok(TermRef::Binary(bytes));
+                    }
+                    return self.err(start, K::InvalidBitBinary);
+                }
+                if bits == 8 {
+                    return Ok(TermRef::Binary(bytes));
+                }
+                Ok(TermRef::BitBinary { bytes, bits })
+            }
+            NEW_PID_EXT | PID_EXT => self.pid_body(tag),
+            NEW_PORT_EXT | V4_PORT_EXT | PORT_EXT => {
+                let node = self.atom()?;
+                let id = if tag == V4_PORT_EXT {
+                    let b = self.take(8)?;
+                    u64::from_be_bytes(b.try_into().expect("8 bytes"))
+                } else {
+                    self.u32()? as u64
+                };
+                let creation = if tag == PORT_EXT {
+                    self.u8()? as u32
+                } else {
+                    self.u32()?
+                };
+                Ok(TermRef::Port { node, id, creation })
+            }
+            NEWER_REFERENCE_EXT | NEW_REFERENCE_EXT => {
+                let len = self.u16()? as usize;
+                if !(1..=5).contains(&len) {
+                    return self.err(start, K::InvalidReference);
+                }
+                let node = self.atom()?;
+                let creation = if tag == NEWER_REFERENCE_EXT {
+                    self.u32()?
+                } else {
+                    self.u8()? as u32
+                };
+                let mut ids = [0u32; 5];
+                for id in ids.iter_mut().take(len) {
+                    *id = self.u32()?;
+                }
+                Ok(TermRef::Reference {
+                    node,
+                    creation,
+                    len: len as u8,
+                    ids,
+                })
+            }
+            REFERENCE_EXT => {
+                let node = self.atom()?;
+                let id = self.u32()?;
+                let creation = self.u8()? as u32;
+                let mut ids = [0u32; 5];
+                ids[0] = id;
+                Ok(TermRef::Reference {
+                    node,
+                    creation,
+                    len: 1,
+                    ids,
+                })
+            }
+            EXPORT_EXT => {
+                let module = self.atom()?;
+                let function = self.atom()?;
+                let at = self.pos;
+                let arity = self.small_int_term()?;
+                let arity =
+                    u8::try_from(arity).map_err(|_| DecodeError::new(at, K::UnexpectedType))?;
+                Ok(TermRef::Export {
+                    module,
+                    function,
+                    arity,
+                })
+            }
+            COMPRESSED => self.err(start, K::CompressedInput),
+            LOCAL_EXT => self.err(start, K::LocalExt),
+            FUN_EXT | DIST_HEADER | DIST_FRAG_HEADER => self.err(start, K::UnsupportedTag(tag)),
+            _ => self.err(start, K::UnknownTag(tag)),
+        }
+    }
+
+    /// `LIST_EXT`: elements, then a tail. A tail that is itself a list
+    /// (`LIST_EXT`, `STRING_EXT`, `NIL_EXT`) is merged in a loop, so chained
+    /// tails cost no stack.
+    #[inline(never)]
+    fn list(&mut self, start: usize, depth: usize) -> R<TermRef<'a>> {
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let n = self.u32()? as usize;
+        let mut elems = Vec::with_capacity(self.cap(n, 1));
+        let mut n = n;
+        loop {
+            for _ in 0..n {
+                elems.push(self.term(depth + 1)?);
+            }
+            let tstart = self.pos;
+            match self.buf.get(self.pos) {
+                Some(&NIL_EXT) => {
+                    self.pos += 1;
+                    return Ok(TermRef::List(elems));
+                }
+                Some(&LIST_EXT) => {
+                    self.pos += 1;
+                    n = self.u32()? as usize;
+                    elems.reserve(self.cap(n, 1));
+                }
+                Some(&STRING_EXT) => {
+                    self.pos += 1;
+                    let k = self.u16()? as usize;
+                    let b = self.take(k)?;
+                    elems.extend(b.iter().map(|&x| TermRef::Integer(x as i64)));
+                    return Ok(TermRef::List(elems));
+                }
+                Some(_) => {
+                    let tail = self.term(depth + 1)?;
+                    if elems.is_empty() {
+                        return Ok(tail);
+                    }
+                    return Ok(TermRef::ImproperList {
+                        elems,
+                        tail: Box::new(tail),
+                    });
+                }
+                None => return self.err(tstart, K::Truncated),
+            }
+        }
+    }
+}
+
+fn check_version(input: &[u8]) -> R<()> {
+    match input.first() {
+        None => Err(DecodeError::new(0, K::Truncated)),
+        Some(&VERSION) => Ok(()),
+        Some(&v) => Err(DecodeError::new(0, K::BadVersion(v))),
+    }
+}
+
+fn decode_ref_inner<'a>(
+    input: &'a [u8],
+    cache: Option<&'a [Atom]>,
+    opts: &DecodeOptions,
+) -> R<(TermRef<'a>, usize)> {
+    check_version(input)?;
+    let mut d = Decoder {
+        buf: input,
+        pos: 1,
+        cache,
+        max_depth: opts.max_depth,
+    };
+    let t = d.term(0)?;
+    Ok((t, d.pos))
+}
+
+/// Decodes a whole buffer (version byte first) into a borrowed [`TermRef`].
+/// Compressed input fails with [`K::CompressedInput`]; see [`decompress`].
+pub fn decode_ref(input: &[u8]) -> Result<TermRef<'_>, DecodeError> {
+    let (t, used) = decode_ref_inner(input, None, &DecodeOptions::default())?;
+    if used != input.len() {
+        return Err(DecodeError::new(used, K::TrailingBytes));
+    }
+    Ok(t)
+}
+
+/// Decodes one term from the start of `input` into a [`TermRef`], returning
+/// it with the number of bytes used.
+pub fn decode_ref_prefix(input: &[u8]) -> Result<(TermRef<'_>, usize), DecodeError> {
+    decode_ref_inner(input, None, &DecodeOptions::default())
+}
+
+/// Like [`decode_ref_prefix`], resolving `ATOM_CACHE_REF` through `cache`.
+pub fn decode_ref_prefix_with_atom_cache<'a>(
+    input: &'a [u8],
+    cache: &'a [Atom],
+) -> Result<(TermRef<'a>, usize), DecodeError> {
+    decode_ref_inner(input, Some(cache), &DecodeOptions::default())
+}
+
+/// If `input` (version byte first) is a compressed term, inflates it into a
+/// new buffer that starts with the version byte; otherwise borrows it.
+pub fn decompress(input: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
+    decompress_with(input, &DecodeOptions::default()).map(|(b, _)| b)
+}
+
+/// Returns the (possibly inflated) term bytes and the input bytes consumed
+/// by the compressed envelope (0 if not compressed).
+fn decompress_with<'a>(input: &'a [u8], opts: &DecodeOptions) -> R<(Cow<'a, [u8]>, usize)> {
+    check_version(input)?;
+    if input.get(1) != Some(&COMPRESSED) {
+        return Ok((Cow::Borrowed(input), 0));
+    }
+    let size = match input.get(2..6) {
+        Some(b) => u32::from_be_bytes(b.try_into().expect("4 bytes")) as usize,
+        None => return Err(DecodeError::new(input.len(), K::Truncated)),
+    };
+    if size > opts.max_uncompressed {
+        return Err(DecodeError::new(2, K::CompressedTooLarge));
+    }
+    let mut out = Vec::with_capacity(1 + size.min(input.len().saturating_mul(8)));
+    out.push(VERSION);
+    let z = flate2::read::ZlibDecoder::new(&input[6..]);
+    let mut limited = z.take(size as u64 + 1);
+    limited
+        .read_to_end(&mut out)
+        .map_err(|_| DecodeError::new(6, K::InvalidCompressed))?;
+    if out.len() - 1 != size {
+        return Err(DecodeError::new(6, K::InvalidCompressed));
+    }
+    let consumed = 6 + limited.into_inner().total_in() as usize;
+    Ok((Cow::Owned(out), consumed))
+}
+
+fn decode_owned(
+    input: &[u8],
+    cache: Option<&[Atom]>,
+    whole: bool,
+    opts: &DecodeOptions,
+) -> R<(Term, usize)> {
+    let (buf, consumed) = decompress_with(input, opts)?;
+    let compressed = matches!(buf, Cow::Owned(_));
+    let (t, used) = decode_ref_inner(&buf, cache, opts).map_err(|e| {
+        if compressed {
+            // offsets inside the inflated data are reported past the header
+            DecodeError::new(e.offset + 5, e.kind)
+        } else {
+            e
+        }
+    })?;
+    let used_in_input = if compressed {
+        if used != buf.len() {
+            return Err(DecodeError::new(used + 5, K::TrailingBytes));
+        }
+        consumed
+    } else {
+        used
+    };
+    if whole && used_in_input != input.len() {
+        return Err(DecodeError::new(used_in_input, K::TrailingBytes));
+    }
+    let (term, ok) = t.to_owned_checked();
+    if !ok {
+        return Err(DecodeError::new(1, K::DuplicateMapKey));
+    }
+    Ok((term, used_in_input))
+}
+
+/// Decodes a whole buffer (version byte first, compressed or not).
+pub fn decode(input: &[u8]) -> Result<Term, DecodeError> {
+    decode_owned(input, None, true, &DecodeOptions::default()).map(|(t, _)| t)
+}
+
+/// Decodes a whole buffer with explicit limits.
+pub fn decode_with(input: &[u8], opts: &DecodeOptions) -> Result<Term, DecodeError> {
+    decode_owned(input, None, true, opts).map(|(t, _)| t)
+}
+
+/// Decodes one term from the start of `input`; returns it and the bytes
+/// used.
+pub fn decode_prefix(input: &[u8]) -> Result<(Term, usize), DecodeError> {
+    decode_owned(input, None, false, &DecodeOptions::default())
+}
+
+/// Like [`decode_prefix`], resolving `ATOM_CACHE_REF` (tag 82) through
+/// `cache`, the atom list of a distribution message's header.
+pub fn decode_prefix_with_atom_cache(
+    input: &[u8],
+    cache: &[Atom],
+) -> Result<(Term, usize), DecodeError> {
+    decode_owned(input, Some(cache), false, &DecodeOptions::default())
+}

@@ -1,0 +1,777 @@
+//! The owned term model: [`Term`], [`Atom`], [`Pid`], [`Port`], [`Reference`],
+//! [`Fun`] and [`Map`], plus Erlang term order.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+pub use num_bigint::BigInt;
+
+/// Longest atom the BEAM accepts, in characters.
+pub const MAX_ATOM_CHARS: usize = 255;
+
+/// An Erlang atom: cheap to clone (an `Arc<str>`), compared by its text.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Atom(Arc<str>);
+
+/// Error of [`Atom::try_new`]: the text has more than 255 characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("atom has {chars} characters, the limit is 255")]
+pub struct AtomTooLong {
+    /// Number of characters of the rejected text.
+    pub chars: usize,
+}
+
+impl Atom {
+    /// Makes an atom without checking its length (never panics). Encoding an
+    /// atom of more than 255 characters produces bytes the BEAM rejects; use
+    /// [`Atom::try_new`] for untrusted text.
+    pub fn new(text: &str) -> Atom {
+        Atom(Arc::from(text))
+    }
+
+    /// Makes an atom, rejecting text of more than 255 characters.
+    pub fn try_new(text: &str) -> Result<Atom, AtomTooLong> {
+        let chars = text.chars().count();
+        if chars > MAX_ATOM_CHARS {
+            return Err(AtomTooLong { chars });
+        }
+        Ok(Atom::new(text))
+    }
+
+    /// The atom's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Atom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Atom({:?})", &*self.0)
+    }
+}
+
+impl fmt::Display for Atom {
+    /// Erlang syntax: quoted when needed (`'hello world'`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        crate::text::write_atom(f, self.as_str())
+    }
+}
+
+impl From<&str> for Atom {
+    fn from(s: &str) -> Atom {
+        Atom::new(s)
+    }
+}
+
+impl AsRef<str> for Atom {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+/// A process identifier.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Pid {
+    /// Node name, e.g. `nonode@nohost`.
+    pub node: Atom,
+    /// Process number.
+    pub id: u32,
+    /// Serial (wraps of the process number).
+    pub serial: u32,
+    /// Creation of the node incarnation.
+    pub creation: u32,
+}
+
+/// A port identifier.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Port {
+    /// Node name.
+    pub node: Atom,
+    /// Port number (64-bit since OTP 24's `V4_PORT_EXT`).
+    pub id: u64,
+    /// Creation of the node incarnation.
+    pub creation: u32,
+}
+
+/// A reference.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Reference {
+    /// Node name.
+    pub node: Atom,
+    /// Creation of the node incarnation.
+    pub creation: u32,
+    /// ID words, least significant first, 1..=5 words (as on the wire).
+    pub ids: Vec<u32>,
+}
+
+/// A closure (`NEW_FUN_EXT`), kept as data so it round-trips; it cannot be
+/// called from Rust.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fun {
+    /// Arity of the fun.
+    pub arity: u8,
+    /// MD5 of the module's code.
+    pub uniq: [u8; 16],
+    /// Index in the module's fun table.
+    pub index: u32,
+    /// Module the fun was defined in.
+    pub module: Atom,
+    /// Old index (an integer term on the wire).
+    pub old_index: i64,
+    /// Old uniq (an integer term on the wire).
+    pub old_uniq: i64,
+    /// Creator process.
+    pub pid: Pid,
+    /// Captured variables.
+    pub free_vars: Vec<Term>,
+}
+
+/// A map. Keys are unique; equality ignores entry order. Entries are kept
+/// in insertion (or wire) order; the encoder sorts small maps in Erlang term
+/// order as the BEAM does.
+#[derive(Clone, Debug, Default)]
+pub struct Map {
+    entries: Vec<(Term, Term)>,
+}
+
+impl Map {
+    /// An empty map.
+    pub fn new() -> Map {
+        Map::default()
+    }
+
+    /// Inserts or replaces (keys compare exactly, `1` and `1.0` differ).
+    pub fn insert(&mut self, key: Term, value: Term) -> Option<Term> {
+        for (k, v) in &mut self.entries {
+            if k.exact_eq(&key) {
+                return Some(std::mem::replace(v, value));
+            }
+        }
+        self.entries.push((key, value));
+        None
+    }
+
+    /// Looks a key up.
+    pub fn get(&self, key: &Term) -> Option<&Term> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k.exact_eq(key))
+            .map(|(_, v)| v)
+    }
+
+    /// Looks an atom key up.
+    pub fn get_atom(&self, key: &str) -> Option<&Term> {
+        self.entries
+            .iter()
+            .find(|(k, _)| matches!(k, Term::Atom(a) if a.as_str() == key))
+            .map(|(_, v)| v)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entries in stored order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Term, &Term)> {
+        self.entries.iter().map(|(k, v)| (k, v))
+    }
+
+    /// Entries in stored order.
+    pub fn entries(&self) -> &[(Term, Term)] {
+        &self.entries
+    }
+
+    /// Consumes the map into its entries.
+    pub fn into_entries(self) -> Vec<(Term, Term)> {
+        self.entries
+    }
+
+    /// Entries sorted by key in Erlang term order (the order of a small map
+    /// as the BEAM stores and encodes it).
+    pub fn sorted_entries(&self) -> Vec<&(Term, Term)> {
+        let mut v: Vec<&(Term, Term)> = self.entries.iter().collect();
+        v.sort_by(|a, b| a.0.cmp_exact(&b.0));
+        v
+    }
+
+    /// Builds a map from entries known to have unique keys (not checked
+    /// except in debug builds); the decoder checks uniqueness itself.
+    pub(crate) fn from_unique_entries(entries: Vec<(Term, Term)>) -> Map {
+        Map { entries }
+    }
+}
+
+impl FromIterator<(Term, Term)> for Map {
+    fn from_iter<I: IntoIterator<Item = (Term, Term)>>(iter: I) -> Map {
+        let mut m = Map::new();
+        for (k, v) in iter {
+            m.insert(k, v);
+        }
+        m
+    }
+}
+
+impl PartialEq for Map {
+    fn eq(&self, other: &Map) -> bool {
+        if self.len() != other.len() {
+            return false;
+        }
+        let a = self.sorted_entries();
+        let b = other.sorted_entries();
+        a.iter()
+            .zip(b.iter())
+            .all(|(x, y)| x.0 == y.0 && x.1 == y.1)
+    }
+}
+
+/// An Erlang term.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Term {
+    /// Every integer that fits `i64`.
+    Integer(i64),
+    /// Only integers outside `i64` (the decoder normalises).
+    BigInt(BigInt),
+    /// A float (never NaN or infinite on the wire).
+    Float(f64),
+    /// An atom (`true`, `false`, `undefined` are atoms too).
+    Atom(Atom),
+    /// A binary.
+    Binary(Vec<u8>),
+    /// A bitstring whose last byte holds `bits` (1..=7) significant high bits.
+    BitBinary {
+        /// Bytes; the unused low bits of the last byte are zero.
+        bytes: Vec<u8>,
+        /// Significant bits in the last byte, 1..=7.
+        bits: u8,
+    },
+    /// A tuple.
+    Tuple(Vec<Term>),
+    /// A proper list; `Term::List(vec![])` is `[]`.
+    List(Vec<Term>),
+    /// An improper list `[a, b | tail]`; `elems` is non-empty and `tail` is
+    /// not a list.
+    ImproperList {
+        /// The elements before the tail.
+        elems: Vec<Term>,
+        /// The tail (not a proper list).
+        tail: Box<Term>,
+    },
+    /// A map.
+    Map(Map),
+    /// A pid.
+    Pid(Pid),
+    /// A port.
+    Port(Port),
+    /// A reference.
+    Reference(Reference),
+    /// An external fun `fun M:F/A`.
+    Export {
+        /// Module.
+        module: Atom,
+        /// Function.
+        function: Atom,
+        /// Arity.
+        arity: u8,
+    },
+    /// A closure, kept as data.
+    Fun(Fun),
+}
+
+impl Term {
+    /// An atom term.
+    pub fn atom(s: &str) -> Term {
+        Term::Atom(Atom::new(s))
+    }
+    /// A tuple term.
+    pub fn tuple(elems: Vec<Term>) -> Term {
+        Term::Tuple(elems)
+    }
+    /// A proper list term.
+    pub fn list(elems: Vec<Term>) -> Term {
+        Term::List(elems)
+    }
+    /// The empty list `[]`.
+    pub fn nil() -> Term {
+        Term::List(Vec::new())
+    }
+    /// A binary term.
+    pub fn binary(bytes: impl Into<Vec<u8>>) -> Term {
+        Term::Binary(bytes.into())
+    }
+    /// A map term from key/value pairs (later duplicates replace earlier).
+    pub fn map(entries: impl IntoIterator<Item = (Term, Term)>) -> Term {
+        Term::Map(entries.into_iter().collect())
+    }
+    /// An integer from a big integer, normalised to `Integer` if it fits.
+    pub fn from_bigint(b: BigInt) -> Term {
+        match i64::try_from(&b) {
+            Ok(i) => Term::Integer(i),
+            Err(_) => Term::BigInt(b),
+        }
+    }
+    /// A boolean as the atom `true` or `false`.
+    pub fn boolean(b: bool) -> Term {
+        Term::atom(if b { "true" } else { "false" })
+    }
+
+    /// The atom, if this is one.
+    pub fn as_atom(&self) -> Option<&Atom> {
+        match self {
+            Term::Atom(a) => Some(a),
+            _ => None,
+        }
+    }
+    /// The tuple elements, if this is a tuple.
+    pub fn as_tuple(&self) -> Option<&[Term]> {
+        match self {
+            Term::Tuple(t) => Some(t),
+            _ => None,
+        }
+    }
+    /// The list elements, if this is a proper list.
+    pub fn as_list(&self) -> Option<&[Term]> {
+        match self {
+            Term::List(t) => Some(t),
+            _ => None,
+        }
+    }
+    /// The integer, if this is an integer that fits `i64`.
+    pub fn as_integer(&self) -> Option<i64> {
+        match self {
+            Term::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+    /// The float, if this is a float.
+    pub fn as_float(&self) -> Option<f64> {
+        match self {
+            Term::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+    /// The bytes, if this is a binary.
+    pub fn as_binary(&self) -> Option<&[u8]> {
+        match self {
+            Term::Binary(b) => Some(b),
+            _ => None,
+        }
+    }
+    /// The map, if this is a map.
+    pub fn as_map(&self) -> Option<&Map> {
+        match self {
+            Term::Map(m) => Some(m),
+            _ => None,
+        }
+    }
+    /// The pid, if this is a pid.
+    pub fn as_pid(&self) -> Option<&Pid> {
+        match self {
+            Term::Pid(p) => Some(p),
+            _ => None,
+        }
+    }
+    /// The reference, if this is a reference.
+    pub fn as_reference(&self) -> Option<&Reference> {
+        match self {
+            Term::Reference(r) => Some(r),
+            _ => None,
+        }
+    }
+    /// True for the atom `true`, false for `false`, else `None`.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self.as_atom()?.as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        }
+    }
+    /// True for `[]`.
+    pub fn is_nil(&self) -> bool {
+        matches!(self, Term::List(v) if v.is_empty())
+    }
+
+    /// Exact equality (`=:=`): like `==` on `Term` (which is structural).
+    pub fn exact_eq(&self, other: &Term) -> bool {
+        self == other
+    }
+
+    fn type_rank(&self) -> u8 {
+        // number < atom < reference < fun < port < pid < tuple < map < nil < list < bitstring
+        match self {
+            Term::Integer(_) | Term::BigInt(_) | Term::Float(_) => 0,
+            Term::Atom(_) => 1,
+            Term::Reference(_) => 2,
+            Term::Fun(_) | Term::Export { .. } => 3,
+            Term::Port(_) => 4,
+            Term::Pid(_) => 5,
+            Term::Tuple(_) => 6,
+            Term::Map(_) => 7,
+            Term::List(v) if v.is_empty() => 8,
+            Term::List(_) | Term::ImproperList { .. } => 9,
+            Term::Binary(_) | Term::BitBinary { .. } => 10,
+        }
+    }
+
+    /// Erlang term order, as `<`/`==` compare (`1 == 1.0`).
+    pub fn cmp_term(&self, other: &Term) -> Ordering {
+        term_cmp(self, other, false)
+    }
+
+    /// The order of map keys (what `erts` uses to sort small maps and to
+    /// compare maps): like [`Term::cmp_term`], except that every integer
+    /// sorts before every float (`#{1 => a, 0.5 => b}` is stored as
+    /// `1, 0.5`), so only `=:=` terms are `Equal`.
+    pub fn cmp_exact(&self, other: &Term) -> Ordering {
+        term_cmp(self, other, true)
+    }
+}
+
+fn cmp_int_float(i: &BigInt, f: f64) -> Ordering {
+    // Compare exactly: floats are integral beyond 2^53, so compare via BigInt
+    // of the truncated float, then the fraction.
+    let t = f.trunc();
+    let fb = float_to_bigint(t);
+    match i.cmp(&fb) {
+        Ordering::Equal => {
+            if f > t {
+                Ordering::Less
+            } else if f < t {
+                Ordering::Greater
+            } else {
+                Ordering::Equal
+            }
+        }
+        o => o,
+    }
+}
+
+fn float_to_bigint(t: f64) -> BigInt {
+    if t.abs() < 9.0e15 {
+        return BigInt::from(t as i64);
+    }
+    let bits = t.to_bits();
+    let neg = bits >> 63 != 0;
+    let exp = ((bits >> 52) & 0x7ff) as i64;
+    let mant = (bits & ((1u64 << 52) - 1)) | (1u64 << 52);
+    let mut b = BigInt::from(mant);
+    let shift = exp - 1075;
+    if shift >= 0 {
+        b <<= shift as usize;
+    } else {
+        b >>= (-shift) as usize;
+    }
+    if neg {
+        -b
+    } else {
+        b
+    }
+}
+
+fn num_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
+    use Term::*;
+    match (a, b) {
+        (Integer(x), Integer(y)) => x.cmp(y),
+        (Float(x), Float(y)) => x.partial_cmp(y).unwrap_or(Ordering::Equal),
+        (Integer(x), BigInt(y)) => num_bigint::BigInt::from(*x).cmp(y),
+        (BigInt(x), Integer(y)) => x.cmp(&num_bigint::BigInt::from(*y)),
+        (BigInt(x), BigInt(y)) => x.cmp(y),
+        // map-key order (exact): every integer sorts before every float
+        (Integer(_) | BigInt(_), Float(_)) if exact => Ordering::Less,
+        (Integer(x), Float(f)) => cmp_int_float(&num_bigint::BigInt::from(*x), *f),
+        (BigInt(x), Float(f)) => cmp_int_float(x, *f),
+        (Float(_), Integer(_) | BigInt(_)) => num_cmp(b, a, exact).reverse(),
+        _ => Ordering::Equal,
+    }
+}
+
+/// Reference words compare as one number (least significant word first on
+/// the wire), then by word count.
+fn ref_ids_cmp(a: &[u32], b: &[u32]) -> Ordering {
+    let trim = |v: &[u32]| v.len() - v.iter().rev().take_while(|&&w| w == 0).count();
+    let (la, lb) = (trim(a), trim(b));
+    la.cmp(&lb)
+        .then_with(|| a[..la].iter().rev().cmp(b[..lb].iter().rev()))
+        .then(a.len().cmp(&b.len()))
+}
+
+fn node_cmp(a: &Atom, b: &Atom) -> Ordering {
+    a.as_str().cmp(b.as_str())
+}
+
+fn seq_cmp(a: &[Term], b: &[Term], exact: bool) -> Ordering {
+    for (x, y) in a.iter().zip(b) {
+        match term_cmp(x, y, exact) {
+            Ordering::Equal => {}
+            o => return o,
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+fn term_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
+    use Term::*;
+    let (ra, rb) = (a.type_rank(), b.type_rank());
+    if ra != rb {
+        return ra.cmp(&rb);
+    }
+    match (a, b) {
+        (Integer(_) | BigInt(_) | Float(_), _) => num_cmp(a, b, exact),
+        (Atom(x), Atom(y)) => x.as_str().cmp(y.as_str()),
+        // orders below are the BEAM's (checked against erl in the tests)
+        (Reference(x), Reference(y)) => node_cmp(&x.node, &y.node)
+            .then(x.creation.cmp(&y.creation))
+            .then_with(|| ref_ids_cmp(&x.ids, &y.ids)),
+        (Port(x), Port(y)) => node_cmp(&x.node, &y.node)
+            .then(x.creation.cmp(&y.creation))
+            .then(x.id.cmp(&y.id)),
+        (Pid(x), Pid(y)) => x
+            .serial
+            .cmp(&y.serial)
+            .then(x.id.cmp(&y.id))
+            .then_with(|| node_cmp(&x.node, &y.node))
+            .then(x.creation.cmp(&y.creation)),
+        (Tuple(x), Tuple(y)) => x.len().cmp(&y.len()).then_with(|| seq_cmp(x, y, exact)),
+        (Map(x), Map(y)) => x.len().cmp(&y.len()).then_with(|| {
+            let xs = x.sorted_entries();
+            let ys = y.sorted_entries();
+            for (p, q) in xs.iter().zip(&ys) {
+                match term_cmp(&p.0, &q.0, true) {
+                    Ordering::Equal => {}
+                    o => return o,
+                }
+            }
+            for (p, q) in xs.iter().zip(&ys) {
+                match term_cmp(&p.1, &q.1, exact) {
+                    Ordering::Equal => {}
+                    o => return o,
+                }
+            }
+            Ordering::Equal
+        }),
+        (List(_) | ImproperList { .. }, _) => list_cmp(a, b, exact),
+        (Binary(_) | BitBinary { .. }, _) => {
+            let (xb, xbits) = bits_of(a);
+            let (yb, ybits) = bits_of(b);
+            // compare bit by bit: full bytes first
+            let n = xb.len().min(yb.len());
+            for i in 0..n {
+                let xl = if i + 1 == xb.len() { xbits } else { 8 };
+                let yl = if i + 1 == yb.len() { ybits } else { 8 };
+                let l = xl.min(yl);
+                let mask = if l == 8 { 0xff } else { !(0xffu8 >> l) };
+                match (xb[i] & mask).cmp(&(yb[i] & mask)) {
+                    Ordering::Equal => {}
+                    o => return o,
+                }
+                if xl != yl {
+                    return xl.cmp(&yl);
+                }
+            }
+            let xt = (xb.len() as u64) * 8;
+            let yt = (yb.len() as u64) * 8;
+            xt.cmp(&yt)
+        }
+        (Fun(_) | Export { .. }, _) => fun_cmp(a, b, exact),
+        _ => Ordering::Equal,
+    }
+}
+
+fn bits_of(t: &Term) -> (&[u8], u8) {
+    match t {
+        Term::Binary(b) => (b, 8),
+        Term::BitBinary { bytes, bits } => (bytes, *bits),
+        _ => (&[], 8),
+    }
+}
+
+fn fun_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
+    match (a, b) {
+        (
+            Term::Export {
+                module: m1,
+                function: f1,
+                arity: a1,
+            },
+            Term::Export {
+                module: m2,
+                function: f2,
+                arity: a2,
+            },
+        ) => m1
+            .as_str()
+            .cmp(m2.as_str())
+            .then(f1.as_str().cmp(f2.as_str()))
+            .then(a1.cmp(a2)),
+        (Term::Fun(x), Term::Fun(y)) => x
+            .module
+            .as_str()
+            .cmp(y.module.as_str())
+            .then(x.old_index.cmp(&y.old_index))
+            .then(x.old_uniq.cmp(&y.old_uniq))
+            .then_with(|| seq_cmp(&x.free_vars, &y.free_vars, exact)),
+        // local funs sort before exports
+        (Term::Fun(_), _) => Ordering::Less,
+        _ => Ordering::Greater,
+    }
+}
+
+fn list_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
+    let (xe, xt) = list_parts(a);
+    let (ye, yt) = list_parts(b);
+    for (x, y) in xe.iter().zip(ye) {
+        match term_cmp(x, y, exact) {
+            Ordering::Equal => {}
+            o => return o,
+        }
+    }
+    let n = xe.len().min(ye.len());
+    // compare the rest: either remaining elements or tails
+    let nil = Term::List(Vec::new());
+    let xrest: Term = if xe.len() > n {
+        rest_term(&xe[n..], xt)
+    } else {
+        xt.cloned().unwrap_or_else(|| nil.clone())
+    };
+    let yrest: Term = if ye.len() > n {
+        rest_term(&ye[n..], yt)
+    } else {
+        yt.cloned().unwrap_or_else(|| nil.clone())
+    };
+    if xrest == nil && yrest == nil {
+        return Ordering::Equal;
+    }
+    if xe.len() == n && ye.len() == n {
+        return term_cmp(&xrest, &yrest, exact);
+    }
+    term_cmp(&xrest, &yrest, exact)
+}
+
+fn rest_term(elems: &[Term], tail: Option<&Term>) -> Term {
+    match tail {
+        None => Term::List(elems.to_vec()),
+        Some(t) => Term::ImproperList {
+            elems: elems.to_vec(),
+            tail: Box::new(t.clone()),
+        },
+    }
+}
+
+fn list_parts(t: &Term) -> (&[Term], Option<&Term>) {
+    match t {
+        Term::List(v) => (v, None),
+        Term::ImproperList { elems, tail } => (elems, Some(tail)),
+        _ => (&[], None),
+    }
+}
+
+impl Hash for Term {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Term::Integer(i) => i.hash(state),
+            Term::BigInt(b) => b.hash(state),
+            Term::Float(f) => f.to_bits().hash(state),
+            Term::Atom(a) => a.hash(state),
+            Term::Binary(b) => b.hash(state),
+            Term::BitBinary { bytes, bits } => (bytes, bits).hash(state),
+            Term::Tuple(v) | Term::List(v) => v.hash(state),
+            Term::ImproperList { elems, tail } => (elems, tail).hash(state),
+            Term::Map(m) => m.len().hash(state),
+            Term::Pid(p) => p.hash(state),
+            Term::Port(p) => p.hash(state),
+            Term::Reference(r) => r.hash(state),
+            Term::Export {
+                module,
+                function,
+                arity,
+            } => (module, function, arity).hash(state),
+            Term::Fun(f) => (&f.module, f.index, f.uniq).hash(state),
+        }
+    }
+}
+
+impl From<i64> for Term {
+    fn from(i: i64) -> Term {
+        Term::Integer(i)
+    }
+}
+impl From<i32> for Term {
+    fn from(i: i32) -> Term {
+        Term::Integer(i.into())
+    }
+}
+impl From<u32> for Term {
+    fn from(i: u32) -> Term {
+        Term::Integer(i.into())
+    }
+}
+impl From<u64> for Term {
+    fn from(i: u64) -> Term {
+        Term::from_bigint(BigInt::from(i))
+    }
+}
+impl From<f64> for Term {
+    fn from(f: f64) -> Term {
+        Term::Float(f)
+    }
+}
+impl From<bool> for Term {
+    fn from(b: bool) -> Term {
+        Term::boolean(b)
+    }
+}
+impl From<Atom> for Term {
+    fn from(a: Atom) -> Term {
+        Term::Atom(a)
+    }
+}
+/// A Rust string becomes a binary (the Elixir convention).
+impl From<&str> for Term {
+    fn from(s: &str) -> Term {
+        Term::Binary(s.as_bytes().to_vec())
+    }
+}
+/// A Rust string becomes a binary (the Elixir convention).
+impl From<String> for Term {
+    fn from(s: String) -> Term {
+        Term::Binary(s.into_bytes())
+    }
+}
+impl From<Vec<u8>> for Term {
+    fn from(b: Vec<u8>) -> Term {
+        Term::Binary(b)
+    }
+}
+impl From<BigInt> for Term {
+    fn from(b: BigInt) -> Term {
+        Term::from_bigint(b)
+    }
+}
+impl From<Pid> for Term {
+    fn from(p: Pid) -> Term {
+        Term::Pid(p)
+    }
+}
+impl From<Port> for Term {
+    fn from(p: Port) -> Term {
+        Term::Port(p)
+    }
+}
+impl From<Reference> for Term {
+    fn from(r: Reference) -> Term {
+        Term::Reference(r)
+    }
+}
+impl From<Map> for Term {
+    fn from(m: Map) -> Term {
+        Term::Map(m)
+    }
+}
