@@ -96,3 +96,44 @@ async fn a_partitioned_pod_loses_its_connections_and_heals() {
         "pong"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dns_strategies_treat_empty_short_and_failed_answers_safely() {
+    use erlkube_discovery::strategy::EmptyAnswer;
+    use erlkube_discovery::DiscoveryError;
+    let mut bed = Bed::new(BedConfig::default()).unwrap();
+    let pods = bed.add_pods(2).unwrap();
+    // Fewer records than expected: an incomplete answer (never prunes).
+    let mut s = dns_settings(&bed);
+    s.min_expected = 3;
+    let got = DnsA::new(s).unwrap().discover().await.unwrap();
+    assert_eq!((got.nodes.len(), got.complete), (2, false));
+    // No ready pod: an error by default, a complete empty answer if asked.
+    for i in &pods {
+        bed.unpublish(*i).unwrap();
+    }
+    let err = DnsA::new(dns_settings(&bed))
+        .unwrap()
+        .discover()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DiscoveryError::BadAnswer { .. }), "{err}");
+    let err = DnsSrv::new(dns_settings(&bed))
+        .unwrap()
+        .discover()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DiscoveryError::BadAnswer { .. }), "{err}");
+    let mut s = dns_settings(&bed);
+    s.empty_answer = EmptyAnswer::Empty;
+    let got = DnsA::new(s).unwrap().discover().await.unwrap();
+    assert!(got.nodes.is_empty() && got.complete);
+    // Server down: unavailable.
+    bed.stop_dns();
+    let err = DnsA::new(dns_settings(&bed))
+        .unwrap()
+        .discover()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DiscoveryError::Unavailable { .. }), "{err}");
+}

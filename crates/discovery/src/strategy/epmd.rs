@@ -2,39 +2,17 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use super::Discover;
 use crate::{Answer, DiscoveryError, NodeName};
 
-/// Asks the epmd at `addr` for its registered names (EPMD `NAMES_REQ`:
-/// request `[0, 1, 'n']`, reply = 4-byte epmd port then lines
-/// `name NAME at port PORT`). Returns the names.
+/// Asks the epmd at `addr` for its registered names (NAMES, through
+/// `erlkube-epmd`'s client). Returns the names.
 pub async fn epmd_names(addr: SocketAddr, timeout: Duration) -> Result<Vec<String>, String> {
-    let work = async {
-        let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        s.write_all(&[0, 1, b'n'])
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
-        if buf.len() < 4 {
-            return Err(format!("short NAMES reply ({} bytes)", buf.len()));
-        }
-        let text = String::from_utf8_lossy(&buf[4..]);
-        let mut names = Vec::new();
-        for line in text.lines() {
-            let mut w = line.split_whitespace();
-            if let (Some("name"), Some(n)) = (w.next(), w.next()) {
-                names.push(n.to_owned());
-            }
-        }
-        Ok(names)
-    };
-    match tokio::time::timeout(timeout, work).await {
-        Ok(r) => r,
-        Err(_) => Err("timed out".into()),
+    let client =
+        erlkube_epmd::Client::new(addr.ip().to_string(), addr.port()).with_timeout(timeout);
+    match client.names().await {
+        Ok(names) => Ok(names.nodes.into_iter().map(|e| e.name).collect()),
+        Err(e) => Err(e.to_string()),
     }
 }
 
