@@ -51,8 +51,16 @@ fn variants() -> Vec<Variant> {
         ..EngineConfig::default()
     };
     vec![
-        Variant { name: "erlkube (1 s poll)", interval: Duration::from_secs(1), engine: ours },
-        Variant { name: "libcluster-style (5 s poll)", interval: Duration::from_secs(5), engine: libcluster },
+        Variant {
+            name: "erlkube (1 s poll)",
+            interval: Duration::from_secs(1),
+            engine: ours,
+        },
+        Variant {
+            name: "libcluster-style (5 s poll)",
+            interval: Duration::from_secs(5),
+            engine: libcluster,
+        },
     ]
 }
 
@@ -65,7 +73,10 @@ async fn reset(bed: &mut Bed, engines: &mut Engines) {
     for p in bed.pods() {
         let _ = p
             .erl
-            .eval("[erlang:disconnect_node(N) || N <- nodes()]", Duration::from_secs(10))
+            .eval(
+                "[erlang:disconnect_node(N) || N <- nodes()]",
+                Duration::from_secs(10),
+            )
             .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -85,7 +96,10 @@ fn random_below(d: Duration) -> Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|t| t.subsec_nanos() as u64)
         .unwrap_or(0);
-    let x = nanos.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) >> 11;
+    let x = nanos
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        >> 11;
     Duration::from_nanos(x % (d.as_nanos() as u64).max(1))
 }
 
@@ -105,7 +119,10 @@ async fn converge(bed: &mut Bed, engines: &mut Engines, v: &Variant) -> Duration
     // Settle: every engine has seen every other node (an engine only
     // removes nodes it knew; a mesh can form before every engine polled).
     let others = all.len() as u64 - 1;
-    while !all.iter().all(|i| engines.get(*i).metrics().discovered == others) {
+    while !all
+        .iter()
+        .all(|i| engines.get(*i).metrics().discovered == others)
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     took
@@ -121,7 +138,14 @@ async fn remove_one(bed: &mut Bed, engines: &mut Engines, victim: u32, v: &Varia
     loop {
         let mut any = false;
         for i in &others {
-            if bed.pod(*i).erl.nodes().await.unwrap_or_default().contains(&name) {
+            if bed
+                .pod(*i)
+                .erl
+                .nodes()
+                .await
+                .unwrap_or_default()
+                .contains(&name)
+            {
                 any = true;
                 break;
             }
@@ -172,7 +196,11 @@ async fn main() {
     let sizes = if sizes.is_empty() { vec![5, 20] } else { sizes };
     for n in sizes {
         let reps = if n <= 5 { 6 } else { 3 };
-        let mut bed = Bed::new(BedConfig { naming: Naming::Ipv4, ..BedConfig::default() }).expect("test bed");
+        let mut bed = Bed::new(BedConfig {
+            naming: Naming::Ipv4,
+            ..BedConfig::default()
+        })
+        .expect("test bed");
         bed.add_pods(n).expect("pods");
         let mut results = Vec::new();
         for v in variants() {
@@ -194,10 +222,16 @@ async fn main() {
         let mut engines = Engines::default();
         converge(&mut bed, &mut engines, v).await;
         let all = bed.indexes();
-        let before: u64 = all.iter().map(|i| engines.get(*i).metrics().connect_attempts).sum();
+        let before: u64 = all
+            .iter()
+            .map(|i| engines.get(*i).metrics().connect_attempts)
+            .sum();
         let mut subs: Vec<_> = all.iter().map(|i| engines.get(*i).subscribe()).collect();
         tokio::time::sleep(Duration::from_secs(60)).await;
-        let after: u64 = all.iter().map(|i| engines.get(*i).metrics().connect_attempts).sum();
+        let after: u64 = all
+            .iter()
+            .map(|i| engines.get(*i).metrics().connect_attempts)
+            .sum();
         let mut lost = 0;
         for s in &mut subs {
             while let Ok(e) = s.try_recv() {

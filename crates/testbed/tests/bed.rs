@@ -152,9 +152,11 @@ async fn a_thread_can_run_inside_a_pod() {
     .unwrap();
     assert!(listener.is_ok(), "{listener:?}");
     // ...while pod 2's address is not local there.
-    let other = net::spawn_in_netns(&bed.pod(pods[0]).netns, move || std::net::TcpListener::bind((b, 0)).is_err())
-        .unwrap()
-        .join()
-        .unwrap();
+    let other = net::spawn_in_netns(&bed.pod(pods[0]).netns, move || {
+        std::net::TcpListener::bind((b, 0)).is_err()
+    })
+    .unwrap()
+    .join()
+    .unwrap();
     assert!(other);
 }
