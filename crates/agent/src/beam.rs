@@ -1,0 +1,117 @@
+//! [`BeamNode`]: the formation engine's [`Actor`] for an external BEAM node,
+//! driven over RPC from the agent's hidden Rust node
+//! (`net_kernel:connect_node/1`, `erlang:nodes/0`, `erlang:disconnect_node/1`).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use erlkube_discovery::{Actor, ConnectError, NodeName};
+use erlkube_etf::Term;
+use erlkube_node::Node;
+
+use crate::rpc::{self, RpcError};
+
+/// What the agent last saw of the BEAM node's connections.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// `nodes()` at the last successful read.
+    pub connected: BTreeSet<NodeName>,
+}
+
+/// One BEAM node driven over RPC.
+#[derive(Clone)]
+pub struct BeamNode {
+    local: Node,
+    target: NodeName,
+    timeout: Duration,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl std::fmt::Debug for BeamNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BeamNode")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+impl BeamNode {
+    /// Drives `target` from `local` with RPC calls bounded by `timeout`.
+    pub fn new(local: Node, target: NodeName, timeout: Duration, seen: Arc<Mutex<Seen>>) -> Self {
+        BeamNode {
+            local,
+            target,
+            timeout,
+            seen,
+        }
+    }
+
+    /// `rpc:call(Target, M, F, A)`.
+    pub async fn call(&self, m: &str, f: &str, args: Vec<Term>) -> Result<Term, RpcError> {
+        rpc::call(&self.local, self.target.as_str(), m, f, args, self.timeout).await
+    }
+
+    /// `erlang:nodes()` of the BEAM node (visible nodes; the agent is hidden).
+    pub async fn nodes(&self) -> Result<BTreeSet<NodeName>, RpcError> {
+        let t = self.call("erlang", "nodes", vec![]).await?;
+        let list = t.as_list().ok_or_else(|| RpcError::Remote {
+            node: self.target.to_string(),
+            call: "erlang:nodes/0".into(),
+            reason: format!("expected a list, got {t}"),
+        })?;
+        Ok(list
+            .iter()
+            .filter_map(|a| a.as_atom().map(|a| NodeName::new(a.as_str())))
+            .collect())
+    }
+
+    /// The agent's local Rust node.
+    pub fn local(&self) -> &Node {
+        &self.local
+    }
+}
+
+fn unavailable(e: RpcError) -> ConnectError {
+    ConnectError::ActorUnavailable(e.to_string())
+}
+
+impl Actor for BeamNode {
+    fn self_name(&self) -> NodeName {
+        self.target.clone()
+    }
+
+    async fn connect(&self, node: &NodeName) -> Result<(), ConnectError> {
+        let r = self
+            .call(
+                "net_kernel",
+                "connect_node",
+                vec![Term::atom(node.as_str())],
+            )
+            .await
+            .map_err(unavailable)?;
+        if r == Term::atom("true") {
+            Ok(())
+        } else {
+            Err(ConnectError::Unreachable {
+                node: node.clone(),
+                reason: format!("net_kernel:connect_node/1 returned {r}"),
+            })
+        }
+    }
+
+    async fn disconnect(&self, node: &NodeName) {
+        if let Err(e) = self
+            .call("erlang", "disconnect_node", vec![Term::atom(node.as_str())])
+            .await
+        {
+            tracing::debug!(node = %node, error = %e, "disconnect_node failed");
+        }
+    }
+
+    async fn connected(&self) -> Result<BTreeSet<NodeName>, ConnectError> {
+        let set = self.nodes().await.map_err(unavailable)?;
+        self.seen.lock().unwrap().connected = set.clone();
+        Ok(set)
+    }
+}

@@ -1,0 +1,576 @@
+//! Agent settings: the formation keys of `erlkube-discovery` plus an
+//! `[agent]` and a `[nodename]` section, from the same TOML file and
+//! `ERLKUBE_AGENT_*` / `ERLKUBE_NODENAME_*` environment variables (env
+//! overrides file overrides default), validated with errors that name the
+//! key. Pure: the caller passes the file text and the environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use erlkube_discovery::config::{
+    env_name, parse_duration, resolve, ConfigError, Entry, FormationConfig, Source,
+};
+use erlkube_discovery::NodeName;
+use erlkube_node::Cookie;
+
+use crate::nodename::{node_name, NamingInput};
+
+/// One agent key: dotted name, default, meaning.
+#[derive(Debug)]
+pub struct AgentKey {
+    /// `agent.http`, ...
+    pub name: &'static str,
+    /// Default as text (`None`: see `doc`).
+    pub default: Option<&'static str>,
+    /// One-line meaning.
+    pub doc: &'static str,
+}
+
+/// Every `[agent]` key.
+pub const AGENT_KEYS: &[AgentKey] = &[
+    AgentKey {
+        name: "agent.node",
+        default: None,
+        doc: "the BEAM node to cluster; default RELEASE_NODE, else the [nodename] name",
+    },
+    AgentKey {
+        name: "agent.cookie_file",
+        default: None,
+        doc: "file holding the cookie; default RELEASE_COOKIE, else ~/.erlang.cookie",
+    },
+    AgentKey {
+        name: "agent.name",
+        default: None,
+        doc: "the agent's own (hidden) node name; default erlkube_agent_<pid>@<the node's host>",
+    },
+    AgentKey {
+        name: "agent.http",
+        default: Some("0.0.0.0:9568"),
+        doc: "listen address of /healthz /readyz /metrics /cluster",
+    },
+    AgentKey {
+        name: "agent.ready_min_peers",
+        default: Some("all"),
+        doc: "connected peers needed for /readyz: all (every discovered peer) or a number",
+    },
+    AgentKey {
+        name: "agent.rpc_timeout",
+        default: Some("5s"),
+        doc: "upper bound of one RPC call to the node",
+    },
+    AgentKey {
+        name: "agent.wait_interval",
+        default: Some("1s"),
+        doc: "how often an absent node is looked for",
+    },
+    AgentKey {
+        name: "agent.disconnect_on_shutdown",
+        default: Some("false"),
+        doc: "on SIGTERM, disconnect the node from every peer before exiting",
+    },
+];
+
+/// Every `[nodename]` key (see `erlkube nodename`).
+pub const NODENAME_KEYS: &[AgentKey] = &[
+    AgentKey {
+        name: "nodename.mode",
+        default: Some("pod_dns if a service is set, else ip"),
+        doc: "ip | pod_dns | statefulset | fqdn",
+    },
+    AgentKey {
+        name: "nodename.basename",
+        default: Some("(RELEASE_NAME)"),
+        doc: "name part of the node name",
+    },
+    AgentKey {
+        name: "nodename.service",
+        default: None,
+        doc: "headless Service name (pod_dns, statefulset)",
+    },
+    AgentKey {
+        name: "nodename.namespace",
+        default: Some("(POD_NAMESPACE, else the service-account namespace file)"),
+        doc: "Kubernetes namespace",
+    },
+    AgentKey {
+        name: "nodename.cluster_domain",
+        default: Some("(CLUSTER_DOMAIN, else cluster.local)"),
+        doc: "cluster DNS domain",
+    },
+    AgentKey {
+        name: "nodename.pod_ip",
+        default: Some("(POD_IP)"),
+        doc: "the pod's IP address",
+    },
+    AgentKey {
+        name: "nodename.dist_port",
+        default: None,
+        doc: "fixed distribution port for `erlkube env` (none: epmd picks)",
+    },
+];
+
+/// Everything the agent runs with.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// Discovery and engine settings.
+    pub formation: FormationConfig,
+    /// `[agent]` and `[nodename]` entries with value and source (cookie
+    /// never shown).
+    pub entries: Vec<Entry>,
+    /// The BEAM node driven.
+    pub node: NodeName,
+    /// Where the cookie came from (never the cookie).
+    pub cookie_source: String,
+    /// The cookie.
+    pub cookie: Cookie,
+    /// The agent's own node name.
+    pub agent_name: String,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// Peers needed for readiness (`None`: all discovered).
+    pub ready_min_peers: Option<usize>,
+    /// RPC bound.
+    pub rpc_timeout: Duration,
+    /// Retry interval while the node is absent.
+    pub wait_interval: Duration,
+    /// Disconnect the node from its peers on SIGTERM.
+    pub disconnect_on_shutdown: bool,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("node", &self.node)
+            .field("agent_name", &self.agent_name)
+            .field("http", &self.http)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// The file split in three: formation keys (re-serialized for the
+/// discovery resolver) and the `[agent]` and `[nodename]` tables flattened
+/// to text.
+pub struct SplitFile {
+    /// TOML text of everything else.
+    pub formation: Option<String>,
+    /// `agent.*` values (key without the section).
+    pub agent: BTreeMap<String, String>,
+    /// `nodename.*` values (key without the section).
+    pub nodename: BTreeMap<String, String>,
+}
+
+fn section(
+    name: &str,
+    keys: &[AgentKey],
+    v: Option<toml::Value>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let Some(v) = v else { return Ok(out) };
+    let toml::Value::Table(t) = v else {
+        return Err(invalid(name, "must be a table ([agent] / [nodename])"));
+    };
+    for (k, v) in t {
+        let full = format!("{name}.{k}");
+        if !keys.iter().any(|key| key.name == full) {
+            return Err(ConfigError::Unknown {
+                key: full,
+                origin: "file".into(),
+                known: keys.iter().map(|k| k.name).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let text = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => return Err(invalid(&full, format!("unsupported value {other}"))),
+        };
+        out.insert(k, text);
+    }
+    Ok(out)
+}
+
+/// Splits the configuration file.
+pub fn split_file(text: Option<&str>) -> Result<SplitFile, ConfigError> {
+    let Some(text) = text else {
+        return Ok(SplitFile {
+            formation: None,
+            agent: BTreeMap::new(),
+            nodename: BTreeMap::new(),
+        });
+    };
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string().trim_end().to_owned()))?;
+    let agent = section("agent", AGENT_KEYS, table.remove("agent"))?;
+    let nodename = section("nodename", NODENAME_KEYS, table.remove("nodename"))?;
+    let formation = toml::to_string(&table).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+    Ok(SplitFile {
+        formation: Some(formation),
+        agent,
+        nodename,
+    })
+}
+
+/// Resolves the agent's configuration. `read_file` reads the cookie file
+/// (a parameter so tests stay pure); `pid` is used in the default agent
+/// name.
+pub fn resolve_agent(
+    file: Option<&str>,
+    env: impl IntoIterator<Item = (String, String)>,
+    hostname: &str,
+    read_file: impl Fn(&std::path::Path) -> std::io::Result<String>,
+    pid: u32,
+) -> Result<AgentConfig, ConfigError> {
+    let env: BTreeMap<String, String> = env.into_iter().collect();
+    let split = split_file(file)?;
+    let formation = resolve(
+        split.formation.as_deref(),
+        env.iter().map(|(k, v)| (k.clone(), v.clone())),
+        hostname,
+    )?;
+    for k in env.keys() {
+        for (prefix, keys) in [
+            ("ERLKUBE_AGENT_", AGENT_KEYS),
+            ("ERLKUBE_NODENAME_", NODENAME_KEYS),
+        ] {
+            if k.starts_with(prefix) && !keys.iter().any(|key| env_name(key.name) == *k) {
+                return Err(ConfigError::Unknown {
+                    key: k.clone(),
+                    origin: "environment".into(),
+                    known: keys
+                        .iter()
+                        .map(|k| env_name(k.name))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
+    }
+    let mut entries = Vec::new();
+    for key in AGENT_KEYS {
+        let var = env_name(key.name);
+        let short = key.name.trim_start_matches("agent.");
+        let (value, source) = if let Some(v) = env.get(&var).filter(|v| !v.is_empty()) {
+            (Some(v.clone()), Source::Env(var))
+        } else if let Some(v) = split.agent.get(short) {
+            (Some(v.clone()), Source::File)
+        } else {
+            (key.default.map(str::to_owned), Source::Default)
+        };
+        entries.push(Entry {
+            key: key.name,
+            value,
+            source,
+        });
+    }
+    fn get(entries: &[Entry], name: &str) -> Option<String> {
+        entries
+            .iter()
+            .find(|e| e.key == name)
+            .and_then(|e| e.value.clone())
+    }
+    let duration = |entries: &[Entry], name: &str| -> Result<Duration, ConfigError> {
+        let v = get(entries, name).unwrap_or_default();
+        parse_duration(&v).filter(|d| !d.is_zero()).ok_or_else(|| {
+            invalid(
+                name,
+                format!("must be a duration more than 0 like \"500ms\" or \"2s\", got {v:?}"),
+            )
+        })
+    };
+    // The node: agent.node, else RELEASE_NODE, else the [nodename] name.
+    let node_entry = entries.iter_mut().find(|e| e.key == "agent.node").unwrap();
+    if node_entry.value.is_none() {
+        if let Some(r) = env.get("RELEASE_NODE").filter(|v| !v.is_empty()) {
+            node_entry.value = Some(r.clone());
+            node_entry.source = Source::Env("RELEASE_NODE".into());
+        } else {
+            let input = NamingInput::from_process(
+                env.iter().map(|(k, v)| (k.clone(), v.clone())),
+                &split.nodename,
+            )
+            .map_err(|e| {
+                invalid(
+                    "agent.node",
+                    format!("not set, and no name from [nodename]: {e}"),
+                )
+            })?;
+            let n = node_name(&input).map_err(|e| {
+                invalid(
+                    "agent.node",
+                    format!("not set (nor RELEASE_NODE), and no name from [nodename]: {e}"),
+                )
+            })?;
+            node_entry.value = Some(n.node);
+            node_entry.source = Source::Default;
+        }
+    }
+    let node_text = get(&entries, "agent.node").unwrap_or_default();
+    let node = NodeName::parse(&node_text).map_err(|e| {
+        invalid(
+            "agent.node",
+            format!("{e} (a long name such as app@10.0.0.5 or app@app-0.svc.ns.svc.cluster.local)"),
+        )
+    })?;
+    let host = node_text
+        .split_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or_default();
+    // Cookie: agent.cookie_file, else RELEASE_COOKIE, else ~/.erlang.cookie.
+    let (cookie, cookie_source) = if let Some(path) = get(&entries, "agent.cookie_file") {
+        let text = read_file(std::path::Path::new(&path))
+            .map_err(|e| invalid("agent.cookie_file", format!("cannot read {path}: {e}")))?;
+        let c = text.trim();
+        if c.is_empty() {
+            return Err(invalid("agent.cookie_file", format!("{path} is empty")));
+        }
+        (Cookie::new(c), format!("file {path}"))
+    } else if let Some(c) = env.get("RELEASE_COOKIE").filter(|c| !c.trim().is_empty()) {
+        (Cookie::new(c.trim()), "env RELEASE_COOKIE".to_owned())
+    } else {
+        let path =
+            PathBuf::from(env.get("HOME").cloned().unwrap_or_default()).join(".erlang.cookie");
+        match read_file(&path) {
+            Ok(c) if !c.trim().is_empty() => {
+                (Cookie::new(c.trim()), format!("file {}", path.display()))
+            }
+            _ => {
+                return Err(invalid(
+                    "agent.cookie_file",
+                    format!(
+                        "no cookie: set RELEASE_COOKIE, ERLKUBE_AGENT_COOKIE_FILE, or create {}",
+                        path.display()
+                    ),
+                ))
+            }
+        }
+    };
+    let name_entry = entries.iter_mut().find(|e| e.key == "agent.name").unwrap();
+    if name_entry.value.is_none() {
+        name_entry.value = Some(format!("erlkube_agent_{pid}@{host}"));
+    }
+    let agent_name = get(&entries, "agent.name").unwrap_or_default();
+    if NodeName::parse(&agent_name).is_err() || agent_name == node_text {
+        return Err(invalid(
+            "agent.name",
+            format!("must be a node name name@host other than agent.node, got {agent_name:?}"),
+        ));
+    }
+    let http_text = get(&entries, "agent.http").unwrap_or_default();
+    let http = http_text.parse::<SocketAddr>().map_err(|_| {
+        invalid(
+            "agent.http",
+            format!("must be ip:port such as \"0.0.0.0:9568\" or \"[::]:9568\", got {http_text:?}"),
+        )
+    })?;
+    let rmp = get(&entries, "agent.ready_min_peers").unwrap_or_default();
+    let ready_min_peers = match rmp.as_str() {
+        "all" => None,
+        n => Some(n.parse::<usize>().map_err(|_| {
+            invalid(
+                "agent.ready_min_peers",
+                format!("must be \"all\" or a whole number, got {rmp:?}"),
+            )
+        })?),
+    };
+    let dos = get(&entries, "agent.disconnect_on_shutdown").unwrap_or_default();
+    let disconnect_on_shutdown = match dos.as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            return Err(invalid(
+                "agent.disconnect_on_shutdown",
+                format!("must be true or false, got {dos:?}"),
+            ))
+        }
+    };
+    let rpc_timeout = duration(&entries, "agent.rpc_timeout")?;
+    let wait_interval = duration(&entries, "agent.wait_interval")?;
+    let cookie_entry = entries
+        .iter_mut()
+        .find(|e| e.key == "agent.cookie_file")
+        .unwrap();
+    if cookie_entry.value.is_none() {
+        cookie_entry.value = Some(format!("(not used: cookie from {cookie_source})"));
+    }
+    Ok(AgentConfig {
+        formation,
+        entries,
+        node,
+        cookie_source,
+        cookie,
+        agent_name,
+        http,
+        ready_min_peers,
+        rpc_timeout,
+        wait_interval,
+        disconnect_on_shutdown,
+    })
+}
+
+impl AgentConfig {
+    /// The resolved plan: agent keys, then the formation plan.
+    pub fn describe(&self) -> String {
+        let mut out = String::from("agent:\n");
+        let width = self.entries.iter().map(|e| e.key.len()).max().unwrap_or(0);
+        for e in &self.entries {
+            let v = match &e.value {
+                Some(v) => format!("{v:?}"),
+                None => "(unset)".into(),
+            };
+            out.push_str(&format!("  {:width$} = {v}  ({})\n", e.key, e.source));
+        }
+        out.push_str(&format!(
+            "  cookie from {} (not shown)\n",
+            self.cookie_source
+        ));
+        out.push_str(&self.formation.describe());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn no_file(_: &std::path::Path) -> std::io::Result<String> {
+        Err(std::io::Error::from(std::io::ErrorKind::NotFound))
+    }
+
+    #[test]
+    fn agent_keys_come_from_file_and_env_with_sources() {
+        let file = "[discovery]\nstrategy = \"static\"\nstatic.nodes = [\"a@h\"]\n[agent]\nnode = \"app@10.0.0.5\"\nhttp = \"127.0.0.1:9000\"\n";
+        let c = resolve_agent(
+            Some(file),
+            env(&[
+                ("RELEASE_COOKIE", "sekrit"),
+                ("ERLKUBE_AGENT_READY_MIN_PEERS", "2"),
+            ]),
+            "h",
+            no_file,
+            7,
+        )
+        .unwrap();
+        assert_eq!(c.node.as_str(), "app@10.0.0.5");
+        assert_eq!(c.agent_name, "erlkube_agent_7@10.0.0.5");
+        assert_eq!(c.http.to_string(), "127.0.0.1:9000");
+        assert_eq!(c.ready_min_peers, Some(2));
+        assert_eq!(c.formation.strategy_name, "static");
+        let d = c.describe();
+        assert!(d.contains("agent.ready_min_peers"), "{d}");
+        assert!(d.contains("env ERLKUBE_AGENT_READY_MIN_PEERS"), "{d}");
+        assert!(
+            !d.contains("sekrit"),
+            "the cookie must never be printed: {d}"
+        );
+    }
+
+    #[test]
+    fn the_node_defaults_to_release_node_then_to_the_nodename_section() {
+        let c = resolve_agent(
+            None,
+            env(&[("RELEASE_NODE", "web@10.1.1.1"), ("RELEASE_COOKIE", "c")]),
+            "h",
+            no_file,
+            1,
+        )
+        .unwrap();
+        assert_eq!(c.node.as_str(), "web@10.1.1.1");
+        let file =
+            "[nodename]\nbasename = \"web\"\nservice = \"web-headless\"\nnamespace = \"prod\"\n";
+        let c = resolve_agent(
+            Some(file),
+            env(&[("POD_IP", "10.2.2.2"), ("RELEASE_COOKIE", "c")]),
+            "h",
+            no_file,
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            c.node.as_str(),
+            "web@10-2-2-2.web-headless.prod.svc.cluster.local"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let base = [("RELEASE_NODE", "a@h"), ("RELEASE_COOKIE", "c")];
+        let cases: &[(&str, &str, &str)] = &[
+            ("ERLKUBE_AGENT_HTTP", "nine", "agent.http"),
+            (
+                "ERLKUBE_AGENT_READY_MIN_PEERS",
+                "most",
+                "agent.ready_min_peers",
+            ),
+            ("ERLKUBE_AGENT_RPC_TIMEOUT", "0s", "agent.rpc_timeout"),
+            (
+                "ERLKUBE_AGENT_DISCONNECT_ON_SHUTDOWN",
+                "yes",
+                "agent.disconnect_on_shutdown",
+            ),
+            ("ERLKUBE_AGENT_NODE", "nohost", "agent.node"),
+            ("ERLKUBE_AGENT_BOGUS", "1", "ERLKUBE_AGENT_BOGUS"),
+            ("ERLKUBE_DISCOVERY_STRATEGY", "magic", "discovery.strategy"),
+        ];
+        for (k, v, named) in cases {
+            let mut e = env(&base);
+            e.push((k.to_string(), v.to_string()));
+            let err = resolve_agent(None, e, "h", no_file, 1)
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(named), "{k}={v}: {err}");
+        }
+        let err = resolve_agent(
+            Some("[agent]\nnodes = \"x\"\n"),
+            env(&base),
+            "h",
+            no_file,
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("agent.nodes: unknown key"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_cookie_says_where_it_was_looked_for() {
+        let err = resolve_agent(
+            None,
+            env(&[("RELEASE_NODE", "a@h"), ("HOME", "/nonexistent")]),
+            "h",
+            no_file,
+            1,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("RELEASE_COOKIE") && err.contains(".erlang.cookie"),
+            "{err}"
+        );
+        let c = resolve_agent(
+            None,
+            env(&[("RELEASE_NODE", "a@h"), ("ERLKUBE_AGENT_COOKIE_FILE", "/c")]),
+            "h",
+            |_| Ok("  filecookie\n".into()),
+            1,
+        )
+        .unwrap();
+        assert_eq!(c.cookie_source, "file /c");
+    }
+}

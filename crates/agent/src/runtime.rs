@@ -1,0 +1,381 @@
+//! The agent's run loop.
+//!
+//! ```text
+//! strategy --Update--> discovery forwarder --Answer--> engine (one per node incarnation)
+//!                        | counts, latency,                 | connect/disconnect/nodes()
+//!                        | throttled error log              v
+//!                        +--> Status <-- supervisor --> BeamNode --rpc (rex)--> BEAM node
+//!                               ^                                  (hidden Rust node)
+//!                         HTTP /healthz /readyz /metrics /cluster
+//! ```
+//!
+//! The supervisor waits for the BEAM node (an RPC `erlang:nodes/0` every
+//! `agent.wait_interval`, failures logged through a [`Throttle`]), starts
+//! an engine when it answers (fed the last discovery answer at once), and
+//! drops the engine when the connection to the node goes down, then waits
+//! again: a restarted node gets a fresh engine.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use erlkube_discovery::{Answer, Engine, Formation, Metrics, NodeName, Update};
+use erlkube_etf::Term;
+use erlkube_node::{Listen, Node, NodeConfig, NodeEvent};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::beam::{BeamNode, Seen};
+use crate::config::AgentConfig;
+use crate::http::{self, Response};
+use crate::status::Status;
+use crate::throttle::{Throttle, Verdict};
+
+/// Starting the agent failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The HTTP port could not be bound.
+    #[error("agent.http: cannot listen on {addr}: {source}")]
+    Http {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent's own node could not start.
+    #[error("agent.name: the agent's node cannot start: {0}")]
+    Node(#[from] erlkube_node::NodeError),
+    /// The discovery strategy could not start.
+    #[error(transparent)]
+    Config(#[from] erlkube_discovery::config::ConfigError),
+}
+
+/// A started agent.
+pub struct Agent {
+    config: AgentConfig,
+    status: Arc<Mutex<Status>>,
+    local: Node,
+    http_addr: SocketAddr,
+    http_task: tokio::task::JoinHandle<()>,
+}
+
+impl Agent {
+    /// Binds the HTTP port and starts the agent's hidden node (no
+    /// connection yet). Needs a tokio runtime.
+    pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+        let listener = tokio::net::TcpListener::bind(config.http)
+            .await
+            .map_err(|source| AgentError::Http {
+                addr: config.http,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| AgentError::Http {
+            addr: config.http,
+            source,
+        })?;
+        let mut nc = NodeConfig::new(config.agent_name.clone(), config.cookie.clone());
+        nc.hidden = true;
+        nc.listen = Listen::Ephemeral;
+        nc.register_with_epmd = false;
+        if config
+            .node
+            .as_str()
+            .split('@')
+            .nth(1)
+            .is_some_and(|h| h.contains(':'))
+        {
+            nc.listen_ip = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+        }
+        let local = Node::start(nc).await?;
+        let status = Arc::new(Mutex::new(Status {
+            node: config.node.to_string(),
+            agent: local.name().to_owned(),
+            ready_min_peers: config.ready_min_peers,
+            ..Status::default()
+        }));
+        let s = status.clone();
+        let http_task = tokio::spawn(http::serve(listener, move |path| endpoint(&s, path)));
+        tracing::info!(node = %config.node, agent = %local.name(), http = %http_addr, "agent started");
+        Ok(Agent {
+            config,
+            status,
+            local,
+            http_addr,
+            http_task,
+        })
+    }
+
+    /// Where the HTTP endpoints listen.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// A snapshot of the agent's view.
+    pub fn status(&self) -> Status {
+        self.status.lock().unwrap().clone()
+    }
+
+    /// Runs until `shutdown` completes; then, if configured, disconnects the
+    /// node from its peers, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let beam = BeamNode::new(
+            self.local.clone(),
+            self.config.node.clone(),
+            self.config.rpc_timeout,
+            seen.clone(),
+        );
+        let (strategy_tx, strategy_rx) = mpsc::channel(16);
+        let strategy = self.config.formation.spawn_strategy(strategy_tx)?;
+        let engine_tx: Arc<Mutex<Option<mpsc::Sender<Update>>>> = Arc::default();
+        let last_answer: Arc<Mutex<Option<Answer>>> = Arc::default();
+        let forwarder = tokio::spawn(forward(
+            strategy_rx,
+            engine_tx.clone(),
+            last_answer.clone(),
+            self.status.clone(),
+            self.config.node.clone(),
+        ));
+        let supervisor = supervise(
+            beam.clone(),
+            self.config.clone(),
+            engine_tx,
+            last_answer,
+            self.status.clone(),
+            seen,
+        );
+        tokio::select! {
+            _ = supervisor => {}
+            _ = shutdown => {}
+        }
+        strategy.abort();
+        forwarder.abort();
+        if self.config.disconnect_on_shutdown && self.status.lock().unwrap().beam_up {
+            match beam.nodes().await {
+                Ok(peers) => {
+                    for p in &peers {
+                        let _ = beam
+                            .call("erlang", "disconnect_node", vec![Term::atom(p.as_str())])
+                            .await;
+                    }
+                    tracing::info!(
+                        peers = peers.len(),
+                        "shutdown: disconnected the node from its peers"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "shutdown: cannot read the node's peers"),
+            }
+        }
+        self.http_task.abort();
+        self.local.shutdown();
+        tracing::info!("agent stopped");
+        Ok(())
+    }
+}
+
+fn endpoint(status: &Mutex<Status>, path: &str) -> Response {
+    let s = status.lock().unwrap();
+    match path {
+        "/healthz" => Response::new(200, "text/plain", "ok\n"),
+        "/readyz" => {
+            if s.ready() {
+                Response::new(200, "text/plain", "ready\n")
+            } else if !s.beam_up {
+                Response::new(503, "text/plain", "not ready: the node is not up\n")
+            } else if s.discovered.is_none() {
+                Response::new(503, "text/plain", "not ready: no discovery answer yet\n")
+            } else {
+                Response::new(
+                    503,
+                    "text/plain",
+                    format!(
+                        "not ready: connected to {} of {} discovered peers\n",
+                        s.connected_discovered(),
+                        s.discovered.as_ref().map_or(0, |d| d.len())
+                    ),
+                )
+            }
+        }
+        "/metrics" => Response::new(200, "text/plain; version=0.0.4", s.prometheus()),
+        "/cluster" => Response::new(200, "application/json", s.json()),
+        _ => Response::new(
+            404,
+            "text/plain",
+            "not found; try /healthz /readyz /metrics /cluster\n",
+        ),
+    }
+}
+
+/// Strategy updates to the current engine; counts, latency and a throttled
+/// log of discovery errors (errors are not passed on: they are evidence of
+/// nothing and the engine would log each one).
+async fn forward(
+    mut from: mpsc::Receiver<Update>,
+    engine_tx: Arc<Mutex<Option<mpsc::Sender<Update>>>>,
+    last_answer: Arc<Mutex<Option<Answer>>>,
+    status: Arc<Mutex<Status>>,
+    me: NodeName,
+) {
+    let mut throttle = Throttle::new(Duration::from_secs(5), Duration::from_secs(300));
+    while let Some(u) = from.recv().await {
+        let now = std::time::Instant::now();
+        match u {
+            Update::Answer(a) => {
+                if let Some((n, d)) = throttle.success(now) {
+                    tracing::info!(failures = n, after = ?d, "discovery recovered");
+                }
+                {
+                    let mut s = status.lock().unwrap();
+                    s.discovery_answers += 1;
+                    s.last_discovery_error = None;
+                    if let Some(e) = a.elapsed {
+                        s.discovery_latency.observe(e);
+                    }
+                    let mut peers: BTreeSet<NodeName> =
+                        a.nodes.iter().filter(|n| **n != me).cloned().collect();
+                    if !a.complete {
+                        // A partial answer never prunes: merge as the engine does.
+                        if let Some(prev) = &s.discovered {
+                            peers.extend(prev.iter().cloned());
+                        }
+                    }
+                    s.discovered = Some(peers);
+                }
+                *last_answer.lock().unwrap() = Some(a.clone());
+                let tx = engine_tx.lock().unwrap().clone();
+                if let Some(tx) = tx {
+                    let _ = tx.send(Update::Answer(a)).await;
+                }
+            }
+            Update::Error(e) => {
+                let text = e.to_string();
+                {
+                    let mut s = status.lock().unwrap();
+                    s.discovery_errors += 1;
+                    s.last_discovery_error = Some(text.clone());
+                }
+                match throttle.failure(&text, now) {
+                    Verdict::First => {
+                        tracing::warn!(error = %text, "discovery failed; keeping the last good set")
+                    }
+                    Verdict::Repeat { suppressed } => {
+                        tracing::warn!(error = %text, repeats = suppressed + 1, "discovery still failing")
+                    }
+                    Verdict::Quiet => {}
+                }
+            }
+        }
+    }
+}
+
+async fn supervise(
+    beam: BeamNode,
+    config: AgentConfig,
+    engine_tx: Arc<Mutex<Option<mpsc::Sender<Update>>>>,
+    last_answer: Arc<Mutex<Option<Answer>>>,
+    status: Arc<Mutex<Status>>,
+    seen: Arc<Mutex<Seen>>,
+) {
+    let target = config.node.to_string();
+    let mut events = beam.local().subscribe();
+    let mut throttle = Throttle::new(Duration::from_secs(5), Duration::from_secs(300));
+    loop {
+        // Wait for the node.
+        let mut wait = tokio::time::interval(config.wait_interval);
+        wait.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let first = loop {
+            wait.tick().await;
+            match beam.nodes().await {
+                Ok(set) => break set,
+                Err(e) => {
+                    let text = e.to_string();
+                    match throttle.failure(&text, std::time::Instant::now()) {
+                        Verdict::First => {
+                            tracing::warn!(node = %target, error = %text, "waiting for the node")
+                        }
+                        Verdict::Repeat { suppressed } => {
+                            tracing::warn!(node = %target, error = %text, repeats = suppressed + 1, "still waiting for the node")
+                        }
+                        Verdict::Quiet => {}
+                    }
+                }
+            }
+        };
+        match throttle.success(std::time::Instant::now()) {
+            Some((n, d)) => {
+                tracing::info!(node = %target, failures = n, after = ?d, "the node is up")
+            }
+            None => tracing::info!(node = %target, "the node is up"),
+        }
+        seen.lock().unwrap().connected = first.clone();
+        {
+            let mut s = status.lock().unwrap();
+            s.beam_up = true;
+            s.beam_ups += 1;
+            s.connected = first;
+        }
+        while events.try_recv().is_ok() {}
+        // Run an engine for this incarnation of the node.
+        let engine = Engine::new(beam.clone(), config.formation.engine.clone());
+        let (tx, rx) = mpsc::channel(16);
+        if let Some(a) = last_answer.lock().unwrap().clone() {
+            let _ = tx.try_send(Update::Answer(a));
+        }
+        *engine_tx.lock().unwrap() = Some(tx);
+        let formation = engine.spawn(rx);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Ok(NodeEvent::NodeDown { node, reason }) if node == target => {
+                        tracing::warn!(node = %target, %reason, "the node went down; waiting for it");
+                        break;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    _ => {}
+                },
+                _ = tick.tick() => {
+                    if !beam.local().connected_nodes().iter().any(|n| *n == target) {
+                        tracing::warn!(node = %target, "the connection to the node is gone; waiting for it");
+                        break;
+                    }
+                    publish(&formation, &status, &seen);
+                }
+            }
+        }
+        *engine_tx.lock().unwrap() = None;
+        publish(&formation, &status, &seen);
+        drop(formation);
+        let mut s = status.lock().unwrap();
+        s.beam_up = false;
+        let m = std::mem::take(&mut s.engine);
+        s.engine_base = add(&s.engine_base, &m);
+        s.connected.clear();
+        let _ = Instant::now();
+    }
+}
+
+fn publish(formation: &Formation, status: &Mutex<Status>, seen: &Mutex<Seen>) {
+    let m = formation.metrics();
+    let connected = seen.lock().unwrap().connected.clone();
+    let mut s = status.lock().unwrap();
+    s.engine = m;
+    s.connected = connected;
+}
+
+fn add(a: &Metrics, b: &Metrics) -> Metrics {
+    Metrics {
+        discovered: b.discovered,
+        connected: b.connected,
+        connect_attempts: a.connect_attempts + b.connect_attempts,
+        connect_failures: a.connect_failures + b.connect_failures,
+        discovery_answers: a.discovery_answers + b.discovery_answers,
+        discovery_errors: a.discovery_errors + b.discovery_errors,
+        removed: a.removed + b.removed,
+        last_discovery_latency: b.last_discovery_latency,
+    }
+}
