@@ -339,6 +339,7 @@ fn start_connection(inner: Arc<Inner>, stream: TcpStream, est: Established) -> C
         id,
         tx,
         published: est.is_published(),
+        peer_flags: est.flags,
         kill: Arc::new(Notify::new()),
     };
     let peer = est.peer_node.clone();
@@ -600,6 +601,28 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
                 },
                 None,
             );
+        }
+        C::SpawnReply {
+            req_id, to, result, ..
+        }
+        | C::SpawnReplyTt {
+            req_id, to, result, ..
+        } => {
+            let msg = match result {
+                Term::Pid(p) => vec![
+                    Term::atom("spawn_reply"),
+                    Term::Reference(req_id),
+                    Term::atom("ok"),
+                    Term::Pid(p),
+                ],
+                other => vec![
+                    Term::atom("spawn_reply"),
+                    Term::Reference(req_id),
+                    Term::atom("error"),
+                    other,
+                ],
+            };
+            inner.deliver_local(&to, Term::tuple(msg));
         }
         other => tracing::debug!(op = other.op(), "control message ignored"),
     }

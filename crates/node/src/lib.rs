@@ -14,6 +14,11 @@
 pub mod config;
 mod conn;
 pub mod epmd;
+mod gen;
+mod rpc;
+
+pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
+pub use rpc::{ExceptionClass, RpcError};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -178,6 +183,7 @@ pub(crate) struct ConnHandle {
     pub id: u64,
     pub tx: mpsc::Sender<Outbound>,
     pub published: bool,
+    pub peer_flags: erlkube_proto::dist::flags::DistFlags,
     pub kill: Arc<Notify>,
 }
 
@@ -207,6 +213,7 @@ pub(crate) struct Inner {
     next_ref: AtomicU64,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Sender<bool>,
+    pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::RpcFn>>,
     _registration: Mutex<Option<epmd::Registration>>,
 }
 
@@ -278,6 +285,7 @@ impl Node {
             next_ref: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
             shutdown: shutdown.clone(),
+            fns: Default::default(),
             _registration: Mutex::new(registration),
         });
         tracing::info!(node = %name, port, creation, "node started");
@@ -642,7 +650,46 @@ impl Inner {
         }
     }
 
-    async fn send_dist(self: &Arc<Self>, node: &str, m: &DistMessage) -> Result<(), SendError> {
+    /// Queues a message to `node` without waiting: on the current
+    /// connection's queue if there is room, else from a task (which may
+    /// connect first). For signals sent from synchronous code.
+    pub(crate) fn send_signal_msg(
+        self: &Arc<Self>,
+        node: &str,
+        control: ControlMessage,
+        payload: Option<Term>,
+    ) {
+        let m = DistMessage { control, payload };
+        let h = self.conns.lock().expect("conns").up.get(node).cloned();
+        if let Some(h) = h {
+            let (control, payload) = m.encode();
+            match h.tx.try_send(Outbound { control, payload }) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(o)) => {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move {
+                            let _ = h.tx.send(o).await;
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let inner = self.clone();
+            let node = node.to_owned();
+            rt.spawn(async move {
+                let _ = inner.send_dist(&node, &m).await;
+            });
+        }
+    }
+
+    pub(crate) async fn send_dist(
+        self: &Arc<Self>,
+        node: &str,
+        m: &DistMessage,
+    ) -> Result<(), SendError> {
         let handle = conn::connect(self, node).await?;
         let (control, payload) = m.encode();
         handle
