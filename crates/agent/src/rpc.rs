@@ -1,16 +1,12 @@
-//! A minimal RPC client to a BEAM node's `rex` server (what `rpc:call/5`
-//! talks to), kept apart so it can be swapped for erlkube-node's own RPC
-//! client: send `{'$gen_call', {Pid, Ref}, {call, M, F, A, GroupLeader}}` to
-//! the registered name `rex`, wait for `{Ref, Reply}` with a timeout.
-//!
-//! A monitor on `rex` turns a vanished node into an error at once instead
-//! of a timeout.
+//! RPC to the BEAM node through erlkube-node's client
+//! ([`Node::rpc_call`]: erpc, or rex for old peers), with the connection
+//! made first so a failure says why (a wrong cookie is named as such).
 
 use std::time::Duration;
 
 use erlkube_etf::Term;
+use erlkube_node::RpcError as NodeRpcError;
 use erlkube_node::{ConnectError as NodeConnectError, Node};
-use erlkube_proto::dist::control::ControlMessage;
 
 /// Why an RPC call failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +67,7 @@ fn classify(node: &str, e: NodeConnectError) -> RpcError {
     }
 }
 
-/// `rpc:call(Node, M, F, A, Timeout)` through `rex`.
+/// `rpc:call(Node, M, F, A, Timeout)`.
 pub async fn call(
     local: &Node,
     node: &str,
@@ -81,89 +77,26 @@ pub async fn call(
     timeout: Duration,
 ) -> Result<Term, RpcError> {
     let call_name = format!("{module}:{function}/{}", args.len());
-    let run = async {
-        local.connect(node).await.map_err(|e| classify(node, e))?;
-        let mut me = local.spawn_process();
-        let mref = local.make_ref();
-        let closed = |_| RpcError::Closed(node.to_owned());
-        local
-            .send_control(
-                node,
-                ControlMessage::MonitorP {
-                    from: me.pid().clone(),
-                    to: Term::atom("rex"),
-                    reference: mref.clone(),
-                },
-            )
-            .await
-            .map_err(closed)?;
-        let request = Term::tuple(vec![
-            Term::atom("$gen_call"),
-            Term::tuple(vec![
-                Term::Pid(me.pid().clone()),
-                Term::Reference(mref.clone()),
-            ]),
-            Term::tuple(vec![
-                Term::atom("call"),
-                Term::atom(module),
-                Term::atom(function),
-                Term::list(args),
-                Term::Pid(me.pid().clone()),
-            ]),
-        ]);
-        local
-            .send_named(me.pid(), node, "rex", request)
-            .await
-            .map_err(closed)?;
-        let answer = loop {
-            let Some(msg) = me.recv().await else {
-                return Err(RpcError::Closed(node.to_owned()));
-            };
-            match msg.as_tuple() {
-                Some([Term::Reference(r), answer]) if *r == mref => break answer.clone(),
-                Some([Term::Atom(down), Term::Reference(r), rest @ ..])
-                    if down.as_str() == "DOWN" && *r == mref =>
-                {
-                    return Err(RpcError::Remote {
-                        node: node.to_owned(),
-                        call: call_name.clone(),
-                        reason: format!(
-                            "rex is down: {}",
-                            rest.last().map(|t| t.to_string()).unwrap_or_default()
-                        ),
-                    });
-                }
-                // io requests to us as group leader, anything else: ignore.
-                _ => continue,
-            }
-        };
-        let _ = local
-            .send_control(
-                node,
-                ControlMessage::DemonitorP {
-                    from: me.pid().clone(),
-                    to: Term::atom("rex"),
-                    reference: mref,
-                },
-            )
-            .await;
-        if let Some([Term::Atom(tag), reason]) = answer.as_tuple() {
-            if tag.as_str() == "badrpc" || tag.as_str() == "EXIT" {
-                return Err(RpcError::Remote {
-                    node: node.to_owned(),
-                    call: call_name.clone(),
-                    reason: reason.to_string(),
-                });
-            }
-        }
-        Ok(answer)
+    let timed_out = || RpcError::Timeout {
+        node: node.to_owned(),
+        call: call_name.clone(),
+        timeout,
     };
-    match tokio::time::timeout(timeout, run).await {
-        Ok(r) => r,
-        Err(_) => Err(RpcError::Timeout {
+    let deadline = tokio::time::Instant::now() + timeout;
+    match tokio::time::timeout_at(deadline, local.connect(node)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(classify(node, e)),
+        Err(_) => return Err(timed_out()),
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    match local.rpc_call(node, module, function, args, left).await {
+        Ok(t) => Ok(t),
+        Err(NodeRpcError::Timeout) => Err(timed_out()),
+        Err(NodeRpcError::NoConnection(_)) => Err(RpcError::Closed(node.to_owned())),
+        Err(e) => Err(RpcError::Remote {
             node: node.to_owned(),
             call: call_name,
-            timeout,
+            reason: e.to_string(),
         }),
     }
 }

@@ -39,6 +39,12 @@ enum Command {
     },
     /// Cluster formation settings (`--check` prints the resolved plan).
     Formation(cmd::formation::FormationArgs),
+    /// Cluster the BEAM node beside this agent (`--check` prints the plan).
+    Agent(cmd::agent::AgentArgs),
+    /// Print this pod's node name (checks that it resolves to the pod).
+    Nodename(cmd::nodename::NameArgs),
+    /// Print shell lines for a release's env.sh: eval "$(erlkube env)".
+    Env(cmd::env::EnvArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,5 +67,8 @@ fn main() -> ExitCode {
         Command::Node(a) => cmd::node::main(a),
         Command::Ping(a) => cmd::ping::main(a),
         Command::Formation(a) => cmd::formation::main(a),
+        Command::Agent(a) => cmd::agent::main(a),
+        Command::Nodename(a) => cmd::nodename::main(a),
+        Command::Env(a) => cmd::env::main(a),
     }
 }

@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
+pub mod agent;
+pub mod env;
 pub mod epmd;
 pub mod node;
+pub mod nodename;
 pub mod ping;
 pub mod formation;
 pub mod term;
