@@ -1,0 +1,611 @@
+//! The agent in the netns test bed: every pod runs a plain `erl -name …`
+//! node (no clustering code; `-connect_all false`) and the real
+//! `erlkube agent` binary inside the pod's namespace. Membership is checked
+//! from the BEAM side (`nodes()`), readiness and metrics over HTTP from the
+//! test process (pod addresses on the bed's bridge).
+//!
+//! Needs root and erl (CI has both); fails otherwise. One scenario at a
+//! time (a lock).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use erlkube_testbed::harness::{is_full_mesh, membership, wait_full_mesh};
+use erlkube_testbed::process::Guard;
+use erlkube_testbed::{Bed, BedConfig, ErlSpec, Naming, PodErl};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Liveness bound (not a performance assertion).
+const FORM: Duration = Duration::from_secs(60);
+const HTTP_PORT: u16 = 9568;
+
+fn bed(naming: Naming) -> Bed {
+    Bed::new(BedConfig {
+        naming,
+        ..BedConfig::default()
+    })
+    .expect("test bed")
+}
+
+/// An `erlkube agent` process inside a pod; killed on drop.
+struct AgentProc {
+    guard: Guard,
+    log: Arc<Mutex<Vec<String>>>,
+    http: SocketAddr,
+}
+
+impl AgentProc {
+    fn lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// True while the process runs (not exited, not a zombie).
+    fn guard_running(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.guard.id()))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+            .unwrap_or(false)
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+}
+
+fn agent_env(bed: &Bed, index: u32) -> Vec<(String, String)> {
+    let c = bed.config();
+    let pod = bed.pod(index);
+    let v6 = c.naming == Naming::Ipv6;
+    let strategy = if c.naming == Naming::Hostname {
+        "dns_srv"
+    } else {
+        "dns_a"
+    };
+    [
+        ("RELEASE_NODE", pod.node_name.clone()),
+        ("RELEASE_COOKIE", c.cookie.clone()),
+        ("ERL_EPMD_PORT", c.epmd_port.to_string()),
+        (
+            "ERLKUBE_AGENT_HTTP",
+            if v6 {
+                format!("[::]:{HTTP_PORT}")
+            } else {
+                format!("0.0.0.0:{HTTP_PORT}")
+            },
+        ),
+        ("ERLKUBE_AGENT_WAIT_INTERVAL", "200ms".into()),
+        ("ERLKUBE_DISCOVERY_STRATEGY", strategy.into()),
+        ("ERLKUBE_DISCOVERY_INTERVAL", "500ms".into()),
+        ("ERLKUBE_DISCOVERY_TIMEOUT", "1s".into()),
+        ("ERLKUBE_DISCOVERY_DNS_QUERY", bed.service_fqdn()),
+        ("ERLKUBE_DISCOVERY_DNS_BASENAME", c.basename.clone()),
+        ("ERLKUBE_DISCOVERY_DNS_SERVER", bed.dns_addr().to_string()),
+        (
+            "ERLKUBE_DISCOVERY_DNS_IP_VERSION",
+            if v6 { "v6" } else { "v4" }.into(),
+        ),
+        ("ERLKUBE_FORMATION_BACKOFF_MAX", "2s".into()),
+        ("ERLKUBE_FORMATION_REMOVAL_GRACE", "1s".into()),
+        ("ERLKUBE_FORMATION_CHECK_INTERVAL", "500ms".into()),
+        ("NO_COLOR", "1".into()),
+        ("RUST_LOG", "info".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+fn spawn_agent(bed: &Bed, index: u32, overrides: &[(&str, &str)]) -> AgentProc {
+    let mut env: BTreeMap<String, String> = agent_env(bed, index).into_iter().collect();
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let mut cmd = bed.exec(index, env!("CARGO_BIN_EXE_erlkube"));
+    cmd.arg("agent")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut guard = Guard::spawn(&mut cmd).expect("spawn erlkube agent");
+    let stderr = guard.child_mut().stderr.take().expect("piped");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            l.lock().unwrap().push(line);
+        }
+    });
+    let pod = bed.pod(index);
+    let ip = if bed.config().naming == Naming::Ipv6 {
+        std::net::IpAddr::V6(pod.ipv6)
+    } else {
+        std::net::IpAddr::V4(pod.ipv4)
+    };
+    AgentProc {
+        guard,
+        log,
+        http: SocketAddr::new(ip, HTTP_PORT),
+    }
+}
+
+/// GET over a fresh connection: (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+async fn get(addr: SocketAddr, path: &'static str) -> std::io::Result<(u16, String)> {
+    tokio::task::spawn_blocking(move || http_get(addr, path))
+        .await
+        .expect("http thread")
+}
+
+/// Waits until `f` holds (liveness bound `FORM`).
+async fn wait_for<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < FORM, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A strict parser of the Prometheus text format (0.0.4): every sample
+/// line is `name{labels} value`, every metric family has HELP and TYPE
+/// before its samples, names are valid, values are numbers, no duplicate
+/// series. Returns series → value.
+fn parse_prometheus(text: &str) -> Result<BTreeMap<String, f64>, String> {
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    let mut typed: BTreeMap<String, String> = BTreeMap::new();
+    let mut helped: BTreeSet<String> = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    if !text.ends_with('\n') {
+        return Err("exposition must end with a newline".into());
+    }
+    for (no, line) in text.lines().enumerate() {
+        let no = no + 1;
+        if line.is_empty() {
+            return Err(format!("line {no}: empty line"));
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let kind = parts.next().unwrap_or("");
+            let name = parts.next().unwrap_or("");
+            let value = parts.next().unwrap_or("");
+            if !valid_name(name) {
+                return Err(format!("line {no}: bad metric name {name:?}"));
+            }
+            match kind {
+                "HELP" => {
+                    if !helped.insert(name.to_owned()) {
+                        return Err(format!("line {no}: second HELP for {name}"));
+                    }
+                }
+                "TYPE" => {
+                    if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&value) {
+                        return Err(format!("line {no}: bad type {value:?}"));
+                    }
+                    if typed.insert(name.to_owned(), value.to_owned()).is_some() {
+                        return Err(format!("line {no}: second TYPE for {name}"));
+                    }
+                }
+                _ => return Err(format!("line {no}: unknown comment {kind:?}")),
+            }
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("line {no}: no value"))?;
+        let v: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            "NaN" => f64::NAN,
+            v => v
+                .parse()
+                .map_err(|_| format!("line {no}: bad value {v:?}"))?,
+        };
+        let name = series.split('{').next().unwrap_or("");
+        if !valid_name(name) {
+            return Err(format!("line {no}: bad series name {name:?}"));
+        }
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                let inner = labels
+                    .strip_prefix('{')
+                    .and_then(|l| l.strip_suffix('}'))
+                    .ok_or_else(|| format!("line {no}: bad labels {labels:?}"))?;
+                for pair in inner.split(',') {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .ok_or_else(|| format!("line {no}: bad label {pair:?}"))?;
+                    if !valid_name(k) || !(v.starts_with('"') && v.ends_with('"') && v.len() >= 2)
+                    {
+                        return Err(format!("line {no}: bad label {pair:?}"));
+                    }
+                }
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| typed.get(*f).map(String::as_str) == Some("histogram"))
+            })
+            .unwrap_or(name);
+        if !typed.contains_key(family) || !helped.contains(family) {
+            return Err(format!("line {no}: sample of {family} before its HELP/TYPE"));
+        }
+        if out.insert(series.to_owned(), v).is_some() {
+            return Err(format!("line {no}: duplicate series {series}"));
+        }
+    }
+    Ok(out)
+}
+
+async fn metrics(a: &AgentProc) -> BTreeMap<String, f64> {
+    let (status, body) = get(a.http, "/metrics").await.expect("GET /metrics");
+    assert_eq!(status, 200);
+    parse_prometheus(&body).unwrap_or_else(|e| panic!("{e}\n{body}"))
+}
+
+fn start_agents(bed: &Bed, pods: &[u32], agents: &mut BTreeMap<u32, AgentProc>) {
+    for i in pods {
+        agents.insert(*i, spawn_agent(bed, *i, &[]));
+    }
+}
+
+fn dump(agents: &BTreeMap<u32, AgentProc>) -> String {
+    agents
+        .iter()
+        .map(|(i, a)| format!("--- agent {i}:\n{}", a.lines().join("\n")))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn mesh(bed: &Bed, pods: &[u32], agents: &BTreeMap<u32, AgentProc>) {
+    if let Err(e) = wait_full_mesh(bed, pods, FORM).await {
+        panic!("{e}\n{}", dump(agents));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_cluster_plain_erl_nodes_and_readyz_waits_for_the_partitioned_peer() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Naming::Ipv4);
+    let pods = bed.add_pods(3).unwrap();
+    // Pod 3 is cut off before any agent runs: the others discover it in
+    // DNS but cannot connect, so the cluster has not formed.
+    bed.partition(pods[2]).unwrap();
+    let mut agents = BTreeMap::new();
+    start_agents(&bed, &pods, &mut agents);
+    let a1 = agents[&pods[0]].http;
+    wait_for("agent 1 to see 2 discovered peers", || async move {
+        matches!(get(a1, "/cluster").await, Ok((200, b)) if b.contains(&"\"discovered\":[\"app@".to_string()) && b.matches("app@").count() >= 3)
+    })
+    .await;
+    // Not ready while a discovered peer is unreachable (sampled over 3 s
+    // of connect retries).
+    for _ in 0..6 {
+        let (status, body) = get(a1, "/readyz").await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("connected to 1 of 2"), "{body}");
+        let (h, _) = get(a1, "/healthz").await.unwrap();
+        assert_eq!(h, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!is_full_mesh(&bed, &pods).await);
+    let before = metrics(&agents[&pods[0]]).await;
+    assert_eq!(before["erlkube_agent_ready"], 0.0);
+    assert_eq!(before["erlkube_agent_discovered_nodes"], 2.0);
+    assert_eq!(before["erlkube_agent_connected_nodes"], 1.0);
+    assert!(
+        before["erlkube_agent_connect_failures_total"] >= 1.0,
+        "{before:?}"
+    );
+    bed.heal(pods[2]).unwrap();
+    mesh(&bed, &pods, &agents).await;
+    for i in &pods {
+        let a = agents[i].http;
+        wait_for("/readyz 200", || async move {
+            matches!(get(a, "/readyz").await, Ok((200, _)))
+        })
+        .await;
+        // Ready means formed: checked from the BEAM side.
+        let view = membership(&bed).await;
+        assert_eq!(view[i].as_ref().unwrap().len(), 2, "{view:?}");
+        let m = metrics(&agents[i]).await;
+        assert_eq!(m["erlkube_agent_beam_up"], 1.0);
+        assert_eq!(m["erlkube_agent_beam_starts_total"], 1.0);
+        assert_eq!(m["erlkube_agent_discovered_nodes"], 2.0);
+        assert_eq!(m["erlkube_agent_connected_nodes"], 2.0);
+        let attempts = m["erlkube_agent_connect_attempts_total"];
+        let failures = m["erlkube_agent_connect_failures_total"];
+        // Every attempt either failed or made one of the two connections
+        // (a peer may also have connected to us first: then fewer).
+        assert!(attempts - failures <= 2.0, "{m:?}");
+        assert!(m["erlkube_agent_discovery_answers_total"] >= 1.0);
+        assert_eq!(
+            m["erlkube_agent_discovery_duration_seconds_count"],
+            m["erlkube_agent_discovery_answers_total"],
+            "{m:?}"
+        );
+        let (_, cluster) = get(a, "/cluster").await.unwrap();
+        for p in &pods {
+            assert!(cluster.contains(&bed.pod(*p).node_name), "{cluster}");
+        }
+        assert!(cluster.contains("\"ready\":true"), "{cluster}");
+    }
+    // The partitioned pod could not reach DNS: its errors were counted;
+    // the others' DNS never failed.
+    let m3 = metrics(&agents[&pods[2]]).await;
+    assert!(m3["erlkube_agent_discovery_errors_total"] >= 1.0, "{m3:?}");
+    let m1 = metrics(&agents[&pods[0]]).await;
+    assert_eq!(m1["erlkube_agent_discovery_errors_total"], 0.0);
+    assert!(m1["erlkube_agent_connect_failures_total"] >= before["erlkube_agent_connect_failures_total"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn agents_follow_scale_up_kill_and_scale_down() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Naming::Ipv4);
+    let mut agents = BTreeMap::new();
+    let first = bed.add_pods(3).unwrap();
+    start_agents(&bed, &first, &mut agents);
+    mesh(&bed, &first, &agents).await;
+    let more = bed.add_pods(3).unwrap();
+    start_agents(&bed, &more, &mut agents);
+    let all = bed.indexes();
+    mesh(&bed, &all, &agents).await;
+    // Kill one (a crash) and add a replacement.
+    let victim = all[1];
+    agents.remove(&victim);
+    bed.kill_pod(victim).unwrap();
+    let new = bed.add_pods(1).unwrap();
+    start_agents(&bed, &new, &mut agents);
+    let all = bed.indexes();
+    mesh(&bed, &all, &agents).await;
+    // Scale down to 3: the others leave the endpoints while their nodes
+    // still run; the survivors' agents disconnect them on that evidence.
+    let (keep, gone) = all.split_at(3);
+    for i in gone {
+        agents.remove(i);
+    }
+    bed.set_published(gone, false).unwrap();
+    mesh(&bed, keep, &agents).await;
+    for i in keep {
+        let m = metrics(&agents[i]).await;
+        assert!(m["erlkube_agent_removed_nodes_total"] >= 3.0, "pod {i}: {m:?}");
+        assert_eq!(m["erlkube_agent_discovered_nodes"], 2.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_ends_in_one_cluster() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Naming::Ipv4);
+    let mut agents = BTreeMap::new();
+    let pods = bed.add_pods(3).unwrap();
+    start_agents(&bed, &pods, &mut agents);
+    mesh(&bed, &pods, &agents).await;
+    for old in pods {
+        let new = bed.add_pods(1).unwrap();
+        start_agents(&bed, &new, &mut agents);
+        mesh(&bed, &bed.indexes(), &agents).await;
+        bed.unpublish(old).unwrap();
+        agents.remove(&old);
+        bed.kill_pod(old).unwrap();
+        mesh(&bed, &bed.indexes(), &agents).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dns_outage_keeps_the_cluster_and_is_logged_without_flooding() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Naming::Ipv4);
+    let mut agents = BTreeMap::new();
+    let pods = bed.add_pods(3).unwrap();
+    start_agents(&bed, &pods, &mut agents);
+    mesh(&bed, &pods, &agents).await;
+    bed.stop_dns();
+    let a = &agents[&pods[0]];
+    let errors_at_start = metrics(a).await["erlkube_agent_discovery_errors_total"];
+    let lines_at_start = a.lines().len();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(is_full_mesh(&bed, &pods).await, "the cluster must hold");
+    let m = metrics(a).await;
+    let failed_rounds = m["erlkube_agent_discovery_errors_total"] - errors_at_start;
+    // Rounds every 500 ms, 1 s timeout: several failed rounds ...
+    assert!(failed_rounds >= 5.0, "{m:?}");
+    // ... logged once, then at a backed-off rate (first line, then 5 s
+    // later): far fewer lines than failures.
+    let logged: Vec<String> = a.lines()[lines_at_start..]
+        .iter()
+        .filter(|l| l.contains("discovery"))
+        .cloned()
+        .collect();
+    assert!(
+        !logged.is_empty() && (logged.len() as f64) < failed_rounds / 2.0,
+        "{failed_rounds} failures, {} lines: {logged:#?}",
+        logged.len()
+    );
+    assert_eq!(m["erlkube_agent_ready"], 1.0, "still formed");
+    bed.start_dns().unwrap();
+    wait_for("discovery recovered log", || async {
+        agents[&pods[0]].count("discovery recovered") == 1
+    })
+    .await;
+    assert!(is_full_mesh(&bed, &pods).await);
+}
+
+fn spec(bed: &Bed, index: u32) -> ErlSpec {
+    let c = bed.config();
+    ErlSpec {
+        name: bed.pod(index).node_name.clone(),
+        cookie: c.cookie.clone(),
+        epmd_port: c.epmd_port,
+        dist_port: c.dist_port,
+        net_ticktime: c.net_ticktime,
+        inetrc: None,
+        ipv6: false,
+    }
+}
+
+async fn nodes_of(erl: &PodErl) -> BTreeSet<String> {
+    erl.nodes().await.unwrap_or_default().into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_started_before_its_node_waits_and_survives_node_restarts() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Naming::Ipv4);
+    let mut agents = BTreeMap::new();
+    let pods = bed.add_pods(3).unwrap();
+    let late = pods[2];
+    let late_ns = bed.pod(late).netns.clone();
+    // The late pod's node is not running when its agent starts.
+    bed.pod(late).erl.kill();
+    start_agents(&bed, &pods, &mut agents);
+    mesh(&bed, &pods[..2], &agents).await;
+    let a = &agents[&late];
+    let addr = a.http;
+    wait_for("the late agent to report waiting", || async {
+        agents[&late].count("waiting for the node") >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, body) = get(addr, "/readyz").await.unwrap();
+    assert_eq!((status, body.as_str()), (503, "not ready: the node is not up\n"));
+    assert_eq!(get(addr, "/healthz").await.unwrap().0, 200);
+    // Polled every 200 ms for 2 s+: logged once, not ten times.
+    assert_eq!(a.count("waiting for the node"), 1, "{}", a.lines().join("\n"));
+    let want = |me: u32| -> BTreeSet<String> {
+        pods.iter()
+            .filter(|p| **p != me)
+            .map(|p| bed.pod(*p).node_name.clone())
+            .collect()
+    };
+    for round in 1..=2u32 {
+        let erl = PodErl::start(&late_ns, &spec(&bed, late)).expect("start the node");
+        wait_for("the late node in the cluster", || async {
+            nodes_of(&erl).await == want(late)
+        })
+        .await;
+        wait_for("/readyz 200", || async move {
+            matches!(get(addr, "/readyz").await, Ok((200, _)))
+        })
+        .await;
+        let m = metrics(&agents[&late]).await;
+        assert_eq!(m["erlkube_agent_beam_starts_total"], round as f64);
+        assert!(agents[&late].count("the node is up") >= round as usize);
+        // Restart: a crash of the node, the agent stays.
+        erl.kill();
+        drop(erl);
+        wait_for("beam_up 0", || async {
+            metrics(&agents[&late]).await["erlkube_agent_beam_up"] == 0.0
+        })
+        .await;
+        assert!(agents[&late].guard_running());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_cookie_is_named_once_and_retried_quietly() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Naming::Ipv4);
+    let pods = bed.add_pods(1).unwrap();
+    let a = spawn_agent(&bed, pods[0], &[("RELEASE_COOKIE", "not_the_cookie")]);
+    let addr = a.http;
+    wait_for("the cookie error", || async { a.count("rejected the cookie") >= 1 }).await;
+    // 200 ms retries for 4 s: about 20 attempts, one line (the next one
+    // is due 5 s after the first).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(a.count("rejected the cookie"), 1, "{}", a.lines().join("\n"));
+    let (status, _) = get(addr, "/readyz").await.unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(get(addr, "/healthz").await.unwrap().0, 200);
+    assert!(a.guard_running(), "the agent keeps running and retrying");
+    let line = a
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("rejected the cookie"))
+        .unwrap();
+    assert!(!line.contains("erlkube_testbed"), "no cookie in logs: {line}");
+    assert!(!line.contains("not_the_cookie"), "no cookie in logs: {line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ipv6_and_srv_named_pods_form_one_cluster() {
+    let _g = SERIAL.lock().await;
+    for naming in [Naming::Ipv6, Naming::Hostname] {
+        let mut bed = bed(naming);
+        let mut agents = BTreeMap::new();
+        let pods = bed.add_pods(3).unwrap();
+        start_agents(&bed, &pods, &mut agents);
+        mesh(&bed, &pods, &agents).await;
+        let a = agents[&pods[0]].http;
+        wait_for("/readyz 200", || async move {
+            matches!(get(a, "/readyz").await, Ok((200, _)))
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_with_disconnect_on_shutdown_leaves_the_cluster() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Naming::Ipv4);
+    let pods = bed.add_pods(3).unwrap();
+    let mut agents = BTreeMap::new();
+    start_agents(&bed, &pods[..2], &mut agents);
+    agents.insert(
+        pods[2],
+        spawn_agent(&bed, pods[2], &[("ERLKUBE_AGENT_DISCONNECT_ON_SHUTDOWN", "true")]),
+    );
+    mesh(&bed, &pods, &agents).await;
+    // The others must not reconnect to it: take it out of DNS first (as
+    // Kubernetes does for a terminating pod), then SIGTERM its agent.
+    bed.unpublish(pods[2]).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a = agents.get_mut(&pods[2]).unwrap();
+    a.guard.signal(15);
+    let mut exited = false;
+    for _ in 0..100 {
+        if !a.guard.is_running() {
+            exited = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exited, "the agent exits on SIGTERM");
+    assert!(a.count("disconnected the node from its peers") == 1, "{}", a.lines().join("\n"));
+    let erl = &bed.pod(pods[2]).erl;
+    assert!(erl.is_running(), "the node itself is not stopped");
+    wait_for("the node alone", || async { nodes_of(erl).await.is_empty() }).await;
+    mesh(&bed, &pods[..2], &agents).await;
+}
