@@ -66,6 +66,11 @@ pub const AGENT_KEYS: &[AgentKey] = &[
         doc: "how often an absent node is looked for",
     },
     AgentKey {
+        name: "agent.net_ticktime",
+        default: Some("60s"),
+        doc: "the node's net_ticktime (the agent's connection must tick as often as the node expects)",
+    },
+    AgentKey {
         name: "agent.disconnect_on_shutdown",
         default: Some("false"),
         doc: "on SIGTERM, disconnect the node from every peer before exiting",
@@ -137,6 +142,8 @@ pub struct AgentConfig {
     pub wait_interval: Duration,
     /// Disconnect the node from its peers on SIGTERM.
     pub disconnect_on_shutdown: bool,
+    /// The node's `net_ticktime`.
+    pub net_ticktime: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -395,6 +402,7 @@ pub fn resolve_agent(
     };
     let rpc_timeout = duration(&entries, "agent.rpc_timeout")?;
     let wait_interval = duration(&entries, "agent.wait_interval")?;
+    let net_ticktime = duration(&entries, "agent.net_ticktime")?;
     let cookie_entry = entries
         .iter_mut()
         .find(|e| e.key == "agent.cookie_file")
@@ -414,6 +422,7 @@ pub fn resolve_agent(
         rpc_timeout,
         wait_interval,
         disconnect_on_shutdown,
+        net_ticktime,
     })
 }
 

@@ -81,6 +81,7 @@ impl Agent {
         nc.hidden = true;
         nc.listen = Listen::Ephemeral;
         nc.register_with_epmd = false;
+        nc.net_ticktime = config.net_ticktime;
         if config
             .node
             .as_str()
@@ -129,12 +130,13 @@ impl Agent {
             self.config.rpc_timeout,
             seen.clone(),
         );
-        let (strategy_tx, strategy_rx) = mpsc::channel(16);
-        let strategy = self.config.formation.spawn_strategy(strategy_tx)?;
+        // Fails here (before the loop) on a strategy that cannot start.
+        let (probe_tx, _probe_rx) = mpsc::channel(1);
+        self.config.formation.spawn_strategy(probe_tx)?.abort();
         let engine_tx: Arc<Mutex<Option<mpsc::Sender<Update>>>> = Arc::default();
         let last_answer: Arc<Mutex<Option<Answer>>> = Arc::default();
         let forwarder = tokio::spawn(forward(
-            strategy_rx,
+            self.config.formation.clone(),
             engine_tx.clone(),
             last_answer.clone(),
             self.status.clone(),
@@ -152,7 +154,6 @@ impl Agent {
             _ = supervisor => {}
             _ = shutdown => {}
         }
-        strategy.abort();
         forwarder.abort();
         if self.config.disconnect_on_shutdown && self.status.lock().unwrap().beam_up {
             match beam.nodes().await {
@@ -210,18 +211,42 @@ fn endpoint(status: &Mutex<Status>, path: &str) -> Response {
     }
 }
 
-/// Strategy updates to the current engine; counts, latency and a throttled
-/// log of discovery errors (errors are not passed on: they are evidence of
-/// nothing and the engine would log each one).
+/// Runs the strategy and passes its updates to the current engine; counts,
+/// latency and a throttled log of discovery errors (errors are not passed
+/// on: they are evidence of nothing and the engine would log each one).
+///
+/// A watchdog restarts the strategy (a fresh resolver) when no round has
+/// finished for three times `interval + timeout`: a round stuck in a
+/// resolver must not freeze the agent's view.
 async fn forward(
-    mut from: mpsc::Receiver<Update>,
+    formation: erlkube_discovery::config::FormationConfig,
     engine_tx: Arc<Mutex<Option<mpsc::Sender<Update>>>>,
     last_answer: Arc<Mutex<Option<Answer>>>,
     status: Arc<Mutex<Status>>,
     me: NodeName,
 ) {
     let mut throttle = Throttle::new(Duration::from_secs(5), Duration::from_secs(300));
-    while let Some(u) = from.recv().await {
+    let stall = (formation.interval + formation.timeout) * 3;
+    let (tx, mut from) = mpsc::channel(16);
+    let Ok(mut task) = formation.spawn_strategy(tx) else {
+        return;
+    };
+    loop {
+        let u = match tokio::time::timeout(stall, from.recv()).await {
+            Ok(Some(u)) => u,
+            Ok(None) | Err(_) => {
+                task.abort();
+                status.lock().unwrap().discovery_restarts += 1;
+                tracing::warn!(stalled_for = ?stall, "discovery made no progress; restarting the strategy");
+                let (tx, rx) = mpsc::channel(16);
+                from = rx;
+                match formation.spawn_strategy(tx) {
+                    Ok(t) => task = t,
+                    Err(_) => return,
+                }
+                continue;
+            }
+        };
         let now = std::time::Instant::now();
         match u {
             Update::Answer(a) => {
@@ -248,7 +273,9 @@ async fn forward(
                 *last_answer.lock().unwrap() = Some(a.clone());
                 let tx = engine_tx.lock().unwrap().clone();
                 if let Some(tx) = tx {
-                    let _ = tx.send(Update::Answer(a)).await;
+                    // Never wait on the engine: a full queue means it is
+                    // behind, and the next round carries the same truth.
+                    let _ = tx.try_send(Update::Answer(a));
                 }
             }
             Update::Error(e) => {

@@ -58,6 +58,8 @@ pub struct Status {
     pub discovery_answers: u64,
     /// Failed discovery rounds.
     pub discovery_errors: u64,
+    /// Times the strategy was restarted because it made no progress.
+    pub discovery_restarts: u64,
     /// The last discovery error, if the last round failed.
     pub last_discovery_error: Option<String>,
     /// Discovery latency.

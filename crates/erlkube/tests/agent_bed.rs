@@ -90,6 +90,7 @@ fn agent_env(bed: &Bed, index: u32) -> Vec<(String, String)> {
             if v6 { "v6" } else { "v4" }.into(),
         ),
         ("ERLKUBE_FORMATION_BACKOFF_MAX", "2s".into()),
+        ("ERLKUBE_AGENT_NET_TICKTIME", format!("{}s", c.net_ticktime)),
         ("ERLKUBE_FORMATION_REMOVAL_GRACE", "1s".into()),
         ("ERLKUBE_FORMATION_CHECK_INTERVAL", "500ms".into()),
         ("NO_COLOR", "1".into()),
@@ -118,9 +119,17 @@ fn spawn_agent(bed: &Bed, index: u32, overrides: &[(&str, &str)]) -> AgentProc {
     let log = Arc::new(Mutex::new(Vec::new()));
     let l = log.clone();
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            l.lock().unwrap().push(line);
+        let mut r = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                    l.lock().unwrap().push(line);
+                }
+            }
         }
     });
     let pod = bed.pod(index);
@@ -283,7 +292,27 @@ fn start_agents(bed: &Bed, pods: &[u32], agents: &mut BTreeMap<u32, AgentProc>) 
 fn dump(agents: &BTreeMap<u32, AgentProc>) -> String {
     agents
         .iter()
-        .map(|(i, a)| format!("--- agent {i}:\n{}", a.lines().join("\n")))
+        .map(|(i, a)| {
+            let wchan = std::fs::read_to_string(format!("/proc/{}/wchan", a.guard.id()))
+                .unwrap_or_default();
+            let cluster = http_get(a.http, "/cluster")
+                .map(|(_, b)| b)
+                .unwrap_or_else(|e| format!("(no answer: {e})"));
+            let counters = http_get(a.http, "/metrics")
+                .map(|(_, b)| {
+                    b.lines()
+                        .filter(|l| l.starts_with("erlkube_agent_discovery_") && !l.contains("bucket"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            let cluster = format!("{cluster} {counters}");
+            format!(
+                "--- agent {i} (running: {}, wchan {wchan}): {cluster}\n{}",
+                a.guard_running(),
+                a.lines().join("\n")
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
