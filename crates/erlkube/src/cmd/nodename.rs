@@ -84,11 +84,13 @@ pub fn resolve(args: &NameArgs) -> Result<(Naming, BTreeMap<String, String>), Ex
     }
     let naming = nodename::node_name(&input).map_err(|e| fail(e.to_string()))?;
     if !args.no_check {
-        let ours: Vec<IpAddr> = match input.pod_ip.as_deref().and_then(|p| p.parse().ok()) {
+        let local = nodename::local_addresses();
+        let pod_ip: Option<IpAddr> = input.pod_ip.as_deref().and_then(|p| p.parse().ok());
+        let ours: Vec<IpAddr> = match pod_ip {
             Some(ip) => vec![ip],
-            None => nodename::local_addresses(),
+            None => local.clone(),
         };
-        let problem = match nodename::check_resolves(&naming.host, &ours) {
+        let mut problem = match nodename::check_resolves(&naming.host, &ours) {
             Resolution::Ok(_) => None,
             Resolution::Elsewhere { resolved, ours } => Some(format!(
                 "{} resolves to {} but this pod is {}",
@@ -98,6 +100,14 @@ pub fn resolve(args: &NameArgs) -> Result<(Naming, BTreeMap<String, String>), Ex
             )),
             Resolution::Unresolved(e) => Some(format!("{} does not resolve: {e}", naming.host)),
         };
+        if let Some(ip) = pod_ip {
+            if !local.is_empty() && !local.contains(&ip) && problem.is_none() {
+                problem = Some(format!(
+                    "POD_IP {ip} is not an address of this pod ({})",
+                    join(&local)
+                ));
+            }
+        }
         if let Some(p) = problem {
             eprintln!(
                 "erlkube: warning: the node name {} does not reach this pod: {p}; other nodes will not be able to connect to it",
