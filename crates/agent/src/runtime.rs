@@ -211,13 +211,19 @@ fn endpoint(status: &Mutex<Status>, path: &str) -> Response {
     }
 }
 
+/// How often the strategy (and its resolver and connections) is replaced.
+const REFRESH: Duration = Duration::from_secs(30);
+
 /// Runs the strategy and passes its updates to the current engine; counts,
 /// latency and a throttled log of discovery errors (errors are not passed
 /// on: they are evidence of nothing and the engine would log each one).
 ///
 /// A watchdog restarts the strategy (a fresh resolver) when no round has
 /// finished for three times `interval + timeout`: a round stuck in a
-/// resolver must not freeze the agent's view.
+/// resolver must not freeze the agent's view. The strategy is also
+/// replaced every [`REFRESH`], so a long-lived DNS-over-TCP connection to a
+/// server process with a stale view (dnsmasq serves each TCP connection
+/// from a fork) cannot hide membership changes for longer than that.
 async fn forward(
     formation: erlkube_discovery::config::FormationConfig,
     engine_tx: Arc<Mutex<Option<mpsc::Sender<Update>>>>,
@@ -231,8 +237,26 @@ async fn forward(
     let Ok(mut task) = formation.spawn_strategy(tx) else {
         return;
     };
+    let mut refresh = tokio::time::interval_at(Instant::now() + REFRESH, REFRESH);
     loop {
-        let u = match tokio::time::timeout(stall, from.recv()).await {
+        let next = tokio::select! {
+            r = tokio::time::timeout(stall, from.recv()) => r,
+            _ = refresh.tick() => {
+                // A fresh resolver: no long-lived connection may keep
+                // serving an old view (a DNS server that forks per TCP
+                // connection answers from the fork's snapshot).
+                task.abort();
+                let (tx, rx) = mpsc::channel(16);
+                from = rx;
+                match formation.spawn_strategy(tx) {
+                    Ok(t) => task = t,
+                    Err(_) => return,
+                }
+                tracing::debug!("discovery strategy refreshed");
+                continue;
+            }
+        };
+        let u = match next {
             Ok(Some(u)) => u,
             Ok(None) | Err(_) => {
                 task.abort();

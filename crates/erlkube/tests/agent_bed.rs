@@ -37,6 +37,17 @@ struct AgentProc {
     guard: Guard,
     log: Arc<Mutex<Vec<String>>>,
     http: SocketAddr,
+    /// `/etc/netns/<pod>/` made for the pod's resolver (removed on drop).
+    etc: Option<std::path::PathBuf>,
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.guard.kill();
+        if let Some(d) = &self.etc {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
 }
 
 impl AgentProc {
@@ -106,6 +117,20 @@ fn spawn_agent(bed: &Bed, index: u32, overrides: &[(&str, &str)]) -> AgentProc {
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
     }
+    // Host-name nodes: the agent resolves its node's name with the system
+    // resolver, so the pod gets the bed's DNS as its resolv.conf (what
+    // `ip netns exec` bind-mounts from /etc/netns/<ns>/), as a pod's
+    // kubelet-written resolv.conf would point at the cluster DNS.
+    let etc = (bed.config().naming == Naming::Hostname).then(|| {
+        let d = std::path::PathBuf::from("/etc/netns").join(&bed.pod(index).netns);
+        std::fs::create_dir_all(&d).expect("/etc/netns dir");
+        std::fs::write(
+            d.join("resolv.conf"),
+            format!("nameserver {}\n", bed.dns_addr().ip()),
+        )
+        .expect("resolv.conf");
+        d
+    });
     let mut cmd = bed.exec(index, env!("CARGO_BIN_EXE_erlkube"));
     cmd.arg("agent")
         .env_clear()
@@ -142,6 +167,7 @@ fn spawn_agent(bed: &Bed, index: u32, overrides: &[(&str, &str)]) -> AgentProc {
         guard,
         log,
         http: SocketAddr::new(ip, HTTP_PORT),
+        etc,
     }
 }
 
@@ -319,7 +345,19 @@ fn dump(agents: &BTreeMap<u32, AgentProc>) -> String {
 
 async fn mesh(bed: &Bed, pods: &[u32], agents: &BTreeMap<u32, AgentProc>) {
     if let Err(e) = wait_full_mesh(bed, pods, FORM).await {
-        panic!("{e}\n{}", dump(agents));
+        let dns = bed.dns_addr();
+        let probe = format!(
+            "import socket,struct\nq=b'\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00'+b''.join(bytes([len(l)])+l.encode() for l in '{}'.split('.'))+b'\\x00\\x00\\x01\\x00\\x01'\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(2);s.sendto(q,('{}',{}));r=s.recv(4096);print(len(r), struct.unpack('>H',r[6:8])[0], r.hex())",
+            bed.service_fqdn(),
+            dns.ip(),
+            dns.port()
+        );
+        let mut raw = String::new();
+        for i in pods {
+            let out = bed.exec(*i, "python3").arg("-c").arg(&probe).output();
+            raw.push_str(&format!("pod {i}: {:?}\n", out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))));
+        }
+        panic!("{e}\nraw DNS:\n{raw}\n{}", dump(agents));
     }
 }
 
@@ -336,6 +374,10 @@ async fn agents_cluster_plain_erl_nodes_and_readyz_waits_for_the_partitioned_pee
     let a1 = agents[&pods[0]].http;
     wait_for("agent 1 to see 2 discovered peers", || async move {
         matches!(get(a1, "/cluster").await, Ok((200, b)) if b.contains(&"\"discovered\":[\"app@".to_string()) && b.matches("app@").count() >= 3)
+    })
+    .await;
+    wait_for("agent 1 connected to pod 2", || async move {
+        matches!(get(a1, "/readyz").await, Ok((503, b)) if b.contains("connected to 1 of 2"))
     })
     .await;
     // Not ready while a discovered peer is unreachable (sampled over 3 s
