@@ -129,6 +129,15 @@ fn spawn_agent(bed: &Bed, index: u32, overrides: &[(&str, &str)]) -> AgentProc {
             format!("nameserver {}\n", bed.dns_addr().ip()),
         )
         .expect("resolv.conf");
+        // The bed's DNS also serves AAAA records for the pods while the
+        // nodes listen on IPv4 only: the pod's own name maps to its IPv4
+        // address, as in a single-stack cluster.
+        let pod = bed.pod(index);
+        std::fs::write(
+            d.join("hosts"),
+            format!("127.0.0.1 localhost\n{} {}\n", pod.ipv4, pod.hostname),
+        )
+        .expect("hosts");
         d
     });
     let mut cmd = bed.exec(index, env!("CARGO_BIN_EXE_erlkube"));
@@ -461,6 +470,17 @@ async fn agents_follow_scale_up_kill_and_scale_down() {
     start_agents(&bed, &new, &mut agents);
     let all = bed.indexes();
     mesh(&bed, &all, &agents).await;
+    // Every agent has seen the replacement in DNS (an agent disconnects
+    // nodes it has seen leave, not nodes it never knew).
+    let want = bed.pod(new[0]).node_name.clone();
+    for i in all.iter().filter(|i| **i != new[0]) {
+        let a = agents[i].http;
+        let want = &want;
+        wait_for("every agent to discover the replacement", || async move {
+            matches!(get(a, "/cluster").await, Ok((200, b)) if b.split("\"connected\"").next().unwrap_or("").contains(want.as_str()))
+        })
+        .await;
+    }
     // Scale down to 3: the others leave the endpoints while their nodes
     // still run; the survivors' agents disconnect them on that evidence.
     let (keep, gone) = all.split_at(3);
