@@ -390,7 +390,7 @@ async fn supervise(
                     _ => {}
                 },
                 _ = tick.tick() => {
-                    if !beam.local().connected_nodes().iter().any(|n| *n == target) {
+                    if !beam.local().connected_nodes().contains(&target) {
                         tracing::warn!(node = %target, "the connection to the node is gone; waiting for it");
                         break;
                     }
@@ -406,7 +406,6 @@ async fn supervise(
         let m = std::mem::take(&mut s.engine);
         s.engine_base = add(&s.engine_base, &m);
         s.connected.clear();
-        let _ = Instant::now();
     }
 }
 

@@ -288,8 +288,7 @@ fn parse_prometheus(text: &str) -> Result<BTreeMap<String, f64>, String> {
                     let (k, v) = pair
                         .split_once('=')
                         .ok_or_else(|| format!("line {no}: bad label {pair:?}"))?;
-                    if !valid_name(k) || !(v.starts_with('"') && v.ends_with('"') && v.len() >= 2)
-                    {
+                    if !(valid_name(k) && v.starts_with('"') && v.ends_with('"') && v.len() >= 2) {
                         return Err(format!("line {no}: bad label {pair:?}"));
                     }
                 }
@@ -303,7 +302,9 @@ fn parse_prometheus(text: &str) -> Result<BTreeMap<String, f64>, String> {
             })
             .unwrap_or(name);
         if !typed.contains_key(family) || !helped.contains(family) {
-            return Err(format!("line {no}: sample of {family} before its HELP/TYPE"));
+            return Err(format!(
+                "line {no}: sample of {family} before its HELP/TYPE"
+            ));
         }
         if out.insert(series.to_owned(), v).is_some() {
             return Err(format!("line {no}: duplicate series {series}"));
@@ -336,7 +337,9 @@ fn dump(agents: &BTreeMap<u32, AgentProc>) -> String {
             let counters = http_get(a.http, "/metrics")
                 .map(|(_, b)| {
                     b.lines()
-                        .filter(|l| l.starts_with("erlkube_agent_discovery_") && !l.contains("bucket"))
+                        .filter(|l| {
+                            l.starts_with("erlkube_agent_discovery_") && !l.contains("bucket")
+                        })
                         .collect::<Vec<_>>()
                         .join(" ")
                 })
@@ -364,7 +367,11 @@ async fn mesh(bed: &Bed, pods: &[u32], agents: &BTreeMap<u32, AgentProc>) {
         let mut raw = String::new();
         for i in pods {
             let out = bed.exec(*i, "python3").arg("-c").arg(&probe).output();
-            raw.push_str(&format!("pod {i}: {:?}\n", out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))));
+            raw.push_str(&format!(
+                "pod {i}: {:?}\n",
+                out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr))
+            ));
         }
         panic!("{e}\nraw DNS:\n{raw}\n{}", dump(agents));
     }
@@ -447,7 +454,10 @@ async fn agents_cluster_plain_erl_nodes_and_readyz_waits_for_the_partitioned_pee
     assert!(m3["erlkube_agent_discovery_errors_total"] >= 1.0, "{m3:?}");
     let m1 = metrics(&agents[&pods[0]]).await;
     assert_eq!(m1["erlkube_agent_discovery_errors_total"], 0.0);
-    assert!(m1["erlkube_agent_connect_failures_total"] >= before["erlkube_agent_connect_failures_total"]);
+    assert!(
+        m1["erlkube_agent_connect_failures_total"]
+            >= before["erlkube_agent_connect_failures_total"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -491,7 +501,10 @@ async fn agents_follow_scale_up_kill_and_scale_down() {
     mesh(&bed, keep, &agents).await;
     for i in keep {
         let m = metrics(&agents[i]).await;
-        assert!(m["erlkube_agent_removed_nodes_total"] >= 3.0, "pod {i}: {m:?}");
+        assert!(
+            m["erlkube_agent_removed_nodes_total"] >= 3.0,
+            "pod {i}: {m:?}"
+        );
         assert_eq!(m["erlkube_agent_discovered_nodes"], 2.0);
     }
 }
@@ -591,10 +604,18 @@ async fn an_agent_started_before_its_node_waits_and_survives_node_restarts() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (status, body) = get(addr, "/readyz").await.unwrap();
-    assert_eq!((status, body.as_str()), (503, "not ready: the node is not up\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "not ready: the node is not up\n")
+    );
     assert_eq!(get(addr, "/healthz").await.unwrap().0, 200);
     // Polled every 200 ms for 2 s+: logged once, not ten times.
-    assert_eq!(a.count("waiting for the node"), 1, "{}", a.lines().join("\n"));
+    assert_eq!(
+        a.count("waiting for the node"),
+        1,
+        "{}",
+        a.lines().join("\n")
+    );
     let want = |me: u32| -> BTreeSet<String> {
         pods.iter()
             .filter(|p| **p != me)
@@ -632,11 +653,19 @@ async fn a_wrong_cookie_is_named_once_and_retried_quietly() {
     let pods = bed.add_pods(1).unwrap();
     let a = spawn_agent(&bed, pods[0], &[("RELEASE_COOKIE", "not_the_cookie")]);
     let addr = a.http;
-    wait_for("the cookie error", || async { a.count("rejected the cookie") >= 1 }).await;
+    wait_for("the cookie error", || async {
+        a.count("rejected the cookie") >= 1
+    })
+    .await;
     // 200 ms retries for 4 s: about 20 attempts, one line (the next one
     // is due 5 s after the first).
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(a.count("rejected the cookie"), 1, "{}", a.lines().join("\n"));
+    assert_eq!(
+        a.count("rejected the cookie"),
+        1,
+        "{}",
+        a.lines().join("\n")
+    );
     let (status, _) = get(addr, "/readyz").await.unwrap();
     assert_eq!(status, 503);
     assert_eq!(get(addr, "/healthz").await.unwrap().0, 200);
@@ -646,8 +675,14 @@ async fn a_wrong_cookie_is_named_once_and_retried_quietly() {
         .into_iter()
         .find(|l| l.contains("rejected the cookie"))
         .unwrap();
-    assert!(!line.contains("erlkube_testbed"), "no cookie in logs: {line}");
-    assert!(!line.contains("not_the_cookie"), "no cookie in logs: {line}");
+    assert!(
+        !line.contains("erlkube_testbed"),
+        "no cookie in logs: {line}"
+    );
+    assert!(
+        !line.contains("not_the_cookie"),
+        "no cookie in logs: {line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -676,7 +711,11 @@ async fn sigterm_with_disconnect_on_shutdown_leaves_the_cluster() {
     start_agents(&bed, &pods[..2], &mut agents);
     agents.insert(
         pods[2],
-        spawn_agent(&bed, pods[2], &[("ERLKUBE_AGENT_DISCONNECT_ON_SHUTDOWN", "true")]),
+        spawn_agent(
+            &bed,
+            pods[2],
+            &[("ERLKUBE_AGENT_DISCONNECT_ON_SHUTDOWN", "true")],
+        ),
     );
     mesh(&bed, &pods, &agents).await;
     // The others must not reconnect to it: take it out of DNS first (as
@@ -694,9 +733,16 @@ async fn sigterm_with_disconnect_on_shutdown_leaves_the_cluster() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(exited, "the agent exits on SIGTERM");
-    assert!(a.count("disconnected the node from its peers") == 1, "{}", a.lines().join("\n"));
+    assert!(
+        a.count("disconnected the node from its peers") == 1,
+        "{}",
+        a.lines().join("\n")
+    );
     let erl = &bed.pod(pods[2]).erl;
     assert!(erl.is_running(), "the node itself is not stopped");
-    wait_for("the node alone", || async { nodes_of(erl).await.is_empty() }).await;
+    wait_for("the node alone", || async {
+        nodes_of(erl).await.is_empty()
+    })
+    .await;
     mesh(&bed, &pods[..2], &agents).await;
 }

@@ -26,17 +26,30 @@ fn agent_check_prints_the_plan_with_sources_and_no_cookie() {
             ("RELEASE_NODE", "app@10.0.0.5"),
             ("RELEASE_COOKIE", "very_secret_cookie"),
             ("ERLKUBE_DISCOVERY_STRATEGY", "dns_a"),
-            ("ERLKUBE_DISCOVERY_DNS_QUERY", "app-headless.prod.svc.cluster.local"),
+            (
+                "ERLKUBE_DISCOVERY_DNS_QUERY",
+                "app-headless.prod.svc.cluster.local",
+            ),
             ("ERLKUBE_DISCOVERY_DNS_BASENAME", "app"),
             ("ERLKUBE_AGENT_READY_MIN_PEERS", "2"),
         ],
     );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("agent.node                   = \"app@10.0.0.5\"  (env RELEASE_NODE)"), "{stdout}");
-    assert!(stdout.contains("agent.ready_min_peers        = \"2\"  (env ERLKUBE_AGENT_READY_MIN_PEERS)"), "{stdout}");
+    assert!(
+        stdout.contains("agent.node                   = \"app@10.0.0.5\"  (env RELEASE_NODE)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("agent.ready_min_peers        = \"2\"  (env ERLKUBE_AGENT_READY_MIN_PEERS)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("strategy: dns_a"), "{stdout}");
-    assert!(stdout.contains("cookie from env RELEASE_COOKIE (not shown)"), "{stdout}");
+    assert!(
+        stdout.contains("cookie from env RELEASE_COOKIE (not shown)"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("very_secret_cookie"), "{stdout}");
 }
 
@@ -44,17 +57,29 @@ fn agent_check_prints_the_plan_with_sources_and_no_cookie() {
 fn bad_agent_configuration_is_one_line_naming_the_key_and_exit_2() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
-            &[("RELEASE_NODE", "app@h"), ("RELEASE_COOKIE", "c"), ("ERLKUBE_AGENT_HTTP", "9568")],
+            &[
+                ("RELEASE_NODE", "app@h"),
+                ("RELEASE_COOKIE", "c"),
+                ("ERLKUBE_AGENT_HTTP", "9568"),
+            ],
             "agent.http",
         ),
         (&[("RELEASE_NODE", "app@h")], "agent.cookie_file: no cookie"),
         (&[("RELEASE_COOKIE", "c")], "agent.node"),
         (
-            &[("RELEASE_NODE", "app@h"), ("RELEASE_COOKIE", "c"), ("ERLKUBE_DISCOVERY_STRATEGY", "dns_a")],
+            &[
+                ("RELEASE_NODE", "app@h"),
+                ("RELEASE_COOKIE", "c"),
+                ("ERLKUBE_DISCOVERY_STRATEGY", "dns_a"),
+            ],
             "discovery.dns.query",
         ),
         (
-            &[("RELEASE_NODE", "app@h"), ("RELEASE_COOKIE", "c"), ("ERLKUBE_AGENT_TYPO", "1")],
+            &[
+                ("RELEASE_NODE", "app@h"),
+                ("RELEASE_COOKIE", "c"),
+                ("ERLKUBE_AGENT_TYPO", "1"),
+            ],
             "ERLKUBE_AGENT_TYPO: unknown key",
         ),
     ];
@@ -95,16 +120,32 @@ fn nodename_modes_from_the_pod_environment() {
         "app@10-4-2-17.app-headless.prod.svc.cluster.local"
     );
     assert_eq!(
-        name(&[("CLUSTER_DOMAIN", "corp.local")], &["--mode", "statefulset", "--service", "app-headless"]),
+        name(
+            &[("CLUSTER_DOMAIN", "corp.local")],
+            &["--mode", "statefulset", "--service", "app-headless"]
+        ),
         "app@app-2.app-headless.prod.svc.corp.local"
     );
     assert_eq!(
-        name(&[("POD_IP", "fd00:10::2a"), ("ERLKUBE_NODENAME_SERVICE", "svc")], &[]),
+        name(
+            &[
+                ("POD_IP", "fd00:10::2a"),
+                ("ERLKUBE_NODENAME_SERVICE", "svc")
+            ],
+            &[]
+        ),
         "app@fd00-10--2a.svc.prod.svc.cluster.local"
     );
-    let out = run(&["nodename", "--mode", "pod_dns"], &[("POD_IP", "10.0.0.1"), ("RELEASE_NAME", "a")]);
+    let out = run(
+        &["nodename", "--mode", "pod_dns"],
+        &[("POD_IP", "10.0.0.1"), ("RELEASE_NAME", "a")],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("nodename.service"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nodename.service"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -134,13 +175,19 @@ fn nodename_says_when_the_name_does_not_reach_this_pod_and_strict_fails() {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(text(&out.stdout).trim(), "app@localhost.svc.ns.svc.invalid");
-    assert!(stderr.contains("does not reach this pod") && stderr.contains("does not resolve"), "{stderr}");
+    assert!(
+        stderr.contains("does not reach this pod") && stderr.contains("does not resolve"),
+        "{stderr}"
+    );
     let out = run(&["nodename", "--strict"], &env);
     assert_eq!(out.status.code(), Some(3));
     assert!(out.stdout.is_empty());
     // An address of this host: no warning.
     let here = local_v4();
-    let out = run(&["nodename", "--strict"], &[("RELEASE_NAME", "app"), ("POD_IP", &here)]);
+    let out = run(
+        &["nodename", "--strict"],
+        &[("RELEASE_NAME", "app"), ("POD_IP", &here)],
+    );
     assert!(out.status.success());
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
 }
@@ -175,7 +222,10 @@ fn env_lines_evaluate_in_sh() {
 
 /// A non-loopback IPv4 address of this host (`ip -4 addr`).
 fn local_v4() -> String {
-    let out = Command::new("ip").args(["-4", "-o", "addr", "show"]).output().unwrap();
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .unwrap();
     text(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(3))

@@ -3,8 +3,8 @@
 pub mod agent;
 pub mod env;
 pub mod epmd;
+pub mod formation;
 pub mod node;
 pub mod nodename;
 pub mod ping;
-pub mod formation;
 pub mod term;

@@ -53,7 +53,8 @@ pub fn resolve(args: &NameArgs) -> Result<(Naming, BTreeMap<String, String>), Ex
         ),
         None => None,
     };
-    let split = erlkube_agent::config::split_file(text.as_deref()).map_err(|e| fail(e.to_string()))?;
+    let split =
+        erlkube_agent::config::split_file(text.as_deref()).map_err(|e| fail(e.to_string()))?;
     let mut input = NamingInput::from_process(std::env::vars(), &split.nodename)
         .map_err(|e| fail(e.to_string()))?;
     if let Some(m) = &args.mode {
@@ -125,7 +126,10 @@ fn join(ips: &[IpAddr]) -> String {
     if ips.is_empty() {
         return "(no address)".into();
     }
-    ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+    ips.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs `erlkube nodename`.
