@@ -9,7 +9,7 @@
 //!   and calls `net_kernel:connect_node/1` for each answer every 5 s
 //!   (started at a random phase, as a poller started at boot would be);
 //! - the agent's resident memory (VmRSS) and CPU over a 20 s idle window
-//!   after formation (from /proc), next to the BEAM node's own.
+//!   after formation (from /proc, first trial), next to the BEAM node's own.
 //!
 //! Env: `AGENT_BENCH_TRIALS` (default 5), `AGENT_BENCH_PODS` (default 3),
 //! `AGENT_BENCH_IDLE_SECS` (default 20).
@@ -79,7 +79,11 @@ fn poller_expr(bed: &Bed) -> String {
 
 /// One trial: pods hidden from DNS, formation started, then all published
 /// at once; returns the time to the full mesh.
-async fn trial(pods: usize, agent: bool) -> (Duration, Option<(u64, f64, u64)>) {
+async fn trial(
+    pods: usize,
+    agent: bool,
+    measure_idle: bool,
+) -> (Duration, Option<(u64, f64, u64)>) {
     let mut bed = Bed::new(BedConfig {
         naming: Naming::Ipv4,
         ..BedConfig::default()
@@ -115,7 +119,7 @@ async fn trial(pods: usize, agent: bool) -> (Duration, Option<(u64, f64, u64)>) 
     }
     let took = t0.elapsed();
     let mut idle = None;
-    if agent {
+    if agent && measure_idle {
         let secs = env_num("AGENT_BENCH_IDLE_SECS", 20);
         let pid = agents[&ids[0]].id();
         let beam_pid = beam_pid(&bed, ids[0]);
@@ -188,11 +192,11 @@ fn main() {
         let mut anchor = Vec::new();
         let mut idle = Vec::new();
         for t in 0..trials {
-            let (d, i) = trial(pods, true).await;
+            let (d, i) = trial(pods, true, t == 0).await;
             println!("trial {t}: agent converged in {d:?}");
             agent.push(d);
             idle.extend(i);
-            let (d, _) = trial(pods, false).await;
+            let (d, _) = trial(pods, false, false).await;
             println!("trial {t}: in-node 5 s poll converged in {d:?}");
             anchor.push(d);
         }
