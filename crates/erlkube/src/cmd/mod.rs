@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
 pub mod epmd;
+pub mod node;
+pub mod ping;
 pub mod formation;
 pub mod term;
