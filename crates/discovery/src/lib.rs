@@ -23,6 +23,7 @@ pub mod actor;
 pub mod config;
 pub mod engine;
 pub mod plan;
+pub mod rust_node;
 pub mod strategy;
 
 pub use actor::{Actor, ConnectError};

@@ -2,6 +2,7 @@
 
 pub mod epmd;
 pub mod node;
+pub mod node_discovery;
 pub mod ping;
 pub mod formation;
 pub mod term;

@@ -37,6 +37,8 @@ pub struct NodeArgs {
     /// Seconds without anything read before a peer counts as dead.
     #[arg(long, default_value_t = 60)]
     net_ticktime: u64,
+    #[command(flatten)]
+    discovery: super::node_discovery::DiscoveryArgs,
 }
 
 pub fn main(args: NodeArgs) -> ExitCode {
@@ -86,6 +88,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
         Err(e) => return Err(e).context("starting the node"),
     };
     println!("{} listening on port {}", node.name(), node.port());
+    let _formation = super::node_discovery::start(&node, &args.discovery, args.epmd_port).await?;
 
     let mut echo = node.spawn_registered("echo").context("registering echo")?;
     let echo_node = node.clone();
