@@ -132,8 +132,8 @@ impl Drop for Engines {
     }
 }
 
-/// Waits (up to `limit`) until the engine of every pod in `members` wants
-/// exactly the other members: the steady state in which an engine has seen
+/// Waits (up to `limit`) until the engine of every pod in `members` that
+/// has one in `engines` wants exactly the other members: the steady state in which an engine has seen
 /// everyone (an engine removes only nodes it discovered; a mesh can form
 /// before every engine has polled, because a pair connects when either side
 /// finds the other).
@@ -146,7 +146,7 @@ pub async fn wait_discovered(
     let start = Instant::now();
     loop {
         let mut pending = Vec::new();
-        for i in members {
+        for i in members.iter().filter(|i| engines.running.contains_key(i)) {
             let want: BTreeSet<NodeName> = members
                 .iter()
                 .filter(|j| *j != i)
