@@ -32,6 +32,7 @@ pub mod erl;
 pub mod harness;
 pub mod net;
 pub mod process;
+pub mod rust;
 
 pub use actor::BeamActor;
 pub use erl::{ErlSpec, EvalError, PodErl};

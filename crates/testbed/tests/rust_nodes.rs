@@ -5,89 +5,19 @@
 //! Membership is read from each node (`nodes()` on the BEAM, `Node::nodes`
 //! on the Rust side). Needs root; fails otherwise.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use erlkube_discovery::rust_node::RustNode;
-use erlkube_discovery::strategy::{poll, DnsA};
-use erlkube_discovery::{Engine, Event, NodeName};
-use erlkube_node::{Cookie, Node, NodeConfig};
-use erlkube_testbed::harness::{
-    dns_settings, fast_engine, wait_discovered, wait_full_mesh, Engines, Strategy,
-};
-use erlkube_testbed::{net, Bed, BedConfig};
+use erlkube_discovery::{Event, NodeName};
+use erlkube_testbed::harness::{fast_engine, wait_discovered, wait_full_mesh, Engines, Strategy};
+use erlkube_testbed::rust::RustPod;
+use erlkube_testbed::{Bed, BedConfig};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const FORM: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(500);
 
-/// A Rust node with its formation engine, on a thread inside a pod.
-struct RustPod {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    events: tokio::sync::broadcast::Receiver<Event>,
-}
-
-impl RustPod {
-    fn start(bed: &mut Bed, index: u32) -> RustPod {
-        let pod = bed.pod(index);
-        let (name, netns) = (pod.node_name.clone(), pod.netns.clone());
-        let cookie = bed.config().cookie.clone();
-        let epmd_port = bed.config().epmd_port;
-        let settings = dns_settings(bed);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = net::spawn_in_netns(&netns, move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let mut config = NodeConfig::new(name, Cookie::new(cookie));
-                config.epmd_port = epmd_port;
-                config.net_ticktime = Duration::from_secs(4);
-                let node = match Node::start(config).await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let (tx, rx) = tokio::sync::mpsc::channel(16);
-                let strategy = tokio::spawn(poll(DnsA::new(settings).expect("resolver"), POLL, tx));
-                let engine = Engine::new(RustNode(node.clone()), fast_engine());
-                let events = engine.subscribe();
-                let formation = engine.spawn(rx);
-                let _ = ready_tx.send(Ok((node.clone(), events)));
-                let _ = stop_rx.await;
-                strategy.abort();
-                drop(formation);
-                node.shutdown();
-            });
-        })
-        .expect("thread in pod");
-        let (node, events) = ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("rust node thread")
-            .unwrap_or_else(|e| panic!("rust node in pod {index}: {e}"));
-        bed.set_view(index, Arc::new(move || node.nodes()));
-        RustPod {
-            stop: Some(stop_tx),
-            thread: Some(thread),
-            events,
-        }
-    }
-}
-
-impl Drop for RustPod {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn rust_pod(bed: &mut Bed, index: u32) -> RustPod {
+    RustPod::start(bed, index, &Strategy::DnsA, fast_engine(), POLL).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -95,7 +25,7 @@ async fn five_rust_nodes_form_one_full_mesh_with_dns_a() {
     let _g = SERIAL.lock().await;
     let mut bed = Bed::new(BedConfig::default()).unwrap();
     let pods = bed.add_bare_pods(5).unwrap();
-    let _rust: Vec<RustPod> = pods.iter().map(|i| RustPod::start(&mut bed, *i)).collect();
+    let _rust: Vec<RustPod> = pods.iter().map(|i| rust_pod(&mut bed, *i)).collect();
     wait_full_mesh(&bed, &pods, FORM).await.unwrap();
 }
 
@@ -109,7 +39,7 @@ async fn rust_and_beam_nodes_form_one_cluster_and_a_removed_rust_node_is_dropped
     for i in &beam {
         engines.start(&bed, *i, &Strategy::DnsA, fast_engine(), POLL);
     }
-    let mut rust_pods: Vec<RustPod> = rust.iter().map(|i| RustPod::start(&mut bed, *i)).collect();
+    let mut rust_pods: Vec<RustPod> = rust.iter().map(|i| rust_pod(&mut bed, *i)).collect();
     let all = bed.indexes();
     wait_full_mesh(&bed, &all, FORM).await.unwrap();
     wait_discovered(&bed, &engines, &all, FORM).await.unwrap();
@@ -131,9 +61,11 @@ async fn rust_and_beam_nodes_form_one_cluster_and_a_removed_rust_node_is_dropped
     let mut subs: Vec<_> = beam.iter().map(|i| engines.get(*i).subscribe()).collect();
     bed.unpublish(leaving).unwrap();
     let stay: Vec<u32> = all.iter().copied().filter(|i| *i != leaving).collect();
-    // Its own engine still wants the others, so stop it first, as a
-    // terminating pod would.
-    drop(rust_pods.pop());
+    // Its own engine still wants the others: stop it, as a terminating pod
+    // would, but keep its node running, so only the other engines'
+    // disconnects can drop it.
+    let mut leaving_pod = rust_pods.pop().unwrap();
+    leaving_pod.stop_engine();
     wait_full_mesh(&bed, &stay, FORM).await.unwrap();
     for s in &mut subs {
         let deadline = tokio::time::Instant::now() + FORM;
@@ -145,4 +77,5 @@ async fn rust_and_beam_nodes_form_one_cluster_and_a_removed_rust_node_is_dropped
             }
         }
     }
+    assert!(leaving_pod.node().nodes().is_empty(), "{:?}", leaving_pod.node().nodes());
 }
