@@ -77,5 +77,9 @@ async fn rust_and_beam_nodes_form_one_cluster_and_a_removed_rust_node_is_dropped
             }
         }
     }
-    assert!(leaving_pod.node().nodes().is_empty(), "{:?}", leaving_pod.node().nodes());
+    assert!(
+        leaving_pod.node().nodes().is_empty(),
+        "{:?}",
+        leaving_pod.node().nodes()
+    );
 }
