@@ -3,7 +3,7 @@
 //! runtime, strategy task and formation engine (`RustNode` actor).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use erlkube_discovery::rust_node::RustNode;
@@ -18,6 +18,7 @@ use crate::{net, Bed};
 /// A Rust node with its formation engine, inside a bare pod. Dropping it
 /// stops the engine and shuts the node down.
 pub struct RustPod {
+    slot: Arc<Mutex<Option<Node>>>,
     engine_stop: Option<oneshot::Sender<()>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -101,9 +102,22 @@ impl RustPod {
             .recv_timeout(Duration::from_secs(30))
             .map_err(|_| io::Error::other(format!("Rust node in pod {index} did not start")))?
             .map_err(|e| io::Error::other(format!("Rust node in pod {index}: {e}")))?;
-        let view = node.clone();
-        bed.set_view(index, Arc::new(move || view.nodes()));
+        // The bed's view must not keep the node alive (its epmd
+        // registration lives as long as the node): cleared on drop.
+        let slot = Arc::new(Mutex::new(Some(node.clone())));
+        let view = slot.clone();
+        bed.set_view(
+            index,
+            Arc::new(move || {
+                view.lock()
+                    .unwrap()
+                    .as_ref()
+                    .map(Node::nodes)
+                    .unwrap_or_default()
+            }),
+        );
         Ok(RustPod {
+            slot,
             engine_stop: Some(engine_stop_tx),
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -127,6 +141,7 @@ impl RustPod {
 
 impl Drop for RustPod {
     fn drop(&mut self) {
+        self.slot.lock().unwrap().take();
         self.stop_engine();
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
