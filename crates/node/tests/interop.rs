@@ -405,3 +405,33 @@ async fn fixed_port_without_epmd() {
     .await;
     assert_eq!(out, "pong");
 }
+
+#[tokio::test]
+async fn reconnect_after_disconnect() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("erlkube_node=debug")
+        .with_test_writer()
+        .try_init();
+    let e = epmd().await;
+    let rust = rust_node("reconnect", e.port, "c", false, Duration::from_secs(60)).await;
+    let beam_name = format!("{}@127.0.0.1", unique("reconnect"));
+    let _beam = erl(e.port, &beam_name, "c", &[])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_registered(e.port, &beam_name).await;
+    let mut events = rust.subscribe();
+    for i in 0..20 {
+        rust.connect(&beam_name)
+            .await
+            .unwrap_or_else(|e| panic!("round {i}: {e}"));
+        assert!(rust.disconnect(&beam_name));
+        loop {
+            if let NodeEvent::NodeDown { node, .. } = events.recv().await.unwrap() {
+                if node == beam_name {
+                    break;
+                }
+            }
+        }
+    }
+}
