@@ -302,10 +302,7 @@ async fn dial(
     let timeout = inner.config.setup_timeout;
     let port = match inner.config.known_ports.get(node) {
         Some(p) => *p,
-        None => {
-            let epmd_addr = resolve(host, inner.config.epmd_port).await?;
-            epmd::port_please(epmd_addr, alive, timeout).await?
-        }
+        None => epmd::port_please(host, inner.config.epmd_port, alive, timeout).await?,
     };
     let addr = resolve(host, port).await?;
     let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
