@@ -15,6 +15,7 @@ use tokio::process::{Child, Command};
 const N: usize = 200_000;
 const ROUND_TRIPS: usize = 20_000;
 const HANDSHAKES: usize = 200;
+const IDLE_CONNECTIONS: usize = 200;
 const COOKIE: &str = "bench";
 
 fn free_port() -> u16 {
@@ -179,6 +180,48 @@ async fn wait_pong(node: &Node, target: &str) {
     panic!("{target} never answered");
 }
 
+/// VmRSS of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Opens `k` hidden connections to `peer` at `addr`, each through the
+/// sans-IO handshake on a raw socket, and keeps them idle.
+async fn raw_connections(
+    addr: std::net::SocketAddr,
+    peer: &str,
+    k: usize,
+    tag: &str,
+) -> Vec<tokio::net::TcpStream> {
+    use erlkube_proto::dist::handshake::{HandshakeConfig, Initiator};
+    use erlkube_proto::dist::HandshakeEvent;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = Vec::with_capacity(k);
+    for i in 0..k {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = format!("idle{tag}{i}_{}@127.0.0.1", std::process::id());
+        let cfg = HandshakeConfig::new(name, Cookie::new(COOKIE), 1 + i as u32).hidden();
+        let now = std::time::Instant::now();
+        let mut hs = Initiator::new(cfg, peer, 12345 + i as u32, now);
+        let mut buf = [0u8; 1024];
+        loop {
+            while let Some(t) = hs.poll_transmit() {
+                s.write_all(&t).await.unwrap();
+            }
+            if let Some(HandshakeEvent::Established(_)) = hs.poll_event() {
+                break;
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "peer closed during the handshake");
+            hs.handle_input(&buf[..n], now).unwrap();
+        }
+        out.push(s);
+    }
+    out
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -196,10 +239,12 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let pid = std::process::id();
     let beam_y = format!("bench_y_{pid}@127.0.0.1");
-    let _y = erl(epmd_port, &beam_y, &["-eval", SERVER])
+    let y = erl(epmd_port, &beam_y, &["-eval", SERVER])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    // erl execs the emulator, so this is the BEAM's pid.
+    let y_pid = y.id().unwrap();
 
     let a = rust_node("bench_a", epmd_port).await;
     let b = rust_node("bench_b", epmd_port).await;
@@ -313,4 +358,43 @@ async fn main() {
         per(rh),
         bh / rh
     );
+
+    // Memory per idle connection (VmRSS delta / connections), hidden peers
+    // that completed the handshake and then stay silent.
+    let y_port = erlkube_node::epmd::port_please(
+        "127.0.0.1",
+        epmd_port,
+        beam_y.split('@').next().unwrap(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let before = rss_kib(y_pid);
+    let held_y = raw_connections(
+        ([127, 0, 0, 1], y_port).into(),
+        &beam_y,
+        IDLE_CONNECTIONS,
+        "y",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let beam_per = (rss_kib(y_pid).saturating_sub(before)) as f64 / IDLE_CONNECTIONS as f64;
+    let me = std::process::id();
+    let before = rss_kib(me);
+    let held_a = raw_connections(
+        ([127, 0, 0, 1], a.port()).into(),
+        a.name(),
+        IDLE_CONNECTIONS,
+        "a",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rust_per = (rss_kib(me).saturating_sub(before)) as f64 / IDLE_CONNECTIONS as f64;
+    println!("memory per idle connection ({IDLE_CONNECTIONS} hidden peers), KiB of VmRSS:");
+    println!("  BEAM (anchor)       {beam_per:>8.1}");
+    println!(
+        "  Rust node           {rust_per:>8.1}  ratio (anchor/this) {:.2}",
+        beam_per / rust_per.max(0.1)
+    );
+    drop((held_y, held_a));
 }

@@ -409,7 +409,9 @@ async fn connection_loop(
     handle: &ConnHandle,
 ) -> String {
     let (mut rd, mut wr) = stream.into_split();
-    let mut buf = vec![0u8; 64 * 1024];
+    // Small on purpose: an idle connection holds it (frames of any size
+    // are assembled in the decoder, not here).
+    let mut buf = vec![0u8; 16 * 1024];
     let mut shutdown = inner.shutdown.subscribe();
     let high_water = inner.config.write_high_water;
     // Messages the core decoded before the loop (handshake leftovers).
