@@ -43,10 +43,14 @@ fn erl(epmd: u16, name: &str, args: &[&str]) -> Command {
 }
 
 async fn erl_eval(epmd: u16, name: &str, expr: &str) -> String {
-    let out = erl(epmd, name, &["-eval", &format!("{expr}, init:stop().")])
-        .output()
-        .await
-        .unwrap();
+    erl_eval_args(epmd, name, &[], expr).await
+}
+
+async fn erl_eval_args(epmd: u16, name: &str, args: &[&str], expr: &str) -> String {
+    let full = format!("{expr}, init:stop().");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["-eval", &full]);
+    let out = erl(epmd, name, &all).output().await.unwrap();
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .lines()
@@ -321,15 +325,23 @@ async fn main() {
         );
     }
 
-    // Handshakes: connect + disconnect.
+    // Handshakes: connect + disconnect, from hidden nodes on both sides
+    // (a visible node makes the peer's `global` write to it right after
+    // nodeup, which auto-connects back when the link is already gone and
+    // collides with the next connect).
     let bh = secs(
-        &erl_eval(
+        &erl_eval_args(
             epmd_port,
             &format!("bench_x5_{pid}@127.0.0.1"),
+            &["-hidden"],
             &beam_handshakes(&beam_y),
         )
         .await,
     );
+    let mut hc = NodeConfig::new(format!("bench_h_{pid}@127.0.0.1"), Cookie::new(COOKIE));
+    hc.epmd_port = epmd_port;
+    hc.hidden = true;
+    let a = Node::start(hc).await.unwrap();
     let t = Instant::now();
     let mut events = a.subscribe();
     let mut failed = 0;

@@ -415,6 +415,9 @@ async fn connection_loop(
     let mut shutdown = inner.shutdown.subscribe();
     let high_water = inner.config.write_high_water;
     // Messages the core decoded before the loop (handshake leftovers).
+    if let Some(e) = conn.error() {
+        return e.to_string();
+    }
     if let Err(e) = dispatch_all(inner, conn) {
         return e;
     }
