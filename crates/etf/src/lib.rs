@@ -79,6 +79,8 @@ and charlists as strings (when they are valid text)."#
 mod decode;
 mod encode;
 mod error;
+#[cfg(feature = "serde")]
+mod serde_impl;
 mod tags;
 mod term;
 pub mod text;
@@ -90,5 +92,7 @@ pub use decode::{
 };
 pub use encode::{encode, encode_body_into, encode_into, encode_with, EncodeOptions};
 pub use error::{DecodeError, DecodeErrorKind, ParseError};
+#[cfg(feature = "serde")]
+pub use serde_impl::{from_term, to_term, Deserializer, Error, Serializer};
 pub use term::{Atom, AtomTooLong, BigInt, Fun, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
 pub use text::parse;
