@@ -5,7 +5,7 @@ use std::io::Read;
 
 use crate::error::{DecodeError, DecodeErrorKind as K};
 use crate::tags::*;
-use crate::term::{Atom, BigInt, Fun, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
+use crate::term::{Atom, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
 
 /// Nesting limit of the decoder (tuples, lists, maps, funs inside each
 /// other). A list's elements and its tail chain do not count as nesting.
@@ -298,7 +298,7 @@ fn owned_fun(f: &FunRef<'_>, ok: &mut bool) -> Term {
             creation: 0,
         },
     };
-    Term::Fun(Fun {
+    Term::Fun(Fun::new(FunData {
         arity: f.arity,
         uniq: f.uniq,
         index: f.index,
@@ -307,7 +307,7 @@ fn owned_fun(f: &FunRef<'_>, ok: &mut bool) -> Term {
         old_uniq: f.old_uniq,
         pid,
         free_vars: owned_seq(&f.free_vars, ok),
-    })
+    }))
 }
 
 fn dedup_map(v: Vec<(Term, Term)>, ok: &mut bool) -> Map {
@@ -493,6 +493,7 @@ impl<'a> Decoder<'a> {
         let start = self.pos;
         let tag = self.u8()?;
         match tag {
+            // hot scalars inline, containers in small functions, the rest out of line
             SMALL_INTEGER_EXT => Ok(TermRef::Integer(self.u8()? as i64)),
             SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple(start, tag, depth),
             LIST_EXT => self.list(start, depth),

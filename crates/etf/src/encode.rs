@@ -187,7 +187,12 @@ impl Enc<'_> {
     fn map(&mut self, m: &Map) {
         self.u8(MAP_EXT);
         self.u32(m.len() as u32);
-        if m.len() <= 32 {
+        let e = m.entries();
+        let sorted = || {
+            e.windows(2)
+                .all(|w| w[0].0.cmp_exact(&w[1].0) == std::cmp::Ordering::Less)
+        };
+        if e.len() <= 32 && !sorted() {
             for (k, v) in m.sorted_entries() {
                 self.term(k);
                 self.term(v);

@@ -94,5 +94,7 @@ pub use encode::{encode, encode_body_into, encode_into, encode_with, EncodeOptio
 pub use error::{DecodeError, DecodeErrorKind, ParseError};
 #[cfg(feature = "serde")]
 pub use serde_impl::{from_term, to_term, Deserializer, Error, Serializer};
-pub use term::{Atom, AtomTooLong, BigInt, Fun, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
+pub use term::{
+    Atom, AtomTooLong, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS,
+};
 pub use text::parse;

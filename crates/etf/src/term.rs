@@ -107,9 +107,44 @@ pub struct Reference {
 }
 
 /// A closure (`NEW_FUN_EXT`), kept as data so it round-trips; it cannot be
-/// called from Rust.
+/// called from Rust. Boxed so that funs, which are rare, do not make every
+/// [`Term`] bigger; the fields are reached through `Deref` ([`FunData`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Fun {
+pub struct Fun(Box<FunData>);
+
+impl Fun {
+    /// Wraps the fun's fields.
+    pub fn new(data: FunData) -> Fun {
+        Fun(Box::new(data))
+    }
+    /// The fun's fields.
+    pub fn into_data(self) -> FunData {
+        *self.0
+    }
+}
+
+impl std::ops::Deref for Fun {
+    type Target = FunData;
+    fn deref(&self) -> &FunData {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fun {
+    fn deref_mut(&mut self) -> &mut FunData {
+        &mut self.0
+    }
+}
+
+impl From<FunData> for Fun {
+    fn from(d: FunData) -> Fun {
+        Fun::new(d)
+    }
+}
+
+/// The fields of a [`Fun`] as `NEW_FUN_EXT` carries them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FunData {
     /// Arity of the fun.
     pub arity: u8,
     /// MD5 of the module's code.

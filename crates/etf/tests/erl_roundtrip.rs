@@ -18,9 +18,10 @@ const ERL_LOOP: &str = r#"
 P = open_port({fd, 0, 1}, [{packet, 4}, binary, eof]),
 Loop = fun L() ->
     receive
-        {P, {data, B}} ->
+        {P, {data, <<Mode, B/binary>>}} ->
             Out = try binary_to_term(B) of
-                      T -> <<1, (term_to_binary(T))/binary>>
+                      T when Mode =:= 0 -> <<1, (term_to_binary(T))/binary>>;
+                      T when Mode =:= 1 -> <<1, (term_to_binary(lists:sort(T)))/binary>>
                   catch C:E -> <<0, (iolist_to_binary(io_lib:format("~p:~p", [C, E])))/binary>>
                   end,
             port_command(P, Out),
@@ -58,9 +59,19 @@ impl Erl {
 
     /// Sends ETF bytes; returns term_to_binary(binary_to_term(bytes)).
     fn roundtrip(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        self.call(0, bytes)
+    }
+
+    /// Sends an encoded list; returns term_to_binary(lists:sort(List)).
+    fn sort(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        self.call(1, bytes)
+    }
+
+    fn call(&mut self, mode: u8, bytes: &[u8]) -> Result<Vec<u8>, String> {
         self.stdin
-            .write_all(&(bytes.len() as u32).to_be_bytes())
+            .write_all(&(bytes.len() as u32 + 1).to_be_bytes())
             .unwrap();
+        self.stdin.write_all(&[mode]).unwrap();
         self.stdin.write_all(bytes).unwrap();
         self.stdin.flush().unwrap();
         let mut len = [0u8; 4];
@@ -216,4 +227,28 @@ fn random_terms_round_trip_through_erl() {
         })
         .unwrap();
     assert!(*count.borrow() >= 5000);
+}
+
+#[test]
+fn term_order_matches_lists_sort() {
+    let erl = RefCell::new(Erl::spawn());
+    let mut runner = TestRunner::new(Config {
+        cases: 1000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&prop::collection::vec(arb_term(), 0..12), |v| {
+            let list = Term::List(v.clone());
+            let theirs = erl
+                .borrow_mut()
+                .sort(&encode(&list))
+                .map_err(|e| TestCaseError::fail(format!("erl rejected {list}: {e}")))?;
+            let theirs = decode(&theirs).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut ours = v;
+            ours.sort_by(|a, b| a.cmp_term(b)); // stable, like lists:sort
+            prop_assert_eq!(&theirs, &Term::List(ours));
+            Ok(())
+        })
+        .unwrap();
 }
