@@ -21,7 +21,10 @@ Loop = fun L() ->
         {P, {data, <<Mode, B/binary>>}} ->
             Out = try binary_to_term(B) of
                       T when Mode =:= 0 -> <<1, (term_to_binary(T))/binary>>;
-                      T when Mode =:= 1 -> <<1, (term_to_binary(lists:sort(T)))/binary>>
+                      T when Mode =:= 1 -> <<1, (term_to_binary(lists:sort(T)))/binary>>;
+                      T when Mode =:= 2 ->
+                          Texts = [iolist_to_binary(io_lib:format("~p", [F])) || F <- T],
+                          <<1, (term_to_binary(Texts))/binary>>
                   catch C:E -> <<0, (iolist_to_binary(io_lib:format("~p:~p", [C, E])))/binary>>
                   end,
             port_command(P, Out),
@@ -65,6 +68,11 @@ impl Erl {
     /// Sends an encoded list; returns term_to_binary(lists:sort(List)).
     fn sort(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
         self.call(1, bytes)
+    }
+
+    /// Sends an encoded list of floats; returns how `~p` prints each.
+    fn print_floats(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        self.call(2, bytes)
     }
 
     fn call(&mut self, mode: u8, bytes: &[u8]) -> Result<Vec<u8>, String> {
@@ -248,6 +256,39 @@ fn term_order_matches_lists_sort() {
             let mut ours = v;
             ours.sort_by(|a, b| a.cmp_term(b)); // stable, like lists:sort
             prop_assert_eq!(&theirs, &Term::List(ours));
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn floats_print_like_erl() {
+    let erl = RefCell::new(Erl::spawn());
+    let mut runner = TestRunner::new(Config {
+        cases: 200,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let float = prop_oneof![
+        any::<u64>().prop_map(f64::from_bits),
+        (-1.0e25f64..1.0e25),
+        (-1.0e-3f64..1.0e-3),
+        (-100_000i64..100_000).prop_map(|i| i as f64 / 8.0),
+    ]
+    .prop_filter("finite", |f| f.is_finite());
+    runner
+        .run(&prop::collection::vec(float, 50), |v| {
+            let list = Term::List(v.iter().map(|f| Term::Float(*f)).collect());
+            let theirs = erl
+                .borrow_mut()
+                .print_floats(&encode(&list))
+                .map_err(TestCaseError::fail)?;
+            let theirs = decode(&theirs).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for (f, t) in v.iter().zip(theirs.as_list().unwrap_or(&[])) {
+                let text = std::str::from_utf8(t.as_binary().unwrap_or(b"?")).unwrap_or("?");
+                prop_assert_eq!(Term::Float(*f).to_string(), text, "{:e}", f);
+                prop_assert_eq!(erlkube_etf::parse(text).ok(), Some(Term::Float(*f)));
+            }
             Ok(())
         })
         .unwrap();
