@@ -5,7 +5,8 @@
 //!
 //!     cargo bench -p erlkube-etf
 //!
-//! `ETF_BENCH_MS` sets the minimum time per measurement (default 300 ms).
+//! `ETF_BENCH_MS` sets the minimum time per measurement round (default
+//! 300 ms); each figure is the best of 5 interleaved rounds.
 
 use std::hint::black_box;
 use std::process::Command;
@@ -21,9 +22,8 @@ fn min_time() -> Duration {
     Duration::from_millis(ms)
 }
 
-/// Nanoseconds per call of `f`, doubling the iteration count until one run
-/// lasts `min_time()`, best of three runs at that count.
-fn measure(mut f: impl FnMut()) -> f64 {
+/// Iterations of `f` that take at least `min_time()`.
+fn calibrate(f: &mut dyn FnMut()) -> u64 {
     let min = min_time();
     let mut n: u64 = 1;
     loop {
@@ -31,20 +31,29 @@ fn measure(mut f: impl FnMut()) -> f64 {
         for _ in 0..n {
             f();
         }
-        let e = t.elapsed();
-        if e >= min {
-            let mut best = e.as_nanos() as f64 / n as f64;
-            for _ in 0..2 {
-                let t = Instant::now();
-                for _ in 0..n {
-                    f();
-                }
-                best = best.min(t.elapsed().as_nanos() as f64 / n as f64);
-            }
-            return best;
+        if t.elapsed() >= min {
+            return n;
         }
         n *= 2;
     }
+}
+
+/// Nanoseconds per call for each function. The functions are calibrated,
+/// then run in interleaved rounds (so a load change on the machine hits
+/// all of them alike) and the best round of each is kept.
+fn measure_all(fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    let ns: Vec<u64> = fs.iter_mut().map(|f| calibrate(*f)).collect();
+    let mut best = vec![f64::INFINITY; fs.len()];
+    for _ in 0..5 {
+        for (i, f) in fs.iter_mut().enumerate() {
+            let t = Instant::now();
+            for _ in 0..ns[i] {
+                f();
+            }
+            best[i] = best[i].min(t.elapsed().as_nanos() as f64 / ns[i] as f64);
+        }
+    }
+    best
 }
 
 fn corpus() -> Vec<(&'static str, Term)> {
@@ -178,27 +187,31 @@ fn main() {
     );
     let mut geo = [0.0f64; 5];
     for ((name, term), (_, bytes)) in corpus.iter().zip(&encoded) {
-        let dec_ref = measure(|| {
-            black_box(decode_ref(black_box(bytes)).expect("decode_ref"));
-        });
-        let dec_owned = measure(|| {
-            black_box(decode(black_box(bytes)).expect("decode"));
-        });
-        let eetf_dec = measure(|| {
-            black_box(eetf::Term::decode(black_box(&bytes[..])).expect("eetf decode"));
-        });
-        let mut buf = Vec::with_capacity(bytes.len());
-        let enc = measure(|| {
-            buf.clear();
-            encode_into(black_box(term), &mut buf);
-            black_box(&buf);
-        });
         let eterm = eetf::Term::decode(&bytes[..]).expect("eetf decode");
-        let eetf_enc = measure(|| {
-            buf.clear();
-            black_box(&eterm).encode(&mut buf).expect("eetf encode");
-            black_box(&buf);
-        });
+        let mut buf1 = Vec::with_capacity(bytes.len());
+        let mut buf2 = Vec::with_capacity(bytes.len());
+        let t = measure_all(&mut [
+            &mut || {
+                black_box(decode_ref(black_box(bytes)).expect("decode_ref"));
+            },
+            &mut || {
+                black_box(decode(black_box(bytes)).expect("decode"));
+            },
+            &mut || {
+                black_box(eetf::Term::decode(black_box(&bytes[..])).expect("eetf decode"));
+            },
+            &mut || {
+                buf1.clear();
+                encode_into(black_box(term), &mut buf1);
+                black_box(&buf1);
+            },
+            &mut || {
+                buf2.clear();
+                black_box(&eterm).encode(&mut buf2).expect("eetf encode");
+                black_box(&buf2);
+            },
+        ]);
+        let (dec_ref, dec_owned, eetf_dec, enc, eetf_enc) = (t[0], t[1], t[2], t[3], t[4]);
         let (bdec, benc) = beam
             .iter()
             .find(|(n, _, _)| n == name)

@@ -10,7 +10,7 @@ use crate::term::{Atom, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, M
 /// Nesting limit of the decoder (tuples, lists, maps, funs inside each
 /// other). A list's elements and its tail chain do not count as nesting.
 /// Deeper input fails with [`K::DepthLimit`] instead of overflowing the stack.
-pub const DEFAULT_MAX_DEPTH: usize = 1000;
+pub const DEFAULT_MAX_DEPTH: usize = 512;
 
 /// Limit on the declared uncompressed size of a compressed term (64 MiB).
 pub const DEFAULT_MAX_UNCOMPRESSED: usize = 64 << 20;
@@ -374,13 +374,6 @@ impl<'a> Decoder<'a> {
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
-    /// Capacity to reserve for `n` items of at least `min` bytes each: never
-    /// more than the remaining input can hold.
-    #[inline]
-    fn cap(&self, n: usize, min: usize) -> usize {
-        n.min(self.remaining() / min)
-    }
-
     fn atom_body(&mut self, start: usize, len: usize, utf8: bool) -> R<AtomRef<'a>> {
         let bytes = self.take(len)?;
         if utf8 {
@@ -481,19 +474,75 @@ impl<'a> Decoder<'a> {
     }
 
     fn seq(&mut self, n: usize, depth: usize) -> R<Vec<TermRef<'a>>> {
-        let mut v = Vec::with_capacity(self.cap(n, 1));
-        for _ in 0..n {
-            v.push(self.term(depth)?);
+        let mut v = Vec::new();
+        self.grow(&mut v, n)?;
+        for slot in v.iter_mut() {
+            self.fill_term(depth, slot)?;
         }
         Ok(v)
+    }
+
+    /// Decodes one term into `slot`. Sequences are pre-filled with
+    /// placeholders and decoded in place: building a 56-byte enum on the
+    /// stack and then copying it into a vector costs more than decoding it
+    /// (the copy stalls on store forwarding).
+    #[inline]
+    fn fill_term(&mut self, depth: usize, slot: &mut TermRef<'a>) -> R<()> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        match tag {
+            SMALL_INTEGER_EXT => {
+                let b = self.u8()?;
+                *slot = TermRef::Integer(b as i64);
+            }
+            INTEGER_EXT => {
+                let i = self.u32()? as i32;
+                *slot = TermRef::Integer(i as i64);
+            }
+            ATOM_EXT | SMALL_ATOM_UTF8_EXT => {
+                *slot = TermRef::Atom(self.atom_tagged(start, tag)?);
+            }
+            BINARY_EXT => {
+                let n = self.u32()? as usize;
+                *slot = TermRef::Binary(self.take(n)?);
+            }
+            NEW_FLOAT_EXT => {
+                let b = self.take(8)?;
+                let f = f64::from_be_bytes(b.try_into().expect("8 bytes"));
+                if !f.is_finite() {
+                    return self.err(start, K::InvalidFloat);
+                }
+                *slot = TermRef::Float(f);
+            }
+            NIL_EXT => *slot = TermRef::List(Vec::new()),
+            _ => *slot = self.term_tagged(start, tag, depth)?,
+        }
+        Ok(())
+    }
+
+    /// Appends `n` placeholder slots to `v` for in-place decoding; `n` must
+    /// fit the remaining input (one byte per term at least).
+    #[inline]
+    fn grow(&self, v: &mut Vec<TermRef<'a>>, n: usize) -> R<usize> {
+        if n > self.remaining() {
+            return self.err(self.pos, K::Truncated);
+        }
+        let old = v.len();
+        v.resize_with(old + n, || TermRef::Integer(0));
+        Ok(old)
     }
 
     #[inline]
     fn term(&mut self, depth: usize) -> R<TermRef<'a>> {
         let start = self.pos;
         let tag = self.u8()?;
+        self.term_tagged(start, tag, depth)
+    }
+
+    #[inline]
+    fn term_tagged(&mut self, start: usize, tag: u8, depth: usize) -> R<TermRef<'a>> {
         match tag {
-            // hot scalars inline, containers in small functions, the rest out of line
+            // containers in small functions, the rest out of line
             SMALL_INTEGER_EXT => Ok(TermRef::Integer(self.u8()? as i64)),
             SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple(start, tag, depth),
             LIST_EXT => self.list(start, depth),
@@ -524,11 +573,14 @@ impl<'a> Decoder<'a> {
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);
         }
-        let mut v = Vec::with_capacity(self.cap(n, 2));
-        for _ in 0..n {
-            let k = self.term(depth + 1)?;
-            let val = self.term(depth + 1)?;
-            v.push((k, val));
+        if n > self.remaining() / 2 {
+            return self.err(self.pos, K::Truncated);
+        }
+        let mut v = Vec::new();
+        v.resize_with(n, || (TermRef::Integer(0), TermRef::Integer(0)));
+        for (k, val) in v.iter_mut() {
+            self.fill_term(depth + 1, k)?;
+            self.fill_term(depth + 1, val)?;
         }
         Ok(TermRef::Map(v))
     }
@@ -725,12 +777,12 @@ impl<'a> Decoder<'a> {
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);
         }
-        let n = self.u32()? as usize;
-        let mut elems = Vec::with_capacity(self.cap(n, 1));
-        let mut n = n;
+        let mut n = self.u32()? as usize;
+        let mut elems = Vec::new();
         loop {
-            for _ in 0..n {
-                elems.push(self.term(depth + 1)?);
+            let old = self.grow(&mut elems, n)?;
+            for slot in elems[old..].iter_mut() {
+                self.fill_term(depth + 1, slot)?;
             }
             let tstart = self.pos;
             match self.buf.get(self.pos) {
@@ -741,7 +793,6 @@ impl<'a> Decoder<'a> {
                 Some(&LIST_EXT) => {
                     self.pos += 1;
                     n = self.u32()? as usize;
-                    elems.reserve(self.cap(n, 1));
                 }
                 Some(&STRING_EXT) => {
                     self.pos += 1;
