@@ -311,6 +311,12 @@ fn owned_fun(f: &FunRef<'_>, ok: &mut bool) -> Term {
 }
 
 fn dedup_map(v: Vec<(Term, Term)>, ok: &mut bool) -> Map {
+    // the BEAM writes small maps in strictly increasing key order: unique
+    if v.windows(2)
+        .all(|w| w[0].0.cmp_exact(&w[1].0) == std::cmp::Ordering::Less)
+    {
+        return Map::from_sorted_unique(v);
+    }
     if v.len() > 1 {
         let mut idx: Vec<usize> = (0..v.len()).collect();
         idx.sort_by(|&a, &b| v[a].0.cmp_exact(&v[b].0).then(a.cmp(&b)));

@@ -163,9 +163,14 @@ pub struct FunData {
     pub free_vars: Vec<Term>,
 }
 
-/// A map. Keys are unique; equality ignores entry order. Entries are kept
-/// in insertion (or wire) order; the encoder sorts small maps in Erlang term
-/// order as the BEAM does.
+/// Maps up to this many keys are "flatmaps" on the BEAM: stored and encoded
+/// with keys in map-key order.
+pub const SMALL_MAP_KEYS: usize = 32;
+
+/// A map. Keys are unique (compared exactly: `1` and `1.0` differ);
+/// equality ignores entry order. A map of up to [`SMALL_MAP_KEYS`] keys
+/// keeps its entries sorted in map-key order ([`Term::cmp_exact`]), as the
+/// BEAM stores and encodes it; larger maps keep insertion (or wire) order.
 #[derive(Clone, Debug, Default)]
 pub struct Map {
     entries: Vec<(Term, Term)>,
@@ -177,8 +182,17 @@ impl Map {
         Map::default()
     }
 
-    /// Inserts or replaces (keys compare exactly, `1` and `1.0` differ).
+    /// Inserts or replaces, returning the old value.
     pub fn insert(&mut self, key: Term, value: Term) -> Option<Term> {
+        if self.entries.len() < SMALL_MAP_KEYS {
+            return match self.entries.binary_search_by(|(k, _)| k.cmp_exact(&key)) {
+                Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+                Err(i) => {
+                    self.entries.insert(i, (key, value));
+                    None
+                }
+            };
+        }
         for (k, v) in &mut self.entries {
             if k.exact_eq(&key) {
                 return Some(std::mem::replace(v, value));
@@ -190,6 +204,13 @@ impl Map {
 
     /// Looks a key up.
     pub fn get(&self, key: &Term) -> Option<&Term> {
+        if self.entries.len() <= SMALL_MAP_KEYS {
+            return self
+                .entries
+                .binary_search_by(|(k, _)| k.cmp_exact(key))
+                .ok()
+                .map(|i| &self.entries[i].1);
+        }
         self.entries
             .iter()
             .find(|(k, _)| k.exact_eq(key))
@@ -229,17 +250,32 @@ impl Map {
         self.entries
     }
 
-    /// Entries sorted by key in Erlang term order (the order of a small map
-    /// as the BEAM stores and encodes it).
+    /// Entries sorted by key in map-key order (for small maps, the stored
+    /// order).
     pub fn sorted_entries(&self) -> Vec<&(Term, Term)> {
         let mut v: Vec<&(Term, Term)> = self.entries.iter().collect();
-        v.sort_by(|a, b| a.0.cmp_exact(&b.0));
+        if self.entries.len() > SMALL_MAP_KEYS {
+            v.sort_by(|a, b| a.0.cmp_exact(&b.0));
+        }
         v
     }
 
-    /// Builds a map from entries known to have unique keys (not checked
-    /// except in debug builds); the decoder checks uniqueness itself.
-    pub(crate) fn from_unique_entries(entries: Vec<(Term, Term)>) -> Map {
+    /// Builds a map from entries strictly increasing in map-key order
+    /// (hence unique).
+    pub(crate) fn from_sorted_unique(entries: Vec<(Term, Term)>) -> Map {
+        Map { entries }
+    }
+
+    /// Builds a map from entries whose keys the caller (the decoder) has
+    /// checked to be unique; small maps are put in map-key order.
+    pub(crate) fn from_unique_entries(mut entries: Vec<(Term, Term)>) -> Map {
+        if entries.len() <= SMALL_MAP_KEYS
+            && !entries
+                .windows(2)
+                .all(|w| w[0].0.cmp_exact(&w[1].0) == Ordering::Less)
+        {
+            entries.sort_by(|a, b| a.0.cmp_exact(&b.0));
+        }
         Map { entries }
     }
 }
