@@ -166,24 +166,24 @@ impl<'a> TermRef<'a> {
 
     /// Owned conversion; the flag is false if a map had duplicate keys.
     fn to_owned_checked(&self) -> (Term, bool) {
-        let mut ok = true;
-        let t = self.owned(&mut ok);
-        (t, ok)
+        let mut cx = Owner::new();
+        let t = self.owned(&mut cx);
+        (t, cx.ok)
     }
 
-    fn owned(&self, ok: &mut bool) -> Term {
+    fn owned(&self, cx: &mut Owner) -> Term {
         match self {
-            TermRef::Tuple(v) => Term::Tuple(owned_seq(v, ok)),
-            TermRef::List(v) => Term::List(owned_seq(v, ok)),
-            TermRef::ImproperList { elems, tail } => owned_improper(elems, tail, ok),
-            TermRef::Map(entries) => owned_map(entries, ok),
-            TermRef::Fun(f) => owned_fun(f, ok),
-            _ => self.owned_scalar(),
+            TermRef::Tuple(v) => Term::Tuple(owned_seq(v, cx)),
+            TermRef::List(v) => Term::List(owned_seq(v, cx)),
+            TermRef::ImproperList { elems, tail } => owned_improper(elems, tail, cx),
+            TermRef::Map(entries) => owned_map(entries, cx),
+            TermRef::Fun(f) => owned_fun(f, cx),
+            _ => self.owned_scalar(cx),
         }
     }
 
     #[inline(never)]
-    fn owned_scalar(&self) -> Term {
+    fn owned_scalar(&self, cx: &mut Owner) -> Term {
         match self {
             TermRef::Integer(i) => Term::Integer(*i),
             TermRef::BigInt {
@@ -198,7 +198,7 @@ impl<'a> TermRef<'a> {
                 Term::from_bigint(BigInt::from_bytes_le(sign, magnitude))
             }
             TermRef::Float(f) => Term::Float(*f),
-            TermRef::Atom(a) => Term::Atom(a.to_atom()),
+            TermRef::Atom(a) => Term::Atom(a.to_atom_cached(cx)),
             TermRef::Binary(b) => Term::Binary(b.to_vec()),
             TermRef::BitBinary { bytes, bits } => {
                 let mut v = bytes.to_vec();
@@ -219,13 +219,13 @@ impl<'a> TermRef<'a> {
                 serial,
                 creation,
             } => Term::Pid(Pid {
-                node: node.to_atom(),
+                node: node.to_atom_cached(cx),
                 id: *id,
                 serial: *serial,
                 creation: *creation,
             }),
             TermRef::Port { node, id, creation } => Term::Port(Port {
-                node: node.to_atom(),
+                node: node.to_atom_cached(cx),
                 id: *id,
                 creation: *creation,
             }),
@@ -235,7 +235,7 @@ impl<'a> TermRef<'a> {
                 len,
                 ids,
             } => Term::Reference(Reference {
-                node: node.to_atom(),
+                node: node.to_atom_cached(cx),
                 creation: *creation,
                 ids: ids[..(*len as usize).min(5)].to_vec(),
             }),
@@ -244,8 +244,8 @@ impl<'a> TermRef<'a> {
                 function,
                 arity,
             } => Term::Export {
-                module: module.to_atom(),
-                function: function.to_atom(),
+                module: module.to_atom_cached(cx),
+                function: function.to_atom_cached(cx),
                 arity: *arity,
             },
             // containers are handled by owned()
@@ -259,36 +259,36 @@ impl<'a> TermRef<'a> {
 }
 
 #[inline(never)]
-fn owned_seq(v: &[TermRef<'_>], ok: &mut bool) -> Vec<Term> {
+fn owned_seq(v: &[TermRef<'_>], cx: &mut Owner) -> Vec<Term> {
     let mut out = Vec::with_capacity(v.len());
     for t in v {
-        out.push(t.owned(ok));
+        out.push(t.owned(cx));
     }
     out
 }
 
 #[inline(never)]
-fn owned_improper(elems: &[TermRef<'_>], tail: &TermRef<'_>, ok: &mut bool) -> Term {
+fn owned_improper(elems: &[TermRef<'_>], tail: &TermRef<'_>, cx: &mut Owner) -> Term {
     Term::ImproperList {
-        elems: owned_seq(elems, ok),
-        tail: Box::new(tail.owned(ok)),
+        elems: owned_seq(elems, cx),
+        tail: Box::new(tail.owned(cx)),
     }
 }
 
 #[inline(never)]
-fn owned_map(entries: &[(TermRef<'_>, TermRef<'_>)], ok: &mut bool) -> Term {
+fn owned_map(entries: &[(TermRef<'_>, TermRef<'_>)], cx: &mut Owner) -> Term {
     let mut v = Vec::with_capacity(entries.len());
     for (k, val) in entries {
-        let k = k.owned(ok);
-        let val = val.owned(ok);
+        let k = k.owned(cx);
+        let val = val.owned(cx);
         v.push((k, val));
     }
-    Term::Map(dedup_map(v, ok))
+    Term::Map(dedup_map(v, cx))
 }
 
 #[inline(never)]
-fn owned_fun(f: &FunRef<'_>, ok: &mut bool) -> Term {
-    let pid = match f.pid.owned(ok) {
+fn owned_fun(f: &FunRef<'_>, cx: &mut Owner) -> Term {
+    let pid = match f.pid.owned(cx) {
         Term::Pid(p) => p,
         // the decoder only puts pids here
         _ => Pid {
@@ -302,15 +302,57 @@ fn owned_fun(f: &FunRef<'_>, ok: &mut bool) -> Term {
         arity: f.arity,
         uniq: f.uniq,
         index: f.index,
-        module: f.module.to_atom(),
+        module: f.module.to_atom_cached(cx),
         old_index: f.old_index,
         old_uniq: f.old_uniq,
         pid,
-        free_vars: owned_seq(&f.free_vars, ok),
+        free_vars: owned_seq(&f.free_vars, cx),
     }))
 }
 
-fn dedup_map(v: Vec<(Term, Term)>, ok: &mut bool) -> Map {
+/// State of one owned conversion: whether map keys were unique, and a small
+/// direct-mapped atom cache so repeated atoms share one `Arc` instead of
+/// allocating each time.
+struct Owner {
+    ok: bool,
+    atoms: [Option<Atom>; 32],
+}
+
+impl Owner {
+    fn new() -> Owner {
+        Owner {
+            ok: true,
+            atoms: [const { None }; 32],
+        }
+    }
+
+    #[inline]
+    fn atom(&mut self, s: &str) -> Atom {
+        let b = s.as_bytes();
+        let h = match b {
+            [] => 0,
+            [x] => *x as usize,
+            [x, .., y] => (*x as usize).wrapping_mul(31) ^ (*y as usize) ^ (b.len() << 3),
+        } % 32;
+        match &self.atoms[h] {
+            Some(a) if a.as_str() == s => a.clone(),
+            _ => {
+                let a = Atom::new(s);
+                self.atoms[h] = Some(a.clone());
+                a
+            }
+        }
+    }
+}
+
+impl AtomRef<'_> {
+    #[inline]
+    fn to_atom_cached(&self, cx: &mut Owner) -> Atom {
+        cx.atom(self.as_str())
+    }
+}
+
+fn dedup_map(v: Vec<(Term, Term)>, cx: &mut Owner) -> Map {
     // the BEAM writes small maps in strictly increasing key order: unique
     if v.windows(2)
         .all(|w| w[0].0.cmp_exact(&w[1].0) == std::cmp::Ordering::Less)
@@ -322,7 +364,7 @@ fn dedup_map(v: Vec<(Term, Term)>, ok: &mut bool) -> Map {
         idx.sort_by(|&a, &b| v[a].0.cmp_exact(&v[b].0).then(a.cmp(&b)));
         let dup = idx.windows(2).any(|w| v[w[0]].0 == v[w[1]].0);
         if dup {
-            *ok = false;
+            cx.ok = false;
             return v.into_iter().collect();
         }
     }
