@@ -865,6 +865,169 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// Direct owned decoding: builds `Term`s without a `TermRef` tree. Mirrors
+/// the borrowed decoder's structure (and its depth accounting); rare tags
+/// go through the borrowed scalar decoder and are converted.
+impl<'a> Decoder<'a> {
+    #[inline]
+    fn fill_owned(&mut self, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        match tag {
+            SMALL_INTEGER_EXT => {
+                let b = self.u8()?;
+                *slot = Term::Integer(b as i64);
+            }
+            INTEGER_EXT => {
+                let i = self.u32()? as i32;
+                *slot = Term::Integer(i as i64);
+            }
+            ATOM_EXT | SMALL_ATOM_UTF8_EXT => {
+                let a = self.atom_tagged(start, tag)?;
+                *slot = Term::Atom(cx.atom(a.as_str()));
+            }
+            BINARY_EXT => {
+                let n = self.u32()? as usize;
+                *slot = Term::Binary(self.take(n)?.to_vec());
+            }
+            NEW_FLOAT_EXT => {
+                let b = self.take(8)?;
+                let f = f64::from_be_bytes(b.try_into().expect("8 bytes"));
+                if !f.is_finite() {
+                    return self.err(start, K::InvalidFloat);
+                }
+                *slot = Term::Float(f);
+            }
+            NIL_EXT => *slot = Term::List(Vec::new()),
+            _ => *slot = self.owned_tagged(start, tag, depth, cx)?,
+        }
+        Ok(())
+    }
+
+    fn owned_term(&mut self, depth: usize, cx: &mut Owner) -> R<Term> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        self.owned_tagged(start, tag, depth, cx)
+    }
+
+    #[inline]
+    fn owned_tagged(&mut self, start: usize, tag: u8, depth: usize, cx: &mut Owner) -> R<Term> {
+        match tag {
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple_owned(start, tag, depth, cx),
+            LIST_EXT => self.list_owned(start, depth, cx),
+            MAP_EXT => self.map_owned(start, depth, cx),
+            NEW_FUN_EXT => self.fun_owned(start, depth, cx),
+            _ => self.scalar_owned(start, tag, cx),
+        }
+    }
+
+    #[inline(never)]
+    fn scalar_owned(&mut self, start: usize, tag: u8, cx: &mut Owner) -> R<Term> {
+        let t = self.scalar(start, tag)?;
+        Ok(t.owned_scalar(cx))
+    }
+
+    #[inline(never)]
+    fn fun_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+        let f = self.fun(start, depth)?;
+        Ok(f.owned(cx))
+    }
+
+    #[inline]
+    fn grow_owned(&self, v: &mut Vec<Term>, n: usize) -> R<usize> {
+        if n > self.remaining() {
+            return self.err(self.pos, K::Truncated);
+        }
+        let old = v.len();
+        v.resize_with(old + n, || Term::Integer(0));
+        Ok(old)
+    }
+
+    #[inline(never)]
+    fn tuple_owned(&mut self, start: usize, tag: u8, depth: usize, cx: &mut Owner) -> R<Term> {
+        let n = if tag == SMALL_TUPLE_EXT {
+            self.u8()? as usize
+        } else {
+            self.u32()? as usize
+        };
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let mut v = Vec::new();
+        self.grow_owned(&mut v, n)?;
+        for slot in v.iter_mut() {
+            self.fill_owned(depth + 1, slot, cx)?;
+        }
+        Ok(Term::Tuple(v))
+    }
+
+    #[inline(never)]
+    fn map_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+        let n = self.u32()? as usize;
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        if n > self.remaining() / 2 {
+            return self.err(self.pos, K::Truncated);
+        }
+        let mut v = Vec::new();
+        v.resize_with(n, || (Term::Integer(0), Term::Integer(0)));
+        for (k, val) in v.iter_mut() {
+            self.fill_owned(depth + 1, k, cx)?;
+            self.fill_owned(depth + 1, val, cx)?;
+        }
+        let m = dedup_map(v, cx);
+        if !cx.ok {
+            return self.err(start, K::DuplicateMapKey);
+        }
+        Ok(Term::Map(m))
+    }
+
+    #[inline(never)]
+    fn list_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let mut n = self.u32()? as usize;
+        let mut elems = Vec::new();
+        loop {
+            let old = self.grow_owned(&mut elems, n)?;
+            for slot in elems[old..].iter_mut() {
+                self.fill_owned(depth + 1, slot, cx)?;
+            }
+            let tstart = self.pos;
+            match self.buf.get(self.pos) {
+                Some(&NIL_EXT) => {
+                    self.pos += 1;
+                    return Ok(Term::List(elems));
+                }
+                Some(&LIST_EXT) => {
+                    self.pos += 1;
+                    n = self.u32()? as usize;
+                }
+                Some(&STRING_EXT) => {
+                    self.pos += 1;
+                    let k = self.u16()? as usize;
+                    let b = self.take(k)?;
+                    elems.extend(b.iter().map(|&x| Term::Integer(x as i64)));
+                    return Ok(Term::List(elems));
+                }
+                Some(_) => {
+                    let tail = self.owned_term(depth + 1, cx)?;
+                    if elems.is_empty() {
+                        return Ok(tail);
+                    }
+                    return Ok(Term::ImproperList {
+                        elems,
+                        tail: Box::new(tail),
+                    });
+                }
+                None => return self.err(tstart, K::Truncated),
+            }
+        }
+    }
+}
+
 fn check_version(input: &[u8]) -> R<()> {
     match input.first() {
         None => Err(DecodeError::new(0, K::Truncated)),
@@ -955,17 +1118,28 @@ fn decode_owned(
 ) -> R<(Term, usize)> {
     let (buf, consumed) = decompress_with(input, opts)?;
     let compressed = matches!(buf, Cow::Owned(_));
-    let (t, used) = decode_ref_inner(&buf, cache, opts).map_err(|e| {
+    let mut d = Decoder {
+        buf: &buf,
+        pos: 1,
+        cache,
+        max_depth: opts.max_depth,
+    };
+    let mut cx = Owner::new();
+    let r = d.owned_term(0, &mut cx);
+    let used = d.pos;
+    // offsets inside inflated data are reported past the 6-byte header
+    // (version, tag, size) minus the version byte they share
+    let shift = |e: DecodeError| {
         if compressed {
-            // offsets inside the inflated data are reported past the header
             DecodeError::new(e.offset + 5, e.kind)
         } else {
             e
         }
-    })?;
+    };
+    let term = r.map_err(shift)?;
     let used_in_input = if compressed {
         if used != buf.len() {
-            return Err(DecodeError::new(used + 5, K::TrailingBytes));
+            return Err(shift(DecodeError::new(used, K::TrailingBytes)));
         }
         consumed
     } else {
@@ -973,10 +1147,6 @@ fn decode_owned(
     };
     if whole && used_in_input != input.len() {
         return Err(DecodeError::new(used_in_input, K::TrailingBytes));
-    }
-    let (term, ok) = t.to_owned_checked();
-    if !ok {
-        return Err(DecodeError::new(1, K::DuplicateMapKey));
     }
     Ok((term, used_in_input))
 }
