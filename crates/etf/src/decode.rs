@@ -1151,6 +1151,39 @@ fn decode_owned(
     Ok((term, used_in_input))
 }
 
+/// Decodes one term that has no version byte (the terms after a
+/// distribution header omit it), resolving `ATOM_CACHE_REF` through
+/// `cache`; returns the term and the bytes used.
+pub fn decode_body_prefix_with_atom_cache(
+    input: &[u8],
+    cache: &[Atom],
+) -> Result<(Term, usize), DecodeError> {
+    let mut d = Decoder {
+        buf: input,
+        pos: 0,
+        cache: Some(cache),
+        max_depth: DEFAULT_MAX_DEPTH,
+    };
+    let mut cx = Owner::new();
+    let t = d.owned_term(0, &mut cx)?;
+    Ok((t, d.pos))
+}
+
+/// Borrowed form of [`decode_body_prefix_with_atom_cache`].
+pub fn decode_ref_body_prefix_with_atom_cache<'a>(
+    input: &'a [u8],
+    cache: &'a [Atom],
+) -> Result<(TermRef<'a>, usize), DecodeError> {
+    let mut d = Decoder {
+        buf: input,
+        pos: 0,
+        cache: Some(cache),
+        max_depth: DEFAULT_MAX_DEPTH,
+    };
+    let t = d.term(0)?;
+    Ok((t, d.pos))
+}
+
 /// Decodes a whole buffer (version byte first, compressed or not).
 pub fn decode(input: &[u8]) -> Result<Term, DecodeError> {
     decode_owned(input, None, true, &DecodeOptions::default()).map(|(t, _)| t)

@@ -86,14 +86,15 @@ mod term;
 pub mod text;
 
 pub use decode::{
-    decode, decode_prefix, decode_prefix_with_atom_cache, decode_ref, decode_ref_prefix,
+    decode, decode_body_prefix_with_atom_cache, decode_prefix, decode_prefix_with_atom_cache,
+    decode_ref, decode_ref_body_prefix_with_atom_cache, decode_ref_prefix,
     decode_ref_prefix_with_atom_cache, decode_with, decompress, AtomRef, DecodeOptions, FunRef,
     TermRef, DEFAULT_MAX_DEPTH, DEFAULT_MAX_UNCOMPRESSED,
 };
 pub use encode::{encode, encode_body_into, encode_into, encode_with, EncodeOptions};
 pub use error::{DecodeError, DecodeErrorKind, ParseError};
 #[cfg(feature = "serde")]
-pub use serde_impl::{from_term, to_term, Deserializer, Error, Serializer};
+pub use serde_impl::{from_term, to_term, Deserializer, Error, Error as SerdeError, Serializer};
 pub use term::{
     Atom, AtomTooLong, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS,
 };
