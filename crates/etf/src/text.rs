@@ -4,7 +4,9 @@
 //! The printer writes what the shell's `~p` writes on one line (no spaces
 //! after commas; printable latin-1 lists as strings, printable binaries as
 //! `<<"...">>`; floats in the shortest form that reads back exactly, as
-//! `float_to_list(F, [short])`). Pids, ports and references carry their
+//! `float_to_list(F, [short])`). Atoms with characters beyond latin-1 are
+//! written with those characters as they are (like `~tp`, where `~p` would
+//! write `\x{...}` escapes); the parser reads both. Pids, ports and references carry their
 //! node, which the shell's `<0.85.0>` hides, so they print as
 //!
 //! * `#Pid<Node.Id.Serial.Creation>`, e.g. `#Pid<nonode@nohost.85.0.0>`,
@@ -127,6 +129,11 @@ fn break_tie_to_even(x: f64, digits: String, exp: i32) -> String {
 
 /// Erlang's shortest float text (`float_to_list(F, [short])`).
 pub fn format_float(x: f64) -> String {
+    if !x.is_finite() {
+        // not an Erlang float (the decoder never produces one); printed as
+        // Rust does rather than panicking
+        return format!("{x}");
+    }
     let sci = format!("{:e}", x);
     let (mant, exp) = sci.split_once('e').expect("{:e} has an exponent");
     let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
