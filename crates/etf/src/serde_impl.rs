@@ -86,7 +86,7 @@ pub struct SeqBuilder {
 
 /// Map/struct builder.
 pub struct MapBuilder {
-    map: Map,
+    map: Vec<(Term, Term)>,
     key: Option<Term>,
     tag: Option<Term>,
 }
@@ -222,7 +222,7 @@ impl ser::Serializer for Serializer {
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<MapBuilder, Error> {
         Ok(MapBuilder {
-            map: Map::new(),
+            map: Vec::new(),
             key: None,
             tag: None,
         })
@@ -238,7 +238,7 @@ impl ser::Serializer for Serializer {
         _len: usize,
     ) -> Result<MapBuilder, Error> {
         Ok(MapBuilder {
-            map: Map::new(),
+            map: Vec::new(),
             key: None,
             tag: Some(atom(variant)?),
         })
@@ -307,14 +307,14 @@ impl ser::SerializeTupleVariant for SeqBuilder {
 
 impl MapBuilder {
     fn finish(self) -> Term {
-        let m = Term::Map(self.map);
+        let m = Term::Map(self.map.into_iter().collect::<Map>());
         match self.tag {
             Some(tag) => Term::Tuple(vec![tag, m]),
             None => m,
         }
     }
     fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), Error> {
-        self.map.insert(atom(key)?, v.serialize(Serializer)?);
+        self.map.push((atom(key)?, v.serialize(Serializer)?));
         Ok(())
     }
 }
@@ -331,7 +331,7 @@ impl ser::SerializeMap for MapBuilder {
             .key
             .take()
             .ok_or_else(|| Error::Message("map value without a key".into()))?;
-        self.map.insert(k, v.serialize(Serializer)?);
+        self.map.push((k, v.serialize(Serializer)?));
         Ok(())
     }
     fn end(self) -> Result<Term, Error> {

@@ -280,13 +280,34 @@ impl Map {
     }
 }
 
+/// Later duplicates replace earlier ones (like `maps:from_list/1`). Runs
+/// in O(n log n); inserting one by one into a large map is O(n) per insert.
 impl FromIterator<(Term, Term)> for Map {
     fn from_iter<I: IntoIterator<Item = (Term, Term)>>(iter: I) -> Map {
-        let mut m = Map::new();
-        for (k, v) in iter {
-            m.insert(k, v);
+        let v: Vec<(Term, Term)> = iter.into_iter().collect();
+        if v.len() <= SMALL_MAP_KEYS {
+            let mut m = Map::new();
+            for (k, val) in v {
+                m.insert(k, val);
+            }
+            return m;
         }
-        m
+        // stable sort of indices by key: within a run of equal keys the
+        // last one wins
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[a].0.cmp_exact(&v[b].0));
+        let mut keep = vec![true; v.len()];
+        for w in idx.windows(2) {
+            if v[w[0]].0.cmp_exact(&v[w[1]].0) == Ordering::Equal {
+                keep[w[0]] = false;
+            }
+        }
+        let entries: Vec<(Term, Term)> = v
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(e, k)| k.then_some(e))
+            .collect();
+        Map::from_unique_entries(entries)
     }
 }
 
@@ -749,7 +770,8 @@ impl Hash for Term {
         match self {
             Term::Integer(i) => i.hash(state),
             Term::BigInt(b) => b.hash(state),
-            Term::Float(f) => f.to_bits().hash(state),
+            // 0.0 == -0.0, so they must hash alike
+            Term::Float(f) => (if *f == 0.0 { 0.0f64 } else { *f }).to_bits().hash(state),
             Term::Atom(a) => a.hash(state),
             Term::Binary(b) => b.hash(state),
             Term::BitBinary { bytes, bits } => (bytes, bits).hash(state),
@@ -844,5 +866,32 @@ impl From<Reference> for Term {
 impl From<Map> for Term {
     fn from(m: Map) -> Term {
         Term::Map(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_from_many_entries_keep_the_last_duplicate() {
+        let n = 100_000i64;
+        let m: Map = (0..n)
+            .map(|i| (Term::Integer(i % 50_000), Term::Integer(i)))
+            .collect();
+        assert_eq!(m.len(), 50_000);
+        assert_eq!(m.get(&Term::Integer(7)), Some(&Term::Integer(50_007)));
+        // small maps: sorted in map-key order, integers before floats
+        let m: Map = [
+            (Term::Float(0.5), Term::atom("f")),
+            (Term::atom("a"), Term::Integer(1)),
+            (Term::Integer(1), Term::atom("i")),
+            (Term::atom("a"), Term::Integer(2)),
+        ]
+        .into_iter()
+        .collect();
+        let keys: Vec<String> = m.entries().iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(keys, ["1", "0.5", "a"]);
+        assert_eq!(m.get_atom("a"), Some(&Term::Integer(2)));
     }
 }

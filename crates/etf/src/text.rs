@@ -21,7 +21,7 @@
 use std::fmt::{self, Write};
 
 use crate::error::ParseError;
-use crate::term::{Atom, BigInt, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
+use crate::term::{Atom, BigInt, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
 
 const RESERVED: &[&str] = &[
     "after", "and", "andalso", "band", "begin", "bnot", "bor", "bsl", "bsr", "bxor", "case",
@@ -658,11 +658,11 @@ impl Parser {
 
     #[inline(never)]
     fn map(&mut self) -> Result<Term, ParseError> {
-        let mut m = Map::new();
+        let mut m: Vec<(Term, Term)> = Vec::new();
         self.ws();
         if self.peek() == Some('}') {
             self.pos += 1;
-            return Ok(Term::Map(m));
+            return Ok(Term::Map(m.into_iter().collect()));
         }
         loop {
             let k = self.term()?;
@@ -671,13 +671,13 @@ impl Parser {
                 return Err(self.error("expected '=>'"));
             }
             let v = self.term()?;
-            m.insert(k, v);
+            m.push((k, v));
             self.ws();
             match self.peek() {
                 Some(',') => self.pos += 1,
                 Some('}') => {
                     self.pos += 1;
-                    return Ok(Term::Map(m));
+                    return Ok(Term::Map(m.into_iter().collect()));
                 }
                 _ => return Err(self.error("expected ',' or '}'")),
             }
