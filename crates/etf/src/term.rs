@@ -708,7 +708,12 @@ fn fun_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
             .cmp(y.module.as_str())
             .then(x.old_index.cmp(&y.old_index))
             .then(x.old_uniq.cmp(&y.old_uniq))
-            .then_with(|| seq_cmp(&x.free_vars, &y.free_vars, exact)),
+            .then_with(|| seq_cmp(&x.free_vars, &y.free_vars, exact))
+            // the rest only to make Equal mean identical
+            .then(x.index.cmp(&y.index))
+            .then(x.uniq.cmp(&y.uniq))
+            .then(x.arity.cmp(&y.arity))
+            .then_with(|| term_cmp(&Term::Pid(x.pid.clone()), &Term::Pid(y.pid.clone()), exact)),
         // local funs sort before exports
         (Term::Fun(_), _) => Ordering::Less,
         _ => Ordering::Greater,
