@@ -6,8 +6,12 @@
 //! `<<"...">>`; floats in the shortest form that reads back exactly, as
 //! `float_to_list(F, [short])`). Atoms with characters beyond latin-1 are
 //! written with those characters as they are (like `~tp`, where `~p` would
-//! write `\x{...}` escapes); the parser reads both. Pids, ports and references carry their
-//! node, which the shell's `<0.85.0>` hides, so they print as
+//! write `\x{...}` escapes); the parser reads both. Map keys are printed in
+//! map-key order, the shell's order for maps of up to 32 keys (larger maps
+//! print in hash order there).
+//!
+//! Pids, ports and references carry their node, which the shell's
+//! `<0.85.0>` hides, so they print as
 //!
 //! * `#Pid<Node.Id.Serial.Creation>`, e.g. `#Pid<nonode@nohost.85.0.0>`,
 //! * `#Port<Node.Id.Creation>`, e.g. `#Port<'a@host.example'.7.3>`,
