@@ -37,6 +37,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Cluster formation settings (`--check` prints the resolved plan).
+    Formation(cmd::formation::FormationArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,5 +60,6 @@ fn main() -> ExitCode {
         Command::Epmd { args } => cmd::epmd::main(args),
         Command::Node(a) => cmd::node::main(a),
         Command::Ping(a) => cmd::ping::main(a),
+        Command::Formation(a) => cmd::formation::main(a),
     }
 }

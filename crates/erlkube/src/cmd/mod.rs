@@ -3,4 +3,5 @@
 pub mod epmd;
 pub mod node;
 pub mod ping;
+pub mod formation;
 pub mod term;
