@@ -207,7 +207,7 @@ pub(crate) struct Inner {
     next_ref: AtomicU64,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Sender<bool>,
-    _registration: Mutex<Option<epmd::Registration>>,
+    _registration: Mutex<Option<erlkube_epmd::Registration>>,
 }
 
 /// A running node. Cheap to clone; the node stops when [`Node::shutdown`]
@@ -254,11 +254,18 @@ impl Node {
             .port();
         let (registration, creation) = if config.register_with_epmd {
             let alive = name.split('@').next().unwrap_or_default();
-            let r = epmd::register(config.epmd_addr(), alive, port, config.setup_timeout).await?;
-            let c = if r.creation == 0 {
+            let r = epmd::register(
+                &config.epmd_ip.to_string(),
+                config.epmd_port,
+                alive,
+                port,
+                config.setup_timeout,
+            )
+            .await?;
+            let c = if r.creation() == 0 {
                 random_u32().max(4)
             } else {
-                r.creation
+                r.creation()
             };
             (Some(r), c)
         } else {
