@@ -17,6 +17,17 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::time::Duration;
+
+pub mod actor;
+pub mod config;
+pub mod engine;
+pub mod plan;
+pub mod strategy;
+
+pub use actor::{Actor, ConnectError};
+pub use engine::{Engine, EngineConfig, Formation, Metrics};
+pub use plan::{Action, Event, Plan, PlanConfig};
 
 /// A node name as Erlang spells it: `name@host`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -63,6 +74,19 @@ pub struct Answer {
     /// True when the answer is the whole truth (so nodes absent from it have
     /// left); false when it may be partial (truncated DNS answer).
     pub complete: bool,
+    /// How long the round took to answer (for metrics), when measured.
+    pub elapsed: Option<Duration>,
+}
+
+impl Answer {
+    /// An answer without a measured latency.
+    pub fn new(nodes: BTreeSet<NodeName>, complete: bool) -> Answer {
+        Answer {
+            nodes,
+            complete,
+            elapsed: None,
+        }
+    }
 }
 
 /// What a strategy reports.

@@ -33,6 +33,8 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Cluster formation settings (`--check` prints the resolved plan).
+    Formation(cmd::formation::FormationArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,5 +54,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Term(c) => cmd::term::main(c),
         Command::Epmd { args } => cmd::epmd::main(args),
+        Command::Formation(a) => cmd::formation::main(a),
     }
 }

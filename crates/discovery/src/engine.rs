@@ -1,0 +1,449 @@
+//! The formation engine: drives a [`Plan`] with tokio, a strategy's
+//! [`Update`]s and an [`Actor`].
+//!
+//! Data flow:
+//!
+//! ```text
+//! strategy task --Update--> Engine --Action--> Actor (connect / disconnect)
+//!                              ^                 |
+//!                              +--results, connected()--+
+//!                              |
+//!                              +--Event--> broadcast subscribers; Metrics snapshot
+//! ```
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::plan::{Action, Event, Plan, PlanConfig};
+use crate::{Actor, ConnectError, NodeName, Update};
+
+/// Engine settings: the plan's knobs plus the driver's timers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Backoff, grace and removal behaviour.
+    pub plan: PlanConfig,
+    /// How often the actor's connected set is re-read (to notice dropped
+    /// connections and reconnect).
+    pub check_interval: Duration,
+    /// Upper bound of one connect attempt.
+    pub connect_timeout: Duration,
+    /// Seed of the backoff jitter (`None`: random).
+    pub seed: Option<u64>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            plan: PlanConfig::default(),
+            check_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            seed: None,
+        }
+    }
+}
+
+/// A snapshot of the engine's counters and gauges (for `/metrics`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Gauge: nodes in the desired set.
+    pub discovered: u64,
+    /// Gauge: desired nodes that are connected.
+    pub connected: u64,
+    /// Counter: connect attempts started.
+    pub connect_attempts: u64,
+    /// Counter: connect attempts that failed.
+    pub connect_failures: u64,
+    /// Counter: successful discovery answers.
+    pub discovery_answers: u64,
+    /// Counter: failed discovery rounds.
+    pub discovery_errors: u64,
+    /// Counter: nodes removed on evidence.
+    pub removed: u64,
+    /// Latency of the last successful discovery round, when measured.
+    pub last_discovery_latency: Option<Duration>,
+}
+
+/// The engine before it runs.
+pub struct Engine<A: Actor> {
+    actor: Arc<A>,
+    config: EngineConfig,
+    events: broadcast::Sender<Event>,
+    metrics: Arc<Mutex<Metrics>>,
+}
+
+/// A running engine. Dropping it stops the engine (in-flight attempts are
+/// abandoned).
+#[derive(Debug)]
+pub struct Formation {
+    events: broadcast::Sender<Event>,
+    metrics: Arc<Mutex<Metrics>>,
+    desired: watch::Receiver<BTreeSet<NodeName>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Formation {
+    /// Subscribes to events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The current metrics.
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.lock().unwrap().clone()
+    }
+
+    /// The current desired set.
+    pub fn desired(&self) -> BTreeSet<NodeName> {
+        self.desired.borrow().clone()
+    }
+
+    /// Stops the engine.
+    pub fn stop(self) {}
+}
+
+impl Drop for Formation {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<A: Actor> Engine<A> {
+    /// An engine acting through `actor`.
+    pub fn new(actor: A, config: EngineConfig) -> Engine<A> {
+        let (events, _) = broadcast::channel(1024);
+        Engine {
+            actor: Arc::new(actor),
+            config,
+            events,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Subscribes to events before the engine starts (so none are missed).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Starts the engine on the current runtime, fed by `updates`.
+    pub fn spawn(self, updates: mpsc::Receiver<Update>) -> Formation {
+        let (desired_tx, desired) = watch::channel(BTreeSet::new());
+        let events = self.events.clone();
+        let metrics = self.metrics.clone();
+        let task = tokio::spawn(self.run(updates, desired_tx));
+        Formation {
+            events,
+            metrics,
+            desired,
+            task,
+        }
+    }
+
+    async fn run(
+        self,
+        mut updates: mpsc::Receiver<Update>,
+        desired: watch::Sender<BTreeSet<NodeName>>,
+    ) {
+        let seed = self.config.seed.unwrap_or_else(|| fastrand::u64(..));
+        let mut plan = Plan::new(self.config.plan.clone(), self.actor.self_name(), seed);
+        let mut attempts: JoinSet<(NodeName, Result<(), ConnectError>)> = JoinSet::new();
+        let mut check = tokio::time::interval(self.config.check_interval);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut updates_open = true;
+        let mut latency = None;
+        loop {
+            let deadline = plan.next_deadline();
+            let mut events = Vec::new();
+            tokio::select! {
+                u = updates.recv(), if updates_open => match u {
+                    Some(Update::Answer(a)) => {
+                        if a.elapsed.is_some() {
+                            latency = a.elapsed;
+                        }
+                        events.extend(plan.answer(&a, Instant::now()));
+                    }
+                    Some(Update::Error(e)) => {
+                        tracing::warn!(error = %e, "discovery failed; keeping the last good set");
+                        events.extend(plan.discovery_error(e.to_string()));
+                    }
+                    None => updates_open = false,
+                },
+                Some(r) = attempts.join_next(), if !attempts.is_empty() => {
+                    if let Ok((node, result)) = r {
+                        let result = result.map_err(|e| e.to_string());
+                        events.extend(plan.connect_result(&node, result, Instant::now()));
+                    }
+                }
+                _ = check.tick() => {
+                    match self.actor.connected().await {
+                        Ok(set) => events.extend(plan.connected_set(set)),
+                        Err(e) => tracing::warn!(error = %e, "cannot read the connected set"),
+                    }
+                }
+                _ = sleep_until(deadline) => {}
+            }
+            let (actions, removals) = plan.poll(Instant::now());
+            events.extend(removals);
+            for action in actions {
+                match action {
+                    Action::Connect(node) => {
+                        let actor = self.actor.clone();
+                        let timeout = self.config.connect_timeout;
+                        attempts.spawn(async move {
+                            let r = match tokio::time::timeout(timeout, actor.connect(&node)).await
+                            {
+                                Ok(r) => r,
+                                Err(_) => Err(ConnectError::Timeout(node.clone())),
+                            };
+                            (node, r)
+                        });
+                    }
+                    Action::Disconnect(node) => {
+                        let actor = self.actor.clone();
+                        tokio::spawn(async move { actor.disconnect(&node).await });
+                    }
+                }
+            }
+            for e in events {
+                log_event(&e);
+                let _ = self.events.send(e);
+            }
+            desired.send_if_modified(|d| {
+                let now = plan.desired();
+                let changed = *d != now;
+                *d = now;
+                changed
+            });
+            let c = plan.counters();
+            let snapshot = Metrics {
+                discovered: plan.desired().len() as u64,
+                connected: plan.connected_desired() as u64,
+                connect_attempts: c.connect_attempts,
+                connect_failures: c.connect_failures,
+                discovery_answers: c.discovery_answers,
+                discovery_errors: c.discovery_errors,
+                removed: c.removed,
+                last_discovery_latency: latency,
+            };
+            *self.metrics.lock().unwrap() = snapshot;
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn log_event(e: &Event) {
+    match e {
+        Event::Discovered(n) => tracing::info!(node = %n, "discovered"),
+        Event::Connected(n) => tracing::info!(node = %n, "connected"),
+        Event::ConnectFailed {
+            node,
+            reason,
+            failures,
+            retry_in,
+        } => {
+            tracing::debug!(node = %node, %reason, failures, ?retry_in, "connect failed")
+        }
+        Event::Lost(n) => tracing::info!(node = %n, "connection lost; reconnecting"),
+        Event::Absent(n) => tracing::info!(node = %n, "absent from a complete answer"),
+        Event::Removed(n) => tracing::info!(node = %n, "removed"),
+        Event::DiscoveryError(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::{Answer, DiscoveryError};
+
+    /// An in-memory node: connects succeed to reachable nodes.
+    #[derive(Clone, Default)]
+    struct MemActor {
+        state: Arc<Mutex<MemState>>,
+    }
+
+    #[derive(Default)]
+    struct MemState {
+        reachable: BTreeSet<NodeName>,
+        connected: BTreeSet<NodeName>,
+        attempts: Vec<NodeName>,
+        disconnects: Vec<NodeName>,
+    }
+
+    impl Actor for MemActor {
+        fn self_name(&self) -> NodeName {
+            NodeName::new("me@h")
+        }
+        async fn connect(&self, node: &NodeName) -> Result<(), ConnectError> {
+            let mut s = self.state.lock().unwrap();
+            s.attempts.push(node.clone());
+            if s.reachable.contains(node) {
+                s.connected.insert(node.clone());
+                Ok(())
+            } else {
+                Err(ConnectError::Unreachable {
+                    node: node.clone(),
+                    reason: "pang".into(),
+                })
+            }
+        }
+        async fn disconnect(&self, node: &NodeName) {
+            let mut s = self.state.lock().unwrap();
+            s.connected.remove(node);
+            s.disconnects.push(node.clone());
+        }
+        async fn connected(&self) -> Result<BTreeSet<NodeName>, ConnectError> {
+            Ok(self.state.lock().unwrap().connected.clone())
+        }
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<NodeName> {
+        names.iter().map(|n| NodeName::new(*n)).collect()
+    }
+
+    fn config(grace: Duration) -> EngineConfig {
+        EngineConfig {
+            plan: PlanConfig {
+                backoff_base: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(2),
+                removal_grace: grace,
+                disconnect_on_removal: true,
+            },
+            check_interval: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(1),
+            seed: Some(3),
+        }
+    }
+
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn connects_discovered_nodes_and_keeps_them_through_errors() {
+        let actor = MemActor::default();
+        actor.state.lock().unwrap().reachable = set(&["a@h", "b@h"]);
+        let engine = Engine::new(actor.clone(), config(Duration::ZERO));
+        let mut events = engine.subscribe();
+        let (tx, rx) = mpsc::channel(8);
+        let f = engine.spawn(rx);
+        tx.send(Update::Answer(Answer::new(
+            set(&["a@h", "b@h", "me@h"]),
+            true,
+        )))
+        .await
+        .unwrap();
+        settle().await;
+        assert_eq!(actor.state.lock().unwrap().connected, set(&["a@h", "b@h"]));
+        tx.send(Update::Error(DiscoveryError::Unavailable {
+            strategy: "test",
+            reason: "timeout".into(),
+        }))
+        .await
+        .unwrap();
+        tx.send(Update::Answer(Answer::new(set(&[]), false)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(actor.state.lock().unwrap().connected, set(&["a@h", "b@h"]));
+        assert!(actor.state.lock().unwrap().disconnects.is_empty());
+        let m = f.metrics();
+        assert_eq!((m.discovered, m.connected, m.discovery_errors), (2, 2, 1));
+        assert_eq!((m.connect_attempts, m.connect_failures), (2, 0));
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            seen.push(e);
+        }
+        assert!(
+            seen.contains(&Event::Connected(NodeName::new("a@h"))),
+            "{seen:?}"
+        );
+        assert!(seen.contains(&Event::DiscoveryError(
+            "test: source unavailable: timeout".into()
+        )));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unreachable_node_is_retried_with_backoff_until_it_comes_up() {
+        let actor = MemActor::default();
+        let engine = Engine::new(actor.clone(), config(Duration::ZERO));
+        let (tx, rx) = mpsc::channel(8);
+        let f = engine.spawn(rx);
+        tx.send(Update::Answer(Answer::new(set(&["a@h"]), true)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let n = actor.state.lock().unwrap().attempts.len();
+        // 100ms doubling to a 2 s cap, jittered to [d/2, d]: 10 s fits at
+        // least 5 and at most 14 attempts; far fewer than one per check.
+        assert!((5..=14).contains(&n), "{n} attempts");
+        actor.state.lock().unwrap().reachable = set(&["a@h"]);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(actor.state.lock().unwrap().connected, set(&["a@h"]));
+        assert_eq!(f.metrics().connect_failures as usize, n);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removal_waits_for_grace_then_disconnects_and_stops_retrying() {
+        let actor = MemActor::default();
+        actor.state.lock().unwrap().reachable = set(&["a@h", "b@h"]);
+        let engine = Engine::new(actor.clone(), config(Duration::from_secs(2)));
+        let (tx, rx) = mpsc::channel(8);
+        let f = engine.spawn(rx);
+        tx.send(Update::Answer(Answer::new(set(&["a@h", "b@h"]), true)))
+            .await
+            .unwrap();
+        settle().await;
+        tx.send(Update::Answer(Answer::new(set(&["a@h"]), true)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert!(actor.state.lock().unwrap().disconnects.is_empty());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        settle().await;
+        assert_eq!(
+            actor.state.lock().unwrap().disconnects,
+            vec![NodeName::new("b@h")]
+        );
+        assert_eq!(f.desired(), set(&["a@h"]));
+        let attempts = actor.state.lock().unwrap().attempts.len();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(actor.state.lock().unwrap().attempts.len(), attempts);
+        assert_eq!(f.metrics().removed, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_connection_is_noticed_and_restored() {
+        let actor = MemActor::default();
+        actor.state.lock().unwrap().reachable = set(&["a@h"]);
+        let engine = Engine::new(actor.clone(), config(Duration::ZERO));
+        let (tx, rx) = mpsc::channel(8);
+        let _f = engine.spawn(rx);
+        tx.send(Update::Answer(Answer::new(set(&["a@h"]), true)))
+            .await
+            .unwrap();
+        settle().await;
+        actor.state.lock().unwrap().connected.clear();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(actor.state.lock().unwrap().connected, set(&["a@h"]));
+        assert_eq!(actor.state.lock().unwrap().attempts.len(), 2);
+    }
+}

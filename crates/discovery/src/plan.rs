@@ -1,0 +1,471 @@
+//! The formation decision, without IO and without a clock: the desired set,
+//! the connected set and per-node backoff go in (with the time `now`),
+//! actions and events come out. [`crate::engine`] drives it with tokio.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::{Answer, NodeName};
+
+/// Knobs of the formation decision (see `docs/configuration.md`, section
+/// `[formation]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanConfig {
+    /// First retry delay after a failed connect.
+    pub backoff_base: Duration,
+    /// Upper bound of the retry delay.
+    pub backoff_max: Duration,
+    /// How long a node must stay absent from complete answers before it is
+    /// removed from the desired set.
+    pub removal_grace: Duration,
+    /// Disconnect a node when it is removed (else only stop reconnecting).
+    pub disconnect_on_removal: bool,
+}
+
+impl Default for PlanConfig {
+    fn default() -> PlanConfig {
+        PlanConfig {
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            removal_grace: Duration::from_secs(5),
+            disconnect_on_removal: true,
+        }
+    }
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Connect to the node; report with [`Plan::connect_result`].
+    Connect(NodeName),
+    /// Disconnect the node (it left, by positive evidence).
+    Disconnect(NodeName),
+}
+
+/// What happened, for logs, metrics and subscribers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A node entered the desired set.
+    Discovered(NodeName),
+    /// A connect succeeded.
+    Connected(NodeName),
+    /// A connect failed; the next attempt waits `retry_in`.
+    ConnectFailed {
+        /// The node.
+        node: NodeName,
+        /// Why (the actor's error text).
+        reason: String,
+        /// Consecutive failures so far.
+        failures: u32,
+        /// Delay before the next attempt.
+        retry_in: Duration,
+    },
+    /// A desired node that was connected is no longer (it will be retried).
+    Lost(NodeName),
+    /// A complete answer no longer names the node; removal waits the grace.
+    Absent(NodeName),
+    /// The node left the desired set (positive evidence, grace elapsed).
+    Removed(NodeName),
+    /// A discovery round failed; the desired set is unchanged.
+    DiscoveryError(String),
+}
+
+#[derive(Clone, Debug, Default)]
+struct Member {
+    /// Set while the node is missing from complete answers.
+    absent_since: Option<Instant>,
+    failures: u32,
+    /// Earliest time of the next connect attempt.
+    not_before: Option<Instant>,
+    in_flight: bool,
+}
+
+/// The formation state machine.
+#[derive(Debug)]
+pub struct Plan {
+    config: PlanConfig,
+    self_name: NodeName,
+    desired: BTreeMap<NodeName, Member>,
+    connected: BTreeSet<NodeName>,
+    rng: fastrand::Rng,
+    counters: Counters,
+}
+
+/// Counters kept by the plan (the engine adds timing figures).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Connect attempts started.
+    pub connect_attempts: u64,
+    /// Connect attempts that failed.
+    pub connect_failures: u64,
+    /// Discovery rounds that failed.
+    pub discovery_errors: u64,
+    /// Successful discovery answers.
+    pub discovery_answers: u64,
+    /// Nodes removed from the desired set.
+    pub removed: u64,
+}
+
+impl Plan {
+    /// A plan for the node `self_name` (never connected to itself); `seed`
+    /// seeds the backoff jitter.
+    pub fn new(config: PlanConfig, self_name: NodeName, seed: u64) -> Plan {
+        Plan {
+            config,
+            self_name,
+            desired: BTreeMap::new(),
+            connected: BTreeSet::new(),
+            rng: fastrand::Rng::with_seed(seed),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The desired set (nodes the plan wants connected).
+    pub fn desired(&self) -> BTreeSet<NodeName> {
+        self.desired.keys().cloned().collect()
+    }
+
+    /// The connected set as last reported.
+    pub fn connected(&self) -> &BTreeSet<NodeName> {
+        &self.connected
+    }
+
+    /// Desired nodes that are connected.
+    pub fn connected_desired(&self) -> usize {
+        self.desired
+            .keys()
+            .filter(|n| self.connected.contains(*n))
+            .count()
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// A successful answer: complete answers replace the desired set (after
+    /// the removal grace), incomplete ones only add to it.
+    pub fn answer(&mut self, answer: &Answer, now: Instant) -> Vec<Event> {
+        self.counters.discovery_answers += 1;
+        let mut events = Vec::new();
+        for node in &answer.nodes {
+            if *node == self.self_name {
+                continue;
+            }
+            match self.desired.get_mut(node) {
+                Some(m) => m.absent_since = None,
+                None => {
+                    self.desired.insert(node.clone(), Member::default());
+                    events.push(Event::Discovered(node.clone()));
+                }
+            }
+        }
+        if answer.complete {
+            for (node, m) in self.desired.iter_mut() {
+                if !answer.nodes.contains(node) && m.absent_since.is_none() {
+                    m.absent_since = Some(now);
+                    events.push(Event::Absent(node.clone()));
+                }
+            }
+        }
+        events
+    }
+
+    /// A failed discovery round: counted, nothing else changes.
+    pub fn discovery_error(&mut self, reason: String) -> Vec<Event> {
+        self.counters.discovery_errors += 1;
+        vec![Event::DiscoveryError(reason)]
+    }
+
+    /// The actor's current connected set.
+    pub fn connected_set(&mut self, set: BTreeSet<NodeName>) -> Vec<Event> {
+        let mut events = Vec::new();
+        for node in self.connected.difference(&set) {
+            if let Some(m) = self.desired.get_mut(node) {
+                // Dropped by the peer or the network: retry right away, then
+                // back off if that fails.
+                m.failures = 0;
+                m.not_before = None;
+                events.push(Event::Lost(node.clone()));
+            }
+        }
+        self.connected = set;
+        events
+    }
+
+    /// The result of an [`Action::Connect`].
+    pub fn connect_result(
+        &mut self,
+        node: &NodeName,
+        result: Result<(), String>,
+        now: Instant,
+    ) -> Vec<Event> {
+        let Some(m) = self.desired.get_mut(node) else {
+            // Removed while the attempt ran; a late success is dropped at
+            // the next removal check by the driver (see `poll`).
+            if result.is_ok() {
+                self.connected.insert(node.clone());
+            }
+            return Vec::new();
+        };
+        m.in_flight = false;
+        match result {
+            Ok(()) => {
+                m.failures = 0;
+                m.not_before = None;
+                self.connected.insert(node.clone());
+                vec![Event::Connected(node.clone())]
+            }
+            Err(reason) => {
+                self.counters.connect_failures += 1;
+                m.failures = m.failures.saturating_add(1);
+                let delay = backoff_delay(&self.config, m.failures, &mut self.rng);
+                m.not_before = Some(now + delay);
+                vec![Event::ConnectFailed {
+                    node: node.clone(),
+                    reason,
+                    failures: m.failures,
+                    retry_in: delay,
+                }]
+            }
+        }
+    }
+
+    /// Actions due at `now` (and the events of removals that happen now).
+    pub fn poll(&mut self, now: Instant) -> (Vec<Action>, Vec<Event>) {
+        let mut actions = Vec::new();
+        let mut events = Vec::new();
+        let grace = self.config.removal_grace;
+        let gone: Vec<NodeName> = self
+            .desired
+            .iter()
+            .filter(|(_, m)| m.absent_since.is_some_and(|t| now >= t + grace))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for node in gone {
+            self.desired.remove(&node);
+            self.counters.removed += 1;
+            events.push(Event::Removed(node.clone()));
+            if self.config.disconnect_on_removal && self.connected.remove(&node) {
+                actions.push(Action::Disconnect(node));
+            }
+        }
+        for (node, m) in self.desired.iter_mut() {
+            if self.connected.contains(node) || m.in_flight {
+                continue;
+            }
+            if m.not_before.is_some_and(|t| now < t) {
+                continue;
+            }
+            m.in_flight = true;
+            self.counters.connect_attempts += 1;
+            actions.push(Action::Connect(node.clone()));
+        }
+        (actions, events)
+    }
+
+    /// When [`Plan::poll`] next has something to do (a backoff expiring or a
+    /// grace elapsing), if anything is pending.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let grace = self.config.removal_grace;
+        self.desired
+            .iter()
+            .filter_map(|(node, m)| {
+                let removal = m.absent_since.map(|t| t + grace);
+                let retry = if self.connected.contains(node) || m.in_flight {
+                    None
+                } else {
+                    m.not_before
+                };
+                match (removal, retry) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
+            .min()
+    }
+}
+
+/// Exponential backoff with "equal jitter": the delay for the n-th
+/// consecutive failure is `d = min(max, base * 2^(n-1))`, drawn uniformly
+/// from `[d/2, d]`.
+pub fn backoff_delay(config: &PlanConfig, failures: u32, rng: &mut fastrand::Rng) -> Duration {
+    let exp = failures.saturating_sub(1).min(30);
+    let d = config
+        .backoff_base
+        .saturating_mul(1u32 << exp)
+        .min(config.backoff_max);
+    let half = d / 2;
+    let span = (d - half).as_nanos().min(u64::MAX as u128) as u64;
+    half + Duration::from_nanos(if span == 0 { 0 } else { rng.u64(0..=span) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> NodeName {
+        NodeName::new(s)
+    }
+
+    fn answer(nodes: &[&str], complete: bool) -> Answer {
+        Answer::new(nodes.iter().map(|s| n(s)).collect(), complete)
+    }
+
+    fn plan(grace: Duration) -> Plan {
+        Plan::new(
+            PlanConfig {
+                backoff_base: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(1),
+                removal_grace: grace,
+                disconnect_on_removal: true,
+            },
+            n("me@h"),
+            7,
+        )
+    }
+
+    #[test]
+    fn connects_every_discovered_node_but_itself_at_once() {
+        let now = Instant::now();
+        let mut p = plan(Duration::ZERO);
+        let ev = p.answer(&answer(&["a@h", "b@h", "me@h"], true), now);
+        assert_eq!(
+            ev,
+            vec![Event::Discovered(n("a@h")), Event::Discovered(n("b@h"))]
+        );
+        let (acts, _) = p.poll(now);
+        assert_eq!(
+            acts,
+            vec![Action::Connect(n("a@h")), Action::Connect(n("b@h"))]
+        );
+        // In flight: not asked again.
+        assert!(p.poll(now).0.is_empty());
+    }
+
+    #[test]
+    fn failed_connects_back_off_exponentially_with_jitter_up_to_the_max() {
+        let t0 = Instant::now();
+        let mut p = plan(Duration::ZERO);
+        p.answer(&answer(&["a@h"], true), t0);
+        let mut now = t0;
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            assert_eq!(p.poll(now).0, vec![Action::Connect(n("a@h"))]);
+            let ev = p.connect_result(&n("a@h"), Err("refused".into()), now);
+            let Event::ConnectFailed { retry_in, .. } = ev[0].clone() else {
+                panic!("{ev:?}")
+            };
+            delays.push(retry_in);
+            // Not before the delay...
+            assert!(p
+                .poll(now + retry_in - Duration::from_millis(1))
+                .0
+                .is_empty());
+            assert_eq!(p.next_deadline(), Some(now + retry_in));
+            now += retry_in;
+        }
+        for (i, d) in delays.iter().enumerate() {
+            let full = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(1));
+            assert!(
+                *d >= full / 2 && *d <= full,
+                "attempt {i}: {d:?} vs {full:?}"
+            );
+        }
+        // Success resets the backoff.
+        p.poll(now);
+        p.connect_result(&n("a@h"), Ok(()), now);
+        p.connected_set(BTreeSet::new());
+        assert_eq!(p.poll(now).0, vec![Action::Connect(n("a@h"))]);
+    }
+
+    #[test]
+    fn errors_and_incomplete_answers_never_remove() {
+        let now = Instant::now();
+        let mut p = plan(Duration::ZERO);
+        p.answer(&answer(&["a@h", "b@h"], true), now);
+        p.discovery_error("timeout".into());
+        p.answer(&answer(&["c@h"], false), now);
+        p.answer(&answer(&[], false), now);
+        let (_, ev) = p.poll(now);
+        assert!(ev.is_empty());
+        assert_eq!(p.desired(), [n("a@h"), n("b@h"), n("c@h")].into());
+        assert_eq!(p.counters().discovery_errors, 1);
+    }
+
+    #[test]
+    fn complete_answer_removes_after_grace_and_disconnects() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(3);
+        let mut p = plan(grace);
+        p.answer(&answer(&["a@h", "b@h"], true), t0);
+        for a in p.poll(t0).0 {
+            let Action::Connect(node) = a else { panic!() };
+            p.connect_result(&node, Ok(()), t0);
+        }
+        let ev = p.answer(&answer(&["a@h"], true), t0);
+        assert_eq!(ev, vec![Event::Absent(n("b@h"))]);
+        assert_eq!(p.next_deadline(), Some(t0 + grace));
+        assert!(p.poll(t0 + grace - Duration::from_millis(1)).1.is_empty());
+        let (acts, ev) = p.poll(t0 + grace);
+        assert_eq!(acts, vec![Action::Disconnect(n("b@h"))]);
+        assert_eq!(ev, vec![Event::Removed(n("b@h"))]);
+        assert_eq!(p.desired(), [n("a@h")].into());
+    }
+
+    #[test]
+    fn reappearing_within_grace_cancels_removal() {
+        let t0 = Instant::now();
+        let mut p = plan(Duration::from_secs(3));
+        p.answer(&answer(&["a@h"], true), t0);
+        p.answer(&answer(&[], true), t0);
+        p.answer(&answer(&["a@h"], true), t0 + Duration::from_secs(1));
+        let (_, ev) = p.poll(t0 + Duration::from_secs(10));
+        assert!(ev.is_empty());
+        assert_eq!(p.desired(), [n("a@h")].into());
+    }
+
+    #[test]
+    fn removal_without_disconnect_when_configured() {
+        let t0 = Instant::now();
+        let mut p = plan(Duration::ZERO);
+        p.config.disconnect_on_removal = false;
+        p.answer(&answer(&["a@h"], true), t0);
+        p.poll(t0);
+        p.connect_result(&n("a@h"), Ok(()), t0);
+        p.answer(&answer(&[], true), t0);
+        let (acts, ev) = p.poll(t0);
+        assert!(acts.is_empty());
+        assert_eq!(ev, vec![Event::Removed(n("a@h"))]);
+    }
+
+    #[test]
+    fn a_lost_connection_is_retried_immediately() {
+        let t0 = Instant::now();
+        let mut p = plan(Duration::ZERO);
+        p.answer(&answer(&["a@h"], true), t0);
+        p.poll(t0);
+        p.connect_result(&n("a@h"), Ok(()), t0);
+        assert!(p.poll(t0).0.is_empty());
+        let ev = p.connected_set(BTreeSet::new());
+        assert_eq!(ev, vec![Event::Lost(n("a@h"))]);
+        assert_eq!(p.poll(t0).0, vec![Action::Connect(n("a@h"))]);
+    }
+
+    #[test]
+    fn backoff_delay_saturates() {
+        let c = PlanConfig {
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            ..PlanConfig::default()
+        };
+        let mut rng = fastrand::Rng::with_seed(1);
+        for f in [0, 1, 40, u32::MAX] {
+            let d = backoff_delay(&c, f, &mut rng);
+            assert!(d <= Duration::from_secs(30), "{f}: {d:?}");
+        }
+    }
+}

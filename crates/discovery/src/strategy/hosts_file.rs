@@ -1,0 +1,149 @@
+use std::collections::BTreeSet;
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{epmd_names, Discover};
+use crate::{Answer, DiscoveryError, NodeName};
+
+/// Parses a `.hosts.erlang` file: Erlang terms, each a host atom followed
+/// by a full stop (`'host1.example'.`), `%` comments. Returns the hosts or
+/// a message naming the line of the first bad term.
+pub fn parse_hosts_erlang(text: &str) -> Result<Vec<String>, String> {
+    let mut hosts = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = match raw.find('%') {
+            // A `%` inside a quoted atom is not a comment; hosts have none.
+            Some(p) => &raw[..p],
+            None => raw,
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let Some(body) = line.strip_suffix('.') else {
+            return Err(format!(
+                "line {}: a term must end with `.`: {line:?}",
+                i + 1
+            ));
+        };
+        let body = body.trim();
+        let host = if let Some(q) = body.strip_prefix('\'') {
+            q.strip_suffix('\'')
+                .ok_or_else(|| format!("line {}: unterminated quoted atom: {line:?}", i + 1))?
+        } else {
+            body
+        };
+        let ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+        if !ok {
+            return Err(format!("line {}: not a host name: {line:?}", i + 1));
+        }
+        hosts.push(host.to_owned());
+    }
+    Ok(hosts)
+}
+
+/// The hosts of a `.hosts.erlang`-style file (re-read every round), each
+/// asked for its names by its epmd (libcluster's `ErlangHosts`).
+#[derive(Clone, Debug)]
+pub struct HostsFile {
+    path: PathBuf,
+    epmd_port: u16,
+    timeout: Duration,
+}
+
+impl HostsFile {
+    /// Reads `path`; asks epmd on `epmd_port` of every host.
+    pub fn new(path: impl Into<PathBuf>, epmd_port: u16, timeout: Duration) -> HostsFile {
+        HostsFile {
+            path: path.into(),
+            epmd_port,
+            timeout,
+        }
+    }
+}
+
+impl Discover for HostsFile {
+    fn name(&self) -> &'static str {
+        "hosts_file"
+    }
+
+    async fn discover(&mut self) -> Result<Answer, DiscoveryError> {
+        let text = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
+            DiscoveryError::Unavailable {
+                strategy: "hosts_file",
+                reason: format!("{}: {e}", self.path.display()),
+            }
+        })?;
+        let hosts = parse_hosts_erlang(&text).map_err(|reason| DiscoveryError::BadAnswer {
+            strategy: "hosts_file",
+            reason: format!("{}: {reason}", self.path.display()),
+        })?;
+        let mut nodes = BTreeSet::new();
+        let mut failed = Vec::new();
+        let mut queries = tokio::task::JoinSet::new();
+        for host in hosts.clone() {
+            let (port, timeout) = (self.epmd_port, self.timeout);
+            queries.spawn(async move {
+                let target = format!("{host}:{port}");
+                let addr = tokio::task::spawn_blocking(move || {
+                    target.to_socket_addrs().ok().and_then(|mut a| a.next())
+                })
+                .await
+                .ok()
+                .flatten();
+                let r = match addr {
+                    Some(a) => epmd_names(a, timeout).await,
+                    None => Err("cannot resolve".into()),
+                };
+                (host, r)
+            });
+        }
+        while let Some(Ok((host, r))) = queries.join_next().await {
+            match r {
+                Ok(names) => nodes.extend(
+                    names
+                        .into_iter()
+                        .map(|n| NodeName::new(format!("{n}@{host}"))),
+                ),
+                Err(e) => failed.push(format!("{host}: {e}")),
+            }
+        }
+        if !hosts.is_empty() && failed.len() == hosts.len() {
+            return Err(DiscoveryError::Unavailable {
+                strategy: "hosts_file",
+                reason: failed.join("; "),
+            });
+        }
+        // A host that did not answer may still run nodes: partial answer.
+        Ok(Answer::new(nodes, failed.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_quoted_and_bare_atoms_and_comments() {
+        let t = "% cluster hosts\n'a.example.com'.\nb . \n\n'10.0.0.3'. % third\n";
+        assert_eq!(
+            parse_hosts_erlang(t).unwrap(),
+            vec!["a.example.com", "b", "10.0.0.3"]
+        );
+    }
+
+    #[test]
+    fn rejects_bad_terms_with_the_line() {
+        assert!(parse_hosts_erlang("'a'\n").unwrap_err().contains("line 1"));
+        assert!(parse_hosts_erlang("ok.\n{a,b}.\n")
+            .unwrap_err()
+            .contains("line 2"));
+        assert!(parse_hosts_erlang("'a.\n")
+            .unwrap_err()
+            .contains("unterminated"));
+    }
+}

@@ -1,0 +1,189 @@
+//! Scenario helpers: one formation engine per pod (in the test process,
+//! acting on the pod's BEAM node through [`BeamActor`]), and membership
+//! checks from the BEAM side (`nodes()`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use erlkube_discovery::strategy::{
+    poll, DnsA, DnsSettings, DnsSrv, EmptyAnswer, IpVersion, StaticList,
+};
+use erlkube_discovery::{Engine, EngineConfig, Formation, NodeName, PlanConfig};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::{BeamActor, Bed};
+
+/// Which strategy the pods' engines use.
+#[derive(Clone, Debug)]
+pub enum Strategy {
+    /// DNS A/AAAA of the bed's Service.
+    DnsA,
+    /// DNS SRV of the bed's Service.
+    DnsSrv,
+    /// A fixed list.
+    Static(Vec<NodeName>),
+}
+
+/// Engine settings suited to the bed (short timers).
+pub fn fast_engine() -> EngineConfig {
+    EngineConfig {
+        plan: PlanConfig {
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(2),
+            removal_grace: Duration::from_secs(1),
+            disconnect_on_removal: true,
+        },
+        check_interval: Duration::from_millis(500),
+        connect_timeout: Duration::from_secs(10),
+        seed: None,
+    }
+}
+
+/// The DNS settings of the bed's Service.
+pub fn dns_settings(bed: &Bed) -> DnsSettings {
+    DnsSettings {
+        query: bed.service_fqdn(),
+        basename: bed.config().basename.clone(),
+        server: Some(bed.dns_addr()),
+        timeout: Duration::from_secs(1),
+        min_expected: 0,
+        empty_answer: EmptyAnswer::Error,
+        ip_version: match bed.config().naming {
+            crate::Naming::Ipv6 => IpVersion::V6,
+            _ => IpVersion::V4,
+        },
+    }
+}
+
+/// Running engines, by pod index.
+#[derive(Default)]
+pub struct Engines {
+    running: BTreeMap<u32, (Formation, JoinHandle<()>)>,
+}
+
+impl Engines {
+    /// Starts an engine for pod `index` with `strategy`, polling every
+    /// `interval`.
+    pub fn start(
+        &mut self,
+        bed: &Bed,
+        index: u32,
+        strategy: &Strategy,
+        config: EngineConfig,
+        interval: Duration,
+    ) {
+        let pod = bed.pod(index);
+        let (tx, rx) = mpsc::channel(16);
+        let task = match strategy {
+            Strategy::DnsA => tokio::spawn(poll(
+                DnsA::new(dns_settings(bed)).expect("resolver"),
+                interval,
+                tx,
+            )),
+            Strategy::DnsSrv => tokio::spawn(poll(
+                DnsSrv::new(dns_settings(bed)).expect("resolver"),
+                interval,
+                tx,
+            )),
+            Strategy::Static(list) => {
+                tokio::spawn(poll(StaticList::new(list.clone()), interval, tx))
+            }
+        };
+        let formation = Engine::new(BeamActor::new(pod.erl.clone()), config).spawn(rx);
+        self.running.insert(index, (formation, task));
+    }
+
+    /// Starts engines for every pod that has none.
+    pub fn start_all(
+        &mut self,
+        bed: &Bed,
+        strategy: &Strategy,
+        config: &EngineConfig,
+        interval: Duration,
+    ) {
+        for i in bed.indexes() {
+            if !self.running.contains_key(&i) {
+                self.start(bed, i, strategy, config.clone(), interval);
+            }
+        }
+    }
+
+    /// Stops pod `index`'s engine.
+    pub fn stop(&mut self, index: u32) {
+        if let Some((f, t)) = self.running.remove(&index) {
+            t.abort();
+            drop(f);
+        }
+    }
+
+    /// The engine of pod `index`.
+    pub fn get(&self, index: u32) -> &Formation {
+        &self.running[&index].0
+    }
+}
+
+impl Drop for Engines {
+    fn drop(&mut self) {
+        for (_, (_, t)) in std::mem::take(&mut self.running) {
+            t.abort();
+        }
+    }
+}
+
+/// Each pod's `nodes()`, by index.
+pub async fn membership(bed: &Bed) -> BTreeMap<u32, Result<BTreeSet<String>, String>> {
+    let mut out = BTreeMap::new();
+    for p in bed.pods() {
+        let r = p
+            .erl
+            .nodes()
+            .await
+            .map(|v| v.into_iter().collect())
+            .map_err(|e| e.to_string());
+        out.insert(p.index, r);
+    }
+    out
+}
+
+/// True when every pod is connected to exactly every other pod in `members`
+/// (and `members` are all the pods' names).
+pub async fn is_full_mesh(bed: &Bed, members: &[u32]) -> bool {
+    let names: BTreeSet<String> = members
+        .iter()
+        .map(|i| bed.pod(*i).node_name.clone())
+        .collect();
+    for i in members {
+        let me = &bed.pod(*i).node_name;
+        let want: BTreeSet<String> = names.iter().filter(|n| *n != me).cloned().collect();
+        match bed.pod(*i).erl.nodes().await {
+            Ok(v) if v.iter().cloned().collect::<BTreeSet<_>>() == want => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Waits (up to `limit`, a liveness bound, not a performance assertion)
+/// until the given pods form one full mesh; returns the time it took, or a
+/// description of each pod's view.
+pub async fn wait_full_mesh(
+    bed: &Bed,
+    members: &[u32],
+    limit: Duration,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    loop {
+        if is_full_mesh(bed, members).await {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let view = membership(bed).await;
+            return Err(format!(
+                "no full mesh of {members:?} after {limit:?}; views: {view:#?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

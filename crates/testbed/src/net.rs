@@ -1,0 +1,78 @@
+//! `ip` command helpers.
+
+use std::io;
+use std::process::Command;
+
+/// Runs `ip ARGS`, failing with its stderr.
+pub fn ip(args: &[&str]) -> io::Result<String> {
+    run(Command::new("ip").args(args))
+}
+
+/// Runs a command to completion, failing with its stderr.
+pub fn run(cmd: &mut Command) -> io::Result<String> {
+    let out = cmd
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("{cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `ip netns exec NS` + program: a command that runs inside the namespace.
+pub fn in_netns(ns: &str, program: &str) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, program]);
+    c
+}
+
+/// Names of the network namespaces.
+pub fn netns_list() -> Vec<String> {
+    ip(&["netns", "list"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// Names of the links of the current namespace.
+pub fn link_list() -> Vec<String> {
+    ip(&["-o", "link", "show"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let name = l.split(':').nth(1)?.trim();
+            Some(name.split('@').next()?.to_owned())
+        })
+        .collect()
+}
+
+/// Process ids inside a namespace.
+pub fn netns_pids(ns: &str) -> Vec<i32> {
+    ip(&["netns", "pids", ns])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Kills every process in the namespace, then deletes it.
+pub fn netns_delete(ns: &str) {
+    for pid in netns_pids(ns) {
+        // SAFETY: kill(2) on a pid inside a namespace this test bed created.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
+    for _ in 0..50 {
+        if netns_pids(ns).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = ip(&["netns", "delete", ns]);
+}

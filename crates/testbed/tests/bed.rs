@@ -1,0 +1,139 @@
+//! The test bed itself: pods, DNS records, partition, cleanup.
+
+use std::time::Duration;
+
+use erlkube_discovery::strategy::{Discover, DnsA, DnsSrv};
+use erlkube_discovery::NodeName;
+use erlkube_testbed::harness::dns_settings;
+use erlkube_testbed::{net, Bed, BedConfig, Naming};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_get_dns_records_and_everything_is_removed_on_drop() {
+    let mut bed = Bed::new(BedConfig {
+        naming: Naming::Hostname,
+        ..BedConfig::default()
+    })
+    .unwrap();
+    let id = bed.id().to_owned();
+    let pods = bed.add_pods(2).unwrap();
+    let names: Vec<NodeName> = pods
+        .iter()
+        .map(|i| NodeName::new(&bed.pod(*i).node_name))
+        .collect();
+    let mut a = DnsA::new(dns_settings(&bed)).unwrap();
+    let got = a.discover().await.unwrap();
+    assert!(got.complete);
+    let ips: Vec<String> = pods
+        .iter()
+        .map(|i| format!("app@{}", bed.pod(*i).ipv4))
+        .collect();
+    assert_eq!(
+        got.nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+        ips
+    );
+    let mut srv = DnsSrv::new(dns_settings(&bed)).unwrap();
+    let got = srv.discover().await.unwrap();
+    assert_eq!(got.nodes, names.iter().cloned().collect());
+    // The pods resolve each other's host names through the bed's DNS.
+    let other = &bed.pod(pods[1]).node_name;
+    let r = bed
+        .pod(pods[0])
+        .erl
+        .eval(&format!("net_adm:ping('{other}')"), Duration::from_secs(20))
+        .await;
+    assert_eq!(r.unwrap(), "pong");
+    // Unpublished: gone from the Service records.
+    bed.unpublish(pods[0]).unwrap();
+    let got = srv.discover().await.unwrap();
+    assert_eq!(got.nodes, [names[1].clone()].into());
+    drop(bed);
+    assert!(
+        !net::netns_list().iter().any(|n| n.starts_with(&id)),
+        "{:?}",
+        net::netns_list()
+    );
+    assert!(
+        !net::link_list().iter().any(|n| n.starts_with(&id)),
+        "{:?}",
+        net::link_list()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_pod_loses_its_connections_and_heals() {
+    let mut bed = Bed::new(BedConfig::default()).unwrap();
+    let pods = bed.add_pods(2).unwrap();
+    let b = bed.pod(pods[1]).node_name.clone();
+    let e0 = bed.pod(pods[0]).erl.clone();
+    assert_eq!(
+        e0.eval(&format!("net_adm:ping('{b}')"), Duration::from_secs(20))
+            .await
+            .unwrap(),
+        "pong"
+    );
+    bed.partition(pods[1]).unwrap();
+    // net_ticktime 4 s: the link drops within a few seconds.
+    let mut dropped = false;
+    for _ in 0..200 {
+        if e0.nodes().await.unwrap().is_empty() {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped, "partitioned node still connected");
+    assert_eq!(
+        e0.eval(&format!("net_adm:ping('{b}')"), Duration::from_secs(20))
+            .await
+            .unwrap(),
+        "pang"
+    );
+    bed.heal(pods[1]).unwrap();
+    assert_eq!(
+        e0.eval(&format!("net_adm:ping('{b}')"), Duration::from_secs(20))
+            .await
+            .unwrap(),
+        "pong"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dns_strategies_treat_empty_short_and_failed_answers_safely() {
+    use erlkube_discovery::strategy::EmptyAnswer;
+    use erlkube_discovery::DiscoveryError;
+    let mut bed = Bed::new(BedConfig::default()).unwrap();
+    let pods = bed.add_pods(2).unwrap();
+    // Fewer records than expected: an incomplete answer (never prunes).
+    let mut s = dns_settings(&bed);
+    s.min_expected = 3;
+    let got = DnsA::new(s).unwrap().discover().await.unwrap();
+    assert_eq!((got.nodes.len(), got.complete), (2, false));
+    // No ready pod: an error by default, a complete empty answer if asked.
+    for i in &pods {
+        bed.unpublish(*i).unwrap();
+    }
+    let err = DnsA::new(dns_settings(&bed))
+        .unwrap()
+        .discover()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DiscoveryError::BadAnswer { .. }), "{err}");
+    let err = DnsSrv::new(dns_settings(&bed))
+        .unwrap()
+        .discover()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DiscoveryError::BadAnswer { .. }), "{err}");
+    let mut s = dns_settings(&bed);
+    s.empty_answer = EmptyAnswer::Empty;
+    let got = DnsA::new(s).unwrap().discover().await.unwrap();
+    assert!(got.nodes.is_empty() && got.complete);
+    // Server down: unavailable.
+    bed.stop_dns();
+    let err = DnsA::new(dns_settings(&bed))
+        .unwrap()
+        .discover()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DiscoveryError::Unavailable { .. }), "{err}");
+}
