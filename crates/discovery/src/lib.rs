@@ -22,6 +22,8 @@ use std::time::Duration;
 pub mod actor;
 pub mod config;
 pub mod engine;
+pub mod gossip;
+pub mod kubernetes;
 pub mod plan;
 pub mod strategy;
 
