@@ -329,6 +329,12 @@ async fn a_rotated_token_is_picked_up() {
     s.model.set_pod(&s.emu, "app-0", "10.1.5.10", None, EndpointState::READY);
     let mut rx = start(settings(&s)).await;
     until(&mut rx, &names(&["10.1.5.10"])).await;
+    // Let the first watch open with the first token.
+    let start = tokio::time::Instant::now();
+    while s.emu.stats().watches == 0 {
+        assert!(start.elapsed() < LIVENESS, "no watch");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // The kubelet writes a new token; the old one stops working.
     s.emu.set_token("rotated-token", Access::Read);
     std::fs::write(s.dir.0.join("token"), "rotated-token\n").unwrap();
@@ -336,7 +342,8 @@ async fn a_rotated_token_is_picked_up() {
     s.emu.drop_watches();
     s.model.set_pod(&s.emu, "app-1", "10.1.5.11", None, EndpointState::READY);
     until(&mut rx, &names(&["10.1.5.10", "10.1.5.11"])).await;
-    assert_eq!(s.emu.stats().unauthorized, 0, "the old token was used again");
+    let st = s.emu.stats();
+    assert_eq!(st.unauthorized, 0, "the old token was used again: {st:?}");
 }
 
 #[tokio::test]

@@ -125,6 +125,9 @@ pub struct Stats {
     pub watches: u64,
     /// Requests answered 401.
     pub unauthorized: u64,
+    /// The tokens of the requests answered 401 (`None`: no token), for
+    /// tests to tell which credential was used.
+    pub rejected_tokens: Vec<Option<String>>,
     /// Requests answered 403.
     pub forbidden: u64,
     /// Requests answered with an injected error status.
@@ -644,6 +647,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         match access {
             None => {
                 st.stats.unauthorized += 1;
+                st.stats.rejected_tokens.push(token.clone());
                 return json_response(401, &status(401, "Unauthorized", "Unauthorized"));
             }
             Some(Access::None) => {
