@@ -155,6 +155,20 @@ impl Cluster {
     }
 }
 
+/// Waits (liveness bound) until pod `i`'s engine wants exactly `n` nodes
+/// (removals complete after the engine's grace period).
+async fn wait_desired(c: &Cluster, i: u32, n: usize) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let d = c.engine(i).desired();
+        if d.len() == n {
+            return;
+        }
+        assert!(start.elapsed() < FORM, "pod {i} wants {d:?}, not {n} nodes");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kube_five_pods_form_one_full_mesh() {
     let _g = SERIAL.lock().await;
@@ -237,7 +251,7 @@ async fn kube_a_killed_pod_is_removed_and_its_replacement_joins() {
         }
     }
     for i in &members {
-        assert_eq!(c.engine(*i).desired().len(), 4, "pod {i}");
+        wait_desired(&c, *i, 4).await;
     }
 }
 
@@ -259,7 +273,7 @@ async fn kube_a_rolling_restart_ends_in_one_cluster() {
     assert!(members.iter().all(|i| !old.contains(i)));
     wait_full_mesh(&c.bed, &members, FORM).await.unwrap();
     for i in &members {
-        assert_eq!(c.engine(*i).desired().len(), 4, "pod {i}");
+        wait_desired(&c, *i, 4).await;
     }
 }
 
