@@ -92,6 +92,8 @@ pub struct Plan {
     connected: BTreeSet<NodeName>,
     rng: fastrand::Rng,
     counters: Counters,
+    /// Nodes connected by an attempt that finished after their removal.
+    strays: Vec<NodeName>,
 }
 
 /// Counters kept by the plan (the engine adds timing figures).
@@ -120,6 +122,7 @@ impl Plan {
             connected: BTreeSet::new(),
             rng: fastrand::Rng::with_seed(seed),
             counters: Counters::default(),
+            strays: Vec::new(),
         }
     }
 
@@ -204,10 +207,10 @@ impl Plan {
         now: Instant,
     ) -> Vec<Event> {
         let Some(m) = self.desired.get_mut(node) else {
-            // Removed while the attempt ran; a late success is dropped at
-            // the next removal check by the driver (see `poll`).
-            if result.is_ok() {
-                self.connected.insert(node.clone());
+            // Removed while the attempt ran: a late success is undone by
+            // the next `poll` (when removal disconnects).
+            if result.is_ok() && self.config.disconnect_on_removal {
+                self.strays.push(node.clone());
             }
             return Vec::new();
         };
@@ -236,7 +239,7 @@ impl Plan {
 
     /// Actions due at `now` (and the events of removals that happen now).
     pub fn poll(&mut self, now: Instant) -> (Vec<Action>, Vec<Event>) {
-        let mut actions = Vec::new();
+        let mut actions: Vec<Action> = self.strays.drain(..).map(Action::Disconnect).collect();
         let mut events = Vec::new();
         let grace = self.config.removal_grace;
         let gone: Vec<NodeName> = self
@@ -453,6 +456,18 @@ mod tests {
         let ev = p.connected_set(BTreeSet::new());
         assert_eq!(ev, vec![Event::Lost(n("a@h"))]);
         assert_eq!(p.poll(t0).0, vec![Action::Connect(n("a@h"))]);
+    }
+
+    #[test]
+    fn a_connect_that_finishes_after_removal_is_undone() {
+        let t0 = Instant::now();
+        let mut p = plan(Duration::ZERO);
+        p.answer(&answer(&["a@h"], true), t0);
+        assert_eq!(p.poll(t0).0, vec![Action::Connect(n("a@h"))]);
+        p.answer(&answer(&[], true), t0);
+        assert_eq!(p.poll(t0).1, vec![Event::Removed(n("a@h"))]);
+        p.connect_result(&n("a@h"), Ok(()), t0);
+        assert_eq!(p.poll(t0).0, vec![Action::Disconnect(n("a@h"))]);
     }
 
     #[test]

@@ -567,6 +567,17 @@ impl Bed {
         self.write_dns_files()
     }
 
+    /// Sets whether each pod is listed in the Service's records, in one DNS
+    /// update (so they all become resolvable at the same moment).
+    pub fn set_published(&mut self, indexes: &[u32], published: bool) -> io::Result<()> {
+        for i in indexes {
+            if let Some(p) = self.pods.get_mut(i) {
+                p.published = published;
+            }
+        }
+        self.write_dns_files()
+    }
+
     /// Kills the pod (SIGKILL to its processes: a crash), deletes its
     /// namespace and its DNS records.
     pub fn kill_pod(&mut self, index: u32) -> io::Result<()> {

@@ -76,3 +76,34 @@ pub fn netns_delete(ns: &str) {
     }
     let _ = ip(&["netns", "delete", ns]);
 }
+
+/// Runs `f` on a new thread that has entered network namespace `ns`
+/// (`setns(2)` affects only that thread): sockets it creates live in the
+/// pod. Use it to run an in-process Rust node "inside" a pod, e.g. with a
+/// current-thread tokio runtime built on that thread.
+pub fn spawn_in_netns<F, T>(ns: &str, f: F) -> io::Result<std::thread::JoinHandle<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        // SAFETY: setns(2) on a valid namespace fd, for this thread only.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            let _ = tx.send(Err(io::Error::last_os_error()));
+            // The caller gets the error; f never runs outside the pod.
+            panic!("setns failed");
+        }
+        let _ = tx.send(Ok(()));
+        drop(file);
+        f()
+    });
+    match rx.recv() {
+        Ok(Ok(())) => Ok(handle),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::other("netns thread died")),
+    }
+}

@@ -137,3 +137,26 @@ async fn dns_strategies_treat_empty_short_and_failed_answers_safely() {
         .unwrap_err();
     assert!(matches!(err, DiscoveryError::Unavailable { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thread_can_run_inside_a_pod() {
+    let mut bed = Bed::new(BedConfig::default()).unwrap();
+    let pods = bed.add_pods(2).unwrap();
+    let (a, b) = (bed.pod(pods[0]).ipv4, bed.pod(pods[1]).ipv4);
+    // A listener on pod 1's address, from a thread inside pod 1...
+    let listener = net::spawn_in_netns(&bed.pod(pods[0]).netns, move || {
+        std::net::TcpListener::bind((a, 0)).map(|l| l.local_addr().unwrap())
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    assert!(listener.is_ok(), "{listener:?}");
+    // ...while pod 2's address is not local there.
+    let other = net::spawn_in_netns(&bed.pod(pods[0]).netns, move || {
+        std::net::TcpListener::bind((b, 0)).is_err()
+    })
+    .unwrap()
+    .join()
+    .unwrap();
+    assert!(other);
+}

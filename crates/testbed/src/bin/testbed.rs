@@ -62,7 +62,11 @@ fn parse_up(args: &[String]) -> Result<(usize, Naming, Option<Strategy>), String
                     Some("ipv4") => Naming::Ipv4,
                     Some("ipv6") => Naming::Ipv6,
                     Some("hostname") => Naming::Hostname,
-                    other => return Err(format!("--naming: expected ipv4, ipv6 or hostname, got {other:?}")),
+                    other => {
+                        return Err(format!(
+                            "--naming: expected ipv4, ipv6 or hostname, got {other:?}"
+                        ))
+                    }
                 }
             }
             "--form" => {
@@ -70,7 +74,11 @@ fn parse_up(args: &[String]) -> Result<(usize, Naming, Option<Strategy>), String
                     Some("dns_a") => Some(Strategy::DnsA),
                     Some("dns_srv") => Some(Strategy::DnsSrv),
                     Some("none") => None,
-                    other => return Err(format!("--form: expected dns_a, dns_srv or none, got {other:?}")),
+                    other => {
+                        return Err(format!(
+                            "--form: expected dns_a, dns_srv or none, got {other:?}"
+                        ))
+                    }
                 }
             }
             num => {
@@ -86,12 +94,28 @@ fn parse_up(args: &[String]) -> Result<(usize, Naming, Option<Strategy>), String
 }
 
 async fn up(n: usize, naming: Naming, form: Option<Strategy>) -> Result<(), String> {
-    let mut bed = Bed::new(BedConfig { naming, ..BedConfig::default() }).map_err(|e| e.to_string())?;
+    let mut bed = Bed::new(BedConfig {
+        naming,
+        ..BedConfig::default()
+    })
+    .map_err(|e| e.to_string())?;
     let pods = bed.add_pods(n).map_err(|e| e.to_string())?;
-    println!("bed {}: DNS {} serving {} (A, AAAA, SRV)", bed.id(), bed.dns_addr(), bed.service_fqdn());
-    println!("cookie {}; epmd port {} in every pod", bed.config().cookie, bed.config().epmd_port);
+    println!(
+        "bed {}: DNS {} serving {} (A, AAAA, SRV)",
+        bed.id(),
+        bed.dns_addr(),
+        bed.service_fqdn()
+    );
+    println!(
+        "cookie {}; epmd port {} in every pod",
+        bed.config().cookie,
+        bed.config().epmd_port
+    );
     for p in bed.pods() {
-        println!("  pod {:>3}  netns {:<16} {:<15} {:<24} {}", p.index, p.netns, p.ipv4, p.ipv6, p.node_name);
+        println!(
+            "  pod {:>3}  netns {:<16} {:<15} {:<24} {}",
+            p.index, p.netns, p.ipv4, p.ipv6, p.node_name
+        );
     }
     println!("enter a pod: ip netns exec <netns> bash");
     let mut engines = Engines::default();

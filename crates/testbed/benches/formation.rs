@@ -1,0 +1,255 @@
+//! Convergence and removal time of the formation engine driving real BEAM
+//! nodes in the test bed, against a libcluster-style anchor measured in the
+//! same run: the same engine polling DNS every 5 s (libcluster's default
+//! polling interval) with no backoff between polls.
+//!
+//! - convergence: from the moment every pod becomes resolvable (one DNS
+//!   update) until every node is connected to every other (`nodes()` on
+//!   each BEAM);
+//! - removal: from the moment one pod leaves the Service records (its node
+//!   still running, its own engine stopped) until no other node is
+//!   connected to it.
+//!
+//! Both variants use `removal_grace = 0s` so removal measures the polling
+//! mechanics. Engines start staggered over one interval, so poll phases
+//! are spread as they are in a real cluster.
+//!
+//! Run (root): `cargo bench -p erlkube-testbed --bench formation [-- PODS...]`
+//! (default 5 and 20 pods).
+
+use std::time::Duration;
+
+use erlkube_discovery::{EngineConfig, PlanConfig};
+use erlkube_testbed::harness::{is_full_mesh, Engines, Strategy};
+use erlkube_testbed::{Bed, BedConfig, Naming};
+use tokio::time::Instant;
+
+struct Variant {
+    name: &'static str,
+    interval: Duration,
+    engine: EngineConfig,
+}
+
+fn variants() -> Vec<Variant> {
+    let ours = EngineConfig {
+        plan: PlanConfig {
+            removal_grace: Duration::ZERO,
+            ..PlanConfig::default()
+        },
+        check_interval: Duration::from_secs(1),
+        ..EngineConfig::default()
+    };
+    // libcluster DNSPoll: connect to everything every 5 s, no backoff.
+    let libcluster = EngineConfig {
+        plan: PlanConfig {
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(5),
+            removal_grace: Duration::ZERO,
+            disconnect_on_removal: true,
+        },
+        check_interval: Duration::from_secs(5),
+        ..EngineConfig::default()
+    };
+    vec![
+        Variant {
+            name: "erlkube (1 s poll)",
+            interval: Duration::from_secs(1),
+            engine: ours,
+        },
+        Variant {
+            name: "libcluster-style (5 s poll)",
+            interval: Duration::from_secs(5),
+            engine: libcluster,
+        },
+    ]
+}
+
+async fn reset(bed: &mut Bed, engines: &mut Engines) {
+    for i in bed.indexes() {
+        engines.stop(i);
+    }
+    let all = bed.indexes();
+    bed.set_published(&all, false).unwrap();
+    for p in bed.pods() {
+        let _ = p
+            .erl
+            .eval(
+                "[erlang:disconnect_node(N) || N <- nodes()]",
+                Duration::from_secs(10),
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+async fn start_staggered(bed: &Bed, engines: &mut Engines, v: &Variant) {
+    let pods = bed.indexes();
+    let step = v.interval / pods.len() as u32;
+    for i in pods {
+        engines.start(bed, i, &Strategy::DnsA, v.engine.clone(), v.interval);
+        tokio::time::sleep(step).await;
+    }
+}
+
+fn random_below(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let x = nanos
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        >> 11;
+    Duration::from_nanos(x % (d.as_nanos() as u64).max(1))
+}
+
+async fn converge(bed: &mut Bed, engines: &mut Engines, v: &Variant) -> Duration {
+    reset(bed, engines).await;
+    start_staggered(bed, engines, v).await;
+    // The Service fills at a random moment of the poll cycle.
+    tokio::time::sleep(random_below(v.interval)).await;
+    let all = bed.indexes();
+    let t0 = Instant::now();
+    bed.set_published(&all, true).unwrap();
+    while !is_full_mesh(bed, &all).await {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no convergence");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = t0.elapsed();
+    // Settle: every engine has seen every other node (an engine only
+    // removes nodes it knew; a mesh can form before every engine polled).
+    let others = all.len() as u64 - 1;
+    while !all
+        .iter()
+        .all(|i| engines.get(*i).metrics().discovered == others)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    took
+}
+
+async fn remove_one(bed: &mut Bed, engines: &mut Engines, victim: u32, v: &Variant) -> Duration {
+    let name = bed.pod(victim).node_name.clone();
+    tokio::time::sleep(random_below(v.interval)).await;
+    engines.stop(victim);
+    let t0 = Instant::now();
+    bed.set_published(&[victim], false).unwrap();
+    let others: Vec<u32> = bed.indexes().into_iter().filter(|i| *i != victim).collect();
+    loop {
+        let mut any = false;
+        for i in &others {
+            if bed
+                .pod(*i)
+                .erl
+                .nodes()
+                .await
+                .unwrap_or_default()
+                .contains(&name)
+            {
+                any = true;
+                break;
+            }
+        }
+        if !any {
+            return t0.elapsed();
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            for i in &others {
+                let f = engines.get(*i);
+                eprintln!(
+                    "pod {i}: desired {:?} metrics {:?} nodes {:?}",
+                    f.desired(),
+                    f.metrics(),
+                    bed.pod(*i).erl.nodes().await
+                );
+            }
+            eprintln!("dns log:\n{}", bed.dns_log());
+            panic!("no removal of {name}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn summary(xs: &mut [Duration]) -> String {
+    xs.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mean = xs.iter().map(|d| ms(*d)).sum::<f64>() / xs.len() as f64;
+    format!(
+        "n={} mean {:.0} ms, median {:.0} ms, max {:.0} ms",
+        xs.len(),
+        mean,
+        ms(xs[xs.len() / 2]),
+        ms(xs[xs.len() - 1])
+    )
+}
+
+fn mean(xs: &[Duration]) -> f64 {
+    xs.iter().map(|d| d.as_secs_f64()).sum::<f64>() / xs.len() as f64
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() { vec![5, 20] } else { sizes };
+    for n in sizes {
+        let reps = if n <= 5 { 6 } else { 3 };
+        let mut bed = Bed::new(BedConfig {
+            naming: Naming::Ipv4,
+            ..BedConfig::default()
+        })
+        .expect("test bed");
+        bed.add_pods(n).expect("pods");
+        let mut results = Vec::new();
+        for v in variants() {
+            let mut conv = Vec::new();
+            let mut rem = Vec::new();
+            for _ in 0..reps {
+                let mut engines = Engines::default();
+                conv.push(converge(&mut bed, &mut engines, &v).await);
+                let victim = *bed.indexes().last().unwrap();
+                rem.push(remove_one(&mut bed, &mut engines, victim, &v).await);
+                reset(&mut bed, &mut engines).await;
+            }
+            println!("{n} pods, {}: convergence {}", v.name, summary(&mut conv));
+            println!("{n} pods, {}: removal     {}", v.name, summary(&mut rem));
+            results.push((conv, rem));
+        }
+        // Churn in a stable cluster: our engines, 60 s after convergence.
+        let v = &variants()[0];
+        let mut engines = Engines::default();
+        converge(&mut bed, &mut engines, v).await;
+        let all = bed.indexes();
+        let before: u64 = all
+            .iter()
+            .map(|i| engines.get(*i).metrics().connect_attempts)
+            .sum();
+        let mut subs: Vec<_> = all.iter().map(|i| engines.get(*i).subscribe()).collect();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let after: u64 = all
+            .iter()
+            .map(|i| engines.get(*i).metrics().connect_attempts)
+            .sum();
+        let mut lost = 0;
+        for s in &mut subs {
+            while let Ok(e) = s.try_recv() {
+                if matches!(e, erlkube_discovery::Event::Lost(_)) {
+                    lost += 1;
+                }
+            }
+        }
+        let mesh = is_full_mesh(&bed, &all).await;
+        println!(
+            "{n} pods, stable 60 s after convergence: {} connect attempts, {lost} lost connections, full mesh at the end: {mesh}",
+            after - before
+        );
+        reset(&mut bed, &mut engines).await;
+        println!(
+            "{n} pods: ratio libcluster-style / erlkube (mean): convergence {:.2}x, removal {:.2}x",
+            mean(&results[1].0) / mean(&results[0].0),
+            mean(&results[1].1) / mean(&results[0].1)
+        );
+    }
+}
