@@ -155,6 +155,39 @@ async fn five_pods_form_one_cluster_by_gossip_and_strangers_are_ignored() {
     }
     wait_full_mesh(&bed, members, FORM).await.unwrap();
 
+    // A captured heartbeat sent again is a replay: refused and counted.
+    let replayed_before: u64 = good.iter().map(|m| m.counters.replayed.load(Ordering::Relaxed)).sum();
+    in_netns(&ns, || {
+        let probe = GossipSettings {
+            interface: Some(src),
+            ..GossipSettings::new("x", SECRET, NodeName::new("probe@x"), 0)
+        };
+        let s = bind_socket(&probe).unwrap();
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 2048];
+        // The first authentic packet of the right cluster heard.
+        let packet = loop {
+            let (n, _) = s.recv_from(&mut buf).expect("a heartbeat on the group");
+            if let Ok(hb) = erlkube_discovery::gossip::decode(SECRET, &buf[..n]) {
+                if hb.cluster == "prod" {
+                    break buf[..n].to_vec();
+                }
+            }
+        };
+        // Let the original arrive everywhere first, then replay it.
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..3 {
+            s.send_to(&packet, probe.group).unwrap();
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let replayed_after: u64 = good.iter().map(|m| m.counters.replayed.load(Ordering::Relaxed)).sum();
+    // 3 copies reach the 4 members that are not the sender (or all 5 when
+    // the sender also hears its own).
+    assert!(replayed_after >= replayed_before + 12, "replays not refused: {replayed_before} -> {replayed_after}");
+    wait_full_mesh(&bed, members, FORM).await.unwrap();
+
     // A member goes silent: after the expiry the others drop it.
     let mut good = good;
     let gone = members[4];

@@ -570,15 +570,16 @@ impl Emulator {
         });
     }
 
-    /// Compacts the history: every resourceVersion up to now becomes too
-    /// old. Open watches get an ERROR event with a 410 Status and end;
-    /// resuming from any earlier version answers 410 Gone, so clients
-    /// must re-list.
+    /// Compacts the history at the current resourceVersion: resuming from
+    /// any earlier version answers 410 Gone (an ERROR event with a 410
+    /// Status), and open watches get that ERROR event and end, so clients
+    /// must re-list. A list made afterwards returns the current version,
+    /// from which a watch may start again.
     pub fn expire_history(&self) {
         {
             let mut st = self.state();
             st.history.clear();
-            st.oldest = st.rv + 1;
+            st.oldest = st.rv;
         }
         self.shared.kill.send_modify(|(g, gone)| {
             *g += 1;
@@ -811,7 +812,7 @@ fn watch_response(
     let mut first: Vec<Bytes> = Vec::new();
     let mut last_rv = st.rv;
     match from {
-        Some(v) if v + 1 < st.oldest => {
+        Some(v) if v < st.oldest => {
             // Too old: the real server answers 200 and one ERROR event.
             st.stats.gone += 1;
             first.push(line(
@@ -819,7 +820,7 @@ fn watch_response(
                 &status(
                     410,
                     "Expired",
-                    &format!("too old resource version: {v} ({})", st.oldest - 1),
+                    &format!("too old resource version: {v} ({})", st.oldest),
                 ),
             ));
             st.stats.watches += 1;

@@ -392,8 +392,11 @@ impl Gossip {
         let c = &self.counters;
         let started = Instant::now();
         let dest = SocketAddr::V4(s.group);
-        // node -> (last heard, last timestamp, dist port)
-        let mut heard: BTreeMap<NodeName, (Instant, u64, u16)> = BTreeMap::new();
+        // node -> (last heard, dist port)
+        let mut heard: BTreeMap<NodeName, (Instant, u16)> = BTreeMap::new();
+        // node -> newest accepted timestamp; kept past the node's expiry
+        // (for the skew window) so an old packet cannot revive it.
+        let mut newest: BTreeMap<NodeName, u64> = BTreeMap::new();
         let mut beat = tokio::time::interval(s.interval);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let sweep_every = (s.interval / 2).max(Duration::from_millis(50));
@@ -442,7 +445,7 @@ impl Gossip {
                             let now_wall = now_ms();
                             let skew = s.max_skew.as_millis() as u64;
                             let fresh = hb.timestamp_ms.abs_diff(now_wall) <= skew;
-                            let newer = heard.get(&node).is_none_or(|(_, ts, _)| hb.timestamp_ms > *ts);
+                            let newer = newest.get(&node).is_none_or(|ts| hb.timestamp_ms > *ts);
                             if !fresh || !newer {
                                 c.replayed.fetch_add(1, Ordering::Relaxed);
                                 continue;
@@ -451,7 +454,8 @@ impl Gossip {
                             if node == s.node {
                                 continue;
                             }
-                            let is_new = heard.insert(node, (Instant::now(), hb.timestamp_ms, hb.dist_port)).is_none();
+                            newest.insert(node.clone(), hb.timestamp_ms);
+                            let is_new = heard.insert(node, (Instant::now(), hb.dist_port)).is_none();
                             changed |= is_new;
                         }
                     }
@@ -459,7 +463,10 @@ impl Gossip {
                 _ = sweep.tick() => {
                     let now = Instant::now();
                     let before = heard.len();
-                    heard.retain(|_, (t, _, _)| now.duration_since(*t) < s.expiry);
+                    heard.retain(|_, (t, _)| now.duration_since(*t) < s.expiry);
+                    let wall = now_ms();
+                    let keep = 2 * s.max_skew.as_millis() as u64;
+                    newest.retain(|_, ts| wall.saturating_sub(*ts) <= keep);
                     changed |= heard.len() != before;
                     // The first complete answer, once warmed up.
                     changed |= last.as_ref().is_some_and(|a| !a.complete) && started.elapsed() >= s.expiry;
