@@ -68,7 +68,8 @@ struct Run {
 async fn run(watch: bool, changes: usize, label: &str) -> Run {
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
     emu.set_token("bench", Access::Read);
-    let dir = std::env::temp_dir().join(format!("erlkube-kube-bench-{label}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("erlkube-kube-bench-{label}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.crt"), emu.ca_pem()).unwrap();
     std::fs::write(dir.join("token"), "bench").unwrap();
@@ -76,7 +77,13 @@ async fn run(watch: bool, changes: usize, label: &str) -> Run {
     let mut model = ServiceModel::new("bench", "app-headless", &[("app", "bench")]);
     // A standing membership of 20 pods.
     for i in 0..20 {
-        model.set_pod(&emu, &format!("base-{i}"), &format!("10.9.0.{}", 10 + i), None, EndpointState::READY);
+        model.set_pod(
+            &emu,
+            &format!("base-{i}"),
+            &format!("10.9.0.{}", 10 + i),
+            None,
+            EndpointState::READY,
+        );
     }
     let mut k = KubeSettings::new("app", "app-headless");
     k.api = ApiAccess::InCluster {

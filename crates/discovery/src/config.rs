@@ -526,8 +526,12 @@ pub fn resolve(
             (Some(value_text(key.name, v)?), Source::File)
         } else if key.name == "discovery.epmd.host" {
             (Some(hostname.to_owned()), Source::Default)
-        } else if key.name == "discovery.kubernetes.cluster_domain" && cluster_domain_env.is_some() {
-            (cluster_domain_env.clone(), Source::Env("CLUSTER_DOMAIN".into()))
+        } else if key.name == "discovery.kubernetes.cluster_domain" && cluster_domain_env.is_some()
+        {
+            (
+                cluster_domain_env.clone(),
+                Source::Env("CLUSTER_DOMAIN".into()),
+            )
         } else {
             (key.default.map(str::to_owned), Source::Default)
         };

@@ -36,7 +36,10 @@ fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
 }
 
 fn ip(args: &[&str]) {
-    let out = std::process::Command::new("ip").args(args).output().unwrap();
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "ip {args:?}: {}",
@@ -101,7 +104,15 @@ async fn five_pods_form_one_cluster_by_gossip_and_strangers_are_ignored() {
         "0",
     ]);
     for i in &pods {
-        ip(&["-n", &bed.pod(*i).netns, "route", "add", "224.0.0.0/4", "dev", "eth0"]);
+        ip(&[
+            "-n",
+            &bed.pod(*i).netns,
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            "eth0",
+        ]);
     }
     let (members, strangers) = pods.split_at(5);
     let good: Vec<Member> = members
@@ -124,11 +135,23 @@ async fn five_pods_form_one_cluster_by_gossip_and_strangers_are_ignored() {
     }
     for (k, m) in good.iter().enumerate() {
         let c = &m.counters;
-        assert!(c.bad_mac.load(Ordering::Relaxed) > 0, "member {k} never saw the wrong-secret packets: {c:?}");
-        assert!(c.foreign_cluster.load(Ordering::Relaxed) > 0, "member {k}: {c:?}");
+        assert!(
+            c.bad_mac.load(Ordering::Relaxed) > 0,
+            "member {k} never saw the wrong-secret packets: {c:?}"
+        );
+        assert!(
+            c.foreign_cluster.load(Ordering::Relaxed) > 0,
+            "member {k}: {c:?}"
+        );
     }
     assert!(wrong_secret.counters.bad_mac.load(Ordering::Relaxed) > 0);
-    assert!(other_cluster.counters.foreign_cluster.load(Ordering::Relaxed) > 0);
+    assert!(
+        other_cluster
+            .counters
+            .foreign_cluster
+            .load(Ordering::Relaxed)
+            > 0
+    );
 
     // Garbage sent to the group from a pod: dropped and counted.
     let before: Vec<u64> = good.iter().map(|m| m.counters.dropped()).collect();
@@ -151,12 +174,19 @@ async fn five_pods_form_one_cluster_by_gossip_and_strangers_are_ignored() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     for (k, m) in good.iter().enumerate() {
         // 8 garbage datagrams on top of the strangers' ongoing heartbeats.
-        assert!(m.counters.dropped() >= before[k] + 8, "member {k}: {:?}", m.counters);
+        assert!(
+            m.counters.dropped() >= before[k] + 8,
+            "member {k}: {:?}",
+            m.counters
+        );
     }
     wait_full_mesh(&bed, members, FORM).await.unwrap();
 
     // A captured heartbeat sent again is a replay: refused and counted.
-    let replayed_before: u64 = good.iter().map(|m| m.counters.replayed.load(Ordering::Relaxed)).sum();
+    let replayed_before: u64 = good
+        .iter()
+        .map(|m| m.counters.replayed.load(Ordering::Relaxed))
+        .sum();
     in_netns(&ns, || {
         let probe = GossipSettings {
             interface: Some(src),
@@ -182,10 +212,16 @@ async fn five_pods_form_one_cluster_by_gossip_and_strangers_are_ignored() {
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let replayed_after: u64 = good.iter().map(|m| m.counters.replayed.load(Ordering::Relaxed)).sum();
+    let replayed_after: u64 = good
+        .iter()
+        .map(|m| m.counters.replayed.load(Ordering::Relaxed))
+        .sum();
     // 3 copies reach the 4 members that are not the sender (or all 5 when
     // the sender also hears its own).
-    assert!(replayed_after >= replayed_before + 12, "replays not refused: {replayed_before} -> {replayed_after}");
+    assert!(
+        replayed_after >= replayed_before + 12,
+        "replays not refused: {replayed_before} -> {replayed_after}"
+    );
     wait_full_mesh(&bed, members, FORM).await.unwrap();
 
     // A member goes silent: after the expiry the others drop it.
@@ -195,7 +231,10 @@ async fn five_pods_form_one_cluster_by_gossip_and_strangers_are_ignored() {
     drop(good.remove(4));
     bed.kill_pod(gone).unwrap();
     let start = tokio::time::Instant::now();
-    while good.iter().any(|m| m.formation.desired().contains(&gone_name)) {
+    while good
+        .iter()
+        .any(|m| m.formation.desired().contains(&gone_name))
+    {
         assert!(start.elapsed() < FORM, "the silent node never expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

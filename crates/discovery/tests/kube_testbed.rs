@@ -116,14 +116,17 @@ impl Cluster {
         }
         for i in &new {
             self.start_engine(*i).await;
-            self.model.set_state(&self.emu, &pod_name(*i), EndpointState::READY);
+            self.model
+                .set_state(&self.emu, &pod_name(*i), EndpointState::READY);
         }
         new
     }
 
     async fn start_engine(&mut self, i: u32) {
         let (tx, rx) = mpsc::channel(64);
-        let strategy = Kubernetes::connect(self.settings()).await.expect("strategy");
+        let strategy = Kubernetes::connect(self.settings())
+            .await
+            .expect("strategy");
         let task = tokio::spawn(strategy.run(tx));
         let formation =
             Engine::new(BeamActor::new(self.bed.pod(i).erl.clone()), fast_engine()).spawn(rx);
@@ -188,7 +191,9 @@ async fn kube_scale_to_eight_and_back_to_three() {
     let _g = SERIAL.lock().await;
     let mut c = Cluster::new("scale").await;
     c.add_pods(5).await;
-    wait_full_mesh(&c.bed, &c.bed.indexes(), FORM).await.unwrap();
+    wait_full_mesh(&c.bed, &c.bed.indexes(), FORM)
+        .await
+        .unwrap();
     c.add_pods(3).await;
     let all = c.bed.indexes();
     assert_eq!(all.len(), 8);
@@ -210,7 +215,11 @@ async fn kube_scale_to_eight_and_back_to_three() {
     }
     for i in keep {
         let m = c.engine(*i).metrics();
-        assert_eq!((m.discovered, m.connected, m.removed), (2, 2, 5), "pod {i}: {m:?}");
+        assert_eq!(
+            (m.discovered, m.connected, m.removed),
+            (2, 2, 5),
+            "pod {i}: {m:?}"
+        );
     }
     for i in gone {
         c.bed.kill_pod(*i).unwrap();
@@ -265,7 +274,9 @@ async fn kube_a_rolling_restart_ends_in_one_cluster() {
         // maxSurge 1, maxUnavailable 0: a new pod becomes ready, then an
         // old one terminates (serving a moment longer), then goes.
         c.add_pods(1).await;
-        wait_full_mesh(&c.bed, &c.bed.indexes(), FORM).await.unwrap();
+        wait_full_mesh(&c.bed, &c.bed.indexes(), FORM)
+            .await
+            .unwrap();
         c.delete_pod(*i).await;
     }
     let members = c.bed.indexes();
@@ -319,12 +330,19 @@ async fn kube_an_api_outage_keeps_the_cluster() {
     c.emu.drop_watches();
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(is_full_mesh(&c.bed, &pods).await, "the cluster broke during the outage");
+        assert!(
+            is_full_mesh(&c.bed, &pods).await,
+            "the cluster broke during the outage"
+        );
     }
     for i in &pods {
         let m = c.engine(*i).metrics();
         assert!(m.discovery_errors > 0, "pod {i}: {m:?}");
-        assert_eq!((m.discovered, m.connected, m.removed), (4, 4, 0), "pod {i}: {m:?}");
+        assert_eq!(
+            (m.discovered, m.connected, m.removed),
+            (4, 4, 0),
+            "pod {i}: {m:?}"
+        );
     }
     c.emu.clear_faults();
     let new = c.add_pods(1).await;

@@ -78,7 +78,9 @@ fn settings(s: &Setup) -> KubeSettings {
 }
 
 fn names(ips: &[&str]) -> BTreeSet<NodeName> {
-    ips.iter().map(|ip| NodeName::new(format!("app@{ip}"))).collect()
+    ips.iter()
+        .map(|ip| NodeName::new(format!("app@{ip}")))
+        .collect()
 }
 
 async fn start(k: KubeSettings) -> mpsc::Receiver<Update> {
@@ -141,13 +143,16 @@ fn assert_never_below(seen: &Seen, floor: &BTreeSet<NodeName>) {
 #[tokio::test]
 async fn watch_sees_pods_added_ready_terminating_and_deleted() {
     let mut s = setup("watch").await;
-    s.model.set_pod(&s.emu, "app-0", "10.1.0.10", None, EndpointState::READY);
-    s.model.set_pod(&s.emu, "app-1", "10.1.0.11", None, EndpointState::STARTING);
+    s.model
+        .set_pod(&s.emu, "app-0", "10.1.0.10", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-1", "10.1.0.11", None, EndpointState::STARTING);
     let mut rx = start(settings(&s)).await;
     until(&mut rx, &names(&["10.1.0.10"])).await;
     s.model.set_state(&s.emu, "app-1", EndpointState::READY);
     until(&mut rx, &names(&["10.1.0.10", "10.1.0.11"])).await;
-    s.model.set_pod(&s.emu, "app-2", "10.1.0.12", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-2", "10.1.0.12", None, EndpointState::READY);
     until(&mut rx, &names(&["10.1.0.10", "10.1.0.11", "10.1.0.12"])).await;
     // Terminating but still serving: kept (default policy).
     s.model
@@ -155,7 +160,8 @@ async fn watch_sees_pods_added_ready_terminating_and_deleted() {
     let seen = collect(&mut rx, Duration::from_millis(500)).await;
     assert_never_below(&seen, &names(&["10.1.0.10", "10.1.0.11", "10.1.0.12"]));
     // Stopped serving: dropped.
-    s.model.set_state(&s.emu, "app-0", EndpointState::TERMINATING);
+    s.model
+        .set_state(&s.emu, "app-0", EndpointState::TERMINATING);
     until(&mut rx, &names(&["10.1.0.11", "10.1.0.12"])).await;
     s.model.remove_pod(&s.emu, "app-0");
     s.model.remove_pod(&s.emu, "app-2");
@@ -177,7 +183,12 @@ async fn several_slices_are_joined_by_the_service_name_label() {
     // Another Service's slice in the same namespace is not ours.
     let mut other = ServiceModel::new("prod", "other", &[("app", "other")]);
     other.set_pod(&s.emu, "other-0", "10.1.1.99", None, EndpointState::READY);
-    assert_eq!(s.emu.objects(erlkube_kube_emulator::Kind::EndpointSlice, "prod").len(), 4);
+    assert_eq!(
+        s.emu
+            .objects(erlkube_kube_emulator::Kind::EndpointSlice, "prod")
+            .len(),
+        4
+    );
     let mut rx = start(settings(&s)).await;
     let all: Vec<&str> = ips.iter().map(String::as_str).collect();
     until(&mut rx, &names(&all)).await;
@@ -188,8 +199,10 @@ async fn several_slices_are_joined_by_the_service_name_label() {
 #[tokio::test]
 async fn api_faults_never_shrink_the_set_and_are_recovered_from() {
     let mut s = setup("faults").await;
-    s.model.set_pod(&s.emu, "app-0", "10.1.2.10", None, EndpointState::READY);
-    s.model.set_pod(&s.emu, "app-1", "10.1.2.11", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-0", "10.1.2.10", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-1", "10.1.2.11", None, EndpointState::READY);
     let mut rx = start(settings(&s)).await;
     let mut live = vec!["10.1.2.10".to_owned(), "10.1.2.11".to_owned()];
     let set = |live: &[String]| names(&live.iter().map(String::as_str).collect::<Vec<_>>());
@@ -204,7 +217,10 @@ async fn api_faults_never_shrink_the_set_and_are_recovered_from() {
             seen.errors.iter().any(|e| e.contains(&code.to_string())),
             "no {code} error reported: {seen:#?}"
         );
-        assert!(seen.answers.is_empty(), "answers during a {code} outage: {seen:#?}");
+        assert!(
+            seen.answers.is_empty(),
+            "answers during a {code} outage: {seen:#?}"
+        );
         s.emu.clear_faults();
         // A change after the fault is seen.
         let n = live.len();
@@ -243,7 +259,8 @@ async fn api_faults_never_shrink_the_set_and_are_recovered_from() {
     assert!(s.emu.stats().lists > lists, "no re-list after 410");
     assert_never_below(&seen, &set(&live));
     // A change after the re-list is seen.
-    s.model.set_pod(&s.emu, "app-9", "10.1.2.99", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-9", "10.1.2.99", None, EndpointState::READY);
     live.push("10.1.2.99".into());
     until(&mut rx, &set(&live)).await;
 
@@ -252,7 +269,8 @@ async fn api_faults_never_shrink_the_set_and_are_recovered_from() {
     s.emu.fail_always(503);
     s.emu.drop_watches();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    s.model.set_pod(&s.emu, "app-10", "10.1.2.100", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-10", "10.1.2.100", None, EndpointState::READY);
     live.push("10.1.2.100".into());
     s.emu.expire_history();
     s.emu.clear_faults();
@@ -281,8 +299,14 @@ async fn a_missing_ca_file_is_an_error_naming_the_file() {
     std::fs::remove_file(s.dir.0.join("ca.crt")).unwrap();
     let err = Kubernetes::connect(settings(&s)).await.unwrap_err();
     let path = s.dir.0.join("ca.crt");
-    assert!(matches!(&err, KubeError::CaFile { path: p, .. } if *p == path), "{err:?}");
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        matches!(&err, KubeError::CaFile { path: p, .. } if *p == path),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
     // An empty file is no better.
     std::fs::write(&path, "").unwrap();
     let err = Kubernetes::connect(settings(&s)).await.unwrap_err();
@@ -292,7 +316,8 @@ async fn a_missing_ca_file_is_an_error_naming_the_file() {
 #[tokio::test]
 async fn a_wrong_ca_is_a_clear_error_and_nothing_is_answered() {
     let mut s = setup("wrongca").await;
-    s.model.set_pod(&s.emu, "app-0", "10.1.3.10", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-0", "10.1.3.10", None, EndpointState::READY);
     let other = Emulator::start(EmulatorConfig::default()).await.unwrap();
     std::fs::write(s.dir.0.join("ca.crt"), other.ca_pem()).unwrap();
     let mut rx = start(settings(&s)).await;
@@ -309,7 +334,8 @@ async fn a_wrong_ca_is_a_clear_error_and_nothing_is_answered() {
 #[tokio::test]
 async fn a_token_without_rights_gets_a_forbidden_error_naming_the_rbac() {
     let mut s = setup("forbidden").await;
-    s.model.set_pod(&s.emu, "app-0", "10.1.4.10", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-0", "10.1.4.10", None, EndpointState::READY);
     s.emu.set_token("good-token", Access::None);
     let mut rx = start(settings(&s)).await;
     let seen = collect(&mut rx, Duration::from_secs(1)).await;
@@ -326,7 +352,8 @@ async fn a_token_without_rights_gets_a_forbidden_error_naming_the_rbac() {
 #[tokio::test]
 async fn a_rotated_token_is_picked_up() {
     let mut s = setup("rotate").await;
-    s.model.set_pod(&s.emu, "app-0", "10.1.5.10", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-0", "10.1.5.10", None, EndpointState::READY);
     let mut rx = start(settings(&s)).await;
     until(&mut rx, &names(&["10.1.5.10"])).await;
     // Let the first watch open with the first token.
@@ -340,7 +367,8 @@ async fn a_rotated_token_is_picked_up() {
     std::fs::write(s.dir.0.join("token"), "rotated-token\n").unwrap();
     s.emu.revoke_token("good-token");
     s.emu.drop_watches();
-    s.model.set_pod(&s.emu, "app-1", "10.1.5.11", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-1", "10.1.5.11", None, EndpointState::READY);
     until(&mut rx, &names(&["10.1.5.10", "10.1.5.11"])).await;
     let st = s.emu.stats();
     assert_eq!(st.unauthorized, 0, "the old token was used again: {st:?}");
@@ -349,8 +377,10 @@ async fn a_rotated_token_is_picked_up() {
 #[tokio::test]
 async fn endpoints_resource_with_polling() {
     let mut s = setup("endpoints").await;
-    s.model.set_pod(&s.emu, "app-0", "10.1.6.10", None, EndpointState::READY);
-    s.model.set_pod(&s.emu, "app-1", "10.1.6.11", None, EndpointState::STARTING);
+    s.model
+        .set_pod(&s.emu, "app-0", "10.1.6.10", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-1", "10.1.6.11", None, EndpointState::STARTING);
     let mut k = settings(&s);
     k.resource = ResourceKind::Endpoints;
     k.watch = false;
@@ -372,8 +402,15 @@ async fn endpoints_resource_with_polling() {
 #[tokio::test]
 async fn pods_resource_with_a_label_selector_and_dns_names() {
     let mut s = setup("pods").await;
-    s.model.set_pod(&s.emu, "app-0", "10.1.7.10", None, EndpointState::READY);
-    s.model.set_pod(&s.emu, "app-1", "fd00:10:244::7", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-0", "10.1.7.10", None, EndpointState::READY);
+    s.model.set_pod(
+        &s.emu,
+        "app-1",
+        "fd00:10:244::7",
+        None,
+        EndpointState::READY,
+    );
     let mut other = ServiceModel::new("prod", "other", &[("app", "other")]);
     other.set_pod(&s.emu, "other-0", "10.1.7.99", None, EndpointState::READY);
     let mut k = settings(&s);
@@ -389,7 +426,8 @@ async fn pods_resource_with_a_label_selector_and_dns_names() {
     .map(NodeName::new)
     .collect();
     until(&mut rx, &want).await;
-    s.model.set_state(&s.emu, "app-0", EndpointState::TERMINATING);
+    s.model
+        .set_state(&s.emu, "app-0", EndpointState::TERMINATING);
     let want: BTreeSet<NodeName> = ["app@fd00-10-244--7.app-headless.prod.svc.cluster.local"]
         .into_iter()
         .map(NodeName::new)
@@ -400,10 +438,20 @@ async fn pods_resource_with_a_label_selector_and_dns_names() {
 #[tokio::test]
 async fn statefulset_hostnames() {
     let mut s = setup("hostname").await;
-    s.model
-        .set_pod(&s.emu, "app-0", "10.1.8.10", Some("app-0"), EndpointState::READY);
-    s.model
-        .set_pod(&s.emu, "app-1", "10.1.8.11", Some("app-1"), EndpointState::READY);
+    s.model.set_pod(
+        &s.emu,
+        "app-0",
+        "10.1.8.10",
+        Some("app-0"),
+        EndpointState::READY,
+    );
+    s.model.set_pod(
+        &s.emu,
+        "app-1",
+        "10.1.8.11",
+        Some("app-1"),
+        EndpointState::READY,
+    );
     let mut k = settings(&s);
     k.mode = NameMode::Hostname;
     k.cluster_domain = "k8s.example".into();
@@ -424,9 +472,15 @@ async fn configured_from_keys_and_a_missing_ca_fails_at_startup() {
     let env = |extra: &[(&str, String)]| {
         let mut v: Vec<(String, String)> = vec![
             ("ERLKUBE_DISCOVERY_STRATEGY".into(), "kubernetes".into()),
-            ("ERLKUBE_DISCOVERY_KUBERNETES_SERVICE".into(), "app-headless".into()),
+            (
+                "ERLKUBE_DISCOVERY_KUBERNETES_SERVICE".into(),
+                "app-headless".into(),
+            ),
             ("ERLKUBE_DISCOVERY_KUBERNETES_BASENAME".into(), "app".into()),
-            ("ERLKUBE_DISCOVERY_KUBERNETES_API_SERVER".into(), s.emu.url()),
+            (
+                "ERLKUBE_DISCOVERY_KUBERNETES_API_SERVER".into(),
+                s.emu.url(),
+            ),
             (
                 "ERLKUBE_DISCOVERY_KUBERNETES_SERVICE_ACCOUNT_DIR".into(),
                 s.dir.0.display().to_string(),
@@ -446,7 +500,10 @@ async fn configured_from_keys_and_a_missing_ca_fails_at_startup() {
     let (tx, mut rx) = mpsc::channel(16);
     let task = c.spawn_strategy(tx).unwrap();
     let seen = collect(&mut rx, Duration::from_millis(500)).await;
-    assert!(seen.answers.iter().any(|(n, c)| n.is_empty() && *c), "{seen:#?}");
+    assert!(
+        seen.answers.iter().any(|(n, c)| n.is_empty() && *c),
+        "{seen:#?}"
+    );
     task.abort();
     let e = erlkube_discovery::config::resolve(
         None,
@@ -454,7 +511,10 @@ async fn configured_from_keys_and_a_missing_ca_fails_at_startup() {
         "h",
     )
     .unwrap_err();
-    assert!(e.to_string().starts_with("discovery.kubernetes.resource"), "{e}");
+    assert!(
+        e.to_string().starts_with("discovery.kubernetes.resource"),
+        "{e}"
+    );
     std::fs::remove_file(s.dir.0.join("ca.crt")).unwrap();
     let c = erlkube_discovery::config::resolve(None, env(&[]), "h").unwrap();
     let (tx, _rx) = mpsc::channel(16);

@@ -35,7 +35,10 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) ->
     let mut got = back;
     got.as_object_mut().unwrap().remove("apiVersion");
     got.as_object_mut().unwrap().remove("kind");
-    assert_eq!(got, want, "fields lost in the round trip (unknown or misspelled)");
+    assert_eq!(
+        got, want,
+        "fields lost in the round trip (unknown or misspelled)"
+    );
     typed
 }
 
@@ -74,15 +77,28 @@ fn rbac_manifests_in_the_docs_are_valid_and_minimal() {
             kinds.push(kind);
         }
     }
-    assert!(kinds.starts_with(&["ServiceAccount".into(), "Role".into(), "RoleBinding".into()]), "{kinds:?}");
+    assert!(
+        kinds.starts_with(&["ServiceAccount".into(), "Role".into(), "RoleBinding".into()]),
+        "{kinds:?}"
+    );
     let slices = &roles[0].rules.as_ref().unwrap()[0];
-    assert_eq!(slices.api_groups.as_deref(), Some(&["discovery.k8s.io".to_owned()][..]));
-    assert_eq!(slices.resources.as_deref(), Some(&["endpointslices".to_owned()][..]));
+    assert_eq!(
+        slices.api_groups.as_deref(),
+        Some(&["discovery.k8s.io".to_owned()][..])
+    );
+    assert_eq!(
+        slices.resources.as_deref(),
+        Some(&["endpointslices".to_owned()][..])
+    );
     assert_eq!(slices.verbs, ["get", "list", "watch"]);
     for r in &roles {
         for rule in r.rules.as_ref().unwrap() {
-            assert!(rule.verbs.iter().all(|v| ["get", "list", "watch"].contains(&v.as_str())),
-                "read-only rights only: {rule:?}");
+            assert!(
+                rule.verbs
+                    .iter()
+                    .all(|v| ["get", "list", "watch"].contains(&v.as_str())),
+                "read-only rights only: {rule:?}"
+            );
         }
     }
 }

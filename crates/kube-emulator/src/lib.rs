@@ -347,7 +347,8 @@ impl Emulator {
     pub async fn start(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
         let cert_err = |e: rcgen::Error| EmulatorError::Certificate(e.to_string());
         let ca_key = rcgen::KeyPair::generate().map_err(cert_err)?;
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+        let mut ca_params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params
             .distinguished_name
@@ -683,7 +684,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     if req.method() != http::Method::GET {
         return json_response(
             405,
-            &status(405, "MethodNotAllowed", "the emulator serves get, list and watch"),
+            &status(
+                405,
+                "MethodNotAllowed",
+                "the emulator serves get, list and watch",
+            ),
         );
     }
     let path: Vec<&str> = req.uri().path().trim_matches('/').split('/').collect();
@@ -711,12 +716,16 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         None | Some("") => None,
         Some(f) => match f.strip_prefix("metadata.name=") {
             Some(n) if !n.contains(',') => Some(n.to_owned()),
-            _ => {
-                return json_response(
+            _ => return json_response(
+                400,
+                &status(
                     400,
-                    &status(400, "BadRequest", &format!("the emulator supports fieldSelector metadata.name=NAME only, got {f:?}")),
-                )
-            }
+                    "BadRequest",
+                    &format!(
+                        "the emulator supports fieldSelector metadata.name=NAME only, got {f:?}"
+                    ),
+                ),
+            ),
         },
     };
     let mut selector = selector;
@@ -758,7 +767,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
 fn not_found(path: &str) -> Response<Body> {
     json_response(
         404,
-        &status(404, "NotFound", &format!("the server could not find {path}")),
+        &status(
+            404,
+            "NotFound",
+            &format!("the server could not find {path}"),
+        ),
     )
 }
 
@@ -836,10 +849,7 @@ fn watch_response(
         None => {
             // No version: synthetic ADDED for every current object.
             for ((k, ns, _), o) in &st.objects {
-                if *k == kind
-                    && namespace.as_ref().is_none_or(|n| n == ns)
-                    && selector.matches(o)
-                {
+                if *k == kind && namespace.as_ref().is_none_or(|n| n == ns) && selector.matches(o) {
                     first.push(line("ADDED", o));
                 }
             }
@@ -907,7 +917,9 @@ fn watch_response(
 
 fn stream_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<Body> {
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
     Response::builder()
         .status(StatusCode::OK)
@@ -1080,7 +1092,9 @@ pub mod objects {
             status: Some(PodStatus {
                 phase: Some("Running".into()),
                 pod_ip: Some(ip.to_owned()),
-                pod_ips: Some(vec![k8s_openapi::api::core::v1::PodIP { ip: ip.to_owned() }]),
+                pod_ips: Some(vec![k8s_openapi::api::core::v1::PodIP {
+                    ip: ip.to_owned(),
+                }]),
                 conditions: Some(vec![PodCondition {
                     type_: "Ready".into(),
                     status: if state.ready { "True" } else { "False" }.into(),

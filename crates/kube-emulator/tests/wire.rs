@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use erlkube_kube_emulator::{Access, Emulator, EmulatorConfig, EndpointState, ServiceModel};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
-use erlkube_kube_emulator::{Access, Emulator, EmulatorConfig, EndpointState, ServiceModel};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
@@ -38,7 +38,13 @@ async fn started() -> (Emulator, ServiceModel) {
     emu.set_token("t", Access::Read);
     let mut m = ServiceModel::new("ns1", "svc", &[("app", "a")]);
     m.set_pod(&emu, "a-0", "10.0.0.1", Some("a-0"), EndpointState::READY);
-    m.set_pod(&emu, "a-1", "10.0.0.2", Some("a-1"), EndpointState::STARTING);
+    m.set_pod(
+        &emu,
+        "a-1",
+        "10.0.0.2",
+        Some("a-1"),
+        EndpointState::STARTING,
+    );
     (emu, m)
 }
 
@@ -60,12 +66,32 @@ async fn lists_carry_a_resource_version_and_selectors_filter() {
     );
     let eps = &l.items[0].endpoints;
     assert_eq!(eps.len(), 2);
-    let conds: Vec<_> = eps.iter().map(|e| e.conditions.clone().unwrap().ready).collect();
+    let conds: Vec<_> = eps
+        .iter()
+        .map(|e| e.conditions.clone().unwrap().ready)
+        .collect();
     assert_eq!(conds, [Some(true), Some(false)]);
     let pods: Api<Pod> = Api::namespaced(c.clone(), "ns1");
-    assert_eq!(pods.list(&ListParams::default().labels("app=b")).await.unwrap().items.len(), 1);
-    assert_eq!(pods.list(&ListParams::default().labels("app!=b")).await.unwrap().items.len(), 2);
-    assert_eq!(pods.list(&ListParams::default()).await.unwrap().items.len(), 3);
+    assert_eq!(
+        pods.list(&ListParams::default().labels("app=b"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(
+        pods.list(&ListParams::default().labels("app!=b"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    assert_eq!(
+        pods.list(&ListParams::default()).await.unwrap().items.len(),
+        3
+    );
     let endpoints: Api<Endpoints> = Api::namespaced(c.clone(), "ns1");
     let l = endpoints
         .list(&ListParams::default().fields("metadata.name=svc"))
@@ -77,7 +103,12 @@ async fn lists_carry_a_resource_version_and_selectors_filter() {
     assert_eq!(subset.not_ready_addresses.as_ref().unwrap().len(), 1);
     // Other namespaces are empty; a bad selector is a 400 Status.
     let none: Api<Pod> = Api::namespaced(c.clone(), "ns2");
-    assert!(none.list(&ListParams::default()).await.unwrap().items.is_empty());
+    assert!(none
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     let e = pods
         .list(&ListParams::default().labels("app in (a b"))
         .await
@@ -90,7 +121,13 @@ async fn watch_replays_from_a_version_sends_bookmarks_and_live_changes() {
     let (emu, mut m) = started().await;
     let c = client(&emu, "t");
     let pods: Api<Pod> = Api::namespaced(c, "ns1");
-    let rv = pods.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let rv = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
     // A change after the list: replayed by a watch from rv.
     m.set_state(&emu, "a-1", EndpointState::READY);
     let s = pods
@@ -102,7 +139,11 @@ async fn watch_replays_from_a_version_sends_bookmarks_and_live_changes() {
     let mut bookmark_rv = None;
     let deadline = tokio::time::Instant::now() + LIVENESS;
     while kinds.len() < 3 || bookmark_rv.is_none() {
-        let ev = tokio::time::timeout_at(deadline, s.next()).await.expect("events").unwrap().unwrap();
+        let ev = tokio::time::timeout_at(deadline, s.next())
+            .await
+            .expect("events")
+            .unwrap()
+            .unwrap();
         match ev {
             WatchEvent::Added(p) => kinds.push(("ADDED", p.metadata.name.unwrap())),
             WatchEvent::Modified(p) => kinds.push(("MODIFIED", p.metadata.name.unwrap())),
@@ -133,31 +174,68 @@ async fn a_compacted_version_is_410_gone_for_new_and_open_watches() {
     let (emu, mut m) = started().await;
     let c = client(&emu, "t");
     let slices: Api<EndpointSlice> = Api::namespaced(c, "ns1");
-    let rv = slices.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
-    let open = slices.watch(&WatchParams::default().disable_bookmarks(), &rv).await.unwrap();
+    let rv = slices
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let open = slices
+        .watch(&WatchParams::default().disable_bookmarks(), &rv)
+        .await
+        .unwrap();
     let mut open = Box::pin(open);
     // A change, then compaction at the new version: rv is now too old.
     m.set_state(&emu, "a-1", EndpointState::READY);
     emu.expire_history();
     let ev = loop {
-        match tokio::time::timeout(LIVENESS, open.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(LIVENESS, open.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             WatchEvent::Modified(_) => continue,
             other => break other,
         }
     };
-    assert!(matches!(&ev, WatchEvent::Error(s) if s.code == 410 && s.reason == "Expired"), "{ev:?}");
+    assert!(
+        matches!(&ev, WatchEvent::Error(s) if s.code == 410 && s.reason == "Expired"),
+        "{ev:?}"
+    );
     let again = slices.watch(&WatchParams::default(), &rv).await.unwrap();
     let mut again = Box::pin(again);
-    let ev = tokio::time::timeout(LIVENESS, again.next()).await.unwrap().unwrap().unwrap();
-    assert!(matches!(&ev, WatchEvent::Error(s) if s.code == 410), "{ev:?}");
+    let ev = tokio::time::timeout(LIVENESS, again.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&ev, WatchEvent::Error(s) if s.code == 410),
+        "{ev:?}"
+    );
     assert!(emu.stats().gone >= 2);
     // A fresh list gives a version a watch can start from.
-    let rv2 = slices.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let rv2 = slices
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
     assert!(rv2.parse::<u64>().unwrap() > rv.parse::<u64>().unwrap());
-    let fresh = slices.watch(&WatchParams::default().disable_bookmarks(), &rv2).await.unwrap();
+    let fresh = slices
+        .watch(&WatchParams::default().disable_bookmarks(), &rv2)
+        .await
+        .unwrap();
     let mut fresh = Box::pin(fresh);
     m.set_state(&emu, "a-0", EndpointState::TERMINATING);
-    let ev = tokio::time::timeout(LIVENESS, fresh.next()).await.unwrap().unwrap().unwrap();
+    let ev = tokio::time::timeout(LIVENESS, fresh.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert!(matches!(&ev, WatchEvent::Modified(_)), "{ev:?}");
 }
 
@@ -167,9 +245,15 @@ async fn tokens_are_checked_and_faults_are_status_objects() {
     emu.set_token("weak", Access::None);
     let pods = |t: &str| -> Api<Pod> { Api::namespaced(client(&emu, t), "ns1") };
     let e = pods("nope").list(&ListParams::default()).await.unwrap_err();
-    assert!(matches!(&e, kube::Error::Api(s) if s.code == 401 && s.reason == "Unauthorized"), "{e:?}");
+    assert!(
+        matches!(&e, kube::Error::Api(s) if s.code == 401 && s.reason == "Unauthorized"),
+        "{e:?}"
+    );
     let e = pods("weak").list(&ListParams::default()).await.unwrap_err();
-    assert!(matches!(&e, kube::Error::Api(s) if s.code == 403 && s.reason == "Forbidden"), "{e:?}");
+    assert!(
+        matches!(&e, kube::Error::Api(s) if s.code == 403 && s.reason == "Forbidden"),
+        "{e:?}"
+    );
     emu.fail_next(500, 1);
     let e = pods("t").list(&ListParams::default()).await.unwrap_err();
     assert!(matches!(&e, kube::Error::Api(s) if s.code == 500), "{e:?}");
@@ -195,14 +279,36 @@ async fn tokens_are_checked_and_faults_are_status_objects() {
 async fn dropped_watches_end_and_can_resume() {
     let (emu, mut m) = started().await;
     let pods: Api<Pod> = Api::namespaced(client(&emu, "t"), "ns1");
-    let rv = pods.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
-    let s = pods.watch(&WatchParams::default().disable_bookmarks(), &rv).await.unwrap();
+    let rv = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let s = pods
+        .watch(&WatchParams::default().disable_bookmarks(), &rv)
+        .await
+        .unwrap();
     let mut s = Box::pin(s);
     emu.drop_watches();
-    assert!(tokio::time::timeout(LIVENESS, s.next()).await.unwrap().is_none());
+    assert!(tokio::time::timeout(LIVENESS, s.next())
+        .await
+        .unwrap()
+        .is_none());
     m.set_pod(&emu, "a-5", "10.0.0.5", None, EndpointState::READY);
-    let s = pods.watch(&WatchParams::default().disable_bookmarks(), &rv).await.unwrap();
+    let s = pods
+        .watch(&WatchParams::default().disable_bookmarks(), &rv)
+        .await
+        .unwrap();
     let mut s = Box::pin(s);
-    let ev = tokio::time::timeout(LIVENESS, s.next()).await.unwrap().unwrap().unwrap();
-    assert!(matches!(&ev, WatchEvent::Added(p) if p.metadata.name.as_deref() == Some("a-5")), "{ev:?}");
+    let ev = tokio::time::timeout(LIVENESS, s.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&ev, WatchEvent::Added(p) if p.metadata.name.as_deref() == Some("a-5")),
+        "{ev:?}"
+    );
 }

@@ -36,10 +36,14 @@ pub fn settings(get: &impl Fn(&str) -> Option<String>) -> Result<GossipSettings,
     let secret_file = PathBuf::from(required("secret_file")?);
     let secret = GossipSettings::read_secret(&secret_file)
         .map_err(|e| invalid(&k("secret_file"), e.to_string()))?;
-    let node = NodeName::parse(&required("node")?).map_err(|e| invalid(&k("node"), e.to_string()))?;
+    let node =
+        NodeName::parse(&required("node")?).map_err(|e| invalid(&k("node"), e.to_string()))?;
     let port_text = value(get, &k("dist_port")).unwrap_or_default();
     let dist_port = port_text.parse::<u16>().map_err(|_| {
-        invalid(&k("dist_port"), format!("must be a port number, got {port_text:?}"))
+        invalid(
+            &k("dist_port"),
+            format!("must be a port number, got {port_text:?}"),
+        )
     })?;
     let mut s = GossipSettings::new(&cluster, &secret, node, dist_port);
     let g = value(get, &k("group")).unwrap_or_default();
@@ -52,24 +56,38 @@ pub fn settings(get: &impl Fn(&str) -> Option<String>) -> Result<GossipSettings,
     s.broadcast = match value(get, &k("broadcast")).as_deref() {
         Some("true") => true,
         Some("false") | None => false,
-        other => return Err(invalid(&k("broadcast"), format!("must be true or false, got {other:?}"))),
+        other => {
+            return Err(invalid(
+                &k("broadcast"),
+                format!("must be true or false, got {other:?}"),
+            ))
+        }
     };
     if !s.broadcast && !s.group.ip().is_multicast() {
         return Err(invalid(
             &k("group"),
-            format!("{} is not a multicast address (set broadcast = true for a broadcast address)", s.group.ip()),
+            format!(
+                "{} is not a multicast address (set broadcast = true for a broadcast address)",
+                s.group.ip()
+            ),
         ));
     }
     s.interface = match value(get, &k("interface")).as_deref() {
         None | Some("any") => None,
         Some(t) => Some(t.parse::<Ipv4Addr>().map_err(|_| {
-            invalid(&k("interface"), format!("must be an IPv4 address or \"any\", got {t:?}"))
+            invalid(
+                &k("interface"),
+                format!("must be an IPv4 address or \"any\", got {t:?}"),
+            )
         })?),
     };
     for (name, slot) in [("interval", &mut s.interval), ("expiry", &mut s.expiry)] {
         let t = value(get, &k(name)).unwrap_or_default();
         *slot = parse_duration(&t).filter(|d| !d.is_zero()).ok_or_else(|| {
-            invalid(&k(name), format!("must be a duration above 0 like \"1s\", got {t:?}"))
+            invalid(
+                &k(name),
+                format!("must be a duration above 0 like \"1s\", got {t:?}"),
+            )
         })?;
     }
     s.validate().map_err(|e| {

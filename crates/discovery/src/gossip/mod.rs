@@ -152,7 +152,9 @@ impl GossipSettings {
             ));
         }
         if self.node.as_str().len() > 255 {
-            return Err(GossipError::Settings("node name longer than 255 bytes".into()));
+            return Err(GossipError::Settings(
+                "node name longer than 255 bytes".into(),
+            ));
         }
         if self.interval.is_zero() || self.expiry <= self.interval {
             return Err(GossipError::Settings(
@@ -204,7 +206,8 @@ pub fn encode(secret: &[u8], hb: &Heartbeat) -> Vec<u8> {
     out.push(hb.node.len() as u8);
     out.extend_from_slice(hb.node.as_bytes());
     out.extend_from_slice(&hb.dist_port.to_be_bytes());
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
+    let mut mac =
+        <HmacSha256 as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(&out);
     out.extend_from_slice(&mac.finalize().into_bytes());
     out
@@ -216,7 +219,8 @@ pub fn decode(secret: &[u8], packet: &[u8]) -> Result<Heartbeat, Rejected> {
         return Err(Rejected::Length);
     }
     let (body, tag) = packet.split_at(packet.len() - MAC_LEN);
-    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
+    let mut mac =
+        <HmacSha256 as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(body);
     mac.verify_slice(tag).map_err(|_| Rejected::BadMac)?;
     // Authenticated from here on: a malformed body means a sender with
@@ -561,7 +565,10 @@ mod tests {
     fn settings_need_a_real_secret() {
         let s = GossipSettings::new("c", b"short", NodeName::new("a@b"), 1);
         assert!(matches!(s.validate(), Err(GossipError::WeakSecret(5))));
-        let dbg = format!("{:?}", GossipSettings::new("c", SECRET, NodeName::new("a@b"), 1));
+        let dbg = format!(
+            "{:?}",
+            GossipSettings::new("c", SECRET, NodeName::new("a@b"), 1)
+        );
         assert!(!dbg.contains("secret-")); // never printed
     }
 }

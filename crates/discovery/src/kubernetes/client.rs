@@ -67,9 +67,7 @@ pub fn service_account_namespace(dir: &Path) -> Option<String> {
 
 /// The API server from `KUBERNETES_SERVICE_HOST`/`_PORT` (what the kubelet
 /// sets in every pod).
-pub fn api_server_from_env(
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<String, KubeError> {
+pub fn api_server_from_env(env: impl Fn(&str) -> Option<String>) -> Result<String, KubeError> {
     let host = env("KUBERNETES_SERVICE_HOST").ok_or(KubeError::NoApiServer)?;
     let port = env("KUBERNETES_SERVICE_PORT").unwrap_or_else(|| "443".into());
     Ok(if host.contains(':') {
@@ -122,7 +120,9 @@ where
                     h.set_sensitive(true);
                     req.headers_mut().insert(AUTHORIZATION, h);
                 }
-                Err(_) => tracing::warn!(file = %self.path.display(), "token has characters not allowed in a header"),
+                Err(_) => {
+                    tracing::warn!(file = %self.path.display(), "token has characters not allowed in a header")
+                }
             },
             // Sent without a token: the server answers 401, reported as an
             // error; the strategy also checks the file before each list.
@@ -174,9 +174,8 @@ pub async fn build(
             Ok((client, ns))
         }
         ApiAccess::Kubeconfig { path, context } => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-                KubeError::Kubeconfig(format!("{}: {e}", path.display()))
-            })?;
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| KubeError::Kubeconfig(format!("{}: {e}", path.display())))?;
             let opts = kube::config::KubeConfigOptions {
                 context: context.clone(),
                 ..Default::default()

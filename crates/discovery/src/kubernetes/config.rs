@@ -21,7 +21,10 @@ fn boolean(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<bool, Con
     match value(get, key).as_deref() {
         Some("true") => Ok(true),
         Some("false") => Ok(false),
-        other => Err(invalid(key, format!("must be true or false, got {other:?}"))),
+        other => Err(invalid(
+            key,
+            format!("must be true or false, got {other:?}"),
+        )),
     }
 }
 
@@ -68,12 +71,14 @@ pub fn settings(
     s.selector = value(get, &k("selector"));
     s.watch = boolean(get, &k("watch"))?;
     let pi = value(get, &k("poll_interval")).unwrap_or_default();
-    s.poll_interval = parse_duration(&pi).filter(|d| !d.is_zero()).ok_or_else(|| {
-        invalid(
-            &k("poll_interval"),
-            format!("must be a duration above 0 like \"5s\", got {pi:?}"),
-        )
-    })?;
+    s.poll_interval = parse_duration(&pi)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            invalid(
+                &k("poll_interval"),
+                format!("must be a duration above 0 like \"5s\", got {pi:?}"),
+            )
+        })?;
     s.include_not_ready = boolean(get, &k("include_not_ready"))?;
     s.terminating = match value(get, &k("terminating")).as_deref() {
         Some("while_serving") => Terminating::WhileServing,
@@ -125,12 +130,10 @@ pub fn spawn(
             service_account_dir,
             api_server,
         } => {
-            super::client::read_ca(&service_account_dir.join("ca.crt")).map_err(|e| {
-                invalid("discovery.kubernetes.service_account_dir", e.to_string())
-            })?;
-            super::client::read_token(&service_account_dir.join("token")).map_err(|e| {
-                invalid("discovery.kubernetes.service_account_dir", e.to_string())
-            })?;
+            super::client::read_ca(&service_account_dir.join("ca.crt"))
+                .map_err(|e| invalid("discovery.kubernetes.service_account_dir", e.to_string()))?;
+            super::client::read_token(&service_account_dir.join("token"))
+                .map_err(|e| invalid("discovery.kubernetes.service_account_dir", e.to_string()))?;
             if api_server.is_none() {
                 super::client::api_server_from_env(|k| std::env::var(k).ok())
                     .map_err(|e| invalid("discovery.kubernetes.api_server", e.to_string()))?;

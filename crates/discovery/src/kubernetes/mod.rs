@@ -258,17 +258,15 @@ impl KubeSettings {
     pub fn node_name(&self, e: &Endpoint, namespace: &str) -> Result<NodeName, String> {
         let host = match self.mode {
             NameMode::Ip => {
-                let ip: IpAddr = e
-                    .ip
-                    .parse()
-                    .map_err(|_| format!("{:?} is not an IP address", e.ip))?;
+                let ip: IpAddr =
+                    e.ip.parse()
+                        .map_err(|_| format!("{:?} is not an IP address", e.ip))?;
                 ip.to_string()
             }
             NameMode::Dns => {
-                let ip: IpAddr = e
-                    .ip
-                    .parse()
-                    .map_err(|_| format!("{:?} is not an IP address", e.ip))?;
+                let ip: IpAddr =
+                    e.ip.parse()
+                        .map_err(|_| format!("{:?} is not an IP address", e.ip))?;
                 format!(
                     "{}.{}.{namespace}.svc.{}",
                     dashed_ip(ip),
@@ -445,8 +443,14 @@ impl Kubernetes {
             ResourceKind::Endpoints => {
                 let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &self.namespace);
                 let field = format!("metadata.name={}", s.service.as_deref().unwrap_or_default());
-                self.drive(api, String::new(), Some(field), endpoints_endpoints, updates)
-                    .await
+                self.drive(
+                    api,
+                    String::new(),
+                    Some(field),
+                    endpoints_endpoints,
+                    updates,
+                )
+                .await
             }
             ResourceKind::Pods => {
                 let api: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
@@ -534,9 +538,7 @@ impl Kubernetes {
             }
             // Watch from rv until the stream says the version is gone.
             loop {
-                let mut wp = WatchParams::default()
-                    .timeout(290)
-                    .labels(&labels);
+                let mut wp = WatchParams::default().timeout(290).labels(&labels);
                 if let Some(f) = &fields {
                     wp = wp.fields(f);
                 }
@@ -554,11 +556,8 @@ impl Kubernetes {
                         continue;
                     }
                     Err(_) => {
-                        if !send_error(
-                            &updates,
-                            format!("watch: no answer within {:?}", s.timeout),
-                        )
-                        .await
+                        if !send_error(&updates, format!("watch: no answer within {:?}", s.timeout))
+                            .await
                         {
                             return;
                         }
@@ -616,10 +615,8 @@ impl Kubernetes {
                         }
                         WatchEvent::Error(st) => {
                             let gone = st.code == 410;
-                            let reason = format!(
-                                "watch: {} {} ({})",
-                                st.code, st.reason, st.message
-                            );
+                            let reason =
+                                format!("watch: {} {} ({})", st.code, st.reason, st.message);
                             if !send_error(&updates, reason).await {
                                 return;
                             }
@@ -633,7 +630,10 @@ impl Kubernetes {
                         }
                     }
                     let mut a = answer_of(&state);
-                    if last_sent.as_ref().is_some_and(|l| l.nodes == a.nodes && l.complete == a.complete) {
+                    if last_sent
+                        .as_ref()
+                        .is_some_and(|l| l.nodes == a.nodes && l.complete == a.complete)
+                    {
                         continue;
                     }
                     a.elapsed = Some(started.elapsed());
@@ -770,7 +770,10 @@ mod tests {
         );
         s.mode = NameMode::Ip;
         let long = ep("fd00:0010:0244:0000:0000:0000:0000:001a", true, true, false);
-        assert_eq!(s.node_name(&long, "p").unwrap().as_str(), "app@fd00:10:244::1a");
+        assert_eq!(
+            s.node_name(&long, "p").unwrap().as_str(),
+            "app@fd00:10:244::1a"
+        );
         s.mode = NameMode::Hostname;
         assert_eq!(
             s.node_name(&e, "prod").unwrap().as_str(),
