@@ -521,3 +521,64 @@ async fn configured_from_keys_and_a_missing_ca_fails_at_startup() {
     let e = c.spawn_strategy(tx).unwrap_err();
     assert!(e.to_string().contains("ca.crt"), "{e}");
 }
+
+fn kubeconfig(s: &Setup, extra_cluster: &str) -> PathBuf {
+    let ca = s.dir.0.join("kubeconfig-ca.crt");
+    std::fs::write(&ca, s.emu.ca_pem()).unwrap();
+    let path = s.dir.0.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: emu
+  cluster:
+    server: {}
+    certificate-authority: {}
+{extra_cluster}users:
+- name: reader
+  user:
+    token: good-token
+contexts:
+- name: emu-prod
+  context:
+    cluster: emu
+    user: reader
+    namespace: prod
+current-context: emu-prod
+",
+            s.emu.url(),
+            ca.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[tokio::test]
+async fn runs_outside_the_cluster_from_a_kubeconfig() {
+    let mut s = setup("kubeconfig").await;
+    s.model.set_pod(&s.emu, "app-0", "10.1.9.10", None, EndpointState::READY);
+    let mut k = settings(&s);
+    k.api = ApiAccess::Kubeconfig {
+        path: kubeconfig(&s, ""),
+        context: None,
+    };
+    // The namespace comes from the context.
+    let mut rx = start(k).await;
+    until(&mut rx, &names(&["10.1.9.10"])).await;
+}
+
+#[tokio::test]
+async fn a_kubeconfig_that_skips_verification_is_refused() {
+    let s = setup("insecure").await;
+    let mut k = settings(&s);
+    k.api = ApiAccess::Kubeconfig {
+        path: kubeconfig(&s, "    insecure-skip-tls-verify: true\n"),
+        context: None,
+    };
+    let e = Kubernetes::connect(k).await.unwrap_err();
+    assert!(matches!(e, KubeError::Kubeconfig(_)), "{e:?}");
+    assert!(e.to_string().contains("insecure-skip-tls-verify"), "{e}");
+}
