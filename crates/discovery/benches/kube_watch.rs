@@ -17,6 +17,7 @@ use std::time::Duration;
 use erlkube_discovery::kubernetes::{ApiAccess, KubeSettings, Kubernetes};
 use erlkube_discovery::{Actor, ConnectError, Engine, EngineConfig, NodeName, PlanConfig};
 use erlkube_kube_emulator::{Access, Emulator, EmulatorConfig, EndpointState, ServiceModel};
+use erlkube_testbed::{BeamActor, Bed, BedConfig};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -26,29 +27,45 @@ enum Act {
     Disconnect(NodeName),
 }
 
+/// Timestamps the engine's calls; with `inner`, the call goes to a real
+/// BEAM node first and the time is taken when it has returned (the node is
+/// connected / disconnected).
 #[derive(Clone)]
 struct TimingActor {
     tx: mpsc::UnboundedSender<(Act, Instant)>,
     connected: Arc<Mutex<BTreeSet<NodeName>>>,
+    inner: Option<BeamActor>,
 }
 
 impl Actor for TimingActor {
     fn self_name(&self) -> NodeName {
-        NodeName::new("bench@self")
+        match &self.inner {
+            Some(b) => b.self_name(),
+            None => NodeName::new("bench@self"),
+        }
     }
     async fn connect(&self, node: &NodeName) -> Result<(), ConnectError> {
+        if let Some(b) = &self.inner {
+            b.connect(node).await?;
+        }
         let now = Instant::now();
         self.connected.lock().unwrap().insert(node.clone());
         let _ = self.tx.send((Act::Connect(node.clone()), now));
         Ok(())
     }
     async fn disconnect(&self, node: &NodeName) {
+        if let Some(b) = &self.inner {
+            b.disconnect(node).await;
+        }
         let now = Instant::now();
         self.connected.lock().unwrap().remove(node);
         let _ = self.tx.send((Act::Disconnect(node.clone()), now));
     }
     async fn connected(&self) -> Result<BTreeSet<NodeName>, ConnectError> {
-        Ok(self.connected.lock().unwrap().clone())
+        match &self.inner {
+            Some(b) => b.connected().await,
+            None => Ok(self.connected.lock().unwrap().clone()),
+        }
     }
 }
 
@@ -63,6 +80,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 struct Run {
     add: Vec<Duration>,
     remove: Vec<Duration>,
+    /// Changes the engine did not act on within 60 s (real actor only).
+    missed: usize,
 }
 
 async fn run(watch: bool, changes: usize, label: &str) -> Run {
@@ -99,6 +118,7 @@ async fn run(watch: bool, changes: usize, label: &str) -> Run {
     let actor = TimingActor {
         tx: atx,
         connected: Arc::default(),
+        inner: None,
     };
     let engine = Engine::new(
         actor,
@@ -121,6 +141,7 @@ async fn run(watch: bool, changes: usize, label: &str) -> Run {
     let mut out = Run {
         add: Vec::new(),
         remove: Vec::new(),
+        missed: 0,
     };
     for c in 0..changes {
         // Changes land at random points of the poll cycle.
@@ -177,6 +198,102 @@ async fn run(watch: bool, changes: usize, label: &str) -> Run {
     out
 }
 
+/// The same with real BEAM nodes in the netns test bed: one observer pod
+/// whose engine acts on its node; `pool` pods that become ready (timed to
+/// `net_kernel:connect_node/1` returning true on the observer) and then
+/// terminate (timed to `erlang:disconnect_node/1` returning).
+async fn run_real(watch: bool, pool: usize, rounds: usize, label: &str) -> Run {
+    let mut bed = Bed::new(BedConfig::default()).expect("test bed");
+    let idx = bed.add_pods(pool + 1).expect("pods");
+    let (observer, pool) = (idx[0], idx[1..].to_vec());
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    emu.set_token("bench", Access::Read);
+    let dir = std::env::temp_dir().join(format!("erlkube-kube-bench-{label}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), emu.ca_pem()).unwrap();
+    std::fs::write(dir.join("token"), "bench").unwrap();
+    std::fs::write(dir.join("namespace"), "bench").unwrap();
+    let mut model = ServiceModel::new("bench", &bed.config().service, &[("app", "bench")]);
+    for i in &pool {
+        let ip = bed.pod(*i).ipv4.to_string();
+        model.set_pod(&emu, &format!("p{i}"), &ip, None, EndpointState::STARTING);
+    }
+    let mut k = KubeSettings::new(&bed.config().basename, &bed.config().service);
+    k.api = ApiAccess::InCluster {
+        api_server: Some(emu.url()),
+        service_account_dir: dir.clone(),
+    };
+    k.watch = watch;
+    k.poll_interval = Duration::from_secs(5);
+    let (tx, rx) = mpsc::channel(256);
+    let task = tokio::spawn(Kubernetes::connect(k).await.unwrap().run(tx));
+    let (atx, mut arx) = mpsc::unbounded_channel();
+    let actor = TimingActor {
+        tx: atx,
+        connected: Arc::default(),
+        inner: Some(BeamActor::new(bed.pod(observer).erl.clone())),
+    };
+    let engine = Engine::new(
+        actor,
+        EngineConfig {
+            plan: PlanConfig {
+                removal_grace: Duration::ZERO,
+                ..PlanConfig::default()
+            },
+            ..EngineConfig::default()
+        },
+    )
+    .spawn(rx);
+    let mut out = Run {
+        add: Vec::new(),
+        remove: Vec::new(),
+        missed: 0,
+    };
+    for r in 0..rounds {
+        let i = pool[r % pool.len()];
+        let adding = (r / pool.len()) % 2 == 0;
+        if watch {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(fastrand::u64(0..5000))).await;
+        }
+        let node = NodeName::new(&bed.pod(i).node_name);
+        let t0 = Instant::now();
+        let state = if adding { EndpointState::READY } else { EndpointState::TERMINATING };
+        model.set_state(&emu, &format!("p{i}"), state);
+        loop {
+            let Ok(Some((act, t))) = tokio::time::timeout(Duration::from_secs(60), arx.recv()).await
+            else {
+                // Reported, not hidden: a change the engine never acted on.
+                println!(
+                    "MISSED: no {} of {node} within 60 s: desired {:?}, metrics {:?}, emulator {:?}",
+                    if adding { "connect" } else { "disconnect" },
+                    engine.desired(),
+                    engine.metrics(),
+                    emu.stats()
+                );
+                out.missed += 1;
+                break;
+            };
+            match act {
+                Act::Connect(n) if adding && n == node => {
+                    out.add.push(t - t0);
+                    break;
+                }
+                Act::Disconnect(n) if !adding && n == node => {
+                    out.remove.push(t - t0);
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    drop(engine);
+    task.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    out
+}
+
 fn summary(label: &str, xs: &mut [Duration]) -> (Duration, Duration) {
     xs.sort();
     let p50 = percentile(xs, 0.5);
@@ -218,6 +335,32 @@ fn main() {
         summary("poll 5s: pod ready -> connect", &mut p.add);
         summary("poll 5s: pod gone -> disconnect", &mut p.remove);
         let (p50, p99) = summary("poll 5s (anchor): all", &mut p_all);
+        println!(
+            "ratio poll/watch: p50 {:.0}x, p99 {:.0}x; watch p99 target <= 250ms: {}",
+            p50.as_secs_f64() / w50.as_secs_f64().max(1e-9),
+            p99.as_secs_f64() / w99.as_secs_f64().max(1e-9),
+            if w99 <= Duration::from_millis(250) { "met" } else { "MISSED" }
+        );
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("real BEAM actor part skipped: the netns test bed needs root");
+            return;
+        }
+        println!();
+        println!("EndpointSlice change -> observer BEAM node connected/disconnected (netns test bed, 5 pods)");
+        let real_rounds = env_usize("KUBE_BENCH_REAL_CHANGES", 20);
+        let real_poll_rounds = env_usize("KUBE_BENCH_REAL_POLL_CHANGES", 10);
+        let mut w = run_real(true, 5, real_rounds, "real-watch").await;
+        let mut p = run_real(false, 5, real_poll_rounds, "real-poll").await;
+        let mut w_all: Vec<Duration> = w.add.iter().chain(&w.remove).copied().collect();
+        let mut p_all: Vec<Duration> = p.add.iter().chain(&p.remove).copied().collect();
+        summary("watch: ready -> connected", &mut w.add);
+        summary("watch: terminating -> disc.", &mut w.remove);
+        let (w50, w99) = summary("watch: all", &mut w_all);
+        summary("poll 5s: ready -> connected", &mut p.add);
+        summary("poll 5s: terminating -> disc.", &mut p.remove);
+        let (p50, p99) = summary("poll 5s (anchor): all", &mut p_all);
+        println!("changes never acted on: watch {}, poll {}", w.missed, p.missed);
         println!(
             "ratio poll/watch: p50 {:.0}x, p99 {:.0}x; watch p99 target <= 250ms: {}",
             p50.as_secs_f64() / w50.as_secs_f64().max(1e-9),
