@@ -1,8 +1,11 @@
 //! Time from an EndpointSlice change in the Kubernetes API emulator (the
 //! project's one stand-in for the API server) to the formation engine
 //! acting on it: `connect` called for a pod that became ready,
-//! `disconnect` called for a pod that was deleted (removal grace 0). The
-//! engine acts through an in-memory actor that timestamps each call.
+//! `disconnect` called for a pod that was deleted (removal grace 0).
+//! Part 1: the engine acts through an in-memory actor that timestamps each
+//! call. Part 2 (root, netns test bed): the engine acts on a real BEAM node
+//! in a pod; the time is taken when `connect_node`/`disconnect_node` has
+//! returned (`KUBE_BENCH_REAL_CHANGES`, `KUBE_BENCH_REAL_POLL_CHANGES`).
 //!
 //! Run: `cargo bench -p erlkube-discovery --bench kube_watch`
 //! (`KUBE_BENCH_CHANGES`, default 50, `KUBE_BENCH_POLL_CHANGES`, default 12).
@@ -208,7 +211,8 @@ async fn run_real(watch: bool, pool: usize, rounds: usize, label: &str) -> Run {
     let (observer, pool) = (idx[0], idx[1..].to_vec());
     let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
     emu.set_token("bench", Access::Read);
-    let dir = std::env::temp_dir().join(format!("erlkube-kube-bench-{label}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("erlkube-kube-bench-{label}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ca.crt"), emu.ca_pem()).unwrap();
     std::fs::write(dir.join("token"), "bench").unwrap();
@@ -259,10 +263,15 @@ async fn run_real(watch: bool, pool: usize, rounds: usize, label: &str) -> Run {
         }
         let node = NodeName::new(&bed.pod(i).node_name);
         let t0 = Instant::now();
-        let state = if adding { EndpointState::READY } else { EndpointState::TERMINATING };
+        let state = if adding {
+            EndpointState::READY
+        } else {
+            EndpointState::TERMINATING
+        };
         model.set_state(&emu, &format!("p{i}"), state);
         loop {
-            let Ok(Some((act, t))) = tokio::time::timeout(Duration::from_secs(60), arx.recv()).await
+            let Ok(Some((act, t))) =
+                tokio::time::timeout(Duration::from_secs(60), arx.recv()).await
             else {
                 // Reported, not hidden: a change the engine never acted on.
                 println!(

@@ -559,7 +559,8 @@ current-context: emu-prod
 #[tokio::test]
 async fn runs_outside_the_cluster_from_a_kubeconfig() {
     let mut s = setup("kubeconfig").await;
-    s.model.set_pod(&s.emu, "app-0", "10.1.9.10", None, EndpointState::READY);
+    s.model
+        .set_pod(&s.emu, "app-0", "10.1.9.10", None, EndpointState::READY);
     let mut k = settings(&s);
     k.api = ApiAccess::Kubeconfig {
         path: kubeconfig(&s, ""),
