@@ -478,6 +478,35 @@ pub fn resolve(
     env: impl IntoIterator<Item = (String, String)>,
     hostname: &str,
 ) -> Result<FormationConfig, ConfigError> {
+    resolve_with(file, env, &Defaults::for_host(hostname))
+}
+
+/// Defaults that depend on where formation runs.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// Default of `discovery.epmd.host` (the host part of this node's name).
+    pub hostname: String,
+    /// Default of `discovery.epmd.address` (`None`: `127.0.0.1:4369`).
+    pub epmd_address: Option<SocketAddr>,
+}
+
+impl Defaults {
+    /// Host-name default only.
+    pub fn for_host(hostname: &str) -> Defaults {
+        Defaults {
+            hostname: hostname.to_owned(),
+            epmd_address: None,
+        }
+    }
+}
+
+/// [`resolve`] with explicit [`Defaults`].
+pub fn resolve_with(
+    file: Option<&str>,
+    env: impl IntoIterator<Item = (String, String)>,
+    defaults: &Defaults,
+) -> Result<FormationConfig, ConfigError> {
+    let hostname = defaults.hostname.as_str();
     let mut file_values = BTreeMap::new();
     if let Some(text) = file {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
@@ -532,6 +561,10 @@ pub fn resolve(
                 cluster_domain_env.clone(),
                 Source::Env("CLUSTER_DOMAIN".into()),
             )
+        } else if let (true, Some(a)) =
+            (key.name == "discovery.epmd.address", defaults.epmd_address)
+        {
+            (Some(a.to_string()), Source::Default)
         } else {
             (key.default.map(str::to_owned), Source::Default)
         };

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod gossip;
 pub mod kubernetes;
 pub mod plan;
+pub mod rust_node;
 pub mod strategy;
 
 pub use actor::{Actor, ConnectError};

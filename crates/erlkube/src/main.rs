@@ -26,6 +26,10 @@ enum Command {
     /// Encode and decode External Term Format.
     #[command(subcommand)]
     Term(cmd::term::TermCommand),
+    /// Run a Rust node with an `echo` process until SIGINT/SIGTERM.
+    Node(cmd::node::NodeArgs),
+    /// `net_adm:ping` a node: prints pong (exit 0) or pang (exit 1).
+    Ping(cmd::ping::PingArgs),
     /// The port mapper (OTP `epmd` compatible flags: `erlkube epmd -help`).
     #[command(disable_help_flag = true)]
     Epmd {
@@ -54,6 +58,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Term(c) => cmd::term::main(c),
         Command::Epmd { args } => cmd::epmd::main(args),
+        Command::Node(a) => cmd::node::main(a),
+        Command::Ping(a) => cmd::ping::main(a),
         Command::Formation(a) => cmd::formation::main(a),
     }
 }

@@ -1,5 +1,8 @@
 //! One module per subcommand.
 
 pub mod epmd;
+pub mod node;
+pub mod node_discovery;
+pub mod ping;
 pub mod formation;
 pub mod term;

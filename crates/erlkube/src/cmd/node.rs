@@ -1,0 +1,128 @@
+//! `erlkube node`: run a Rust node until SIGINT/SIGTERM.
+//!
+//! The node has a registered process `echo` that sends `Msg` back to `Pid`
+//! for every `{Pid, Msg}` it receives, and logs nodeup/nodedown.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use erlkube_etf::Term;
+use erlkube_node::{find_cookie, long_name, short_name, Listen, Node, NodeConfig, NodeEvent};
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("nodename").required(true).args(["name", "sname"])))]
+pub struct NodeArgs {
+    /// Long node name (`alive@host.domain` or `alive@ip`; `alive` takes this host's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Short node name (`alive` or `alive@host`).
+    #[arg(long)]
+    sname: Option<String>,
+    /// The cookie (default: $RELEASE_COOKIE, then ~/.erlang.cookie).
+    #[arg(long)]
+    cookie: Option<String>,
+    /// Listen on this port (default: an ephemeral port registered with epmd).
+    #[arg(long)]
+    port: Option<u16>,
+    /// With --port: do not register with epmd.
+    #[arg(long, requires = "port")]
+    no_epmd: bool,
+    /// A hidden node (not in the peers' nodes()).
+    #[arg(long)]
+    hidden: bool,
+    /// The epmd port.
+    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = 4369)]
+    epmd_port: u16,
+    /// Seconds without anything read before a peer counts as dead.
+    #[arg(long, default_value_t = 60)]
+    net_ticktime: u64,
+    #[command(flatten)]
+    discovery: super::node_discovery::DiscoveryArgs,
+}
+
+pub fn main(args: NodeArgs) -> ExitCode {
+    init_tracing("info");
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("erlkube node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr, filtered by RUST_LOG (else `default`).
+pub(crate) fn init_tracing(default: &str) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let name = match (&args.name, &args.sname) {
+        (Some(n), _) => long_name(n)?,
+        (_, Some(n)) => short_name(n)?,
+        _ => unreachable!("clap requires one"),
+    };
+    let cookie = find_cookie(args.cookie.as_deref())?;
+    let mut config = NodeConfig::new(name, cookie);
+    config.hidden = args.hidden;
+    config.epmd_port = args.epmd_port;
+    config.net_ticktime = Duration::from_secs(args.net_ticktime.max(1));
+    if let Some(p) = args.port {
+        config.listen = Listen::Port(p);
+        config.register_with_epmd = !args.no_epmd;
+    }
+    let node = match Node::start(config.clone()).await {
+        Ok(n) => n,
+        Err(erlkube_node::NodeError::Epmd(e)) if args.port.is_some() => {
+            tracing::warn!(error = %e, "epmd registration failed; reachable only at the fixed port");
+            config.register_with_epmd = false;
+            Node::start(config).await?
+        }
+        Err(e) => return Err(e).context("starting the node"),
+    };
+    println!("{} listening on port {}", node.name(), node.port());
+    let _formation = super::node_discovery::start(&node, &args.discovery, args.epmd_port).await?;
+
+    let mut echo = node.spawn_registered("echo").context("registering echo")?;
+    let echo_node = node.clone();
+    tokio::spawn(async move {
+        while let Some(m) = echo.recv().await {
+            match m.as_tuple() {
+                Some([Term::Pid(to), msg]) => {
+                    if let Err(e) = echo_node.send(to, msg.clone()).await {
+                        tracing::warn!(error = %e, "echo reply failed");
+                    }
+                }
+                _ => {
+                    tracing::debug!(message = %m, "echo ignores a message that is not {{Pid, Msg}}")
+                }
+            }
+        }
+    });
+
+    let mut events = node.subscribe();
+    tokio::spawn(async move {
+        while let Ok(ev) = events.recv().await {
+            match ev {
+                NodeEvent::NodeUp { node, hidden } => tracing::info!(%node, hidden, "nodeup"),
+                NodeEvent::NodeDown { node, reason } => tracing::info!(%node, %reason, "nodedown"),
+            }
+        }
+    });
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    node.shutdown();
+    Ok(())
+}

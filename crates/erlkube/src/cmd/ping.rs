@@ -1,0 +1,73 @@
+//! `erlkube ping NODE`: `net_adm:ping/1` from the command line. Prints
+//! `pong` (exit 0) or `pang` (exit 1, the reason on stderr).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use erlkube_node::{find_cookie, long_name, short_name, Node, NodeConfig};
+
+#[derive(clap::Args)]
+pub struct PingArgs {
+    /// The node to ping, `alive@host`.
+    node: String,
+    /// The cookie (default: $RELEASE_COOKIE, then ~/.erlang.cookie).
+    #[arg(long)]
+    cookie: Option<String>,
+    /// This node's long name (default: a hidden `erlkube_ping_<pid>` on the target's host).
+    #[arg(long, conflicts_with = "sname")]
+    name: Option<String>,
+    /// This node's short name.
+    #[arg(long)]
+    sname: Option<String>,
+    /// The epmd port on the target's host.
+    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = 4369)]
+    epmd_port: u16,
+    /// The target's distribution port (skips epmd).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Seconds to wait for each step.
+    #[arg(long, default_value_t = 7)]
+    timeout: u64,
+}
+
+pub fn main(args: PingArgs) -> ExitCode {
+    super::node::init_tracing("error");
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(run(args)) {
+        Ok(()) => {
+            println!("pong");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            println!("pang");
+            eprintln!("{reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: PingArgs) -> Result<(), String> {
+    let host = match args.node.split_once('@') {
+        Some((a, h)) if !a.is_empty() && !h.is_empty() => h.to_owned(),
+        _ => return Err(format!("invalid node name {:?}", args.node)),
+    };
+    let own = match (&args.name, &args.sname) {
+        (Some(n), _) => long_name(n).map_err(|e| e.to_string())?,
+        (_, Some(n)) => short_name(n).map_err(|e| e.to_string())?,
+        _ => format!("erlkube_ping_{}@{host}", std::process::id()),
+    };
+    let cookie = find_cookie(args.cookie.as_deref()).map_err(|e| e.to_string())?;
+    let mut config = NodeConfig::new(own, cookie);
+    config.hidden = true;
+    config.register_with_epmd = false;
+    config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
+    config.epmd_port = args.epmd_port;
+    config.setup_timeout = Duration::from_secs(args.timeout.max(1));
+    if let Some(p) = args.port {
+        config.known_ports.insert(args.node.clone(), p);
+    }
+    let node = Node::start(config).await.map_err(|e| e.to_string())?;
+    let r = node.ping(&args.node).await.map_err(|e| e.to_string());
+    node.shutdown();
+    r
+}

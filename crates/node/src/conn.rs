@@ -1,0 +1,632 @@
+//! Connection tasks: the handshake over TCP, then one loop per peer that
+//! reads, writes, ticks and dispatches, all through the sans-IO core.
+
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use erlkube_etf::{Atom, Term};
+use erlkube_proto::dist::control::{ControlMessage, DistMessage};
+use erlkube_proto::dist::handshake::{
+    simultaneous_status, Acceptor, HandshakeConfig, Initiator, Status, Step,
+};
+use erlkube_proto::dist::{
+    Connection, ConnectionConfig, Established, HandshakeError, HandshakeEvent,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::Instrument;
+
+use crate::{epmd, ConnHandle, ConnectError, Inner, NodeEvent, Outbound};
+
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+fn handshake_config(inner: &Inner) -> HandshakeConfig {
+    let cfg = HandshakeConfig::new(
+        inner.name.as_str(),
+        inner.config.cookie.clone(),
+        inner.creation,
+    );
+    let mut cfg = if inner.config.hidden {
+        cfg.hidden()
+    } else {
+        cfg
+    };
+    cfg.step_timeout = inner.config.setup_timeout;
+    cfg
+}
+
+/// Accepts connections until shutdown.
+pub(crate) async fn accept_loop(
+    inner: Weak<Inner>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let Some(node) = inner.upgrade() else { return };
+                match r {
+                    Ok((stream, addr)) => {
+                        let span = tracing::info_span!("dist_accept", %addr);
+                        tokio::spawn(accept_one(node, stream).instrument(span));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One side of the handshake, as the driver sees it.
+trait Side {
+    fn input(&mut self, data: &[u8], now: Instant) -> Result<(), HandshakeError>;
+    fn transmit(&mut self) -> Option<Vec<u8>>;
+    fn event(&mut self) -> Option<HandshakeEvent>;
+    fn timeout(&self) -> Option<Instant>;
+    fn fire(&mut self, now: Instant) -> Result<(), HandshakeError>;
+    fn current_step(&self) -> Step;
+    fn decide(&mut self, _status: Status, _now: Instant) -> Result<(), HandshakeError> {
+        Ok(())
+    }
+}
+
+impl Side for Initiator {
+    fn input(&mut self, d: &[u8], n: Instant) -> Result<(), HandshakeError> {
+        self.handle_input(d, n)
+    }
+    fn transmit(&mut self) -> Option<Vec<u8>> {
+        self.poll_transmit()
+    }
+    fn event(&mut self) -> Option<HandshakeEvent> {
+        self.poll_event()
+    }
+    fn timeout(&self) -> Option<Instant> {
+        self.poll_timeout()
+    }
+    fn fire(&mut self, n: Instant) -> Result<(), HandshakeError> {
+        self.handle_timeout(n)
+    }
+    fn current_step(&self) -> Step {
+        self.step()
+    }
+}
+
+impl Side for Acceptor {
+    fn input(&mut self, d: &[u8], n: Instant) -> Result<(), HandshakeError> {
+        self.handle_input(d, n)
+    }
+    fn transmit(&mut self) -> Option<Vec<u8>> {
+        self.poll_transmit()
+    }
+    fn event(&mut self) -> Option<HandshakeEvent> {
+        self.poll_event()
+    }
+    fn timeout(&self) -> Option<Instant> {
+        self.poll_timeout()
+    }
+    fn fire(&mut self, n: Instant) -> Result<(), HandshakeError> {
+        self.handle_timeout(n)
+    }
+    fn current_step(&self) -> Step {
+        self.step()
+    }
+    fn decide(&mut self, status: Status, now: Instant) -> Result<(), HandshakeError> {
+        self.set_status(status, now)
+    }
+}
+
+enum HsFail {
+    Protocol(HandshakeError),
+    Closed(Step),
+    Io(std::io::Error),
+}
+
+/// Drives a handshake over `stream` to completion.
+async fn drive<S: Side>(
+    stream: &mut TcpStream,
+    side: &mut S,
+    mut decide: impl FnMut(&erlkube_proto::dist::PeerName) -> Status,
+) -> Result<Established, HsFail> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // Write whatever is queued (also after an error: e.g. not_allowed).
+        while let Some(t) = side.transmit() {
+            stream.write_all(&t).await.map_err(HsFail::Io)?;
+        }
+        while let Some(ev) = side.event() {
+            match ev {
+                HandshakeEvent::NameReceived(p) => {
+                    let status = decide(&p);
+                    let r = side.decide(status, now());
+                    while let Some(t) = side.transmit() {
+                        stream.write_all(&t).await.map_err(HsFail::Io)?;
+                    }
+                    r.map_err(HsFail::Protocol)?;
+                }
+                HandshakeEvent::Established(e) => return Ok(e),
+            }
+        }
+        let deadline = side.timeout().map(tokio::time::Instant::from_std);
+        let read = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, stream.read(&mut buf)).await.ok(),
+                None => Some(stream.read(&mut buf).await),
+            }
+        };
+        match read.await {
+            None => {
+                side.fire(now()).map_err(HsFail::Protocol)?;
+            }
+            Some(Ok(0)) => return Err(HsFail::Closed(side.current_step())),
+            Some(Ok(n)) => {
+                let r = side.input(&buf[..n], now());
+                if let Err(e) = r {
+                    while let Some(t) = side.transmit() {
+                        let _ = stream.write_all(&t).await;
+                    }
+                    return Err(HsFail::Protocol(e));
+                }
+            }
+            Some(Err(e)) => return Err(HsFail::Io(e)),
+        }
+    }
+}
+
+async fn accept_one(inner: Arc<Inner>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut acc = Acceptor::new(handshake_config(&inner), crate::random_u32(), now());
+    let me = inner.name.as_str().to_owned();
+    let decide = |p: &erlkube_proto::dist::PeerName| {
+        if p.node == me {
+            return Status::NotAllowed;
+        }
+        let conns = inner.conns.lock().expect("conns");
+        if conns.up.contains_key(&p.node) {
+            Status::Alive
+        } else if conns.pending.contains(&p.node) {
+            simultaneous_status(&me, &p.node)
+        } else {
+            Status::Ok
+        }
+    };
+    match drive(&mut stream, &mut acc, decide).await {
+        Ok(est) => {
+            let peer = est.peer_node.clone();
+            // After "alive" answered true, the old connection is stale.
+            let old = inner.conns.lock().expect("conns").up.get(&peer).cloned();
+            if let Some(old) = old {
+                old.kill.notify_one();
+            }
+            start_connection(inner, stream, est);
+        }
+        Err(HsFail::Protocol(e)) => tracing::warn!(error = %e, "handshake rejected"),
+        Err(HsFail::Closed(step)) => {
+            tracing::info!(%step, "peer closed the connection during the handshake")
+        }
+        Err(HsFail::Io(e)) => tracing::info!(error = %e, "io error during the handshake"),
+    }
+}
+
+/// Returns the connection to `node`, dialling it if needed.
+pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle, ConnectError> {
+    if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
+        return Ok(h.clone());
+    }
+    if *inner.shutdown.borrow() {
+        return Err(ConnectError::Shutdown);
+    }
+    let Some((alive, host)) = node
+        .split_once('@')
+        .filter(|(a, h)| !a.is_empty() && !h.is_empty())
+    else {
+        return Err(ConnectError::InvalidName(node.to_owned()));
+    };
+    let lock = {
+        let mut conns = inner.conns.lock().expect("conns");
+        conns.locks.entry(node.to_owned()).or_default().clone()
+    };
+    let _guard = lock.lock().await;
+    if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
+        return Ok(h.clone());
+    }
+    let mut events = inner.events.subscribe();
+    inner
+        .conns
+        .lock()
+        .expect("conns")
+        .pending
+        .insert(node.to_owned());
+    let span = tracing::info_span!("dist_connect", peer = %node);
+    let r = dial(inner, node, alive, host).instrument(span).await;
+    inner.conns.lock().expect("conns").pending.remove(node);
+    match r {
+        Ok((stream, est)) => Ok(start_connection(inner.clone(), stream, est)),
+        Err(ConnectError::Handshake {
+            source: HandshakeError::SimultaneousConnectLost,
+            ..
+        }) => {
+            // The peer's own attempt wins; wait for it to come up.
+            let wait = async {
+                loop {
+                    if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
+                        return Some(h.clone());
+                    }
+                    match events.recv().await {
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(_) => return None,
+                    }
+                }
+            };
+            match tokio::time::timeout(inner.config.setup_timeout, wait).await {
+                Ok(Some(h)) => Ok(h),
+                _ => Err(ConnectError::Timeout(node.to_owned())),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn dial(
+    inner: &Arc<Inner>,
+    node: &str,
+    alive: &str,
+    host: &str,
+) -> Result<(TcpStream, Established), ConnectError> {
+    let timeout = inner.config.setup_timeout;
+    let port = match inner.config.known_ports.get(node) {
+        Some(p) => *p,
+        None => {
+            let epmd_addr = resolve(host, inner.config.epmd_port).await?;
+            epmd::port_please(epmd_addr, alive, timeout).await?
+        }
+    };
+    let addr = resolve(host, port).await?;
+    let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(source)) => return Err(ConnectError::Connect { addr, source }),
+        Err(_) => return Err(ConnectError::Timeout(node.to_owned())),
+    };
+    let _ = stream.set_nodelay(true);
+    let mut init = Initiator::new(handshake_config(inner), node, crate::random_u32(), now());
+    match drive(&mut stream, &mut init, |_| Status::Ok).await {
+        Ok(est) => Ok((stream, est)),
+        Err(HsFail::Protocol(source)) => Err(ConnectError::Handshake {
+            node: node.to_owned(),
+            source,
+        }),
+        Err(HsFail::Closed(step)) => Err(ConnectError::ClosedDuringHandshake {
+            node: node.to_owned(),
+            step,
+            hint: if step == Step::ChallengeAck {
+                " (wrong cookie?)"
+            } else {
+                ""
+            },
+        }),
+        Err(HsFail::Io(source)) => Err(ConnectError::Io {
+            node: node.to_owned(),
+            source,
+        }),
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, ConnectError> {
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| ConnectError::Resolve {
+            host: host.to_owned(),
+            source,
+        })?;
+    addrs.next().ok_or_else(|| ConnectError::Resolve {
+        host: host.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+    })
+}
+
+fn start_connection(inner: Arc<Inner>, stream: TcpStream, est: Established) -> ConnHandle {
+    let (tx, rx) = mpsc::channel(inner.config.outbound_queue.max(1));
+    let id = inner
+        .next_conn
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let handle = ConnHandle {
+        id,
+        tx,
+        published: est.is_published(),
+        kill: Arc::new(Notify::new()),
+    };
+    let peer = est.peer_node.clone();
+    inner
+        .conns
+        .lock()
+        .expect("conns")
+        .up
+        .insert(peer.clone(), handle.clone());
+    tracing::info!(peer = %peer, hidden = !handle.published, flags = %est.flags, "nodeup");
+    let _ = inner.events.send(NodeEvent::NodeUp {
+        node: peer.clone(),
+        hidden: !handle.published,
+    });
+    let span = tracing::info_span!("dist", peer = %peer, conn = id);
+    let cfg = ConnectionConfig {
+        net_ticktime: inner.config.net_ticktime,
+        limits: inner.config.limits,
+    };
+    let conn = Connection::new(&est, cfg, now());
+    tokio::spawn(run_connection(inner, stream, conn, rx, handle.clone()).instrument(span));
+    handle
+}
+
+async fn run_connection(
+    inner: Arc<Inner>,
+    stream: TcpStream,
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Outbound>,
+    handle: ConnHandle,
+) {
+    let peer = conn.peer_node().to_owned();
+    let reason = connection_loop(&inner, stream, &mut conn, &mut rx, &handle).await;
+    {
+        let mut conns = inner.conns.lock().expect("conns");
+        if conns.up.get(&peer).is_some_and(|h| h.id == handle.id) {
+            conns.up.remove(&peer);
+        }
+    }
+    tracing::info!(reason = %reason, "nodedown");
+    let _ = inner
+        .events
+        .send(NodeEvent::NodeDown { node: peer, reason });
+}
+
+async fn connection_loop(
+    inner: &Arc<Inner>,
+    stream: TcpStream,
+    conn: &mut Connection,
+    rx: &mut mpsc::Receiver<Outbound>,
+    handle: &ConnHandle,
+) -> String {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut shutdown = inner.shutdown.subscribe();
+    let high_water = inner.config.write_high_water;
+    // Messages the core decoded before the loop (handshake leftovers).
+    if let Err(e) = dispatch_all(inner, conn) {
+        return e;
+    }
+    loop {
+        let deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
+        let pending = conn.pending_transmit().len();
+        tokio::select! {
+            r = rd.read(&mut buf) => match r {
+                Ok(0) => return "connection closed by peer".into(),
+                Ok(n) => {
+                    if let Err(e) = conn.handle_input(&buf[..n], now()) {
+                        tracing::warn!(error = %e, "closing connection: bad input");
+                        return e.to_string();
+                    }
+                    if let Err(e) = dispatch_all(inner, conn) {
+                        return e;
+                    }
+                }
+                Err(e) => return format!("read error: {e}"),
+            },
+            w = wr.write(conn.pending_transmit()), if pending > 0 => match w {
+                Ok(n) => conn.consume_transmit(n),
+                Err(e) => return format!("write error: {e}"),
+            },
+            m = rx.recv(), if pending < high_water => match m {
+                Some(m) => conn.send(&m.control, m.payload.as_deref(), now()),
+                None => return "node gone".into(),
+            },
+            _ = sleep_until(deadline) => {
+                if let Err(e) = conn.handle_timeout(now()) {
+                    tracing::warn!(error = %e, "closing connection");
+                    return e.to_string();
+                }
+            }
+            _ = handle.kill.notified() => return "disconnected".into(),
+            _ = shutdown.changed() => return "node shutting down".into(),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Handles every decoded message; an error string closes the connection.
+fn dispatch_all(inner: &Arc<Inner>, conn: &mut Connection) -> Result<(), String> {
+    while let Some(raw) = conn.poll_message() {
+        let msg = match DistMessage::decode(&raw) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "closing connection: bad control message");
+                return Err(e.to_string());
+            }
+        };
+        dispatch(inner, conn, msg);
+    }
+    Ok(())
+}
+
+fn reply(conn: &mut Connection, control: ControlMessage, payload: Option<Term>) {
+    let (c, p) = DistMessage { control, payload }.encode();
+    conn.send(&c, p.as_deref(), now());
+}
+
+fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
+    use ControlMessage as C;
+    let payload = msg.payload;
+    match msg.control {
+        C::Send { to }
+        | C::SendTt { to, .. }
+        | C::SendSender { to, .. }
+        | C::SendSenderTt { to, .. } => {
+            if let Some(p) = payload {
+                inner.deliver_local(&to, p);
+            }
+        }
+        C::RegSend { from, to_name } | C::RegSendTt { from, to_name, .. } => {
+            let Some(p) = payload else { return };
+            if to_name.as_str() == "net_kernel"
+                && !inner.is_alive_proc(&Term::Atom(to_name.clone()))
+            {
+                net_kernel(inner, conn, &from, p);
+            } else if !inner.deliver_named(&to_name, p) {
+                tracing::debug!(name = %to_name, "message to an unregistered name dropped");
+            }
+        }
+        C::AliasSend { alias, .. } | C::AliasSendTt { alias, .. } => {
+            if let Some(p) = payload {
+                inner.deliver_alias(&alias, p);
+            }
+        }
+        C::MonitorP {
+            from,
+            to,
+            reference,
+        } => {
+            let is_net_kernel = to.as_atom().is_some_and(|a| a.as_str() == "net_kernel");
+            if !is_net_kernel && !inner.is_alive_proc(&to) {
+                reply(
+                    conn,
+                    C::MonitorPExit {
+                        from: to,
+                        to: from,
+                        reference,
+                        reason: Term::atom("noproc"),
+                    },
+                    None,
+                );
+            }
+        }
+        C::MonitorPExit {
+            from,
+            to,
+            reference,
+            reason,
+        } => {
+            let down = Term::tuple(vec![
+                Term::atom("DOWN"),
+                Term::Reference(reference),
+                Term::atom("process"),
+                from,
+                reason,
+            ]);
+            inner.deliver_local(&to, down);
+        }
+        C::PayloadMonitorPExit {
+            from,
+            to,
+            reference,
+        } => {
+            let down = Term::tuple(vec![
+                Term::atom("DOWN"),
+                Term::Reference(reference),
+                Term::atom("process"),
+                from,
+                payload.unwrap_or(Term::atom("noproc")),
+            ]);
+            inner.deliver_local(&to, down);
+        }
+        C::Exit { from, to, reason } | C::Exit2 { from, to, reason } => {
+            inner.deliver_local(
+                &to,
+                Term::tuple(vec![Term::atom("EXIT"), Term::Pid(from), reason]),
+            );
+        }
+        C::ExitTt {
+            from, to, reason, ..
+        }
+        | C::Exit2Tt {
+            from, to, reason, ..
+        } => {
+            inner.deliver_local(
+                &to,
+                Term::tuple(vec![Term::atom("EXIT"), Term::Pid(from), reason]),
+            );
+        }
+        C::PayloadExit { from, to }
+        | C::PayloadExitTt { from, to, .. }
+        | C::PayloadExit2 { from, to }
+        | C::PayloadExit2Tt { from, to, .. } => {
+            let reason = payload.unwrap_or(Term::atom("normal"));
+            inner.deliver_local(
+                &to,
+                Term::tuple(vec![Term::atom("EXIT"), Term::Pid(from), reason]),
+            );
+        }
+        C::Link { from, to } => {
+            if !inner.is_alive_proc(&Term::Pid(to.clone())) {
+                reply(
+                    conn,
+                    C::Exit {
+                        from: to,
+                        to: from,
+                        reason: Term::atom("noproc"),
+                    },
+                    None,
+                );
+            }
+        }
+        C::UnlinkId { id, from, to } => {
+            reply(
+                conn,
+                C::UnlinkIdAck {
+                    id,
+                    from: to,
+                    to: from,
+                },
+                None,
+            );
+        }
+        C::SpawnRequest { req_id, from, .. } | C::SpawnRequestTt { req_id, from, .. } => {
+            reply(
+                conn,
+                C::SpawnReply {
+                    req_id,
+                    to: from,
+                    flags: 0,
+                    result: Term::atom("notsup"),
+                },
+                None,
+            );
+        }
+        other => tracing::debug!(op = other.op(), "control message ignored"),
+    }
+}
+
+/// The part of `net_kernel` peers talk to: `is_auth` (net_adm:ping).
+fn net_kernel(inner: &Arc<Inner>, conn: &mut Connection, _from: &erlkube_etf::Pid, msg: Term) {
+    let Some([label, from_tag, request]) = msg.as_tuple() else {
+        return;
+    };
+    if label.as_atom().map(Atom::as_str) != Some("$gen_call") {
+        return;
+    }
+    let Some([Term::Pid(caller), tag]) = from_tag.as_tuple() else {
+        return;
+    };
+    let answer = match request.as_tuple() {
+        Some([op, _node]) if op.as_atom().map(Atom::as_str) == Some("is_auth") => Term::atom("yes"),
+        _ => {
+            tracing::debug!(request = %request, "net_kernel call not supported");
+            return;
+        }
+    };
+    let _ = inner;
+    reply(
+        conn,
+        ControlMessage::Send { to: caller.clone() },
+        Some(Term::tuple(vec![tag.clone(), answer])),
+    );
+}

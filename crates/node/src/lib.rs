@@ -1,0 +1,718 @@
+//! A Rust node of an Erlang cluster. Owns the listener, one tokio task per
+//! distribution connection (handshake, 4-byte framing, ticks, fragments,
+//! a bounded outbound queue), processes with mailboxes, registered names,
+//! and the `net_kernel` answer that makes `net_adm:ping/1` say `pong`.
+//! Does IO (tokio); the protocol itself lives in `erlkube_proto::dist`.
+//!
+//! ```text
+//!  Node ──► listener task ──► acceptor handshake ─┐
+//!    │                                              ├─► connection task (one per peer)
+//!    └──► connect(peer): epmd / known port ─► initiator handshake ─┘      │
+//!  Process (pid + mailbox) ◄──── SEND / REG_SEND / ALIAS_SEND ◄──────────┘
+//! ```
+
+pub mod config;
+mod conn;
+pub mod epmd;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use erlkube_etf::{Atom, Pid, Reference, Term};
+use erlkube_proto::dist::control::{ControlMessage, DistMessage};
+use erlkube_proto::dist::HandshakeError;
+use tokio::sync::{broadcast, mpsc, watch, Notify};
+
+pub use config::{find_cookie, long_name, short_name, ConfigError, Listen, NodeConfig};
+pub use erlkube_proto::dist::Cookie;
+
+/// A peer came or went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A connection is up.
+    NodeUp {
+        /// The peer.
+        node: String,
+        /// True when the connection is hidden.
+        hidden: bool,
+    },
+    /// A connection ended.
+    NodeDown {
+        /// The peer.
+        node: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Starting the node failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The name is not `alive@host`.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Could not listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Could not register with epmd.
+    #[error("epmd registration failed: {0}")]
+    Epmd(#[from] epmd::EpmdError),
+}
+
+/// Reaching a peer failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The name is not `alive@host`.
+    #[error("invalid node name {0:?}")]
+    InvalidName(String),
+    /// Looking up the port failed (no epmd entry, epmd unreachable).
+    #[error(transparent)]
+    Epmd(#[from] epmd::EpmdError),
+    /// The host name does not resolve.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        /// The host.
+        host: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TCP connect failed (connection refused, unreachable).
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The handshake failed.
+    #[error("handshake with {node} failed: {source}")]
+    Handshake {
+        /// The peer.
+        node: String,
+        /// Why.
+        #[source]
+        source: HandshakeError,
+    },
+    /// The peer closed the connection during the handshake.
+    #[error("{node} closed the connection while we waited for {step}{hint}")]
+    ClosedDuringHandshake {
+        /// The peer.
+        node: String,
+        /// Where.
+        step: erlkube_proto::dist::Step,
+        /// A hint (a closed connection after our challenge reply means a wrong cookie).
+        hint: &'static str,
+    },
+    /// Socket error during the handshake.
+    #[error("io error during the handshake with {node}: {source}")]
+    Io {
+        /// The peer.
+        node: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Connecting took longer than the setup timeout.
+    #[error("connecting to {0} timed out")]
+    Timeout(String),
+    /// The node is shutting down.
+    #[error("the node is shutting down")]
+    Shutdown,
+}
+
+/// Sending failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No connection could be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection closed before the message was queued.
+    #[error("connection to {0} closed")]
+    Closed(String),
+}
+
+/// `net_adm:ping` from Rust did not give `pong`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PingError {
+    /// No connection.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection went away before the answer.
+    #[error("connection to {0} closed before net_kernel answered")]
+    Closed(String),
+    /// net_kernel did not answer in time.
+    #[error("net_kernel on {0} did not answer in time")]
+    Timeout(String),
+    /// net_kernel answered something other than `yes`, or is not running.
+    #[error("net_kernel on {node} answered {answer}")]
+    Refused {
+        /// The peer.
+        node: String,
+        /// What came back.
+        answer: String,
+    },
+}
+
+pub(crate) struct Outbound {
+    pub control: Vec<u8>,
+    pub payload: Option<Vec<u8>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct ConnHandle {
+    pub id: u64,
+    pub tx: mpsc::Sender<Outbound>,
+    pub published: bool,
+    pub kill: Arc<Notify>,
+}
+
+#[derive(Default)]
+pub(crate) struct Procs {
+    pub by_id: HashMap<u32, mpsc::UnboundedSender<Term>>,
+    pub names: HashMap<Atom, u32>,
+    pub aliases: HashMap<Vec<u32>, u32>,
+}
+
+#[derive(Default)]
+pub(crate) struct Conns {
+    pub up: HashMap<String, ConnHandle>,
+    pub pending: HashSet<String>,
+    pub locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+}
+
+pub(crate) struct Inner {
+    pub name: Atom,
+    pub config: NodeConfig,
+    pub creation: u32,
+    pub port: u16,
+    pub procs: Mutex<Procs>,
+    pub conns: Mutex<Conns>,
+    pub events: broadcast::Sender<NodeEvent>,
+    next_pid: AtomicU32,
+    next_ref: AtomicU64,
+    pub next_conn: AtomicU64,
+    pub shutdown: watch::Sender<bool>,
+    _registration: Mutex<Option<epmd::Registration>>,
+}
+
+/// A running node. Cheap to clone; the node stops when [`Node::shutdown`]
+/// is called or the last clone is dropped.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+    _guard: Arc<ShutdownGuard>,
+}
+
+struct ShutdownGuard(watch::Sender<bool>);
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+pub(crate) fn random_u32() -> u32 {
+    getrandom::u32().unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        t.subsec_nanos() ^ (t.as_secs() as u32)
+    })
+}
+
+impl Node {
+    /// Binds the listener, registers with epmd if configured, and starts
+    /// accepting connections. Needs a tokio runtime.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let name = config::long_name(&config.name)?;
+        let port = match config.listen {
+            Listen::Port(p) => p,
+            Listen::Ephemeral => 0,
+        };
+        let addr = SocketAddr::new(config.listen_ip, port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| NodeError::Listen { addr, source })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| NodeError::Listen { addr, source })?
+            .port();
+        let (registration, creation) = if config.register_with_epmd {
+            let alive = name.split('@').next().unwrap_or_default();
+            let r = epmd::register(config.epmd_addr(), alive, port, config.setup_timeout).await?;
+            let c = if r.creation == 0 {
+                random_u32().max(4)
+            } else {
+                r.creation
+            };
+            (Some(r), c)
+        } else {
+            (None, random_u32().max(4))
+        };
+        let (shutdown, _) = watch::channel(false);
+        let (events, _) = broadcast::channel(256);
+        let inner = Arc::new(Inner {
+            name: Atom::new(&name),
+            config,
+            creation,
+            port,
+            procs: Mutex::new(Procs::default()),
+            conns: Mutex::new(Conns::default()),
+            events,
+            next_pid: AtomicU32::new(1),
+            next_ref: AtomicU64::new(1),
+            next_conn: AtomicU64::new(1),
+            shutdown: shutdown.clone(),
+            _registration: Mutex::new(registration),
+        });
+        tracing::info!(node = %name, port, creation, "node started");
+        tokio::spawn(conn::accept_loop(
+            Arc::downgrade(&inner),
+            listener,
+            shutdown.subscribe(),
+        ));
+        Ok(Node {
+            inner,
+            _guard: Arc::new(ShutdownGuard(shutdown)),
+        })
+    }
+
+    /// The full node name.
+    pub fn name(&self) -> &str {
+        self.inner.name.as_str()
+    }
+
+    /// The node name as an atom.
+    pub fn atom(&self) -> &Atom {
+        &self.inner.name
+    }
+
+    /// This incarnation's creation.
+    pub fn creation(&self) -> u32 {
+        self.inner.creation
+    }
+
+    /// The listening port.
+    pub fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    /// A new process with a mailbox.
+    pub fn spawn_process(&self) -> Process {
+        self.inner.spawn_process()
+    }
+
+    /// A new process registered under `name`; `None` if the name is taken.
+    pub fn spawn_registered(&self, name: &str) -> Option<Process> {
+        let p = self.spawn_process();
+        let mut procs = self.inner.procs.lock().expect("procs");
+        let atom = Atom::new(name);
+        if procs.names.contains_key(&atom) {
+            return None;
+        }
+        procs.names.insert(atom, p.pid.id);
+        drop(procs);
+        Some(p)
+    }
+
+    /// The pid registered under `name`.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        let id = *self
+            .inner
+            .procs
+            .lock()
+            .expect("procs")
+            .names
+            .get(&Atom::new(name))?;
+        Some(self.inner.pid(id))
+    }
+
+    /// A new reference of this node.
+    pub fn make_ref(&self) -> Reference {
+        self.inner.make_ref()
+    }
+
+    /// Peers this node sees (visible connections), like `nodes()`.
+    pub fn nodes(&self) -> Vec<String> {
+        let conns = self.inner.conns.lock().expect("conns");
+        let mut v: Vec<String> = conns
+            .up
+            .iter()
+            .filter(|(_, h)| h.published)
+            .map(|(n, _)| n.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Every connected peer, visible or hidden, like `nodes(connected)`.
+    pub fn connected_nodes(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner
+            .conns
+            .lock()
+            .expect("conns")
+            .up
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// nodeup / nodedown events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Connects to `node` unless already connected.
+    pub async fn connect(&self, node: &str) -> Result<(), ConnectError> {
+        conn::connect(&self.inner, node).await.map(|_| ())
+    }
+
+    /// Closes the connection to `node`, if any.
+    pub fn disconnect(&self, node: &str) -> bool {
+        let h = self
+            .inner
+            .conns
+            .lock()
+            .expect("conns")
+            .up
+            .get(node)
+            .cloned();
+        match h {
+            Some(h) => {
+                h.kill.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends `msg` to `to` (SEND), connecting if needed. Waits while the
+    /// connection's queue is full.
+    pub async fn send(&self, to: &Pid, msg: Term) -> Result<(), SendError> {
+        if to.node == self.inner.name {
+            self.inner.deliver_local(to, msg);
+            return Ok(());
+        }
+        let m = DistMessage {
+            control: ControlMessage::Send { to: to.clone() },
+            payload: Some(msg),
+        };
+        self.inner.send_dist(to.node.as_str(), &m).await
+    }
+
+    /// Sends `msg` to the process registered as `name` on `node` (REG_SEND).
+    pub async fn send_named(
+        &self,
+        from: &Pid,
+        node: &str,
+        name: &str,
+        msg: Term,
+    ) -> Result<(), SendError> {
+        if node == self.name() {
+            if let Some(pid) = self.whereis(name) {
+                self.inner.deliver_local(&pid, msg);
+            }
+            return Ok(());
+        }
+        let m = DistMessage {
+            control: ControlMessage::RegSend {
+                from: from.clone(),
+                to_name: Atom::new(name),
+            },
+            payload: Some(msg),
+        };
+        self.inner.send_dist(node, &m).await
+    }
+
+    /// Sends `msg` to a process alias (ALIAS_SEND).
+    pub async fn send_alias(
+        &self,
+        from: &Pid,
+        alias: &Reference,
+        msg: Term,
+    ) -> Result<(), SendError> {
+        if alias.node == self.inner.name {
+            let id = self
+                .inner
+                .procs
+                .lock()
+                .expect("procs")
+                .aliases
+                .get(&alias.ids)
+                .copied();
+            if let Some(id) = id {
+                self.inner.deliver_local(&self.inner.pid(id), msg);
+            }
+            return Ok(());
+        }
+        let m = DistMessage {
+            control: ControlMessage::AliasSend {
+                from: from.clone(),
+                alias: alias.clone(),
+            },
+            payload: Some(msg),
+        };
+        self.inner.send_dist(alias.node.as_str(), &m).await
+    }
+
+    /// Sends a control message without payload (links, monitors, ...).
+    pub async fn send_control(&self, node: &str, control: ControlMessage) -> Result<(), SendError> {
+        let m = DistMessage {
+            control,
+            payload: None,
+        };
+        self.inner.send_dist(node, &m).await
+    }
+
+    /// `net_adm:ping(Node)` from Rust: monitors `net_kernel` on `node`, asks
+    /// `{is_auth, ThisNode}` with a `$gen_call`, and expects `yes`.
+    pub async fn ping(&self, node: &str) -> Result<(), PingError> {
+        let timeout = self.inner.config.setup_timeout;
+        let run = async {
+            self.connect(node).await?;
+            let mut me = self.spawn_process();
+            let mref = self.make_ref();
+            let net_kernel = Term::atom("net_kernel");
+            let closed = |_| PingError::Closed(node.to_owned());
+            self.send_control(
+                node,
+                ControlMessage::MonitorP {
+                    from: me.pid().clone(),
+                    to: net_kernel.clone(),
+                    reference: mref.clone(),
+                },
+            )
+            .await
+            .map_err(closed)?;
+            let call = Term::tuple(vec![
+                Term::atom("$gen_call"),
+                Term::tuple(vec![
+                    Term::Pid(me.pid().clone()),
+                    Term::Reference(mref.clone()),
+                ]),
+                Term::tuple(vec![
+                    Term::atom("is_auth"),
+                    Term::Atom(self.inner.name.clone()),
+                ]),
+            ]);
+            self.send_named(me.pid(), node, "net_kernel", call)
+                .await
+                .map_err(closed)?;
+            let answer = loop {
+                let Some(msg) = me.recv().await else {
+                    return Err(PingError::Closed(node.to_owned()));
+                };
+                match msg.as_tuple() {
+                    Some([Term::Reference(r), answer]) if *r == mref => break answer.clone(),
+                    Some([Term::Atom(down), Term::Reference(r), ..])
+                        if down.as_str() == "DOWN" && *r == mref =>
+                    {
+                        return Err(PingError::Refused {
+                            node: node.to_owned(),
+                            answer: msg.to_string(),
+                        });
+                    }
+                    _ => continue,
+                }
+            };
+            let _ = self
+                .send_control(
+                    node,
+                    ControlMessage::DemonitorP {
+                        from: me.pid().clone(),
+                        to: net_kernel,
+                        reference: mref,
+                    },
+                )
+                .await;
+            if answer == Term::atom("yes") {
+                Ok(())
+            } else {
+                Err(PingError::Refused {
+                    node: node.to_owned(),
+                    answer: answer.to_string(),
+                })
+            }
+        };
+        match tokio::time::timeout(timeout * 2, run).await {
+            Ok(r) => r,
+            Err(_) => Err(PingError::Timeout(node.to_owned())),
+        }
+    }
+
+    /// Stops listening and closes every connection.
+    pub fn shutdown(&self) {
+        let _ = self.inner.shutdown.send(true);
+    }
+}
+
+impl Inner {
+    pub(crate) fn pid(&self, id: u32) -> Pid {
+        Pid {
+            node: self.name.clone(),
+            id,
+            serial: 0,
+            creation: self.creation,
+        }
+    }
+
+    fn spawn_process(self: &Arc<Self>) -> Process {
+        let id = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x0fff_ffff;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.procs.lock().expect("procs").by_id.insert(id, tx);
+        Process {
+            pid: self.pid(id),
+            rx,
+            node: Arc::downgrade(self),
+        }
+    }
+
+    pub(crate) fn make_ref(&self) -> Reference {
+        let n = self.next_ref.fetch_add(1, Ordering::Relaxed);
+        Reference {
+            node: self.name.clone(),
+            creation: self.creation,
+            ids: vec![(n & 0x3ffff) as u32, (n >> 18) as u32, random_u32()],
+        }
+    }
+
+    /// Delivers to a local pid; messages to dead pids vanish, as in Erlang.
+    pub(crate) fn deliver_local(&self, to: &Pid, msg: Term) -> bool {
+        if to.creation != self.creation {
+            return false;
+        }
+        let procs = self.procs.lock().expect("procs");
+        match procs.by_id.get(&to.id) {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    pub(crate) fn deliver_named(&self, name: &Atom, msg: Term) -> bool {
+        let procs = self.procs.lock().expect("procs");
+        match procs.names.get(name).and_then(|id| procs.by_id.get(id)) {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    pub(crate) fn deliver_alias(&self, alias: &Reference, msg: Term) -> bool {
+        if alias.node != self.name {
+            return false;
+        }
+        let procs = self.procs.lock().expect("procs");
+        match procs
+            .aliases
+            .get(&alias.ids)
+            .and_then(|id| procs.by_id.get(id))
+        {
+            Some(tx) => tx.send(msg).is_ok(),
+            None => false,
+        }
+    }
+
+    pub(crate) fn is_alive_proc(&self, t: &Term) -> bool {
+        let procs = self.procs.lock().expect("procs");
+        match t {
+            Term::Atom(a) => procs.names.contains_key(a),
+            Term::Pid(p) => {
+                p.node == self.name
+                    && p.creation == self.creation
+                    && procs.by_id.contains_key(&p.id)
+            }
+            _ => false,
+        }
+    }
+
+    async fn send_dist(self: &Arc<Self>, node: &str, m: &DistMessage) -> Result<(), SendError> {
+        let handle = conn::connect(self, node).await?;
+        let (control, payload) = m.encode();
+        handle
+            .tx
+            .send(Outbound { control, payload })
+            .await
+            .map_err(|_| SendError::Closed(node.to_owned()))
+    }
+}
+
+/// A process: a pid and its mailbox. Dropping it ends the process (its
+/// name and aliases go with it).
+pub struct Process {
+    pid: Pid,
+    rx: mpsc::UnboundedReceiver<Term>,
+    node: Weak<Inner>,
+}
+
+impl Process {
+    /// The pid.
+    pub fn pid(&self) -> &Pid {
+        &self.pid
+    }
+
+    /// The next message; `None` once the node is gone.
+    pub async fn recv(&mut self) -> Option<Term> {
+        self.rx.recv().await
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Term> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The next message, waiting at most `timeout`.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Option<Term> {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// A new alias: messages sent to it (ALIAS_SEND) land in this mailbox.
+    pub fn alias(&self) -> Option<Reference> {
+        let inner = self.node.upgrade()?;
+        let r = inner.make_ref();
+        inner
+            .procs
+            .lock()
+            .expect("procs")
+            .aliases
+            .insert(r.ids.clone(), self.pid.id);
+        Some(r)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(inner) = self.node.upgrade() {
+            let mut procs = inner.procs.lock().expect("procs");
+            let id = self.pid.id;
+            procs.by_id.remove(&id);
+            procs.names.retain(|_, v| *v != id);
+            procs.aliases.retain(|_, v| *v != id);
+        }
+    }
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process").field("pid", &self.pid).finish()
+    }
+}

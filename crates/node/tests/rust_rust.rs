@@ -1,0 +1,133 @@
+//! Two Rust nodes in one process, on loopback with fixed ports (no epmd).
+
+use std::time::Duration;
+
+use erlkube_etf::Term;
+use erlkube_node::{Cookie, Node, NodeConfig, NodeEvent};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config(name: &str, cookie: &str, port: u16) -> NodeConfig {
+    let mut c = NodeConfig::new(
+        format!("{name}_{}@127.0.0.1", std::process::id()),
+        Cookie::new(cookie),
+    )
+    .fixed_port(port);
+    c.listen_ip = "127.0.0.1".parse().unwrap();
+    c.setup_timeout = Duration::from_secs(5);
+    c
+}
+
+async fn pair(ca: &str, cb: &str) -> (Node, Node) {
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = config("a", ca, pa);
+    let mut b = config("b", cb, pb);
+    a.known_ports.insert(b.name.clone(), pb);
+    b.known_ports.insert(a.name.clone(), pa);
+    (Node::start(a).await.unwrap(), Node::start(b).await.unwrap())
+}
+
+#[tokio::test]
+async fn ping_and_messages_both_ways() {
+    let (a, b) = pair("c", "c").await;
+    let mut events = b.subscribe();
+    a.ping(b.name()).await.expect("pong");
+    assert_eq!(a.nodes(), vec![b.name().to_owned()]);
+    assert!(
+        matches!(events.recv().await.unwrap(), NodeEvent::NodeUp { node, hidden: false } if node == a.name())
+    );
+
+    let mut pa = a.spawn_process();
+    let mut pb = b.spawn_registered("inbox").unwrap();
+    let small = Term::tuple(vec![
+        Term::atom("hello"),
+        Term::Integer(42),
+        Term::binary(b"x".to_vec()),
+    ]);
+    a.send_named(pa.pid(), b.name(), "inbox", small.clone())
+        .await
+        .unwrap();
+    assert_eq!(pb.recv().await.unwrap(), small);
+
+    // A 10 MB binary crosses in fragments and comes back equal.
+    let big = Term::binary((0..10_000_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+    b.send(pa.pid(), big.clone()).await.unwrap();
+    assert_eq!(pa.recv().await.unwrap(), big);
+
+    // Aliases.
+    let alias = pa.alias().unwrap();
+    b.send_alias(pb.pid(), &alias, Term::atom("via_alias"))
+        .await
+        .unwrap();
+    assert_eq!(pa.recv().await.unwrap(), Term::atom("via_alias"));
+}
+
+#[tokio::test]
+async fn wrong_cookie_is_refused() {
+    let (a, b) = pair("one", "two").await;
+    let err = a.ping(b.name()).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("cookie") || text.contains("digest"), "{text}");
+    assert!(a.nodes().is_empty() && b.nodes().is_empty());
+    // b is still up and answers a node with the right cookie.
+    let mut c = config("c", "two", free_port());
+    c.known_ports.insert(b.name().to_owned(), b.port());
+    let c = Node::start(c).await.unwrap();
+    c.ping(b.name()).await.expect("pong with the right cookie");
+}
+
+#[tokio::test]
+async fn hidden_node_is_not_in_nodes() {
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = config("ha", "c", pa);
+    a.hidden = true;
+    let b = config("hb", "c", pb);
+    a.known_ports.insert(b.name.clone(), pb);
+    let (a, b) = (Node::start(a).await.unwrap(), Node::start(b).await.unwrap());
+    a.ping(b.name()).await.unwrap();
+    assert!(b.nodes().is_empty());
+    assert_eq!(b.connected_nodes(), vec![a.name().to_owned()]);
+}
+
+#[tokio::test]
+async fn shutdown_gives_nodedown() {
+    let (a, b) = pair("c", "c").await;
+    a.ping(b.name()).await.unwrap();
+    let mut events = a.subscribe();
+    b.shutdown();
+    let down = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let NodeEvent::NodeDown { node, .. } = events.recv().await.unwrap() {
+                return node;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(down, b.name());
+}
+
+#[tokio::test]
+async fn malformed_frame_closes_only_that_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b) = pair("c", "c").await;
+    // Garbage instead of a handshake: the node closes that socket...
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", b.port()))
+        .await
+        .unwrap();
+    s.write_all(b"\x00\x05GET /").await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // ...and keeps serving others.
+    a.ping(b.name()).await.unwrap();
+}

@@ -1,0 +1,768 @@
+//! Control messages: the first term of every distribution message, a
+//! tuple whose first element is the operation number. Some operations are
+//! followed by a second term, the payload (the message sent, an exit
+//! reason, spawn arguments).
+
+use erlkube_etf::{Atom, DecodeError, EncodeOptions, Pid, Reference, Term};
+
+use super::frame::InboundMessage;
+
+/// Operation numbers (`DOP_*` in OTP's `dist.h`).
+pub mod op {
+    #![allow(missing_docs)]
+    pub const LINK: u8 = 1;
+    pub const SEND: u8 = 2;
+    pub const EXIT: u8 = 3;
+    pub const UNLINK: u8 = 4;
+    pub const NODE_LINK: u8 = 5;
+    pub const REG_SEND: u8 = 6;
+    pub const GROUP_LEADER: u8 = 7;
+    pub const EXIT2: u8 = 8;
+    pub const SEND_TT: u8 = 12;
+    pub const EXIT_TT: u8 = 13;
+    pub const REG_SEND_TT: u8 = 16;
+    pub const EXIT2_TT: u8 = 18;
+    pub const MONITOR_P: u8 = 19;
+    pub const DEMONITOR_P: u8 = 20;
+    pub const MONITOR_P_EXIT: u8 = 21;
+    pub const SEND_SENDER: u8 = 22;
+    pub const SEND_SENDER_TT: u8 = 23;
+    pub const PAYLOAD_EXIT: u8 = 24;
+    pub const PAYLOAD_EXIT_TT: u8 = 25;
+    pub const PAYLOAD_EXIT2: u8 = 26;
+    pub const PAYLOAD_EXIT2_TT: u8 = 27;
+    pub const PAYLOAD_MONITOR_P_EXIT: u8 = 28;
+    pub const SPAWN_REQUEST: u8 = 29;
+    pub const SPAWN_REQUEST_TT: u8 = 30;
+    pub const SPAWN_REPLY: u8 = 31;
+    pub const SPAWN_REPLY_TT: u8 = 32;
+    pub const ALIAS_SEND: u8 = 33;
+    pub const ALIAS_SEND_TT: u8 = 34;
+    pub const UNLINK_ID: u8 = 35;
+    pub const UNLINK_ID_ACK: u8 = 36;
+}
+
+/// Every control message of the distribution protocol. Fields that the
+/// protocol allows to be a pid *or* a name (or any term) are [`Term`]s.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ControlMessage {
+    /// `{1, FromPid, ToPid}`
+    Link { from: Pid, to: Pid },
+    /// `{2, Unused, ToPid}` + message
+    Send { to: Pid },
+    /// `{3, FromPid, ToPid, Reason}`
+    Exit { from: Pid, to: Pid, reason: Term },
+    /// `{4, FromPid, ToPid}`
+    Unlink { from: Pid, to: Pid },
+    /// `{5}`
+    NodeLink,
+    /// `{6, FromPid, Unused, ToName}` + message
+    RegSend { from: Pid, to_name: Atom },
+    /// `{7, FromPid, ToPid}`
+    GroupLeader { from: Pid, to: Pid },
+    /// `{8, FromPid, ToPid, Reason}`
+    Exit2 { from: Pid, to: Pid, reason: Term },
+    /// `{12, Unused, ToPid, TraceToken}` + message
+    SendTt { to: Pid, token: Term },
+    /// `{13, FromPid, ToPid, TraceToken, Reason}`
+    ExitTt {
+        from: Pid,
+        to: Pid,
+        token: Term,
+        reason: Term,
+    },
+    /// `{16, FromPid, Unused, ToName, TraceToken}` + message
+    RegSendTt {
+        from: Pid,
+        to_name: Atom,
+        token: Term,
+    },
+    /// `{18, FromPid, ToPid, TraceToken, Reason}`
+    Exit2Tt {
+        from: Pid,
+        to: Pid,
+        token: Term,
+        reason: Term,
+    },
+    /// `{19, FromPid, ToProc, Ref}`: ToProc is a pid or a registered name.
+    MonitorP {
+        from: Pid,
+        to: Term,
+        reference: Reference,
+    },
+    /// `{20, FromPid, ToProc, Ref}`
+    DemonitorP {
+        from: Pid,
+        to: Term,
+        reference: Reference,
+    },
+    /// `{21, FromProc, ToPid, Ref, Reason}`
+    MonitorPExit {
+        from: Term,
+        to: Pid,
+        reference: Reference,
+        reason: Term,
+    },
+    /// `{22, FromPid, ToPid}` + message
+    SendSender { from: Pid, to: Pid },
+    /// `{23, FromPid, ToPid, TraceToken}` + message
+    SendSenderTt { from: Pid, to: Pid, token: Term },
+    /// `{24, FromPid, ToPid}` + reason
+    PayloadExit { from: Pid, to: Pid },
+    /// `{25, FromPid, ToPid, TraceToken}` + reason
+    PayloadExitTt { from: Pid, to: Pid, token: Term },
+    /// `{26, FromPid, ToPid}` + reason
+    PayloadExit2 { from: Pid, to: Pid },
+    /// `{27, FromPid, ToPid, TraceToken}` + reason
+    PayloadExit2Tt { from: Pid, to: Pid, token: Term },
+    /// `{28, FromProc, ToPid, Ref}` + reason
+    PayloadMonitorPExit {
+        from: Term,
+        to: Pid,
+        reference: Reference,
+    },
+    /// `{29, ReqId, From, GroupLeader, {Module, Function, Arity}, OptList}` + argument list
+    SpawnRequest {
+        req_id: Reference,
+        from: Pid,
+        group_leader: Pid,
+        mfa: Mfa,
+        options: Term,
+    },
+    /// `{30, ReqId, From, GroupLeader, {Module, Function, Arity}, OptList, Token}` + argument list
+    SpawnRequestTt {
+        req_id: Reference,
+        from: Pid,
+        group_leader: Pid,
+        mfa: Mfa,
+        options: Term,
+        token: Term,
+    },
+    /// `{31, ReqId, To, Flags, Result}`: Result is the new pid or an error atom.
+    SpawnReply {
+        req_id: Reference,
+        to: Pid,
+        flags: i64,
+        result: Term,
+    },
+    /// `{32, ReqId, To, Flags, Result, Token}`
+    SpawnReplyTt {
+        req_id: Reference,
+        to: Pid,
+        flags: i64,
+        result: Term,
+        token: Term,
+    },
+    /// `{33, FromPid, Alias}` + message
+    AliasSend { from: Pid, alias: Reference },
+    /// `{34, FromPid, Alias, Token}` + message
+    AliasSendTt {
+        from: Pid,
+        alias: Reference,
+        token: Term,
+    },
+    /// `{35, Id, FromPid, ToPid}`
+    UnlinkId { id: Term, from: Pid, to: Pid },
+    /// `{36, Id, FromPid, ToPid}`
+    UnlinkIdAck { id: Term, from: Pid, to: Pid },
+}
+
+/// `{Module, Function, Arity}` of a spawn request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mfa {
+    /// Module.
+    pub module: Atom,
+    /// Function.
+    pub function: Atom,
+    /// Arity.
+    pub arity: u32,
+}
+
+/// A control message that does not fit the protocol.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The control message is not a tuple starting with an integer.
+    #[error("control message is not a tuple with an operation number: {0}")]
+    NotAControlTuple(String),
+    /// An operation number this protocol does not define.
+    #[error("unknown control message operation {0}")]
+    UnknownOperation(i64),
+    /// A tuple with the wrong number of elements for its operation.
+    #[error("control message {op} has {got} elements, expected {expected}")]
+    WrongArity {
+        /// The operation.
+        op: u8,
+        /// Elements received (including the operation).
+        got: usize,
+        /// Elements expected.
+        expected: usize,
+    },
+    /// A field of the wrong type.
+    #[error("control message {op}: field {field} has the wrong type")]
+    BadField {
+        /// The operation.
+        op: u8,
+        /// The field's name.
+        field: &'static str,
+    },
+    /// An operation that needs a payload arrived without one.
+    #[error("control message {0} lacks its payload")]
+    MissingPayload(u8),
+    /// Bytes after the last term of a message.
+    #[error("{0} bytes after the end of the message")]
+    TrailingBytes(usize),
+    /// A term that does not decode.
+    #[error("bad term in distribution message: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+fn pid(op: u8, field: &'static str, t: &Term) -> Result<Pid, ControlError> {
+    t.as_pid()
+        .cloned()
+        .ok_or(ControlError::BadField { op, field })
+}
+
+fn reference(op: u8, field: &'static str, t: &Term) -> Result<Reference, ControlError> {
+    t.as_reference()
+        .cloned()
+        .ok_or(ControlError::BadField { op, field })
+}
+
+fn atom(op: u8, field: &'static str, t: &Term) -> Result<Atom, ControlError> {
+    t.as_atom()
+        .cloned()
+        .ok_or(ControlError::BadField { op, field })
+}
+
+fn proc(op: u8, field: &'static str, t: &Term) -> Result<Term, ControlError> {
+    match t {
+        Term::Pid(_) | Term::Atom(_) => Ok(t.clone()),
+        _ => Err(ControlError::BadField { op, field }),
+    }
+}
+
+fn p(pid: &Pid) -> Term {
+    Term::Pid(pid.clone())
+}
+
+fn r(r: &Reference) -> Term {
+    Term::Reference(r.clone())
+}
+
+fn i(op: u8) -> Term {
+    Term::Integer(op as i64)
+}
+
+fn unused() -> Term {
+    Term::atom("")
+}
+
+impl Mfa {
+    fn to_term(&self) -> Term {
+        Term::tuple(vec![
+            Term::Atom(self.module.clone()),
+            Term::Atom(self.function.clone()),
+            Term::Integer(self.arity as i64),
+        ])
+    }
+
+    fn from_term(op: u8, t: &Term) -> Result<Mfa, ControlError> {
+        let bad = ControlError::BadField { op, field: "mfa" };
+        match t.as_tuple() {
+            Some([m, f, a]) => Ok(Mfa {
+                module: m.as_atom().cloned().ok_or(bad.clone())?,
+                function: f.as_atom().cloned().ok_or(bad.clone())?,
+                arity: a
+                    .as_integer()
+                    .and_then(|a| u32::try_from(a).ok())
+                    .ok_or(bad)?,
+            }),
+            _ => Err(bad),
+        }
+    }
+}
+
+impl ControlMessage {
+    /// The operation number.
+    pub fn op(&self) -> u8 {
+        use ControlMessage as C;
+        match self {
+            C::Link { .. } => op::LINK,
+            C::Send { .. } => op::SEND,
+            C::Exit { .. } => op::EXIT,
+            C::Unlink { .. } => op::UNLINK,
+            C::NodeLink => op::NODE_LINK,
+            C::RegSend { .. } => op::REG_SEND,
+            C::GroupLeader { .. } => op::GROUP_LEADER,
+            C::Exit2 { .. } => op::EXIT2,
+            C::SendTt { .. } => op::SEND_TT,
+            C::ExitTt { .. } => op::EXIT_TT,
+            C::RegSendTt { .. } => op::REG_SEND_TT,
+            C::Exit2Tt { .. } => op::EXIT2_TT,
+            C::MonitorP { .. } => op::MONITOR_P,
+            C::DemonitorP { .. } => op::DEMONITOR_P,
+            C::MonitorPExit { .. } => op::MONITOR_P_EXIT,
+            C::SendSender { .. } => op::SEND_SENDER,
+            C::SendSenderTt { .. } => op::SEND_SENDER_TT,
+            C::PayloadExit { .. } => op::PAYLOAD_EXIT,
+            C::PayloadExitTt { .. } => op::PAYLOAD_EXIT_TT,
+            C::PayloadExit2 { .. } => op::PAYLOAD_EXIT2,
+            C::PayloadExit2Tt { .. } => op::PAYLOAD_EXIT2_TT,
+            C::PayloadMonitorPExit { .. } => op::PAYLOAD_MONITOR_P_EXIT,
+            C::SpawnRequest { .. } => op::SPAWN_REQUEST,
+            C::SpawnRequestTt { .. } => op::SPAWN_REQUEST_TT,
+            C::SpawnReply { .. } => op::SPAWN_REPLY,
+            C::SpawnReplyTt { .. } => op::SPAWN_REPLY_TT,
+            C::AliasSend { .. } => op::ALIAS_SEND,
+            C::AliasSendTt { .. } => op::ALIAS_SEND_TT,
+            C::UnlinkId { .. } => op::UNLINK_ID,
+            C::UnlinkIdAck { .. } => op::UNLINK_ID_ACK,
+        }
+    }
+
+    /// True when the operation is followed by a payload term.
+    pub fn has_payload(&self) -> bool {
+        op_has_payload(self.op())
+    }
+
+    /// The control tuple.
+    pub fn to_term(&self) -> Term {
+        use ControlMessage as C;
+        let o = i(self.op());
+        let items = match self {
+            C::Link { from, to } | C::Unlink { from, to } | C::GroupLeader { from, to } => {
+                vec![o, p(from), p(to)]
+            }
+            C::SendSender { from, to }
+            | C::PayloadExit { from, to }
+            | C::PayloadExit2 { from, to } => {
+                vec![o, p(from), p(to)]
+            }
+            C::Send { to } => vec![o, unused(), p(to)],
+            C::Exit { from, to, reason } | C::Exit2 { from, to, reason } => {
+                vec![o, p(from), p(to), reason.clone()]
+            }
+            C::NodeLink => vec![o],
+            C::RegSend { from, to_name } => vec![o, p(from), unused(), Term::Atom(to_name.clone())],
+            C::SendTt { to, token } => vec![o, unused(), p(to), token.clone()],
+            C::ExitTt {
+                from,
+                to,
+                token,
+                reason,
+            }
+            | C::Exit2Tt {
+                from,
+                to,
+                token,
+                reason,
+            } => {
+                vec![o, p(from), p(to), token.clone(), reason.clone()]
+            }
+            C::RegSendTt {
+                from,
+                to_name,
+                token,
+            } => {
+                vec![
+                    o,
+                    p(from),
+                    unused(),
+                    Term::Atom(to_name.clone()),
+                    token.clone(),
+                ]
+            }
+            C::MonitorP {
+                from,
+                to,
+                reference,
+            }
+            | C::DemonitorP {
+                from,
+                to,
+                reference,
+            } => {
+                vec![o, p(from), to.clone(), r(reference)]
+            }
+            C::MonitorPExit {
+                from,
+                to,
+                reference,
+                reason,
+            } => vec![o, from.clone(), p(to), r(reference), reason.clone()],
+            C::SendSenderTt { from, to, token }
+            | C::PayloadExitTt { from, to, token }
+            | C::PayloadExit2Tt { from, to, token } => vec![o, p(from), p(to), token.clone()],
+            C::PayloadMonitorPExit {
+                from,
+                to,
+                reference,
+            } => vec![o, from.clone(), p(to), r(reference)],
+            C::SpawnRequest {
+                req_id,
+                from,
+                group_leader,
+                mfa,
+                options,
+            } => {
+                vec![
+                    o,
+                    r(req_id),
+                    p(from),
+                    p(group_leader),
+                    mfa.to_term(),
+                    options.clone(),
+                ]
+            }
+            C::SpawnRequestTt {
+                req_id,
+                from,
+                group_leader,
+                mfa,
+                options,
+                token,
+            } => {
+                vec![
+                    o,
+                    r(req_id),
+                    p(from),
+                    p(group_leader),
+                    mfa.to_term(),
+                    options.clone(),
+                    token.clone(),
+                ]
+            }
+            C::SpawnReply {
+                req_id,
+                to,
+                flags,
+                result,
+            } => {
+                vec![o, r(req_id), p(to), Term::Integer(*flags), result.clone()]
+            }
+            C::SpawnReplyTt {
+                req_id,
+                to,
+                flags,
+                result,
+                token,
+            } => {
+                vec![
+                    o,
+                    r(req_id),
+                    p(to),
+                    Term::Integer(*flags),
+                    result.clone(),
+                    token.clone(),
+                ]
+            }
+            C::AliasSend { from, alias } => vec![o, p(from), r(alias)],
+            C::AliasSendTt { from, alias, token } => vec![o, p(from), r(alias), token.clone()],
+            C::UnlinkId { id, from, to } | C::UnlinkIdAck { id, from, to } => {
+                vec![o, id.clone(), p(from), p(to)]
+            }
+        };
+        Term::tuple(items)
+    }
+
+    /// Reads a control tuple.
+    pub fn from_term(term: &Term) -> Result<ControlMessage, ControlError> {
+        use ControlMessage as C;
+        let not_ctl =
+            || ControlError::NotAControlTuple(format!("{term:?}").chars().take(200).collect());
+        let items = term.as_tuple().ok_or_else(not_ctl)?;
+        let first = items
+            .first()
+            .and_then(Term::as_integer)
+            .ok_or_else(not_ctl)?;
+        let o = u8::try_from(first).map_err(|_| ControlError::UnknownOperation(first))?;
+        let expected = arity(o).ok_or(ControlError::UnknownOperation(first))?;
+        if items.len() != expected {
+            return Err(ControlError::WrongArity {
+                op: o,
+                got: items.len(),
+                expected,
+            });
+        }
+        let t = items;
+        let msg = match o {
+            op::LINK => C::Link {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+            },
+            op::SEND => C::Send {
+                to: pid(o, "to", &t[2])?,
+            },
+            op::EXIT => C::Exit {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                reason: t[3].clone(),
+            },
+            op::UNLINK => C::Unlink {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+            },
+            op::NODE_LINK => C::NodeLink,
+            op::REG_SEND => C::RegSend {
+                from: pid(o, "from", &t[1])?,
+                to_name: atom(o, "to_name", &t[3])?,
+            },
+            op::GROUP_LEADER => C::GroupLeader {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+            },
+            op::EXIT2 => C::Exit2 {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                reason: t[3].clone(),
+            },
+            op::SEND_TT => C::SendTt {
+                to: pid(o, "to", &t[2])?,
+                token: t[3].clone(),
+            },
+            op::EXIT_TT => C::ExitTt {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                token: t[3].clone(),
+                reason: t[4].clone(),
+            },
+            op::REG_SEND_TT => C::RegSendTt {
+                from: pid(o, "from", &t[1])?,
+                to_name: atom(o, "to_name", &t[3])?,
+                token: t[4].clone(),
+            },
+            op::EXIT2_TT => C::Exit2Tt {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                token: t[3].clone(),
+                reason: t[4].clone(),
+            },
+            op::MONITOR_P => C::MonitorP {
+                from: pid(o, "from", &t[1])?,
+                to: proc(o, "to", &t[2])?,
+                reference: reference(o, "ref", &t[3])?,
+            },
+            op::DEMONITOR_P => C::DemonitorP {
+                from: pid(o, "from", &t[1])?,
+                to: proc(o, "to", &t[2])?,
+                reference: reference(o, "ref", &t[3])?,
+            },
+            op::MONITOR_P_EXIT => C::MonitorPExit {
+                from: proc(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                reference: reference(o, "ref", &t[3])?,
+                reason: t[4].clone(),
+            },
+            op::SEND_SENDER => C::SendSender {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+            },
+            op::SEND_SENDER_TT => C::SendSenderTt {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                token: t[3].clone(),
+            },
+            op::PAYLOAD_EXIT => C::PayloadExit {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+            },
+            op::PAYLOAD_EXIT_TT => C::PayloadExitTt {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                token: t[3].clone(),
+            },
+            op::PAYLOAD_EXIT2 => C::PayloadExit2 {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+            },
+            op::PAYLOAD_EXIT2_TT => C::PayloadExit2Tt {
+                from: pid(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                token: t[3].clone(),
+            },
+            op::PAYLOAD_MONITOR_P_EXIT => C::PayloadMonitorPExit {
+                from: proc(o, "from", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                reference: reference(o, "ref", &t[3])?,
+            },
+            op::SPAWN_REQUEST => C::SpawnRequest {
+                req_id: reference(o, "req_id", &t[1])?,
+                from: pid(o, "from", &t[2])?,
+                group_leader: pid(o, "group_leader", &t[3])?,
+                mfa: Mfa::from_term(o, &t[4])?,
+                options: t[5].clone(),
+            },
+            op::SPAWN_REQUEST_TT => C::SpawnRequestTt {
+                req_id: reference(o, "req_id", &t[1])?,
+                from: pid(o, "from", &t[2])?,
+                group_leader: pid(o, "group_leader", &t[3])?,
+                mfa: Mfa::from_term(o, &t[4])?,
+                options: t[5].clone(),
+                token: t[6].clone(),
+            },
+            op::SPAWN_REPLY => C::SpawnReply {
+                req_id: reference(o, "req_id", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                flags: t[3].as_integer().ok_or(ControlError::BadField {
+                    op: o,
+                    field: "flags",
+                })?,
+                result: t[4].clone(),
+            },
+            op::SPAWN_REPLY_TT => C::SpawnReplyTt {
+                req_id: reference(o, "req_id", &t[1])?,
+                to: pid(o, "to", &t[2])?,
+                flags: t[3].as_integer().ok_or(ControlError::BadField {
+                    op: o,
+                    field: "flags",
+                })?,
+                result: t[4].clone(),
+                token: t[5].clone(),
+            },
+            op::ALIAS_SEND => C::AliasSend {
+                from: pid(o, "from", &t[1])?,
+                alias: reference(o, "alias", &t[2])?,
+            },
+            op::ALIAS_SEND_TT => C::AliasSendTt {
+                from: pid(o, "from", &t[1])?,
+                alias: reference(o, "alias", &t[2])?,
+                token: t[3].clone(),
+            },
+            op::UNLINK_ID | op::UNLINK_ID_ACK => {
+                let id = match &t[1] {
+                    Term::Integer(_) | Term::BigInt(_) => t[1].clone(),
+                    _ => return Err(ControlError::BadField { op: o, field: "id" }),
+                };
+                let (from, to) = (pid(o, "from", &t[2])?, pid(o, "to", &t[3])?);
+                if o == op::UNLINK_ID {
+                    C::UnlinkId { id, from, to }
+                } else {
+                    C::UnlinkIdAck { id, from, to }
+                }
+            }
+            _ => return Err(ControlError::UnknownOperation(first)),
+        };
+        Ok(msg)
+    }
+}
+
+/// The tuple size of each operation (including the operation number).
+fn arity(o: u8) -> Option<usize> {
+    Some(match o {
+        op::NODE_LINK => 1,
+        op::LINK
+        | op::UNLINK
+        | op::GROUP_LEADER
+        | op::SEND
+        | op::SEND_SENDER
+        | op::PAYLOAD_EXIT => 3,
+        op::PAYLOAD_EXIT2 | op::ALIAS_SEND => 3,
+        op::EXIT | op::EXIT2 | op::REG_SEND | op::SEND_TT | op::MONITOR_P | op::DEMONITOR_P => 4,
+        op::SEND_SENDER_TT
+        | op::PAYLOAD_EXIT_TT
+        | op::PAYLOAD_EXIT2_TT
+        | op::PAYLOAD_MONITOR_P_EXIT => 4,
+        op::ALIAS_SEND_TT | op::UNLINK_ID | op::UNLINK_ID_ACK => 4,
+        op::EXIT_TT | op::REG_SEND_TT | op::EXIT2_TT | op::MONITOR_P_EXIT | op::SPAWN_REPLY => 5,
+        op::SPAWN_REQUEST | op::SPAWN_REPLY_TT => 6,
+        op::SPAWN_REQUEST_TT => 7,
+        _ => return None,
+    })
+}
+
+/// True when operation `o` is followed by a payload term.
+pub fn op_has_payload(o: u8) -> bool {
+    matches!(
+        o,
+        op::SEND
+            | op::REG_SEND
+            | op::SEND_TT
+            | op::REG_SEND_TT
+            | op::SEND_SENDER
+            | op::SEND_SENDER_TT
+            | op::PAYLOAD_EXIT
+            | op::PAYLOAD_EXIT_TT
+            | op::PAYLOAD_EXIT2
+            | op::PAYLOAD_EXIT2_TT
+            | op::PAYLOAD_MONITOR_P_EXIT
+            | op::SPAWN_REQUEST
+            | op::SPAWN_REQUEST_TT
+            | op::ALIAS_SEND
+            | op::ALIAS_SEND_TT
+    )
+}
+
+/// A decoded distribution message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DistMessage {
+    /// The control message.
+    pub control: ControlMessage,
+    /// The payload, for operations that carry one.
+    pub payload: Option<Term>,
+}
+
+impl DistMessage {
+    /// Decodes the control message and payload of an inbound message,
+    /// resolving atom cache references.
+    pub fn decode(msg: &InboundMessage) -> Result<DistMessage, ControlError> {
+        // etf's decoder wants a version byte before each term; after a
+        // distribution header the terms have none, so lend them one.
+        let mut buf;
+        let data: &mut [u8] = if msg.versioned {
+            buf = msg.data.clone();
+            &mut buf
+        } else {
+            buf = Vec::with_capacity(msg.data.len() + 1);
+            buf.push(131);
+            buf.extend_from_slice(&msg.data);
+            &mut buf
+        };
+        let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(data, &msg.atoms)?;
+        let control = ControlMessage::from_term(&term)?;
+        let payload = if control.has_payload() {
+            let start = if msg.versioned {
+                if used >= data.len() {
+                    return Err(ControlError::MissingPayload(control.op()));
+                }
+                used
+            } else {
+                if used >= data.len() {
+                    return Err(ControlError::MissingPayload(control.op()));
+                }
+                // Overwrite the control's last byte (already decoded) with a version byte.
+                data[used - 1] = 131;
+                used - 1
+            };
+            let (p, n) = erlkube_etf::decode_prefix_with_atom_cache(&data[start..], &msg.atoms)?;
+            if start + n != data.len() {
+                return Err(ControlError::TrailingBytes(data.len() - start - n));
+            }
+            Some(p)
+        } else {
+            if used != data.len() {
+                return Err(ControlError::TrailingBytes(data.len() - used));
+            }
+            None
+        };
+        Ok(DistMessage { control, payload })
+    }
+
+    /// Encodes the control message and payload as versioned ETF, ready for
+    /// [`crate::dist::Connection::send`].
+    pub fn encode(&self) -> (Vec<u8>, Option<Vec<u8>>) {
+        let opts = EncodeOptions::utf8_atoms();
+        let mut ctl = Vec::with_capacity(64);
+        erlkube_etf::encode_with(&self.control.to_term(), &opts, &mut ctl);
+        let payload = self.payload.as_ref().map(|p| {
+            let mut out = Vec::with_capacity(64);
+            erlkube_etf::encode_with(p, &opts, &mut out);
+            out
+        });
+        (ctl, payload)
+    }
+}
+
+#[cfg(test)]
+mod tests;

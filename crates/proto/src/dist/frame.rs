@@ -1,0 +1,583 @@
+//! Framing after the handshake: 4-byte length frames, ticks, the
+//! distribution header with its atom cache, and fragments.
+//!
+//! ```text
+//! frame   = Length:32 Body            (Length 0 = tick)
+//! Body    = 112 Control [Payload]                      pass-through, versioned terms
+//!         | 131 'D' AtomCacheHeader Control [Payload]  normal header, unversioned terms
+//!         | 131 'E' Seq:64 Frag:64 AtomCacheHeader Data   first fragment (Frag = count)
+//!         | 131 'F' Seq:64 Frag:64 Data                    continuation (Frag counts down to 1)
+//! ```
+//!
+//! Which form a connection uses follows from the negotiated flags: with
+//! DIST_HDR_ATOM_CACHE or FRAGMENTS the BEAM sends and expects the 131
+//! header forms and terms *without* their 131 version byte; otherwise
+//! pass-through with versioned terms.
+
+use super::flags::DistFlags;
+use std::collections::HashMap;
+
+/// Frame body tag of a pass-through message.
+pub const PASS_THROUGH: u8 = 112;
+/// The ETF version byte, which also starts a distribution header.
+pub const VERSION_MAGIC: u8 = 131;
+/// Normal distribution header.
+pub const DIST_HEADER: u8 = b'D';
+/// First fragment header.
+pub const DIST_FRAG_HEADER: u8 = b'E';
+/// Fragment continuation.
+pub const DIST_FRAG_CONT: u8 = b'F';
+/// Entries in a connection's atom cache (8 segments of 256).
+pub const ATOM_CACHE_SIZE: usize = 2048;
+/// OTP's fragment size: messages larger than this are split when the peer accepts FRAGMENTS.
+pub const FRAGMENT_SIZE: usize = 64 * 1024;
+
+/// An atom taken from the atom cache.
+pub type AtomText = erlkube_etf::Atom;
+
+/// Limits on what a peer may make this side buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame body accepted (the length field); larger is an error.
+    pub max_frame_len: usize,
+    /// Largest reassembled message (all fragments of one sequence).
+    pub max_message_len: usize,
+    /// Most fragmented messages in flight at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_len: 64 << 20,
+            max_message_len: 256 << 20,
+            max_in_flight: 64,
+        }
+    }
+}
+
+/// A peer's framing violation. Each closes the connection.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// A length field above [`Limits::max_frame_len`].
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    FrameTooLong {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame body starting with neither 112 nor 131.
+    #[error("unknown frame type {0:#04x}")]
+    UnknownFrameType(u8),
+    /// 131 followed by something other than 'D', 'E' or 'F'.
+    #[error("unknown distribution header {0:#04x}")]
+    UnknownHeader(u8),
+    /// A header the negotiated flags do not allow.
+    #[error("distribution header {0:?} used without the flag that allows it")]
+    HeaderNotNegotiated(char),
+    /// A header cut short.
+    #[error("truncated distribution header")]
+    TruncatedHeader,
+    /// A header with no control message after it.
+    #[error("message without a control message")]
+    EmptyMessage,
+    /// A reference to an atom cache slot that was never filled.
+    #[error("reference to empty atom cache slot {0}")]
+    UnknownAtomCacheEntry(usize),
+    /// A new atom cache entry whose text is not UTF-8 or too long.
+    #[error("invalid atom text in atom cache entry {0}")]
+    InvalidCachedAtom(usize),
+    /// A fragment id of 0.
+    #[error("fragment id 0 in sequence {0}")]
+    ZeroFragmentId(u64),
+    /// A first fragment for a sequence already in flight.
+    #[error("first fragment of sequence {0} while it is already in flight")]
+    DuplicateSequence(u64),
+    /// A continuation for a sequence not in flight.
+    #[error("continuation fragment for unknown sequence {0}")]
+    UnknownSequence(u64),
+    /// A continuation whose fragment id is not the one expected.
+    #[error("fragment {got} of sequence {seq} out of order (expected {expected})")]
+    FragmentOutOfOrder {
+        /// The sequence.
+        seq: u64,
+        /// The id expected next.
+        expected: u64,
+        /// The id received.
+        got: u64,
+    },
+    /// More fragmented messages in flight than [`Limits::max_in_flight`].
+    #[error("more than {0} fragmented messages in flight")]
+    TooManyInFlight(usize),
+    /// A message larger than [`Limits::max_message_len`].
+    #[error("message of at least {len} bytes exceeds the maximum of {max}")]
+    MessageTooLarge {
+        /// Bytes so far (or announced).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// One frame read from the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A zero-length frame.
+    Tick,
+    /// A frame body.
+    Data(Vec<u8>),
+}
+
+/// Splits a byte stream into 4-byte length frames. Separates "need more
+/// bytes" (`Ok(None)`) from "bad bytes" (`Err`).
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    pos: usize,
+    max_frame_len: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder refusing frames longer than `max_frame_len`.
+    pub fn new(max_frame_len: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            pos: 0,
+            max_frame_len,
+        }
+    }
+
+    /// Appends bytes read from the socket.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 0 && self.pos >= self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes buffered but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// The next complete frame.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        let rest = &self.buf[self.pos..];
+        if rest.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len > self.max_frame_len {
+            return Err(FrameError::FrameTooLong {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        if len == 0 {
+            self.pos += 4;
+            return Ok(Some(Frame::Tick));
+        }
+        if rest.len() < 4 + len {
+            // Reserve once so a large frame does not reallocate repeatedly.
+            self.buf.reserve(4 + len - rest.len());
+            return Ok(None);
+        }
+        let body = rest[4..4 + len].to_vec();
+        self.pos += 4 + len;
+        Ok(Some(Frame::Data(body)))
+    }
+}
+
+/// A complete message: the control message, then the payload if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// The atoms that ATOM_CACHE_REF (tag 82) indexes in `data`.
+    pub atoms: Vec<AtomText>,
+    /// Control message ++ payload, as encoded terms.
+    pub data: Vec<u8>,
+    /// True for pass-through messages, whose terms each start with 131;
+    /// false after a distribution header (terms without the version byte).
+    pub versioned: bool,
+}
+
+/// The per-connection receive cache of 2048 atoms.
+#[derive(Debug)]
+pub struct AtomCache {
+    slots: Vec<Option<AtomText>>,
+}
+
+impl Default for AtomCache {
+    fn default() -> Self {
+        AtomCache {
+            slots: vec![None; ATOM_CACHE_SIZE],
+        }
+    }
+}
+
+impl AtomCache {
+    /// The atom in slot `ix`, if set.
+    pub fn get(&self, ix: usize) -> Option<&AtomText> {
+        self.slots.get(ix).and_then(|s| s.as_ref())
+    }
+}
+
+/// Parses the atom cache part of a 'D' or 'E' header, updating `cache`.
+/// Returns the message's atom list and the bytes used.
+fn parse_atom_cache_header(
+    input: &[u8],
+    cache: &mut AtomCache,
+) -> Result<(Vec<AtomText>, usize), FrameError> {
+    let n = *input.first().ok_or(FrameError::TruncatedHeader)? as usize;
+    let mut pos = 1;
+    if n == 0 {
+        return Ok((Vec::new(), pos));
+    }
+    let flag_bytes = n / 2 + 1;
+    let flags = input
+        .get(pos..pos + flag_bytes)
+        .ok_or(FrameError::TruncatedHeader)?;
+    pos += flag_bytes;
+    let nibble = |i: usize| (flags[i / 2] >> ((i % 2) * 4)) & 0x0f;
+    let long_atoms = nibble(n) & 1 != 0;
+    let mut atoms = Vec::with_capacity(n);
+    for i in 0..n {
+        let f = nibble(i);
+        let ix_low = *input.get(pos).ok_or(FrameError::TruncatedHeader)? as usize;
+        pos += 1;
+        let cix = ((f & 7) as usize) << 8 | ix_low;
+        if f & 8 != 0 {
+            let len = if long_atoms {
+                let b = input.get(pos..pos + 2).ok_or(FrameError::TruncatedHeader)?;
+                pos += 2;
+                u16::from_be_bytes([b[0], b[1]]) as usize
+            } else {
+                let b = *input.get(pos).ok_or(FrameError::TruncatedHeader)?;
+                pos += 1;
+                b as usize
+            };
+            let raw = input
+                .get(pos..pos + len)
+                .ok_or(FrameError::TruncatedHeader)?;
+            pos += len;
+            let text = std::str::from_utf8(raw).map_err(|_| FrameError::InvalidCachedAtom(cix))?;
+            if text.chars().count() > 255 {
+                return Err(FrameError::InvalidCachedAtom(cix));
+            }
+            let atom = AtomText::new(text);
+            cache.slots[cix] = Some(atom.clone());
+            atoms.push(atom);
+        } else {
+            let atom = cache
+                .get(cix)
+                .ok_or(FrameError::UnknownAtomCacheEntry(cix))?;
+            atoms.push(atom.clone());
+        }
+    }
+    Ok((atoms, pos))
+}
+
+#[derive(Debug)]
+struct Partial {
+    atoms: Vec<AtomText>,
+    data: Vec<u8>,
+    next_frag: u64,
+}
+
+/// Turns frame bodies into messages: header parsing, the atom cache,
+/// fragment reassembly under [`Limits`].
+#[derive(Debug)]
+pub struct InboundDecoder {
+    flags: DistFlags,
+    limits: Limits,
+    cache: AtomCache,
+    in_flight: HashMap<u64, Partial>,
+}
+
+impl InboundDecoder {
+    /// A decoder for a connection with these negotiated flags.
+    pub fn new(flags: DistFlags, limits: Limits) -> Self {
+        InboundDecoder {
+            flags,
+            limits,
+            cache: AtomCache::default(),
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// The receive atom cache.
+    pub fn atom_cache(&self) -> &AtomCache {
+        &self.cache
+    }
+
+    /// Fragmented messages waiting for more fragments.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Decodes one frame body; `Ok(None)` when it was a fragment of an
+    /// unfinished message.
+    pub fn decode(&mut self, body: Vec<u8>) -> Result<Option<InboundMessage>, FrameError> {
+        match body.first() {
+            Some(&PASS_THROUGH) => {
+                if body.len() < 2 {
+                    return Err(FrameError::EmptyMessage);
+                }
+                let mut data = body;
+                data.remove(0);
+                Ok(Some(InboundMessage {
+                    atoms: Vec::new(),
+                    data,
+                    versioned: true,
+                }))
+            }
+            Some(&VERSION_MAGIC) => self.decode_header(&body),
+            Some(&other) => Err(FrameError::UnknownFrameType(other)),
+            None => Err(FrameError::EmptyMessage),
+        }
+    }
+
+    fn decode_header(&mut self, body: &[u8]) -> Result<Option<InboundMessage>, FrameError> {
+        let kind = *body.get(1).ok_or(FrameError::TruncatedHeader)?;
+        match kind {
+            DIST_HEADER => {
+                if !self.flags.uses_dist_header() {
+                    return Err(FrameError::HeaderNotNegotiated('D'));
+                }
+                let (atoms, used) = parse_atom_cache_header(&body[2..], &mut self.cache)?;
+                let data = body[2 + used..].to_vec();
+                if data.is_empty() {
+                    return Err(FrameError::EmptyMessage);
+                }
+                Ok(Some(InboundMessage {
+                    atoms,
+                    data,
+                    versioned: false,
+                }))
+            }
+            DIST_FRAG_HEADER | DIST_FRAG_CONT => {
+                if !self.flags.contains(DistFlags::FRAGMENTS) {
+                    return Err(FrameError::HeaderNotNegotiated(kind as char));
+                }
+                let ids = body.get(2..18).ok_or(FrameError::TruncatedHeader)?;
+                let seq = u64::from_be_bytes(ids[..8].try_into().expect("8 bytes"));
+                let frag = u64::from_be_bytes(ids[8..].try_into().expect("8 bytes"));
+                if frag == 0 {
+                    return Err(FrameError::ZeroFragmentId(seq));
+                }
+                if kind == DIST_FRAG_HEADER {
+                    self.first_fragment(seq, frag, &body[18..])
+                } else {
+                    self.continuation(seq, frag, &body[18..])
+                }
+            }
+            other => Err(FrameError::UnknownHeader(other)),
+        }
+    }
+
+    fn first_fragment(
+        &mut self,
+        seq: u64,
+        frag: u64,
+        rest: &[u8],
+    ) -> Result<Option<InboundMessage>, FrameError> {
+        if self.in_flight.contains_key(&seq) {
+            return Err(FrameError::DuplicateSequence(seq));
+        }
+        let (atoms, used) = parse_atom_cache_header(rest, &mut self.cache)?;
+        let data = rest[used..].to_vec();
+        if data.is_empty() {
+            return Err(FrameError::EmptyMessage);
+        }
+        if frag == 1 {
+            return Ok(Some(InboundMessage {
+                atoms,
+                data,
+                versioned: false,
+            }));
+        }
+        if self.in_flight.len() >= self.limits.max_in_flight {
+            return Err(FrameError::TooManyInFlight(self.limits.max_in_flight));
+        }
+        self.check_size(data.len())?;
+        self.in_flight.insert(
+            seq,
+            Partial {
+                atoms,
+                data,
+                next_frag: frag - 1,
+            },
+        );
+        Ok(None)
+    }
+
+    fn continuation(
+        &mut self,
+        seq: u64,
+        frag: u64,
+        rest: &[u8],
+    ) -> Result<Option<InboundMessage>, FrameError> {
+        let max = self.limits.max_message_len;
+        let partial = self
+            .in_flight
+            .get_mut(&seq)
+            .ok_or(FrameError::UnknownSequence(seq))?;
+        if frag != partial.next_frag {
+            return Err(FrameError::FragmentOutOfOrder {
+                seq,
+                expected: partial.next_frag,
+                got: frag,
+            });
+        }
+        let len = partial.data.len() + rest.len();
+        if len > max {
+            return Err(FrameError::MessageTooLarge { len, max });
+        }
+        partial.data.extend_from_slice(rest);
+        partial.next_frag -= 1;
+        if frag == 1 {
+            let p = self.in_flight.remove(&seq).expect("present");
+            return Ok(Some(InboundMessage {
+                atoms: p.atoms,
+                data: p.data,
+                versioned: false,
+            }));
+        }
+        Ok(None)
+    }
+
+    fn check_size(&self, len: usize) -> Result<(), FrameError> {
+        if len > self.limits.max_message_len {
+            return Err(FrameError::MessageTooLarge {
+                len,
+                max: self.limits.max_message_len,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Encodes outbound messages for a connection: pass-through or the normal
+/// header with no atom cache refs, split into fragments above
+/// [`FRAGMENT_SIZE`] when the peer accepts FRAGMENTS.
+#[derive(Debug)]
+pub struct OutboundEncoder {
+    flags: DistFlags,
+    fragment_size: usize,
+    next_seq: u64,
+}
+
+impl OutboundEncoder {
+    /// An encoder for a connection with these negotiated flags.
+    pub fn new(flags: DistFlags) -> Self {
+        OutboundEncoder {
+            flags,
+            fragment_size: FRAGMENT_SIZE,
+            next_seq: 1,
+        }
+    }
+
+    /// Changes the fragment size (at least 1 byte; OTP uses 64 KiB).
+    pub fn set_fragment_size(&mut self, size: usize) {
+        self.fragment_size = size.max(1);
+    }
+
+    /// Appends the frames (with their 4-byte lengths) carrying `control`
+    /// and `payload` to `out`. Both are versioned ETF (starting with 131),
+    /// as `erlkube_etf::encode` writes them. Returns the number of frames.
+    pub fn encode(&mut self, control: &[u8], payload: Option<&[u8]>, out: &mut Vec<u8>) -> usize {
+        if !self.flags.uses_dist_header() {
+            let len = 1 + control.len() + payload.map_or(0, <[u8]>::len);
+            out.reserve(4 + len);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+            out.push(PASS_THROUGH);
+            out.extend_from_slice(control);
+            if let Some(p) = payload {
+                out.extend_from_slice(p);
+            }
+            return 1;
+        }
+        let control = unversioned(control);
+        let payload = payload.map(unversioned).unwrap_or(&[]);
+        let total = control.len() + payload.len();
+        if !self.flags.contains(DistFlags::FRAGMENTS) || total <= self.fragment_size {
+            let len = 3 + total;
+            out.reserve(4 + len);
+            out.extend_from_slice(&(len as u32).to_be_bytes());
+            out.extend_from_slice(&[VERSION_MAGIC, DIST_HEADER, 0]);
+            out.extend_from_slice(control);
+            out.extend_from_slice(payload);
+            return 1;
+        }
+        // The control message stays whole in the first fragment: the BEAM
+        // decodes it from there.
+        let first_len = self.fragment_size.max(control.len());
+        let rest_len = total - first_len;
+        let count = 1 + rest_len.div_ceil(self.fragment_size) as u64;
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        let body = Chain(control, payload);
+        out.reserve(total + count as usize * 22 + 1);
+        let mut frag = count;
+        let mut offset = 0;
+        let mut first = true;
+        while offset < total {
+            let take = if first {
+                first_len
+            } else {
+                self.fragment_size.min(total - offset)
+            };
+            let hdr_len = if first { 19 } else { 18 };
+            out.extend_from_slice(&((hdr_len + take) as u32).to_be_bytes());
+            out.push(VERSION_MAGIC);
+            out.push(if first {
+                DIST_FRAG_HEADER
+            } else {
+                DIST_FRAG_CONT
+            });
+            out.extend_from_slice(&seq.to_be_bytes());
+            out.extend_from_slice(&frag.to_be_bytes());
+            if first {
+                out.push(0);
+            }
+            body.copy_range(offset, take, out);
+            offset += take;
+            frag -= 1;
+            first = false;
+        }
+        debug_assert_eq!(frag, 0);
+        count as usize
+    }
+}
+
+/// Drops the leading 131 of a versioned term, if present.
+fn unversioned(term: &[u8]) -> &[u8] {
+    match term.first() {
+        Some(&VERSION_MAGIC) => &term[1..],
+        _ => term,
+    }
+}
+
+/// Two slices viewed as one.
+struct Chain<'a>(&'a [u8], &'a [u8]);
+
+impl Chain<'_> {
+    fn copy_range(&self, offset: usize, len: usize, out: &mut Vec<u8>) {
+        let end = offset + len;
+        let a = self.0.len();
+        if offset < a {
+            out.extend_from_slice(&self.0[offset..end.min(a)]);
+        }
+        if end > a {
+            out.extend_from_slice(&self.1[offset.max(a) - a..end - a]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

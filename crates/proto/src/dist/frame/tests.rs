@@ -1,0 +1,346 @@
+use super::*;
+
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+fn all_frames(bytes: &[u8]) -> Vec<Frame> {
+    let mut d = FrameDecoder::new(usize::MAX);
+    d.push(bytes);
+    let mut out = Vec::new();
+    while let Some(f) = d.next_frame().unwrap() {
+        out.push(f);
+    }
+    assert_eq!(d.buffered(), 0);
+    out
+}
+
+const HDR: DistFlags = DistFlags(DistFlags::DIST_HDR_ATOM_CACHE.0 | DistFlags::FRAGMENTS.0);
+
+#[test]
+fn frames_ticks_and_partial_input() {
+    let mut d = FrameDecoder::new(100);
+    let mut bytes = vec![0, 0, 0, 0];
+    bytes.extend(framed(b"pabc"));
+    bytes.extend([0, 0, 0, 0]);
+    for (i, b) in bytes.iter().enumerate() {
+        d.push(&[*b]);
+        let f = d.next_frame().unwrap();
+        match i {
+            3 | 15 => assert_eq!(f, Some(Frame::Tick)),
+            11 => assert_eq!(f, Some(Frame::Data(b"pabc".to_vec()))),
+            _ => assert_eq!(f, None),
+        }
+    }
+}
+
+#[test]
+fn frame_longer_than_max_is_an_error() {
+    let mut d = FrameDecoder::new(100);
+    d.push(&[0, 0, 0, 101]);
+    assert_eq!(
+        d.next_frame(),
+        Err(FrameError::FrameTooLong { len: 101, max: 100 })
+    );
+    let mut d = FrameDecoder::new(100);
+    d.push(&framed(&[112; 100]));
+    assert!(matches!(d.next_frame(), Ok(Some(Frame::Data(_)))));
+}
+
+#[test]
+fn pass_through_keeps_versioned_terms() {
+    let mut dec = InboundDecoder::new(DistFlags::EMPTY, Limits::default());
+    let m = dec.decode(vec![112, 131, 106]).unwrap().unwrap();
+    assert_eq!(
+        m,
+        InboundMessage {
+            atoms: vec![],
+            data: vec![131, 106],
+            versioned: true
+        }
+    );
+    assert_eq!(dec.decode(vec![112]), Err(FrameError::EmptyMessage));
+    assert_eq!(dec.decode(vec![7, 1]), Err(FrameError::UnknownFrameType(7)));
+}
+
+#[test]
+fn header_needs_negotiation() {
+    let mut dec = InboundDecoder::new(DistFlags::EMPTY, Limits::default());
+    assert_eq!(
+        dec.decode(vec![131, b'D', 0, 106]),
+        Err(FrameError::HeaderNotNegotiated('D'))
+    );
+    let mut dec = InboundDecoder::new(DistFlags::DIST_HDR_ATOM_CACHE, Limits::default());
+    let mut e = vec![131, b'E'];
+    e.extend_from_slice(&[0; 16]);
+    assert_eq!(dec.decode(e), Err(FrameError::HeaderNotNegotiated('E')));
+    assert_eq!(
+        dec.decode(vec![131, b'X']),
+        Err(FrameError::UnknownHeader(b'X'))
+    );
+}
+
+/// A 'D' header with 3 refs: two new entries (segment 0 index 5, segment 2
+/// index 1) and one old (segment 0 index 5 again), short atoms.
+#[test]
+fn normal_header_atom_cache_new_and_cached_entries() {
+    let mut dec = InboundDecoder::new(HDR, Limits::default());
+    // nibbles: ref0 = 8|0, ref1 = 8|2, ref2 = 0|0, last (long atoms) = 0
+    let body = vec![
+        131, b'D', 3, 0xA8, 0x00, // flags: byte0 = ref1<<4 | ref0, byte1 = last<<4 | ref2
+        5, 2, b'o', b'k', // new: index 5, len 2, "ok"
+        1, 3, b'f', b'o', b'o', // new: segment 2, index 1, "foo"
+        5,    // cached: index 5
+        104, 0, // control message bytes (opaque here)
+    ];
+    let m = dec.decode(body).unwrap().unwrap();
+    let atoms: Vec<&str> = m.atoms.iter().map(|a| a.as_str()).collect();
+    assert_eq!(atoms, ["ok", "foo", "ok"]);
+    assert_eq!(m.data, vec![104, 0]);
+    assert!(!m.versioned);
+    assert_eq!(dec.atom_cache().get(5).map(|a| a.as_str()), Some("ok"));
+    assert_eq!(
+        dec.atom_cache().get(2 * 256 + 1).map(|a| a.as_str()),
+        Some("foo")
+    );
+
+    // A later message refers to slot 2*256+1 without the text.
+    let m = dec
+        .decode(vec![131, b'D', 1, 0x02, 1, 106])
+        .unwrap()
+        .unwrap();
+    assert_eq!(m.atoms[0].as_str(), "foo");
+}
+
+#[test]
+fn normal_header_long_atoms_and_no_refs() {
+    let mut dec = InboundDecoder::new(HDR, Limits::default());
+    // 2 refs, both new in segment 7; last nibble (index 2) has the long-atoms bit.
+    let mut body = vec![131, b'D', 2, 0xFF, 0x01];
+    body.extend_from_slice(&[255, 0, 1, b'a']);
+    body.extend_from_slice(&[254, 0x01, 0x2c]); // len 300
+    let long = "é".repeat(150);
+    body.extend_from_slice(long.as_bytes());
+    body.push(106);
+    let m = dec.decode(body).unwrap().unwrap();
+    assert_eq!(m.atoms[0].as_str(), "a");
+    assert_eq!(m.atoms[1].as_str(), long);
+    assert_eq!(dec.atom_cache().get(2047).map(|a| a.as_str()), Some("a"));
+
+    let m = dec.decode(vec![131, b'D', 0, 106]).unwrap().unwrap();
+    assert!(m.atoms.is_empty());
+    assert_eq!(m.data, vec![106]);
+}
+
+#[test]
+fn bad_headers() {
+    let mut dec = InboundDecoder::new(HDR, Limits::default());
+    assert_eq!(
+        dec.decode(vec![131, b'D', 1, 0x00, 9, 106]),
+        Err(FrameError::UnknownAtomCacheEntry(9))
+    );
+    assert_eq!(
+        dec.decode(vec![131, b'D', 1, 0x08, 9, 5, b'a']),
+        Err(FrameError::TruncatedHeader)
+    );
+    assert_eq!(
+        dec.decode(vec![131, b'D', 2]),
+        Err(FrameError::TruncatedHeader)
+    );
+    assert_eq!(
+        dec.decode(vec![131, b'D']),
+        Err(FrameError::TruncatedHeader)
+    );
+    assert_eq!(
+        dec.decode(vec![131, b'D', 1, 0x08, 9, 1, 0xff, 106]),
+        Err(FrameError::InvalidCachedAtom(9))
+    );
+    assert_eq!(
+        dec.decode(vec![131, b'D', 0]),
+        Err(FrameError::EmptyMessage)
+    );
+}
+
+fn big_payload(n: usize) -> Vec<u8> {
+    let mut p = vec![131, 109];
+    p.extend_from_slice(&((n - 6) as u32).to_be_bytes());
+    p.extend((0..n - 6).map(|i| (i % 251) as u8));
+    p
+}
+
+#[test]
+fn outbound_pass_through_without_header_flags() {
+    let mut enc = OutboundEncoder::new(DistFlags::MANDATORY_25);
+    let mut out = Vec::new();
+    assert_eq!(enc.encode(&[131, 104, 0], Some(&[131, 106]), &mut out), 1);
+    assert_eq!(out, framed(&[112, 131, 104, 0, 131, 106]));
+    // Large messages are not fragmented without FRAGMENTS.
+    let mut out = Vec::new();
+    assert_eq!(
+        enc.encode(&[131, 104, 0], Some(&big_payload(200_000)), &mut out),
+        1
+    );
+}
+
+#[test]
+fn outbound_normal_header_strips_version_bytes() {
+    let mut enc = OutboundEncoder::new(DistFlags::DIST_HDR_ATOM_CACHE);
+    let mut out = Vec::new();
+    enc.encode(&[131, 104, 0], Some(&[131, 106]), &mut out);
+    assert_eq!(out, framed(&[131, b'D', 0, 104, 0, 106]));
+    // Without FRAGMENTS a large message is one 'D' frame.
+    let mut out = Vec::new();
+    assert_eq!(
+        enc.encode(&[131, 104, 0], Some(&big_payload(200_000)), &mut out),
+        1
+    );
+}
+
+#[test]
+fn fragments_round_trip_and_control_stays_whole() {
+    let control: Vec<u8> = [131, 104, 2]
+        .into_iter()
+        .chain(std::iter::repeat_n(97, 100))
+        .collect();
+    let payload = big_payload(10 * 1024 * 1024 + 17);
+    let mut enc = OutboundEncoder::new(HDR);
+    let mut out = Vec::new();
+    let n = enc.encode(&control, Some(&payload), &mut out);
+    let total = control.len() - 1 + payload.len() - 1;
+    assert_eq!(n, total.div_ceil(FRAGMENT_SIZE));
+    let frames = all_frames(&out);
+    assert_eq!(frames.len(), n);
+    let mut dec = InboundDecoder::new(HDR, Limits::default());
+    let mut got = None;
+    for (i, f) in frames.into_iter().enumerate() {
+        let Frame::Data(body) = f else { panic!("tick") };
+        assert_eq!(body[1], if i == 0 { b'E' } else { b'F' });
+        let frag = u64::from_be_bytes(body[10..18].try_into().unwrap());
+        assert_eq!(frag, (n - i) as u64);
+        assert!(body.len() <= 19 + FRAGMENT_SIZE);
+        let r = dec.decode(body).unwrap();
+        if i + 1 < n {
+            assert!(r.is_none());
+            assert_eq!(dec.in_flight(), 1);
+        } else {
+            got = r;
+        }
+    }
+    let m = got.unwrap();
+    assert_eq!(&m.data[..control.len() - 1], &control[1..]);
+    assert_eq!(&m.data[control.len() - 1..], &payload[1..]);
+    assert_eq!(dec.in_flight(), 0);
+
+    // A control message larger than a fragment stays in the first one.
+    let mut enc = OutboundEncoder::new(HDR);
+    enc.set_fragment_size(10);
+    let mut out = Vec::new();
+    let control = [131, 104, 3, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+    enc.encode(&control, Some(&[131, 1, 2, 3, 4, 5]), &mut out);
+    let frames = all_frames(&out);
+    assert_eq!(frames.len(), 2);
+    let Frame::Data(first) = &frames[0] else {
+        panic!()
+    };
+    assert_eq!(&first[19..], &control[1..]);
+}
+
+#[test]
+fn interleaved_fragment_sequences() {
+    let mut enc = OutboundEncoder::new(HDR);
+    enc.set_fragment_size(4);
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    enc.encode(&[131, 1, 2, 3, 4], Some(&[131, 5, 6, 7, 8, 9]), &mut a);
+    enc.encode(
+        &[131, 11, 12, 13, 14],
+        Some(&[131, 15, 16, 17, 18, 19]),
+        &mut b,
+    );
+    let (fa, fb) = (all_frames(&a), all_frames(&b));
+    assert_eq!(fa.len(), 3);
+    let mut dec = InboundDecoder::new(HDR, Limits::default());
+    let mut done = Vec::new();
+    for (x, y) in fa.into_iter().zip(fb) {
+        for f in [x, y] {
+            let Frame::Data(body) = f else { panic!() };
+            if let Some(m) = dec.decode(body).unwrap() {
+                done.push(m.data);
+            }
+        }
+    }
+    assert_eq!(
+        done,
+        vec![
+            vec![1, 2, 3, 4, 5, 6, 7, 8, 9],
+            vec![11, 12, 13, 14, 15, 16, 17, 18, 19]
+        ]
+    );
+}
+
+fn frag(kind: u8, seq: u64, id: u64, data: &[u8]) -> Vec<u8> {
+    let mut v = vec![131, kind];
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&id.to_be_bytes());
+    if kind == b'E' {
+        v.push(0);
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+#[test]
+fn fragment_violations() {
+    let mut dec = InboundDecoder::new(HDR, Limits::default());
+    assert_eq!(
+        dec.decode(frag(b'F', 9, 1, b"x")),
+        Err(FrameError::UnknownSequence(9))
+    );
+    assert_eq!(
+        dec.decode(frag(b'E', 9, 0, b"x")),
+        Err(FrameError::ZeroFragmentId(9))
+    );
+    assert_eq!(dec.decode(frag(b'E', 9, 3, b"x")), Ok(None));
+    assert_eq!(
+        dec.decode(frag(b'E', 9, 3, b"x")),
+        Err(FrameError::DuplicateSequence(9))
+    );
+    assert_eq!(
+        dec.decode(frag(b'F', 9, 1, b"x")),
+        Err(FrameError::FragmentOutOfOrder {
+            seq: 9,
+            expected: 2,
+            got: 1
+        })
+    );
+    assert_eq!(
+        dec.decode(vec![131, b'F', 0, 0]),
+        Err(FrameError::TruncatedHeader)
+    );
+    // A single-fragment 'E' message completes at once.
+    let m = dec.decode(frag(b'E', 10, 1, b"yz")).unwrap().unwrap();
+    assert_eq!(m.data, b"yz");
+
+    let limits = Limits {
+        max_in_flight: 2,
+        max_message_len: 10,
+        ..Limits::default()
+    };
+    let mut dec = InboundDecoder::new(HDR, limits);
+    assert_eq!(dec.decode(frag(b'E', 1, 5, b"a")), Ok(None));
+    assert_eq!(dec.decode(frag(b'E', 2, 5, b"a")), Ok(None));
+    assert_eq!(
+        dec.decode(frag(b'E', 3, 5, b"a")),
+        Err(FrameError::TooManyInFlight(2))
+    );
+    assert_eq!(
+        dec.decode(frag(b'F', 1, 4, b"1234567890")),
+        Err(FrameError::MessageTooLarge { len: 11, max: 10 })
+    );
+    assert_eq!(dec.decode(frag(b'F', 2, 4, b"12345678")), Ok(None));
+    assert_eq!(
+        dec.decode(frag(b'F', 2, 3, b"12")),
+        Err(FrameError::MessageTooLarge { len: 11, max: 10 })
+    );
+}
