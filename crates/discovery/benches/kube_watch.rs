@@ -235,7 +235,7 @@ async fn run_real(watch: bool, pool: usize, rounds: usize, label: &str) -> Run {
     let actor = TimingActor {
         tx: atx,
         connected: Arc::default(),
-        inner: Some(BeamActor::new(bed.pod(observer).erl.clone())),
+        inner: Some(BeamActor::new(bed.pod(observer).beam().clone())),
     };
     let engine = Engine::new(
         actor,

@@ -75,7 +75,7 @@ fn start(bed: &Bed, i: u32, cluster: &str, secret: &[u8]) -> Member {
     let counters = g.counters();
     let (tx, rx) = mpsc::channel(64);
     let task = tokio::spawn(g.run(tx));
-    let formation = Engine::new(BeamActor::new(pod.erl.clone()), fast_engine()).spawn(rx);
+    let formation = Engine::new(BeamActor::new(pod.beam().clone()), fast_engine()).spawn(rx);
     Member {
         formation,
         task,
@@ -126,11 +126,11 @@ async fn five_pods_form_one_cluster_by_gossip_and_strangers_are_ignored() {
     // The strangers are in nobody's cluster and know nobody.
     tokio::time::sleep(Duration::from_secs(1)).await;
     for i in members {
-        let n = bed.pod(*i).erl.nodes().await.unwrap();
+        let n = bed.pod(*i).beam().nodes().await.unwrap();
         assert_eq!(n.len(), 4, "pod {i}: {n:?}");
     }
     for i in strangers {
-        let n = bed.pod(*i).erl.nodes().await.unwrap();
+        let n = bed.pod(*i).beam().nodes().await.unwrap();
         assert!(n.is_empty(), "stranger {i} connected to {n:?}");
     }
     for (k, m) in good.iter().enumerate() {

@@ -128,8 +128,11 @@ impl Cluster {
             .await
             .expect("strategy");
         let task = tokio::spawn(strategy.run(tx));
-        let formation =
-            Engine::new(BeamActor::new(self.bed.pod(i).erl.clone()), fast_engine()).spawn(rx);
+        let formation = Engine::new(
+            BeamActor::new(self.bed.pod(i).beam().clone()),
+            fast_engine(),
+        )
+        .spawn(rx);
         self.engines.insert(i, (formation, task));
     }
 
@@ -211,7 +214,10 @@ async fn kube_scale_to_eight_and_back_to_three() {
     }
     wait_full_mesh(&c.bed, keep, FORM).await.unwrap();
     for i in gone {
-        assert!(c.bed.pod(*i).erl.is_running(), "pod {i} should still run");
+        assert!(
+            c.bed.pod(*i).beam().is_running(),
+            "pod {i} should still run"
+        );
     }
     for i in keep {
         let m = c.engine(*i).metrics();
@@ -302,7 +308,14 @@ async fn kube_a_partition_heals() {
     loop {
         let mut all_dropped = true;
         for i in &rest {
-            if c.bed.pod(*i).erl.nodes().await.unwrap().contains(&cut_name) {
+            if c.bed
+                .pod(*i)
+                .beam()
+                .nodes()
+                .await
+                .unwrap()
+                .contains(&cut_name)
+            {
                 all_dropped = false;
             }
         }

@@ -716,16 +716,18 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         None | Some("") => None,
         Some(f) => match f.strip_prefix("metadata.name=") {
             Some(n) if !n.contains(',') => Some(n.to_owned()),
-            _ => return json_response(
-                400,
-                &status(
+            _ => {
+                return json_response(
                     400,
-                    "BadRequest",
-                    &format!(
+                    &status(
+                        400,
+                        "BadRequest",
+                        &format!(
                         "the emulator supports fieldSelector metadata.name=NAME only, got {f:?}"
                     ),
-                ),
-            ),
+                    ),
+                )
+            }
         },
     };
     let mut selector = selector;
