@@ -60,6 +60,17 @@ impl Drop for Member {
 }
 
 fn start(bed: &Bed, i: u32, cluster: &str, secret: &[u8]) -> Member {
+    start_with(bed, i, cluster, secret, None)
+}
+
+/// `broadcast`: send to this broadcast address instead of the group.
+fn start_with(
+    bed: &Bed,
+    i: u32,
+    cluster: &str,
+    secret: &[u8],
+    broadcast: Option<std::net::SocketAddrV4>,
+) -> Member {
     let pod = bed.pod(i);
     let mut s = GossipSettings::new(
         cluster,
@@ -67,6 +78,10 @@ fn start(bed: &Bed, i: u32, cluster: &str, secret: &[u8]) -> Member {
         NodeName::new(&pod.node_name),
         bed.config().dist_port,
     );
+    if let Some(b) = broadcast {
+        s.group = b;
+        s.broadcast = true;
+    }
     s.interface = Some(pod.ipv4);
     s.interval = Duration::from_millis(250);
     s.expiry = Duration::from_secs(2);
@@ -245,4 +260,26 @@ async fn five_pods_form_one_cluster_by_gossip_and_strangers_are_ignored() {
     wait_full_mesh(&bed, &members[..4], FORM).await.unwrap();
     drop(wrong_secret);
     drop(other_cluster);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_pods_form_one_cluster_by_broadcast_gossip() {
+    let mut bed = Bed::new(BedConfig {
+        naming: Naming::Ipv4,
+        ..BedConfig::default()
+    })
+    .expect("test bed");
+    let pods = bed.add_pods(3).unwrap();
+    // The subnet's broadcast address (the bed uses a /24).
+    let o = bed.pod(pods[0]).ipv4.octets();
+    let bcast = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(o[0], o[1], o[2], 255), 45893);
+    let members: Vec<Member> = pods
+        .iter()
+        .map(|i| start_with(&bed, *i, "prod", SECRET, Some(bcast)))
+        .collect();
+    wait_full_mesh(&bed, &pods, FORM).await.unwrap();
+    for m in &members {
+        assert!(m.counters.accepted.load(Ordering::Relaxed) > 0);
+        assert_eq!(m.formation.desired().len(), 2);
+    }
 }
