@@ -31,6 +31,8 @@ use std::time::Duration;
 pub mod actor;
 pub mod config;
 pub mod engine;
+pub mod gossip;
+pub mod kubernetes;
 pub mod plan;
 pub mod rust_node;
 pub mod strategy;
