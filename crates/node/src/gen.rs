@@ -300,41 +300,31 @@ impl Node {
                 match GenMessage::parse(msg) {
                     GenMessage::Call { from, request } => {
                         let reply = handle_call(request);
-                        let msg = Term::tuple(vec![from.tag.clone(), reply]);
-                        match alias_of(&from.tag) {
-                            Some(alias) => {
-                                if alias.node == inner.name {
-                                    inner.deliver_alias(&alias, msg);
-                                } else {
-                                    inner.send_signal_msg(
-                                        alias.node.as_str(),
-                                        ControlMessage::AliasSend {
-                                            from: p.pid().clone(),
-                                            alias: alias.clone(),
-                                        },
-                                        Some(msg),
-                                    );
-                                }
-                            }
-                            None => {
-                                if from.pid.node == inner.name {
-                                    inner.deliver_local(&from.pid, msg);
-                                } else {
-                                    inner.send_signal_msg(
-                                        from.pid.node.as_str(),
-                                        ControlMessage::Send {
-                                            to: from.pid.clone(),
-                                        },
-                                        Some(msg),
-                                    );
-                                }
-                            }
-                        }
+                        reply_from(&inner, &from, reply);
                     }
                     GenMessage::Cast(r) => handle_cast(r),
                     GenMessage::Info(_) => {}
                 }
             }
         }))
+    }
+}
+
+/// `gen_server:reply/2` from synchronous code.
+pub(crate) fn reply_from(inner: &std::sync::Arc<crate::Inner>, from: &GenFrom, reply: Term) {
+    let msg = Term::tuple(vec![from.tag.clone(), reply]);
+    match alias_of(&from.tag) {
+        Some(alias) if alias.node == inner.name => {
+            inner.deliver_alias(&alias, msg);
+        }
+        Some(alias) => inner.send_signal_msg(
+            alias.node.as_str(),
+            ControlMessage::AliasSend {
+                from: from.pid.clone(),
+                alias: alias.clone(),
+            },
+            Some(msg),
+        ),
+        None => crate::server::send_to(inner, &from.pid, msg),
     }
 }

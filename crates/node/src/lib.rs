@@ -13,9 +13,12 @@
 
 pub mod config;
 mod conn;
+pub mod demo;
 pub mod epmd;
 mod gen;
 mod rpc;
+mod server;
+mod signals;
 
 pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
 pub use rpc::{ExceptionClass, RpcError};
@@ -192,6 +195,8 @@ pub(crate) struct Procs {
     pub by_id: HashMap<u32, mpsc::UnboundedSender<Term>>,
     pub names: HashMap<Atom, u32>,
     pub aliases: HashMap<Vec<u32>, u32>,
+    pub state: HashMap<u32, signals::ProcState>,
+    pub exit_reasons: HashMap<u32, Term>,
 }
 
 #[derive(Default)]
@@ -749,11 +754,15 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         if let Some(inner) = self.node.upgrade() {
-            let mut procs = inner.procs.lock().expect("procs");
-            let id = self.pid.id;
-            procs.by_id.remove(&id);
-            procs.names.retain(|_, v| *v != id);
-            procs.aliases.retain(|_, v| *v != id);
+            // A process that ends without a reason ends `normal`.
+            let actions = inner.terminate(self.pid.id, Term::atom("normal"));
+            inner
+                .procs
+                .lock()
+                .expect("procs")
+                .exit_reasons
+                .remove(&self.pid.id);
+            inner.route(actions);
         }
     }
 }

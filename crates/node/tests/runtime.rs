@@ -159,3 +159,98 @@ async fn rust_gen_call_into_elixir_agent() {
         other => panic!("expected the agent's exit, got {other:?}"),
     }
 }
+
+async fn demo_node(test: &str, epmd: &OtpEpmd) -> Node {
+    let n = rust_node(test, epmd).await;
+    erlkube_node::demo::install(&n).unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn elixir_calls_rust_gen_server_and_rpc() {
+    let epmd = OtpEpmd::start().unwrap();
+    let b = beam("ex_calls", &epmd, Runtime::Elixir);
+    let rust = demo_node("ex_calls", &epmd).await;
+    let r = rust.name();
+    let code = |s: &str| {
+        format!(
+            "element(1, 'Elixir.Code':eval_string(<<\"{}\">>, [{{r, '{r}'}}]))",
+            s.replace('"', "\\\"")
+        )
+    };
+    assert_eq!(
+        eval(&b, &code("GenServer.call({:echo_server, r}, :hi)")).await,
+        "{echo,hi}"
+    );
+    assert_eq!(
+        eval(&b, &code(":rpc.call(r, :demo, :add, [1, 2])")).await,
+        "3"
+    );
+    assert_eq!(
+        eval(&b, &code(":erpc.call(r, :demo, :add, [1, 2])")).await,
+        "3"
+    );
+    assert_eq!(
+        eval(&b, &code(":rpc.call(r, :demo, :echo, [%{a: [1, \"x\"]}])")).await,
+        "#{a => [1,<<\"x\">>]}"
+    );
+    // Unknown function: the same shapes as from a BEAM node.
+    assert_eq!(
+        eval(&b, &code(":rpc.call(r, :nomod, :nofun, [1])")).await,
+        "{badrpc,{'EXIT',{undef,[{nomod,nofun,[1],[]}]}}}"
+    );
+    let beam_shape = eval(
+        &b,
+        "try erpc:call(node(), nomod, nofun, [1]) catch C:E -> {C, E} end",
+    )
+    .await;
+    let rust_shape = eval(
+        &b,
+        &format!("try erpc:call('{r}', nomod, nofun, [1]) catch C:E -> {{C, E}} end"),
+    )
+    .await;
+    assert_eq!(rust_shape, beam_shape);
+    assert_eq!(
+        rust_shape,
+        "{error,{exception,undef,[{nomod,nofun,[1],[]}]}}"
+    );
+    // badarith from demo:add, as error with a stack.
+    assert_eq!(
+        eval(&b, &format!("rpc:call('{r}', demo, add, [a, 1])")).await,
+        "{badrpc,{'EXIT',{badarith,[{erlang,'+',[a,1],[]}]}}}"
+    );
+    // A cast reaches the gen_server without breaking it; monitor on the name works.
+    assert_eq!(
+        eval(&b, &format!("gen_server:cast({{echo_server, '{r}'}}, x), gen_server:call({{echo_server, '{r}'}}, y)")).await,
+        "{echo,y}"
+    );
+    // noproc for a name nobody holds on the Rust node.
+    assert_eq!(
+        eval(&b, &format!("catch gen_server:call({{nobody, '{r}'}}, y)")).await,
+        format!("{{'EXIT',{{noproc,{{gen_server,call,[{{nobody,'{r}'}},y]}}}}}}")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn erl_call_uses_rex_on_rust_node() {
+    let epmd = OtpEpmd::start().unwrap();
+    let rust = demo_node("erl_call", &epmd).await;
+    let name = rust.name().to_owned();
+    let port = epmd.port();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("erl_call")
+            .env("ERL_EPMD_PORT", port.to_string())
+            .args(["-c", COOKIE, "-n", &name, "-a", "demo echo [hello]"])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("erl_call must be installed (OTP)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "erl_call failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "hello");
+}
