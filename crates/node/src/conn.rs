@@ -383,6 +383,7 @@ async fn run_connection(
         }
     };
     if was_up {
+        inner.global_node_down(&peer);
         inner.node_down(&peer);
     }
     tracing::info!(reason = %reason, "nodedown");
@@ -492,6 +493,10 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
                 && !inner.is_alive_proc(&Term::Atom(to_name.clone()))
             {
                 crate::server::rex(inner, p);
+            } else if to_name.as_str() == "global_name_server"
+                && !inner.is_alive_proc(&Term::Atom(to_name.clone()))
+            {
+                crate::global::handle(inner, conn.peer_node(), p);
             } else if !inner.deliver_named(&to_name, p) {
                 tracing::debug!(name = %to_name, "message to an unregistered name dropped");
             }

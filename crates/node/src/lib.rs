@@ -16,6 +16,7 @@ mod conn;
 pub mod demo;
 pub mod epmd;
 mod gen;
+mod global;
 mod rpc;
 mod server;
 mod signals;
@@ -218,6 +219,7 @@ pub(crate) struct Inner {
     next_ref: AtomicU64,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Sender<bool>,
+    pub global: Mutex<global::GlobalState>,
     pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::RpcFn>>,
     _registration: Mutex<Option<epmd::Registration>>,
 }
@@ -291,6 +293,7 @@ impl Node {
             next_conn: AtomicU64::new(1),
             shutdown: shutdown.clone(),
             fns: Default::default(),
+            global: Default::default(),
             _registration: Mutex::new(registration),
         });
         tracing::info!(node = %name, port, creation, "node started");
