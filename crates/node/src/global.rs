@@ -11,7 +11,9 @@
 //! - cast `{resolved, Node, Ops, Known, unused, Ext, MyTag}` with an empty
 //!   `resolved`, after which the BEAM counts this node as synced;
 //! - calls `set_lock`/`del_lock` (true), `register`/`register_ext` (yes),
-//!   `unregister` (ok), `get_known`/`get_synced` ([]).
+//!   `unregister` (ok), `get_known`/`get_synced` ([]);
+//! - cast `{in_sync, Node, true}` with our own `in_sync`, and for every node
+//!   of a `new_nodes` cast, an `in_sync` (what `sync_others/1` does).
 
 use std::sync::Arc;
 
@@ -191,6 +193,35 @@ fn cast(inner: &Arc<Inner>, peer: &str, req: &Term) {
                     his,
                 ]),
             );
+        }
+        // Another node tells us it is in sync with us (it learnt about us
+        // from a third node): answer in kind so it counts us as synced too.
+        [op, node, _] if atom_is(op, "in_sync") => {
+            if let Some(node) = node.as_atom() {
+                inner.gns_cast(
+                    node.as_str(),
+                    Term::tuple(vec![Term::atom("in_sync"), me, Term::atom("true")]),
+                );
+            }
+        }
+        // New nodes joined the peer's partition: tell each we are in sync,
+        // as `global:sync_others/1` does.
+        [op, _node, _ops, _ext, nodes, _extra] if atom_is(op, "new_nodes") => {
+            for n in nodes.as_list().unwrap_or_default() {
+                let n = n.as_tuple().and_then(|t| t.first()).unwrap_or(n);
+                if let Some(n) = n.as_atom() {
+                    if *n != inner.name && inner.is_connected(n.as_str()) {
+                        inner.gns_cast(
+                            n.as_str(),
+                            Term::tuple(vec![
+                                Term::atom("in_sync"),
+                                me.clone(),
+                                Term::atom("true"),
+                            ]),
+                        );
+                    }
+                }
+            }
         }
         _ => tracing::debug!(request = %req, "global cast ignored"),
     }

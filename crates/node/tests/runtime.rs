@@ -15,6 +15,10 @@ const COOKIE: &str = "erlkube_runtime_cookie";
 const T: Duration = Duration::from_secs(10);
 
 async fn rust_node(test: &str, epmd: &OtpEpmd) -> Node {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let mut c = NodeConfig::new(
         format!("{}@127.0.0.1", unique_name(&format!("rust_{test}"))),
         Cookie::new(COOKIE),
