@@ -196,6 +196,11 @@ async fn accept_one(inner: Arc<Inner>, mut stream: TcpStream) {
             Status::Ok
         }
     };
+    let decide = |p: &erlkube_proto::dist::PeerName| {
+        let status = decide(p);
+        tracing::debug!(peer = %p.node, status = status.as_str(), "connection attempt");
+        status
+    };
     match drive(&mut stream, &mut acc, decide).await {
         Ok(est) => {
             let peer = est.peer_node.clone();
@@ -237,41 +242,56 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
         return Ok(h.clone());
     }
     let mut events = inner.events.subscribe();
-    inner
-        .conns
-        .lock()
-        .expect("conns")
-        .pending
-        .insert(node.to_owned());
-    let span = tracing::info_span!("dist_connect", peer = %node);
-    let r = dial(inner, node, alive, host).instrument(span).await;
-    inner.conns.lock().expect("conns").pending.remove(node);
-    match r {
-        Ok((stream, est)) => Ok(start_connection(inner.clone(), stream, est)),
-        Err(ConnectError::Handshake {
-            source: HandshakeError::SimultaneousConnectLost,
-            ..
-        }) => {
-            // The peer's own attempt wins; wait for it to come up.
-            let wait = async {
-                loop {
-                    if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
-                        return Some(h.clone());
+    let deadline = tokio::time::Instant::now() + inner.config.setup_timeout;
+    loop {
+        inner
+            .conns
+            .lock()
+            .expect("conns")
+            .pending
+            .insert(node.to_owned());
+        let span = tracing::info_span!("dist_connect", peer = %node);
+        let r = dial(inner, node, alive, host).instrument(span).await;
+        inner.conns.lock().expect("conns").pending.remove(node);
+        match r {
+            Ok((stream, est)) => return Ok(start_connection(inner.clone(), stream, est)),
+            Err(ConnectError::Handshake {
+                source: HandshakeError::SimultaneousConnectLost,
+                ..
+            }) => {
+                // The peer's own attempt wins: wait a little for it to come
+                // up; if it never arrives (it may have failed), dial again.
+                tracing::debug!(peer = %node, "simultaneous connect lost; waiting for the peer's attempt");
+                let wait = async {
+                    loop {
+                        if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
+                            return Some(h.clone());
+                        }
+                        match events.recv().await {
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => return None,
+                        }
                     }
-                    match events.recv().await {
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(_) => return None,
-                    }
+                };
+                let retry_at = (tokio::time::Instant::now() + RETRY_AFTER_NOK).min(deadline);
+                if let Ok(Some(h)) = tokio::time::timeout_at(retry_at, wait).await {
+                    return Ok(h);
                 }
-            };
-            match tokio::time::timeout(inner.config.setup_timeout, wait).await {
-                Ok(Some(h)) => Ok(h),
-                _ => Err(ConnectError::Timeout(node.to_owned())),
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ConnectError::Timeout(node.to_owned()));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(peer = %node, error = %e, "dial failed");
+                return Err(e);
             }
         }
-        Err(e) => Err(e),
     }
 }
+
+/// After losing a simultaneous connect, how long to wait for the peer's
+/// own attempt before dialling again.
+const RETRY_AFTER_NOK: std::time::Duration = std::time::Duration::from_millis(200);
 
 async fn dial(
     inner: &Arc<Inner>,
@@ -282,10 +302,7 @@ async fn dial(
     let timeout = inner.config.setup_timeout;
     let port = match inner.config.known_ports.get(node) {
         Some(p) => *p,
-        None => {
-            let epmd_addr = resolve(host, inner.config.epmd_port).await?;
-            epmd::port_please(epmd_addr, alive, timeout).await?
-        }
+        None => epmd::port_please(host, inner.config.epmd_port, alive, timeout).await?,
     };
     let addr = resolve(host, port).await?;
     let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -400,10 +417,15 @@ async fn connection_loop(
     handle: &ConnHandle,
 ) -> String {
     let (mut rd, mut wr) = stream.into_split();
-    let mut buf = vec![0u8; 64 * 1024];
+    // Small on purpose: an idle connection holds it (frames of any size
+    // are assembled in the decoder, not here).
+    let mut buf = vec![0u8; 16 * 1024];
     let mut shutdown = inner.shutdown.subscribe();
     let high_water = inner.config.write_high_water;
     // Messages the core decoded before the loop (handshake leftovers).
+    if let Some(e) = conn.error() {
+        return e.to_string();
+    }
     if let Err(e) = dispatch_all(inner, conn) {
         return e;
     }

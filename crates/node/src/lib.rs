@@ -221,7 +221,7 @@ pub(crate) struct Inner {
     pub shutdown: watch::Sender<bool>,
     pub global: Mutex<global::GlobalState>,
     pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::RpcFn>>,
-    _registration: Mutex<Option<epmd::Registration>>,
+    _registration: Mutex<Option<erlkube_epmd::Registration>>,
 }
 
 /// A running node. Cheap to clone; the node stops when [`Node::shutdown`]
@@ -268,11 +268,18 @@ impl Node {
             .port();
         let (registration, creation) = if config.register_with_epmd {
             let alive = name.split('@').next().unwrap_or_default();
-            let r = epmd::register(config.epmd_addr(), alive, port, config.setup_timeout).await?;
-            let c = if r.creation == 0 {
+            let r = epmd::register(
+                &config.epmd_ip.to_string(),
+                config.epmd_port,
+                alive,
+                port,
+                config.setup_timeout,
+            )
+            .await?;
+            let c = if r.creation() == 0 {
                 random_u32().max(4)
             } else {
-                r.creation
+                r.creation()
             };
             (Some(r), c)
         } else {

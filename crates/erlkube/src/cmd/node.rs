@@ -64,6 +64,11 @@ pub(crate) fn init_tracing(default: &str) {
 }
 
 async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    // Before anything is announced, so a signal right after the
+    // "listening" line is not lost.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let name = match (&args.name, &args.sname) {
         (Some(n), _) => long_name(n)?,
         (_, Some(n)) => short_name(n)?,
@@ -120,9 +125,8 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
     });
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");

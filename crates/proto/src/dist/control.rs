@@ -707,46 +707,57 @@ impl DistMessage {
     /// Decodes the control message and payload of an inbound message,
     /// resolving atom cache references.
     pub fn decode(msg: &InboundMessage) -> Result<DistMessage, ControlError> {
+        let atoms = &msg.atoms;
+        if msg.versioned {
+            let data = &msg.data[..];
+            let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(data, atoms)?;
+            let control = ControlMessage::from_term(&term)?;
+            return Self::with_payload(control, data, used, used, atoms);
+        }
         // etf's decoder wants a version byte before each term; after a
-        // distribution header the terms have none, so lend them one.
-        let mut buf;
-        let data: &mut [u8] = if msg.versioned {
-            buf = msg.data.clone();
-            &mut buf
-        } else {
-            buf = Vec::with_capacity(msg.data.len() + 1);
-            buf.push(131);
-            buf.extend_from_slice(&msg.data);
-            &mut buf
-        };
-        let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(data, &msg.atoms)?;
+        // distribution header the terms have none, so lend them one: copy
+        // once with a 131 in front, and for the payload overwrite the
+        // control message's last (already decoded) byte with another 131.
+        let mut buf = Vec::with_capacity(msg.data.len() + 1);
+        buf.push(131);
+        buf.extend_from_slice(&msg.data);
+        let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(&buf, atoms)?;
         let control = ControlMessage::from_term(&term)?;
-        let payload = if control.has_payload() {
-            let start = if msg.versioned {
-                if used >= data.len() {
-                    return Err(ControlError::MissingPayload(control.op()));
-                }
-                used
-            } else {
-                if used >= data.len() {
-                    return Err(ControlError::MissingPayload(control.op()));
-                }
-                // Overwrite the control's last byte (already decoded) with a version byte.
-                data[used - 1] = 131;
-                used - 1
-            };
-            let (p, n) = erlkube_etf::decode_prefix_with_atom_cache(&data[start..], &msg.atoms)?;
-            if start + n != data.len() {
-                return Err(ControlError::TrailingBytes(data.len() - start - n));
-            }
-            Some(p)
-        } else {
+        if control.has_payload() && used < buf.len() {
+            buf[used - 1] = 131;
+        }
+        Self::with_payload(control, &buf, used, used - 1, atoms)
+    }
+
+    /// Decodes the payload (starting at `start`, a version byte) when the
+    /// operation has one; `used` is where the control message ended.
+    fn with_payload(
+        control: ControlMessage,
+        data: &[u8],
+        used: usize,
+        start: usize,
+        atoms: &[Atom],
+    ) -> Result<DistMessage, ControlError> {
+        if !control.has_payload() {
             if used != data.len() {
                 return Err(ControlError::TrailingBytes(data.len() - used));
             }
-            None
-        };
-        Ok(DistMessage { control, payload })
+            return Ok(DistMessage {
+                control,
+                payload: None,
+            });
+        }
+        if used >= data.len() {
+            return Err(ControlError::MissingPayload(control.op()));
+        }
+        let (p, n) = erlkube_etf::decode_prefix_with_atom_cache(&data[start..], atoms)?;
+        if start + n != data.len() {
+            return Err(ControlError::TrailingBytes(data.len() - start - n));
+        }
+        Ok(DistMessage {
+            control,
+            payload: Some(p),
+        })
     }
 
     /// Encodes the control message and payload as versioned ETF, ready for
