@@ -571,8 +571,9 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
             options,
             ..
         } => {
-            let r = crate::server::spawn_request(inner, req_id, from, mfa, options, payload);
-            reply(conn, r, None);
+            for r in crate::server::spawn_request(inner, req_id, from, mfa, options, payload) {
+                reply(conn, r, None);
+            }
         }
         C::SpawnReply {
             req_id, to, result, ..

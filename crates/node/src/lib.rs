@@ -220,7 +220,7 @@ pub(crate) struct Inner {
     pub next_conn: AtomicU64,
     pub shutdown: watch::Sender<bool>,
     pub global: Mutex<global::GlobalState>,
-    pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::RpcFn>>,
+    pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::Registered>>,
     _registration: Mutex<Option<erlkube_epmd::Registration>>,
 }
 

@@ -230,6 +230,36 @@ async fn elixir_calls_rust_gen_server_and_rpc() {
         eval(&b, &format!("gen_server:cast({{echo_server, '{r}'}}, x), gen_server:call({{echo_server, '{r}'}}, y)")).await,
         "{echo,y}"
     );
+    // spawn of an unknown function: the process dies with undef, as on a BEAM.
+    let spawn_undef = |n: &str| {
+        format!("{{_, Ref}} = spawn_monitor('{n}', nomod, nofun, [1]), receive {{'DOWN', Ref, process, _, Why}} -> Why after 10000 -> timeout end")
+    };
+    let beam_undef = eval(&b, &spawn_undef(b.node_name())).await;
+    assert_eq!(eval(&b, &spawn_undef(r)).await, beam_undef);
+    // An async Rust function, and a panicking one (the node stays up).
+    rust.register_async_fn("t", "later", 1, |mut args| async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(args.remove(0))
+    });
+    rust.register_fn("t", "boom", 0, |_| panic!("boom"));
+    assert_eq!(
+        eval(&b, &code(":erpc.call(r, :t, :later, [:x])")).await,
+        "x"
+    );
+    assert_eq!(eval(&b, &code(":rpc.call(r, :t, :later, [:y])")).await, "y");
+    assert_eq!(
+        eval(&b, &code(":rpc.call(r, :t, :boom, [])")).await,
+        "{badrpc,{'EXIT',{rust_panic,[]}}}"
+    );
+    assert_eq!(
+        eval(&b, &code(":rpc.call(r, :demo, :add, [2, 2])")).await,
+        "4"
+    );
+    // rex answers features_request like OTP's rpc.erl.
+    assert_eq!(
+        eval(&b, &format!("{{rex, '{r}'}} ! {{self(), features_request}}, receive {{features_reply, N, F}} -> {{N, F}} after 10000 -> timeout end")).await,
+        format!("{{'{r}',[erpc]}}")
+    );
     // noproc for a name nobody holds on the Rust node.
     assert_eq!(
         eval(&b, &format!("catch gen_server:call({{nobody, '{r}'}}, y)")).await,
