@@ -220,6 +220,7 @@ pub(crate) struct Inner {
     pub next_conn: AtomicU64,
     pub shutdown: watch::Sender<bool>,
     pub global: Mutex<global::GlobalState>,
+    pub gen_calls: std::sync::RwLock<HashMap<u32, gen::InlineCall>>,
     pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::Registered>>,
     _registration: Mutex<Option<erlkube_epmd::Registration>>,
 }
@@ -301,6 +302,7 @@ impl Node {
             shutdown: shutdown.clone(),
             fns: Default::default(),
             global: Default::default(),
+            gen_calls: Default::default(),
             _registration: Mutex::new(registration),
         });
         tracing::info!(node = %name, port, creation, "node started");
@@ -627,6 +629,10 @@ impl Inner {
             Some(tx) => tx.send(msg).is_ok(),
             None => false,
         }
+    }
+
+    pub(crate) fn whereis_id(&self, name: &Atom) -> Option<u32> {
+        self.procs.lock().expect("procs").names.get(name).copied()
     }
 
     pub(crate) fn deliver_named(&self, name: &Atom, msg: Term) -> bool {

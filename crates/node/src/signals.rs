@@ -327,6 +327,7 @@ impl Inner {
             procs.exit_reasons.insert(id, reason.clone());
             (procs.state.remove(&id), names)
         };
+        self.gen_calls.write().expect("gen_calls").remove(&id);
         let _ = names;
         let Some(state) = state else {
             return Vec::new();

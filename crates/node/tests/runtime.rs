@@ -623,3 +623,55 @@ async fn global_and_pg_with_a_visible_rust_node() {
     }
     assert_eq!(members, "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rust_to_rust_rpc_and_gen_server() {
+    let epmd = OtpEpmd::start().unwrap();
+    let server = demo_node("rr_server", &epmd).await;
+    let client = rust_node("rr_client", &epmd).await;
+    let s = server.name().to_owned();
+    let v = client
+        .rpc_call(
+            &s,
+            "demo",
+            "add",
+            vec![Term::Integer(40), Term::Integer(2)],
+            T,
+        )
+        .await;
+    assert_eq!(v, Ok(Term::Integer(42)));
+    let v = client.rpc_call(&s, "demo", "nope", vec![], T).await;
+    assert_eq!(
+        v,
+        Err(RpcError::Exception {
+            class: ExceptionClass::Error,
+            reason: Term::atom("undef"),
+            stack: parse("[{demo, nope, [], []}]"),
+        })
+    );
+    let v = client
+        .gen_call(("echo_server", s.as_str()), Term::atom("hi"), T)
+        .await;
+    assert_eq!(v, Ok(parse("{echo, hi}")));
+    // Calls to the node itself.
+    let v = server
+        .gen_call(("echo_server", s.as_str()), Term::atom("me"), T)
+        .await;
+    assert_eq!(v, Ok(parse("{echo, me}")));
+    let v = server
+        .rpc_call(&s, "demo", "echo", vec![Term::atom("x")], T)
+        .await;
+    assert_eq!(v, Ok(Term::atom("x")));
+    // A node that does not exist.
+    let v = client
+        .rpc_call("nobody@127.0.0.1", "demo", "echo", vec![], T)
+        .await;
+    assert!(matches!(v, Err(RpcError::NoConnection(_))), "{v:?}");
+    let v = client
+        .gen_call(("echo_server", "nobody@127.0.0.1"), Term::atom("x"), T)
+        .await;
+    assert_eq!(
+        v,
+        Err(CallError::Exit(parse("{nodedown, 'nobody@127.0.0.1'}")))
+    );
+}
