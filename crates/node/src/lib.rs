@@ -2,6 +2,12 @@
 //! distribution connection (handshake, 4-byte framing, ticks, fragments,
 //! a bounded outbound queue), processes with mailboxes, registered names,
 //! and the `net_kernel` answer that makes `net_adm:ping/1` say `pong`.
+//! Also the runtime a cluster member needs: links, monitors and exit
+//! signals (`trap_exit`, `noconnection` on nodedown), the gen_server
+//! protocol both ways ([`Node::gen_call`], [`Node::serve_gen_server`]),
+//! RPC both ways ([`Node::rpc_call`], [`Node::register_fn`]: `erpc` via
+//! SPAWN_REQUEST and the legacy `rex`), and enough of `global`'s connect
+//! protocol for `global:sync()` on BEAM nodes to return.
 //! Does IO (tokio); the protocol itself lives in `erlkube_proto::dist`.
 //!
 //! ```text
