@@ -712,30 +712,23 @@ impl DistMessage {
             let data = &msg.data[..];
             let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(data, atoms)?;
             let control = ControlMessage::from_term(&term)?;
-            return Self::with_payload(control, data, used, used, atoms);
+            return Self::with_payload(control, data, used, true, atoms);
         }
-        // etf's decoder wants a version byte before each term; after a
-        // distribution header the terms have none, so lend them one: copy
-        // once with a 131 in front, and for the payload overwrite the
-        // control message's last (already decoded) byte with another 131.
-        let mut buf = Vec::with_capacity(msg.data.len() + 1);
-        buf.push(131);
-        buf.extend_from_slice(&msg.data);
-        let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(&buf, atoms)?;
+        // After a distribution header the terms have no version byte.
+        let data = &msg.data[..];
+        let (term, used) = erlkube_etf::decode_body_prefix_with_atom_cache(data, atoms)?;
         let control = ControlMessage::from_term(&term)?;
-        if control.has_payload() && used < buf.len() {
-            buf[used - 1] = 131;
-        }
-        Self::with_payload(control, &buf, used, used - 1, atoms)
+        Self::with_payload(control, data, used, false, atoms)
     }
 
-    /// Decodes the payload (starting at `start`, a version byte) when the
-    /// operation has one; `used` is where the control message ended.
+    /// Decodes the payload (at `used`, where the control message ended)
+    /// when the operation has one; `versioned` says whether it starts with
+    /// a version byte.
     fn with_payload(
         control: ControlMessage,
         data: &[u8],
         used: usize,
-        start: usize,
+        versioned: bool,
         atoms: &[Atom],
     ) -> Result<DistMessage, ControlError> {
         if !control.has_payload() {
@@ -750,9 +743,14 @@ impl DistMessage {
         if used >= data.len() {
             return Err(ControlError::MissingPayload(control.op()));
         }
-        let (p, n) = erlkube_etf::decode_prefix_with_atom_cache(&data[start..], atoms)?;
-        if start + n != data.len() {
-            return Err(ControlError::TrailingBytes(data.len() - start - n));
+        let rest = &data[used..];
+        let (p, n) = if versioned {
+            erlkube_etf::decode_prefix_with_atom_cache(rest, atoms)?
+        } else {
+            erlkube_etf::decode_body_prefix_with_atom_cache(rest, atoms)?
+        };
+        if used + n != data.len() {
+            return Err(ControlError::TrailingBytes(data.len() - used - n));
         }
         Ok(DistMessage {
             control,
