@@ -675,3 +675,44 @@ async fn rust_to_rust_rpc_and_gen_server() {
         Err(CallError::Exit(parse("{nodedown, 'nobody@127.0.0.1'}")))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rust_gen_call_timeout_and_nodedown() {
+    let epmd = OtpEpmd::start().unwrap();
+    let b = beam("gen_to", &epmd, Runtime::Erlang);
+    let rust = rust_node("gen_to", &epmd).await;
+    let bn = b.node_name().to_owned();
+    // A process that takes calls and never answers.
+    assert_eq!(
+        eval(
+            &b,
+            "register(mute, spawn(fun() -> receive after infinity -> ok end end)), ok"
+        )
+        .await,
+        "ok"
+    );
+    let r = rust
+        .gen_call(
+            ("mute", bn.as_str()),
+            Term::atom("x"),
+            Duration::from_millis(300),
+        )
+        .await;
+    assert_eq!(r, Err(CallError::Timeout));
+    // The node goes away during the call: {nodedown, Node} for a name.
+    let call = {
+        let rust = rust.clone();
+        let bn = bn.clone();
+        tokio::spawn(async move {
+            rust.gen_call(("mute", bn.as_str()), Term::atom("x"), T)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = eval(&b, "spawn(fun() -> timer:sleep(50), erlang:halt() end), ok").await;
+    let r = call.await.unwrap();
+    assert_eq!(
+        r,
+        Err(CallError::Exit(parse(&format!("{{nodedown, '{bn}'}}"))))
+    );
+}
