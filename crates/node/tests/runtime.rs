@@ -331,7 +331,7 @@ fn down_reason(m: &Term, r: &erlkube_etf::Reference) -> Option<(Term, Term)> {
 async fn links_and_monitors_both_ways() {
     let epmd = OtpEpmd::start().unwrap();
     let b = beam("links", &epmd, Runtime::Erlang);
-    let rust = rust_node("links", &epmd).await;
+    let rust = demo_node("links", &epmd).await;
     let bn = b.node_name().to_owned();
     rust.connect(&bn).await.unwrap();
     let mut inbox = rust.spawn_registered("inbox").unwrap();
@@ -494,6 +494,22 @@ async fn links_and_monitors_both_ways() {
     )).await;
     assert_eq!(got, "killed");
     assert!(!r7.is_alive());
+    // A BEAM process links to a Rust process and unlinks (UNLINK_ID, acked
+    // by the Rust node); the Rust process's later crash does not reach it,
+    // while a second, still linked BEAM process gets the EXIT. The rpc
+    // round trip after that EXIT flushes anything else the Rust node sent.
+    let r8 = rust.spawn_process();
+    let r8pid = r8.pid().clone();
+    rust.register_fn("t", "r8", 0, move |_| Ok(Term::Pid(r8pid.clone())));
+    let got = eval(&b, &format!(
+        "process_flag(trap_exit, true), P = rpc:call('{rn}', t, r8, []), link(P), unlink(P),          Self = self(), W = spawn(fun() -> process_flag(trap_exit, true), link(P), Self ! linked,          receive {{'EXIT', P, Why}} -> Self ! {{w, Why}} end end),          receive linked -> ok end, {{inbox, '{rn}'}} ! {{pid, self()}},          R = receive {{w, Why}} -> rpc:call('{rn}', demo, echo, [sync]), receive {{'EXIT', P, _}} -> unlink_broken after 0 -> Why end after 10000 -> timeout end,          process_flag(trap_exit, false), R"
+    ));
+    let ended = async {
+        let _ = inbox.recv_timeout(T).await;
+        r8.exit(Term::atom("crash8"));
+    };
+    let (got, ()) = tokio::join!(got, ended);
+    assert_eq!(got, "crash8");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
