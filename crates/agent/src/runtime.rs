@@ -232,7 +232,18 @@ async fn forward(
     me: NodeName,
 ) {
     let mut throttle = Throttle::new(Duration::from_secs(5), Duration::from_secs(300));
-    let stall = (formation.interval + formation.timeout) * 3;
+    // Only polling strategies answer every round; watching ones (kubernetes,
+    // gossip) may rightly stay silent, so they get neither the stall
+    // watchdog nor the periodic refresh.
+    let polling = matches!(
+        formation.strategy_name.as_str(),
+        "static" | "epmd" | "hosts_file" | "dns_a" | "dns_srv"
+    );
+    let stall = if polling {
+        (formation.interval + formation.timeout) * 3
+    } else {
+        Duration::from_secs(100 * 365 * 24 * 3600)
+    };
     let (tx, mut from) = mpsc::channel(16);
     let Ok(mut task) = formation.spawn_strategy(tx) else {
         return;
@@ -241,7 +252,7 @@ async fn forward(
     loop {
         let next = tokio::select! {
             r = tokio::time::timeout(stall, from.recv()) => r,
-            _ = refresh.tick() => {
+            _ = refresh.tick(), if polling => {
                 // A fresh resolver: no long-lived connection may keep
                 // serving an old view (a DNS server that forks per TCP
                 // connection answers from the fork's snapshot).

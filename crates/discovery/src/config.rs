@@ -34,13 +34,15 @@ pub struct Key {
 }
 
 const DNS: &[&str] = &["dns_a", "dns_srv"];
+const KUBE: &[&str] = &["kubernetes"];
+const GOSSIP: &[&str] = &["gossip"];
 
 /// Every key, in display order.
 pub const KEYS: &[Key] = &[
     Key {
         name: "discovery.strategy",
         default: Some("epmd"),
-        doc: "static | epmd | hosts_file | dns_a | dns_srv",
+        doc: "static | epmd | hosts_file | dns_a | dns_srv | kubernetes | gossip",
         strategy: None,
     },
     Key {
@@ -120,6 +122,150 @@ pub const KEYS: &[Key] = &[
         default: Some("error"),
         doc: "error | empty: meaning of an answer with no records",
         strategy: Some(DNS),
+    },
+    Key {
+        name: "discovery.kubernetes.service",
+        default: None,
+        doc: "the (headless) Service whose endpoints are the cluster",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.basename",
+        default: None,
+        doc: "node name part: basename@host",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.mode",
+        default: Some("ip"),
+        doc: "ip | dns | hostname: the host part of node names",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.namespace",
+        default: Some("(service-account namespace)"),
+        doc: "namespace of the Service or pods",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.resource",
+        default: Some("endpointslices"),
+        doc: "endpointslices | endpoints | pods",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.selector",
+        default: None,
+        doc: "label selector (required for pods; narrows endpointslices)",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.watch",
+        default: Some("true"),
+        doc: "watch for changes (false: poll, for clusters that forbid watch)",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.poll_interval",
+        default: Some("5s"),
+        doc: "time between lists when watch = false",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.include_not_ready",
+        default: Some("false"),
+        doc: "also list endpoints that are not ready yet",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.terminating",
+        default: Some("while_serving"),
+        doc: "while_serving | drop | keep: terminating endpoints",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.cluster_domain",
+        default: Some("cluster.local"),
+        doc: "cluster DNS domain (default: $CLUSTER_DOMAIN, else cluster.local)",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.api_server",
+        default: Some("(from KUBERNETES_SERVICE_HOST/PORT)"),
+        doc: "https://host:port of the API server (in-cluster access)",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.service_account_dir",
+        default: Some("/var/run/secrets/kubernetes.io/serviceaccount"),
+        doc: "directory with token, ca.crt and namespace",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.kubeconfig",
+        default: None,
+        doc: "kubeconfig file for running outside the cluster (unset: in-cluster)",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.kubernetes.context",
+        default: None,
+        doc: "kubeconfig context (unset: current)",
+        strategy: Some(KUBE),
+    },
+    Key {
+        name: "discovery.gossip.cluster",
+        default: None,
+        doc: "cluster name (authenticated; clusters sharing a group never mix)",
+        strategy: Some(GOSSIP),
+    },
+    Key {
+        name: "discovery.gossip.secret_file",
+        default: None,
+        doc: "file holding the shared secret (at least 16 bytes)",
+        strategy: Some(GOSSIP),
+    },
+    Key {
+        name: "discovery.gossip.node",
+        default: None,
+        doc: "this node's name, announced to the others",
+        strategy: Some(GOSSIP),
+    },
+    Key {
+        name: "discovery.gossip.dist_port",
+        default: Some("0"),
+        doc: "this node's distribution port, announced",
+        strategy: Some(GOSSIP),
+    },
+    Key {
+        name: "discovery.gossip.group",
+        default: Some("239.255.77.75:45892"),
+        doc: "multicast group (or broadcast address) ip:port",
+        strategy: Some(GOSSIP),
+    },
+    Key {
+        name: "discovery.gossip.broadcast",
+        default: Some("false"),
+        doc: "send to a broadcast address instead of a multicast group",
+        strategy: Some(GOSSIP),
+    },
+    Key {
+        name: "discovery.gossip.interface",
+        default: Some("any"),
+        doc: "local IPv4 address of the interface to use",
+        strategy: Some(GOSSIP),
+    },
+    Key {
+        name: "discovery.gossip.interval",
+        default: Some("1s"),
+        doc: "time between heartbeats",
+        strategy: Some(GOSSIP),
+    },
+    Key {
+        name: "discovery.gossip.expiry",
+        default: Some("5s"),
+        doc: "silence after which a node is dropped",
+        strategy: Some(GOSSIP),
     },
     Key {
         name: "formation.backoff_base",
@@ -213,7 +359,7 @@ pub enum ConfigError {
     Syntax(String),
 }
 
-fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
         message: message.into(),
@@ -255,6 +401,10 @@ pub enum StrategyConfig {
     DnsA(DnsSettings),
     /// DNS SRV.
     DnsSrv(DnsSettings),
+    /// The Kubernetes API.
+    Kubernetes(crate::kubernetes::KubeSettings),
+    /// UDP multicast/broadcast gossip.
+    Gossip(crate::gossip::GossipSettings),
 }
 
 /// Everything resolved: the entries (for `erlkube formation --check`) and
@@ -328,6 +478,35 @@ pub fn resolve(
     env: impl IntoIterator<Item = (String, String)>,
     hostname: &str,
 ) -> Result<FormationConfig, ConfigError> {
+    resolve_with(file, env, &Defaults::for_host(hostname))
+}
+
+/// Defaults that depend on where formation runs.
+#[derive(Clone, Debug)]
+pub struct Defaults {
+    /// Default of `discovery.epmd.host` (the host part of this node's name).
+    pub hostname: String,
+    /// Default of `discovery.epmd.address` (`None`: `127.0.0.1:4369`).
+    pub epmd_address: Option<SocketAddr>,
+}
+
+impl Defaults {
+    /// Host-name default only.
+    pub fn for_host(hostname: &str) -> Defaults {
+        Defaults {
+            hostname: hostname.to_owned(),
+            epmd_address: None,
+        }
+    }
+}
+
+/// [`resolve`] with explicit [`Defaults`].
+pub fn resolve_with(
+    file: Option<&str>,
+    env: impl IntoIterator<Item = (String, String)>,
+    defaults: &Defaults,
+) -> Result<FormationConfig, ConfigError> {
+    let hostname = defaults.hostname.as_str();
     let mut file_values = BTreeMap::new();
     if let Some(text) = file {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
@@ -344,6 +523,12 @@ pub fn resolve(
             });
         }
     }
+    let env: Vec<(String, String)> = env.into_iter().collect();
+    let cluster_domain_env = env
+        .iter()
+        .find(|(k, _)| k == "CLUSTER_DOMAIN")
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.trim().is_empty());
     let env: BTreeMap<String, String> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with("ERLKUBE_DISCOVERY_") || k.starts_with("ERLKUBE_FORMATION_"))
@@ -370,6 +555,16 @@ pub fn resolve(
             (Some(value_text(key.name, v)?), Source::File)
         } else if key.name == "discovery.epmd.host" {
             (Some(hostname.to_owned()), Source::Default)
+        } else if key.name == "discovery.kubernetes.cluster_domain" && cluster_domain_env.is_some()
+        {
+            (
+                cluster_domain_env.clone(),
+                Source::Env("CLUSTER_DOMAIN".into()),
+            )
+        } else if let (true, Some(a)) =
+            (key.name == "discovery.epmd.address", defaults.epmd_address)
+        {
+            (Some(a.to_string()), Source::Default)
         } else {
             (key.default.map(str::to_owned), Source::Default)
         };
@@ -524,10 +719,12 @@ pub fn resolve(
         }
         "dns_a" => StrategyConfig::DnsA(dns(())?),
         "dns_srv" => StrategyConfig::DnsSrv(dns(())?),
+        "kubernetes" => StrategyConfig::Kubernetes(crate::kubernetes::config::settings(&get, timeout)?),
+        "gossip" => StrategyConfig::Gossip(crate::gossip::config::settings(&get)?),
         other => {
             return Err(invalid(
                 "discovery.strategy",
-                format!("must be one of static, epmd, hosts_file, dns_a, dns_srv; got {other:?}"),
+                format!("must be one of static, epmd, hosts_file, dns_a, dns_srv, kubernetes, gossip; got {other:?}"),
             ))
         }
     };
@@ -620,6 +817,8 @@ impl FormationConfig {
                 let d = DnsSrv::new(s.clone()).map_err(|e| invalid("discovery.dns.server", e))?;
                 tokio::spawn(poll(d, interval, updates))
             }
+            StrategyConfig::Kubernetes(s) => crate::kubernetes::config::spawn(s.clone(), updates)?,
+            StrategyConfig::Gossip(s) => crate::gossip::config::spawn(s.clone(), updates)?,
         })
     }
 

@@ -72,7 +72,7 @@ async fn reset(bed: &mut Bed, engines: &mut Engines) {
     bed.set_published(&all, false).unwrap();
     for p in bed.pods() {
         let _ = p
-            .erl
+            .beam()
             .eval(
                 "[erlang:disconnect_node(N) || N <- nodes()]",
                 Duration::from_secs(10),
@@ -140,7 +140,7 @@ async fn remove_one(bed: &mut Bed, engines: &mut Engines, victim: u32, v: &Varia
         for i in &others {
             if bed
                 .pod(*i)
-                .erl
+                .beam()
                 .nodes()
                 .await
                 .unwrap_or_default()
@@ -160,7 +160,7 @@ async fn remove_one(bed: &mut Bed, engines: &mut Engines, victim: u32, v: &Varia
                     "pod {i}: desired {:?} metrics {:?} nodes {:?}",
                     f.desired(),
                     f.metrics(),
-                    bed.pod(*i).erl.nodes().await
+                    bed.pod(*i).beam().nodes().await
                 );
             }
             eprintln!("dns log:\n{}", bed.dns_log());

@@ -91,7 +91,7 @@ impl Engines {
                 tokio::spawn(poll(StaticList::new(list.clone()), interval, tx))
             }
         };
-        let formation = Engine::new(BeamActor::new(pod.erl.clone()), config).spawn(rx);
+        let formation = Engine::new(BeamActor::new(pod.beam().clone()), config).spawn(rx);
         self.running.insert(index, (formation, task));
     }
 
@@ -132,12 +132,46 @@ impl Drop for Engines {
     }
 }
 
+/// Waits (up to `limit`) until the engine of every pod in `members` that
+/// has one in `engines` wants exactly the other members: the steady state in which an engine has seen
+/// everyone (an engine removes only nodes it discovered; a mesh can form
+/// before every engine has polled, because a pair connects when either side
+/// finds the other).
+pub async fn wait_discovered(
+    bed: &Bed,
+    engines: &Engines,
+    members: &[u32],
+    limit: Duration,
+) -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let mut pending = Vec::new();
+        for i in members.iter().filter(|i| engines.running.contains_key(i)) {
+            let want: BTreeSet<NodeName> = members
+                .iter()
+                .filter(|j| *j != i)
+                .map(|j| NodeName::new(&bed.pod(*j).node_name))
+                .collect();
+            let got = engines.get(*i).desired();
+            if got != want {
+                pending.push((*i, got));
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > limit {
+            return Err(format!("engines not settled after {limit:?}: {pending:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Each pod's `nodes()`, by index.
 pub async fn membership(bed: &Bed) -> BTreeMap<u32, Result<BTreeSet<String>, String>> {
     let mut out = BTreeMap::new();
     for p in bed.pods() {
         let r = p
-            .erl
             .nodes()
             .await
             .map(|v| v.into_iter().collect())
@@ -157,7 +191,7 @@ pub async fn is_full_mesh(bed: &Bed, members: &[u32]) -> bool {
     for i in members {
         let me = &bed.pod(*i).node_name;
         let want: BTreeSet<String> = names.iter().filter(|n| *n != me).cloned().collect();
-        match bed.pod(*i).erl.nodes().await {
+        match bed.pod(*i).nodes().await {
             Ok(v) if v.iter().cloned().collect::<BTreeSet<_>>() == want => {}
             _ => return false,
         }

@@ -32,6 +32,7 @@ pub mod erl;
 pub mod harness;
 pub mod net;
 pub mod process;
+pub mod rust;
 
 pub use actor::BeamActor;
 pub use erl::{ErlSpec, EvalError, PodErl};
@@ -135,7 +136,6 @@ impl Default for BedConfig {
 }
 
 /// One pod.
-#[derive(Debug)]
 pub struct Pod {
     /// Index (unique in the bed, never reused).
     pub index: u32,
@@ -153,9 +153,56 @@ pub struct Pod {
     pub node_name: String,
     /// Whether the Service's DNS records list the pod (ready endpoint).
     pub published: bool,
-    /// The node.
-    pub erl: Arc<PodErl>,
+    /// The BEAM node (`None` for a bare pod, see [`Bed::add_bare_pods`]).
+    pub erl: Option<Arc<PodErl>>,
+    /// How to read a bare pod's `nodes()` (see [`Bed::set_view`]).
+    view: Option<View>,
     epmd: Guard,
+}
+
+/// Reads the connected (visible) nodes of a bare pod's own node.
+pub type View = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+impl std::fmt::Debug for Pod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pod")
+            .field("index", &self.index)
+            .field("netns", &self.netns)
+            .field("ipv4", &self.ipv4)
+            .field("node_name", &self.node_name)
+            .field("published", &self.published)
+            .field("bare", &self.erl.is_none())
+            .finish()
+    }
+}
+
+impl Pod {
+    /// The pod's node's visible peers: `nodes()` of its BEAM node, or the
+    /// view set for a bare pod (empty when none is set).
+    pub async fn nodes(&self) -> Result<Vec<String>, EvalError> {
+        match (&self.erl, &self.view) {
+            (Some(e), _) => e.nodes().await,
+            (None, Some(v)) => Ok(v()),
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    /// Kills the pod's processes and removes its links and namespace.
+    fn destroy(mut self) {
+        if let Some(e) = &self.erl {
+            e.kill();
+        }
+        self.epmd.kill();
+        let _ = ip(&["link", "delete", &self.veth]);
+        net::netns_delete(&self.netns);
+    }
+
+    /// The pod's BEAM node; panics for a bare pod.
+    pub fn beam(&self) -> &Arc<PodErl> {
+        self.erl
+            .as_ref()
+            .unwrap_or_else(|| panic!("pod {} is bare (no erl node)", self.index))
+    }
 }
 
 /// A running test bed. Dropping it removes everything it created.
@@ -453,6 +500,18 @@ impl Bed {
     /// Adds `n` pods (namespaces, epmd, erl nodes started in parallel),
     /// publishes them in DNS and returns their indexes.
     pub fn add_pods(&mut self, n: usize) -> io::Result<Vec<u32>> {
+        self.add(n, true)
+    }
+
+    /// Adds `n` bare pods: namespace, addresses, DNS records and an epmd on
+    /// the bed's port, but no erl node; run your own node inside with
+    /// [`net::spawn_in_netns`] (e.g. an in-process Rust node), named
+    /// [`Pod::node_name`].
+    pub fn add_bare_pods(&mut self, n: usize) -> io::Result<Vec<u32>> {
+        self.add(n, false)
+    }
+
+    fn add(&mut self, n: usize, with_erl: bool) -> io::Result<Vec<u32>> {
         let mut staged = Vec::new();
         for _ in 0..n {
             let index = self.next_index;
@@ -480,14 +539,18 @@ impl Bed {
             staged.push((index, ns, veth, v4, v6, hostname, spec, epmd));
         }
         // Host records first, so Hostname-named nodes resolve each other.
-        let started: Vec<io::Result<PodErl>> = std::thread::scope(|s| {
+        let started: Vec<io::Result<Option<PodErl>>> = std::thread::scope(|s| {
             let hs: Vec<_> = staged
                 .iter()
                 .map(|(_, ns, _, _, _, _, spec, _)| {
                     s.spawn(move || {
                         // epmd needs a moment to listen.
                         std::thread::sleep(Duration::from_millis(100));
-                        PodErl::start(ns, spec)
+                        if with_erl {
+                            PodErl::start(ns, spec).map(Some)
+                        } else {
+                            Ok(None)
+                        }
                     })
                 })
                 .collect();
@@ -513,7 +576,8 @@ impl Bed {
                             hostname,
                             node_name: spec.name,
                             published: true,
-                            erl: Arc::new(erl),
+                            erl: erl.map(Arc::new),
+                            view: None,
                             epmd,
                         },
                     );
@@ -567,6 +631,13 @@ impl Bed {
         self.write_dns_files()
     }
 
+    /// Tells the bed how to read a bare pod's connected nodes.
+    pub fn set_view(&mut self, index: u32, view: View) {
+        if let Some(p) = self.pods.get_mut(&index) {
+            p.view = Some(view);
+        }
+    }
+
     /// Sets whether each pod is listed in the Service's records, in one DNS
     /// update (so they all become resolvable at the same moment).
     pub fn set_published(&mut self, indexes: &[u32], published: bool) -> io::Result<()> {
@@ -581,10 +652,8 @@ impl Bed {
     /// Kills the pod (SIGKILL to its processes: a crash), deletes its
     /// namespace and its DNS records.
     pub fn kill_pod(&mut self, index: u32) -> io::Result<()> {
-        if let Some(mut p) = self.pods.remove(&index) {
-            p.erl.kill();
-            p.epmd.kill();
-            net::netns_delete(&p.netns);
+        if let Some(p) = self.pods.remove(&index) {
+            p.destroy();
         }
         self.write_dns_files()
     }
@@ -615,13 +684,14 @@ impl Drop for Bed {
     fn drop(&mut self) {
         let pods: Vec<u32> = self.pods.keys().copied().collect();
         for i in pods {
-            if let Some(mut p) = self.pods.remove(&i) {
-                p.erl.kill();
-                p.epmd.kill();
-                net::netns_delete(&p.netns);
+            if let Some(p) = self.pods.remove(&i) {
+                p.destroy();
             }
         }
         self.stop_dns();
+        // The host-side veth goes at once; a deleted namespace's own links
+        // go when the kernel gets to it.
+        let _ = ip(&["link", "delete", &format!("{}-d", self.id)]);
         net::netns_delete(&self.dns_ns);
         let _ = ip(&["link", "delete", &self.bridge]);
         let _ = std::fs::remove_dir_all(&self.dir);

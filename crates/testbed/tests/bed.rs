@@ -38,7 +38,7 @@ async fn pods_get_dns_records_and_everything_is_removed_on_drop() {
     let other = &bed.pod(pods[1]).node_name;
     let r = bed
         .pod(pods[0])
-        .erl
+        .beam()
         .eval(&format!("net_adm:ping('{other}')"), Duration::from_secs(20))
         .await;
     assert_eq!(r.unwrap(), "pong");
@@ -64,7 +64,7 @@ async fn a_partitioned_pod_loses_its_connections_and_heals() {
     let mut bed = Bed::new(BedConfig::default()).unwrap();
     let pods = bed.add_pods(2).unwrap();
     let b = bed.pod(pods[1]).node_name.clone();
-    let e0 = bed.pod(pods[0]).erl.clone();
+    let e0 = bed.pod(pods[0]).beam().clone();
     assert_eq!(
         e0.eval(&format!("net_adm:ping('{b}')"), Duration::from_secs(20))
             .await
@@ -139,9 +139,17 @@ async fn dns_strategies_treat_empty_short_and_failed_answers_safely() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_thread_can_run_inside_a_pod() {
+async fn a_thread_can_run_inside_a_bare_pod() {
     let mut bed = Bed::new(BedConfig::default()).unwrap();
-    let pods = bed.add_pods(2).unwrap();
+    let pods = bed.add_bare_pods(2).unwrap();
+    // Bare pods are in the Service's records like the others.
+    let got = DnsA::new(dns_settings(&bed))
+        .unwrap()
+        .discover()
+        .await
+        .unwrap();
+    assert_eq!(got.nodes.len(), 2);
+    assert!(bed.pod(pods[0]).erl.is_none());
     let (a, b) = (bed.pod(pods[0]).ipv4, bed.pod(pods[1]).ipv4);
     // A listener on pod 1's address, from a thread inside pod 1...
     let listener = net::spawn_in_netns(&bed.pod(pods[0]).netns, move || {
@@ -159,4 +167,14 @@ async fn a_thread_can_run_inside_a_pod() {
     .join()
     .unwrap();
     assert!(other);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_answers_come_complete_over_tcp() {
+    let mut bed = Bed::new(BedConfig::default()).unwrap();
+    // 40 A records do not fit a 512-byte UDP answer: truncated, then TCP.
+    bed.add_bare_pods(40).unwrap();
+    let got = DnsA::new(dns_settings(&bed)).unwrap().discover().await;
+    let got = got.unwrap();
+    assert_eq!((got.nodes.len(), got.complete), (40, true));
 }

@@ -9,7 +9,9 @@
 use std::time::Duration;
 
 use erlkube_discovery::{Event, NodeName};
-use erlkube_testbed::harness::{fast_engine, is_full_mesh, wait_full_mesh, Engines, Strategy};
+use erlkube_testbed::harness::{
+    fast_engine, is_full_mesh, wait_discovered, wait_full_mesh, Engines, Strategy,
+};
 use erlkube_testbed::{Bed, BedConfig, Naming};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -32,9 +34,18 @@ async fn forms_full_mesh(naming: Naming, strategy: impl Fn(&Bed) -> Strategy) {
     let mut engines = Engines::default();
     engines.start_all(&bed, &strategy(&bed), &fast_engine(), POLL);
     wait_full_mesh(&bed, &pods, FORM).await.unwrap();
+    wait_discovered(&bed, &engines, &pods, FORM).await.unwrap();
+    // The engines' own view agrees (it is refreshed every check interval).
+    let start = tokio::time::Instant::now();
     for i in &pods {
-        let m = engines.get(*i).metrics();
-        assert_eq!((m.discovered, m.connected), (4, 4), "pod {i}: {m:?}");
+        loop {
+            let m = engines.get(*i).metrics();
+            if (m.discovered, m.connected) == (4, 4) {
+                break;
+            }
+            assert!(start.elapsed() < FORM, "pod {i}: {m:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -78,6 +89,7 @@ async fn scale_to_ten_and_back_to_three_disconnects_removed_pods() {
     let all = bed.indexes();
     assert_eq!(all.len(), 10);
     wait_full_mesh(&bed, &all, FORM).await.unwrap();
+    wait_discovered(&bed, &engines, &all, FORM).await.unwrap();
     // Scale down to 3 the Kubernetes way: the 7 leave the endpoints (and
     // stop their own formation) while their nodes still run. The survivors
     // must disconnect them on that evidence alone.
@@ -88,7 +100,7 @@ async fn scale_to_ten_and_back_to_three_disconnects_removed_pods() {
     }
     wait_full_mesh(&bed, keep, FORM).await.unwrap();
     for i in gone {
-        assert!(bed.pod(*i).erl.is_running(), "pod {i} should still run");
+        assert!(bed.pod(*i).beam().is_running(), "pod {i} should still run");
     }
     for i in keep {
         let m = engines.get(*i).metrics();
@@ -114,6 +126,7 @@ async fn a_killed_pod_is_removed_and_its_replacement_joins() {
     let pods = bed.add_pods(5).unwrap();
     engines.start_all(&bed, &Strategy::DnsA, &fast_engine(), POLL);
     wait_full_mesh(&bed, &pods, FORM).await.unwrap();
+    wait_discovered(&bed, &engines, &pods, FORM).await.unwrap();
     let victim = pods[2];
     let victim_name = NodeName::new(&bed.pod(victim).node_name);
     let mut subs: Vec<_> = pods
@@ -139,9 +152,9 @@ async fn a_killed_pod_is_removed_and_its_replacement_joins() {
             }
         }
     }
-    for i in &members {
-        assert_eq!(engines.get(*i).desired().len(), 4, "pod {i}");
-    }
+    wait_discovered(&bed, &engines, &members, FORM)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -183,7 +196,14 @@ async fn a_partition_heals() {
     loop {
         let mut all_dropped = true;
         for i in &rest {
-            if bed.pod(*i).erl.nodes().await.unwrap().contains(&cut_name) {
+            if bed
+                .pod(*i)
+                .beam()
+                .nodes()
+                .await
+                .unwrap()
+                .contains(&cut_name)
+            {
                 all_dropped = false;
             }
         }

@@ -5,6 +5,8 @@ pub mod env;
 pub mod epmd;
 pub mod formation;
 pub mod node;
+pub mod node_discovery;
 pub mod nodename;
 pub mod ping;
+pub mod rpc;
 pub mod term;

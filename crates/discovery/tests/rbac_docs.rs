@@ -1,0 +1,104 @@
+//! The RBAC manifests in docs/kubernetes.md are valid Kubernetes objects
+//! (kubectl-less validation): every YAML block parses into the
+//! `k8s-openapi` type of its kind, and serializing it back gives the same
+//! document, so an unknown or misspelled field fails. The Role grants
+//! exactly what the strategy does: get, list and watch.
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use serde_json::Value;
+
+fn yaml_blocks(md: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in md.lines() {
+        match (&mut cur, line.trim_start()) {
+            (None, "```yaml") => cur = Some(String::new()),
+            (Some(_), "```") => out.push(cur.take().unwrap()),
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> T {
+    let typed: T = serde_json::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("not a valid object: {e}\n{doc:#}"));
+    let back = serde_json::to_value(&typed).unwrap();
+    let mut want = doc.clone();
+    want.as_object_mut().unwrap().remove("apiVersion");
+    want.as_object_mut().unwrap().remove("kind");
+    let mut got = back;
+    got.as_object_mut().unwrap().remove("apiVersion");
+    got.as_object_mut().unwrap().remove("kind");
+    assert_eq!(
+        got, want,
+        "fields lost in the round trip (unknown or misspelled)"
+    );
+    typed
+}
+
+#[test]
+fn rbac_manifests_in_the_docs_are_valid_and_minimal() {
+    let md = include_str!("../../../docs/kubernetes.md");
+    let mut kinds = Vec::new();
+    let mut roles = Vec::new();
+    for block in yaml_blocks(md) {
+        for doc in serde_yaml::Deserializer::from_str(&block) {
+            let v: Value = serde::Deserialize::deserialize(doc).expect("YAML");
+            if v.is_null() {
+                continue;
+            }
+            let kind = v["kind"].as_str().expect("kind").to_owned();
+            let api = v["apiVersion"].as_str().expect("apiVersion");
+            match kind.as_str() {
+                "ServiceAccount" => {
+                    assert_eq!(api, "v1");
+                    round_trip::<ServiceAccount>(&v);
+                }
+                "Role" => {
+                    assert_eq!(api, "rbac.authorization.k8s.io/v1");
+                    roles.push(round_trip::<Role>(&v));
+                }
+                "RoleBinding" => {
+                    assert_eq!(api, "rbac.authorization.k8s.io/v1");
+                    let b = round_trip::<RoleBinding>(&v);
+                    assert_eq!(b.role_ref.kind, "Role");
+                    assert_eq!(b.role_ref.api_group, "rbac.authorization.k8s.io");
+                    let s = &b.subjects.as_ref().expect("subjects")[0];
+                    assert_eq!(s.kind, "ServiceAccount");
+                }
+                other => panic!("unexpected kind {other}"),
+            }
+            kinds.push(kind);
+        }
+    }
+    assert!(
+        kinds.starts_with(&["ServiceAccount".into(), "Role".into(), "RoleBinding".into()]),
+        "{kinds:?}"
+    );
+    let slices = &roles[0].rules.as_ref().unwrap()[0];
+    assert_eq!(
+        slices.api_groups.as_deref(),
+        Some(&["discovery.k8s.io".to_owned()][..])
+    );
+    assert_eq!(
+        slices.resources.as_deref(),
+        Some(&["endpointslices".to_owned()][..])
+    );
+    assert_eq!(slices.verbs, ["get", "list", "watch"]);
+    for r in &roles {
+        for rule in r.rules.as_ref().unwrap() {
+            assert!(
+                rule.verbs
+                    .iter()
+                    .all(|v| ["get", "list", "watch"].contains(&v.as_str())),
+                "read-only rights only: {rule:?}"
+            );
+        }
+    }
+}
