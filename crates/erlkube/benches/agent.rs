@@ -101,6 +101,8 @@ async fn trial(
         for i in &ids {
             bed.pod(*i)
                 .erl
+                .as_ref()
+                .expect("erl")
                 .eval(&expr, Duration::from_secs(10))
                 .await
                 .expect("start the in-node poller");

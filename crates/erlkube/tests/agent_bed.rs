@@ -593,7 +593,7 @@ async fn an_agent_started_before_its_node_waits_and_survives_node_restarts() {
     let late = pods[2];
     let late_ns = bed.pod(late).netns.clone();
     // The late pod's node is not running when its agent starts.
-    bed.pod(late).erl.kill();
+    bed.pod(late).erl.as_ref().expect("erl").kill();
     start_agents(&bed, &pods, &mut agents);
     mesh(&bed, &pods[..2], &agents).await;
     let a = &agents[&late];
@@ -738,7 +738,7 @@ async fn sigterm_with_disconnect_on_shutdown_leaves_the_cluster() {
         "{}",
         a.lines().join("\n")
     );
-    let erl = &bed.pod(pods[2]).erl;
+    let erl = bed.pod(pods[2]).erl.as_ref().expect("erl");
     assert!(erl.is_running(), "the node itself is not stopped");
     wait_for("the node alone", || async {
         nodes_of(erl).await.is_empty()
