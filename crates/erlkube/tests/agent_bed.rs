@@ -500,12 +500,15 @@ async fn agents_follow_scale_up_kill_and_scale_down() {
     bed.set_published(gone, false).unwrap();
     mesh(&bed, keep, &agents).await;
     for i in keep {
-        let m = metrics(&agents[i]).await;
-        assert!(
-            m["erlkube_agent_removed_nodes_total"] >= 3.0,
-            "pod {i}: {m:?}"
-        );
-        assert_eq!(m["erlkube_agent_discovered_nodes"], 2.0);
+        // The agent publishes the engine's counters every 250 ms.
+        let a = &agents[i];
+        wait_for("the removals in the agent's metrics", || async {
+            metrics(a).await["erlkube_agent_removed_nodes_total"] >= 3.0
+        })
+        .await;
+        let m = metrics(a).await;
+        assert_eq!(m["erlkube_agent_discovered_nodes"], 2.0, "pod {i}: {m:?}");
+        assert_eq!(m["erlkube_agent_connected_nodes"], 2.0, "pod {i}: {m:?}");
     }
 }
 
