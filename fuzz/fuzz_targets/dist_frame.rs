@@ -1,9 +1,10 @@
 //! Arbitrary bytes through the 4-byte framing, headers, atom cache and
-//! fragment reassembly under small limits: no panic, bounded buffering.
+//! fragment reassembly under small limits, then control-message decoding:
+//! no panic, bounded buffering.
 #![no_main]
 
 use erlkube_proto::dist::frame::{Frame, FrameDecoder, InboundDecoder, Limits, OutboundEncoder};
-use erlkube_proto::dist::DistFlags;
+use erlkube_proto::dist::{DistFlags, DistMessage};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
         while let Ok(Some(frame)) = frames.next_frame() {
             if let Frame::Data(body) = frame {
                 match inbound.decode(body) {
-                    Ok(Some(m)) => assert!(m.data.len() <= limits.max_message_len.max(limits.max_frame_len)),
+                    Ok(Some(m)) => {
+                        assert!(m.data.len() <= limits.max_message_len.max(limits.max_frame_len));
+                        // Control message and payload decoding: errors, never panics.
+                        let _ = DistMessage::decode(&m);
+                    }
                     Ok(None) => assert!(inbound.in_flight() <= limits.max_in_flight),
                     Err(_) => break,
                 }

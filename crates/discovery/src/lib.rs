@@ -1,6 +1,15 @@
 //! Cluster formation: discovery strategies that say which nodes should be in
 //! the cluster, and the formation engine that makes the connected set follow.
-//! Uses tokio (strategies do DNS, HTTP or UDP; the engine drives an actor).
+//! Does IO through tokio (strategies do DNS via hickory-resolver and epmd
+//! NAMES via erlkube-epmd; the engine drives an actor); the decision itself
+//! ([`plan::Plan`]) and the configuration ([`config`]) are pure.
+//!
+//! ```text
+//! strategy::poll(Discover) --Update--> Engine(Plan) --connect/disconnect--> Actor
+//!                                          |                          (rust_node::RustNode,
+//!                                          +--> Event broadcast,        a BEAM via RPC, ...)
+//!                                               Metrics snapshot
+//! ```
 //!
 //! The contract between the two halves:
 //!

@@ -5,12 +5,12 @@ use std::io::Read;
 
 use crate::error::{DecodeError, DecodeErrorKind as K};
 use crate::tags::*;
-use crate::term::{Atom, BigInt, Fun, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
+use crate::term::{Atom, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
 
 /// Nesting limit of the decoder (tuples, lists, maps, funs inside each
 /// other). A list's elements and its tail chain do not count as nesting.
 /// Deeper input fails with [`K::DepthLimit`] instead of overflowing the stack.
-pub const DEFAULT_MAX_DEPTH: usize = 1000;
+pub const DEFAULT_MAX_DEPTH: usize = 512;
 
 /// Limit on the declared uncompressed size of a compressed term (64 MiB).
 pub const DEFAULT_MAX_UNCOMPRESSED: usize = 64 << 20;
@@ -166,24 +166,24 @@ impl<'a> TermRef<'a> {
 
     /// Owned conversion; the flag is false if a map had duplicate keys.
     fn to_owned_checked(&self) -> (Term, bool) {
-        let mut ok = true;
-        let t = self.owned(&mut ok);
-        (t, ok)
+        let mut cx = Owner::new();
+        let t = self.owned(&mut cx);
+        (t, cx.ok)
     }
 
-    fn owned(&self, ok: &mut bool) -> Term {
+    fn owned(&self, cx: &mut Owner) -> Term {
         match self {
-            TermRef::Tuple(v) => Term::Tuple(owned_seq(v, ok)),
-            TermRef::List(v) => Term::List(owned_seq(v, ok)),
-            TermRef::ImproperList { elems, tail } => owned_improper(elems, tail, ok),
-            TermRef::Map(entries) => owned_map(entries, ok),
-            TermRef::Fun(f) => owned_fun(f, ok),
-            _ => self.owned_scalar(),
+            TermRef::Tuple(v) => Term::Tuple(owned_seq(v, cx)),
+            TermRef::List(v) => Term::List(owned_seq(v, cx)),
+            TermRef::ImproperList { elems, tail } => owned_improper(elems, tail, cx),
+            TermRef::Map(entries) => owned_map(entries, cx),
+            TermRef::Fun(f) => owned_fun(f, cx),
+            _ => self.owned_scalar(cx),
         }
     }
 
     #[inline(never)]
-    fn owned_scalar(&self) -> Term {
+    fn owned_scalar(&self, cx: &mut Owner) -> Term {
         match self {
             TermRef::Integer(i) => Term::Integer(*i),
             TermRef::BigInt {
@@ -198,7 +198,7 @@ impl<'a> TermRef<'a> {
                 Term::from_bigint(BigInt::from_bytes_le(sign, magnitude))
             }
             TermRef::Float(f) => Term::Float(*f),
-            TermRef::Atom(a) => Term::Atom(a.to_atom()),
+            TermRef::Atom(a) => Term::Atom(a.to_atom_cached(cx)),
             TermRef::Binary(b) => Term::Binary(b.to_vec()),
             TermRef::BitBinary { bytes, bits } => {
                 let mut v = bytes.to_vec();
@@ -219,13 +219,13 @@ impl<'a> TermRef<'a> {
                 serial,
                 creation,
             } => Term::Pid(Pid {
-                node: node.to_atom(),
+                node: node.to_atom_cached(cx),
                 id: *id,
                 serial: *serial,
                 creation: *creation,
             }),
             TermRef::Port { node, id, creation } => Term::Port(Port {
-                node: node.to_atom(),
+                node: node.to_atom_cached(cx),
                 id: *id,
                 creation: *creation,
             }),
@@ -235,7 +235,7 @@ impl<'a> TermRef<'a> {
                 len,
                 ids,
             } => Term::Reference(Reference {
-                node: node.to_atom(),
+                node: node.to_atom_cached(cx),
                 creation: *creation,
                 ids: ids[..(*len as usize).min(5)].to_vec(),
             }),
@@ -244,8 +244,8 @@ impl<'a> TermRef<'a> {
                 function,
                 arity,
             } => Term::Export {
-                module: module.to_atom(),
-                function: function.to_atom(),
+                module: module.to_atom_cached(cx),
+                function: function.to_atom_cached(cx),
                 arity: *arity,
             },
             // containers are handled by owned()
@@ -259,36 +259,36 @@ impl<'a> TermRef<'a> {
 }
 
 #[inline(never)]
-fn owned_seq(v: &[TermRef<'_>], ok: &mut bool) -> Vec<Term> {
+fn owned_seq(v: &[TermRef<'_>], cx: &mut Owner) -> Vec<Term> {
     let mut out = Vec::with_capacity(v.len());
     for t in v {
-        out.push(t.owned(ok));
+        out.push(t.owned(cx));
     }
     out
 }
 
 #[inline(never)]
-fn owned_improper(elems: &[TermRef<'_>], tail: &TermRef<'_>, ok: &mut bool) -> Term {
+fn owned_improper(elems: &[TermRef<'_>], tail: &TermRef<'_>, cx: &mut Owner) -> Term {
     Term::ImproperList {
-        elems: owned_seq(elems, ok),
-        tail: Box::new(tail.owned(ok)),
+        elems: owned_seq(elems, cx),
+        tail: Box::new(tail.owned(cx)),
     }
 }
 
 #[inline(never)]
-fn owned_map(entries: &[(TermRef<'_>, TermRef<'_>)], ok: &mut bool) -> Term {
+fn owned_map(entries: &[(TermRef<'_>, TermRef<'_>)], cx: &mut Owner) -> Term {
     let mut v = Vec::with_capacity(entries.len());
     for (k, val) in entries {
-        let k = k.owned(ok);
-        let val = val.owned(ok);
+        let k = k.owned(cx);
+        let val = val.owned(cx);
         v.push((k, val));
     }
-    Term::Map(dedup_map(v, ok))
+    Term::Map(dedup_map(v, cx))
 }
 
 #[inline(never)]
-fn owned_fun(f: &FunRef<'_>, ok: &mut bool) -> Term {
-    let pid = match f.pid.owned(ok) {
+fn owned_fun(f: &FunRef<'_>, cx: &mut Owner) -> Term {
+    let pid = match f.pid.owned(cx) {
         Term::Pid(p) => p,
         // the decoder only puts pids here
         _ => Pid {
@@ -298,25 +298,73 @@ fn owned_fun(f: &FunRef<'_>, ok: &mut bool) -> Term {
             creation: 0,
         },
     };
-    Term::Fun(Fun {
+    Term::Fun(Fun::new(FunData {
         arity: f.arity,
         uniq: f.uniq,
         index: f.index,
-        module: f.module.to_atom(),
+        module: f.module.to_atom_cached(cx),
         old_index: f.old_index,
         old_uniq: f.old_uniq,
         pid,
-        free_vars: owned_seq(&f.free_vars, ok),
-    })
+        free_vars: owned_seq(&f.free_vars, cx),
+    }))
 }
 
-fn dedup_map(v: Vec<(Term, Term)>, ok: &mut bool) -> Map {
+/// State of one owned conversion: whether map keys were unique, and a small
+/// direct-mapped atom cache so repeated atoms share one `Arc` instead of
+/// allocating each time.
+struct Owner {
+    ok: bool,
+    atoms: [Option<Atom>; 32],
+}
+
+impl Owner {
+    fn new() -> Owner {
+        Owner {
+            ok: true,
+            atoms: [const { None }; 32],
+        }
+    }
+
+    #[inline]
+    fn atom(&mut self, s: &str) -> Atom {
+        let b = s.as_bytes();
+        let h = match b {
+            [] => 0,
+            [x] => *x as usize,
+            [x, .., y] => (*x as usize).wrapping_mul(31) ^ (*y as usize) ^ (b.len() << 3),
+        } % 32;
+        match &self.atoms[h] {
+            Some(a) if a.as_str() == s => a.clone(),
+            _ => {
+                let a = Atom::new(s);
+                self.atoms[h] = Some(a.clone());
+                a
+            }
+        }
+    }
+}
+
+impl AtomRef<'_> {
+    #[inline]
+    fn to_atom_cached(&self, cx: &mut Owner) -> Atom {
+        cx.atom(self.as_str())
+    }
+}
+
+fn dedup_map(v: Vec<(Term, Term)>, cx: &mut Owner) -> Map {
+    // the BEAM writes small maps in strictly increasing key order: unique
+    if v.windows(2)
+        .all(|w| w[0].0.cmp_exact(&w[1].0) == std::cmp::Ordering::Less)
+    {
+        return Map::from_sorted_unique(v);
+    }
     if v.len() > 1 {
         let mut idx: Vec<usize> = (0..v.len()).collect();
         idx.sort_by(|&a, &b| v[a].0.cmp_exact(&v[b].0).then(a.cmp(&b)));
         let dup = idx.windows(2).any(|w| v[w[0]].0 == v[w[1]].0);
         if dup {
-            *ok = false;
+            cx.ok = false;
             return v.into_iter().collect();
         }
     }
@@ -374,13 +422,6 @@ impl<'a> Decoder<'a> {
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
-    /// Capacity to reserve for `n` items of at least `min` bytes each: never
-    /// more than the remaining input can hold.
-    #[inline]
-    fn cap(&self, n: usize, min: usize) -> usize {
-        n.min(self.remaining() / min)
-    }
-
     fn atom_body(&mut self, start: usize, len: usize, utf8: bool) -> R<AtomRef<'a>> {
         let bytes = self.take(len)?;
         if utf8 {
@@ -481,18 +522,75 @@ impl<'a> Decoder<'a> {
     }
 
     fn seq(&mut self, n: usize, depth: usize) -> R<Vec<TermRef<'a>>> {
-        let mut v = Vec::with_capacity(self.cap(n, 1));
-        for _ in 0..n {
-            v.push(self.term(depth)?);
+        let mut v = Vec::new();
+        self.grow(&mut v, n)?;
+        for slot in v.iter_mut() {
+            self.fill_term(depth, slot)?;
         }
         Ok(v)
+    }
+
+    /// Decodes one term into `slot`. Sequences are pre-filled with
+    /// placeholders and decoded in place: building a 56-byte enum on the
+    /// stack and then copying it into a vector costs more than decoding it
+    /// (the copy stalls on store forwarding).
+    #[inline]
+    fn fill_term(&mut self, depth: usize, slot: &mut TermRef<'a>) -> R<()> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        match tag {
+            SMALL_INTEGER_EXT => {
+                let b = self.u8()?;
+                *slot = TermRef::Integer(b as i64);
+            }
+            INTEGER_EXT => {
+                let i = self.u32()? as i32;
+                *slot = TermRef::Integer(i as i64);
+            }
+            ATOM_EXT | SMALL_ATOM_UTF8_EXT => {
+                *slot = TermRef::Atom(self.atom_tagged(start, tag)?);
+            }
+            BINARY_EXT => {
+                let n = self.u32()? as usize;
+                *slot = TermRef::Binary(self.take(n)?);
+            }
+            NEW_FLOAT_EXT => {
+                let b = self.take(8)?;
+                let f = f64::from_be_bytes(b.try_into().expect("8 bytes"));
+                if !f.is_finite() {
+                    return self.err(start, K::InvalidFloat);
+                }
+                *slot = TermRef::Float(f);
+            }
+            NIL_EXT => *slot = TermRef::List(Vec::new()),
+            _ => *slot = self.term_tagged(start, tag, depth)?,
+        }
+        Ok(())
+    }
+
+    /// Appends `n` placeholder slots to `v` for in-place decoding; `n` must
+    /// fit the remaining input (one byte per term at least).
+    #[inline]
+    fn grow(&self, v: &mut Vec<TermRef<'a>>, n: usize) -> R<usize> {
+        if n > self.remaining() {
+            return self.err(self.pos, K::Truncated);
+        }
+        let old = v.len();
+        v.resize_with(old + n, || TermRef::Integer(0));
+        Ok(old)
     }
 
     #[inline]
     fn term(&mut self, depth: usize) -> R<TermRef<'a>> {
         let start = self.pos;
         let tag = self.u8()?;
+        self.term_tagged(start, tag, depth)
+    }
+
+    #[inline]
+    fn term_tagged(&mut self, start: usize, tag: u8, depth: usize) -> R<TermRef<'a>> {
         match tag {
+            // containers in small functions, the rest out of line
             SMALL_INTEGER_EXT => Ok(TermRef::Integer(self.u8()? as i64)),
             SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple(start, tag, depth),
             LIST_EXT => self.list(start, depth),
@@ -523,11 +621,14 @@ impl<'a> Decoder<'a> {
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);
         }
-        let mut v = Vec::with_capacity(self.cap(n, 2));
-        for _ in 0..n {
-            let k = self.term(depth + 1)?;
-            let val = self.term(depth + 1)?;
-            v.push((k, val));
+        if n > self.remaining() / 2 {
+            return self.err(self.pos, K::Truncated);
+        }
+        let mut v = Vec::new();
+        v.resize_with(n, || (TermRef::Integer(0), TermRef::Integer(0)));
+        for (k, val) in v.iter_mut() {
+            self.fill_term(depth + 1, k)?;
+            self.fill_term(depth + 1, val)?;
         }
         Ok(TermRef::Map(v))
     }
@@ -724,12 +825,12 @@ impl<'a> Decoder<'a> {
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);
         }
-        let n = self.u32()? as usize;
-        let mut elems = Vec::with_capacity(self.cap(n, 1));
-        let mut n = n;
+        let mut n = self.u32()? as usize;
+        let mut elems = Vec::new();
         loop {
-            for _ in 0..n {
-                elems.push(self.term(depth + 1)?);
+            let old = self.grow(&mut elems, n)?;
+            for slot in elems[old..].iter_mut() {
+                self.fill_term(depth + 1, slot)?;
             }
             let tstart = self.pos;
             match self.buf.get(self.pos) {
@@ -740,7 +841,6 @@ impl<'a> Decoder<'a> {
                 Some(&LIST_EXT) => {
                     self.pos += 1;
                     n = self.u32()? as usize;
-                    elems.reserve(self.cap(n, 1));
                 }
                 Some(&STRING_EXT) => {
                     self.pos += 1;
@@ -755,6 +855,169 @@ impl<'a> Decoder<'a> {
                         return Ok(tail);
                     }
                     return Ok(TermRef::ImproperList {
+                        elems,
+                        tail: Box::new(tail),
+                    });
+                }
+                None => return self.err(tstart, K::Truncated),
+            }
+        }
+    }
+}
+
+/// Direct owned decoding: builds `Term`s without a `TermRef` tree. Mirrors
+/// the borrowed decoder's structure (and its depth accounting); rare tags
+/// go through the borrowed scalar decoder and are converted.
+impl<'a> Decoder<'a> {
+    #[inline]
+    fn fill_owned(&mut self, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        match tag {
+            SMALL_INTEGER_EXT => {
+                let b = self.u8()?;
+                *slot = Term::Integer(b as i64);
+            }
+            INTEGER_EXT => {
+                let i = self.u32()? as i32;
+                *slot = Term::Integer(i as i64);
+            }
+            ATOM_EXT | SMALL_ATOM_UTF8_EXT => {
+                let a = self.atom_tagged(start, tag)?;
+                *slot = Term::Atom(cx.atom(a.as_str()));
+            }
+            BINARY_EXT => {
+                let n = self.u32()? as usize;
+                *slot = Term::Binary(self.take(n)?.to_vec());
+            }
+            NEW_FLOAT_EXT => {
+                let b = self.take(8)?;
+                let f = f64::from_be_bytes(b.try_into().expect("8 bytes"));
+                if !f.is_finite() {
+                    return self.err(start, K::InvalidFloat);
+                }
+                *slot = Term::Float(f);
+            }
+            NIL_EXT => *slot = Term::List(Vec::new()),
+            _ => *slot = self.owned_tagged(start, tag, depth, cx)?,
+        }
+        Ok(())
+    }
+
+    fn owned_term(&mut self, depth: usize, cx: &mut Owner) -> R<Term> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        self.owned_tagged(start, tag, depth, cx)
+    }
+
+    #[inline]
+    fn owned_tagged(&mut self, start: usize, tag: u8, depth: usize, cx: &mut Owner) -> R<Term> {
+        match tag {
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple_owned(start, tag, depth, cx),
+            LIST_EXT => self.list_owned(start, depth, cx),
+            MAP_EXT => self.map_owned(start, depth, cx),
+            NEW_FUN_EXT => self.fun_owned(start, depth, cx),
+            _ => self.scalar_owned(start, tag, cx),
+        }
+    }
+
+    #[inline(never)]
+    fn scalar_owned(&mut self, start: usize, tag: u8, cx: &mut Owner) -> R<Term> {
+        let t = self.scalar(start, tag)?;
+        Ok(t.owned_scalar(cx))
+    }
+
+    #[inline(never)]
+    fn fun_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+        let f = self.fun(start, depth)?;
+        Ok(f.owned(cx))
+    }
+
+    #[inline]
+    fn grow_owned(&self, v: &mut Vec<Term>, n: usize) -> R<usize> {
+        if n > self.remaining() {
+            return self.err(self.pos, K::Truncated);
+        }
+        let old = v.len();
+        v.resize_with(old + n, || Term::Integer(0));
+        Ok(old)
+    }
+
+    #[inline(never)]
+    fn tuple_owned(&mut self, start: usize, tag: u8, depth: usize, cx: &mut Owner) -> R<Term> {
+        let n = if tag == SMALL_TUPLE_EXT {
+            self.u8()? as usize
+        } else {
+            self.u32()? as usize
+        };
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let mut v = Vec::new();
+        self.grow_owned(&mut v, n)?;
+        for slot in v.iter_mut() {
+            self.fill_owned(depth + 1, slot, cx)?;
+        }
+        Ok(Term::Tuple(v))
+    }
+
+    #[inline(never)]
+    fn map_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+        let n = self.u32()? as usize;
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        if n > self.remaining() / 2 {
+            return self.err(self.pos, K::Truncated);
+        }
+        let mut v = Vec::new();
+        v.resize_with(n, || (Term::Integer(0), Term::Integer(0)));
+        for (k, val) in v.iter_mut() {
+            self.fill_owned(depth + 1, k, cx)?;
+            self.fill_owned(depth + 1, val, cx)?;
+        }
+        let m = dedup_map(v, cx);
+        if !cx.ok {
+            return self.err(start, K::DuplicateMapKey);
+        }
+        Ok(Term::Map(m))
+    }
+
+    #[inline(never)]
+    fn list_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let mut n = self.u32()? as usize;
+        let mut elems = Vec::new();
+        loop {
+            let old = self.grow_owned(&mut elems, n)?;
+            for slot in elems[old..].iter_mut() {
+                self.fill_owned(depth + 1, slot, cx)?;
+            }
+            let tstart = self.pos;
+            match self.buf.get(self.pos) {
+                Some(&NIL_EXT) => {
+                    self.pos += 1;
+                    return Ok(Term::List(elems));
+                }
+                Some(&LIST_EXT) => {
+                    self.pos += 1;
+                    n = self.u32()? as usize;
+                }
+                Some(&STRING_EXT) => {
+                    self.pos += 1;
+                    let k = self.u16()? as usize;
+                    let b = self.take(k)?;
+                    elems.extend(b.iter().map(|&x| Term::Integer(x as i64)));
+                    return Ok(Term::List(elems));
+                }
+                Some(_) => {
+                    let tail = self.owned_term(depth + 1, cx)?;
+                    if elems.is_empty() {
+                        return Ok(tail);
+                    }
+                    return Ok(Term::ImproperList {
                         elems,
                         tail: Box::new(tail),
                     });
@@ -855,17 +1118,28 @@ fn decode_owned(
 ) -> R<(Term, usize)> {
     let (buf, consumed) = decompress_with(input, opts)?;
     let compressed = matches!(buf, Cow::Owned(_));
-    let (t, used) = decode_ref_inner(&buf, cache, opts).map_err(|e| {
+    let mut d = Decoder {
+        buf: &buf,
+        pos: 1,
+        cache,
+        max_depth: opts.max_depth,
+    };
+    let mut cx = Owner::new();
+    let r = d.owned_term(0, &mut cx);
+    let used = d.pos;
+    // offsets inside inflated data are reported past the 6-byte header
+    // (version, tag, size) minus the version byte they share
+    let shift = |e: DecodeError| {
         if compressed {
-            // offsets inside the inflated data are reported past the header
             DecodeError::new(e.offset + 5, e.kind)
         } else {
             e
         }
-    })?;
+    };
+    let term = r.map_err(shift)?;
     let used_in_input = if compressed {
         if used != buf.len() {
-            return Err(DecodeError::new(used + 5, K::TrailingBytes));
+            return Err(shift(DecodeError::new(used, K::TrailingBytes)));
         }
         consumed
     } else {
@@ -874,11 +1148,40 @@ fn decode_owned(
     if whole && used_in_input != input.len() {
         return Err(DecodeError::new(used_in_input, K::TrailingBytes));
     }
-    let (term, ok) = t.to_owned_checked();
-    if !ok {
-        return Err(DecodeError::new(1, K::DuplicateMapKey));
-    }
     Ok((term, used_in_input))
+}
+
+/// Decodes one term that has no version byte (the terms after a
+/// distribution header omit it), resolving `ATOM_CACHE_REF` through
+/// `cache`; returns the term and the bytes used.
+pub fn decode_body_prefix_with_atom_cache(
+    input: &[u8],
+    cache: &[Atom],
+) -> Result<(Term, usize), DecodeError> {
+    let mut d = Decoder {
+        buf: input,
+        pos: 0,
+        cache: Some(cache),
+        max_depth: DEFAULT_MAX_DEPTH,
+    };
+    let mut cx = Owner::new();
+    let t = d.owned_term(0, &mut cx)?;
+    Ok((t, d.pos))
+}
+
+/// Borrowed form of [`decode_body_prefix_with_atom_cache`].
+pub fn decode_ref_body_prefix_with_atom_cache<'a>(
+    input: &'a [u8],
+    cache: &'a [Atom],
+) -> Result<(TermRef<'a>, usize), DecodeError> {
+    let mut d = Decoder {
+        buf: input,
+        pos: 0,
+        cache: Some(cache),
+        max_depth: DEFAULT_MAX_DEPTH,
+    };
+    let t = d.term(0)?;
+    Ok((t, d.pos))
 }
 
 /// Decodes a whole buffer (version byte first, compressed or not).

@@ -187,16 +187,10 @@ impl Enc<'_> {
     fn map(&mut self, m: &Map) {
         self.u8(MAP_EXT);
         self.u32(m.len() as u32);
-        if m.len() <= 32 {
-            for (k, v) in m.sorted_entries() {
-                self.term(k);
-                self.term(v);
-            }
-        } else {
-            for (k, v) in m.iter() {
-                self.term(k);
-                self.term(v);
-            }
+        // small maps are kept in map-key order by `Map` itself
+        for (k, v) in m.entries() {
+            self.term(k);
+            self.term(v);
         }
     }
 
@@ -257,19 +251,24 @@ impl Enc<'_> {
                     self.u8(NIL_EXT);
                     return;
                 }
-                if v.len() <= u16::MAX as usize
-                    && v.iter()
-                        .all(|e| matches!(e, Term::Integer(i) if (0..=255).contains(i)))
-                {
+                // STRING_EXT for byte lists: one pass, undone on the first
+                // element that is not a byte
+                if v.len() <= u16::MAX as usize && matches!(v[0], Term::Integer(0..=255)) {
+                    let start = self.out.len();
                     self.out.reserve(3 + v.len());
                     self.u8(STRING_EXT);
                     self.u16(v.len() as u16);
-                    for e in v {
-                        if let Term::Integer(i) = e {
+                    let all_bytes = v.iter().all(|e| match e {
+                        Term::Integer(i @ 0..=255) => {
                             self.out.push(*i as u8);
+                            true
                         }
+                        _ => false,
+                    });
+                    if all_bytes {
+                        return;
                     }
-                    return;
+                    self.out.truncate(start);
                 }
                 self.u8(LIST_EXT);
                 self.u32(v.len() as u32);

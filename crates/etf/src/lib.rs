@@ -16,7 +16,9 @@
 //! [`encode`] writes what OTP 25's `erlang:term_to_binary/1` writes for every
 //! term whose encoding is canonical: the smallest integer tag, `STRING_EXT`
 //! for proper lists of up to 65535 bytes, small maps (up to 32 keys) with
-//! keys in Erlang term order, `NEW_FLOAT_EXT`, `NEW_PID_EXT`,
+//! keys in map-key order ([`Term::cmp_exact`]: Erlang term order, except
+//! that every integer sorts before every float; [`Map`] keeps small maps in
+//! that order), `NEW_FLOAT_EXT`, `NEW_PID_EXT`,
 //! `NEW_PORT_EXT` (`V4_PORT_EXT` for port numbers above 32 bits),
 //! `NEWER_REFERENCE_EXT`. The default [`EncodeOptions`] is `minor_version`
 //! 1, OTP 25's default: atoms made only of latin-1 characters use
@@ -31,9 +33,12 @@
 //! Every tag the BEAM emits is decoded, plus the old forms (`FLOAT_EXT`,
 //! latin-1 atoms, `PID_EXT`, `PORT_EXT`, `REFERENCE_EXT`,
 //! `NEW_REFERENCE_EXT`) and `COMPRESSED`. `LOCAL_EXT` and `ATOM_CACHE_REF`
-//! (outside [`decode_prefix_with_atom_cache`]) fail with named errors. The
-//! decoder never panics; nesting is limited to [`DEFAULT_MAX_DEPTH`] levels
-//! (list elements and list tails do not nest), lengths are checked against
+//! (outside [`decode_prefix_with_atom_cache`]) fail with named errors;
+//! [`DecodeError`] carries the byte offset and a [`DecodeErrorKind`]. Terms
+//! after a distribution header lack the version byte:
+//! [`decode_body_prefix_with_atom_cache`] and [`encode_body_into`]. The
+//! decoder never panics; nesting is limited to [`DEFAULT_MAX_DEPTH`] (512)
+//! levels (list elements and list tails do not nest), lengths are checked against
 //! the remaining input before anything is reserved, and compressed terms
 //! must declare at most [`DEFAULT_MAX_UNCOMPRESSED`] bytes. Because decoded
 //! terms are bounded in depth, the recursive `Drop`, `Clone`, `Display` and
@@ -42,8 +47,19 @@
 //!
 //! # Text
 //!
-//! See [`parse`] and the [`text`] module for the pid, port and reference
-//! forms (`#Pid<nonode@nohost.85.0.0>`).
+//! `Display for Term` prints what the shell's `~p` prints on one line
+//! (floats in the shortest form that reads back exactly, as
+//! `float_to_list(F, [short])`). See [`parse`] and the [`text`] module for
+//! the pid, port and reference forms that keep the node
+//! (`#Pid<nonode@nohost.85.0.0>`), which the parser reads back.
+//!
+//! # Testing against the BEAM
+//!
+//! Golden vectors made by `erl` (`tests/golden/gen.escript`) are checked in
+//! both directions; a property test round-trips thousands of random terms
+//! through a live `erl` (byte-equal to `term_to_binary/1` when canonical)
+//! and checks term order against `lists:sort/1` and float printing against
+//! `~p`.
 #![cfg_attr(
     feature = "serde",
     doc = r#"
@@ -79,16 +95,24 @@ and charlists as strings (when they are valid text)."#
 mod decode;
 mod encode;
 mod error;
+#[cfg(feature = "serde")]
+mod serde_impl;
 mod tags;
 mod term;
 pub mod text;
 
 pub use decode::{
-    decode, decode_prefix, decode_prefix_with_atom_cache, decode_ref, decode_ref_prefix,
+    decode, decode_body_prefix_with_atom_cache, decode_prefix, decode_prefix_with_atom_cache,
+    decode_ref, decode_ref_body_prefix_with_atom_cache, decode_ref_prefix,
     decode_ref_prefix_with_atom_cache, decode_with, decompress, AtomRef, DecodeOptions, FunRef,
     TermRef, DEFAULT_MAX_DEPTH, DEFAULT_MAX_UNCOMPRESSED,
 };
 pub use encode::{encode, encode_body_into, encode_into, encode_with, EncodeOptions};
 pub use error::{DecodeError, DecodeErrorKind, ParseError};
-pub use term::{Atom, AtomTooLong, BigInt, Fun, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
+#[cfg(feature = "serde")]
+pub use serde_impl::{from_term, to_term, Deserializer, Error, Error as SerdeError, Serializer};
+pub use term::{
+    Atom, AtomTooLong, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS,
+    SMALL_MAP_KEYS,
+};
 pub use text::parse;

@@ -107,9 +107,44 @@ pub struct Reference {
 }
 
 /// A closure (`NEW_FUN_EXT`), kept as data so it round-trips; it cannot be
-/// called from Rust.
+/// called from Rust. Boxed so that funs, which are rare, do not make every
+/// [`Term`] bigger; the fields are reached through `Deref` ([`FunData`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Fun {
+pub struct Fun(Box<FunData>);
+
+impl Fun {
+    /// Wraps the fun's fields.
+    pub fn new(data: FunData) -> Fun {
+        Fun(Box::new(data))
+    }
+    /// The fun's fields.
+    pub fn into_data(self) -> FunData {
+        *self.0
+    }
+}
+
+impl std::ops::Deref for Fun {
+    type Target = FunData;
+    fn deref(&self) -> &FunData {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fun {
+    fn deref_mut(&mut self) -> &mut FunData {
+        &mut self.0
+    }
+}
+
+impl From<FunData> for Fun {
+    fn from(d: FunData) -> Fun {
+        Fun::new(d)
+    }
+}
+
+/// The fields of a [`Fun`] as `NEW_FUN_EXT` carries them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FunData {
     /// Arity of the fun.
     pub arity: u8,
     /// MD5 of the module's code.
@@ -128,9 +163,14 @@ pub struct Fun {
     pub free_vars: Vec<Term>,
 }
 
-/// A map. Keys are unique; equality ignores entry order. Entries are kept
-/// in insertion (or wire) order; the encoder sorts small maps in Erlang term
-/// order as the BEAM does.
+/// Maps up to this many keys are "flatmaps" on the BEAM: stored and encoded
+/// with keys in map-key order.
+pub const SMALL_MAP_KEYS: usize = 32;
+
+/// A map. Keys are unique (compared exactly: `1` and `1.0` differ);
+/// equality ignores entry order. A map of up to [`SMALL_MAP_KEYS`] keys
+/// keeps its entries sorted in map-key order ([`Term::cmp_exact`]), as the
+/// BEAM stores and encodes it; larger maps keep insertion (or wire) order.
 #[derive(Clone, Debug, Default)]
 pub struct Map {
     entries: Vec<(Term, Term)>,
@@ -142,8 +182,17 @@ impl Map {
         Map::default()
     }
 
-    /// Inserts or replaces (keys compare exactly, `1` and `1.0` differ).
+    /// Inserts or replaces, returning the old value.
     pub fn insert(&mut self, key: Term, value: Term) -> Option<Term> {
+        if self.entries.len() < SMALL_MAP_KEYS {
+            return match self.entries.binary_search_by(|(k, _)| k.cmp_exact(&key)) {
+                Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+                Err(i) => {
+                    self.entries.insert(i, (key, value));
+                    None
+                }
+            };
+        }
         for (k, v) in &mut self.entries {
             if k.exact_eq(&key) {
                 return Some(std::mem::replace(v, value));
@@ -155,6 +204,13 @@ impl Map {
 
     /// Looks a key up.
     pub fn get(&self, key: &Term) -> Option<&Term> {
+        if self.entries.len() <= SMALL_MAP_KEYS {
+            return self
+                .entries
+                .binary_search_by(|(k, _)| k.cmp_exact(key))
+                .ok()
+                .map(|i| &self.entries[i].1);
+        }
         self.entries
             .iter()
             .find(|(k, _)| k.exact_eq(key))
@@ -194,28 +250,64 @@ impl Map {
         self.entries
     }
 
-    /// Entries sorted by key in Erlang term order (the order of a small map
-    /// as the BEAM stores and encodes it).
+    /// Entries sorted by key in map-key order (for small maps, the stored
+    /// order).
     pub fn sorted_entries(&self) -> Vec<&(Term, Term)> {
         let mut v: Vec<&(Term, Term)> = self.entries.iter().collect();
-        v.sort_by(|a, b| a.0.cmp_exact(&b.0));
+        if self.entries.len() > SMALL_MAP_KEYS {
+            v.sort_by(|a, b| a.0.cmp_exact(&b.0));
+        }
         v
     }
 
-    /// Builds a map from entries known to have unique keys (not checked
-    /// except in debug builds); the decoder checks uniqueness itself.
-    pub(crate) fn from_unique_entries(entries: Vec<(Term, Term)>) -> Map {
+    /// Builds a map from entries strictly increasing in map-key order
+    /// (hence unique).
+    pub(crate) fn from_sorted_unique(entries: Vec<(Term, Term)>) -> Map {
+        Map { entries }
+    }
+
+    /// Builds a map from entries whose keys the caller (the decoder) has
+    /// checked to be unique; small maps are put in map-key order.
+    pub(crate) fn from_unique_entries(mut entries: Vec<(Term, Term)>) -> Map {
+        if entries.len() <= SMALL_MAP_KEYS
+            && !entries
+                .windows(2)
+                .all(|w| w[0].0.cmp_exact(&w[1].0) == Ordering::Less)
+        {
+            entries.sort_by(|a, b| a.0.cmp_exact(&b.0));
+        }
         Map { entries }
     }
 }
 
+/// Later duplicates replace earlier ones (like `maps:from_list/1`). Runs
+/// in O(n log n); inserting one by one into a large map is O(n) per insert.
 impl FromIterator<(Term, Term)> for Map {
     fn from_iter<I: IntoIterator<Item = (Term, Term)>>(iter: I) -> Map {
-        let mut m = Map::new();
-        for (k, v) in iter {
-            m.insert(k, v);
+        let v: Vec<(Term, Term)> = iter.into_iter().collect();
+        if v.len() <= SMALL_MAP_KEYS {
+            let mut m = Map::new();
+            for (k, val) in v {
+                m.insert(k, val);
+            }
+            return m;
         }
-        m
+        // stable sort of indices by key: within a run of equal keys the
+        // last one wins
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[a].0.cmp_exact(&v[b].0));
+        let mut keep = vec![true; v.len()];
+        for w in idx.windows(2) {
+            if v[w[0]].0.cmp_exact(&v[w[1]].0) == Ordering::Equal {
+                keep[w[0]] = false;
+            }
+        }
+        let entries: Vec<(Term, Term)> = v
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(e, k)| k.then_some(e))
+            .collect();
+        Map::from_unique_entries(entries)
     }
 }
 
@@ -616,7 +708,12 @@ fn fun_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
             .cmp(y.module.as_str())
             .then(x.old_index.cmp(&y.old_index))
             .then(x.old_uniq.cmp(&y.old_uniq))
-            .then_with(|| seq_cmp(&x.free_vars, &y.free_vars, exact)),
+            .then_with(|| seq_cmp(&x.free_vars, &y.free_vars, exact))
+            // the rest only to make Equal mean identical
+            .then(x.index.cmp(&y.index))
+            .then(x.uniq.cmp(&y.uniq))
+            .then(x.arity.cmp(&y.arity))
+            .then_with(|| term_cmp(&Term::Pid(x.pid.clone()), &Term::Pid(y.pid.clone()), exact)),
         // local funs sort before exports
         (Term::Fun(_), _) => Ordering::Less,
         _ => Ordering::Greater,
@@ -678,7 +775,8 @@ impl Hash for Term {
         match self {
             Term::Integer(i) => i.hash(state),
             Term::BigInt(b) => b.hash(state),
-            Term::Float(f) => f.to_bits().hash(state),
+            // 0.0 == -0.0, so they must hash alike
+            Term::Float(f) => (if *f == 0.0 { 0.0f64 } else { *f }).to_bits().hash(state),
             Term::Atom(a) => a.hash(state),
             Term::Binary(b) => b.hash(state),
             Term::BitBinary { bytes, bits } => (bytes, bits).hash(state),
@@ -773,5 +871,32 @@ impl From<Reference> for Term {
 impl From<Map> for Term {
     fn from(m: Map) -> Term {
         Term::Map(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_from_many_entries_keep_the_last_duplicate() {
+        let n = 100_000i64;
+        let m: Map = (0..n)
+            .map(|i| (Term::Integer(i % 50_000), Term::Integer(i)))
+            .collect();
+        assert_eq!(m.len(), 50_000);
+        assert_eq!(m.get(&Term::Integer(7)), Some(&Term::Integer(50_007)));
+        // small maps: sorted in map-key order, integers before floats
+        let m: Map = [
+            (Term::Float(0.5), Term::atom("f")),
+            (Term::atom("a"), Term::Integer(1)),
+            (Term::Integer(1), Term::atom("i")),
+            (Term::atom("a"), Term::Integer(2)),
+        ]
+        .into_iter()
+        .collect();
+        let keys: Vec<String> = m.entries().iter().map(|(k, _)| k.to_string()).collect();
+        assert_eq!(keys, ["1", "0.5", "a"]);
+        assert_eq!(m.get_atom("a"), Some(&Term::Integer(2)));
     }
 }

@@ -4,8 +4,14 @@
 //! The printer writes what the shell's `~p` writes on one line (no spaces
 //! after commas; printable latin-1 lists as strings, printable binaries as
 //! `<<"...">>`; floats in the shortest form that reads back exactly, as
-//! `float_to_list(F, [short])`). Pids, ports and references carry their
-//! node, which the shell's `<0.85.0>` hides, so they print as
+//! `float_to_list(F, [short])`). Atoms with characters beyond latin-1 are
+//! written with those characters as they are (like `~tp`, where `~p` would
+//! write `\x{...}` escapes); the parser reads both. Map keys are printed in
+//! map-key order, the shell's order for maps of up to 32 keys (larger maps
+//! print in hash order there).
+//!
+//! Pids, ports and references carry their node, which the shell's
+//! `<0.85.0>` hides, so they print as
 //!
 //! * `#Pid<Node.Id.Serial.Creation>`, e.g. `#Pid<nonode@nohost.85.0.0>`,
 //! * `#Port<Node.Id.Creation>`, e.g. `#Port<'a@host.example'.7.3>`,
@@ -19,7 +25,7 @@
 use std::fmt::{self, Write};
 
 use crate::error::ParseError;
-use crate::term::{Atom, BigInt, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
+use crate::term::{Atom, BigInt, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
 
 const RESERVED: &[&str] = &[
     "after", "and", "andalso", "band", "begin", "bnot", "bor", "bsl", "bsr", "bxor", "case",
@@ -82,8 +88,56 @@ fn printable_char(c: u32) -> bool {
     (32..=126).contains(&c) || (160..=255).contains(&c) || (8..=13).contains(&c) || c == 27
 }
 
+/// Rust's shortest digits and Erlang's (Ryu) agree except when the float
+/// lies exactly halfway between two shortest candidates: Rust rounds the
+/// last digit up, Ryu to even. `digits` (no dot) times 10^(exp - len + 1)
+/// is Rust's answer for `x` (positive).
+fn break_tie_to_even(x: f64, digits: String, exp: i32) -> String {
+    let n = digits.len();
+    let m: u64 = match digits.parse() {
+        Ok(m) if n <= 17 => m,
+        _ => return digits,
+    };
+    if m & 1 == 0 {
+        return digits;
+    }
+    for c in [m - 1, m + 1] {
+        let cs = c.to_string();
+        if cs.len() != n {
+            continue;
+        }
+        let text = if n == 1 {
+            format!("{cs}e{exp}")
+        } else {
+            format!("{}.{}e{}", &cs[..1], &cs[1..], exp)
+        };
+        if text.parse::<f64>() != Ok(x) {
+            continue;
+        }
+        // both round-trip: is x exactly their midpoint?
+        let mid = format!("{}5", m.min(c));
+        let exact = format!("{:.800e}", x);
+        let exact_digits: String = exact
+            .split('e')
+            .next()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| *c != '.')
+            .collect();
+        if exact_digits.trim_end_matches('0') == mid {
+            return cs;
+        }
+    }
+    digits
+}
+
 /// Erlang's shortest float text (`float_to_list(F, [short])`).
 pub fn format_float(x: f64) -> String {
+    if !x.is_finite() {
+        // not an Erlang float (the decoder never produces one); printed as
+        // Rust does rather than panicking
+        return format!("{x}");
+    }
     let sci = format!("{:e}", x);
     let (mant, exp) = sci.split_once('e').expect("{:e} has an exponent");
     let exp: i32 = exp.parse().expect("{:e} exponent is an integer");
@@ -92,6 +146,7 @@ pub fn format_float(x: f64) -> String {
         None => (false, mant),
     };
     let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let digits = break_tie_to_even(x.abs(), digits, exp);
     let n = digits.len() as i32;
     let sign = if neg { "-" } else { "" };
     let sci_s = format!(
@@ -607,11 +662,11 @@ impl Parser {
 
     #[inline(never)]
     fn map(&mut self) -> Result<Term, ParseError> {
-        let mut m = Map::new();
+        let mut m: Vec<(Term, Term)> = Vec::new();
         self.ws();
         if self.peek() == Some('}') {
             self.pos += 1;
-            return Ok(Term::Map(m));
+            return Ok(Term::Map(m.into_iter().collect()));
         }
         loop {
             let k = self.term()?;
@@ -620,13 +675,13 @@ impl Parser {
                 return Err(self.error("expected '=>'"));
             }
             let v = self.term()?;
-            m.insert(k, v);
+            m.push((k, v));
             self.ws();
             match self.peek() {
                 Some(',') => self.pos += 1,
                 Some('}') => {
                     self.pos += 1;
-                    return Ok(Term::Map(m));
+                    return Ok(Term::Map(m.into_iter().collect()));
                 }
                 _ => return Err(self.error("expected ',' or '}'")),
             }
@@ -911,5 +966,30 @@ impl Parser {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_float;
+
+    #[test]
+    fn floats_print_like_erl_short() {
+        // expected texts from OTP 25's float_to_list(F, [short]) / ~p
+        for (f, text) in [
+            (2.71, "2.71"),
+            (1.0e10, "1.0e10"),
+            (100.0, "100.0"),
+            (0.0001, "0.0001"),
+            (1.0e-5, "1.0e-5"),
+            (123456789012345.0, "123456789012345.0"),
+            (9007199254740992.0, "9.007199254740992e15"),
+            (-0.0, "-0.0"),
+            (5.0e-324, "5.0e-324"),
+            // halfway between two 17-digit candidates: round to even
+            (-2208084395856665.2, "-2208084395856665.2"),
+        ] {
+            assert_eq!(format_float(f), text);
+        }
     }
 }

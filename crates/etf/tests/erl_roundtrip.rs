@@ -18,9 +18,13 @@ const ERL_LOOP: &str = r#"
 P = open_port({fd, 0, 1}, [{packet, 4}, binary, eof]),
 Loop = fun L() ->
     receive
-        {P, {data, B}} ->
+        {P, {data, <<Mode, B/binary>>}} ->
             Out = try binary_to_term(B) of
-                      T -> <<1, (term_to_binary(T))/binary>>
+                      T when Mode =:= 0 -> <<1, (term_to_binary(T))/binary>>;
+                      T when Mode =:= 1 -> <<1, (term_to_binary(lists:sort(T)))/binary>>;
+                      T when Mode =:= 2 ->
+                          Texts = [iolist_to_binary(io_lib:format("~p", [F])) || F <- T],
+                          <<1, (term_to_binary(Texts))/binary>>
                   catch C:E -> <<0, (iolist_to_binary(io_lib:format("~p:~p", [C, E])))/binary>>
                   end,
             port_command(P, Out),
@@ -58,9 +62,24 @@ impl Erl {
 
     /// Sends ETF bytes; returns term_to_binary(binary_to_term(bytes)).
     fn roundtrip(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        self.call(0, bytes)
+    }
+
+    /// Sends an encoded list; returns term_to_binary(lists:sort(List)).
+    fn sort(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        self.call(1, bytes)
+    }
+
+    /// Sends an encoded list of floats; returns how `~p` prints each.
+    fn print_floats(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        self.call(2, bytes)
+    }
+
+    fn call(&mut self, mode: u8, bytes: &[u8]) -> Result<Vec<u8>, String> {
         self.stdin
-            .write_all(&(bytes.len() as u32).to_be_bytes())
+            .write_all(&(bytes.len() as u32 + 1).to_be_bytes())
             .unwrap();
+        self.stdin.write_all(&[mode]).unwrap();
         self.stdin.write_all(bytes).unwrap();
         self.stdin.flush().unwrap();
         let mut len = [0u8; 4];
@@ -216,4 +235,61 @@ fn random_terms_round_trip_through_erl() {
         })
         .unwrap();
     assert!(*count.borrow() >= 5000);
+}
+
+#[test]
+fn term_order_matches_lists_sort() {
+    let erl = RefCell::new(Erl::spawn());
+    let mut runner = TestRunner::new(Config {
+        cases: 1000,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&prop::collection::vec(arb_term(), 0..12), |v| {
+            let list = Term::List(v.clone());
+            let theirs = erl
+                .borrow_mut()
+                .sort(&encode(&list))
+                .map_err(|e| TestCaseError::fail(format!("erl rejected {list}: {e}")))?;
+            let theirs = decode(&theirs).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut ours = v;
+            ours.sort_by(|a, b| a.cmp_term(b)); // stable, like lists:sort
+            prop_assert_eq!(&theirs, &Term::List(ours));
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn floats_print_like_erl() {
+    let erl = RefCell::new(Erl::spawn());
+    let mut runner = TestRunner::new(Config {
+        cases: 200,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let float = prop_oneof![
+        any::<u64>().prop_map(f64::from_bits),
+        (-1.0e25f64..1.0e25),
+        (-1.0e-3f64..1.0e-3),
+        (-100_000i64..100_000).prop_map(|i| i as f64 / 8.0),
+    ]
+    .prop_filter("finite", |f| f.is_finite());
+    runner
+        .run(&prop::collection::vec(float, 50), |v| {
+            let list = Term::List(v.iter().map(|f| Term::Float(*f)).collect());
+            let theirs = erl
+                .borrow_mut()
+                .print_floats(&encode(&list))
+                .map_err(TestCaseError::fail)?;
+            let theirs = decode(&theirs).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            for (f, t) in v.iter().zip(theirs.as_list().unwrap_or(&[])) {
+                let text = std::str::from_utf8(t.as_binary().unwrap_or(b"?")).unwrap_or("?");
+                prop_assert_eq!(Term::Float(*f).to_string(), text, "{:e}", f);
+                prop_assert_eq!(erlkube_etf::parse(text).ok(), Some(Term::Float(*f)));
+            }
+            Ok(())
+        })
+        .unwrap();
 }

@@ -1,7 +1,7 @@
 //! Node configuration: names, cookie, ports, timers.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -85,10 +85,6 @@ impl NodeConfig {
         self.listen = Listen::Port(port);
         self.register_with_epmd = false;
         self
-    }
-
-    pub(crate) fn epmd_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.epmd_ip, self.epmd_port)
     }
 }
 

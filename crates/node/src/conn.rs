@@ -196,6 +196,11 @@ async fn accept_one(inner: Arc<Inner>, mut stream: TcpStream) {
             Status::Ok
         }
     };
+    let decide = |p: &erlkube_proto::dist::PeerName| {
+        let status = decide(p);
+        tracing::debug!(peer = %p.node, status = status.as_str(), "connection attempt");
+        status
+    };
     match drive(&mut stream, &mut acc, decide).await {
         Ok(est) => {
             let peer = est.peer_node.clone();
@@ -237,41 +242,56 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
         return Ok(h.clone());
     }
     let mut events = inner.events.subscribe();
-    inner
-        .conns
-        .lock()
-        .expect("conns")
-        .pending
-        .insert(node.to_owned());
-    let span = tracing::info_span!("dist_connect", peer = %node);
-    let r = dial(inner, node, alive, host).instrument(span).await;
-    inner.conns.lock().expect("conns").pending.remove(node);
-    match r {
-        Ok((stream, est)) => Ok(start_connection(inner.clone(), stream, est)),
-        Err(ConnectError::Handshake {
-            source: HandshakeError::SimultaneousConnectLost,
-            ..
-        }) => {
-            // The peer's own attempt wins; wait for it to come up.
-            let wait = async {
-                loop {
-                    if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
-                        return Some(h.clone());
+    let deadline = tokio::time::Instant::now() + inner.config.setup_timeout;
+    loop {
+        inner
+            .conns
+            .lock()
+            .expect("conns")
+            .pending
+            .insert(node.to_owned());
+        let span = tracing::info_span!("dist_connect", peer = %node);
+        let r = dial(inner, node, alive, host).instrument(span).await;
+        inner.conns.lock().expect("conns").pending.remove(node);
+        match r {
+            Ok((stream, est)) => return Ok(start_connection(inner.clone(), stream, est)),
+            Err(ConnectError::Handshake {
+                source: HandshakeError::SimultaneousConnectLost,
+                ..
+            }) => {
+                // The peer's own attempt wins: wait a little for it to come
+                // up; if it never arrives (it may have failed), dial again.
+                tracing::debug!(peer = %node, "simultaneous connect lost; waiting for the peer's attempt");
+                let wait = async {
+                    loop {
+                        if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
+                            return Some(h.clone());
+                        }
+                        match events.recv().await {
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(_) => return None,
+                        }
                     }
-                    match events.recv().await {
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(_) => return None,
-                    }
+                };
+                let retry_at = (tokio::time::Instant::now() + RETRY_AFTER_NOK).min(deadline);
+                if let Ok(Some(h)) = tokio::time::timeout_at(retry_at, wait).await {
+                    return Ok(h);
                 }
-            };
-            match tokio::time::timeout(inner.config.setup_timeout, wait).await {
-                Ok(Some(h)) => Ok(h),
-                _ => Err(ConnectError::Timeout(node.to_owned())),
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(ConnectError::Timeout(node.to_owned()));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(peer = %node, error = %e, "dial failed");
+                return Err(e);
             }
         }
-        Err(e) => Err(e),
     }
 }
+
+/// After losing a simultaneous connect, how long to wait for the peer's
+/// own attempt before dialling again.
+const RETRY_AFTER_NOK: std::time::Duration = std::time::Duration::from_millis(200);
 
 async fn dial(
     inner: &Arc<Inner>,
@@ -282,10 +302,7 @@ async fn dial(
     let timeout = inner.config.setup_timeout;
     let port = match inner.config.known_ports.get(node) {
         Some(p) => *p,
-        None => {
-            let epmd_addr = resolve(host, inner.config.epmd_port).await?;
-            epmd::port_please(epmd_addr, alive, timeout).await?
-        }
+        None => epmd::port_please(host, inner.config.epmd_port, alive, timeout).await?,
     };
     let addr = resolve(host, port).await?;
     let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -339,6 +356,7 @@ fn start_connection(inner: Arc<Inner>, stream: TcpStream, est: Established) -> C
         id,
         tx,
         published: est.is_published(),
+        peer_flags: est.flags,
         kill: Arc::new(Notify::new()),
     };
     let peer = est.peer_node.clone();
@@ -372,11 +390,18 @@ async fn run_connection(
 ) {
     let peer = conn.peer_node().to_owned();
     let reason = connection_loop(&inner, stream, &mut conn, &mut rx, &handle).await;
-    {
+    let was_up = {
         let mut conns = inner.conns.lock().expect("conns");
         if conns.up.get(&peer).is_some_and(|h| h.id == handle.id) {
             conns.up.remove(&peer);
+            true
+        } else {
+            false
         }
+    };
+    if was_up {
+        inner.global_node_down(&peer);
+        inner.node_down(&peer);
     }
     tracing::info!(reason = %reason, "nodedown");
     let _ = inner
@@ -392,10 +417,15 @@ async fn connection_loop(
     handle: &ConnHandle,
 ) -> String {
     let (mut rd, mut wr) = stream.into_split();
-    let mut buf = vec![0u8; 64 * 1024];
+    // Small on purpose: an idle connection holds it (frames of any size
+    // are assembled in the decoder, not here).
+    let mut buf = vec![0u8; 16 * 1024];
     let mut shutdown = inner.shutdown.subscribe();
     let high_water = inner.config.write_high_water;
     // Messages the core decoded before the loop (handshake leftovers).
+    if let Some(e) = conn.error() {
+        return e.to_string();
+    }
     if let Err(e) = dispatch_all(inner, conn) {
         return e;
     }
@@ -472,7 +502,11 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
         | C::SendSender { to, .. }
         | C::SendSenderTt { to, .. } => {
             if let Some(p) = payload {
-                inner.deliver_local(&to, p);
+                if to.node == inner.name && to.creation == inner.creation {
+                    call_or_deliver(inner, conn, to.id, p);
+                } else {
+                    inner.deliver_local(&to, p);
+                }
             }
         }
         C::RegSend { from, to_name } | C::RegSendTt { from, to_name, .. } => {
@@ -481,6 +515,16 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
                 && !inner.is_alive_proc(&Term::Atom(to_name.clone()))
             {
                 net_kernel(inner, conn, &from, p);
+            } else if to_name.as_str() == "rex"
+                && !inner.is_alive_proc(&Term::Atom(to_name.clone()))
+            {
+                crate::server::rex(inner, p);
+            } else if to_name.as_str() == "global_name_server"
+                && !inner.is_alive_proc(&Term::Atom(to_name.clone()))
+            {
+                crate::global::handle(inner, conn.peer_node(), p);
+            } else if let Some(id) = inner.whereis_id(&to_name) {
+                call_or_deliver(inner, conn, id, p);
             } else if !inner.deliver_named(&to_name, p) {
                 tracing::debug!(name = %to_name, "message to an unregistered name dropped");
             }
@@ -490,119 +534,117 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
                 inner.deliver_alias(&alias, p);
             }
         }
-        C::MonitorP {
-            from,
-            to,
-            reference,
-        } => {
-            let is_net_kernel = to.as_atom().is_some_and(|a| a.as_str() == "net_kernel");
-            if !is_net_kernel && !inner.is_alive_proc(&to) {
-                reply(
-                    conn,
-                    C::MonitorPExit {
-                        from: to,
-                        to: from,
-                        reference,
-                        reason: Term::atom("noproc"),
-                    },
-                    None,
-                );
-            }
-        }
-        C::MonitorPExit {
-            from,
-            to,
-            reference,
-            reason,
-        } => {
-            let down = Term::tuple(vec![
-                Term::atom("DOWN"),
-                Term::Reference(reference),
-                Term::atom("process"),
-                from,
-                reason,
-            ]);
-            inner.deliver_local(&to, down);
-        }
         C::PayloadMonitorPExit {
             from,
             to,
             reference,
         } => {
-            let down = Term::tuple(vec![
-                Term::atom("DOWN"),
-                Term::Reference(reference),
-                Term::atom("process"),
-                from,
-                payload.unwrap_or(Term::atom("noproc")),
-            ]);
-            inner.deliver_local(&to, down);
+            let reason = payload.unwrap_or(Term::atom("noproc"));
+            let peer = conn.peer_node().to_owned();
+            let a = inner.monitor_fired(from, to, reference, reason, Some(&peer));
+            inner.route(a);
         }
-        C::Exit { from, to, reason } | C::Exit2 { from, to, reason } => {
-            inner.deliver_local(
-                &to,
-                Term::tuple(vec![Term::atom("EXIT"), Term::Pid(from), reason]),
-            );
-        }
-        C::ExitTt {
-            from, to, reason, ..
-        }
-        | C::Exit2Tt {
-            from, to, reason, ..
-        } => {
-            inner.deliver_local(
-                &to,
-                Term::tuple(vec![Term::atom("EXIT"), Term::Pid(from), reason]),
-            );
-        }
-        C::PayloadExit { from, to }
-        | C::PayloadExitTt { from, to, .. }
-        | C::PayloadExit2 { from, to }
-        | C::PayloadExit2Tt { from, to, .. } => {
+        C::PayloadExit { from, to } | C::PayloadExitTt { from, to, .. } => {
             let reason = payload.unwrap_or(Term::atom("normal"));
-            inner.deliver_local(
-                &to,
-                Term::tuple(vec![Term::atom("EXIT"), Term::Pid(from), reason]),
-            );
+            signal(inner, conn, C::Exit { from, to, reason });
         }
-        C::Link { from, to } => {
-            if !inner.is_alive_proc(&Term::Pid(to.clone())) {
-                reply(
-                    conn,
-                    C::Exit {
-                        from: to,
-                        to: from,
-                        reason: Term::atom("noproc"),
-                    },
-                    None,
-                );
+        C::PayloadExit2 { from, to } | C::PayloadExit2Tt { from, to, .. } => {
+            let reason = payload.unwrap_or(Term::atom("normal"));
+            signal(inner, conn, C::Exit2 { from, to, reason });
+        }
+        sig @ (C::Link { .. }
+        | C::Unlink { .. }
+        | C::UnlinkId { .. }
+        | C::UnlinkIdAck { .. }
+        | C::Exit { .. }
+        | C::ExitTt { .. }
+        | C::Exit2 { .. }
+        | C::Exit2Tt { .. }
+        | C::MonitorP { .. }
+        | C::DemonitorP { .. }
+        | C::MonitorPExit { .. }) => signal(inner, conn, sig),
+        C::SpawnRequest {
+            req_id,
+            from,
+            mfa,
+            options,
+            ..
+        }
+        | C::SpawnRequestTt {
+            req_id,
+            from,
+            mfa,
+            options,
+            ..
+        } => {
+            for r in crate::server::spawn_request(inner, req_id, from, mfa, options, payload) {
+                reply(conn, r, None);
             }
         }
-        C::UnlinkId { id, from, to } => {
-            reply(
-                conn,
-                C::UnlinkIdAck {
-                    id,
-                    from: to,
-                    to: from,
-                },
-                None,
-            );
+        C::SpawnReply {
+            req_id, to, result, ..
         }
-        C::SpawnRequest { req_id, from, .. } | C::SpawnRequestTt { req_id, from, .. } => {
-            reply(
-                conn,
-                C::SpawnReply {
-                    req_id,
-                    to: from,
-                    flags: 0,
-                    result: Term::atom("notsup"),
-                },
-                None,
-            );
+        | C::SpawnReplyTt {
+            req_id, to, result, ..
+        } => {
+            let msg = match result {
+                Term::Pid(p) => vec![
+                    Term::atom("spawn_reply"),
+                    Term::Reference(req_id),
+                    Term::atom("ok"),
+                    Term::Pid(p),
+                ],
+                other => vec![
+                    Term::atom("spawn_reply"),
+                    Term::Reference(req_id),
+                    Term::atom("error"),
+                    other,
+                ],
+            };
+            inner.deliver_local(&to, Term::tuple(msg));
         }
         other => tracing::debug!(op = other.op(), "control message ignored"),
     }
+}
+
+/// A `$gen_call` to a Rust gen_server is answered at once on this
+/// connection when the caller is the peer; anything else goes to the mailbox.
+fn call_or_deliver(inner: &Arc<Inner>, conn: &mut Connection, id: u32, msg: Term) {
+    match crate::gen::inline_call(inner, id, msg) {
+        Ok((control, reply_msg)) => {
+            let dest = match &control {
+                ControlMessage::Send { to } => to.node.as_str(),
+                ControlMessage::AliasSend { alias, .. } => alias.node.as_str(),
+                _ => "",
+            };
+            if dest == conn.peer_node() {
+                reply(conn, control, Some(reply_msg));
+            } else if dest == inner.name.as_str() {
+                match control {
+                    ControlMessage::Send { to } => {
+                        inner.deliver_local(&to, reply_msg);
+                    }
+                    ControlMessage::AliasSend { alias, .. } => {
+                        inner.deliver_alias(&alias, reply_msg);
+                    }
+                    _ => {}
+                }
+            } else {
+                let dest = dest.to_owned();
+                inner.send_signal_msg(&dest, control, Some(reply_msg));
+            }
+        }
+        Err(msg) => {
+            inner.deliver_local(&inner.pid(id), msg);
+        }
+    }
+}
+
+/// Applies a link/monitor/exit signal from the peer.
+fn signal(inner: &Arc<Inner>, conn: &mut Connection, sig: ControlMessage) {
+    let peer = conn.peer_node().to_owned();
+    let actions = inner.handle_signal(sig, Some(&peer));
+    inner.route(actions);
 }
 
 /// The part of `net_kernel` peers talk to: `is_auth` (net_adm:ping).

@@ -2,6 +2,12 @@
 //! distribution connection (handshake, 4-byte framing, ticks, fragments,
 //! a bounded outbound queue), processes with mailboxes, registered names,
 //! and the `net_kernel` answer that makes `net_adm:ping/1` say `pong`.
+//! Also the runtime a cluster member needs: links, monitors and exit
+//! signals (`trap_exit`, `noconnection` on nodedown), the gen_server
+//! protocol both ways ([`Node::gen_call`], [`Node::serve_gen_server`]),
+//! RPC both ways ([`Node::rpc_call`], [`Node::register_fn`]: `erpc` via
+//! SPAWN_REQUEST and the legacy `rex`), and enough of `global`'s connect
+//! protocol for `global:sync()` on BEAM nodes to return.
 //! Does IO (tokio); the protocol itself lives in `erlkube_proto::dist`.
 //!
 //! ```text
@@ -13,7 +19,16 @@
 
 pub mod config;
 mod conn;
+pub mod demo;
 pub mod epmd;
+mod gen;
+mod global;
+mod rpc;
+mod server;
+mod signals;
+
+pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
+pub use rpc::{ExceptionClass, RpcError};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -178,6 +193,7 @@ pub(crate) struct ConnHandle {
     pub id: u64,
     pub tx: mpsc::Sender<Outbound>,
     pub published: bool,
+    pub peer_flags: erlkube_proto::dist::flags::DistFlags,
     pub kill: Arc<Notify>,
 }
 
@@ -186,6 +202,8 @@ pub(crate) struct Procs {
     pub by_id: HashMap<u32, mpsc::UnboundedSender<Term>>,
     pub names: HashMap<Atom, u32>,
     pub aliases: HashMap<Vec<u32>, u32>,
+    pub state: HashMap<u32, signals::ProcState>,
+    pub exit_reasons: HashMap<u32, Term>,
 }
 
 #[derive(Default)]
@@ -207,7 +225,10 @@ pub(crate) struct Inner {
     next_ref: AtomicU64,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Sender<bool>,
-    _registration: Mutex<Option<epmd::Registration>>,
+    pub global: Mutex<global::GlobalState>,
+    pub gen_calls: std::sync::RwLock<HashMap<u32, gen::InlineCall>>,
+    pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::Registered>>,
+    _registration: Mutex<Option<erlkube_epmd::Registration>>,
 }
 
 /// A running node. Cheap to clone; the node stops when [`Node::shutdown`]
@@ -254,11 +275,18 @@ impl Node {
             .port();
         let (registration, creation) = if config.register_with_epmd {
             let alive = name.split('@').next().unwrap_or_default();
-            let r = epmd::register(config.epmd_addr(), alive, port, config.setup_timeout).await?;
-            let c = if r.creation == 0 {
+            let r = epmd::register(
+                &config.epmd_ip.to_string(),
+                config.epmd_port,
+                alive,
+                port,
+                config.setup_timeout,
+            )
+            .await?;
+            let c = if r.creation() == 0 {
                 random_u32().max(4)
             } else {
-                r.creation
+                r.creation()
             };
             (Some(r), c)
         } else {
@@ -278,6 +306,9 @@ impl Node {
             next_ref: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
             shutdown: shutdown.clone(),
+            fns: Default::default(),
+            global: Default::default(),
+            gen_calls: Default::default(),
             _registration: Mutex::new(registration),
         });
         tracing::info!(node = %name, port, creation, "node started");
@@ -606,6 +637,10 @@ impl Inner {
         }
     }
 
+    pub(crate) fn whereis_id(&self, name: &Atom) -> Option<u32> {
+        self.procs.lock().expect("procs").names.get(name).copied()
+    }
+
     pub(crate) fn deliver_named(&self, name: &Atom, msg: Term) -> bool {
         let procs = self.procs.lock().expect("procs");
         match procs.names.get(name).and_then(|id| procs.by_id.get(id)) {
@@ -642,7 +677,46 @@ impl Inner {
         }
     }
 
-    async fn send_dist(self: &Arc<Self>, node: &str, m: &DistMessage) -> Result<(), SendError> {
+    /// Queues a message to `node` without waiting: on the current
+    /// connection's queue if there is room, else from a task (which may
+    /// connect first). For signals sent from synchronous code.
+    pub(crate) fn send_signal_msg(
+        self: &Arc<Self>,
+        node: &str,
+        control: ControlMessage,
+        payload: Option<Term>,
+    ) {
+        let m = DistMessage { control, payload };
+        let h = self.conns.lock().expect("conns").up.get(node).cloned();
+        if let Some(h) = h {
+            let (control, payload) = m.encode();
+            match h.tx.try_send(Outbound { control, payload }) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(o)) => {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move {
+                            let _ = h.tx.send(o).await;
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let inner = self.clone();
+            let node = node.to_owned();
+            rt.spawn(async move {
+                let _ = inner.send_dist(&node, &m).await;
+            });
+        }
+    }
+
+    pub(crate) async fn send_dist(
+        self: &Arc<Self>,
+        node: &str,
+        m: &DistMessage,
+    ) -> Result<(), SendError> {
         let handle = conn::connect(self, node).await?;
         let (control, payload) = m.encode();
         handle
@@ -702,11 +776,15 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         if let Some(inner) = self.node.upgrade() {
-            let mut procs = inner.procs.lock().expect("procs");
-            let id = self.pid.id;
-            procs.by_id.remove(&id);
-            procs.names.retain(|_, v| *v != id);
-            procs.aliases.retain(|_, v| *v != id);
+            // A process that ends without a reason ends `normal`.
+            let actions = inner.terminate(self.pid.id, Term::atom("normal"));
+            inner
+                .procs
+                .lock()
+                .expect("procs")
+                .exit_reasons
+                .remove(&self.pid.id);
+            inner.route(actions);
         }
     }
 }

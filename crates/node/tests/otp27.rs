@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use erlkube_etf::Term;
 use erlkube_node::{Cookie, Node, NodeConfig};
-use tokio::process::{Child, Command};
+use erlkube_testkit::OtpEpmd;
+use tokio::process::Command;
 
 fn rootfs() -> PathBuf {
     if let Some(d) = std::env::var_os("OTP27_ROOTFS") {
@@ -32,37 +33,6 @@ fn ensure_rootfs() -> PathBuf {
         .expect("run otp27-rootfs.sh");
     assert!(status.success(), "otp27-rootfs.sh failed");
     dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Epmd(u16, #[allow(dead_code)] Child);
-
-async fn epmd() -> Epmd {
-    let port = free_port();
-    let child = Command::new("epmd")
-        .args(["-port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("epmd");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Epmd(port, child);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("epmd did not start");
 }
 
 fn erl27(root: &PathBuf, epmd_port: u16, name: &str, args: &[&str]) -> Command {
@@ -87,12 +57,12 @@ fn erl27(root: &PathBuf, epmd_port: u16, name: &str, args: &[&str]) -> Command {
 #[tokio::test]
 async fn otp27_pings_and_echoes_with_the_rust_node() {
     let root = tokio::task::spawn_blocking(ensure_rootfs).await.unwrap();
-    let e = epmd().await;
+    let e = OtpEpmd::start().unwrap();
     let mut cfg = NodeConfig::new(
         format!("rust27_{}@127.0.0.1", std::process::id()),
         Cookie::new("c27"),
     );
-    cfg.epmd_port = e.0;
+    cfg.epmd_port = e.port();
     let rust = Node::start(cfg).await.unwrap();
     let mut echo = rust.spawn_registered("echo").unwrap();
     let n = rust.clone();
@@ -111,7 +81,7 @@ async fn otp27_pings_and_echoes_with_the_rust_node() {
         r = rust.name()
     );
     let beam = format!("beam27_{}@127.0.0.1", std::process::id());
-    let out = erl27(&root, e.0, &beam, &["-eval", &expr]).output();
+    let out = erl27(&root, e.port(), &beam, &["-eval", &expr]).output();
     let out = tokio::time::timeout(Duration::from_secs(60), out)
         .await
         .unwrap()
@@ -121,7 +91,7 @@ async fn otp27_pings_and_echoes_with_the_rust_node() {
 
     // And the Rust node pings an OTP 27 node.
     let target = format!("beam27t_{}@127.0.0.1", std::process::id());
-    let _t = erl27(&root, e.0, &target, &[])
+    let _t = erl27(&root, e.port(), &target, &[])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

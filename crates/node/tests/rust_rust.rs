@@ -131,3 +131,74 @@ async fn malformed_frame_closes_only_that_connection() {
     // ...and keeps serving others.
     a.ping(b.name()).await.unwrap();
 }
+
+/// A peer that completes the handshake (driven by the sans-IO acceptor)
+/// and then never reads: senders must end up waiting instead of queueing
+/// without bound.
+#[tokio::test]
+async fn slow_peer_applies_backpressure() {
+    use erlkube_proto::dist::handshake::{Acceptor, HandshakeConfig, Status};
+    use erlkube_proto::dist::HandshakeEvent;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_port = listener.local_addr().unwrap().port();
+    let peer_name = format!("stuck_{}@127.0.0.1", std::process::id());
+    let pn = peer_name.clone();
+    let (established_tx, established_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let now = std::time::Instant::now();
+        let mut acc = Acceptor::new(HandshakeConfig::new(pn, Cookie::new("c"), 9), 77, now);
+        let mut buf = [0u8; 1024];
+        loop {
+            while let Some(t) = acc.poll_transmit() {
+                s.write_all(&t).await.unwrap();
+            }
+            match acc.poll_event() {
+                Some(HandshakeEvent::NameReceived(_)) => acc.set_status(Status::Ok, now).unwrap(),
+                Some(HandshakeEvent::Established(_)) => break,
+                None => {
+                    let n = s.read(&mut buf).await.unwrap();
+                    acc.handle_input(&buf[..n], now).unwrap();
+                }
+            }
+        }
+        let _ = established_tx.send(());
+        // Hold the socket open, never read again.
+        std::future::pending::<()>().await;
+        drop(s);
+    });
+
+    let mut c = config("sender", "c", free_port());
+    c.outbound_queue = 4;
+    c.write_high_water = 64 * 1024;
+    c.known_ports.insert(peer_name.clone(), peer_port);
+    let node = Node::start(c).await.unwrap();
+    node.connect(&peer_name).await.unwrap();
+    established_rx.await.unwrap();
+
+    let to = erlkube_etf::Pid {
+        node: erlkube_etf::Atom::new(&peer_name),
+        id: 1,
+        serial: 0,
+        creation: 9,
+    };
+    let chunk = Term::binary(vec![7u8; 1 << 20]);
+    let mut sent = 0usize;
+    // 1 GiB if nothing pushed back; the queue, the high-water mark and the
+    // kernel's socket buffers hold a few MiB at most.
+    for _ in 0..1024 {
+        match tokio::time::timeout(Duration::from_secs(2), node.send(&to, chunk.clone())).await {
+            Ok(r) => {
+                r.unwrap();
+                sent += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    // Here about 8 MiB: 4 queued, one being written, the rest in socket buffers.
+    assert!(sent < 64, "sender queued {sent} MiB before waiting");
+    // The node itself stays responsive.
+    assert_eq!(node.connected_nodes(), vec![peer_name]);
+}

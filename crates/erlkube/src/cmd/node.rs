@@ -1,7 +1,9 @@
 //! `erlkube node`: run a Rust node until SIGINT/SIGTERM.
 //!
 //! The node has a registered process `echo` that sends `Msg` back to `Pid`
-//! for every `{Pid, Msg}` it receives, and logs nodeup/nodedown.
+//! for every `{Pid, Msg}` it receives, the demo services `demo:echo/1`,
+//! `demo:add/2` (RPC) and `echo_server` (a gen_server replying
+//! `{echo, Request}`), and logs nodeup/nodedown.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -64,6 +66,11 @@ pub(crate) fn init_tracing(default: &str) {
 }
 
 async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    // Before anything is announced, so a signal right after the
+    // "listening" line is not lost.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let name = match (&args.name, &args.sname) {
         (Some(n), _) => long_name(n)?,
         (_, Some(n)) => short_name(n)?,
@@ -107,6 +114,10 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
     });
 
+    erlkube_node::demo::install(&node)
+        .map_err(anyhow::Error::msg)
+        .context("demo services")?;
+
     let mut events = node.subscribe();
     tokio::spawn(async move {
         while let Ok(ev) = events.recv().await {
@@ -117,9 +128,8 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
     });
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");

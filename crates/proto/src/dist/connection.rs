@@ -90,6 +90,11 @@ impl Connection {
         self.flags
     }
 
+    /// Why the connection failed, if it did (no more input is accepted).
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.failed.as_ref()
+    }
+
     /// Ticks read so far.
     pub fn ticks_received(&self) -> u64 {
         self.ticks_received

@@ -707,46 +707,55 @@ impl DistMessage {
     /// Decodes the control message and payload of an inbound message,
     /// resolving atom cache references.
     pub fn decode(msg: &InboundMessage) -> Result<DistMessage, ControlError> {
-        // etf's decoder wants a version byte before each term; after a
-        // distribution header the terms have none, so lend them one.
-        let mut buf;
-        let data: &mut [u8] = if msg.versioned {
-            buf = msg.data.clone();
-            &mut buf
-        } else {
-            buf = Vec::with_capacity(msg.data.len() + 1);
-            buf.push(131);
-            buf.extend_from_slice(&msg.data);
-            &mut buf
-        };
-        let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(data, &msg.atoms)?;
+        let atoms = &msg.atoms;
+        if msg.versioned {
+            let data = &msg.data[..];
+            let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(data, atoms)?;
+            let control = ControlMessage::from_term(&term)?;
+            return Self::with_payload(control, data, used, true, atoms);
+        }
+        // After a distribution header the terms have no version byte.
+        let data = &msg.data[..];
+        let (term, used) = erlkube_etf::decode_body_prefix_with_atom_cache(data, atoms)?;
         let control = ControlMessage::from_term(&term)?;
-        let payload = if control.has_payload() {
-            let start = if msg.versioned {
-                if used >= data.len() {
-                    return Err(ControlError::MissingPayload(control.op()));
-                }
-                used
-            } else {
-                if used >= data.len() {
-                    return Err(ControlError::MissingPayload(control.op()));
-                }
-                // Overwrite the control's last byte (already decoded) with a version byte.
-                data[used - 1] = 131;
-                used - 1
-            };
-            let (p, n) = erlkube_etf::decode_prefix_with_atom_cache(&data[start..], &msg.atoms)?;
-            if start + n != data.len() {
-                return Err(ControlError::TrailingBytes(data.len() - start - n));
-            }
-            Some(p)
-        } else {
+        Self::with_payload(control, data, used, false, atoms)
+    }
+
+    /// Decodes the payload (at `used`, where the control message ended)
+    /// when the operation has one; `versioned` says whether it starts with
+    /// a version byte.
+    fn with_payload(
+        control: ControlMessage,
+        data: &[u8],
+        used: usize,
+        versioned: bool,
+        atoms: &[Atom],
+    ) -> Result<DistMessage, ControlError> {
+        if !control.has_payload() {
             if used != data.len() {
                 return Err(ControlError::TrailingBytes(data.len() - used));
             }
-            None
+            return Ok(DistMessage {
+                control,
+                payload: None,
+            });
+        }
+        if used >= data.len() {
+            return Err(ControlError::MissingPayload(control.op()));
+        }
+        let rest = &data[used..];
+        let (p, n) = if versioned {
+            erlkube_etf::decode_prefix_with_atom_cache(rest, atoms)?
+        } else {
+            erlkube_etf::decode_body_prefix_with_atom_cache(rest, atoms)?
         };
-        Ok(DistMessage { control, payload })
+        if used + n != data.len() {
+            return Err(ControlError::TrailingBytes(data.len() - used - n));
+        }
+        Ok(DistMessage {
+            control,
+            payload: Some(p),
+        })
     }
 
     /// Encodes the control message and payload as versioned ETF, ready for

@@ -206,18 +206,12 @@ pub struct InboundMessage {
     pub versioned: bool,
 }
 
-/// The per-connection receive cache of 2048 atoms.
-#[derive(Debug)]
+/// The per-connection receive cache of 2048 atoms. The table is allocated
+/// on the first new entry (32 KiB), so connections whose peer never uses
+/// the cache (and idle ones) do not pay for it.
+#[derive(Debug, Default)]
 pub struct AtomCache {
     slots: Vec<Option<AtomText>>,
-}
-
-impl Default for AtomCache {
-    fn default() -> Self {
-        AtomCache {
-            slots: vec![None; ATOM_CACHE_SIZE],
-        }
-    }
 }
 
 impl AtomCache {
@@ -270,6 +264,9 @@ fn parse_atom_cache_header(
                 return Err(FrameError::InvalidCachedAtom(cix));
             }
             let atom = AtomText::new(text);
+            if cache.slots.is_empty() {
+                cache.slots = vec![None; ATOM_CACHE_SIZE];
+            }
             cache.slots[cix] = Some(atom.clone());
             atoms.push(atom);
         } else {
