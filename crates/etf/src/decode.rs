@@ -881,6 +881,16 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// 1 + payload length of the fixed-size tags that need no check beyond
+/// their length (0 for the others).
+static SKIP_FIXED: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[SMALL_INTEGER_EXT as usize] = 2;
+    t[INTEGER_EXT as usize] = 5;
+    t[NIL_EXT as usize] = 1;
+    t
+};
+
 /// Validation without building anything: the same checks, in the same
 /// order and with the same error offsets as the borrowed decoder
 /// ([`Decoder::term`]), for [`crate::decode_view`]. Allocates nothing
@@ -891,6 +901,12 @@ impl<'a> Decoder<'a> {
     pub(crate) fn skip(&mut self, depth: usize) -> R<()> {
         let start = self.pos;
         let tag = self.u8()?;
+        // fixed-size tags without further checks: one predictable branch
+        let fixed = SKIP_FIXED[tag as usize];
+        if fixed != 0 {
+            self.take(fixed as usize - 1)?;
+            return Ok(());
+        }
         match tag {
             SMALL_INTEGER_EXT => {
                 self.u8()?;

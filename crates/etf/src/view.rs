@@ -120,8 +120,36 @@ fn rest(b: &[u8], from: usize) -> &[u8] {
     b.get(from..).unwrap_or(&[])
 }
 
+/// Encoded length of the fixed-size tags (0 for the others), so stepping
+/// over the most common scalars is a table load and a predictable branch
+/// instead of an indirect jump.
+static FIXED_LEN: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[SMALL_INTEGER_EXT as usize] = 2;
+    t[INTEGER_EXT as usize] = 5;
+    t[NEW_FLOAT_EXT as usize] = 9;
+    t[NIL_EXT as usize] = 1;
+    t
+};
+
 /// Length in bytes of the validated term at the start of `b`.
+#[inline]
 fn term_len(b: &[u8]) -> usize {
+    let tag = at(b, 0);
+    let fixed = FIXED_LEN[tag as usize];
+    if fixed != 0 {
+        return fixed as usize;
+    }
+    match tag {
+        ATOM_EXT => 3 + be16(b, 1),
+        SMALL_ATOM_UTF8_EXT => 2 + at(b, 1) as usize,
+        BINARY_EXT => 5 + be32(b, 1) as usize,
+        _ => var_len(b),
+    }
+}
+
+#[inline(never)]
+fn var_len(b: &[u8]) -> usize {
     match at(b, 0) {
         SMALL_INTEGER_EXT => 2,
         INTEGER_EXT => 5,
