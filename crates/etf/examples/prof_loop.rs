@@ -37,12 +37,29 @@ fn main() {
         buf.clear();
         match what.as_str() {
             "eetf" => et.encode(&mut buf).unwrap(),
-            "view" => {
+            "validate" => {
                 black_box(erlkube_etf::decode_view(&bytes).unwrap());
+            }
+            "view" => {
+                black_box(walk(erlkube_etf::decode_view(&bytes).unwrap()));
             }
             _ => encode_into(black_box(&tuples), &mut buf),
         }
         black_box(&buf);
     }
     println!("{what} {:?}", t.elapsed() / n);
+}
+
+fn walk(v: erlkube_etf::TermView<'_>) -> u64 {
+    use erlkube_etf::ViewKind;
+    match v.kind() {
+        ViewKind::Integer(i) => i as u64,
+        ViewKind::Float(f) => f.to_bits() >> 52,
+        ViewKind::Atom(a) => a.as_str().len() as u64,
+        ViewKind::Binary(b) | ViewKind::ByteList(b) => b.len() as u64,
+        ViewKind::Tuple(s) => s.map(walk).sum(),
+        ViewKind::List(l) => l.map(walk).sum(),
+        ViewKind::Map(m) => m.map(|(k, v)| walk(k) + walk(v)).sum(),
+        _ => 1,
+    }
 }

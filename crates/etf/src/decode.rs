@@ -897,7 +897,9 @@ static SKIP_FIXED: [u8; 256] = {
 /// (except for the rare pid/port/reference whose node atom is non-ASCII
 /// latin-1, which goes through the borrowed decoder).
 impl<'a> Decoder<'a> {
-    /// Checks one term (as `term(depth)` would decode it).
+    /// Checks one term (as `term(depth)` would decode it). The common tags
+    /// are handled here; the rest out of line, to keep this frame small.
+    #[inline]
     pub(crate) fn skip(&mut self, depth: usize) -> R<()> {
         let start = self.pos;
         let tag = self.u8()?;
@@ -908,23 +910,20 @@ impl<'a> Decoder<'a> {
             return Ok(());
         }
         match tag {
-            SMALL_INTEGER_EXT => {
-                self.u8()?;
-            }
-            INTEGER_EXT => {
-                self.take(4)?;
-            }
-            SMALL_ATOM_UTF8_EXT | SMALL_ATOM_EXT => {
-                let n = self.u8()? as usize;
-                self.atom_body_check(start, n, tag == SMALL_ATOM_UTF8_EXT)?;
-            }
-            ATOM_UTF8_EXT | ATOM_EXT => {
+            ATOM_EXT => {
                 let n = self.u16()? as usize;
-                self.atom_body_check(start, n, tag == ATOM_UTF8_EXT)?;
+                self.atom_body_check(start, n, false)?;
+                Ok(())
+            }
+            SMALL_ATOM_UTF8_EXT => {
+                let n = self.u8()? as usize;
+                self.atom_body_check(start, n, true)?;
+                Ok(())
             }
             BINARY_EXT => {
                 let n = self.u32()? as usize;
                 self.take(n)?;
+                Ok(())
             }
             NEW_FLOAT_EXT => {
                 let b = self.take(8)?;
@@ -932,15 +931,30 @@ impl<'a> Decoder<'a> {
                 if !f.is_finite() {
                     return self.err(start, K::InvalidFloat);
                 }
+                Ok(())
             }
-            NIL_EXT => {}
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.skip_tuple(start, tag, depth),
+            LIST_EXT => self.skip_list(start, depth),
+            MAP_EXT => self.skip_map(start, depth),
+            _ => self.skip_other(start, tag, depth),
+        }
+    }
+
+    #[inline(never)]
+    fn skip_other(&mut self, start: usize, tag: u8, depth: usize) -> R<()> {
+        match tag {
+            SMALL_ATOM_EXT => {
+                let n = self.u8()? as usize;
+                self.atom_body_check(start, n, false)?;
+            }
+            ATOM_UTF8_EXT => {
+                let n = self.u16()? as usize;
+                self.atom_body_check(start, n, true)?;
+            }
             STRING_EXT => {
                 let n = self.u16()? as usize;
                 self.take(n)?;
             }
-            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.skip_tuple(start, tag, depth)?,
-            LIST_EXT => self.skip_list(start, depth)?,
-            MAP_EXT => self.skip_map(start, depth)?,
             NEW_FUN_EXT => self.skip_fun(start, depth)?,
             _ => {
                 self.scalar(start, tag)?;
