@@ -37,6 +37,15 @@ fn main() {
         buf.clear();
         match what.as_str() {
             "eetf" => et.encode(&mut buf).unwrap(),
+            "ref" => {
+                black_box(erlkube_etf::decode_ref(&bytes).unwrap());
+            }
+            "owned" => {
+                black_box(erlkube_etf::decode(&bytes).unwrap());
+            }
+            "eetfdec" => {
+                black_box(eetf::Term::decode(&bytes[..]).unwrap());
+            }
             "validate" => {
                 black_box(erlkube_etf::decode_view(&bytes).unwrap());
             }
@@ -47,7 +56,7 @@ fn main() {
         }
         black_box(&buf);
     }
-    println!("{what} {:?}", t.elapsed() / n);
+    println!("{what} {:?}", t.elapsed() / n.max(1));
 }
 
 fn walk(v: erlkube_etf::TermView<'_>) -> u64 {
