@@ -1,5 +1,5 @@
 //! Profiling driver (not a benchmark): runs one codec path in a loop so
-//! `perf record` can look at it. `prof_loop [enc|eetf|view]`, `SMALL=1` for
+//! `perf record` can look at it. `prof_loop [enc|eetf|view|validate|ref|owned|eetfdec]`, `ITERS=n`, `SMALL=1` for
 //! the small term instead of the 40000-tuple list.
 use erlkube_etf::{encode, encode_into, Term};
 use std::hint::black_box;
@@ -7,28 +7,20 @@ fn main() {
     let what = std::env::args().nth(1).unwrap_or_default();
     let small =
         erlkube_etf::parse(r#"{ok, [1,2,3], <<"hello">>, #{a => 1}, 'atom', 3.14}"#).unwrap();
-    let tuples = Term::List(
-        (0..40_000)
-            .map(|i| {
-                Term::Tuple(vec![
-                    Term::Integer(i),
-                    Term::atom("item"),
-                    Term::Binary(format!("v{i}").into_bytes()),
-                    Term::Float(i as f64 * 0.5),
-                ])
-            })
-            .collect(),
-    );
     let tuples = if std::env::var("SMALL").is_ok() {
         small
     } else {
-        tuples
+        large()
     };
-    let n: u32 = if std::env::var("SMALL").is_ok() {
+    let default_n = if std::env::var("SMALL").is_ok() {
         20_000_000
     } else {
         200
     };
+    let n: u32 = std::env::var("ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_n);
     let bytes = encode(&tuples);
     let et = eetf::Term::decode(&bytes[..]).unwrap();
     let mut buf = Vec::with_capacity(bytes.len());
@@ -71,4 +63,19 @@ fn walk(v: erlkube_etf::TermView<'_>) -> u64 {
         ViewKind::Map(m) => m.map(|(k, v)| walk(k) + walk(v)).sum(),
         _ => 1,
     }
+}
+
+fn large() -> Term {
+    Term::List(
+        (0..40_000)
+            .map(|i| {
+                Term::Tuple(vec![
+                    Term::Integer(i),
+                    Term::atom("item"),
+                    Term::Binary(format!("v{i}").into_bytes()),
+                    Term::Float(i as f64 * 0.5),
+                ])
+            })
+            .collect(),
+    )
 }
