@@ -144,13 +144,7 @@ async fn main() {
     let sizes = if sizes.is_empty() { vec![50] } else { sizes };
     for n in sizes {
         let reps = if n > 50 { 1 } else { 3 };
-        // The default net_ticktime (60 s): the bed's 4 s is for tests that
-        // watch links drop, and makes a loaded host drop links spuriously.
-        let mut bed = Bed::new(BedConfig {
-            net_ticktime: 60,
-            ..BedConfig::default()
-        })
-        .expect("test bed");
+        let mut bed = Bed::new(BedConfig::default()).expect("test bed");
         let t = Instant::now();
         bed.add_bare_pods(n).expect("pods");
         println!("{n} bare pods set up in {:.1} s", t.elapsed().as_secs_f64());

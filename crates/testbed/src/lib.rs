@@ -385,7 +385,7 @@ impl Bed {
         }
         std::fs::write(self.dir.join("hosts"), hosts)?;
         let conf = format!(
-            "no-resolv\nno-hosts\nlocal=/cluster.local/\nport=53\nlocal-ttl=0\nedns-packet-max=4096\nmax-tcp-connections=1000\naddn-hosts={}\n{}\n",
+            "no-resolv\nno-hosts\nlocal=/cluster.local/\nport=53\nlocal-ttl=0\naddn-hosts={}\n{}\n",
             self.dir.join("hosts").display(),
             srv.join("\n")
         );

@@ -170,9 +170,9 @@ async fn a_thread_can_run_inside_a_bare_pod() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn large_answers_come_complete() {
+async fn large_answers_come_complete_over_tcp() {
     let mut bed = Bed::new(BedConfig::default()).unwrap();
-    // 40 A records do not fit a plain 512-byte UDP answer (EDNS0 or TCP).
+    // 40 A records do not fit a 512-byte UDP answer: truncated, then TCP.
     bed.add_bare_pods(40).unwrap();
     let got = DnsA::new(dns_settings(&bed)).unwrap().discover().await;
     let got = got.unwrap();

@@ -80,9 +80,6 @@ fn resolver(s: &DnsSettings) -> Result<TokioResolver, String> {
     let mut opts: ResolverOpts = builder.options_mut().clone();
     opts.timeout = s.timeout;
     opts.attempts = 1;
-    // Large headless Services: EDNS0 lets an answer of ~70 A records (at a
-    // server's usual 1232-byte limit) come over UDP instead of a TCP retry.
-    opts.edns0 = true;
     // Every round must see the server's current truth.
     opts.cache_size = 0;
     *builder.options_mut() = opts;
