@@ -30,6 +30,8 @@ enum Command {
     Node(cmd::node::NodeArgs),
     /// `net_adm:ping` a node: prints pong (exit 0) or pang (exit 1).
     Ping(cmd::ping::PingArgs),
+    /// `rpc:call` a function on a node: prints the result in Erlang syntax.
+    Rpc(cmd::rpc::RpcArgs),
     /// The port mapper (OTP `epmd` compatible flags: `erlkube epmd -help`).
     #[command(disable_help_flag = true)]
     Epmd {
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Epmd { args } => cmd::epmd::main(args),
         Command::Node(a) => cmd::node::main(a),
         Command::Ping(a) => cmd::ping::main(a),
+        Command::Rpc(a) => cmd::rpc::main(a),
         Command::Formation(a) => cmd::formation::main(a),
     }
 }

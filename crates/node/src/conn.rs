@@ -356,6 +356,7 @@ fn start_connection(inner: Arc<Inner>, stream: TcpStream, est: Established) -> C
         id,
         tx,
         published: est.is_published(),
+        peer_flags: est.flags,
         kill: Arc::new(Notify::new()),
     };
     let peer = est.peer_node.clone();
@@ -389,11 +390,18 @@ async fn run_connection(
 ) {
     let peer = conn.peer_node().to_owned();
     let reason = connection_loop(&inner, stream, &mut conn, &mut rx, &handle).await;
-    {
+    let was_up = {
         let mut conns = inner.conns.lock().expect("conns");
         if conns.up.get(&peer).is_some_and(|h| h.id == handle.id) {
             conns.up.remove(&peer);
+            true
+        } else {
+            false
         }
+    };
+    if was_up {
+        inner.global_node_down(&peer);
+        inner.node_down(&peer);
     }
     tracing::info!(reason = %reason, "nodedown");
     let _ = inner
@@ -503,6 +511,14 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
                 && !inner.is_alive_proc(&Term::Atom(to_name.clone()))
             {
                 net_kernel(inner, conn, &from, p);
+            } else if to_name.as_str() == "rex"
+                && !inner.is_alive_proc(&Term::Atom(to_name.clone()))
+            {
+                crate::server::rex(inner, p);
+            } else if to_name.as_str() == "global_name_server"
+                && !inner.is_alive_proc(&Term::Atom(to_name.clone()))
+            {
+                crate::global::handle(inner, conn.peer_node(), p);
             } else if !inner.deliver_named(&to_name, p) {
                 tracing::debug!(name = %to_name, "message to an unregistered name dropped");
             }
@@ -512,119 +528,83 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
                 inner.deliver_alias(&alias, p);
             }
         }
-        C::MonitorP {
-            from,
-            to,
-            reference,
-        } => {
-            let is_net_kernel = to.as_atom().is_some_and(|a| a.as_str() == "net_kernel");
-            if !is_net_kernel && !inner.is_alive_proc(&to) {
-                reply(
-                    conn,
-                    C::MonitorPExit {
-                        from: to,
-                        to: from,
-                        reference,
-                        reason: Term::atom("noproc"),
-                    },
-                    None,
-                );
-            }
-        }
-        C::MonitorPExit {
-            from,
-            to,
-            reference,
-            reason,
-        } => {
-            let down = Term::tuple(vec![
-                Term::atom("DOWN"),
-                Term::Reference(reference),
-                Term::atom("process"),
-                from,
-                reason,
-            ]);
-            inner.deliver_local(&to, down);
-        }
         C::PayloadMonitorPExit {
             from,
             to,
             reference,
         } => {
-            let down = Term::tuple(vec![
-                Term::atom("DOWN"),
-                Term::Reference(reference),
-                Term::atom("process"),
-                from,
-                payload.unwrap_or(Term::atom("noproc")),
-            ]);
-            inner.deliver_local(&to, down);
+            let reason = payload.unwrap_or(Term::atom("noproc"));
+            let peer = conn.peer_node().to_owned();
+            let a = inner.monitor_fired(from, to, reference, reason, Some(&peer));
+            inner.route(a);
         }
-        C::Exit { from, to, reason } | C::Exit2 { from, to, reason } => {
-            inner.deliver_local(
-                &to,
-                Term::tuple(vec![Term::atom("EXIT"), Term::Pid(from), reason]),
-            );
-        }
-        C::ExitTt {
-            from, to, reason, ..
-        }
-        | C::Exit2Tt {
-            from, to, reason, ..
-        } => {
-            inner.deliver_local(
-                &to,
-                Term::tuple(vec![Term::atom("EXIT"), Term::Pid(from), reason]),
-            );
-        }
-        C::PayloadExit { from, to }
-        | C::PayloadExitTt { from, to, .. }
-        | C::PayloadExit2 { from, to }
-        | C::PayloadExit2Tt { from, to, .. } => {
+        C::PayloadExit { from, to } | C::PayloadExitTt { from, to, .. } => {
             let reason = payload.unwrap_or(Term::atom("normal"));
-            inner.deliver_local(
-                &to,
-                Term::tuple(vec![Term::atom("EXIT"), Term::Pid(from), reason]),
-            );
+            signal(inner, conn, C::Exit { from, to, reason });
         }
-        C::Link { from, to } => {
-            if !inner.is_alive_proc(&Term::Pid(to.clone())) {
-                reply(
-                    conn,
-                    C::Exit {
-                        from: to,
-                        to: from,
-                        reason: Term::atom("noproc"),
-                    },
-                    None,
-                );
-            }
+        C::PayloadExit2 { from, to } | C::PayloadExit2Tt { from, to, .. } => {
+            let reason = payload.unwrap_or(Term::atom("normal"));
+            signal(inner, conn, C::Exit2 { from, to, reason });
         }
-        C::UnlinkId { id, from, to } => {
-            reply(
-                conn,
-                C::UnlinkIdAck {
-                    id,
-                    from: to,
-                    to: from,
-                },
-                None,
-            );
+        sig @ (C::Link { .. }
+        | C::Unlink { .. }
+        | C::UnlinkId { .. }
+        | C::UnlinkIdAck { .. }
+        | C::Exit { .. }
+        | C::ExitTt { .. }
+        | C::Exit2 { .. }
+        | C::Exit2Tt { .. }
+        | C::MonitorP { .. }
+        | C::DemonitorP { .. }
+        | C::MonitorPExit { .. }) => signal(inner, conn, sig),
+        C::SpawnRequest {
+            req_id,
+            from,
+            mfa,
+            options,
+            ..
         }
-        C::SpawnRequest { req_id, from, .. } | C::SpawnRequestTt { req_id, from, .. } => {
-            reply(
-                conn,
-                C::SpawnReply {
-                    req_id,
-                    to: from,
-                    flags: 0,
-                    result: Term::atom("notsup"),
-                },
-                None,
-            );
+        | C::SpawnRequestTt {
+            req_id,
+            from,
+            mfa,
+            options,
+            ..
+        } => {
+            let r = crate::server::spawn_request(inner, req_id, from, mfa, options, payload);
+            reply(conn, r, None);
+        }
+        C::SpawnReply {
+            req_id, to, result, ..
+        }
+        | C::SpawnReplyTt {
+            req_id, to, result, ..
+        } => {
+            let msg = match result {
+                Term::Pid(p) => vec![
+                    Term::atom("spawn_reply"),
+                    Term::Reference(req_id),
+                    Term::atom("ok"),
+                    Term::Pid(p),
+                ],
+                other => vec![
+                    Term::atom("spawn_reply"),
+                    Term::Reference(req_id),
+                    Term::atom("error"),
+                    other,
+                ],
+            };
+            inner.deliver_local(&to, Term::tuple(msg));
         }
         other => tracing::debug!(op = other.op(), "control message ignored"),
     }
+}
+
+/// Applies a link/monitor/exit signal from the peer.
+fn signal(inner: &Arc<Inner>, conn: &mut Connection, sig: ControlMessage) {
+    let peer = conn.peer_node().to_owned();
+    let actions = inner.handle_signal(sig, Some(&peer));
+    inner.route(actions);
 }
 
 /// The part of `net_kernel` peers talk to: `is_auth` (net_adm:ping).

@@ -13,7 +13,16 @@
 
 pub mod config;
 mod conn;
+pub mod demo;
 pub mod epmd;
+mod gen;
+mod global;
+mod rpc;
+mod server;
+mod signals;
+
+pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
+pub use rpc::{ExceptionClass, RpcError};
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -178,6 +187,7 @@ pub(crate) struct ConnHandle {
     pub id: u64,
     pub tx: mpsc::Sender<Outbound>,
     pub published: bool,
+    pub peer_flags: erlkube_proto::dist::flags::DistFlags,
     pub kill: Arc<Notify>,
 }
 
@@ -186,6 +196,8 @@ pub(crate) struct Procs {
     pub by_id: HashMap<u32, mpsc::UnboundedSender<Term>>,
     pub names: HashMap<Atom, u32>,
     pub aliases: HashMap<Vec<u32>, u32>,
+    pub state: HashMap<u32, signals::ProcState>,
+    pub exit_reasons: HashMap<u32, Term>,
 }
 
 #[derive(Default)]
@@ -207,6 +219,8 @@ pub(crate) struct Inner {
     next_ref: AtomicU64,
     pub next_conn: AtomicU64,
     pub shutdown: watch::Sender<bool>,
+    pub global: Mutex<global::GlobalState>,
+    pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::RpcFn>>,
     _registration: Mutex<Option<erlkube_epmd::Registration>>,
 }
 
@@ -285,6 +299,8 @@ impl Node {
             next_ref: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
             shutdown: shutdown.clone(),
+            fns: Default::default(),
+            global: Default::default(),
             _registration: Mutex::new(registration),
         });
         tracing::info!(node = %name, port, creation, "node started");
@@ -649,7 +665,46 @@ impl Inner {
         }
     }
 
-    async fn send_dist(self: &Arc<Self>, node: &str, m: &DistMessage) -> Result<(), SendError> {
+    /// Queues a message to `node` without waiting: on the current
+    /// connection's queue if there is room, else from a task (which may
+    /// connect first). For signals sent from synchronous code.
+    pub(crate) fn send_signal_msg(
+        self: &Arc<Self>,
+        node: &str,
+        control: ControlMessage,
+        payload: Option<Term>,
+    ) {
+        let m = DistMessage { control, payload };
+        let h = self.conns.lock().expect("conns").up.get(node).cloned();
+        if let Some(h) = h {
+            let (control, payload) = m.encode();
+            match h.tx.try_send(Outbound { control, payload }) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(o)) => {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        rt.spawn(async move {
+                            let _ = h.tx.send(o).await;
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let inner = self.clone();
+            let node = node.to_owned();
+            rt.spawn(async move {
+                let _ = inner.send_dist(&node, &m).await;
+            });
+        }
+    }
+
+    pub(crate) async fn send_dist(
+        self: &Arc<Self>,
+        node: &str,
+        m: &DistMessage,
+    ) -> Result<(), SendError> {
         let handle = conn::connect(self, node).await?;
         let (control, payload) = m.encode();
         handle
@@ -709,11 +764,15 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         if let Some(inner) = self.node.upgrade() {
-            let mut procs = inner.procs.lock().expect("procs");
-            let id = self.pid.id;
-            procs.by_id.remove(&id);
-            procs.names.retain(|_, v| *v != id);
-            procs.aliases.retain(|_, v| *v != id);
+            // A process that ends without a reason ends `normal`.
+            let actions = inner.terminate(self.pid.id, Term::atom("normal"));
+            inner
+                .procs
+                .lock()
+                .expect("procs")
+                .exit_reasons
+                .remove(&self.pid.id);
+            inner.route(actions);
         }
     }
 }

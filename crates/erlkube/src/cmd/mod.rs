@@ -1,7 +1,8 @@
 //! One module per subcommand.
 
 pub mod epmd;
+pub mod formation;
 pub mod node;
 pub mod ping;
-pub mod formation;
+pub mod rpc;
 pub mod term;

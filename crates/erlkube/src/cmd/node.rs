@@ -1,7 +1,9 @@
 //! `erlkube node`: run a Rust node until SIGINT/SIGTERM.
 //!
 //! The node has a registered process `echo` that sends `Msg` back to `Pid`
-//! for every `{Pid, Msg}` it receives, and logs nodeup/nodedown.
+//! for every `{Pid, Msg}` it receives, the demo services `demo:echo/1`,
+//! `demo:add/2` (RPC) and `echo_server` (a gen_server replying
+//! `{echo, Request}`), and logs nodeup/nodedown.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -108,6 +110,10 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
             }
         }
     });
+
+    erlkube_node::demo::install(&node)
+        .map_err(anyhow::Error::msg)
+        .context("demo services")?;
 
     let mut events = node.subscribe();
     tokio::spawn(async move {

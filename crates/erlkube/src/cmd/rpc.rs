@@ -1,0 +1,117 @@
+//! `erlkube rpc NODE MODULE FUNCTION 'ARGS'`: `rpc:call/5` from the command
+//! line. ARGS is an Erlang list (`'[1, <<"x">>]'`). Prints the result in
+//! Erlang syntax (exit 0); an RPC error prints the BEAM's `{badrpc, ...}`
+//! term and exits 1; bad arguments exit 2.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use erlkube_etf::Term;
+use erlkube_node::{find_cookie, long_name, short_name, Node, NodeConfig, RpcError};
+
+#[derive(clap::Args)]
+pub struct RpcArgs {
+    /// The node to call, `alive@host`.
+    node: String,
+    /// The module.
+    module: String,
+    /// The function.
+    function: String,
+    /// The argument list in Erlang syntax, e.g. '[1, <<"x">>]'.
+    #[arg(default_value = "[]")]
+    args: String,
+    /// The cookie (default: $RELEASE_COOKIE, then ~/.erlang.cookie).
+    #[arg(long)]
+    cookie: Option<String>,
+    /// Milliseconds to wait for the result.
+    #[arg(long, default_value_t = 10_000)]
+    timeout: u64,
+    /// This node's long name (default: a hidden `erlkube_rpc_<pid>` on the target's host).
+    #[arg(long, conflicts_with = "sname")]
+    name: Option<String>,
+    /// This node's short name.
+    #[arg(long)]
+    sname: Option<String>,
+    /// The epmd port on the target's host.
+    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = 4369)]
+    epmd_port: u16,
+    /// The target's distribution port (skips epmd).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+pub fn main(args: RpcArgs) -> ExitCode {
+    super::node::init_tracing("error");
+    let call_args = match erlkube_etf::parse(&args.args) {
+        Ok(Term::List(items)) => items,
+        Ok(other) => {
+            eprintln!("erlkube rpc: ARGS must be a list, got {other}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("erlkube rpc: cannot parse ARGS: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let host = match args.node.split_once('@') {
+        Some((a, h)) if !a.is_empty() && !h.is_empty() => h.to_owned(),
+        _ => {
+            eprintln!("erlkube rpc: invalid node name {:?}", args.node);
+            return ExitCode::from(2);
+        }
+    };
+    let own = match (&args.name, &args.sname) {
+        (Some(n), _) => long_name(n),
+        (_, Some(n)) => short_name(n),
+        _ => Ok(format!("erlkube_rpc_{}@{host}", std::process::id())),
+    };
+    let (own, cookie) = match (own, find_cookie(args.cookie.as_deref())) {
+        (Ok(o), Ok(c)) => (o, c),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("erlkube rpc: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = NodeConfig::new(own, cookie);
+    config.hidden = true;
+    config.register_with_epmd = false;
+    config.epmd_port = args.epmd_port;
+    if let Some(p) = args.port {
+        config.known_ports.insert(args.node.clone(), p);
+    }
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let timeout = Duration::from_millis(args.timeout);
+    let result = rt.block_on(async {
+        let node = Node::start(config).await.map_err(|e| e.to_string())?;
+        let r = node
+            .rpc_call(&args.node, &args.module, &args.function, call_args, timeout)
+            .await;
+        node.shutdown();
+        Ok::<_, String>(r)
+    });
+    match result {
+        Ok(Ok(v)) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(
+            e @ RpcError::Exception {
+                class: erlkube_node::ExceptionClass::Throw,
+                ..
+            },
+        )) => {
+            // A throw: rpc:call returns the thrown value.
+            println!("{}", e.to_rpc_result());
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            println!("{}", e.to_rpc_result());
+            eprintln!("erlkube rpc: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("erlkube rpc: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The RPC server: SPAWN_REQUEST (`erpc:call`, `rpc:call` of OTP 25+,
+//! `spawn/4` of a registered function) and the legacy `rex` protocol
+//! (`erl_call`, JInterface, `ei_rpc`, `{From, features_request}`).
+
+use std::sync::Arc;
+
+use erlkube_etf::{Atom, Pid, Reference, Term};
+use erlkube_proto::dist::control::{ControlMessage, Mfa};
+
+use crate::rpc::{ExceptionClass, RpcError};
+use crate::signals::LinkState;
+use crate::Inner;
+
+/// SPAWN_REPLY flag: the link was set up.
+const SPAWN_FLAG_LINK: i64 = 1;
+/// SPAWN_REPLY flag: the monitor was set up.
+const SPAWN_FLAG_MONITOR: i64 = 2;
+
+fn atom_is(t: &Term, s: &str) -> bool {
+    t.as_atom().map(Atom::as_str) == Some(s)
+}
+
+fn has_opt(options: &Term, name: &str) -> bool {
+    options.as_list().is_some_and(|l| {
+        l.iter().any(|o| {
+            atom_is(o, name)
+                || o.as_tuple()
+                    .is_some_and(|t| !t.is_empty() && atom_is(&t[0], name))
+        })
+    })
+}
+
+/// The exit reason of a spawned process whose function failed, as the BEAM
+/// gives it: `{R, Stack}` for errors, `R` for exits, `{{nocatch, R}, []}`.
+fn crash_reason(e: &RpcError) -> Term {
+    match e {
+        RpcError::Exception {
+            class: ExceptionClass::Error,
+            reason,
+            stack,
+        } => Term::tuple(vec![reason.clone(), stack.clone()]),
+        RpcError::Exception {
+            class: ExceptionClass::Exit,
+            reason,
+            ..
+        } => reason.clone(),
+        RpcError::Exception {
+            class: ExceptionClass::Throw,
+            reason,
+            stack,
+        } => Term::tuple(vec![
+            Term::tuple(vec![Term::atom("nocatch"), reason.clone()]),
+            stack.clone(),
+        ]),
+        other => other.to_erpc_reason(Term::atom("rpc")),
+    }
+}
+
+/// Returns the SPAWN_REPLY to send at once; the process then runs in a task.
+pub(crate) fn spawn_request(
+    inner: &Arc<Inner>,
+    req_id: Reference,
+    from: Pid,
+    mfa: Mfa,
+    options: Term,
+    args: Option<Term>,
+) -> ControlMessage {
+    let args: Vec<Term> = match args.as_ref().and_then(Term::as_list) {
+        Some(a) => a.to_vec(),
+        None => {
+            return ControlMessage::SpawnReply {
+                req_id,
+                to: from,
+                flags: 0,
+                result: Term::atom("badarg"),
+            }
+        }
+    };
+    let link = has_opt(&options, "link");
+    let monitor = has_opt(&options, "monitor");
+    let p = inner.spawn_process();
+    let pid = p.pid().clone();
+    {
+        let mut procs = inner.procs.lock().expect("procs");
+        let s = procs.state.entry(pid.id).or_default();
+        if link {
+            s.links.insert(from.clone(), LinkState::Linked);
+        }
+        if monitor {
+            s.monitored_by
+                .push((from.clone(), req_id.clone(), Term::Pid(pid.clone())));
+        }
+    }
+    let flags =
+        if link { SPAWN_FLAG_LINK } else { 0 } | if monitor { SPAWN_FLAG_MONITOR } else { 0 };
+    let weak = Arc::downgrade(inner);
+    let module = mfa.module.as_str().to_owned();
+    let function = mfa.function.as_str().to_owned();
+    tokio::spawn(async move {
+        let reason = match (module.as_str(), function.as_str(), args.as_slice()) {
+            ("erpc", "execute_call", [res, m, f, a]) => {
+                let (Some(m), Some(f), Some(a)) = (m.as_atom(), f.as_atom(), a.as_list()) else {
+                    // apply/3 with bad arguments: {Res, error, {erpc, badarg}}.
+                    let r = Term::tuple(vec![
+                        res.clone(),
+                        Term::atom("error"),
+                        Term::tuple(vec![Term::atom("erpc"), Term::atom("badarg")]),
+                    ]);
+                    p.exit(r);
+                    return;
+                };
+                let Some(i) = weak.upgrade() else { return };
+                let fut = i.run_fn(m.as_str(), f.as_str(), a.to_vec());
+                drop(i);
+                match fut.await {
+                    Ok(v) => Term::tuple(vec![res.clone(), Term::atom("return"), v]),
+                    Err(e) => e.to_erpc_reason(res.clone()),
+                }
+            }
+            ("erpc", "execute_cast", [m, f, a]) => {
+                let (Some(m), Some(f), Some(a)) = (m.as_atom(), f.as_atom(), a.as_list()) else {
+                    p.exit(Term::atom("badarg"));
+                    return;
+                };
+                let Some(i) = weak.upgrade() else { return };
+                let fut = i.run_fn(m.as_str(), f.as_str(), a.to_vec());
+                drop(i);
+                match fut.await {
+                    Ok(_) => Term::atom("normal"),
+                    Err(e) => crash_reason(&e),
+                }
+            }
+            _ => {
+                let Some(i) = weak.upgrade() else { return };
+                let fut = i.run_fn(&module, &function, args.clone());
+                drop(i);
+                match fut.await {
+                    Ok(_) => Term::atom("normal"),
+                    Err(e) => crash_reason(&e),
+                }
+            }
+        };
+        p.exit(reason);
+    });
+    ControlMessage::SpawnReply {
+        req_id,
+        to: from,
+        flags,
+        result: Term::Pid(pid),
+    }
+}
+
+/// Messages to the registered name `rex`.
+pub(crate) fn rex(inner: &Arc<Inner>, msg: Term) {
+    let Some(t) = msg.as_tuple() else { return };
+    match t {
+        // {From, features_request}
+        [Term::Pid(from), req] if atom_is(req, "features_request") => {
+            let reply = Term::tuple(vec![
+                Term::atom("features_reply"),
+                Term::Atom(inner.name.clone()),
+                Term::list(vec![Term::atom("erpc")]),
+            ]);
+            send_to(inner, from, reply);
+        }
+        // {From, {call, M, F, A, GL}}: erl_call, JInterface, ei_rpc.
+        [Term::Pid(from), call] => {
+            if let Some((m, f, a)) = call_of(call) {
+                let from = from.clone();
+                run_rex(inner, m, f, a, move |inner, result| {
+                    send_to(inner, &from, Term::tuple(vec![Term::atom("rex"), result]))
+                });
+            }
+        }
+        // {'$gen_call', {Pid, Tag}, {call, M, F, A, GL}}: rpc:call of old.
+        [label, from, call] if atom_is(label, "$gen_call") => {
+            let (Some([Term::Pid(pid), tag]), Some((m, f, a))) = (from.as_tuple(), call_of(call))
+            else {
+                return;
+            };
+            let gfrom = crate::GenFrom {
+                pid: pid.clone(),
+                tag: tag.clone(),
+            };
+            run_rex(inner, m, f, a, move |inner, result| {
+                crate::gen::reply_from(inner, &gfrom, result)
+            });
+        }
+        // {'$gen_cast', {cast, M, F, A, GL}}
+        [label, cast] if atom_is(label, "$gen_cast") => {
+            if let Some([c, m, f, a, _]) = cast.as_tuple() {
+                if atom_is(c, "cast") {
+                    if let (Some(m), Some(f), Some(a)) = (m.as_atom(), f.as_atom(), a.as_list()) {
+                        let fut = inner.run_fn(m.as_str(), f.as_str(), a.to_vec());
+                        tokio::spawn(async move {
+                            let _ = fut.await;
+                        });
+                    }
+                }
+            }
+        }
+        _ => tracing::debug!(msg = %msg, "rex message ignored"),
+    }
+}
+
+fn call_of(call: &Term) -> Option<(String, String, Vec<Term>)> {
+    match call.as_tuple()? {
+        [c, m, f, a, _gl] if atom_is(c, "call") => Some((
+            m.as_atom()?.as_str().to_owned(),
+            f.as_atom()?.as_str().to_owned(),
+            a.as_list()?.to_vec(),
+        )),
+        _ => None,
+    }
+}
+
+fn run_rex(
+    inner: &Arc<Inner>,
+    m: String,
+    f: String,
+    a: Vec<Term>,
+    reply: impl FnOnce(&Arc<Inner>, Term) + Send + 'static,
+) {
+    let fut = inner.run_fn(&m, &f, a);
+    let weak = Arc::downgrade(inner);
+    tokio::spawn(async move {
+        let result = match fut.await {
+            Ok(v) => v,
+            Err(e) => e.to_rpc_result(),
+        };
+        if let Some(inner) = weak.upgrade() {
+            reply(&inner, result);
+        }
+    });
+}
+
+pub(crate) fn send_to(inner: &Arc<Inner>, to: &Pid, msg: Term) {
+    if to.node == inner.name {
+        inner.deliver_local(to, msg);
+    } else {
+        inner.send_signal_msg(
+            to.node.as_str(),
+            ControlMessage::Send { to: to.clone() },
+            Some(msg),
+        );
+    }
+}

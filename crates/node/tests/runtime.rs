@@ -1,0 +1,595 @@
+//! Runtime interop with real OTP 25 `erl` and Elixir 1.14: RPC and
+//! gen_server calls both ways, links, monitors, `erl_call`, `global`.
+//!
+//! Each test starts OTP's epmd on a free port (never 4369); every child is
+//! killed on drop. Tests fail, not skip, when erl/elixir are missing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use erlkube_etf::Term;
+use erlkube_node::{CallError, Cookie, ExceptionClass, Node, NodeConfig, RpcError};
+use erlkube_testkit::{unique_name, ErlNode, OtpEpmd, Runtime};
+
+const COOKIE: &str = "erlkube_runtime_cookie";
+const T: Duration = Duration::from_secs(10);
+
+async fn rust_node(test: &str, epmd: &OtpEpmd) -> Node {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut c = NodeConfig::new(
+        format!("{}@127.0.0.1", unique_name(&format!("rust_{test}"))),
+        Cookie::new(COOKIE),
+    );
+    c.epmd_port = epmd.port();
+    c.setup_timeout = Duration::from_secs(5);
+    Node::start(c).await.expect("rust node starts")
+}
+
+fn beam(test: &str, epmd: &OtpEpmd, runtime: Runtime) -> Arc<ErlNode> {
+    Arc::new(
+        ErlNode::builder(&unique_name(test))
+            .runtime(runtime)
+            .cookie(COOKIE)
+            .epmd_port(epmd.port())
+            .start()
+            .expect("erl/elixir must be installed"),
+    )
+}
+
+/// Evaluates on the BEAM node from a blocking thread, so the in-process
+/// Rust node keeps serving meanwhile.
+fn eval(n: &Arc<ErlNode>, expr: &str) -> impl std::future::Future<Output = String> + 'static {
+    let n = n.clone();
+    let expr = expr.to_owned();
+    async move {
+        tokio::task::spawn_blocking(move || n.eval(&expr))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("eval failed: {e}"))
+    }
+}
+
+fn parse(s: &str) -> Term {
+    erlkube_etf::parse(s).unwrap_or_else(|e| panic!("cannot parse {s:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rust_rpc_client_calls_beam() {
+    let epmd = OtpEpmd::start().unwrap();
+    let b = beam("rpc_client", &epmd, Runtime::Erlang);
+    let rust = rust_node("rpc_client", &epmd).await;
+    let node = b.node_name();
+
+    let r = rust.rpc_call(node, "erlang", "node", vec![], T).await;
+    assert_eq!(r, Ok(Term::atom(node)));
+
+    let r = rust
+        .rpc_call(
+            node,
+            "lists",
+            "reverse",
+            vec![parse("[1, 2, <<\"x\">>]")],
+            T,
+        )
+        .await;
+    assert_eq!(r, Ok(parse("[<<\"x\">>, 2, 1]")));
+
+    // Unknown function: error:undef with the BEAM's stack.
+    let r = rust
+        .rpc_call(node, "nomod", "nofun", vec![Term::Integer(1)], T)
+        .await;
+    match r {
+        Err(RpcError::Exception {
+            class,
+            reason,
+            stack,
+        }) => {
+            assert_eq!(class, ExceptionClass::Error);
+            assert_eq!(reason, Term::atom("undef"));
+            assert_eq!(stack, parse("[{nomod, nofun, [1], []}]"));
+        }
+        other => panic!("expected undef, got {other:?}"),
+    }
+    // throw / exit.
+    let r = rust
+        .rpc_call(node, "erlang", "throw", vec![Term::atom("t")], T)
+        .await;
+    assert_eq!(r, Err(RpcError::throw(Term::atom("t"))));
+    let r = rust
+        .rpc_call(node, "erlang", "exit", vec![Term::atom("bye")], T)
+        .await;
+    assert_eq!(r, Err(RpcError::exit(Term::atom("bye"))));
+    // Timeout.
+    let r = rust
+        .rpc_call(
+            node,
+            "timer",
+            "sleep",
+            vec![Term::Integer(5000)],
+            Duration::from_millis(200),
+        )
+        .await;
+    assert_eq!(r, Err(RpcError::Timeout));
+    // The BEAM node dies during a call: noconnection.
+    let call = {
+        let rust = rust.clone();
+        let node = node.to_owned();
+        tokio::spawn(async move {
+            rust.rpc_call(
+                &node,
+                "timer",
+                "sleep",
+                vec![Term::Integer(20000)],
+                Duration::from_secs(30),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = eval(&b, "spawn(fun() -> timer:sleep(50), erlang:halt() end), ok").await;
+    let r = call.await.unwrap();
+    assert!(matches!(r, Err(RpcError::NoConnection(_))), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rust_gen_call_into_elixir_agent() {
+    let epmd = OtpEpmd::start().unwrap();
+    let b = beam("agent", &epmd, Runtime::Elixir);
+    let rust = rust_node("agent", &epmd).await;
+    let node = b.node_name().to_owned();
+    let r = eval(
+        &b,
+        "{ok, _} = 'Elixir.Agent':start(fun() -> 42 end, [{name, ag}]), ok",
+    )
+    .await;
+    assert_eq!(r, "ok");
+    // Agent.get(ag, :erlang, :+, [1]) sends {get, {erlang, '+', [1]}}.
+    let r = rust
+        .gen_call(("ag", node.as_str()), parse("{get, {erlang, '+', [1]}}"), T)
+        .await;
+    assert_eq!(r, Ok(Term::Integer(43)));
+    // A name nobody holds: noproc.
+    let r = rust
+        .gen_call(("nobody", node.as_str()), Term::atom("x"), T)
+        .await;
+    assert_eq!(r, Err(CallError::Exit(Term::atom("noproc"))));
+    // The server crashes while handling the call (exit(42)): its reason.
+    let r = rust
+        .gen_call(("ag", node.as_str()), parse("{get, {erlang, exit, []}}"), T)
+        .await;
+    match r {
+        Err(CallError::Exit(reason)) => assert_eq!(reason, Term::Integer(42)),
+        other => panic!("expected the agent's exit, got {other:?}"),
+    }
+}
+
+async fn demo_node(test: &str, epmd: &OtpEpmd) -> Node {
+    let n = rust_node(test, epmd).await;
+    erlkube_node::demo::install(&n).unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn elixir_calls_rust_gen_server_and_rpc() {
+    let epmd = OtpEpmd::start().unwrap();
+    let b = beam("ex_calls", &epmd, Runtime::Elixir);
+    let rust = demo_node("ex_calls", &epmd).await;
+    let r = rust.name();
+    let code = |s: &str| {
+        format!(
+            "element(1, 'Elixir.Code':eval_string(<<\"{}\">>, [{{r, '{r}'}}]))",
+            s.replace('"', "\\\"")
+        )
+    };
+    assert_eq!(
+        eval(&b, &code("GenServer.call({:echo_server, r}, :hi)")).await,
+        "{echo,hi}"
+    );
+    assert_eq!(
+        eval(&b, &code(":rpc.call(r, :demo, :add, [1, 2])")).await,
+        "3"
+    );
+    assert_eq!(
+        eval(&b, &code(":erpc.call(r, :demo, :add, [1, 2])")).await,
+        "3"
+    );
+    assert_eq!(
+        eval(&b, &code(":rpc.call(r, :demo, :echo, [%{a: [1, \"x\"]}])")).await,
+        "#{a => [1,<<\"x\">>]}"
+    );
+    // Unknown function: the same shapes as from a BEAM node.
+    assert_eq!(
+        eval(&b, &code(":rpc.call(r, :nomod, :nofun, [1])")).await,
+        "{badrpc,{'EXIT',{undef,[{nomod,nofun,[1],[]}]}}}"
+    );
+    let beam_shape = eval(
+        &b,
+        "try erpc:call(node(), nomod, nofun, [1]) catch C:E -> {C, E} end",
+    )
+    .await;
+    let rust_shape = eval(
+        &b,
+        &format!("try erpc:call('{r}', nomod, nofun, [1]) catch C:E -> {{C, E}} end"),
+    )
+    .await;
+    assert_eq!(rust_shape, beam_shape);
+    assert_eq!(
+        rust_shape,
+        "{error,{exception,undef,[{nomod,nofun,[1],[]}]}}"
+    );
+    // badarith from demo:add, as error with a stack.
+    assert_eq!(
+        eval(&b, &format!("rpc:call('{r}', demo, add, [a, 1])")).await,
+        "{badrpc,{'EXIT',{badarith,[{erlang,'+',[a,1],[]}]}}}"
+    );
+    // A cast reaches the gen_server without breaking it; monitor on the name works.
+    assert_eq!(
+        eval(&b, &format!("gen_server:cast({{echo_server, '{r}'}}, x), gen_server:call({{echo_server, '{r}'}}, y)")).await,
+        "{echo,y}"
+    );
+    // noproc for a name nobody holds on the Rust node.
+    assert_eq!(
+        eval(&b, &format!("catch gen_server:call({{nobody, '{r}'}}, y)")).await,
+        format!("{{'EXIT',{{noproc,{{gen_server,call,[{{nobody,'{r}'}},y]}}}}}}")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn erl_call_uses_rex_on_rust_node() {
+    let epmd = OtpEpmd::start().unwrap();
+    let rust = demo_node("erl_call", &epmd).await;
+    let name = rust.name().to_owned();
+    let port = epmd.port();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("erl_call")
+            .env("ERL_EPMD_PORT", port.to_string())
+            .args(["-c", COOKIE, "-n", &name, "-a", "demo echo [hello]"])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("erl_call must be installed (OTP)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "erl_call failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "hello");
+}
+
+/// A BEAM expression's pid, sent to the Rust process `inbox`.
+async fn beam_pid(
+    b: &Arc<ErlNode>,
+    inbox: &mut erlkube_node::Process,
+    rust: &Node,
+    expr: &str,
+) -> erlkube_etf::Pid {
+    let r = eval(
+        b,
+        &format!("P = {expr}, {{inbox, '{}'}} ! {{pid, P}}, ok", rust.name()),
+    )
+    .await;
+    assert_eq!(r, "ok");
+    loop {
+        let m = inbox.recv_timeout(T).await.expect("pid from the BEAM");
+        if let Some([tag, Term::Pid(p)]) = m.as_tuple() {
+            if *tag == Term::atom("pid") {
+                return p.clone();
+            }
+        }
+    }
+}
+
+fn is_exit(m: &Term, from: &erlkube_etf::Pid, reason: &Term) -> bool {
+    matches!(m.as_tuple(), Some([t, Term::Pid(f), r]) if *t == Term::atom("EXIT") && f == from && r == reason)
+}
+
+fn down_reason(m: &Term, r: &erlkube_etf::Reference) -> Option<(Term, Term)> {
+    match m.as_tuple() {
+        Some([t, Term::Reference(mr), _, obj, reason]) if *t == Term::atom("DOWN") && mr == r => {
+            Some((obj.clone(), reason.clone()))
+        }
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn links_and_monitors_both_ways() {
+    let epmd = OtpEpmd::start().unwrap();
+    let b = beam("links", &epmd, Runtime::Erlang);
+    let rust = rust_node("links", &epmd).await;
+    let bn = b.node_name().to_owned();
+    rust.connect(&bn).await.unwrap();
+    let mut inbox = rust.spawn_registered("inbox").unwrap();
+    let rn = rust.name().to_owned();
+
+    // 1. A trapping Rust process linked to a BEAM process that exits with boom.
+    let r1 = rust.spawn_process();
+    r1.trap_exit(true);
+    let mut r1 = r1;
+    let p = beam_pid(
+        &b,
+        &mut inbox,
+        &rust,
+        "spawn(fun() -> receive go -> exit(boom) end end)",
+    )
+    .await;
+    r1.link(&p);
+    rust.send(&p, Term::atom("go")).await.unwrap();
+    let m = r1.recv_timeout(T).await.expect("EXIT message");
+    assert!(is_exit(&m, &p, &Term::atom("boom")), "{m}");
+
+    // 2. A non-trapping Rust process dies with the crash of its BEAM link,
+    //    and its other link (a trapping BEAM watcher) gets the reason.
+    let mut r2 = rust.spawn_process();
+    let r2pid = r2.pid().clone();
+    rust.register_fn("t", "r2", 0, move |_| Ok(Term::Pid(r2pid.clone())));
+    let w = beam_pid(&b, &mut inbox, &rust, &format!(
+        "begin Parent = self(), spawn(fun() -> process_flag(trap_exit, true), link(rpc:call('{rn}', t, r2, [])), Parent ! linked, receive {{'EXIT', _, R}} -> Parent ! {{watcher, R}} end end) end"
+    )).await;
+    let _ = w;
+    assert_eq!(
+        eval(&b, "receive linked -> ok after 10000 -> timeout end").await,
+        "ok"
+    );
+    let crasher = beam_pid(
+        &b,
+        &mut inbox,
+        &rust,
+        "spawn(fun() -> receive go -> exit(crash) end end)",
+    )
+    .await;
+    r2.link(&crasher);
+    rust.send(&crasher, Term::atom("go")).await.unwrap();
+    assert_eq!(r2.recv_timeout(T).await, None, "r2 ends");
+    assert_eq!(r2.exit_reason(), Some(Term::atom("crash")));
+    assert_eq!(
+        eval(&b, "receive {watcher, R} -> R after 10000 -> timeout end").await,
+        "crash"
+    );
+
+    // 3. Unlink (UNLINK_ID): a later crash does not reach the Rust process.
+    let mut r3 = rust.spawn_process();
+    let q = beam_pid(
+        &b,
+        &mut inbox,
+        &rust,
+        "spawn(fun() -> receive go -> exit(crash) end end)",
+    )
+    .await;
+    r3.link(&q);
+    r3.unlink(&q);
+    let mon = r3.monitor(&q);
+    rust.send(&q, Term::atom("go")).await.unwrap();
+    let m = r3.recv_timeout(T).await.expect("DOWN");
+    assert_eq!(
+        down_reason(&m, &mon),
+        Some((Term::Pid(q.clone()), Term::atom("crash")))
+    );
+    assert!(r3.is_alive());
+
+    // 4. Rust monitors: normal exit, a kill, a missing name.
+    let mut r4 = rust.spawn_process();
+    let n = beam_pid(
+        &b,
+        &mut inbox,
+        &rust,
+        "spawn(fun() -> receive go -> ok end end)",
+    )
+    .await;
+    let mon = r4.monitor(&n);
+    rust.send(&n, Term::atom("go")).await.unwrap();
+    let m = r4.recv_timeout(T).await.expect("DOWN");
+    assert_eq!(
+        down_reason(&m, &mon),
+        Some((Term::Pid(n.clone()), Term::atom("normal")))
+    );
+    let k = beam_pid(
+        &b,
+        &mut inbox,
+        &rust,
+        "spawn(fun() -> receive after infinity -> ok end end)",
+    )
+    .await;
+    let mon = r4.monitor(&k);
+    rust.exit_signal(r4.pid(), &k, Term::atom("kill"));
+    let m = r4.recv_timeout(T).await.expect("DOWN");
+    assert_eq!(
+        down_reason(&m, &mon),
+        Some((Term::Pid(k.clone()), Term::atom("killed")))
+    );
+    let mon = r4.monitor_name("no_such_name", &bn);
+    let m = r4.recv_timeout(T).await.expect("DOWN");
+    assert_eq!(
+        down_reason(&m, &mon),
+        Some((
+            parse(&format!("{{no_such_name, '{bn}'}}")),
+            Term::atom("noproc")
+        ))
+    );
+    // By name, of a registered BEAM process that crashes.
+    let _ = beam_pid(&b, &mut inbox, &rust, "begin X = spawn(fun() -> receive go -> exit(bang) end end), register(named_victim, X), X end").await;
+    let mon = r4.monitor_name("named_victim", &bn);
+    rust.send_named(r4.pid(), &bn, "named_victim", Term::atom("go"))
+        .await
+        .unwrap();
+    let m = r4.recv_timeout(T).await.expect("DOWN");
+    assert_eq!(
+        down_reason(&m, &mon),
+        Some((
+            parse(&format!("{{named_victim, '{bn}'}}")),
+            Term::atom("bang")
+        ))
+    );
+
+    // 5. The BEAM monitors Rust processes: by pid (crash reason), by a
+    //    missing name (noproc), and a Rust process ending normally.
+    let r5 = rust.spawn_registered("r5").unwrap();
+    let got = eval(&b, &format!(
+        "Ref = erlang:monitor(process, {{r5, '{rn}'}}), {{inbox, '{rn}'}} ! {{pid, self()}}, receive {{'DOWN', Ref, process, Obj, Why}} -> {{Obj, Why}} after 10000 -> timeout end"
+    ));
+    // The eval runs while Rust ends r5 with a reason.
+    let ended = async {
+        let _ = inbox.recv_timeout(T).await;
+        r5.exit(Term::atom("crashed"));
+    };
+    let (got, ()) = tokio::join!(got, ended);
+    assert_eq!(got, format!("{{{{r5,'{rn}'}},crashed}}"));
+    let got = eval(&b, &format!(
+        "Ref = erlang:monitor(process, {{nobody, '{rn}'}}), receive {{'DOWN', Ref, process, _, Why}} -> Why after 10000 -> timeout end"
+    )).await;
+    assert_eq!(got, "noproc");
+    let r6 = rust.spawn_process();
+    let r6pid = r6.pid().clone();
+    rust.register_fn("t", "r6", 0, move |_| Ok(Term::Pid(r6pid.clone())));
+    let got = eval(&b, &format!(
+        "P = rpc:call('{rn}', t, r6, []), Ref = erlang:monitor(process, P), {{inbox, '{rn}'}} ! {{pid, self()}}, receive {{'DOWN', Ref, process, _, Why}} -> Why after 10000 -> timeout end"
+    ));
+    let ended = async {
+        let _ = inbox.recv_timeout(T).await;
+        drop(r6);
+    };
+    let (got, ()) = tokio::join!(got, ended);
+    assert_eq!(got, "normal");
+    // A BEAM process linked to a Rust process that is killed by exit/2.
+    let r7 = rust.spawn_process();
+    let r7pid = r7.pid().clone();
+    rust.register_fn("t", "r7", 0, move |_| Ok(Term::Pid(r7pid.clone())));
+    let got = eval(&b, &format!(
+        "process_flag(trap_exit, true), P = rpc:call('{rn}', t, r7, []), link(P), exit(P, kill), R = receive {{'EXIT', P, Why}} -> Why after 10000 -> timeout end, process_flag(trap_exit, false), R"
+    )).await;
+    assert_eq!(got, "killed");
+    assert!(!r7.is_alive());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn noconnection_both_ways() {
+    let epmd = OtpEpmd::start().unwrap();
+    let b = beam("noconn", &epmd, Runtime::Erlang);
+    let watcher = beam("noconn_w", &epmd, Runtime::Erlang);
+    let rust = rust_node("noconn", &epmd).await;
+    let bn = b.node_name().to_owned();
+    rust.connect(&bn).await.unwrap();
+    let mut inbox = rust.spawn_registered("inbox").unwrap();
+    let rn = rust.name().to_owned();
+
+    // The BEAM side: a process monitoring a Rust process gets noconnection
+    // when the connection goes.
+    let rp = rust.spawn_registered("target").unwrap();
+    let _ = &rp;
+    let got = eval(&watcher, &format!(
+        "Ref = erlang:monitor(process, {{target, '{rn}'}}), {{inbox, '{rn}'}} ! {{pid, self()}}, receive {{'DOWN', Ref, process, _, Why}} -> Why after 10000 -> timeout end"
+    ));
+    let wn = watcher.node_name().to_owned();
+    let cut = async {
+        let _ = inbox.recv_timeout(T).await;
+        assert!(rust.disconnect(&wn));
+    };
+    let (got, ()) = tokio::join!(got, cut);
+    assert_eq!(got, "noconnection");
+
+    // The Rust side: link + monitor on BEAM processes, then the BEAM node dies.
+    let r = rust.spawn_process();
+    r.trap_exit(true);
+    let mut r = r;
+    let p = beam_pid(
+        &b,
+        &mut inbox,
+        &rust,
+        "spawn(fun() -> receive after infinity -> ok end end)",
+    )
+    .await;
+    r.link(&p);
+    let mon = r.monitor(&p);
+    let mut nm = rust.spawn_process();
+    nm.monitor_node(&bn);
+    // Make sure the link and monitor reached the BEAM before it dies.
+    assert_eq!(eval(&b, "ok").await, "ok");
+    let mut b = Arc::try_unwrap(b).expect("one owner");
+    b.kill();
+    let mut got_exit = false;
+    let mut got_down = false;
+    while !(got_exit && got_down) {
+        let m = r.recv_timeout(T).await.expect("EXIT and DOWN");
+        got_exit |= is_exit(&m, &p, &Term::atom("noconnection"));
+        got_down |=
+            down_reason(&m, &mon) == Some((Term::Pid(p.clone()), Term::atom("noconnection")));
+    }
+    let m = nm.recv_timeout(T).await.expect("nodedown");
+    assert_eq!(m, parse(&format!("{{nodedown, '{bn}'}}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn global_and_pg_with_a_visible_rust_node() {
+    let epmd = OtpEpmd::start().unwrap();
+    let a = beam("glob_a", &epmd, Runtime::Erlang);
+    let b = beam("glob_b", &epmd, Runtime::Erlang);
+    let c = beam("glob_c", &epmd, Runtime::Erlang);
+    let rust = rust_node("glob", &epmd).await;
+    let rn = rust.name().to_owned();
+    for n in [&a, &b, &c] {
+        rust.connect(n.node_name()).await.unwrap();
+    }
+    // Full mesh among the BEAM nodes too.
+    assert_eq!(
+        eval(
+            &a,
+            &format!(
+                "[net_adm:ping('{}'), net_adm:ping('{}')]",
+                b.node_name(),
+                c.node_name()
+            )
+        )
+        .await,
+        "[pong,pong]"
+    );
+    for n in [&a, &b, &c] {
+        assert_eq!(
+            eval(n, &format!("lists:member('{rn}', nodes())")).await,
+            "true"
+        );
+        assert_eq!(
+            eval(n, "global:sync()").await,
+            "ok",
+            "global:sync on {}",
+            n.node_name()
+        );
+    }
+    assert_eq!(
+        eval(&a, "global:register_name(erlkube_glob, self())").await,
+        "yes"
+    );
+    let an = a.node_name().to_owned();
+    for n in [&a, &b, &c] {
+        assert_eq!(eval(n, "global:sync()").await, "ok");
+        assert_eq!(
+            eval(n, "node(global:whereis_name(erlkube_glob))").await,
+            format!("'{an}'")
+        );
+    }
+    // The Rust node is still connected everywhere.
+    for n in [&a, &b, &c] {
+        assert_eq!(
+            eval(n, &format!("lists:member('{rn}', nodes())")).await,
+            "true"
+        );
+    }
+    // pg on the BEAM keeps working with the Rust node in the cluster.
+    for n in [&a, &b] {
+        assert!(eval(n, "element(1, pg:start(pg))").await == "ok");
+    }
+    assert_eq!(eval(&a, "pg:join(grp, self())").await, "ok");
+    let mut members = String::new();
+    for _ in 0..50 {
+        members = eval(&b, "length(pg:get_members(grp))").await;
+        if members == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(members, "1");
+}
