@@ -1,11 +1,12 @@
 //! Connection tasks: the handshake over TCP, then one loop per peer that
 //! reads, writes, ticks and dispatches, all through the sans-IO core.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use erlkube_etf::{Atom, Term};
 use erlkube_proto::dist::control::{ControlMessage, DistMessage};
+use erlkube_proto::dist::frame::OutboundEncoder;
 use erlkube_proto::dist::handshake::{
     simultaneous_status, Acceptor, HandshakeConfig, Initiator, Status, Step,
 };
@@ -348,7 +349,12 @@ async fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, ConnectE
 }
 
 fn start_connection(inner: Arc<Inner>, stream: TcpStream, est: Established) -> ConnHandle {
-    let (tx, rx) = mpsc::channel(inner.config.outbound_queue.max(1));
+    let stream = Arc::new(stream);
+    let tx = Arc::new(OutQueue::new(
+        stream.clone(),
+        OutboundEncoder::new(est.flags),
+        inner.config.write_high_water,
+    ));
     let id = inner
         .next_conn
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -377,19 +383,20 @@ fn start_connection(inner: Arc<Inner>, stream: TcpStream, est: Established) -> C
         limits: inner.config.limits,
     };
     let conn = Connection::new(&est, cfg, now());
-    tokio::spawn(run_connection(inner, stream, conn, rx, handle.clone()).instrument(span));
+    tokio::spawn(run_connection(inner, stream, conn, handle.clone()).instrument(span));
     handle
 }
 
 async fn run_connection(
     inner: Arc<Inner>,
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     mut conn: Connection,
-    mut rx: mpsc::Receiver<Outbound>,
     handle: ConnHandle,
 ) {
     let peer = conn.peer_node().to_owned();
-    let reason = connection_loop(&inner, stream, &mut conn, &mut rx, &handle).await;
+    let reason = connection_loop(&inner, &stream, &mut conn, &handle).await;
+    handle.tx.close();
+    drop(stream);
     let was_up = {
         let mut conns = inner.conns.lock().expect("conns");
         if conns.up.get(&peer).is_some_and(|h| h.id == handle.id) {
@@ -409,19 +416,54 @@ async fn run_connection(
         .send(NodeEvent::NodeDown { node: peer, reason });
 }
 
+/// Smallest and largest read buffer: an idle connection holds the small
+/// one (frames of any size are assembled in the decoder, not here); it
+/// doubles while reads fill it.
+const READ_MIN: usize = 16 * 1024;
+const READ_MAX: usize = 256 * 1024;
+
+/// Reads until the socket would block (or a budget is spent), feeding
+/// the core. `Ok(false)`: the peer closed.
+fn read_available(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    conn: &mut Connection,
+) -> Result<bool, String> {
+    for _ in 0..8 {
+        match stream.try_read(buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                if let Err(e) = conn.handle_input(&buf[..n], now()) {
+                    tracing::warn!(error = %e, "closing connection: bad input");
+                    return Err(e.to_string());
+                }
+                if n == buf.len() && buf.len() < READ_MAX {
+                    buf.resize(buf.len() * 2, 0);
+                } else if n < buf.len() {
+                    // Drained (a short read): the socket has nothing more.
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read error: {e}")),
+        }
+    }
+    Ok(true)
+}
+
 async fn connection_loop(
     inner: &Arc<Inner>,
-    stream: TcpStream,
+    stream: &TcpStream,
     conn: &mut Connection,
-    rx: &mut mpsc::Receiver<Outbound>,
     handle: &ConnHandle,
 ) -> String {
-    let (mut rd, mut wr) = stream.into_split();
-    // Small on purpose: an idle connection holds it (frames of any size
-    // are assembled in the decoder, not here).
-    let mut buf = vec![0u8; 16 * 1024];
+    let outq = &handle.tx;
+    let mut buf = vec![0u8; READ_MIN];
+    // The batch being written and its progress.
+    let mut batch: Vec<u8> = Vec::new();
+    let mut written = 0usize;
     let mut shutdown = inner.shutdown.subscribe();
-    let high_water = inner.config.write_high_water;
     // Messages the core decoded before the loop (handshake leftovers).
     if let Some(e) = conn.error() {
         return e.to_string();
@@ -429,47 +471,73 @@ async fn connection_loop(
     if let Err(e) = dispatch_all(inner, conn) {
         return e;
     }
+    let mut deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
+    let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+    let sleep = tokio::time::sleep_until(deadline.unwrap_or(far));
+    tokio::pin!(sleep);
     loop {
-        let deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
-        let pending = conn.pending_transmit().len();
-        tokio::select! {
-            r = rd.read(&mut buf) => match r {
-                Ok(0) => return "connection closed by peer".into(),
-                Ok(n) => {
-                    if let Err(e) = conn.handle_input(&buf[..n], now()) {
-                        tracing::warn!(error = %e, "closing connection: bad input");
-                        return e.to_string();
-                    }
-                    if let Err(e) = dispatch_all(inner, conn) {
-                        return e;
-                    }
-                }
-                Err(e) => return format!("read error: {e}"),
-            },
-            w = wr.write(conn.pending_transmit()), if pending > 0 => match w {
-                Ok(n) => conn.consume_transmit(n),
+        // The core's own frames (ticks, replies) go through the queue.
+        if let Some(t) = conn.poll_transmit() {
+            outq.push_raw(&t);
+        }
+        // Write what is queued before waiting: one syscall per batch.
+        if written == batch.len() && outq.take(&mut batch) {
+            written = 0;
+        }
+        while written < batch.len() {
+            match stream.try_write(&batch[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return format!("write error: {e}"),
+            }
+            if written == batch.len() {
+                conn.note_write(now());
+                if outq.take(&mut batch) {
+                    written = 0;
+                }
+            }
+        }
+        let writing = written < batch.len();
+        let next = conn.poll_timeout().map(tokio::time::Instant::from_std);
+        if next != deadline {
+            deadline = next;
+            if let Some(d) = deadline {
+                sleep.as_mut().reset(d);
+            }
+        }
+        tokio::select! {
+            r = stream.readable() => {
+                if let Err(e) = r {
+                    return format!("read error: {e}");
+                }
+                match read_available(stream, &mut buf, conn) {
+                    Ok(true) => {}
+                    Ok(false) => return "connection closed by peer".into(),
+                    Err(e) => return e,
+                }
+                outq.arm_direct();
+                if let Err(e) = dispatch_all(inner, conn) {
+                    return e;
+                }
             },
-            m = rx.recv(), if pending < high_water => match m {
-                Some(m) => conn.send(&m.control, m.payload.as_deref(), now()),
-                None => return "node gone".into(),
+            r = stream.writable(), if writing => {
+                if let Err(e) = r {
+                    return format!("write error: {e}");
+                }
             },
-            _ = sleep_until(deadline) => {
+            _ = outq.wake.notified(), if !writing => {},
+            _ = &mut sleep, if deadline.is_some() => {
                 if let Err(e) = conn.handle_timeout(now()) {
                     tracing::warn!(error = %e, "closing connection");
                     return e.to_string();
                 }
+                // Re-arm at the next deadline (the same value would not).
+                deadline = None;
             }
             _ = handle.kill.notified() => return "disconnected".into(),
             _ = shutdown.changed() => return "node shutting down".into(),
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -631,4 +699,188 @@ fn net_kernel(inner: &Arc<Inner>, conn: &mut Connection, _from: &erlkube_etf::Pi
         ControlMessage::Send { to: caller.clone() },
         Some(Term::tuple(vec![tag.clone(), answer])),
     );
+}
+
+/// The outbound side of one connection, shared by every sender: frames
+/// are encoded by the sending task straight into one growing buffer,
+/// which the connection task writes with one syscall per batch. When the
+/// connection task is idle and the peer has just been heard from (a
+/// request/answer pattern), the sender writes its frame to the socket
+/// itself, saving a task hop.
+pub(crate) struct OutQueue {
+    state: Mutex<OutState>,
+    /// Wakes the connection task: bytes were queued.
+    wake: Notify,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    limit: usize,
+}
+
+struct OutState {
+    buf: Vec<u8>,
+    encoder: OutboundEncoder,
+    /// `None` once the connection ended.
+    stream: Option<Arc<TcpStream>>,
+    /// The connection task holds a batch it has not fully written.
+    busy: bool,
+    /// A sender may write directly (re-armed on every read and whenever
+    /// the connection task has drained the queue).
+    direct_ok: bool,
+}
+
+/// Why a frame was not queued.
+enum Refused {
+    Full,
+    Closed,
+}
+
+impl OutQueue {
+    fn new(stream: Arc<TcpStream>, encoder: OutboundEncoder, limit: usize) -> Self {
+        OutQueue {
+            state: Mutex::new(OutState {
+                buf: Vec::new(),
+                encoder,
+                stream: Some(stream),
+                busy: false,
+                direct_ok: true,
+            }),
+            wake: Notify::new(),
+            room: Notify::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Encodes with `f` into the queue unless it is full or closed.
+    fn try_push(
+        &self,
+        f: &mut dyn FnMut(&mut OutboundEncoder, &mut Vec<u8>),
+    ) -> Result<(), Refused> {
+        let mut st = self.state.lock().expect("outq");
+        let st = &mut *st;
+        let Some(stream) = &st.stream else {
+            return Err(Refused::Closed);
+        };
+        if st.buf.len() >= self.limit {
+            return Err(Refused::Full);
+        }
+        let idle = st.buf.is_empty() && !st.busy;
+        f(&mut st.encoder, &mut st.buf);
+        if !idle {
+            // The connection task was already told (or is writing).
+            return Ok(());
+        }
+        if st.direct_ok {
+            st.direct_ok = false;
+            let mut pos = 0;
+            while pos < st.buf.len() {
+                match stream.try_write(&st.buf[pos..]) {
+                    Ok(n) => pos += n,
+                    Err(_) => break, // WouldBlock or an error: the task handles it
+                }
+            }
+            if pos == st.buf.len() {
+                st.buf.clear();
+                return Ok(());
+            }
+            st.buf.drain(..pos);
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Encodes with `f` into the queue, waiting while it is full.
+    async fn push(&self, mut f: impl FnMut(&mut OutboundEncoder, &mut Vec<u8>)) -> Result<(), ()> {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_push(&mut f) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed) => return Err(()),
+                Err(Refused::Full) => room.await,
+            }
+        }
+    }
+
+    /// Queues the frames of a message, waiting while the queue is full.
+    pub(crate) async fn send_terms(
+        &self,
+        control: &Term,
+        payload: Option<&Term>,
+    ) -> Result<(), ()> {
+        self.push(|e, out| {
+            e.encode_terms(control, payload, out);
+        })
+        .await
+    }
+
+    /// Queues an encoded message (versioned control and payload), waiting
+    /// while the queue is full (the `mpsc::Sender::send` of older code).
+    pub(crate) async fn send(&self, o: Outbound) -> Result<(), mpsc::error::SendError<Outbound>> {
+        let r = self
+            .push(|e, out| {
+                e.encode(&o.control, o.payload.as_deref(), out);
+            })
+            .await;
+        r.map_err(|()| mpsc::error::SendError(o))
+    }
+
+    /// Queues an encoded message unless the queue is full or closed.
+    pub(crate) fn try_send(&self, o: Outbound) -> Result<(), mpsc::error::TrySendError<Outbound>> {
+        let r = self.try_push(&mut |e, out| {
+            e.encode(&o.control, o.payload.as_deref(), out);
+        });
+        match r {
+            Ok(()) => Ok(()),
+            Err(Refused::Full) => Err(mpsc::error::TrySendError::Full(o)),
+            Err(Refused::Closed) => Err(mpsc::error::TrySendError::Closed(o)),
+        }
+    }
+
+    /// Appends already framed bytes (the connection's own ticks and replies).
+    fn push_raw(&self, bytes: &[u8]) {
+        let mut st = self.state.lock().expect("outq");
+        if st.stream.is_none() {
+            return;
+        }
+        let idle = st.buf.is_empty() && !st.busy;
+        st.buf.extend_from_slice(bytes);
+        if idle {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The connection task takes everything queued (swapping in `spare`),
+    /// or marks itself idle when nothing is.
+    fn take(&self, spare: &mut Vec<u8>) -> bool {
+        let mut st = self.state.lock().expect("outq");
+        if st.buf.is_empty() {
+            st.busy = false;
+            st.direct_ok = true;
+            return false;
+        }
+        let was_full = st.buf.len() >= self.limit;
+        spare.clear();
+        std::mem::swap(&mut st.buf, spare);
+        st.busy = true;
+        drop(st);
+        if was_full {
+            self.room.notify_waiters();
+        }
+        true
+    }
+
+    /// The peer was heard from: a sender may write directly again.
+    fn arm_direct(&self) {
+        self.state.lock().expect("outq").direct_ok = true;
+    }
+
+    /// The connection ended: senders get an error from now on.
+    fn close(&self) {
+        let mut st = self.state.lock().expect("outq");
+        st.stream = None;
+        st.buf = Vec::new();
+        drop(st);
+        self.room.notify_waiters();
+    }
 }

@@ -185,7 +185,7 @@ pub(crate) struct Outbound {
 #[derive(Clone)]
 pub(crate) struct ConnHandle {
     pub id: u64,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: Arc<conn::OutQueue>,
     pub published: bool,
     pub peer_flags: erlkube_proto::dist::flags::DistFlags,
     pub kill: Arc<Notify>,
@@ -706,12 +706,11 @@ impl Inner {
         m: &DistMessage,
     ) -> Result<(), SendError> {
         let handle = conn::connect(self, node).await?;
-        let (control, payload) = m.encode();
         handle
             .tx
-            .send(Outbound { control, payload })
+            .send_terms(&m.control.to_term(), m.payload.as_ref())
             .await
-            .map_err(|_| SendError::Closed(node.to_owned()))
+            .map_err(|()| SendError::Closed(node.to_owned()))
     }
 }
 

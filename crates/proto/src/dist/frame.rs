@@ -333,13 +333,13 @@ impl InboundDecoder {
                     versioned: true,
                 }))
             }
-            Some(&VERSION_MAGIC) => self.decode_header(&body),
+            Some(&VERSION_MAGIC) => self.decode_header(body),
             Some(&other) => Err(FrameError::UnknownFrameType(other)),
             None => Err(FrameError::EmptyMessage),
         }
     }
 
-    fn decode_header(&mut self, body: &[u8]) -> Result<Option<InboundMessage>, FrameError> {
+    fn decode_header(&mut self, body: Vec<u8>) -> Result<Option<InboundMessage>, FrameError> {
         let kind = *body.get(1).ok_or(FrameError::TruncatedHeader)?;
         match kind {
             DIST_HEADER => {
@@ -347,7 +347,8 @@ impl InboundDecoder {
                     return Err(FrameError::HeaderNotNegotiated('D'));
                 }
                 let (atoms, used) = parse_atom_cache_header(&body[2..], &mut self.cache)?;
-                let data = body[2 + used..].to_vec();
+                let mut data = body;
+                data.drain(..2 + used);
                 if data.is_empty() {
                     return Err(FrameError::EmptyMessage);
                 }
@@ -549,6 +550,50 @@ impl OutboundEncoder {
         }
         debug_assert_eq!(frag, 0);
         count as usize
+    }
+}
+
+impl OutboundEncoder {
+    /// Appends the frames carrying `control` and `payload`, encoding the
+    /// terms straight into `out` (no intermediate buffers). Same wire
+    /// format as [`OutboundEncoder::encode`]. Returns the number of frames.
+    pub fn encode_terms(
+        &mut self,
+        control: &erlkube_etf::Term,
+        payload: Option<&erlkube_etf::Term>,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let opts = erlkube_etf::EncodeOptions::utf8_atoms();
+        let start = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        if !self.flags.uses_dist_header() {
+            out.push(PASS_THROUGH);
+            erlkube_etf::encode_with(control, &opts, out);
+            if let Some(p) = payload {
+                erlkube_etf::encode_with(p, &opts, out);
+            }
+            let len = (out.len() - start - 4) as u32;
+            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            return 1;
+        }
+        out.extend_from_slice(&[VERSION_MAGIC, DIST_HEADER, 0]);
+        let ctl_start = out.len();
+        erlkube_etf::encode_body_into(control, &opts, out);
+        let ctl_end = out.len();
+        if let Some(p) = payload {
+            erlkube_etf::encode_body_into(p, &opts, out);
+        }
+        let total = out.len() - ctl_start;
+        if !self.flags.contains(DistFlags::FRAGMENTS) || total <= self.fragment_size {
+            let len = (out.len() - start - 4) as u32;
+            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            return 1;
+        }
+        // Too big for one frame: re-frame as fragments.
+        let body = out.split_off(ctl_start);
+        out.truncate(start);
+        let (c, p) = body.split_at(ctl_end - ctl_start);
+        self.encode(c, Some(p), out)
     }
 }
 

@@ -344,3 +344,36 @@ fn fragment_violations() {
         Err(FrameError::MessageTooLarge { len: 11, max: 10 })
     );
 }
+
+/// `encode_terms` writes the same bytes as encoding the terms first and
+/// framing them with `encode`, for every header form (pass-through, the
+/// normal header, fragments).
+#[test]
+fn encode_terms_matches_encode() {
+    use erlkube_etf::{EncodeOptions, Term};
+    let opts = EncodeOptions::utf8_atoms();
+    let control = Term::tuple(vec![Term::Integer(6), Term::atom(""), Term::atom("sink")]);
+    let small = Term::tuple(vec![Term::atom("hello"), Term::Integer(7)]);
+    let big = Term::Binary((0..5000u32).map(|i| i as u8).collect());
+    for flags in [DistFlags::MANDATORY_25, DistFlags::DIST_HDR_ATOM_CACHE, HDR] {
+        for payload in [None, Some(&small), Some(&big)] {
+            let mut a = OutboundEncoder::new(flags);
+            let mut b = OutboundEncoder::new(flags);
+            a.set_fragment_size(1000);
+            b.set_fragment_size(1000);
+            let mut ctl = Vec::new();
+            erlkube_etf::encode_with(&control, &opts, &mut ctl);
+            let pay = payload.map(|p| {
+                let mut v = Vec::new();
+                erlkube_etf::encode_with(p, &opts, &mut v);
+                v
+            });
+            let mut want = vec![9];
+            let n1 = a.encode(&ctl, pay.as_deref(), &mut want);
+            let mut got = vec![9];
+            let n2 = b.encode_terms(&control, payload, &mut got);
+            assert_eq!(n1, n2);
+            assert_eq!(got, want, "flags {flags:?}, payload {payload:?}");
+        }
+    }
+}
