@@ -570,7 +570,11 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
         | C::SendSender { to, .. }
         | C::SendSenderTt { to, .. } => {
             if let Some(p) = payload {
-                inner.deliver_local(&to, p);
+                if to.node == inner.name && to.creation == inner.creation {
+                    call_or_deliver(inner, conn, to.id, p);
+                } else {
+                    inner.deliver_local(&to, p);
+                }
             }
         }
         C::RegSend { from, to_name } | C::RegSendTt { from, to_name, .. } => {
@@ -587,6 +591,8 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
                 && !inner.is_alive_proc(&Term::Atom(to_name.clone()))
             {
                 crate::global::handle(inner, conn.peer_node(), p);
+            } else if let Some(id) = inner.whereis_id(&to_name) {
+                call_or_deliver(inner, conn, id, p);
             } else if !inner.deliver_named(&to_name, p) {
                 tracing::debug!(name = %to_name, "message to an unregistered name dropped");
             }
@@ -639,8 +645,9 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
             options,
             ..
         } => {
-            let r = crate::server::spawn_request(inner, req_id, from, mfa, options, payload);
-            reply(conn, r, None);
+            for r in crate::server::spawn_request(inner, req_id, from, mfa, options, payload) {
+                reply(conn, r, None);
+            }
         }
         C::SpawnReply {
             req_id, to, result, ..
@@ -665,6 +672,39 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
             inner.deliver_local(&to, Term::tuple(msg));
         }
         other => tracing::debug!(op = other.op(), "control message ignored"),
+    }
+}
+
+/// A `$gen_call` to a Rust gen_server is answered at once on this
+/// connection when the caller is the peer; anything else goes to the mailbox.
+fn call_or_deliver(inner: &Arc<Inner>, conn: &mut Connection, id: u32, msg: Term) {
+    match crate::gen::inline_call(inner, id, msg) {
+        Ok((control, reply_msg)) => {
+            let dest = match &control {
+                ControlMessage::Send { to } => to.node.as_str(),
+                ControlMessage::AliasSend { alias, .. } => alias.node.as_str(),
+                _ => "",
+            };
+            if dest == conn.peer_node() {
+                reply(conn, control, Some(reply_msg));
+            } else if dest == inner.name.as_str() {
+                match control {
+                    ControlMessage::Send { to } => {
+                        inner.deliver_local(&to, reply_msg);
+                    }
+                    ControlMessage::AliasSend { alias, .. } => {
+                        inner.deliver_alias(&alias, reply_msg);
+                    }
+                    _ => {}
+                }
+            } else {
+                let dest = dest.to_owned();
+                inner.send_signal_msg(&dest, control, Some(reply_msg));
+            }
+        }
+        Err(msg) => {
+            inner.deliver_local(&inner.pid(id), msg);
+        }
     }
 }
 

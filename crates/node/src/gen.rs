@@ -281,7 +281,9 @@ impl Node {
     /// Runs a gen_server registered as `name` whose calls are answered by
     /// `handle_call(request) -> reply` and whose casts go to
     /// `handle_cast`. Returns `None` when the name is taken. The server
-    /// runs until the node stops.
+    /// runs until the node stops. Calls arriving from a peer are answered
+    /// inline on the connection's task (keep `handle_call` quick; a panic
+    /// is answered with `{error, rust_panic}`).
     pub fn serve_gen_server<C, K>(
         &self,
         name: &str,
@@ -289,10 +291,17 @@ impl Node {
         handle_cast: K,
     ) -> Option<tokio::task::JoinHandle<()>>
     where
-        C: Fn(Term) -> Term + Send + 'static,
+        C: Fn(Term) -> Term + Send + Sync + 'static,
         K: Fn(Term) + Send + 'static,
     {
         let mut p = self.spawn_registered(name)?;
+        let handle_call: std::sync::Arc<dyn Fn(Term) -> Term + Send + Sync> =
+            std::sync::Arc::new(handle_call);
+        self.inner
+            .gen_calls
+            .write()
+            .expect("gen_calls")
+            .insert(p.pid().id, handle_call.clone());
         let weak = std::sync::Arc::downgrade(&self.inner);
         Some(tokio::spawn(async move {
             while let Some(msg) = p.recv().await {
@@ -327,4 +336,35 @@ pub(crate) fn reply_from(inner: &std::sync::Arc<crate::Inner>, from: &GenFrom, r
         ),
         None => crate::server::send_to(inner, &from.pid, msg),
     }
+}
+
+/// A handler for `$gen_call`s to a Rust gen_server, run inline.
+pub(crate) type InlineCall = std::sync::Arc<dyn Fn(Term) -> Term + Send + Sync>;
+
+/// Answers a `$gen_call` to local process `id` inline when it is a Rust
+/// gen_server; returns the reply to send (control message and payload),
+/// or gives the message back.
+pub(crate) fn inline_call(
+    inner: &crate::Inner,
+    id: u32,
+    msg: Term,
+) -> Result<(ControlMessage, Term), Term> {
+    let handler = inner.gen_calls.read().expect("gen_calls").get(&id).cloned();
+    let Some(handler) = handler else {
+        return Err(msg);
+    };
+    let GenMessage::Call { from, request } = GenMessage::parse(msg.clone()) else {
+        return Err(msg);
+    };
+    let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(request)))
+        .unwrap_or_else(|_| Term::tuple(vec![Term::atom("error"), Term::atom("rust_panic")]));
+    let out = Term::tuple(vec![from.tag.clone(), reply]);
+    let control = match alias_of(&from.tag) {
+        Some(alias) => ControlMessage::AliasSend {
+            from: inner.pid(id),
+            alias,
+        },
+        None => ControlMessage::Send { to: from.pid },
+    };
+    Ok((control, out))
 }

@@ -2,6 +2,12 @@
 //! distribution connection (handshake, 4-byte framing, ticks, fragments,
 //! a bounded outbound queue), processes with mailboxes, registered names,
 //! and the `net_kernel` answer that makes `net_adm:ping/1` say `pong`.
+//! Also the runtime a cluster member needs: links, monitors and exit
+//! signals (`trap_exit`, `noconnection` on nodedown), the gen_server
+//! protocol both ways ([`Node::gen_call`], [`Node::serve_gen_server`]),
+//! RPC both ways ([`Node::rpc_call`], [`Node::register_fn`]: `erpc` via
+//! SPAWN_REQUEST and the legacy `rex`), and enough of `global`'s connect
+//! protocol for `global:sync()` on BEAM nodes to return.
 //! Does IO (tokio); the protocol itself lives in `erlkube_proto::dist`.
 //!
 //! ```text
@@ -220,7 +226,8 @@ pub(crate) struct Inner {
     pub next_conn: AtomicU64,
     pub shutdown: watch::Sender<bool>,
     pub global: Mutex<global::GlobalState>,
-    pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::RpcFn>>,
+    pub gen_calls: std::sync::RwLock<HashMap<u32, gen::InlineCall>>,
+    pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::Registered>>,
     _registration: Mutex<Option<erlkube_epmd::Registration>>,
 }
 
@@ -301,6 +308,7 @@ impl Node {
             shutdown: shutdown.clone(),
             fns: Default::default(),
             global: Default::default(),
+            gen_calls: Default::default(),
             _registration: Mutex::new(registration),
         });
         tracing::info!(node = %name, port, creation, "node started");
@@ -627,6 +635,10 @@ impl Inner {
             Some(tx) => tx.send(msg).is_ok(),
             None => false,
         }
+    }
+
+    pub(crate) fn whereis_id(&self, name: &Atom) -> Option<u32> {
+        self.procs.lock().expect("procs").names.get(name).copied()
     }
 
     pub(crate) fn deliver_named(&self, name: &Atom, msg: Term) -> bool {

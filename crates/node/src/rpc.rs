@@ -396,6 +396,16 @@ pub(crate) type RpcFn = std::sync::Arc<
     dyn Fn(Vec<Term>) -> futures_lite_box::BoxFuture<Result<Term, RpcError>> + Send + Sync,
 >;
 
+/// A synchronous Rust function served over RPC (run inline, without a task).
+pub(crate) type SyncFn = std::sync::Arc<dyn Fn(Vec<Term>) -> Result<Term, RpcError> + Send + Sync>;
+
+/// A registered function.
+#[derive(Clone)]
+pub(crate) enum Registered {
+    Sync(SyncFn),
+    Async(RpcFn),
+}
+
 pub(crate) mod futures_lite_box {
     /// A boxed, sendable future.
     pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -417,7 +427,12 @@ pub(crate) fn undef(module: &str, function: &str, args: Vec<Term>) -> RpcError {
 }
 
 impl crate::Inner {
-    pub(crate) fn lookup_fn(&self, module: &str, function: &str, arity: usize) -> Option<RpcFn> {
+    pub(crate) fn lookup_fn(
+        &self,
+        module: &str,
+        function: &str,
+        arity: usize,
+    ) -> Option<Registered> {
         let fns = self.fns.read().expect("fns");
         fns.get(&(module.to_owned(), function.to_owned(), arity as u32))
             .cloned()
@@ -431,7 +446,11 @@ impl crate::Inner {
         args: Vec<Term>,
     ) -> futures_lite_box::BoxFuture<Result<Term, RpcError>> {
         match self.lookup_fn(module, function, args.len()) {
-            Some(f) => f(args),
+            Some(Registered::Async(f)) => f(args),
+            Some(Registered::Sync(f)) => {
+                let r = f(args);
+                Box::pin(async move { r })
+            }
             None => {
                 let e = undef(module, function, args);
                 Box::pin(async move { Err(e) })
@@ -443,16 +462,15 @@ impl crate::Inner {
 impl Node {
     /// Serves `Module:Function/Arity` over RPC (`rpc:call`, `erpc:call`,
     /// `erl_call`, rex) with a synchronous closure. Replaces an earlier
-    /// registration of the same MFA.
+    /// registration of the same MFA. `erpc` calls of a synchronous function
+    /// run inline on the connection's task (fast, but the connection waits):
+    /// use [`Node::register_async_fn`] for anything that blocks or takes
+    /// long. A panic becomes `error:rust_panic` on the caller's side.
     pub fn register_fn<F>(&self, module: &str, function: &str, arity: u32, f: F)
     where
         F: Fn(Vec<Term>) -> Result<Term, RpcError> + Send + Sync + 'static,
     {
-        let f = std::sync::Arc::new(f);
-        let wrapped: RpcFn = std::sync::Arc::new(move |args| {
-            let r = f(args);
-            Box::pin(async move { r })
-        });
+        let wrapped = Registered::Sync(std::sync::Arc::new(f));
         self.inner
             .fns
             .write()
@@ -466,7 +484,7 @@ impl Node {
         F: Fn(Vec<Term>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Term, RpcError>> + Send + 'static,
     {
-        let wrapped: RpcFn = std::sync::Arc::new(move |args| Box::pin(f(args)));
+        let wrapped = Registered::Async(std::sync::Arc::new(move |args| Box::pin(f(args))));
         self.inner
             .fns
             .write()

@@ -56,7 +56,10 @@ fn crash_reason(e: &RpcError) -> Term {
     }
 }
 
-/// Returns the SPAWN_REPLY to send at once; the process then runs in a task.
+/// Returns the control messages to send at once: the SPAWN_REPLY and,
+/// when an `erpc` call of a synchronous (or missing) function was run
+/// inline, the process's exit (link EXIT, MONITOR_P_EXIT). Otherwise the
+/// process runs in a task and exits later.
 pub(crate) fn spawn_request(
     inner: &Arc<Inner>,
     req_id: Reference,
@@ -64,20 +67,53 @@ pub(crate) fn spawn_request(
     mfa: Mfa,
     options: Term,
     args: Option<Term>,
-) -> ControlMessage {
+) -> Vec<ControlMessage> {
     let args: Vec<Term> = match args.as_ref().and_then(Term::as_list) {
         Some(a) => a.to_vec(),
         None => {
-            return ControlMessage::SpawnReply {
+            return vec![ControlMessage::SpawnReply {
                 req_id,
                 to: from,
                 flags: 0,
                 result: Term::atom("badarg"),
-            }
+            }]
         }
     };
     let link = has_opt(&options, "link");
     let monitor = has_opt(&options, "monitor");
+    if let Some(reason) = inline_erpc(inner, &mfa, &args) {
+        // The process lived and died within this call: it never had a
+        // mailbox, so later signals to it find no process, as on a BEAM.
+        let id = inner
+            .next_pid
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            & 0x0fff_ffff;
+        let pid = inner.pid(id);
+        let flags =
+            if link { SPAWN_FLAG_LINK } else { 0 } | if monitor { SPAWN_FLAG_MONITOR } else { 0 };
+        let mut out = vec![ControlMessage::SpawnReply {
+            req_id: req_id.clone(),
+            to: from.clone(),
+            flags,
+            result: Term::Pid(pid.clone()),
+        }];
+        if link {
+            out.push(ControlMessage::Exit {
+                from: pid.clone(),
+                to: from.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if monitor {
+            out.push(ControlMessage::MonitorPExit {
+                from: Term::Pid(pid),
+                to: from,
+                reference: req_id,
+                reason,
+            });
+        }
+        return out;
+    }
     let p = inner.spawn_process();
     let pid = p.pid().clone();
     {
@@ -142,12 +178,35 @@ pub(crate) fn spawn_request(
         };
         p.exit(reason);
     });
-    ControlMessage::SpawnReply {
+    vec![ControlMessage::SpawnReply {
         req_id,
         to: from,
         flags,
         result: Term::Pid(pid),
+    }]
+}
+
+/// The exit reason of `erpc:execute_call/4` when it can run right away: a
+/// synchronous registered function, or a missing one (`undef`).
+fn inline_erpc(inner: &Inner, mfa: &Mfa, args: &[Term]) -> Option<Term> {
+    if mfa.module.as_str() != "erpc" || mfa.function.as_str() != "execute_call" {
+        return None;
     }
+    let [res, m, f, a] = args else { return None };
+    let (m, f, a) = (m.as_atom()?, f.as_atom()?, a.as_list()?);
+    let outcome = match inner.lookup_fn(m.as_str(), f.as_str(), a.len()) {
+        Some(crate::rpc::Registered::Sync(func)) => {
+            // A panicking function must not take the connection down.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| func(a.to_vec())))
+                .unwrap_or_else(|_| Err(crate::RpcError::error(Term::atom("rust_panic"))))
+        }
+        Some(crate::rpc::Registered::Async(_)) => return None,
+        None => Err(crate::rpc::undef(m.as_str(), f.as_str(), a.to_vec())),
+    };
+    Some(match outcome {
+        Ok(v) => Term::tuple(vec![res.clone(), Term::atom("return"), v]),
+        Err(e) => e.to_erpc_reason(res.clone()),
+    })
 }
 
 /// Messages to the registered name `rex`.

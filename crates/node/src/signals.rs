@@ -152,10 +152,7 @@ impl Inner {
             C::UnlinkIdAck { id, from, to } => {
                 let mut procs = self.procs.lock().expect("procs");
                 if let Some(s) = procs.state.get_mut(&to.id) {
-                    let ours = id.as_integer().map(|i| i as u64).or_else(|| match &id {
-                        Term::BigInt(_) => None,
-                        _ => None,
-                    });
+                    let ours = id.as_integer().map(|i| i as u64);
                     if let (Some(LinkState::Unlinking(n)), Some(i)) = (s.links.get(&from), ours) {
                         if *n == i {
                             s.links.remove(&from);
@@ -327,6 +324,7 @@ impl Inner {
             procs.exit_reasons.insert(id, reason.clone());
             (procs.state.remove(&id), names)
         };
+        self.gen_calls.write().expect("gen_calls").remove(&id);
         let _ = names;
         let Some(state) = state else {
             return Vec::new();

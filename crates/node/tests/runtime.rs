@@ -230,6 +230,36 @@ async fn elixir_calls_rust_gen_server_and_rpc() {
         eval(&b, &format!("gen_server:cast({{echo_server, '{r}'}}, x), gen_server:call({{echo_server, '{r}'}}, y)")).await,
         "{echo,y}"
     );
+    // spawn of an unknown function: the process dies with undef, as on a BEAM.
+    let spawn_undef = |n: &str| {
+        format!("{{_, Ref}} = spawn_monitor('{n}', nomod, nofun, [1]), receive {{'DOWN', Ref, process, _, Why}} -> Why after 10000 -> timeout end")
+    };
+    let beam_undef = eval(&b, &spawn_undef(b.node_name())).await;
+    assert_eq!(eval(&b, &spawn_undef(r)).await, beam_undef);
+    // An async Rust function, and a panicking one (the node stays up).
+    rust.register_async_fn("t", "later", 1, |mut args| async move {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(args.remove(0))
+    });
+    rust.register_fn("t", "boom", 0, |_| panic!("boom"));
+    assert_eq!(
+        eval(&b, &code(":erpc.call(r, :t, :later, [:x])")).await,
+        "x"
+    );
+    assert_eq!(eval(&b, &code(":rpc.call(r, :t, :later, [:y])")).await, "y");
+    assert_eq!(
+        eval(&b, &code(":rpc.call(r, :t, :boom, [])")).await,
+        "{badrpc,{'EXIT',{rust_panic,[]}}}"
+    );
+    assert_eq!(
+        eval(&b, &code(":rpc.call(r, :demo, :add, [2, 2])")).await,
+        "4"
+    );
+    // rex answers features_request like OTP's rpc.erl.
+    assert_eq!(
+        eval(&b, &format!("{{rex, '{r}'}} ! {{self(), features_request}}, receive {{features_reply, N, F}} -> {{N, F}} after 10000 -> timeout end")).await,
+        format!("{{'{r}',[erpc]}}")
+    );
     // noproc for a name nobody holds on the Rust node.
     assert_eq!(
         eval(&b, &format!("catch gen_server:call({{nobody, '{r}'}}, y)")).await,
@@ -592,4 +622,56 @@ async fn global_and_pg_with_a_visible_rust_node() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(members, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rust_to_rust_rpc_and_gen_server() {
+    let epmd = OtpEpmd::start().unwrap();
+    let server = demo_node("rr_server", &epmd).await;
+    let client = rust_node("rr_client", &epmd).await;
+    let s = server.name().to_owned();
+    let v = client
+        .rpc_call(
+            &s,
+            "demo",
+            "add",
+            vec![Term::Integer(40), Term::Integer(2)],
+            T,
+        )
+        .await;
+    assert_eq!(v, Ok(Term::Integer(42)));
+    let v = client.rpc_call(&s, "demo", "nope", vec![], T).await;
+    assert_eq!(
+        v,
+        Err(RpcError::Exception {
+            class: ExceptionClass::Error,
+            reason: Term::atom("undef"),
+            stack: parse("[{demo, nope, [], []}]"),
+        })
+    );
+    let v = client
+        .gen_call(("echo_server", s.as_str()), Term::atom("hi"), T)
+        .await;
+    assert_eq!(v, Ok(parse("{echo, hi}")));
+    // Calls to the node itself.
+    let v = server
+        .gen_call(("echo_server", s.as_str()), Term::atom("me"), T)
+        .await;
+    assert_eq!(v, Ok(parse("{echo, me}")));
+    let v = server
+        .rpc_call(&s, "demo", "echo", vec![Term::atom("x")], T)
+        .await;
+    assert_eq!(v, Ok(Term::atom("x")));
+    // A node that does not exist.
+    let v = client
+        .rpc_call("nobody@127.0.0.1", "demo", "echo", vec![], T)
+        .await;
+    assert!(matches!(v, Err(RpcError::NoConnection(_))), "{v:?}");
+    let v = client
+        .gen_call(("echo_server", "nobody@127.0.0.1"), Term::atom("x"), T)
+        .await;
+    assert_eq!(
+        v,
+        Err(CallError::Exit(parse("{nodedown, 'nobody@127.0.0.1'}")))
+    );
 }
