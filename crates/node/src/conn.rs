@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use erlkube_etf::{Atom, Term};
+use erlkube_etf::{Atom, EncodeOptions, Pid, Term};
 use erlkube_proto::dist::control::{ControlMessage, DistMessage};
 use erlkube_proto::dist::frame::OutboundEncoder;
 use erlkube_proto::dist::handshake::{
@@ -843,13 +843,14 @@ impl OutQueue {
     }
 
     /// Queues the frames of a message, waiting while the queue is full.
-    pub(crate) async fn send_terms(
-        &self,
-        control: &Term,
-        payload: Option<&Term>,
-    ) -> Result<(), ()> {
+    pub(crate) async fn send_msg(&self, m: &DistMessage) -> Result<(), ()> {
+        let opts = EncodeOptions::utf8_atoms();
         self.push(|e, out| {
-            e.encode_terms(control, payload, out);
+            let payload = m
+                .payload
+                .as_ref()
+                .map(|p| move |o: &mut Vec<u8>| erlkube_etf::encode_body_into(p, &opts, o));
+            e.encode_parts(out, |o| control_body(&m.control, o), payload);
         })
         .await
     }
@@ -922,5 +923,80 @@ impl OutQueue {
         st.buf = Vec::new();
         drop(st);
         self.room.notify_waiters();
+    }
+}
+
+/// Writes the control message's term body (no version byte). The
+/// message-carrying operations are written directly, without building
+/// the control tuple as a `Term`; the same bytes as encoding
+/// [`ControlMessage::to_term`].
+pub(crate) fn control_body(c: &ControlMessage, out: &mut Vec<u8>) {
+    const SMALL_TUPLE: u8 = 104;
+    const SMALL_INTEGER: u8 = 97;
+    const SMALL_ATOM_UTF8: u8 = 119;
+    let opts = EncodeOptions::utf8_atoms();
+    let pid = |p: &Pid, out: &mut Vec<u8>| {
+        erlkube_etf::encode_body_into(&Term::Pid(p.clone()), &opts, out)
+    };
+    match c {
+        ControlMessage::Send { to } => {
+            out.extend_from_slice(&[SMALL_TUPLE, 3, SMALL_INTEGER, c.op(), SMALL_ATOM_UTF8, 0]);
+            pid(to, out);
+        }
+        ControlMessage::RegSend { from, to_name } => {
+            out.extend_from_slice(&[SMALL_TUPLE, 4, SMALL_INTEGER, c.op()]);
+            pid(from, out);
+            out.extend_from_slice(&[SMALL_ATOM_UTF8, 0]);
+            let name = to_name.as_str().as_bytes();
+            if name.len() < 256 {
+                out.extend_from_slice(&[SMALL_ATOM_UTF8, name.len() as u8]);
+                out.extend_from_slice(name);
+            } else {
+                erlkube_etf::encode_body_into(&Term::Atom(to_name.clone()), &opts, out);
+            }
+        }
+        other => erlkube_etf::encode_body_into(&other.to_term(), &opts, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_body_matches_the_generic_encoding() {
+        let me = Pid {
+            node: Atom::new("a@host"),
+            id: 7,
+            serial: 0,
+            creation: 3,
+        };
+        let long = "x".repeat(255);
+        let cases = [
+            ControlMessage::Send { to: me.clone() },
+            ControlMessage::RegSend {
+                from: me.clone(),
+                to_name: Atom::new("sink"),
+            },
+            ControlMessage::RegSend {
+                from: me.clone(),
+                to_name: Atom::new(&long),
+            },
+            ControlMessage::RegSend {
+                from: me.clone(),
+                to_name: Atom::new("\u{e9}t\u{e9}"),
+            },
+            ControlMessage::Link {
+                from: me.clone(),
+                to: me,
+            },
+        ];
+        for c in cases {
+            let mut want = Vec::new();
+            erlkube_etf::encode_body_into(&c.to_term(), &EncodeOptions::utf8_atoms(), &mut want);
+            let mut got = Vec::new();
+            control_body(&c, &mut got);
+            assert_eq!(got, want, "{c:?}");
+        }
     }
 }

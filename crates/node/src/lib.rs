@@ -720,7 +720,7 @@ impl Inner {
         let handle = conn::connect(self, node).await?;
         handle
             .tx
-            .send_terms(&m.control.to_term(), m.payload.as_ref())
+            .send_msg(m)
             .await
             .map_err(|()| SendError::Closed(node.to_owned()))
     }

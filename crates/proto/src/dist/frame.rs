@@ -564,13 +564,38 @@ impl OutboundEncoder {
         out: &mut Vec<u8>,
     ) -> usize {
         let opts = erlkube_etf::EncodeOptions::utf8_atoms();
+        match payload {
+            Some(p) => self.encode_parts(
+                out,
+                |o| erlkube_etf::encode_body_into(control, &opts, o),
+                Some(|o: &mut Vec<u8>| erlkube_etf::encode_body_into(p, &opts, o)),
+            ),
+            None => self.encode_parts(
+                out,
+                |o| erlkube_etf::encode_body_into(control, &opts, o),
+                None::<fn(&mut Vec<u8>)>,
+            ),
+        }
+    }
+
+    /// Appends the frames of a message whose control message and payload
+    /// bodies (terms *without* the 131 version byte) are written by
+    /// `control` and `payload`; the encoder adds version bytes, header and
+    /// lengths as the flags require. Returns the number of frames.
+    pub fn encode_parts(
+        &mut self,
+        out: &mut Vec<u8>,
+        control: impl FnOnce(&mut Vec<u8>),
+        payload: Option<impl FnOnce(&mut Vec<u8>)>,
+    ) -> usize {
         let start = out.len();
         out.extend_from_slice(&[0, 0, 0, 0]);
         if !self.flags.uses_dist_header() {
-            out.push(PASS_THROUGH);
-            erlkube_etf::encode_with(control, &opts, out);
+            out.extend_from_slice(&[PASS_THROUGH, VERSION_MAGIC]);
+            control(out);
             if let Some(p) = payload {
-                erlkube_etf::encode_with(p, &opts, out);
+                out.push(VERSION_MAGIC);
+                p(out);
             }
             let len = (out.len() - start - 4) as u32;
             out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -578,10 +603,10 @@ impl OutboundEncoder {
         }
         out.extend_from_slice(&[VERSION_MAGIC, DIST_HEADER, 0]);
         let ctl_start = out.len();
-        erlkube_etf::encode_body_into(control, &opts, out);
+        control(out);
         let ctl_end = out.len();
         if let Some(p) = payload {
-            erlkube_etf::encode_body_into(p, &opts, out);
+            p(out);
         }
         let total = out.len() - ctl_start;
         if !self.flags.contains(DistFlags::FRAGMENTS) || total <= self.fragment_size {
