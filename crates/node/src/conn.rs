@@ -830,6 +830,12 @@ impl OutQueue {
 
     /// Encodes with `f` into the queue, waiting while it is full.
     async fn push(&self, mut f: impl FnMut(&mut OutboundEncoder, &mut Vec<u8>)) -> Result<(), ()> {
+        // The common case first: room in the queue, no waiter registered.
+        match self.try_push(&mut f) {
+            Ok(()) => return Ok(()),
+            Err(Refused::Closed) => return Err(()),
+            Err(Refused::Full) => {}
+        }
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
