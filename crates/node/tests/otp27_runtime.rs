@@ -107,6 +107,14 @@ async fn otp27_runtime_checks() {
         drop(rust2);
     });
 
+    // `victim2` ends with `crashed2` when told to; the BEAM links to it.
+    let mut victim2 = rust.spawn_process();
+    let v2 = victim2.pid().clone();
+    rust.register_fn("t", "victim2", 0, move |_| Ok(Term::Pid(v2.clone())));
+    tokio::spawn(async move {
+        let _ = victim2.recv().await;
+        victim2.exit(Term::atom("crashed2"));
+    });
     let expr = format!(
         "R = '{r}', \
          A = gen_server:call({{echo_server, R}}, hi), \
@@ -119,7 +127,9 @@ async fn otp27_runtime_checks() {
          Ref2 = erlang:monitor(process, {{nobody, R}}), \
          G = receive {{'DOWN', Ref2, process, _, Why2}} -> Why2 after 10000 -> timeout end, \
          H = global:sync(), \
-         io:format(\"~s ~0p~n\", [erlang:system_info(otp_release), [A, B, C, D, E, F, G, H]]), \
+         process_flag(trap_exit, true), V2 = rpc:call(R, t, victim2, []), link(V2), V2 ! go, \
+         I = receive {{'EXIT', V2, Why3}} -> Why3 after 10000 -> timeout end, \
+         io:format(\"~s ~0p~n\", [erlang:system_info(otp_release), [A, B, C, D, E, F, G, H, I]]), \
          receive after 300000 -> ok end."
     );
     let beam = format!("beam27rt_{}@127.0.0.1", std::process::id());
@@ -137,7 +147,7 @@ async fn otp27_runtime_checks() {
     assert_eq!(
         line,
         "27 [{echo,hi},3,3,{badrpc,{'EXIT',{undef,[{nomod,nofun,[1],[]}]}}},\
-         {error,{exception,undef,[{nomod,nofun,[1],[]}]}},crashed,noproc,ok]"
+         {error,{exception,undef,[{nomod,nofun,[1],[]}]}},crashed,noproc,ok,crashed2]"
     );
     // Rust -> OTP 27: rpc_call and gen_server call.
     let v = rust

@@ -331,7 +331,7 @@ fn down_reason(m: &Term, r: &erlkube_etf::Reference) -> Option<(Term, Term)> {
 async fn links_and_monitors_both_ways() {
     let epmd = OtpEpmd::start().unwrap();
     let b = beam("links", &epmd, Runtime::Erlang);
-    let rust = rust_node("links", &epmd).await;
+    let rust = demo_node("links", &epmd).await;
     let bn = b.node_name().to_owned();
     rust.connect(&bn).await.unwrap();
     let mut inbox = rust.spawn_registered("inbox").unwrap();
@@ -494,6 +494,22 @@ async fn links_and_monitors_both_ways() {
     )).await;
     assert_eq!(got, "killed");
     assert!(!r7.is_alive());
+    // A BEAM process links to a Rust process and unlinks (UNLINK_ID, acked
+    // by the Rust node); the Rust process's later crash does not reach it,
+    // while a second, still linked BEAM process gets the EXIT. The rpc
+    // round trip after that EXIT flushes anything else the Rust node sent.
+    let r8 = rust.spawn_process();
+    let r8pid = r8.pid().clone();
+    rust.register_fn("t", "r8", 0, move |_| Ok(Term::Pid(r8pid.clone())));
+    let got = eval(&b, &format!(
+        "process_flag(trap_exit, true), P = rpc:call('{rn}', t, r8, []), link(P), unlink(P),          Self = self(), W = spawn(fun() -> process_flag(trap_exit, true), link(P), Self ! linked,          receive {{'EXIT', P, Why}} -> Self ! {{w, Why}} end end),          receive linked -> ok end, {{inbox, '{rn}'}} ! {{pid, self()}},          R = receive {{w, Why}} -> rpc:call('{rn}', demo, echo, [sync]), receive {{'EXIT', P, _}} -> unlink_broken after 0 -> Why end after 10000 -> timeout end,          process_flag(trap_exit, false), R"
+    ));
+    let ended = async {
+        let _ = inbox.recv_timeout(T).await;
+        r8.exit(Term::atom("crash8"));
+    };
+    let (got, ()) = tokio::join!(got, ended);
+    assert_eq!(got, "crash8");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -674,4 +690,111 @@ async fn rust_to_rust_rpc_and_gen_server() {
         v,
         Err(CallError::Exit(parse("{nodedown, 'nobody@127.0.0.1'}")))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rust_gen_call_timeout_and_nodedown() {
+    let epmd = OtpEpmd::start().unwrap();
+    let b = beam("gen_to", &epmd, Runtime::Erlang);
+    let rust = rust_node("gen_to", &epmd).await;
+    let bn = b.node_name().to_owned();
+    // A process that takes calls and never answers.
+    assert_eq!(
+        eval(
+            &b,
+            "register(mute, spawn(fun() -> receive after infinity -> ok end end)), ok"
+        )
+        .await,
+        "ok"
+    );
+    let r = rust
+        .gen_call(
+            ("mute", bn.as_str()),
+            Term::atom("x"),
+            Duration::from_millis(300),
+        )
+        .await;
+    assert_eq!(r, Err(CallError::Timeout));
+    // The node goes away during the call: {nodedown, Node} for a name.
+    let call = {
+        let rust = rust.clone();
+        let bn = bn.clone();
+        tokio::spawn(async move {
+            rust.gen_call(("mute", bn.as_str()), Term::atom("x"), T)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = eval(&b, "spawn(fun() -> timer:sleep(50), erlang:halt() end), ok").await;
+    let r = call.await.unwrap();
+    assert_eq!(
+        r,
+        Err(CallError::Exit(parse(&format!("{{nodedown, '{bn}'}}"))))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rust_node_joins_a_formed_beam_cluster() {
+    let epmd = OtpEpmd::start().unwrap();
+    let a = beam("join_a", &epmd, Runtime::Erlang);
+    let b = beam("join_b", &epmd, Runtime::Erlang);
+    let c = beam("join_c", &epmd, Runtime::Elixir);
+    assert_eq!(
+        eval(
+            &a,
+            &format!(
+                "[net_adm:ping('{}'), net_adm:ping('{}')], global:sync()",
+                b.node_name(),
+                c.node_name()
+            )
+        )
+        .await,
+        "ok"
+    );
+    assert_eq!(
+        eval(&b, "global:register_name(before_rust, self())").await,
+        "yes"
+    );
+    // The Rust node connects to A only; global makes B and C connect too.
+    let rust = rust_node("join", &epmd).await;
+    let rn = rust.name().to_owned();
+    rust.connect(a.node_name()).await.unwrap();
+    // A tells B and C about the Rust node after its own sync (new_nodes),
+    // so wait for them to connect (as with any node joining), then sync.
+    let wait_for_rust = format!(
+        "W = fun W(0) -> false; W(K) -> case lists:member('{rn}', nodes()) of \
+         true -> true; false -> timer:sleep(100), W(K - 1) end end, W(100)"
+    );
+    for n in [&a, &b, &c] {
+        assert_eq!(
+            eval(n, &wait_for_rust).await,
+            "true",
+            "{} sees the Rust node",
+            n.node_name()
+        );
+    }
+    for n in [&a, &b, &c] {
+        assert_eq!(
+            eval(n, "global:sync()").await,
+            "ok",
+            "global:sync on {}",
+            n.node_name()
+        );
+    }
+    assert_eq!(
+        eval(&c, "global:register_name(after_rust, self())").await,
+        "yes"
+    );
+    let bn = b.node_name().to_owned();
+    let cn = c.node_name().to_owned();
+    for n in [&a, &b, &c] {
+        assert_eq!(
+            eval(n, "node(global:whereis_name(before_rust))").await,
+            format!("'{bn}'")
+        );
+        assert_eq!(
+            eval(n, "node(global:whereis_name(after_rust))").await,
+            format!("'{cn}'")
+        );
+    }
 }
