@@ -257,6 +257,16 @@ async fn main() {
     wait_pong(&a, &beam_y).await;
     a.ping(b.name()).await.unwrap();
 
+    // DIST_BENCH_PROFILE=1: only Rust->Rust one-way, repeated (for a
+    // profiler; no anchor, no ratio).
+    if std::env::var_os("DIST_BENCH_PROFILE").is_some() {
+        for _ in 0..10 {
+            let s = rust_one_way(&a, b.name()).await;
+            println!("Rust->Rust {:>10.0} msg/s", N as f64 / s);
+        }
+        return;
+    }
+
     // The Rust side of "memory per idle connection" is measured first,
     // before the throughput runs leave freed memory in the allocator
     // that new connections would reuse (the delta then reads ~0).
