@@ -856,7 +856,26 @@ impl OutQueue {
                 .payload
                 .as_ref()
                 .map(|p| move |o: &mut Vec<u8>| erlkube_etf::encode_body_into(p, &opts, o));
-            e.encode_parts(out, |o| control_body(&m.control, o), payload);
+            let empty = empty_atom();
+            match &m.control {
+                ControlMessage::Send { to } if to.node != *empty => e.encode_parts_cached(
+                    out,
+                    &[empty, &to.node],
+                    |o, refs| control_body_refs(&m.control, refs, o),
+                    payload,
+                ),
+                ControlMessage::RegSend { from, to_name }
+                    if from.node != *empty && from.node != *to_name && to_name != empty =>
+                {
+                    e.encode_parts_cached(
+                        out,
+                        &[&from.node, empty, to_name],
+                        |o, refs| control_body_refs(&m.control, refs, o),
+                        payload,
+                    )
+                }
+                c => e.encode_parts(out, |o| control_body(c, o), payload),
+            };
         })
         .await
     }
@@ -929,6 +948,43 @@ impl OutQueue {
         st.buf = Vec::new();
         drop(st);
         self.room.notify_waiters();
+    }
+}
+
+/// The atom '' (the unused field of SEND and REG_SEND), allocated once.
+fn empty_atom() -> &'static Atom {
+    static EMPTY: std::sync::OnceLock<Atom> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Atom::new(""))
+}
+
+/// SEND or REG_SEND's control body; with `refs`, its atoms are atom cache
+/// references in the order given to `encode_parts_cached` (SEND: '' then
+/// the pid's node; REG_SEND: the pid's node, '', the name).
+fn control_body_refs(c: &ControlMessage, refs: bool, out: &mut Vec<u8>) {
+    const SMALL_TUPLE: u8 = 104;
+    const SMALL_INTEGER: u8 = 97;
+    const NEW_PID: u8 = 88;
+    const R: u8 = erlkube_proto::dist::frame::ATOM_CACHE_REF;
+    if !refs {
+        return control_body(c, out);
+    }
+    let pid = |p: &Pid, ix: u8, out: &mut Vec<u8>| {
+        out.extend_from_slice(&[NEW_PID, R, ix]);
+        out.extend_from_slice(&p.id.to_be_bytes());
+        out.extend_from_slice(&p.serial.to_be_bytes());
+        out.extend_from_slice(&p.creation.to_be_bytes());
+    };
+    match c {
+        ControlMessage::Send { to } => {
+            out.extend_from_slice(&[SMALL_TUPLE, 3, SMALL_INTEGER, c.op(), R, 0]);
+            pid(to, 1, out);
+        }
+        ControlMessage::RegSend { from, .. } => {
+            out.extend_from_slice(&[SMALL_TUPLE, 4, SMALL_INTEGER, c.op()]);
+            pid(from, 0, out);
+            out.extend_from_slice(&[R, 1, R, 2]);
+        }
+        other => control_body(other, out),
     }
 }
 
