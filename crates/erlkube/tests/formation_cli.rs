@@ -74,7 +74,15 @@ fn a_bad_value_names_the_key_and_exits_2() {
     let (code, _, err) = check(Some("[discovery\n"), &[]);
     assert_eq!(code, 2);
     assert!(err.contains("configuration file"), "{err}");
-    let (code, _, err) = check(None, &[("ERLKUBE_DISCOVERY_STRATEGY", "gossip")]);
+    let (code, _, err) = check(None, &[("ERLKUBE_DISCOVERY_STRATEGY", "carrier_pigeon")]);
     assert_eq!(code, 2);
     assert!(err.contains("discovery.strategy: must be one of"), "{err}");
+    // A strategy missing a required key names that key and where to set it.
+    let (code, _, err) = check(None, &[("ERLKUBE_DISCOVERY_STRATEGY", "gossip")]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("discovery.gossip.cluster: required")
+            && err.contains("ERLKUBE_DISCOVERY_GOSSIP_CLUSTER"),
+        "{err}"
+    );
 }

@@ -12,7 +12,24 @@ use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use erlkube_etf::{decode, decode_ref, encode, encode_into, parse, Term};
+use erlkube_etf::{
+    decode, decode_ref, decode_view, encode, encode_into, parse, Term, TermView, ViewKind,
+};
+
+/// Visits every node of a view (the "walk" of validate+walk): sums
+/// integers, atom and binary lengths, float bits, so no element is skipped.
+fn walk(v: TermView<'_>) -> u64 {
+    match v.kind() {
+        ViewKind::Integer(i) => i as u64,
+        ViewKind::Float(f) => f.to_bits() >> 52,
+        ViewKind::Atom(a) => a.as_str().len() as u64,
+        ViewKind::Binary(b) | ViewKind::ByteList(b) => b.len() as u64,
+        ViewKind::Tuple(s) => s.map(walk).sum(),
+        ViewKind::List(l) => l.map(walk).sum(),
+        ViewKind::Map(m) => m.map(|(k, v)| walk(k) + walk(v)).sum(),
+        _ => 1,
+    }
+}
 
 fn min_time() -> Duration {
     let ms = std::env::var("ETF_BENCH_MS")
@@ -181,16 +198,20 @@ fn main() {
     let beam = beam(&encoded);
 
     println!(
-        "{:<13} {:>8} | {:>10} {:>10} {:>10} {:>10} | {:>6} {:>6} | {:>10} {:>10} {:>10} | {:>6} {:>6}",
-        "corpus", "bytes", "dec_ref", "dec_owned", "eetf_dec", "beam_dec", "x_eetf", "x_beam",
-        "enc", "eetf_enc", "beam_enc", "x_eetf", "x_beam"
+        "{:<13} {:>8} | {:>9} {:>9} {:>9} {:>9} {:>9} | {:>11} {:>11} {:>11} | {:>9} {:>9} {:>9} | {:>11}",
+        "corpus", "bytes", "view+walk", "dec_ref", "dec_owned", "eetf_dec", "beam_dec",
+        "view x e/b", "ref x e/b", "own x eetf", "enc", "eetf_enc", "beam_enc", "enc x e/b"
     );
-    let mut geo = [0.0f64; 5];
+    let mut geo = [0.0f64; 7];
     for ((name, term), (_, bytes)) in corpus.iter().zip(&encoded) {
         let eterm = eetf::Term::decode(&bytes[..]).expect("eetf decode");
         let mut buf1 = Vec::with_capacity(bytes.len());
         let mut buf2 = Vec::with_capacity(bytes.len());
         let t = measure_all(&mut [
+            &mut || {
+                let v = decode_view(black_box(bytes)).expect("decode_view");
+                black_box(walk(v));
+            },
             &mut || {
                 black_box(decode_ref(black_box(bytes)).expect("decode_ref"));
             },
@@ -211,41 +232,43 @@ fn main() {
                 black_box(&buf2);
             },
         ]);
-        let (dec_ref, dec_owned, eetf_dec, enc, eetf_enc) = (t[0], t[1], t[2], t[3], t[4]);
+        let (view, dec_ref, dec_owned, eetf_dec, enc, eetf_enc) =
+            (t[0], t[1], t[2], t[3], t[4], t[5]);
         let (bdec, benc) = beam
             .iter()
             .find(|(n, _, _)| n == name)
             .map(|(_, d, e)| (*d, *e))
             .expect("BEAM figures for every corpus item");
         let r = [
+            eetf_dec / view,
+            bdec / view,
             eetf_dec / dec_ref,
             bdec / dec_ref,
+            eetf_dec / dec_owned,
             eetf_enc / enc,
             benc / enc,
-            eetf_dec / dec_owned,
         ];
         for (g, x) in geo.iter_mut().zip(r) {
             *g += x.ln();
         }
         println!(
-            "{:<13} {:>8} | {:>10.0} {:>10.0} {:>10.0} {:>10.0} | {:>6.2} {:>6.2} | {:>10.0} {:>10.0} {:>10.0} | {:>6.2} {:>6.2}",
-            name, bytes.len(), dec_ref, dec_owned, eetf_dec, bdec, r[0], r[1], enc, eetf_enc, benc, r[2], r[3]
+            "{:<13} {:>8} | {:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0} | {:>5.2} {:>5.2} | {:>5.2} {:>5.2} | {:>11.2} | {:>9.0} {:>9.0} {:>9.0} | {:>5.2} {:>5.2}",
+            name, bytes.len(), view, dec_ref, dec_owned, eetf_dec, bdec, r[0], r[1], r[2], r[3], r[4], enc, eetf_enc, benc, r[5], r[6]
         );
         println!(
-            "{:<13} {:>8} | {:>10.1} {:>10.1} {:>10.1} {:>10.1} |               | {:>10.1} {:>10.1} {:>10.1} |   (MB/s; owned decode x_eetf {:.2})",
+            "{:<13} {:>8} | {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} | {:>35} | {:>9.1} {:>9.1} {:>9.1} | (MB/s)",
             "", "",
-            mbps(bytes.len(), dec_ref), mbps(bytes.len(), dec_owned), mbps(bytes.len(), eetf_dec), mbps(bytes.len(), bdec),
-            mbps(bytes.len(), enc), mbps(bytes.len(), eetf_enc), mbps(bytes.len(), benc), r[4]
+            mbps(bytes.len(), view), mbps(bytes.len(), dec_ref), mbps(bytes.len(), dec_owned), mbps(bytes.len(), eetf_dec), mbps(bytes.len(), bdec),
+            "", mbps(bytes.len(), enc), mbps(bytes.len(), eetf_enc), mbps(bytes.len(), benc)
         );
     }
     let n = corpus.len() as f64;
+    let gm = |i: usize| (geo[i] / n).exp();
     println!(
-        "geometric mean ratios: decode_ref vs eetf {:.2}x, vs BEAM {:.2}x; owned decode vs eetf {:.2}x; encode vs eetf {:.2}x, vs BEAM {:.2}x",
-        (geo[0] / n).exp(),
-        (geo[1] / n).exp(),
-        (geo[4] / n).exp(),
-        (geo[2] / n).exp(),
-        (geo[3] / n).exp()
+        "geometric mean ratios: view+walk vs eetf {:.2}x, vs BEAM {:.2}x; decode_ref vs eetf {:.2}x, vs BEAM {:.2}x; owned decode vs eetf {:.2}x; encode vs eetf {:.2}x, vs BEAM {:.2}x",
+        gm(0), gm(1), gm(2), gm(3), gm(4), gm(5), gm(6)
     );
-    println!("(times in ns per term; x_* = anchor time / our time, higher is better)");
+    println!(
+        "(times in ns per term; x e/b = eetf time / ours, BEAM time / ours; higher is better)"
+    );
 }

@@ -422,6 +422,22 @@ impl<'a> Decoder<'a> {
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
+    /// The checks of [`Self::atom_body`] without building the atom.
+    #[inline]
+    fn atom_body_check(&mut self, start: usize, len: usize, utf8: bool) -> R<&'a [u8]> {
+        let bytes = self.take(len)?;
+        if utf8 {
+            let s =
+                std::str::from_utf8(bytes).map_err(|_| DecodeError::new(start, K::InvalidUtf8))?;
+            if len > MAX_ATOM_CHARS && s.chars().count() > MAX_ATOM_CHARS {
+                return self.err(start, K::AtomTooLong);
+            }
+        } else if len > MAX_ATOM_CHARS {
+            return self.err(start, K::AtomTooLong);
+        }
+        Ok(bytes)
+    }
+
     fn atom_body(&mut self, start: usize, len: usize, utf8: bool) -> R<AtomRef<'a>> {
         let bytes = self.take(len)?;
         if utf8 {
@@ -863,6 +879,225 @@ impl<'a> Decoder<'a> {
             }
         }
     }
+}
+
+/// 1 + payload length of the fixed-size tags that need no check beyond
+/// their length (0 for the others).
+static SKIP_FIXED: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[SMALL_INTEGER_EXT as usize] = 2;
+    t[INTEGER_EXT as usize] = 5;
+    t[NIL_EXT as usize] = 1;
+    t
+};
+
+/// Validation without building anything: the same checks, in the same
+/// order and with the same error offsets as the borrowed decoder
+/// ([`Decoder::term`]), for [`crate::decode_view`]. Allocates nothing
+/// (except for the rare pid/port/reference whose node atom is non-ASCII
+/// latin-1, which goes through the borrowed decoder).
+impl<'a> Decoder<'a> {
+    /// Checks one term (as `term(depth)` would decode it). The common tags
+    /// are handled here; the rest out of line, to keep this frame small.
+    #[inline]
+    pub(crate) fn skip(&mut self, depth: usize) -> R<()> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        // fixed-size tags without further checks: one predictable branch
+        let fixed = SKIP_FIXED[tag as usize];
+        if fixed != 0 {
+            self.take(fixed as usize - 1)?;
+            return Ok(());
+        }
+        match tag {
+            ATOM_EXT => {
+                let n = self.u16()? as usize;
+                self.atom_body_check(start, n, false)?;
+                Ok(())
+            }
+            SMALL_ATOM_UTF8_EXT => {
+                let n = self.u8()? as usize;
+                self.atom_body_check(start, n, true)?;
+                Ok(())
+            }
+            BINARY_EXT => {
+                let n = self.u32()? as usize;
+                self.take(n)?;
+                Ok(())
+            }
+            NEW_FLOAT_EXT => {
+                let b = self.take(8)?;
+                let f = f64::from_be_bytes(b.try_into().expect("8 bytes"));
+                if !f.is_finite() {
+                    return self.err(start, K::InvalidFloat);
+                }
+                Ok(())
+            }
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.skip_tuple(start, tag, depth),
+            LIST_EXT => self.skip_list(start, depth),
+            MAP_EXT => self.skip_map(start, depth),
+            _ => self.skip_other(start, tag, depth),
+        }
+    }
+
+    #[inline(never)]
+    fn skip_other(&mut self, start: usize, tag: u8, depth: usize) -> R<()> {
+        match tag {
+            SMALL_ATOM_EXT => {
+                let n = self.u8()? as usize;
+                self.atom_body_check(start, n, false)?;
+            }
+            ATOM_UTF8_EXT => {
+                let n = self.u16()? as usize;
+                self.atom_body_check(start, n, true)?;
+            }
+            STRING_EXT => {
+                let n = self.u16()? as usize;
+                self.take(n)?;
+            }
+            NEW_FUN_EXT => self.skip_fun(start, depth)?,
+            _ => {
+                self.scalar(start, tag)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks an atom in any atom encoding (where the format requires one).
+    fn skip_atom(&mut self) -> R<()> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        match tag {
+            SMALL_ATOM_UTF8_EXT | SMALL_ATOM_EXT => {
+                let n = self.u8()? as usize;
+                self.atom_body_check(start, n, tag == SMALL_ATOM_UTF8_EXT)?;
+            }
+            ATOM_UTF8_EXT | ATOM_EXT => {
+                let n = self.u16()? as usize;
+                self.atom_body_check(start, n, tag == ATOM_UTF8_EXT)?;
+            }
+            _ => {
+                self.atom_tagged(start, tag)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `n` elements at `depth`, after the same length check as `grow`.
+    fn skip_seq(&mut self, n: usize, depth: usize) -> R<()> {
+        if n > self.remaining() {
+            return self.err(self.pos, K::Truncated);
+        }
+        for _ in 0..n {
+            self.skip(depth)?;
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn skip_tuple(&mut self, start: usize, tag: u8, depth: usize) -> R<()> {
+        let n = if tag == SMALL_TUPLE_EXT {
+            self.u8()? as usize
+        } else {
+            self.u32()? as usize
+        };
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        self.skip_seq(n, depth + 1)
+    }
+
+    #[inline(never)]
+    fn skip_map(&mut self, start: usize, depth: usize) -> R<()> {
+        let n = self.u32()? as usize;
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        if n > self.remaining() / 2 {
+            return self.err(self.pos, K::Truncated);
+        }
+        for _ in 0..n {
+            self.skip(depth + 1)?;
+            self.skip(depth + 1)?;
+        }
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn skip_list(&mut self, start: usize, depth: usize) -> R<()> {
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let mut n = self.u32()? as usize;
+        loop {
+            self.skip_seq(n, depth + 1)?;
+            let tstart = self.pos;
+            match self.buf.get(self.pos) {
+                Some(&NIL_EXT) => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(&LIST_EXT) => {
+                    self.pos += 1;
+                    n = self.u32()? as usize;
+                }
+                Some(&STRING_EXT) => {
+                    self.pos += 1;
+                    let k = self.u16()? as usize;
+                    self.take(k)?;
+                    return Ok(());
+                }
+                Some(_) => return self.skip(depth + 1),
+                None => return self.err(tstart, K::Truncated),
+            }
+        }
+    }
+
+    #[inline(never)]
+    fn skip_fun(&mut self, start: usize, depth: usize) -> R<()> {
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        let size = self.u32()? as usize;
+        self.u8()?;
+        self.take(16)?;
+        self.u32()?;
+        let nfree = self.u32()? as usize;
+        self.skip_atom()?;
+        self.small_int_term()?;
+        self.small_int_term()?;
+        self.pid()?;
+        self.skip_seq(nfree, depth + 1)?;
+        if self.pos - (start + 1) != size {
+            return self.err(start, K::InvalidFunSize);
+        }
+        Ok(())
+    }
+}
+
+/// Checks the term at the start of `input` (no version byte) as the
+/// borrowed decoder would; returns the bytes it spans.
+pub(crate) fn validate_body(input: &[u8], cache: Option<&[Atom]>, max_depth: usize) -> R<usize> {
+    let mut d = Decoder {
+        buf: input,
+        pos: 0,
+        cache,
+        max_depth,
+    };
+    d.skip(0)?;
+    Ok(d.pos)
+}
+
+/// The borrowed decoding of the term at the start of `input` (no version
+/// byte) with the default depth limit.
+pub(crate) fn term_ref_body(input: &[u8]) -> R<TermRef<'_>> {
+    let mut d = Decoder {
+        buf: input,
+        pos: 0,
+        cache: None,
+        max_depth: DEFAULT_MAX_DEPTH,
+    };
+    d.term(0)
 }
 
 /// Direct owned decoding: builds `Term`s without a `TermRef` tree. Mirrors

@@ -116,7 +116,31 @@ impl Enc<'_> {
         self.out.extend_from_slice(&v.to_be_bytes());
     }
 
+    /// Atoms of up to 255 bytes that are ASCII (or any atom with UTF-8
+    /// atoms): one reserve, a 2- or 3-byte head and one copy.
+    #[inline]
     fn atom(&mut self, a: &Atom) {
+        let b = a.as_str().as_bytes();
+        if b.len() < 256 {
+            if self.utf8 {
+                self.out.reserve(2 + b.len());
+                self.out
+                    .extend_from_slice(&[SMALL_ATOM_UTF8_EXT, b.len() as u8]);
+                self.out.extend_from_slice(b);
+                return;
+            }
+            if b.is_ascii() {
+                self.out.reserve(3 + b.len());
+                self.out.extend_from_slice(&[ATOM_EXT, 0, b.len() as u8]);
+                self.out.extend_from_slice(b);
+                return;
+            }
+        }
+        self.atom_slow(a)
+    }
+
+    #[inline(never)]
+    fn atom_slow(&mut self, a: &Atom) {
         let s = a.as_str();
         let b = s.as_bytes();
         if !self.utf8 {
@@ -147,12 +171,18 @@ impl Enc<'_> {
             .extend_from_slice(&b[..b.len().min(u16::MAX as usize)]);
     }
 
+    /// A tag and a big-endian `u32` in one copy.
+    #[inline]
+    fn tag_u32(&mut self, tag: u8, v: u32) {
+        let [a, b, c, d] = v.to_be_bytes();
+        self.out.extend_from_slice(&[tag, a, b, c, d]);
+    }
+
     fn int(&mut self, i: i64) {
         if (0..=255).contains(&i) {
             self.out.extend_from_slice(&[SMALL_INTEGER_EXT, i as u8]);
         } else if i >= i32::MIN as i64 && i <= i32::MAX as i64 {
-            self.u8(INTEGER_EXT);
-            self.u32(i as i32 as u32);
+            self.tag_u32(INTEGER_EXT, i as i32 as u32);
         } else {
             let mag = i.unsigned_abs().to_le_bytes();
             let n = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
@@ -185,8 +215,7 @@ impl Enc<'_> {
     }
 
     fn map(&mut self, m: &Map) {
-        self.u8(MAP_EXT);
-        self.u32(m.len() as u32);
+        self.tag_u32(MAP_EXT, m.len() as u32);
         // small maps are kept in map-key order by `Map` itself
         for (k, v) in m.entries() {
             self.term(k);
@@ -218,14 +247,14 @@ impl Enc<'_> {
             Term::Integer(i) => self.int(*i),
             Term::BigInt(b) => self.big(b),
             Term::Float(f) => {
-                self.u8(NEW_FLOAT_EXT);
-                self.out.extend_from_slice(&f.to_bits().to_be_bytes());
+                let [a, b, c, d, e, g, h, k] = f.to_bits().to_be_bytes();
+                self.out
+                    .extend_from_slice(&[NEW_FLOAT_EXT, a, b, c, d, e, g, h, k]);
             }
             Term::Atom(a) => self.atom(a),
             Term::Binary(b) => {
                 self.out.reserve(5 + b.len());
-                self.u8(BINARY_EXT);
-                self.u32(b.len() as u32);
+                self.tag_u32(BINARY_EXT, b.len() as u32);
                 self.out.extend_from_slice(b);
             }
             Term::BitBinary { bytes, bits } => {
@@ -239,8 +268,7 @@ impl Enc<'_> {
                     self.out
                         .extend_from_slice(&[SMALL_TUPLE_EXT, v.len() as u8]);
                 } else {
-                    self.u8(LARGE_TUPLE_EXT);
-                    self.u32(v.len() as u32);
+                    self.tag_u32(LARGE_TUPLE_EXT, v.len() as u32);
                 }
                 for e in v {
                     self.term(e);
@@ -251,27 +279,21 @@ impl Enc<'_> {
                     self.u8(NIL_EXT);
                     return;
                 }
-                // STRING_EXT for byte lists: one pass, undone on the first
-                // element that is not a byte
-                if v.len() <= u16::MAX as usize && matches!(v[0], Term::Integer(0..=255)) {
-                    let start = self.out.len();
+                // STRING_EXT for byte lists: checked first (stops at the
+                // first non-byte), then written in one reserve
+                if v.len() <= u16::MAX as usize
+                    && v.iter().all(|e| matches!(e, Term::Integer(0..=255)))
+                {
                     self.out.reserve(3 + v.len());
-                    self.u8(STRING_EXT);
-                    self.u16(v.len() as u16);
-                    let all_bytes = v.iter().all(|e| match e {
-                        Term::Integer(i @ 0..=255) => {
-                            self.out.push(*i as u8);
-                            true
-                        }
-                        _ => false,
-                    });
-                    if all_bytes {
-                        return;
-                    }
-                    self.out.truncate(start);
+                    let [a, b] = (v.len() as u16).to_be_bytes();
+                    self.out.extend_from_slice(&[STRING_EXT, a, b]);
+                    self.out.extend(v.iter().map(|e| match e {
+                        Term::Integer(i) => *i as u8,
+                        _ => 0,
+                    }));
+                    return;
                 }
-                self.u8(LIST_EXT);
-                self.u32(v.len() as u32);
+                self.tag_u32(LIST_EXT, v.len() as u32);
                 for e in v {
                     self.term(e);
                 }

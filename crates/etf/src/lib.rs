@@ -4,6 +4,7 @@
 //! Data flow:
 //!
 //! ```text
+//!  bytes ──decode_view──▶ TermView<'a> (validated, lazy, no allocation)
 //!  bytes ──decode_ref──▶ TermRef<'a> (zero-copy) ──to_owned──▶ Term
 //!  bytes ──decode──────────────────────────────────────────▶ Term
 //!  Term ──encode / encode_with(EncodeOptions)──▶ bytes (as term_to_binary)
@@ -44,6 +45,33 @@
 //! terms are bounded in depth, the recursive `Drop`, `Clone`, `Display` and
 //! encoder are too; a `Term` built by hand with millions of nesting levels
 //! is the caller's responsibility.
+//!
+//! # The hot path: a lazy view
+//!
+//! [`decode_view`] checks the whole term in one pass that builds nothing
+//! and allocates nothing, with the same depth and length checks and the
+//! same errors (kind and byte offset) as [`decode_ref`], and returns a
+//! [`TermView`]: a `Copy` slice of the input. [`TermView::kind`] decodes
+//! only the term's head ([`ViewKind`]): integers, floats, atoms and
+//! binaries directly (atoms and binaries borrow the input), tuples, lists
+//! and maps as iterators ([`SeqView`], [`ListView`], [`MapView`]) that
+//! read their elements as they go. Stepping over an element that is not
+//! visited costs a scan of its bytes (no checks: they were done), so a
+//! visit of every node costs about one extra scan per nesting level.
+//! [`TermView::encoded`] gives the term's bytes as received, so forwarding
+//! an unchanged (sub)term is a copy; [`TermView::to_term_ref`] and
+//! [`TermView::to_owned`] build the eager forms.
+//!
+//! ```
+//! use erlkube_etf::{decode_view, encode, parse, ViewKind};
+//! let bytes = encode(&parse("{ok, [1, 2, 300], <<\"hi\">>}").unwrap());
+//! let view = decode_view(&bytes).unwrap();
+//! let ViewKind::Tuple(mut elems) = view.kind() else { panic!() };
+//! assert_eq!(elems.next().unwrap().as_atom(), Some("ok"));
+//! let ViewKind::List(list) = elems.next().unwrap().kind() else { panic!() };
+//! assert_eq!(list.map(|e| e.as_i64().unwrap()).sum::<i64>(), 303);
+//! assert_eq!(elems.next().unwrap().as_binary(), Some(&b"hi"[..]));
+//! ```
 //!
 //! # Text
 //!
@@ -100,6 +128,7 @@ mod serde_impl;
 mod tags;
 mod term;
 pub mod text;
+mod view;
 
 pub use decode::{
     decode, decode_body_prefix_with_atom_cache, decode_prefix, decode_prefix_with_atom_cache,
@@ -116,3 +145,4 @@ pub use term::{
     SMALL_MAP_KEYS,
 };
 pub use text::parse;
+pub use view::{decode_view, decode_view_prefix, ListView, MapView, SeqView, TermView, ViewKind};

@@ -257,6 +257,32 @@ async fn main() {
     wait_pong(&a, &beam_y).await;
     a.ping(b.name()).await.unwrap();
 
+    // DIST_BENCH_PROFILE=1: only Rust->Rust one-way, repeated (for a
+    // profiler; no anchor, no ratio).
+    if std::env::var_os("DIST_BENCH_PROFILE").is_some() {
+        for _ in 0..10 {
+            let s = rust_one_way(&a, b.name()).await;
+            println!("Rust->Rust {:>10.0} msg/s", N as f64 / s);
+        }
+        return;
+    }
+
+    // The Rust side of "memory per idle connection" is measured first,
+    // before the throughput runs leave freed memory in the allocator
+    // that new connections would reuse (the delta then reads ~0).
+    let me = std::process::id();
+    let before = rss_kib(me);
+    let held_a = raw_connections(
+        ([127, 0, 0, 1], a.port()).into(),
+        a.name(),
+        IDLE_CONNECTIONS,
+        "a",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rust_per = (rss_kib(me).saturating_sub(before)) as f64 / IDLE_CONNECTIONS as f64;
+    drop(held_a);
+
     // One-way small messages.
     let beam_beam = secs(
         &erl_eval(
@@ -391,22 +417,11 @@ async fn main() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let beam_per = (rss_kib(y_pid).saturating_sub(before)) as f64 / IDLE_CONNECTIONS as f64;
-    let me = std::process::id();
-    let before = rss_kib(me);
-    let held_a = raw_connections(
-        ([127, 0, 0, 1], a.port()).into(),
-        a.name(),
-        IDLE_CONNECTIONS,
-        "a",
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rust_per = (rss_kib(me).saturating_sub(before)) as f64 / IDLE_CONNECTIONS as f64;
     println!("memory per idle connection ({IDLE_CONNECTIONS} hidden peers), KiB of VmRSS:");
     println!("  BEAM (anchor)       {beam_per:>8.1}");
     println!(
         "  Rust node           {rust_per:>8.1}  ratio (anchor/this) {:.2}",
         beam_per / rust_per.max(0.1)
     );
-    drop((held_y, held_a));
+    drop(held_y);
 }

@@ -47,10 +47,12 @@ pub struct NodeConfig {
     pub setup_timeout: Duration,
     /// What a peer may make this node buffer.
     pub limits: Limits,
-    /// Messages queued per connection before senders wait (backpressure).
+    /// Unused since senders encode into one shared buffer per connection
+    /// (the bound is [`NodeConfig::write_high_water`], in bytes); kept so
+    /// existing configurations still compile.
     pub outbound_queue: usize,
-    /// Bytes encoded but not yet written before the connection stops
-    /// taking from its queue.
+    /// Bytes encoded but not yet written on a connection before senders
+    /// wait (backpressure).
     pub write_high_water: usize,
 }
 

@@ -1,11 +1,12 @@
 //! Connection tasks: the handshake over TCP, then one loop per peer that
 //! reads, writes, ticks and dispatches, all through the sans-IO core.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use erlkube_etf::{Atom, Term};
+use erlkube_etf::{Atom, EncodeOptions, Pid, Term};
 use erlkube_proto::dist::control::{ControlMessage, DistMessage};
+use erlkube_proto::dist::frame::OutboundEncoder;
 use erlkube_proto::dist::handshake::{
     simultaneous_status, Acceptor, HandshakeConfig, Initiator, Status, Step,
 };
@@ -348,7 +349,12 @@ async fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, ConnectE
 }
 
 fn start_connection(inner: Arc<Inner>, stream: TcpStream, est: Established) -> ConnHandle {
-    let (tx, rx) = mpsc::channel(inner.config.outbound_queue.max(1));
+    let stream = Arc::new(stream);
+    let tx = Arc::new(OutQueue::new(
+        stream.clone(),
+        OutboundEncoder::new(est.flags),
+        inner.config.write_high_water,
+    ));
     let id = inner
         .next_conn
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -377,19 +383,20 @@ fn start_connection(inner: Arc<Inner>, stream: TcpStream, est: Established) -> C
         limits: inner.config.limits,
     };
     let conn = Connection::new(&est, cfg, now());
-    tokio::spawn(run_connection(inner, stream, conn, rx, handle.clone()).instrument(span));
+    tokio::spawn(run_connection(inner, stream, conn, handle.clone()).instrument(span));
     handle
 }
 
 async fn run_connection(
     inner: Arc<Inner>,
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     mut conn: Connection,
-    mut rx: mpsc::Receiver<Outbound>,
     handle: ConnHandle,
 ) {
     let peer = conn.peer_node().to_owned();
-    let reason = connection_loop(&inner, stream, &mut conn, &mut rx, &handle).await;
+    let reason = connection_loop(&inner, &stream, &mut conn, &handle).await;
+    handle.tx.close();
+    drop(stream);
     let was_up = {
         let mut conns = inner.conns.lock().expect("conns");
         if conns.up.get(&peer).is_some_and(|h| h.id == handle.id) {
@@ -409,19 +416,54 @@ async fn run_connection(
         .send(NodeEvent::NodeDown { node: peer, reason });
 }
 
+/// Smallest and largest read buffer: an idle connection holds the small
+/// one (frames of any size are assembled in the decoder, not here); it
+/// doubles while reads fill it.
+const READ_MIN: usize = 16 * 1024;
+const READ_MAX: usize = 256 * 1024;
+
+/// Reads until the socket would block (or a budget is spent), feeding
+/// the core. `Ok(false)`: the peer closed.
+fn read_available(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    conn: &mut Connection,
+) -> Result<bool, String> {
+    for _ in 0..8 {
+        match stream.try_read(buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                if let Err(e) = conn.handle_input(&buf[..n], now()) {
+                    tracing::warn!(error = %e, "closing connection: bad input");
+                    return Err(e.to_string());
+                }
+                if n == buf.len() && buf.len() < READ_MAX {
+                    buf.resize(buf.len() * 2, 0);
+                } else if n < buf.len() {
+                    // Drained (a short read): the socket has nothing more.
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("read error: {e}")),
+        }
+    }
+    Ok(true)
+}
+
 async fn connection_loop(
     inner: &Arc<Inner>,
-    stream: TcpStream,
+    stream: &TcpStream,
     conn: &mut Connection,
-    rx: &mut mpsc::Receiver<Outbound>,
     handle: &ConnHandle,
 ) -> String {
-    let (mut rd, mut wr) = stream.into_split();
-    // Small on purpose: an idle connection holds it (frames of any size
-    // are assembled in the decoder, not here).
-    let mut buf = vec![0u8; 16 * 1024];
+    let outq = &handle.tx;
+    let mut buf = vec![0u8; READ_MIN];
+    // The batch being written and its progress.
+    let mut batch: Vec<u8> = Vec::new();
+    let mut written = 0usize;
     let mut shutdown = inner.shutdown.subscribe();
-    let high_water = inner.config.write_high_water;
     // Messages the core decoded before the loop (handshake leftovers).
     if let Some(e) = conn.error() {
         return e.to_string();
@@ -429,47 +471,73 @@ async fn connection_loop(
     if let Err(e) = dispatch_all(inner, conn) {
         return e;
     }
+    let mut deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
+    let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+    let sleep = tokio::time::sleep_until(deadline.unwrap_or(far));
+    tokio::pin!(sleep);
     loop {
-        let deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
-        let pending = conn.pending_transmit().len();
-        tokio::select! {
-            r = rd.read(&mut buf) => match r {
-                Ok(0) => return "connection closed by peer".into(),
-                Ok(n) => {
-                    if let Err(e) = conn.handle_input(&buf[..n], now()) {
-                        tracing::warn!(error = %e, "closing connection: bad input");
-                        return e.to_string();
-                    }
-                    if let Err(e) = dispatch_all(inner, conn) {
-                        return e;
-                    }
-                }
-                Err(e) => return format!("read error: {e}"),
-            },
-            w = wr.write(conn.pending_transmit()), if pending > 0 => match w {
-                Ok(n) => conn.consume_transmit(n),
+        // The core's own frames (ticks, replies) go through the queue.
+        if let Some(t) = conn.poll_transmit() {
+            outq.push_raw(&t);
+        }
+        // Write what is queued before waiting: one syscall per batch.
+        if written == batch.len() && outq.take(&mut batch) {
+            written = 0;
+        }
+        while written < batch.len() {
+            match stream.try_write(&batch[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return format!("write error: {e}"),
+            }
+            if written == batch.len() {
+                conn.note_write(now());
+                if outq.take(&mut batch) {
+                    written = 0;
+                }
+            }
+        }
+        let writing = written < batch.len();
+        let next = conn.poll_timeout().map(tokio::time::Instant::from_std);
+        if next != deadline {
+            deadline = next;
+            if let Some(d) = deadline {
+                sleep.as_mut().reset(d);
+            }
+        }
+        tokio::select! {
+            r = stream.readable() => {
+                if let Err(e) = r {
+                    return format!("read error: {e}");
+                }
+                match read_available(stream, &mut buf, conn) {
+                    Ok(true) => {}
+                    Ok(false) => return "connection closed by peer".into(),
+                    Err(e) => return e,
+                }
+                outq.arm_direct();
+                if let Err(e) = dispatch_all(inner, conn) {
+                    return e;
+                }
             },
-            m = rx.recv(), if pending < high_water => match m {
-                Some(m) => conn.send(&m.control, m.payload.as_deref(), now()),
-                None => return "node gone".into(),
+            r = stream.writable(), if writing => {
+                if let Err(e) = r {
+                    return format!("write error: {e}");
+                }
             },
-            _ = sleep_until(deadline) => {
+            _ = outq.wake.notified(), if !writing => {},
+            _ = &mut sleep, if deadline.is_some() => {
                 if let Err(e) = conn.handle_timeout(now()) {
                     tracing::warn!(error = %e, "closing connection");
                     return e.to_string();
                 }
+                // Re-arm at the next deadline (the same value would not).
+                deadline = None;
             }
             _ = handle.kill.notified() => return "disconnected".into(),
             _ = shutdown.changed() => return "node shutting down".into(),
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -671,4 +739,326 @@ fn net_kernel(inner: &Arc<Inner>, conn: &mut Connection, _from: &erlkube_etf::Pi
         ControlMessage::Send { to: caller.clone() },
         Some(Term::tuple(vec![tag.clone(), answer])),
     );
+}
+
+/// The outbound side of one connection, shared by every sender: frames
+/// are encoded by the sending task straight into one growing buffer,
+/// which the connection task writes with one syscall per batch. When the
+/// connection task is idle and the peer has just been heard from (a
+/// request/answer pattern), the sender writes its frame to the socket
+/// itself, saving a task hop.
+pub(crate) struct OutQueue {
+    state: Mutex<OutState>,
+    /// Wakes the connection task: bytes were queued.
+    wake: Notify,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    limit: usize,
+}
+
+struct OutState {
+    buf: Vec<u8>,
+    encoder: OutboundEncoder,
+    /// `None` once the connection ended.
+    stream: Option<Arc<TcpStream>>,
+    /// The connection task holds a batch it has not fully written.
+    busy: bool,
+    /// A sender may write directly (re-armed on every read and whenever
+    /// the connection task has drained the queue).
+    direct_ok: bool,
+}
+
+/// Why a frame was not queued.
+enum Refused {
+    Full,
+    Closed,
+}
+
+impl OutQueue {
+    fn new(stream: Arc<TcpStream>, encoder: OutboundEncoder, limit: usize) -> Self {
+        OutQueue {
+            state: Mutex::new(OutState {
+                buf: Vec::new(),
+                encoder,
+                stream: Some(stream),
+                busy: false,
+                direct_ok: true,
+            }),
+            wake: Notify::new(),
+            room: Notify::new(),
+            limit: limit.max(1),
+        }
+    }
+
+    /// Encodes with `f` into the queue unless it is full or closed.
+    fn try_push(
+        &self,
+        f: &mut dyn FnMut(&mut OutboundEncoder, &mut Vec<u8>),
+    ) -> Result<(), Refused> {
+        let mut st = self.state.lock().expect("outq");
+        let st = &mut *st;
+        let Some(stream) = &st.stream else {
+            return Err(Refused::Closed);
+        };
+        if st.buf.len() >= self.limit {
+            return Err(Refused::Full);
+        }
+        let idle = st.buf.is_empty() && !st.busy;
+        f(&mut st.encoder, &mut st.buf);
+        if !idle {
+            // The connection task was already told (or is writing).
+            return Ok(());
+        }
+        if st.direct_ok {
+            st.direct_ok = false;
+            let mut pos = 0;
+            while pos < st.buf.len() {
+                match stream.try_write(&st.buf[pos..]) {
+                    Ok(n) => pos += n,
+                    Err(_) => break, // WouldBlock or an error: the task handles it
+                }
+            }
+            if pos == st.buf.len() {
+                st.buf.clear();
+                return Ok(());
+            }
+            st.buf.drain(..pos);
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Encodes with `f` into the queue, waiting while it is full.
+    async fn push(&self, mut f: impl FnMut(&mut OutboundEncoder, &mut Vec<u8>)) -> Result<(), ()> {
+        // The common case first: room in the queue, no waiter registered.
+        match self.try_push(&mut f) {
+            Ok(()) => return Ok(()),
+            Err(Refused::Closed) => return Err(()),
+            Err(Refused::Full) => {}
+        }
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_push(&mut f) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed) => return Err(()),
+                Err(Refused::Full) => room.await,
+            }
+        }
+    }
+
+    /// Queues the frames of a message, waiting while the queue is full.
+    pub(crate) async fn send_msg(&self, m: &DistMessage) -> Result<(), ()> {
+        let opts = EncodeOptions::utf8_atoms();
+        self.push(|e, out| {
+            let payload = m
+                .payload
+                .as_ref()
+                .map(|p| move |o: &mut Vec<u8>| erlkube_etf::encode_body_into(p, &opts, o));
+            let empty = empty_atom();
+            match &m.control {
+                ControlMessage::Send { to } if to.node != *empty => e.encode_parts_cached(
+                    out,
+                    &[empty, &to.node],
+                    |o, refs| control_body_refs(&m.control, refs, o),
+                    payload,
+                ),
+                ControlMessage::RegSend { from, to_name }
+                    if from.node != *empty && from.node != *to_name && to_name != empty =>
+                {
+                    e.encode_parts_cached(
+                        out,
+                        &[&from.node, empty, to_name],
+                        |o, refs| control_body_refs(&m.control, refs, o),
+                        payload,
+                    )
+                }
+                c => e.encode_parts(out, |o| control_body(c, o), payload),
+            };
+        })
+        .await
+    }
+
+    /// Queues an encoded message (versioned control and payload), waiting
+    /// while the queue is full (the `mpsc::Sender::send` of older code).
+    pub(crate) async fn send(&self, o: Outbound) -> Result<(), mpsc::error::SendError<Outbound>> {
+        let r = self
+            .push(|e, out| {
+                e.encode(&o.control, o.payload.as_deref(), out);
+            })
+            .await;
+        r.map_err(|()| mpsc::error::SendError(o))
+    }
+
+    /// Queues an encoded message unless the queue is full or closed.
+    pub(crate) fn try_send(&self, o: Outbound) -> Result<(), mpsc::error::TrySendError<Outbound>> {
+        let r = self.try_push(&mut |e, out| {
+            e.encode(&o.control, o.payload.as_deref(), out);
+        });
+        match r {
+            Ok(()) => Ok(()),
+            Err(Refused::Full) => Err(mpsc::error::TrySendError::Full(o)),
+            Err(Refused::Closed) => Err(mpsc::error::TrySendError::Closed(o)),
+        }
+    }
+
+    /// Appends already framed bytes (the connection's own ticks and replies).
+    fn push_raw(&self, bytes: &[u8]) {
+        let mut st = self.state.lock().expect("outq");
+        if st.stream.is_none() {
+            return;
+        }
+        let idle = st.buf.is_empty() && !st.busy;
+        st.buf.extend_from_slice(bytes);
+        if idle {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The connection task takes everything queued (swapping in `spare`),
+    /// or marks itself idle when nothing is.
+    fn take(&self, spare: &mut Vec<u8>) -> bool {
+        let mut st = self.state.lock().expect("outq");
+        if st.buf.is_empty() {
+            st.busy = false;
+            st.direct_ok = true;
+            return false;
+        }
+        let was_full = st.buf.len() >= self.limit;
+        spare.clear();
+        std::mem::swap(&mut st.buf, spare);
+        st.busy = true;
+        drop(st);
+        if was_full {
+            self.room.notify_waiters();
+        }
+        true
+    }
+
+    /// The peer was heard from: a sender may write directly again.
+    fn arm_direct(&self) {
+        self.state.lock().expect("outq").direct_ok = true;
+    }
+
+    /// The connection ended: senders get an error from now on.
+    fn close(&self) {
+        let mut st = self.state.lock().expect("outq");
+        st.stream = None;
+        st.buf = Vec::new();
+        drop(st);
+        self.room.notify_waiters();
+    }
+}
+
+/// The atom '' (the unused field of SEND and REG_SEND), allocated once.
+fn empty_atom() -> &'static Atom {
+    static EMPTY: std::sync::OnceLock<Atom> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Atom::new(""))
+}
+
+/// SEND or REG_SEND's control body; with `refs`, its atoms are atom cache
+/// references in the order given to `encode_parts_cached` (SEND: '' then
+/// the pid's node; REG_SEND: the pid's node, '', the name).
+fn control_body_refs(c: &ControlMessage, refs: bool, out: &mut Vec<u8>) {
+    const SMALL_TUPLE: u8 = 104;
+    const SMALL_INTEGER: u8 = 97;
+    const NEW_PID: u8 = 88;
+    const R: u8 = erlkube_proto::dist::frame::ATOM_CACHE_REF;
+    if !refs {
+        return control_body(c, out);
+    }
+    let pid = |p: &Pid, ix: u8, out: &mut Vec<u8>| {
+        out.extend_from_slice(&[NEW_PID, R, ix]);
+        out.extend_from_slice(&p.id.to_be_bytes());
+        out.extend_from_slice(&p.serial.to_be_bytes());
+        out.extend_from_slice(&p.creation.to_be_bytes());
+    };
+    match c {
+        ControlMessage::Send { to } => {
+            out.extend_from_slice(&[SMALL_TUPLE, 3, SMALL_INTEGER, c.op(), R, 0]);
+            pid(to, 1, out);
+        }
+        ControlMessage::RegSend { from, .. } => {
+            out.extend_from_slice(&[SMALL_TUPLE, 4, SMALL_INTEGER, c.op()]);
+            pid(from, 0, out);
+            out.extend_from_slice(&[R, 1, R, 2]);
+        }
+        other => control_body(other, out),
+    }
+}
+
+/// Writes the control message's term body (no version byte). The
+/// message-carrying operations are written directly, without building
+/// the control tuple as a `Term`; the same bytes as encoding
+/// [`ControlMessage::to_term`].
+pub(crate) fn control_body(c: &ControlMessage, out: &mut Vec<u8>) {
+    const SMALL_TUPLE: u8 = 104;
+    const SMALL_INTEGER: u8 = 97;
+    const SMALL_ATOM_UTF8: u8 = 119;
+    let opts = EncodeOptions::utf8_atoms();
+    let pid = |p: &Pid, out: &mut Vec<u8>| {
+        erlkube_etf::encode_body_into(&Term::Pid(p.clone()), &opts, out)
+    };
+    match c {
+        ControlMessage::Send { to } => {
+            out.extend_from_slice(&[SMALL_TUPLE, 3, SMALL_INTEGER, c.op(), SMALL_ATOM_UTF8, 0]);
+            pid(to, out);
+        }
+        ControlMessage::RegSend { from, to_name } => {
+            out.extend_from_slice(&[SMALL_TUPLE, 4, SMALL_INTEGER, c.op()]);
+            pid(from, out);
+            out.extend_from_slice(&[SMALL_ATOM_UTF8, 0]);
+            let name = to_name.as_str().as_bytes();
+            if name.len() < 256 {
+                out.extend_from_slice(&[SMALL_ATOM_UTF8, name.len() as u8]);
+                out.extend_from_slice(name);
+            } else {
+                erlkube_etf::encode_body_into(&Term::Atom(to_name.clone()), &opts, out);
+            }
+        }
+        other => erlkube_etf::encode_body_into(&other.to_term(), &opts, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_body_matches_the_generic_encoding() {
+        let me = Pid {
+            node: Atom::new("a@host"),
+            id: 7,
+            serial: 0,
+            creation: 3,
+        };
+        let long = "x".repeat(255);
+        let cases = [
+            ControlMessage::Send { to: me.clone() },
+            ControlMessage::RegSend {
+                from: me.clone(),
+                to_name: Atom::new("sink"),
+            },
+            ControlMessage::RegSend {
+                from: me.clone(),
+                to_name: Atom::new(&long),
+            },
+            ControlMessage::RegSend {
+                from: me.clone(),
+                to_name: Atom::new("\u{e9}t\u{e9}"),
+            },
+            ControlMessage::Link {
+                from: me.clone(),
+                to: me,
+            },
+        ];
+        for c in cases {
+            let mut want = Vec::new();
+            erlkube_etf::encode_body_into(&c.to_term(), &EncodeOptions::utf8_atoms(), &mut want);
+            let mut got = Vec::new();
+            control_body(&c, &mut got);
+            assert_eq!(got, want, "{c:?}");
+        }
+    }
 }

@@ -191,7 +191,7 @@ pub(crate) struct Outbound {
 #[derive(Clone)]
 pub(crate) struct ConnHandle {
     pub id: u64,
-    pub tx: mpsc::Sender<Outbound>,
+    pub tx: Arc<conn::OutQueue>,
     pub published: bool,
     pub peer_flags: erlkube_proto::dist::flags::DistFlags,
     pub kill: Arc<Notify>,
@@ -718,12 +718,11 @@ impl Inner {
         m: &DistMessage,
     ) -> Result<(), SendError> {
         let handle = conn::connect(self, node).await?;
-        let (control, payload) = m.encode();
         handle
             .tx
-            .send(Outbound { control, payload })
+            .send_msg(m)
             .await
-            .map_err(|_| SendError::Closed(node.to_owned()))
+            .map_err(|()| SendError::Closed(node.to_owned()))
     }
 }
 

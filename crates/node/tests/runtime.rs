@@ -732,3 +732,69 @@ async fn rust_gen_call_timeout_and_nodedown() {
         Err(CallError::Exit(parse(&format!("{{nodedown, '{bn}'}}"))))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rust_node_joins_a_formed_beam_cluster() {
+    let epmd = OtpEpmd::start().unwrap();
+    let a = beam("join_a", &epmd, Runtime::Erlang);
+    let b = beam("join_b", &epmd, Runtime::Erlang);
+    let c = beam("join_c", &epmd, Runtime::Elixir);
+    assert_eq!(
+        eval(
+            &a,
+            &format!(
+                "[net_adm:ping('{}'), net_adm:ping('{}')], global:sync()",
+                b.node_name(),
+                c.node_name()
+            )
+        )
+        .await,
+        "ok"
+    );
+    assert_eq!(
+        eval(&b, "global:register_name(before_rust, self())").await,
+        "yes"
+    );
+    // The Rust node connects to A only; global makes B and C connect too.
+    let rust = rust_node("join", &epmd).await;
+    let rn = rust.name().to_owned();
+    rust.connect(a.node_name()).await.unwrap();
+    // A tells B and C about the Rust node after its own sync (new_nodes),
+    // so wait for them to connect (as with any node joining), then sync.
+    let wait_for_rust = format!(
+        "W = fun W(0) -> false; W(K) -> case lists:member('{rn}', nodes()) of \
+         true -> true; false -> timer:sleep(100), W(K - 1) end end, W(100)"
+    );
+    for n in [&a, &b, &c] {
+        assert_eq!(
+            eval(n, &wait_for_rust).await,
+            "true",
+            "{} sees the Rust node",
+            n.node_name()
+        );
+    }
+    for n in [&a, &b, &c] {
+        assert_eq!(
+            eval(n, "global:sync()").await,
+            "ok",
+            "global:sync on {}",
+            n.node_name()
+        );
+    }
+    assert_eq!(
+        eval(&c, "global:register_name(after_rust, self())").await,
+        "yes"
+    );
+    let bn = b.node_name().to_owned();
+    let cn = c.node_name().to_owned();
+    for n in [&a, &b, &c] {
+        assert_eq!(
+            eval(n, "node(global:whereis_name(before_rust))").await,
+            format!("'{bn}'")
+        );
+        assert_eq!(
+            eval(n, "node(global:whereis_name(after_rust))").await,
+            format!("'{cn}'")
+        );
+    }
+}

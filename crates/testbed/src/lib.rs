@@ -694,7 +694,30 @@ impl Drop for Bed {
         let _ = ip(&["link", "delete", &format!("{}-d", self.id)]);
         net::netns_delete(&self.dns_ns);
         let _ = ip(&["link", "delete", &self.bridge]);
+        remove_links_with_prefix(&self.id);
         let _ = std::fs::remove_dir_all(&self.dir);
         SUBNETS.lock().unwrap().retain(|s| *s != self.net);
+    }
+}
+
+/// Deletes this bed's links still in the root namespace until none is left.
+/// A deleted namespace takes its veth ends with it only when the kernel gets
+/// to it, and an `ip link delete` can fail while the peer end is going away,
+/// so one attempt is not enough on a loaded machine.
+fn remove_links_with_prefix(id: &str) {
+    let prefix = format!("{id}-");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left: Vec<String> = net::link_list()
+            .into_iter()
+            .filter(|l| l.starts_with(&prefix))
+            .collect();
+        if left.is_empty() || std::time::Instant::now() >= deadline {
+            return;
+        }
+        for link in &left {
+            let _ = ip(&["link", "delete", link]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }

@@ -59,7 +59,7 @@ pub fn settings(get: &impl Fn(&str) -> Option<String>) -> Result<GossipSettings,
         other => {
             return Err(invalid(
                 &k("broadcast"),
-                format!("must be true or false, got {other:?}"),
+                format!("must be true or false, got {:?}", other.unwrap_or("")),
             ))
         }
     };
@@ -108,4 +108,88 @@ pub fn spawn(
 ) -> Result<tokio::task::JoinHandle<()>, ConfigError> {
     let g = Gossip::bind(settings).map_err(|e| invalid("discovery.gossip.group", e.to_string()))?;
     Ok(tokio::spawn(g.run(updates)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{resolve, StrategyConfig};
+
+    fn env(secret_file: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = [
+            ("ERLKUBE_DISCOVERY_STRATEGY", "gossip"),
+            ("ERLKUBE_DISCOVERY_GOSSIP_CLUSTER", "prod"),
+            ("ERLKUBE_DISCOVERY_GOSSIP_NODE", "app@10.0.0.7"),
+            ("ERLKUBE_DISCOVERY_GOSSIP_DIST_PORT", "9100"),
+            ("ERLKUBE_DISCOVERY_GOSSIP_SECRET_FILE", secret_file),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        v
+    }
+
+    #[test]
+    fn gossip_keys_resolve_and_errors_name_the_key_not_the_secret() {
+        let dir =
+            std::env::temp_dir().join(format!("erlkube-gossip-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good");
+        std::fs::write(&good, "a-long-enough-shared-secret\n").unwrap();
+        let short = dir.join("short");
+        std::fs::write(&short, "tiny\n").unwrap();
+        let c = resolve(
+            None,
+            env(
+                good.to_str().unwrap(),
+                &[("ERLKUBE_DISCOVERY_GOSSIP_EXPIRY", "3s")],
+            ),
+            "h",
+        )
+        .unwrap();
+        let StrategyConfig::Gossip(g) = &c.strategy else {
+            panic!("{c:?}")
+        };
+        assert_eq!(g.secret, b"a-long-enough-shared-secret");
+        assert_eq!((g.cluster.as_str(), g.dist_port), ("prod", 9100));
+        assert_eq!(g.expiry, std::time::Duration::from_secs(3));
+        assert!(!c.describe().contains("a-long-enough"), "{}", c.describe());
+        let e = resolve(None, env(short.to_str().unwrap(), &[]), "h").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("discovery.gossip.secret_file: gossip secret: at least 16 bytes"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("tiny"));
+        let e = resolve(
+            None,
+            env(
+                good.to_str().unwrap(),
+                &[("ERLKUBE_DISCOVERY_GOSSIP_GROUP", "10.0.0.1:45892")],
+            ),
+            "h",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("discovery.gossip.group: 10.0.0.1 is not a multicast address"),
+            "{e}"
+        );
+        let e = resolve(
+            None,
+            env(
+                good.to_str().unwrap(),
+                &[
+                    ("ERLKUBE_DISCOVERY_GOSSIP_EXPIRY", "1s"),
+                    ("ERLKUBE_DISCOVERY_GOSSIP_INTERVAL", "2s"),
+                ],
+            ),
+            "h",
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("discovery.gossip.expiry"), "{e}");
+        let e = resolve(None, env(dir.join("missing").to_str().unwrap(), &[]), "h").unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

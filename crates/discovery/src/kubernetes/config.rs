@@ -23,7 +23,7 @@ fn boolean(get: &impl Fn(&str) -> Option<String>, key: &str) -> Result<bool, Con
         Some("false") => Ok(false),
         other => Err(invalid(
             key,
-            format!("must be true or false, got {other:?}"),
+            format!("must be true or false, got {:?}", other.unwrap_or("")),
         )),
     }
 }
@@ -52,7 +52,7 @@ pub fn settings(
         other => {
             return Err(invalid(
                 &k("mode"),
-                format!("must be ip, dns or hostname; got {other:?}"),
+                format!("must be ip, dns or hostname; got {:?}", other.unwrap_or("")),
             ))
         }
     };
@@ -64,7 +64,10 @@ pub fn settings(
         other => {
             return Err(invalid(
                 &k("resource"),
-                format!("must be endpointslices, endpoints or pods; got {other:?}"),
+                format!(
+                    "must be endpointslices, endpoints or pods; got {:?}",
+                    other.unwrap_or("")
+                ),
             ))
         }
     };
@@ -87,7 +90,10 @@ pub fn settings(
         other => {
             return Err(invalid(
                 &k("terminating"),
-                format!("must be while_serving, drop or keep; got {other:?}"),
+                format!(
+                    "must be while_serving, drop or keep; got {:?}",
+                    other.unwrap_or("")
+                ),
             ))
         }
     };

@@ -46,7 +46,11 @@ pub struct NodeArgs {
 pub fn main(args: NodeArgs) -> ExitCode {
     init_tracing("info");
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(run(args)) {
+    let result = rt.block_on(run(args));
+    // Don't let a task still finishing (a connection, a discovery round)
+    // hold the exit after the node has shut down.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("erlkube node: {e:#}");

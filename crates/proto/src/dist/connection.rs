@@ -143,6 +143,13 @@ impl Connection {
         self.ticker.on_write(now);
     }
 
+    /// Records that frames encoded elsewhere (with another
+    /// [`OutboundEncoder`](super::frame::OutboundEncoder) on the same
+    /// stream) were written, so no tick is due.
+    pub fn note_write(&mut self, now: Instant) {
+        self.ticker.on_write(now);
+    }
+
     /// Queues a tick (a zero-length frame).
     pub fn send_tick(&mut self, now: Instant) {
         self.compact();

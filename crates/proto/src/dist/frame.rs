@@ -333,13 +333,13 @@ impl InboundDecoder {
                     versioned: true,
                 }))
             }
-            Some(&VERSION_MAGIC) => self.decode_header(&body),
+            Some(&VERSION_MAGIC) => self.decode_header(body),
             Some(&other) => Err(FrameError::UnknownFrameType(other)),
             None => Err(FrameError::EmptyMessage),
         }
     }
 
-    fn decode_header(&mut self, body: &[u8]) -> Result<Option<InboundMessage>, FrameError> {
+    fn decode_header(&mut self, body: Vec<u8>) -> Result<Option<InboundMessage>, FrameError> {
         let kind = *body.get(1).ok_or(FrameError::TruncatedHeader)?;
         match kind {
             DIST_HEADER => {
@@ -347,7 +347,8 @@ impl InboundDecoder {
                     return Err(FrameError::HeaderNotNegotiated('D'));
                 }
                 let (atoms, used) = parse_atom_cache_header(&body[2..], &mut self.cache)?;
-                let data = body[2 + used..].to_vec();
+                let mut data = body;
+                data.drain(..2 + used);
                 if data.is_empty() {
                     return Err(FrameError::EmptyMessage);
                 }
@@ -467,7 +468,16 @@ pub struct OutboundEncoder {
     flags: DistFlags,
     fragment_size: usize,
     next_seq: u64,
+    /// What the peer's receive atom cache holds from us, slot by slot
+    /// (allocated on first use, like the receive side).
+    sent_atoms: Vec<Option<AtomText>>,
+    /// Scratch for the atom cache header of the message being encoded.
+    cache_hdr: Vec<u8>,
 }
+
+/// ETF tag of an atom cache reference (an index into the message's
+/// atom cache header).
+pub const ATOM_CACHE_REF: u8 = 82;
 
 impl OutboundEncoder {
     /// An encoder for a connection with these negotiated flags.
@@ -476,6 +486,8 @@ impl OutboundEncoder {
             flags,
             fragment_size: FRAGMENT_SIZE,
             next_seq: 1,
+            sent_atoms: Vec::new(),
+            cache_hdr: Vec::new(),
         }
     }
 
@@ -511,6 +523,19 @@ impl OutboundEncoder {
             out.extend_from_slice(payload);
             return 1;
         }
+        self.fragments(&[0], control, payload, out)
+    }
+
+    /// Splits `control` ++ `payload` (term bodies) into fragments; the
+    /// first carries `cache_hdr` (the atom cache header).
+    fn fragments(
+        &mut self,
+        cache_hdr: &[u8],
+        control: &[u8],
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let total = control.len() + payload.len();
         // The control message stays whole in the first fragment: the BEAM
         // decodes it from there.
         let first_len = self.fragment_size.max(control.len());
@@ -519,7 +544,7 @@ impl OutboundEncoder {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         let body = Chain(control, payload);
-        out.reserve(total + count as usize * 22 + 1);
+        out.reserve(total + count as usize * 22 + cache_hdr.len());
         let mut frag = count;
         let mut offset = 0;
         let mut first = true;
@@ -529,7 +554,7 @@ impl OutboundEncoder {
             } else {
                 self.fragment_size.min(total - offset)
             };
-            let hdr_len = if first { 19 } else { 18 };
+            let hdr_len = if first { 18 + cache_hdr.len() } else { 18 };
             out.extend_from_slice(&((hdr_len + take) as u32).to_be_bytes());
             out.push(VERSION_MAGIC);
             out.push(if first {
@@ -540,7 +565,7 @@ impl OutboundEncoder {
             out.extend_from_slice(&seq.to_be_bytes());
             out.extend_from_slice(&frag.to_be_bytes());
             if first {
-                out.push(0);
+                out.extend_from_slice(cache_hdr);
             }
             body.copy_range(offset, take, out);
             offset += take;
@@ -550,6 +575,169 @@ impl OutboundEncoder {
         debug_assert_eq!(frag, 0);
         count as usize
     }
+}
+
+impl OutboundEncoder {
+    /// Appends the frames carrying `control` and `payload`, encoding the
+    /// terms straight into `out` (no intermediate buffers). Same wire
+    /// format as [`OutboundEncoder::encode`]. Returns the number of frames.
+    pub fn encode_terms(
+        &mut self,
+        control: &erlkube_etf::Term,
+        payload: Option<&erlkube_etf::Term>,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let opts = erlkube_etf::EncodeOptions::utf8_atoms();
+        match payload {
+            Some(p) => self.encode_parts(
+                out,
+                |o| erlkube_etf::encode_body_into(control, &opts, o),
+                Some(|o: &mut Vec<u8>| erlkube_etf::encode_body_into(p, &opts, o)),
+            ),
+            None => self.encode_parts(
+                out,
+                |o| erlkube_etf::encode_body_into(control, &opts, o),
+                None::<fn(&mut Vec<u8>)>,
+            ),
+        }
+    }
+
+    /// Appends the frames of a message whose control message and payload
+    /// bodies (terms *without* the 131 version byte) are written by
+    /// `control` and `payload`; the encoder adds version bytes, header and
+    /// lengths as the flags require. Returns the number of frames.
+    pub fn encode_parts(
+        &mut self,
+        out: &mut Vec<u8>,
+        control: impl FnOnce(&mut Vec<u8>),
+        payload: Option<impl FnOnce(&mut Vec<u8>)>,
+    ) -> usize {
+        let start = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0]);
+        if !self.flags.uses_dist_header() {
+            out.extend_from_slice(&[PASS_THROUGH, VERSION_MAGIC]);
+            control(out);
+            if let Some(p) = payload {
+                out.push(VERSION_MAGIC);
+                p(out);
+            }
+            let len = (out.len() - start - 4) as u32;
+            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            return 1;
+        }
+        out.extend_from_slice(&[VERSION_MAGIC, DIST_HEADER, 0]);
+        let ctl_start = out.len();
+        control(out);
+        let ctl_end = out.len();
+        if let Some(p) = payload {
+            p(out);
+        }
+        let total = out.len() - ctl_start;
+        if !self.flags.contains(DistFlags::FRAGMENTS) || total <= self.fragment_size {
+            let len = (out.len() - start - 4) as u32;
+            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            return 1;
+        }
+        // Too big for one frame: re-frame as fragments.
+        let body = out.split_off(ctl_start);
+        out.truncate(start);
+        let (c, p) = body.split_at(ctl_end - ctl_start);
+        self.encode(c, Some(p), out)
+    }
+}
+
+impl OutboundEncoder {
+    /// True when messages may use atom cache references
+    /// ([`OutboundEncoder::encode_parts_cached`] writes them).
+    pub fn atom_cache_enabled(&self) -> bool {
+        self.flags.contains(DistFlags::DIST_HDR_ATOM_CACHE)
+    }
+
+    /// Like [`OutboundEncoder::encode_parts`], with `atoms` (distinct, at
+    /// most 255) put in the distribution header's atom cache: `control`
+    /// may then write `ATOM_CACHE_REF i` ([`ATOM_CACHE_REF`], `i` the
+    /// position in `atoms`) instead of atom `i`. The peer keeps the atoms
+    /// per connection, so after the first message each costs it an index
+    /// lookup instead of text to check and store. `control` gets `true`
+    /// when references are usable (else it must write the atoms).
+    pub fn encode_parts_cached(
+        &mut self,
+        out: &mut Vec<u8>,
+        atoms: &[&AtomText],
+        control: impl FnOnce(&mut Vec<u8>, bool),
+        payload: Option<impl FnOnce(&mut Vec<u8>)>,
+    ) -> usize {
+        if !self.atom_cache_enabled() || atoms.is_empty() || atoms.len() > 255 {
+            return self.encode_parts(out, |o| control(o, false), payload);
+        }
+        let mut hdr = std::mem::take(&mut self.cache_hdr);
+        self.write_cache_header(atoms, &mut hdr);
+        let start = out.len();
+        out.extend_from_slice(&[0, 0, 0, 0, VERSION_MAGIC, DIST_HEADER]);
+        out.extend_from_slice(&hdr);
+        let ctl_start = out.len();
+        control(out, true);
+        let ctl_end = out.len();
+        if let Some(p) = payload {
+            p(out);
+        }
+        let total = out.len() - ctl_start;
+        let frames = if !self.flags.contains(DistFlags::FRAGMENTS) || total <= self.fragment_size {
+            let len = (out.len() - start - 4) as u32;
+            out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+            1
+        } else {
+            let body = out.split_off(ctl_start);
+            out.truncate(start);
+            let (c, p) = body.split_at(ctl_end - ctl_start);
+            self.fragments(&hdr, c, p, out)
+        };
+        self.cache_hdr = hdr;
+        frames
+    }
+
+    /// Writes the atom cache header for `atoms`, updating what the peer
+    /// is known to hold.
+    fn write_cache_header(&mut self, atoms: &[&AtomText], hdr: &mut Vec<u8>) {
+        if self.sent_atoms.is_empty() {
+            self.sent_atoms = vec![None; ATOM_CACHE_SIZE];
+        }
+        let n = atoms.len();
+        hdr.clear();
+        hdr.push(n as u8);
+        let flags_at = hdr.len();
+        hdr.resize(flags_at + n / 2 + 1, 0);
+        let long = atoms.iter().any(|a| a.as_str().len() > 255);
+        for (i, a) in atoms.iter().enumerate() {
+            let ix = cache_slot(a.as_str());
+            let new = self.sent_atoms[ix].as_ref() != Some(*a);
+            let nibble = (if new { 8 } else { 0 }) | (ix >> 8) as u8;
+            hdr[flags_at + i / 2] |= nibble << ((i % 2) * 4);
+            hdr.push(ix as u8);
+            if new {
+                let text = a.as_str().as_bytes();
+                if long {
+                    hdr.extend_from_slice(&(text.len() as u16).to_be_bytes());
+                } else {
+                    hdr.push(text.len() as u8);
+                }
+                hdr.extend_from_slice(text);
+                self.sent_atoms[ix] = Some((*a).clone());
+            }
+        }
+        if long {
+            hdr[flags_at + n / 2] |= 1 << ((n % 2) * 4);
+        }
+    }
+}
+
+/// The atom cache slot an atom goes to (a hash of its text).
+fn cache_slot(text: &str) -> usize {
+    let mut h: u32 = 2_166_136_261;
+    for &b in text.as_bytes() {
+        h = (h ^ b as u32).wrapping_mul(16_777_619);
+    }
+    (h as usize) % ATOM_CACHE_SIZE
 }
 
 /// Drops the leading 131 of a versioned term, if present.

@@ -344,3 +344,147 @@ fn fragment_violations() {
         Err(FrameError::MessageTooLarge { len: 11, max: 10 })
     );
 }
+
+/// `encode_terms` writes the same bytes as encoding the terms first and
+/// framing them with `encode`, for every header form (pass-through, the
+/// normal header, fragments).
+#[test]
+fn encode_terms_matches_encode() {
+    use erlkube_etf::{EncodeOptions, Term};
+    let opts = EncodeOptions::utf8_atoms();
+    let control = Term::tuple(vec![Term::Integer(6), Term::atom(""), Term::atom("sink")]);
+    let small = Term::tuple(vec![Term::atom("hello"), Term::Integer(7)]);
+    let big = Term::Binary((0..5000u32).map(|i| i as u8).collect());
+    for flags in [DistFlags::MANDATORY_25, DistFlags::DIST_HDR_ATOM_CACHE, HDR] {
+        for payload in [None, Some(&small), Some(&big)] {
+            let mut a = OutboundEncoder::new(flags);
+            let mut b = OutboundEncoder::new(flags);
+            a.set_fragment_size(1000);
+            b.set_fragment_size(1000);
+            let mut ctl = Vec::new();
+            erlkube_etf::encode_with(&control, &opts, &mut ctl);
+            let pay = payload.map(|p| {
+                let mut v = Vec::new();
+                erlkube_etf::encode_with(p, &opts, &mut v);
+                v
+            });
+            let mut want = vec![9];
+            let n1 = a.encode(&ctl, pay.as_deref(), &mut want);
+            let mut got = vec![9];
+            let n2 = b.encode_terms(&control, payload, &mut got);
+            assert_eq!(n1, n2);
+            assert_eq!(got, want, "flags {flags:?}, payload {payload:?}");
+        }
+    }
+}
+
+/// Messages whose atoms go through the outbound atom cache decode, on a
+/// receiving `InboundDecoder`, to the same terms as written plainly: new
+/// entries, cached ones, a slot taken over by another atom, long atom
+/// text, and a fragmented message.
+#[test]
+fn outbound_atom_cache_round_trips() {
+    use erlkube_etf::{Atom, Term};
+    let mut enc = OutboundEncoder::new(HDR);
+    enc.set_fragment_size(100);
+    assert!(enc.atom_cache_enabled());
+    let mut dec = InboundDecoder::new(HDR, Limits::default());
+    let long = "é".repeat(200); // 400 bytes: the long-atoms form
+    let names = ["sink", "", "other", long.as_str(), "sink", "other"];
+    let mut frames = Vec::new();
+    let mut want = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        let a = Atom::new(name);
+        let b = Atom::new(&format!("n{}", k % 2));
+        let payload = Term::binary(vec![k as u8; if k == 3 { 500 } else { 3 }]);
+        // Control: {A, B}, both as atom cache references.
+        enc.encode_parts_cached(
+            &mut frames,
+            &[&a, &b],
+            |o, refs| {
+                assert!(refs);
+                o.extend_from_slice(&[104, 2, ATOM_CACHE_REF, 0, ATOM_CACHE_REF, 1]);
+            },
+            Some(|o: &mut Vec<u8>| {
+                erlkube_etf::encode_body_into(
+                    &payload,
+                    &erlkube_etf::EncodeOptions::utf8_atoms(),
+                    o,
+                )
+            }),
+        );
+        want.push((Term::tuple(vec![Term::Atom(a), Term::Atom(b)]), payload));
+    }
+    let mut fd = FrameDecoder::new(1 << 20);
+    fd.push(&frames);
+    let mut got = Vec::new();
+    while let Some(f) = fd.next_frame().unwrap() {
+        let Frame::Data(body) = f else { panic!("tick") };
+        if let Some(m) = dec.decode(body).unwrap() {
+            let (c, n) =
+                erlkube_etf::decode_body_prefix_with_atom_cache(&m.data, &m.atoms).unwrap();
+            let (p, _) =
+                erlkube_etf::decode_body_prefix_with_atom_cache(&m.data[n..], &m.atoms).unwrap();
+            got.push((c, p));
+        }
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
+fn outbound_atom_cache_slot_takeover() {
+    use erlkube_etf::Atom;
+    // Find two atoms sharing a slot.
+    let first = Atom::new("a0");
+    let slot = cache_slot(first.as_str());
+    let second = (1..100_000)
+        .map(|i| Atom::new(&format!("a{i}")))
+        .find(|a| cache_slot(a.as_str()) == slot)
+        .unwrap();
+    let mut enc = OutboundEncoder::new(HDR);
+    let mut dec = InboundDecoder::new(HDR, Limits::default());
+    let mut frames = Vec::new();
+    for a in [&first, &second, &first, &first, &second] {
+        enc.encode_parts_cached(
+            &mut frames,
+            &[a],
+            |o, _| o.extend_from_slice(&[ATOM_CACHE_REF, 0]),
+            None::<fn(&mut Vec<u8>)>,
+        );
+    }
+    let mut fd = FrameDecoder::new(1 << 20);
+    fd.push(&frames);
+    let mut got = Vec::new();
+    while let Some(Frame::Data(body)) = fd.next_frame().unwrap() {
+        let m = dec.decode(body).unwrap().unwrap();
+        got.push(
+            erlkube_etf::decode_body_prefix_with_atom_cache(&m.data, &m.atoms)
+                .unwrap()
+                .0,
+        );
+    }
+    let want: Vec<_> = [&first, &second, &first, &first, &second]
+        .iter()
+        .map(|a| erlkube_etf::Term::Atom((*a).clone()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn outbound_atom_cache_off_without_the_flag() {
+    use erlkube_etf::Atom;
+    let mut enc = OutboundEncoder::new(DistFlags::FRAGMENTS);
+    assert!(!enc.atom_cache_enabled());
+    let mut out = Vec::new();
+    let a = Atom::new("x");
+    enc.encode_parts_cached(
+        &mut out,
+        &[&a],
+        |o, refs| {
+            assert!(!refs);
+            o.extend_from_slice(&[119, 1, b'x']);
+        },
+        None::<fn(&mut Vec<u8>)>,
+    );
+    assert_eq!(out, vec![0, 0, 0, 6, 131, b'D', 0, 119, 1, b'x']);
+}

@@ -1,0 +1,81 @@
+//! Profiling driver (not a benchmark): runs one codec path in a loop so
+//! `perf record` can look at it. `prof_loop [enc|eetf|view|validate|ref|owned|eetfdec]`, `ITERS=n`, `SMALL=1` for
+//! the small term instead of the 40000-tuple list.
+use erlkube_etf::{encode, encode_into, Term};
+use std::hint::black_box;
+fn main() {
+    let what = std::env::args().nth(1).unwrap_or_default();
+    let small =
+        erlkube_etf::parse(r#"{ok, [1,2,3], <<"hello">>, #{a => 1}, 'atom', 3.14}"#).unwrap();
+    let tuples = if std::env::var("SMALL").is_ok() {
+        small
+    } else {
+        large()
+    };
+    let default_n = if std::env::var("SMALL").is_ok() {
+        20_000_000
+    } else {
+        200
+    };
+    let n: u32 = std::env::var("ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_n);
+    let bytes = encode(&tuples);
+    let et = eetf::Term::decode(&bytes[..]).unwrap();
+    let mut buf = Vec::with_capacity(bytes.len());
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        buf.clear();
+        match what.as_str() {
+            "eetf" => et.encode(&mut buf).unwrap(),
+            "ref" => {
+                black_box(erlkube_etf::decode_ref(&bytes).unwrap());
+            }
+            "owned" => {
+                black_box(erlkube_etf::decode(&bytes).unwrap());
+            }
+            "eetfdec" => {
+                black_box(eetf::Term::decode(&bytes[..]).unwrap());
+            }
+            "validate" => {
+                black_box(erlkube_etf::decode_view(&bytes).unwrap());
+            }
+            "view" => {
+                black_box(walk(erlkube_etf::decode_view(&bytes).unwrap()));
+            }
+            _ => encode_into(black_box(&tuples), &mut buf),
+        }
+        black_box(&buf);
+    }
+    println!("{what} {:?}", t.elapsed() / n.max(1));
+}
+
+fn walk(v: erlkube_etf::TermView<'_>) -> u64 {
+    use erlkube_etf::ViewKind;
+    match v.kind() {
+        ViewKind::Integer(i) => i as u64,
+        ViewKind::Float(f) => f.to_bits() >> 52,
+        ViewKind::Atom(a) => a.as_str().len() as u64,
+        ViewKind::Binary(b) | ViewKind::ByteList(b) => b.len() as u64,
+        ViewKind::Tuple(s) => s.map(walk).sum(),
+        ViewKind::List(l) => l.map(walk).sum(),
+        ViewKind::Map(m) => m.map(|(k, v)| walk(k) + walk(v)).sum(),
+        _ => 1,
+    }
+}
+
+fn large() -> Term {
+    Term::List(
+        (0..40_000)
+            .map(|i| {
+                Term::Tuple(vec![
+                    Term::Integer(i),
+                    Term::atom("item"),
+                    Term::Binary(format!("v{i}").into_bytes()),
+                    Term::Float(i as f64 * 0.5),
+                ])
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,477 @@
+//! The lazy borrowed view: [`decode_view`] checks a whole term in one pass
+//! that allocates nothing and returns a [`TermView`], a slice of the input.
+//! Tuples, lists and maps are read element by element while iterating; no
+//! tree is built.
+
+use std::borrow::Cow;
+
+use crate::decode::{term_ref_body, validate_body, AtomRef, TermRef};
+use crate::error::{DecodeError, DecodeErrorKind as K};
+use crate::tags::*;
+use crate::term::Term;
+use crate::DEFAULT_MAX_DEPTH;
+
+/// A validated term inside the input buffer: a slice that starts at the
+/// term's tag byte (and runs to the end of the input). `Copy`, 16 bytes.
+///
+/// Made by [`decode_view`]; the whole term was checked then (with the same
+/// checks and errors as [`crate::decode_ref`]), so reading it cannot fail:
+/// [`TermView::kind`] decodes only the head of the term and containers are
+/// iterators over element views.
+#[derive(Clone, Copy)]
+pub struct TermView<'a> {
+    b: &'a [u8],
+}
+
+/// What a [`TermView`] holds. Scalars are decoded; containers are lazy
+/// iterators.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ViewKind<'a> {
+    /// An integer that fits `i64` (`SMALL_INTEGER_EXT`, `INTEGER_EXT`, or a
+    /// bignum of that size).
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// An atom (borrowed unless it is non-ASCII latin-1 `ATOM_EXT`).
+    Atom(AtomRef<'a>),
+    /// A binary (borrowed).
+    Binary(&'a [u8]),
+    /// A proper list of bytes sent as `STRING_EXT`.
+    ByteList(&'a [u8]),
+    /// A tuple: its elements.
+    Tuple(SeqView<'a>),
+    /// A list, proper or not: its elements, and [`ListView::tail`]. `[]` is
+    /// an empty `List`.
+    List(ListView<'a>),
+    /// A map: its entries in wire order (keys are not checked for
+    /// uniqueness, as with [`crate::decode_ref`]).
+    Map(MapView<'a>),
+    /// Anything else (big integers, bit binaries, pids, ports, references,
+    /// exports, funs), decoded on access by the borrowed decoder.
+    Other(TermRef<'a>),
+}
+
+/// Decodes a whole buffer (version byte first) into a [`TermView`]: one
+/// validation pass with the depth and length checks and the errors of
+/// [`crate::decode_ref`] (same kinds, same offsets), and no allocation
+/// (apart from pid, port and reference node names in non-ASCII latin-1).
+/// Compressed input fails with [`K::CompressedInput`].
+pub fn decode_view(input: &[u8]) -> Result<TermView<'_>, DecodeError> {
+    let (v, used) = decode_view_prefix(input)?;
+    if used != input.len() {
+        return Err(DecodeError::new(used, K::TrailingBytes));
+    }
+    Ok(v)
+}
+
+/// Like [`decode_view`] for the term at the start of `input`; returns the
+/// view and the bytes used (version byte included).
+pub fn decode_view_prefix(input: &[u8]) -> Result<(TermView<'_>, usize), DecodeError> {
+    match input.first() {
+        None => return Err(DecodeError::new(0, K::Truncated)),
+        Some(&VERSION) => {}
+        Some(&v) => return Err(DecodeError::new(0, K::BadVersion(v))),
+    }
+    let body = &input[1..];
+    let used = validate_body(body, None, DEFAULT_MAX_DEPTH)
+        .map_err(|e| DecodeError::new(e.offset + 1, e.kind))?;
+    Ok((TermView { b: body }, used + 1))
+}
+
+/// `[SMALL_INTEGER_EXT, i]` for every byte: the elements of a
+/// `STRING_EXT` list are views into this table.
+static SMALL_INTS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [SMALL_INTEGER_EXT, i as u8];
+        i += 1;
+    }
+    t
+};
+
+// Readers for validated bytes. Validation guarantees the bytes exist; the
+// fallbacks (0, empty) are never taken and only keep these panic-free.
+#[inline(always)]
+fn at(b: &[u8], i: usize) -> u8 {
+    b.get(i).copied().unwrap_or(0)
+}
+#[inline(always)]
+fn be16(b: &[u8], i: usize) -> usize {
+    match b.get(i..i + 2) {
+        Some(&[x, y]) => u16::from_be_bytes([x, y]) as usize,
+        _ => 0,
+    }
+}
+#[inline(always)]
+fn be32(b: &[u8], i: usize) -> u32 {
+    match b.get(i..i + 4) {
+        Some(&[x, y, z, w]) => u32::from_be_bytes([x, y, z, w]),
+        _ => 0,
+    }
+}
+#[inline(always)]
+fn sub(b: &[u8], from: usize, len: usize) -> &[u8] {
+    b.get(from..from + len).unwrap_or(&[])
+}
+#[inline(always)]
+fn rest(b: &[u8], from: usize) -> &[u8] {
+    b.get(from..).unwrap_or(&[])
+}
+
+/// Encoded length of the fixed-size tags (0 for the others), so stepping
+/// over the most common scalars is a table load and a predictable branch
+/// instead of an indirect jump.
+static FIXED_LEN: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[SMALL_INTEGER_EXT as usize] = 2;
+    t[INTEGER_EXT as usize] = 5;
+    t[NEW_FLOAT_EXT as usize] = 9;
+    t[NIL_EXT as usize] = 1;
+    t
+};
+
+/// Length in bytes of the validated term at the start of `b`.
+#[inline]
+fn term_len(b: &[u8]) -> usize {
+    let tag = at(b, 0);
+    let fixed = FIXED_LEN[tag as usize];
+    if fixed != 0 {
+        return fixed as usize;
+    }
+    match tag {
+        ATOM_EXT => 3 + be16(b, 1),
+        SMALL_ATOM_UTF8_EXT => 2 + at(b, 1) as usize,
+        BINARY_EXT => 5 + be32(b, 1) as usize,
+        _ => var_len(b),
+    }
+}
+
+#[inline(never)]
+fn var_len(b: &[u8]) -> usize {
+    match at(b, 0) {
+        SMALL_INTEGER_EXT => 2,
+        INTEGER_EXT => 5,
+        NEW_FLOAT_EXT => 9,
+        SMALL_ATOM_UTF8_EXT | SMALL_ATOM_EXT => 2 + at(b, 1) as usize,
+        ATOM_UTF8_EXT | ATOM_EXT => 3 + be16(b, 1),
+        NIL_EXT => 1,
+        STRING_EXT => 3 + be16(b, 1),
+        BINARY_EXT => 5 + be32(b, 1) as usize,
+        SMALL_TUPLE_EXT => 2 + seq_len(rest(b, 2), at(b, 1) as usize),
+        LARGE_TUPLE_EXT => 5 + seq_len(rest(b, 5), be32(b, 1) as usize),
+        MAP_EXT => 5 + seq_len(rest(b, 5), 2 * be32(b, 1) as usize),
+        LIST_EXT => list_len(b),
+        _ => rare_len(b),
+    }
+}
+
+/// Bytes spanned by `n` consecutive validated terms.
+#[inline]
+fn seq_len(b: &[u8], n: usize) -> usize {
+    let mut p = 0;
+    for _ in 0..n {
+        p += term_len(rest(b, p));
+    }
+    p
+}
+
+/// A `LIST_EXT` chain (a loop: tails do not nest).
+fn list_len(b: &[u8]) -> usize {
+    let mut p = 0;
+    loop {
+        match at(b, p) {
+            LIST_EXT => {
+                let n = be32(b, p + 1) as usize;
+                p += 5;
+                p += seq_len(rest(b, p), n);
+            }
+            _ => return p + term_len(rest(b, p)),
+        }
+    }
+}
+
+#[inline(never)]
+fn rare_len(b: &[u8]) -> usize {
+    // validated already: the checked scanner cannot fail here
+    validate_body(b, None, DEFAULT_MAX_DEPTH).unwrap_or(b.len())
+}
+
+impl<'a> TermView<'a> {
+    #[inline]
+    fn at(b: &'a [u8]) -> TermView<'a> {
+        TermView { b }
+    }
+
+    /// The term's head, decoded. Containers come back as iterators.
+    #[inline]
+    pub fn kind(&self) -> ViewKind<'a> {
+        let b = self.b;
+        match at(b, 0) {
+            SMALL_INTEGER_EXT => ViewKind::Integer(at(b, 1) as i64),
+            INTEGER_EXT => ViewKind::Integer(be32(b, 1) as i32 as i64),
+            NEW_FLOAT_EXT => {
+                let hi = be32(b, 1) as u64;
+                let lo = be32(b, 5) as u64;
+                ViewKind::Float(f64::from_bits(hi << 32 | lo))
+            }
+            SMALL_ATOM_UTF8_EXT => {
+                ViewKind::Atom(AtomRef(Cow::Borrowed(utf8(sub(b, 2, at(b, 1) as usize)))))
+            }
+            ATOM_UTF8_EXT => ViewKind::Atom(AtomRef(Cow::Borrowed(utf8(sub(b, 3, be16(b, 1)))))),
+            SMALL_ATOM_EXT => ViewKind::Atom(latin1(sub(b, 2, at(b, 1) as usize))),
+            ATOM_EXT => ViewKind::Atom(latin1(sub(b, 3, be16(b, 1)))),
+            BINARY_EXT => ViewKind::Binary(sub(b, 5, be32(b, 1) as usize)),
+            STRING_EXT => ViewKind::ByteList(sub(b, 3, be16(b, 1))),
+            NIL_EXT => ViewKind::List(ListView::empty()),
+            SMALL_TUPLE_EXT => ViewKind::Tuple(SeqView {
+                b: rest(b, 2),
+                n: at(b, 1) as usize,
+            }),
+            LARGE_TUPLE_EXT => ViewKind::Tuple(SeqView {
+                b: rest(b, 5),
+                n: be32(b, 1) as usize,
+            }),
+            MAP_EXT => ViewKind::Map(MapView {
+                b: rest(b, 5),
+                n: be32(b, 1) as usize,
+            }),
+            LIST_EXT => ViewKind::List(ListView {
+                b: rest(b, 5),
+                n: be32(b, 1) as usize,
+                bytes: &[],
+                tail: None,
+                done: false,
+            }),
+            _ => match self.to_term_ref() {
+                TermRef::Integer(i) => ViewKind::Integer(i),
+                TermRef::Float(f) => ViewKind::Float(f),
+                TermRef::Atom(a) => ViewKind::Atom(a),
+                TermRef::Binary(b) => ViewKind::Binary(b),
+                t => ViewKind::Other(t),
+            },
+        }
+    }
+
+    /// The integer, if this is one that fits `i64`.
+    #[inline]
+    pub fn as_i64(&self) -> Option<i64> {
+        match self.kind() {
+            ViewKind::Integer(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// The atom's text, if this is an atom stored as UTF-8 or ASCII (a
+    /// non-ASCII latin-1 `ATOM_EXT` needs [`TermView::kind`]).
+    #[inline]
+    pub fn as_atom(&self) -> Option<&'a str> {
+        match self.kind() {
+            ViewKind::Atom(AtomRef(Cow::Borrowed(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The binary's bytes, if this is a binary.
+    #[inline]
+    pub fn as_binary(&self) -> Option<&'a [u8]> {
+        match at(self.b, 0) {
+            BINARY_EXT => Some(sub(self.b, 5, be32(self.b, 1) as usize)),
+            _ => None,
+        }
+    }
+
+    /// The term's encoding as it was in the input (tag first, no version
+    /// byte): re-sending an unchanged term is a copy of these bytes (see
+    /// [`TermView::encode_into`]).
+    pub fn encoded(&self) -> &'a [u8] {
+        sub(self.b, 0, term_len(self.b))
+    }
+
+    /// Appends the version byte and [`TermView::encoded`].
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let e = self.encoded();
+        out.reserve(1 + e.len());
+        out.push(VERSION);
+        out.extend_from_slice(e);
+    }
+
+    /// The eager borrowed tree of this term (as [`crate::decode_ref`]).
+    pub fn to_term_ref(&self) -> TermRef<'a> {
+        // validated already: decoding cannot fail
+        term_ref_body(self.b).unwrap_or(TermRef::List(Vec::new()))
+    }
+
+    /// An owned [`Term`] (as [`TermRef::to_owned`]).
+    pub fn to_owned(&self) -> Term {
+        self.to_term_ref().to_owned()
+    }
+}
+
+impl std::fmt::Debug for TermView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TermView")
+            .field(&self.to_term_ref())
+            .finish()
+    }
+}
+
+/// The text of a UTF-8 atom of a validated view.
+#[inline(always)]
+fn utf8(b: &[u8]) -> &str {
+    debug_assert!(std::str::from_utf8(b).is_ok());
+    // SAFETY: a `TermView` is only made (by `decode_view`, and by the
+    // iterators stepping over validated elements) at the tag of a term that
+    // `validate_body` accepted, and `validate_body` checks the bytes of every
+    // UTF-8 atom with `str::from_utf8` (`Decoder::atom_body_check`); `b` is
+    // exactly those bytes.
+    unsafe { std::str::from_utf8_unchecked(b) }
+}
+
+#[inline(always)]
+fn latin1(b: &[u8]) -> AtomRef<'_> {
+    if b.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8 (checked on the line above).
+        AtomRef(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) }))
+    } else {
+        AtomRef(Cow::Owned(b.iter().map(|&c| c as char).collect()))
+    }
+}
+
+/// The elements of a tuple (or a fun's free variables), read lazily.
+#[derive(Debug, Clone)]
+pub struct SeqView<'a> {
+    b: &'a [u8],
+    n: usize,
+}
+
+impl<'a> Iterator for SeqView<'a> {
+    type Item = TermView<'a>;
+    #[inline]
+    fn next(&mut self) -> Option<TermView<'a>> {
+        if self.n == 0 {
+            return None;
+        }
+        self.n -= 1;
+        let v = TermView::at(self.b);
+        if self.n > 0 {
+            self.b = rest(self.b, term_len(self.b));
+        }
+        Some(v)
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.n, Some(self.n))
+    }
+}
+
+impl ExactSizeIterator for SeqView<'_> {}
+
+/// The entries of a map, in wire order, read lazily.
+#[derive(Debug, Clone)]
+pub struct MapView<'a> {
+    b: &'a [u8],
+    n: usize,
+}
+
+impl<'a> Iterator for MapView<'a> {
+    type Item = (TermView<'a>, TermView<'a>);
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.n == 0 {
+            return None;
+        }
+        self.n -= 1;
+        let k = TermView::at(self.b);
+        let vb = rest(self.b, term_len(self.b));
+        let v = TermView::at(vb);
+        if self.n > 0 {
+            self.b = rest(vb, term_len(vb));
+        }
+        Some((k, v))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.n, Some(self.n))
+    }
+}
+
+impl ExactSizeIterator for MapView<'_> {}
+
+/// The elements of a list, read lazily across `LIST_EXT` chains and
+/// `STRING_EXT` tails. After the last element, [`ListView::tail`] gives an
+/// improper list's tail.
+#[derive(Debug, Clone)]
+pub struct ListView<'a> {
+    /// Next element of the current `LIST_EXT` segment (or its tail).
+    b: &'a [u8],
+    /// Elements left in the segment.
+    n: usize,
+    /// Bytes left of a `STRING_EXT` tail.
+    bytes: &'a [u8],
+    tail: Option<TermView<'a>>,
+    done: bool,
+}
+
+impl<'a> ListView<'a> {
+    fn empty() -> ListView<'a> {
+        ListView {
+            b: &[],
+            n: 0,
+            bytes: &[],
+            tail: None,
+            done: true,
+        }
+    }
+
+    /// The tail of an improper list (`None` for a proper list). Walks the
+    /// remaining elements of a copy of the iterator, so it costs a pass over
+    /// them unless the iterator is already exhausted.
+    pub fn tail(&self) -> Option<TermView<'a>> {
+        let mut it = self.clone();
+        for _ in it.by_ref() {}
+        it.tail
+    }
+
+    /// True when no element is left.
+    pub fn is_empty(&self) -> bool {
+        self.clone().next().is_none()
+    }
+}
+
+impl<'a> Iterator for ListView<'a> {
+    type Item = TermView<'a>;
+    #[inline]
+    fn next(&mut self) -> Option<TermView<'a>> {
+        loop {
+            if self.n > 0 {
+                self.n -= 1;
+                let v = TermView::at(self.b);
+                self.b = rest(self.b, term_len(self.b));
+                return Some(v);
+            }
+            if let Some((&x, more)) = self.bytes.split_first() {
+                self.bytes = more;
+                return Some(TermView::at(&SMALL_INTS[x as usize]));
+            }
+            if self.done {
+                return None;
+            }
+            // the segment ended: what follows is its tail
+            match at(self.b, 0) {
+                LIST_EXT => {
+                    self.n = be32(self.b, 1) as usize;
+                    self.b = rest(self.b, 5);
+                }
+                STRING_EXT => {
+                    self.bytes = sub(self.b, 3, be16(self.b, 1));
+                    self.done = true;
+                }
+                NIL_EXT => self.done = true,
+                _ => {
+                    self.tail = Some(TermView::at(self.b));
+                    self.done = true;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The lazy view (`decode_view`): same verdict and error (kind and offset)
+//! as `decode_ref` on valid, mutated and truncated input; the same term
+//! when read back; no allocation while validating and walking.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use erlkube_etf::{
+    decode_ref, decode_view, decode_view_prefix, encode, parse, DecodeErrorKind as K, TermRef,
+    TermView, ViewKind, DEFAULT_MAX_DEPTH,
+};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn allocations<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = ALLOCS.with(|c| c.get());
+    let r = f();
+    (r, ALLOCS.with(|c| c.get()) - before)
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// Every encoding in the golden vectors made by the BEAM, plus a few
+/// composite terms.
+fn seeds() -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = include_str!("golden/vectors.tsv")
+        .lines()
+        .flat_map(|l| {
+            l.split('\t')
+                .skip(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|c| {
+            c.starts_with("83") && c.len() % 2 == 0 && c.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .map(|c| unhex(&c))
+        .collect();
+    out.sort();
+    out.dedup();
+    for text in [
+        r#"{ok, [1,2,3], <<"hello">>, #{a => 1, <<"k">> => [x|y]}, 'atom', 3.14, "abc"}"#,
+        r#"[{a, 1}, {b, [1000, -5, 2.5]}, #{}, [], {}, [[]|[]], 'é', <<>>]"#,
+        r#"#{k => #{nested => [1, [2, [3 | tail]]]}, 12345678901234567890 => -1}"#,
+    ] {
+        out.push(encode(&parse(text).expect("seed text")));
+    }
+    // a LIST_EXT chain: [1 | [2 | "ab"]] written as two LIST_EXT segments
+    out.push(vec![
+        131, 108, 0, 0, 0, 1, 97, 1, 108, 0, 0, 0, 1, 97, 2, 107, 0, 2, 97, 98,
+    ]);
+    out
+}
+
+/// Rebuilds the eager tree from the view, the way `decode_ref` shapes it.
+fn rebuild<'a>(v: TermView<'a>) -> TermRef<'a> {
+    match v.kind() {
+        ViewKind::Integer(i) => TermRef::Integer(i),
+        ViewKind::Float(f) => TermRef::Float(f),
+        ViewKind::Atom(a) => TermRef::Atom(a),
+        ViewKind::Binary(b) => TermRef::Binary(b),
+        ViewKind::ByteList(b) => TermRef::ByteList(b),
+        ViewKind::Tuple(s) => TermRef::Tuple(s.map(rebuild).collect()),
+        ViewKind::Map(m) => TermRef::Map(m.map(|(k, v)| (rebuild(k), rebuild(v))).collect()),
+        ViewKind::List(l) => {
+            let tail = l.tail();
+            let elems: Vec<_> = l.map(rebuild).collect();
+            match tail {
+                None => TermRef::List(elems),
+                Some(t) if elems.is_empty() => rebuild(t),
+                Some(t) => TermRef::ImproperList {
+                    elems,
+                    tail: Box::new(rebuild(t)),
+                },
+            }
+        }
+        ViewKind::Other(t) => t,
+        _ => unreachable!("no other kinds"),
+    }
+}
+
+/// Same verdict as decode_ref; on success the same tree and the exact
+/// encoded span.
+fn check(b: &[u8]) {
+    match (decode_view(b), decode_ref(b)) {
+        (Ok(v), Ok(t)) => {
+            assert_eq!(rebuild(v), t, "input {b:?}");
+            assert_eq!(v.to_term_ref(), t);
+            assert_eq!(v.encoded(), &b[1..]);
+            let mut out = Vec::new();
+            v.encode_into(&mut out);
+            assert_eq!(out, b);
+        }
+        (Err(e), Err(f)) => assert_eq!(e, f, "input {b:?}"),
+        (v, t) => panic!("view {v:?} but decode_ref {t:?} on {b:?}"),
+    }
+}
+
+#[test]
+fn view_agrees_with_decode_ref_on_valid_input() {
+    for s in seeds() {
+        check(&s);
+    }
+}
+
+#[test]
+fn view_agrees_with_decode_ref_on_mutated_and_truncated_input() {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for s in seeds() {
+        // every cut of short inputs, 64 spread cuts of long ones
+        let step = (s.len() / 64).max(1);
+        for cut in (0..s.len()).step_by(step) {
+            check(&s[..cut]);
+        }
+        for _ in 0..200 {
+            let mut m = s.clone();
+            for _ in 0..1 + rnd() % 3 {
+                let i = (rnd() as usize) % m.len();
+                m[i] = rnd() as u8;
+            }
+            check(&m);
+        }
+    }
+}
+
+#[test]
+fn view_keeps_the_depth_limit_and_its_offset() {
+    for (head, tail) in [
+        (&[104u8, 1][..], &[][..]),
+        (&[108, 0, 0, 0, 1][..], &[106][..]),
+    ] {
+        for depth in [DEFAULT_MAX_DEPTH, DEFAULT_MAX_DEPTH + 1, 1_000_000] {
+            let mut b = vec![131];
+            for _ in 0..depth {
+                b.extend_from_slice(head);
+            }
+            b.push(106);
+            for _ in 0..depth {
+                b.extend_from_slice(tail);
+            }
+            let r = decode_view(&b);
+            if depth <= DEFAULT_MAX_DEPTH {
+                assert!(r.is_ok());
+            } else {
+                let e = r.unwrap_err();
+                assert_eq!(e.kind(), K::DepthLimit);
+                assert_eq!(Err(e), decode_ref(&b).map(|_| ()));
+            }
+        }
+    }
+    // a long LIST_EXT tail chain does not nest
+    let mut b = vec![131];
+    for _ in 0..1_000_000 {
+        b.extend_from_slice(&[108, 0, 0, 0, 1, 97, 7]);
+    }
+    b.push(106);
+    let v = decode_view(&b).expect("chain");
+    let ViewKind::List(l) = v.kind() else {
+        panic!("a list")
+    };
+    assert_eq!(l.map(|e| e.as_i64().unwrap()).sum::<i64>(), 7_000_000);
+    assert_eq!(v.encoded().len(), b.len() - 1);
+}
+
+#[test]
+fn view_reports_trailing_bytes_and_prefix_length() {
+    let mut b = encode(&parse("{a, <<1,2>>}").unwrap());
+    let n = b.len();
+    b.extend_from_slice(&[97, 1]);
+    assert_eq!(decode_view(&b).unwrap_err().kind(), K::TrailingBytes);
+    assert_eq!(decode_view(&b).unwrap_err().offset(), n);
+    let (v, used) = decode_view_prefix(&b).unwrap();
+    assert_eq!(used, n);
+    assert_eq!(v.encoded(), &b[1..n]);
+}
+
+fn walk(v: TermView<'_>) -> u64 {
+    match v.kind() {
+        ViewKind::Integer(i) => i as u64,
+        ViewKind::Float(f) => f.to_bits() >> 60,
+        ViewKind::Atom(a) => a.as_str().len() as u64,
+        ViewKind::Binary(b) | ViewKind::ByteList(b) => b.len() as u64,
+        ViewKind::Tuple(s) => s.map(walk).sum(),
+        ViewKind::List(l) => l.map(walk).sum(),
+        ViewKind::Map(m) => m.map(|(k, v)| walk(k) + walk(v)).sum(),
+        _ => 1,
+    }
+}
+
+#[test]
+fn validating_and_walking_allocates_nothing() {
+    let big = erlkube_etf::Term::List(
+        (0..1000)
+            .map(|i| {
+                parse(&format!(
+                    r#"{{{i}, item, <<"v{i}">>, {i}.5, #{{k => [a, "xy"]}}}}"#
+                ))
+                .unwrap()
+            })
+            .collect(),
+    );
+    let b = encode(&big);
+    let (sum, n) = allocations(|| walk(decode_view(&b).expect("valid")));
+    assert_eq!(n, 0, "allocations while validating and walking");
+    assert!(sum > 0);
+}
