@@ -25,7 +25,6 @@ use erlkube_discovery::{Answer, Engine, Formation, Metrics, NodeName, Update};
 use erlkube_etf::Term;
 use erlkube_node::{Listen, Node, NodeConfig, NodeEvent};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use crate::beam::{BeamNode, Seen};
 use crate::config::AgentConfig;
@@ -212,18 +211,14 @@ fn endpoint(status: &Mutex<Status>, path: &str) -> Response {
 }
 
 /// How often the strategy (and its resolver and connections) is replaced.
-const REFRESH: Duration = Duration::from_secs(30);
-
 /// Runs the strategy and passes its updates to the current engine; counts,
 /// latency and a throttled log of discovery errors (errors are not passed
 /// on: they are evidence of nothing and the engine would log each one).
 ///
 /// A watchdog restarts the strategy (a fresh resolver) when no round has
 /// finished for three times `interval + timeout`: a round stuck in a
-/// resolver must not freeze the agent's view. The strategy is also
-/// replaced every [`REFRESH`], so a long-lived DNS-over-TCP connection to a
-/// server process with a stale view (dnsmasq serves each TCP connection
-/// from a fork) cannot hide membership changes for longer than that.
+/// resolver must not freeze the agent's view. (Stale DNS views are the DNS
+/// strategies' business: they build a fresh resolver every round.)
 async fn forward(
     formation: erlkube_discovery::config::FormationConfig,
     engine_tx: Arc<Mutex<Option<mpsc::Sender<Update>>>>,
@@ -233,8 +228,7 @@ async fn forward(
 ) {
     let mut throttle = Throttle::new(Duration::from_secs(5), Duration::from_secs(300));
     // Only polling strategies answer every round; watching ones (kubernetes,
-    // gossip) may rightly stay silent, so they get neither the stall
-    // watchdog nor the periodic refresh.
+    // gossip) may rightly stay silent, so they get no stall watchdog.
     let polling = matches!(
         formation.strategy_name.as_str(),
         "static" | "epmd" | "hosts_file" | "dns_a" | "dns_srv"
@@ -248,25 +242,8 @@ async fn forward(
     let Ok(mut task) = formation.spawn_strategy(tx) else {
         return;
     };
-    let mut refresh = tokio::time::interval_at(Instant::now() + REFRESH, REFRESH);
     loop {
-        let next = tokio::select! {
-            r = tokio::time::timeout(stall, from.recv()) => r,
-            _ = refresh.tick(), if polling => {
-                // A fresh resolver: no long-lived connection may keep
-                // serving an old view (a DNS server that forks per TCP
-                // connection answers from the fork's snapshot).
-                task.abort();
-                let (tx, rx) = mpsc::channel(16);
-                from = rx;
-                match formation.spawn_strategy(tx) {
-                    Ok(t) => task = t,
-                    Err(_) => return,
-                }
-                tracing::debug!("discovery strategy refreshed");
-                continue;
-            }
-        };
+        let next = tokio::time::timeout(stall, from.recv()).await;
         let u = match next {
             Ok(Some(u)) => u,
             Ok(None) | Err(_) => {

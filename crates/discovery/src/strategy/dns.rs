@@ -86,6 +86,19 @@ fn resolver(s: &DnsSettings) -> Result<TokioResolver, String> {
     builder.build().map_err(|e| e.to_string())
 }
 
+/// A resolver for one discovery round. Built anew each round so that no
+/// connection outlives the round: a resolver that keeps a TCP connection
+/// (the fallback for truncated answers, e.g. a Service with many pods) can
+/// keep talking to a server process holding an old view of the records —
+/// dnsmasq forks a child per TCP connection that answers from a snapshot —
+/// and a system resolver picks up `resolv.conf` changes this way.
+fn round_resolver(
+    strategy: &'static str,
+    s: &DnsSettings,
+) -> Result<TokioResolver, DiscoveryError> {
+    resolver(s).map_err(|reason| DiscoveryError::Unavailable { strategy, reason })
+}
+
 /// The outcome of one lookup.
 enum Got {
     Records(Lookup),
@@ -135,16 +148,13 @@ fn unavailable(
 /// `inet:ntoa/1` writes them (RFC 5952 form), as in Erlang long names.
 pub struct DnsA {
     settings: DnsSettings,
-    resolver: TokioResolver,
 }
 
 impl DnsA {
     /// Builds the resolver (system or the configured server).
     pub fn new(settings: DnsSettings) -> Result<DnsA, String> {
-        Ok(DnsA {
-            resolver: resolver(&settings)?,
-            settings,
-        })
+        resolver(&settings)?;
+        Ok(DnsA { settings })
     }
 }
 
@@ -162,8 +172,8 @@ impl Discover for DnsA {
         if s.ip_version != IpVersion::V4 {
             types.push(RecordType::AAAA);
         }
-        let results =
-            futures_join(types.iter().map(|t| lookup(&self.resolver, &s.query, *t))).await;
+        let resolver = round_resolver("dns_a", s)?;
+        let results = futures_join(types.iter().map(|t| lookup(&resolver, &s.query, *t))).await;
         let mut ips: BTreeSet<IpAddr> = BTreeSet::new();
         let mut complete = true;
         let mut errors = Vec::new();
@@ -203,16 +213,13 @@ impl Discover for DnsA {
 /// target's trailing dot stripped (libcluster `Kubernetes.DNSSRV`).
 pub struct DnsSrv {
     settings: DnsSettings,
-    resolver: TokioResolver,
 }
 
 impl DnsSrv {
     /// Builds the resolver (system or the configured server).
     pub fn new(settings: DnsSettings) -> Result<DnsSrv, String> {
-        Ok(DnsSrv {
-            resolver: resolver(&settings)?,
-            settings,
-        })
+        resolver(&settings)?;
+        Ok(DnsSrv { settings })
     }
 }
 
@@ -223,7 +230,8 @@ impl Discover for DnsSrv {
 
     async fn discover(&mut self) -> Result<Answer, DiscoveryError> {
         let s = &self.settings;
-        let got = lookup(&self.resolver, &s.query, RecordType::SRV)
+        let resolver = round_resolver("dns_srv", s)?;
+        let got = lookup(&resolver, &s.query, RecordType::SRV)
             .await
             .map_err(|e| unavailable("dns_srv", s, e))?;
         let mut hosts = BTreeSet::new();
