@@ -36,6 +36,7 @@ fn erl(epmd: u16, name: &str, args: &[&str]) -> Command {
     let mut c = Command::new("erl");
     c.env("ERL_EPMD_PORT", epmd.to_string())
         .args(["-noshell", "-name", name, "-setcookie", COOKIE])
+        .args(["-start_epmd", "false"])
         .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true);

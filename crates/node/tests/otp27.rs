@@ -48,6 +48,8 @@ fn erl27(root: &PathBuf, epmd_port: u16, name: &str, args: &[&str]) -> Command {
             name,
         ])
         .args(["-setcookie", "c27"])
+        // The test runs its own epmd; never leave a detached one behind.
+        .args(["-start_epmd", "false"])
         .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true);
