@@ -391,12 +391,7 @@ fn init_logging(debug: u32) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::node::init_tracing(default);
 }
 
 fn serve(opts: Opts) -> ExitCode {

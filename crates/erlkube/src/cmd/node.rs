@@ -59,13 +59,16 @@ pub fn main(args: NodeArgs) -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by RUST_LOG (else `default`).
+/// Logs to stderr, filtered by RUST_LOG (else `default`); colours only on
+/// a terminal, so container logs stay plain text.
 pub(crate) fn init_tracing(default: &str) {
+    use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
