@@ -73,7 +73,7 @@ fn erl27(root: &PathBuf, epmd_port: u16, name: &str, args: &[&str]) -> Command {
         .args([
             "env",
             &format!("ERL_EPMD_PORT={epmd_port}"),
-            "HOME=/root",
+            "HOME=/tmp", // inside the chroot; the cookie comes from -setcookie
             "erl",
             "-noshell",
             "-name",
