@@ -305,12 +305,8 @@ async fn dial(
         Some(p) => *p,
         None => epmd::port_please(host, inner.config.epmd_port, alive, timeout).await?,
     };
-    let addr = resolve(host, port).await?;
-    let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(source)) => return Err(ConnectError::Connect { addr, source }),
-        Err(_) => return Err(ConnectError::Timeout(node.to_owned())),
-    };
+    let addrs = resolve(host, port).await?;
+    let mut stream = connect_any(node, &addrs, timeout).await?;
     let _ = stream.set_nodelay(true);
     let mut init = Initiator::new(handshake_config(inner), node, crate::random_u32(), now());
     match drive(&mut stream, &mut init, |_| Status::Ok).await {
@@ -335,17 +331,46 @@ async fn dial(
     }
 }
 
-async fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, ConnectError> {
-    let mut addrs = tokio::net::lookup_host((host, port))
+/// Every address the host name resolves to, in the resolver's order.
+async fn resolve(host: &str, port: u16) -> Result<Vec<std::net::SocketAddr>, ConnectError> {
+    let mut addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|source| ConnectError::Resolve {
             host: host.to_owned(),
             source,
-        })?;
-    addrs.next().ok_or_else(|| ConnectError::Resolve {
-        host: host.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-    })
+        })?
+        .collect();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(ConnectError::Resolve {
+            host: host.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        });
+    }
+    Ok(addrs)
+}
+
+/// Connects to the first address that accepts, within `timeout` in all: a
+/// dual-stack name whose first address is IPv6 must still reach a peer that
+/// listens on IPv4 only. The error is the last address's.
+async fn connect_any(
+    node: &str,
+    addrs: &[std::net::SocketAddr],
+    timeout: std::time::Duration,
+) -> Result<TcpStream, ConnectError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    for &addr in addrs {
+        match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(source)) => {
+                tracing::debug!(peer = %node, %addr, error = %source, "address refused, trying the next");
+                last = Some(ConnectError::Connect { addr, source });
+            }
+            Err(_) => return Err(ConnectError::Timeout(node.to_owned())),
+        }
+    }
+    Err(last.unwrap_or_else(|| ConnectError::Timeout(node.to_owned())))
 }
 
 fn start_connection(inner: Arc<Inner>, stream: TcpStream, est: Established) -> ConnHandle {
@@ -1024,6 +1049,46 @@ pub(crate) fn control_body(c: &ControlMessage, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A port with a listener on 127.0.0.1 and nothing on [::1].
+    fn v4_only_listener() -> (std::net::TcpListener, u16) {
+        loop {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            // Binding [::1]:port proves nothing listens there; drop it again.
+            if std::net::TcpListener::bind(("::1", port)).is_ok() {
+                return (l, port);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn dial_moves_on_when_the_first_address_refuses() {
+        let (listener, port) = v4_only_listener();
+        let addrs = [
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+        ];
+        let s = connect_any("n@h", &addrs, std::time::Duration::from_secs(5))
+            .await
+            .expect("the IPv4 address accepts");
+        assert_eq!(s.peer_addr().unwrap(), addrs[1]);
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn dial_reports_the_last_refusal() {
+        let (listener, port) = v4_only_listener();
+        drop(listener);
+        let addrs = [
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+        ];
+        match connect_any("n@h", &addrs, std::time::Duration::from_secs(5)).await {
+            Err(ConnectError::Connect { addr, .. }) => assert_eq!(addr, addrs[1]),
+            other => panic!("expected a refusal of the last address, got {other:?}"),
+        }
+    }
 
     #[test]
     fn control_body_matches_the_generic_encoding() {
