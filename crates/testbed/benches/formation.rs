@@ -217,7 +217,15 @@ async fn main() {
             println!("{n} pods, {}: removal     {}", v.name, summary(&mut rem));
             results.push((conv, rem));
         }
-        // Churn in a stable cluster: our engines, 60 s after convergence.
+        // Churn in a stable cluster: our engines, a window after
+        // convergence (FORMATION_STABLE_SECS, default 60; the issue's
+        // figure is 600).
+        let window = Duration::from_secs(
+            std::env::var("FORMATION_STABLE_SECS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(60),
+        );
         let v = &variants()[0];
         let mut engines = Engines::default();
         converge(&mut bed, &mut engines, v).await;
@@ -226,24 +234,48 @@ async fn main() {
             .iter()
             .map(|i| engines.get(*i).metrics().connect_attempts)
             .sum();
-        let mut subs: Vec<_> = all.iter().map(|i| engines.get(*i).subscribe()).collect();
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        // Count lost connections as they happen (a broadcast receiver read
+        // only at the end could lag and undercount over a long window).
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let lagged = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counters: Vec<_> = all
+            .iter()
+            .map(|i| {
+                let mut sub = engines.get(*i).subscribe();
+                let (lost, lagged) = (lost.clone(), lagged.clone());
+                tokio::spawn(async move {
+                    use tokio::sync::broadcast::error::RecvError;
+                    loop {
+                        match sub.recv().await {
+                            Ok(erlkube_discovery::Event::Lost(_)) => {
+                                lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(RecvError::Lagged(k)) => {
+                                lagged.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            Err(RecvError::Closed) => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(window).await;
         let after: u64 = all
             .iter()
             .map(|i| engines.get(*i).metrics().connect_attempts)
             .sum();
-        let mut lost = 0;
-        for s in &mut subs {
-            while let Ok(e) = s.try_recv() {
-                if matches!(e, erlkube_discovery::Event::Lost(_)) {
-                    lost += 1;
-                }
-            }
+        for c in counters {
+            c.abort();
         }
+        let lost = lost.load(std::sync::atomic::Ordering::Relaxed);
+        let lagged = lagged.load(std::sync::atomic::Ordering::Relaxed);
         let mesh = is_full_mesh(&bed, &all).await;
         println!(
-            "{n} pods, stable 60 s after convergence: {} connect attempts, {lost} lost connections, full mesh at the end: {mesh}",
-            after - before
+            "{n} pods, stable {} s after convergence: {} connect attempts, {lost} lost connections, full mesh at the end: {mesh}{}",
+            window.as_secs(),
+            after - before,
+            if lagged > 0 { format!(" ({lagged} events missed: count is a lower bound)") } else { String::new() }
         );
         reset(&mut bed, &mut engines).await;
         println!(
