@@ -5,60 +5,26 @@
 //! or `OTP27_ROOTFS`) and is built on first use (about two minutes); the
 //! script skips the work when `usr/bin/erl` is already there. Needs root.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use erlkube_etf::Term;
 use erlkube_node::{Cookie, Node, NodeConfig};
-use erlkube_testkit::OtpEpmd;
+use erlkube_testkit::{otp27, OtpEpmd};
 use tokio::process::Command;
 
-fn rootfs() -> PathBuf {
-    if let Some(d) = std::env::var_os("OTP27_ROOTFS") {
-        return PathBuf::from(d);
-    }
-    // <target>/debug/deps/otp27-xxxx
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().join("otp27-rootfs")
-}
-
-fn ensure_rootfs() -> PathBuf {
-    let dir = rootfs();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/otp27-rootfs.sh");
-    let status = std::process::Command::new("sh")
-        .arg(script)
-        .arg(&dir)
-        .status()
-        .expect("run otp27-rootfs.sh");
-    assert!(status.success(), "otp27-rootfs.sh failed");
-    dir
-}
-
-fn erl27(root: &PathBuf, epmd_port: u16, name: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("chroot");
-    c.arg(root)
-        .args([
-            "env",
-            &format!("ERL_EPMD_PORT={epmd_port}"),
-            "HOME=/tmp", // inside the chroot; the cookie comes from -setcookie
-            "erl",
-            "-noshell",
-            "-name",
-            name,
-        ])
-        .args(["-setcookie", "c27"])
-        // The test runs its own epmd; never leave a detached one behind.
-        .args(["-start_epmd", "false"])
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+fn erl27(root: &Path, epmd_port: u16, name: &str, args: &[&str]) -> Command {
+    let mut c = Command::from(otp27::erl_command(root, epmd_port, name, "c27", args));
+    c.kill_on_drop(true);
     c
 }
 
 #[tokio::test]
 async fn otp27_pings_and_echoes_with_the_rust_node() {
-    let root = tokio::task::spawn_blocking(ensure_rootfs).await.unwrap();
+    let root = tokio::task::spawn_blocking(otp27::ensure_rootfs)
+        .await
+        .unwrap();
     let e = OtpEpmd::start().unwrap();
     let mut cfg = NodeConfig::new(
         format!("rust27_{}@127.0.0.1", std::process::id()),

@@ -6,97 +6,33 @@
 //! or `OTP27_ROOTFS`) and is built on first use (about two minutes); the
 //! script skips the work when `usr/bin/erl` is already there. Needs root.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use erlkube_etf::Term;
 use erlkube_node::RpcError;
 use erlkube_node::{Cookie, Node, NodeConfig};
-use tokio::process::{Child, Command};
+use erlkube_testkit::{otp27, OtpEpmd};
+use tokio::process::Command;
 
-fn rootfs() -> PathBuf {
-    if let Some(d) = std::env::var_os("OTP27_ROOTFS") {
-        return PathBuf::from(d);
-    }
-    // <target>/debug/deps/otp27-xxxx
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().join("otp27-rootfs")
-}
-
-fn ensure_rootfs() -> PathBuf {
-    let dir = rootfs();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/otp27-rootfs.sh");
-    let status = std::process::Command::new("sh")
-        .arg(script)
-        .arg(&dir)
-        .status()
-        .expect("run otp27-rootfs.sh");
-    assert!(status.success(), "otp27-rootfs.sh failed");
-    dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Epmd(u16, #[allow(dead_code)] Child);
-
-async fn epmd() -> Epmd {
-    let port = free_port();
-    let child = Command::new("epmd")
-        .args(["-port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("epmd");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Epmd(port, child);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("epmd did not start");
-}
-
-fn erl27(root: &PathBuf, epmd_port: u16, name: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("chroot");
-    c.arg(root)
-        .args([
-            "env",
-            &format!("ERL_EPMD_PORT={epmd_port}"),
-            "HOME=/tmp", // inside the chroot; the cookie comes from -setcookie
-            "erl",
-            "-noshell",
-            "-name",
-            name,
-        ])
-        .args(["-setcookie", "c27"])
-        // The test runs its own epmd; never leave a detached one behind.
-        .args(["-start_epmd", "false"])
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+fn erl27(root: &Path, epmd_port: u16, name: &str, args: &[&str]) -> Command {
+    let mut c = Command::from(otp27::erl_command(root, epmd_port, name, "c27", args));
+    c.kill_on_drop(true);
     c
 }
 
 #[tokio::test]
 async fn otp27_runtime_checks() {
-    let root = tokio::task::spawn_blocking(ensure_rootfs).await.unwrap();
-    let e = epmd().await;
+    let root = tokio::task::spawn_blocking(otp27::ensure_rootfs)
+        .await
+        .unwrap();
+    let e = OtpEpmd::start().unwrap();
     let mut cfg = NodeConfig::new(
         format!("rust27rt_{}@127.0.0.1", std::process::id()),
         Cookie::new("c27"),
     );
-    cfg.epmd_port = e.0;
+    cfg.epmd_port = e.port();
     let rust = Node::start(cfg).await.unwrap();
     erlkube_node::demo::install(&rust).unwrap();
     let r = rust.name().to_owned();
@@ -135,7 +71,7 @@ async fn otp27_runtime_checks() {
          receive after 300000 -> ok end."
     );
     let beam = format!("beam27rt_{}@127.0.0.1", std::process::id());
-    let mut child = erl27(&root, e.0, &beam, &["-eval", &expr])
+    let mut child = erl27(&root, e.port(), &beam, &["-eval", &expr])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -11,6 +11,8 @@
 //!   through `ERL_EPMD_PORT`, with `-start_epmd false`, that evaluates
 //!   Erlang expressions sent to it and returns the `~p` text of the result.
 //! - [`wait_until`]: poll a condition until it holds or a timeout passes.
+//! - [`otp27`]: OTP 27 from Debian trixie in a chroot, for the flags that
+//!   OTP 26+ makes mandatory.
 //!
 //! Results are plain strings (the Erlang printer's text), so this crate does
 //! not depend on erlkube's term crate.
@@ -32,6 +34,7 @@
 mod child;
 mod epmd;
 mod node;
+pub mod otp27;
 mod port;
 mod wait;
 
