@@ -419,6 +419,15 @@ impl Common {
         }
     }
 
+    /// The current step's deadline; none once failed (or established).
+    fn next_deadline(&self) -> Option<Instant> {
+        if self.failed.is_some() {
+            None
+        } else {
+            self.deadline
+        }
+    }
+
     fn timeout(&mut self, now: Instant, step: Step) -> Result<(), HandshakeError> {
         self.check_usable()?;
         match self.deadline {
@@ -689,11 +698,7 @@ impl Initiator {
 
     /// When [`Initiator::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.c.failed.is_some() {
-            None
-        } else {
-            self.c.deadline
-        }
+        self.c.next_deadline()
     }
 
     /// Fails the handshake if the current step's deadline has passed.
@@ -972,11 +977,7 @@ impl Acceptor {
 
     /// When [`Acceptor::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.c.failed.is_some() {
-            None
-        } else {
-            self.c.deadline
-        }
+        self.c.next_deadline()
     }
 
     /// Fails the handshake if the current step's deadline has passed.
