@@ -76,6 +76,8 @@ trait Side {
     fn decide(&mut self, _status: Status, _now: Instant) -> Result<(), HandshakeError> {
         Ok(())
     }
+    /// What an initiator answers if the peer says "alive".
+    fn set_alive(&mut self, _answer: bool) {}
 }
 
 impl Side for Initiator {
@@ -96,6 +98,9 @@ impl Side for Initiator {
     }
     fn current_step(&self) -> Step {
         self.step()
+    }
+    fn set_alive(&mut self, answer: bool) {
+        self.set_alive_answer(answer);
     }
 }
 
@@ -130,10 +135,17 @@ enum HsFail {
 }
 
 /// Drives a handshake over `stream` to completion.
+///
+/// `decide` answers an acceptor's status; `pending` tells an initiator,
+/// before each input, whether its attempt is still wanted: if the peer says
+/// "alive" (it has a connection to us up) the answer is "true" (replace the
+/// old one, which we no longer have) only while we have no connection to the
+/// peer either, as OTP's `dist_util` asks net_kernel `is_pending`.
 async fn drive<S: Side>(
     stream: &mut TcpStream,
     side: &mut S,
     mut decide: impl FnMut(&erlkube_proto::dist::PeerName) -> Status,
+    pending: impl Fn() -> bool,
 ) -> Result<Established, HsFail> {
     let mut buf = vec![0u8; 4096];
     loop {
@@ -167,6 +179,7 @@ async fn drive<S: Side>(
             }
             Some(Ok(0)) => return Err(HsFail::Closed(side.current_step())),
             Some(Ok(n)) => {
+                side.set_alive(pending());
                 let r = side.input(&buf[..n], now());
                 if let Err(e) = r {
                     while let Some(t) = side.transmit() {
@@ -184,25 +197,41 @@ async fn accept_one(inner: Arc<Inner>, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut acc = Acceptor::new(handshake_config(&inner), crate::random_u32(), now());
     let me = inner.name.as_str().to_owned();
+    // The peer whose handshake this is, once its name is known and its
+    // attempt allowed: recorded in `accepting` so that this node does not
+    // dial it meanwhile (`connect` waits for this attempt instead).
+    let mut accepted: Option<String> = None;
     let decide = |p: &erlkube_proto::dist::PeerName| {
         if p.node == me {
             return Status::NotAllowed;
         }
-        let conns = inner.conns.lock().expect("conns");
-        if conns.up.contains_key(&p.node) {
+        let mut conns = inner.conns.lock().expect("conns");
+        let status = if conns.up.contains_key(&p.node) {
             Status::Alive
+        } else if conns.accepting.contains(&p.node) {
+            // A second inbound attempt while one is under way.
+            Status::Nok
         } else if conns.pending.contains(&p.node) {
             simultaneous_status(&me, &p.node)
         } else {
             Status::Ok
+        };
+        if matches!(status, Status::Ok | Status::OkSimultaneous | Status::Alive) {
+            conns.accepting.insert(p.node.clone());
+            accepted = Some(p.node.clone());
         }
-    };
-    let decide = |p: &erlkube_proto::dist::PeerName| {
-        let status = decide(p);
+        drop(conns);
         tracing::debug!(peer = %p.node, status = status.as_str(), "connection attempt");
         status
     };
-    match drive(&mut stream, &mut acc, decide).await {
+    let result = drive(&mut stream, &mut acc, decide, || true).await;
+    let end_accepting = || {
+        if let Some(peer) = &accepted {
+            inner.conns.lock().expect("conns").accepting.remove(peer);
+            inner.accept_done.send_replace(());
+        }
+    };
+    match result {
         Ok(est) => {
             let peer = est.peer_node.clone();
             // After "alive" answered true, the old connection is stale.
@@ -210,13 +239,19 @@ async fn accept_one(inner: Arc<Inner>, mut stream: TcpStream) {
             if let Some(old) = old {
                 old.kill.notify_one();
             }
-            start_connection(inner, stream, est);
+            start_connection(inner.clone(), stream, est);
+            end_accepting();
         }
-        Err(HsFail::Protocol(e)) => tracing::warn!(error = %e, "handshake rejected"),
-        Err(HsFail::Closed(step)) => {
-            tracing::info!(%step, "peer closed the connection during the handshake")
+        Err(e) => {
+            end_accepting();
+            match e {
+                HsFail::Protocol(e) => tracing::warn!(error = %e, "handshake rejected"),
+                HsFail::Closed(step) => {
+                    tracing::info!(%step, "peer closed the connection during the handshake")
+                }
+                HsFail::Io(e) => tracing::info!(error = %e, "io error during the handshake"),
+            }
         }
-        Err(HsFail::Io(e)) => tracing::info!(error = %e, "io error during the handshake"),
     }
 }
 
@@ -239,11 +274,32 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
         conns.locks.entry(node.to_owned()).or_default().clone()
     };
     let _guard = lock.lock().await;
-    if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
-        return Ok(h.clone());
+    let deadline = tokio::time::Instant::now() + inner.config.setup_timeout;
+    // An inbound handshake from the node under way: wait for its outcome
+    // instead of dialling (a dial now would race it, and one of the two
+    // connections would replace the other).
+    let mut accept_done = inner.accept_done.subscribe();
+    loop {
+        {
+            let mut conns = inner.conns.lock().expect("conns");
+            if let Some(h) = conns.up.get(node) {
+                return Ok(h.clone());
+            }
+            if !conns.accepting.contains(node) {
+                // Pending from here on, in the same critical section, so an
+                // inbound attempt arriving now sees the simultaneous case.
+                conns.pending.insert(node.to_owned());
+                break;
+            }
+        }
+        if tokio::time::timeout_at(deadline, accept_done.changed())
+            .await
+            .is_err()
+        {
+            return Err(ConnectError::Timeout(node.to_owned()));
+        }
     }
     let mut events = inner.events.subscribe();
-    let deadline = tokio::time::Instant::now() + inner.config.setup_timeout;
     loop {
         inner
             .conns
@@ -282,6 +338,16 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
                     return Err(ConnectError::Timeout(node.to_owned()));
                 }
             }
+            Err(ConnectError::Handshake {
+                source: HandshakeError::AliveRefused,
+                ..
+            }) if inner.conns.lock().expect("conns").up.contains_key(node) => {
+                // We said "false" to "alive" because a connection to the
+                // node came up meanwhile (its own dial): that one is ours.
+                if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
+                    return Ok(h.clone());
+                }
+            }
             Err(e) => {
                 tracing::debug!(peer = %node, error = %e, "dial failed");
                 return Err(e);
@@ -309,7 +375,8 @@ async fn dial(
     let mut stream = connect_any(node, &addrs, timeout).await?;
     let _ = stream.set_nodelay(true);
     let mut init = Initiator::new(handshake_config(inner), node, crate::random_u32(), now());
-    match drive(&mut stream, &mut init, |_| Status::Ok).await {
+    let still_pending = || !inner.conns.lock().expect("conns").up.contains_key(node);
+    match drive(&mut stream, &mut init, |_| Status::Ok, still_pending).await {
         Ok(est) => Ok((stream, est)),
         Err(HsFail::Protocol(source)) => Err(ConnectError::Handshake {
             node: node.to_owned(),

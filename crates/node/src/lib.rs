@@ -210,6 +210,8 @@ pub(crate) struct Procs {
 pub(crate) struct Conns {
     pub up: HashMap<String, ConnHandle>,
     pub pending: HashSet<String>,
+    /// Peers whose inbound handshake is under way (name received, allowed).
+    pub accepting: HashSet<String>,
     pub locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
@@ -221,6 +223,8 @@ pub(crate) struct Inner {
     pub procs: Mutex<Procs>,
     pub conns: Mutex<Conns>,
     pub events: broadcast::Sender<NodeEvent>,
+    /// Bumped whenever an inbound handshake ends (see `Conns::accepting`).
+    pub accept_done: tokio::sync::watch::Sender<()>,
     next_pid: AtomicU32,
     next_ref: AtomicU64,
     pub next_conn: AtomicU64,
@@ -302,6 +306,7 @@ impl Node {
             procs: Mutex::new(Procs::default()),
             conns: Mutex::new(Conns::default()),
             events,
+            accept_done: tokio::sync::watch::channel(()).0,
             next_pid: AtomicU32::new(1),
             next_ref: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),

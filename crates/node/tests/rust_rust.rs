@@ -254,3 +254,56 @@ async fn concurrent_senders_keep_per_sender_order() {
         t.await.unwrap();
     }
 }
+
+/// Both nodes dial each other at the same moment, many times over: every
+/// round ends with one connection each way up and no nodedown on either
+/// side (a dial racing an inbound handshake from the same node waits for
+/// it instead of replacing a connection through "alive").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_connects_end_in_one_connection_without_nodedown() {
+    let (a, b) = pair("c", "c").await;
+    for round in 0..100 {
+        let mut ea = a.subscribe();
+        let mut eb = b.subscribe();
+        let mut tasks = Vec::new();
+        for i in 0..4 {
+            let (x, y) = if i % 2 == 0 {
+                (a.clone(), b.name().to_owned())
+            } else {
+                (b.clone(), a.name().to_owned())
+            };
+            tasks.push(tokio::spawn(async move { x.connect(&y).await }));
+        }
+        for t in tasks {
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        // Let any replaced connection's teardown surface.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(a.nodes(), vec![b.name().to_owned()], "round {round}");
+        assert_eq!(b.nodes(), vec![a.name().to_owned()], "round {round}");
+        for (who, ev) in [("a", &mut ea), ("b", &mut eb)] {
+            let mut ups = 0;
+            while let Ok(e) = ev.try_recv() {
+                match e {
+                    NodeEvent::NodeUp { .. } => ups += 1,
+                    NodeEvent::NodeDown { node, reason } => {
+                        panic!("round {round}: {who} saw nodedown of {node}: {reason}")
+                    }
+                }
+            }
+            assert_eq!(ups, 1, "round {round}: {who} saw {ups} nodeups");
+        }
+        // Next round from scratch: both sides see the nodedown.
+        let (mut ea, mut eb) = (a.subscribe(), b.subscribe());
+        assert!(a.disconnect(b.name()));
+        for ev in [&mut ea, &mut eb] {
+            loop {
+                if let NodeEvent::NodeDown { .. } = ev.recv().await.unwrap() {
+                    break;
+                }
+            }
+        }
+    }
+}
