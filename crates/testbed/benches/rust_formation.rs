@@ -84,7 +84,35 @@ async fn round(bed: &mut Bed, v: &Variant) -> (Duration, Duration) {
             for i in &all {
                 counts.push(bed.pod(*i).nodes().await.unwrap_or_default().len());
             }
-            panic!("no convergence; peers per node: {counts:?}");
+            // What the engines saw: discovery errors and failed connects
+            // (the first reason of each kind).
+            let (mut errors, mut failed) = (0usize, 0usize);
+            let mut reasons = std::collections::BTreeSet::new();
+            for p in &mut pods {
+                loop {
+                    let e = match p.events.try_recv() {
+                        Ok(e) => e,
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    };
+                    match e {
+                        Event::DiscoveryError(r) => {
+                            errors += 1;
+                            reasons.insert(format!("discovery: {r}"));
+                        }
+                        Event::ConnectFailed { reason, .. } => {
+                            failed += 1;
+                            reasons.insert(format!("connect: {reason}"));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let reasons: Vec<_> = reasons.into_iter().take(10).collect();
+            panic!(
+                "no convergence; peers per node: {counts:?}; {errors} discovery errors, \
+                 {failed} failed connects; reasons: {reasons:#?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -144,6 +172,15 @@ async fn main() {
     let sizes = if sizes.is_empty() { vec![50] } else { sizes };
     for n in sizes {
         let reps = if n > 50 { 1 } else { 3 };
+        // Every node lives in this process: both ends of a full mesh.
+        let fds = 2 * (n * n) as u64 + 4096;
+        if let Err(e) = erlkube_testbed::sys::ensure_nofile(fds) {
+            eprintln!(
+                "{n} in-process nodes need {fds} open files: {e}; \
+                 `cargo bench -p erlkube --bench node_formation` runs a process per pod"
+            );
+            std::process::exit(2);
+        }
         let mut bed = Bed::new(BedConfig::default()).expect("test bed");
         let t = Instant::now();
         bed.add_bare_pods(n).expect("pods");

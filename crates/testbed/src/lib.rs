@@ -33,6 +33,7 @@ pub mod harness;
 pub mod net;
 pub mod process;
 pub mod rust;
+pub mod sys;
 
 pub use actor::BeamActor;
 pub use erl::{ErlSpec, EvalError, PodErl};
@@ -218,6 +219,7 @@ pub struct Bed {
     dir: PathBuf,
     pods: BTreeMap<u32, Pod>,
     next_index: u32,
+    neighbour_limits: Option<sys::NeighbourLimits>,
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -273,6 +275,7 @@ impl Bed {
             dir,
             pods: BTreeMap::new(),
             next_index: 1,
+            neighbour_limits: None,
         };
         bed.setup()?;
         Ok(bed)
@@ -512,6 +515,7 @@ impl Bed {
     }
 
     fn add(&mut self, n: usize, with_erl: bool) -> io::Result<Vec<u32>> {
+        self.make_room(self.pods.len() + n)?;
         let mut staged = Vec::new();
         for _ in 0..n {
             let index = self.next_index;
@@ -595,6 +599,19 @@ impl Bed {
             Some(e) => Err(e),
             None => Ok(indexes),
         }
+    }
+
+    /// Raises the kernel's neighbour-table thresholds so a bed of `pods`
+    /// pods has an entry for every pair (the table is shared by all
+    /// namespaces; the old values come back when the bed is dropped). Beds
+    /// of up to 40 pods fit the defaults and change nothing.
+    fn make_room(&mut self, pods: usize) -> io::Result<()> {
+        if pods <= 40 || self.neighbour_limits.is_some() {
+            return Ok(());
+        }
+        let pods = pods as u64;
+        self.neighbour_limits = sys::NeighbourLimits::ensure((pods + 2) * (pods + 2) + 1024)?;
+        Ok(())
     }
 
     /// The pod with this index.

@@ -1,0 +1,259 @@
+//! Convergence and removal time of `erlkube node` processes, one per pod,
+//! clustering over DNS A, against a libcluster-style 5 s poll in the same
+//! run. A program: `cargo bench -p erlkube --bench node_formation [-- PODS...]`
+//! (root; default 200 pods). `NODE_FORMATION_REPS` sets repetitions per
+//! variant (default 3 up to 50 pods, else 1).
+//!
+//! Every pod (a network namespace of the test bed, with its own epmd) runs
+//! the real binary, `erlkube node --name rust@<pod ip> --discovery dns_a`,
+//! configured through `ERLKUBE_*` variables exactly as a Deployment would.
+//! Each node's membership is read from its own `nodeup` / `nodedown` log
+//! lines. A process per pod is also what the host allows: a 200-node full
+//! mesh has 19,900 connections, 39,800 sockets if every node lived in one
+//! process, over this machine's unraisable 20,000 open-file limit.
+//!
+//! - convergence: from the DNS update that makes every pod resolvable at
+//!   once (a random moment of the poll cycle) until every node has logged
+//!   `nodeup` for every other;
+//! - removal: the victim's process is stopped (SIGSTOP: its engine can no
+//!   longer redial, its sockets stay open) and its record is dropped from
+//!   DNS; time until every other node has logged `nodedown` for it.
+//!
+//! Anchor: the same binary configured as libcluster's DNSPoll behaves
+//! (5 s interval, retries at the next poll, 5 s membership check).
+//! Both use `removal_grace = 0s`, so removal measures the polling.
+
+use std::collections::BTreeSet;
+use std::io::BufRead;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use erlkube_testbed::harness::is_full_mesh;
+use erlkube_testbed::process::Guard;
+use erlkube_testbed::{Bed, BedConfig, Naming};
+
+struct Variant {
+    name: &'static str,
+    interval: Duration,
+    env: &'static [(&'static str, &'static str)],
+}
+
+const VARIANTS: [Variant; 2] = [
+    Variant {
+        name: "erlkube (1 s poll)",
+        interval: Duration::from_secs(1),
+        env: &[
+            ("ERLKUBE_DISCOVERY_INTERVAL", "1s"),
+            ("ERLKUBE_FORMATION_REMOVAL_GRACE", "0s"),
+        ],
+    },
+    Variant {
+        name: "libcluster-style (5 s poll)",
+        interval: Duration::from_secs(5),
+        env: &[
+            ("ERLKUBE_DISCOVERY_INTERVAL", "5s"),
+            ("ERLKUBE_FORMATION_REMOVAL_GRACE", "0s"),
+            ("ERLKUBE_FORMATION_BACKOFF_BASE", "5s"),
+            ("ERLKUBE_FORMATION_BACKOFF_MAX", "5s"),
+            ("ERLKUBE_FORMATION_CHECK_INTERVAL", "5s"),
+        ],
+    },
+];
+
+/// One running `erlkube node` and the peers its log says it is connected to.
+struct NodeProc {
+    guard: Guard,
+    peers: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// The `node=` field of a log line, if it is a `nodeup`/`nodedown` line.
+fn membership_change(line: &str) -> Option<(bool, &str)> {
+    let up = if line.contains(": nodeup ") {
+        true
+    } else if line.contains(": nodedown ") {
+        false
+    } else {
+        return None;
+    };
+    let rest = &line[line.find(" node=")? + 6..];
+    Some((up, rest.split_whitespace().next()?))
+}
+
+fn spawn_node(bed: &mut Bed, index: u32, v: &Variant) -> NodeProc {
+    let c = bed.config().clone();
+    let pod = bed.pod(index);
+    let mut cmd = bed.exec(index, env!("CARGO_BIN_EXE_erlkube"));
+    cmd.args(["node", "--name", &pod.node_name])
+        .args(["--epmd-port", &c.epmd_port.to_string()])
+        .args(["--net-ticktime", &c.net_ticktime.to_string()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RELEASE_COOKIE", &c.cookie)
+        .env("ERLKUBE_DISCOVERY_STRATEGY", "dns_a")
+        .env("ERLKUBE_DISCOVERY_DNS_QUERY", bed.service_fqdn())
+        .env("ERLKUBE_DISCOVERY_DNS_BASENAME", &c.basename)
+        .env("ERLKUBE_DISCOVERY_DNS_SERVER", bed.dns_addr().to_string())
+        .env("ERLKUBE_DISCOVERY_DNS_IP_VERSION", "v4")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, val) in v.env {
+        cmd.env(k, val);
+    }
+    let mut guard = Guard::spawn(&mut cmd).expect("spawn erlkube node");
+    let stderr = guard.child_mut().stderr.take().expect("piped");
+    let peers: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let p = peers.clone();
+    // NODE_FORMATION_LOGS=DIR keeps every node's log (for diagnosis).
+    let mut keep = std::env::var_os("NODE_FORMATION_LOGS").and_then(|d| {
+        let path = std::path::Path::new(&d).join(format!("pod-{index}.log"));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+    });
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(f) = keep.as_mut() {
+                use std::io::Write;
+                let _ = writeln!(f, "{line}");
+            }
+            if let Some((up, node)) = membership_change(&line) {
+                let mut p = p.lock().unwrap();
+                if up {
+                    p.insert(node.to_owned());
+                } else {
+                    p.remove(node);
+                }
+            }
+        }
+    });
+    let view = peers.clone();
+    bed.set_view(
+        index,
+        Arc::new(move || view.lock().unwrap().iter().cloned().collect()),
+    );
+    NodeProc { guard, peers }
+}
+
+fn random_below(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let x = nanos
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        >> 11;
+    Duration::from_nanos(x % (d.as_nanos() as u64).max(1))
+}
+
+async fn round(bed: &mut Bed, v: &Variant) -> (Duration, Duration) {
+    let all = bed.indexes();
+    let n = all.len();
+    bed.set_published(&all, false).unwrap();
+    let step = v.interval / n as u32;
+    let mut procs = Vec::new();
+    for i in &all {
+        procs.push(spawn_node(bed, *i, v));
+        tokio::time::sleep(step).await;
+    }
+    // Nodes up (listening, registered) before the moment measured.
+    tokio::time::sleep(Duration::from_secs(2) + random_below(v.interval)).await;
+    let t0 = Instant::now();
+    bed.set_published(&all, true).unwrap();
+    while !is_full_mesh(bed, &all).await {
+        if t0.elapsed() > Duration::from_secs(300) {
+            let counts: Vec<usize> = procs
+                .iter()
+                .map(|p| p.peers.lock().unwrap().len())
+                .collect();
+            panic!("no convergence in 300 s; peers per node: {counts:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let conv = t0.elapsed();
+    tokio::time::sleep(random_below(v.interval)).await;
+    let victim = *all.last().unwrap();
+    let name = bed.pod(victim).node_name.clone();
+    procs.last().unwrap().guard.signal(libc::SIGSTOP);
+    let t1 = Instant::now();
+    bed.set_published(&[victim], false).unwrap();
+    while procs[..n - 1]
+        .iter()
+        .any(|p| p.peers.lock().unwrap().contains(&name))
+    {
+        assert!(
+            t1.elapsed() < Duration::from_secs(300),
+            "no removal in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rem = t1.elapsed();
+    drop(procs);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    (conv, rem)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() { vec![200] } else { sizes };
+    for n in sizes {
+        let reps = std::env::var("NODE_FORMATION_REPS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(if n > 50 { 1 } else { 3 });
+        let mut bed = Bed::new(BedConfig {
+            naming: Naming::Ipv4,
+            ..BedConfig::default()
+        })
+        .expect("test bed");
+        let t = Instant::now();
+        bed.add_bare_pods(n).expect("pods");
+        println!("{n} bare pods set up in {:.1} s", t.elapsed().as_secs_f64());
+        let mut means = Vec::new();
+        for v in &VARIANTS {
+            let mut conv = Vec::new();
+            let mut rem = Vec::new();
+            for _ in 0..reps {
+                let (c, r) = round(&mut bed, v).await;
+                println!(
+                    "  {n} nodes, {}: convergence {:.0} ms, removal {:.0} ms",
+                    v.name,
+                    ms(c),
+                    ms(r)
+                );
+                conv.push(c);
+                rem.push(r);
+            }
+            let mean = |xs: &[Duration]| xs.iter().map(|d| ms(*d)).sum::<f64>() / xs.len() as f64;
+            let max = |xs: &[Duration]| xs.iter().map(|d| ms(*d)).fold(0.0, f64::max);
+            println!(
+                "{n} erlkube node processes, {}: convergence mean {:.0} ms max {:.0} ms; removal mean {:.0} ms max {:.0} ms (n={reps})",
+                v.name,
+                mean(&conv),
+                max(&conv),
+                mean(&rem),
+                max(&rem)
+            );
+            means.push((mean(&conv), mean(&rem)));
+        }
+        println!(
+            "{n} erlkube node processes: ratio libcluster-style / erlkube (mean): convergence {:.2}x, removal {:.2}x",
+            means[1].0 / means[0].0,
+            means[1].1 / means[0].1
+        );
+    }
+}
