@@ -458,17 +458,17 @@ fn start_connection(inner: Arc<Inner>, stream: TcpStream, est: Established) -> C
         kill: Arc::new(Notify::new()),
     };
     let peer = est.peer_node.clone();
-    inner
-        .conns
-        .lock()
-        .expect("conns")
-        .up
-        .insert(peer.clone(), handle.clone());
+    {
+        // The event is sent under the lock that changes `up`, so nodeup and
+        // nodedown of one peer reach subscribers in the order they happened.
+        let mut conns = inner.conns.lock().expect("conns");
+        conns.up.insert(peer.clone(), handle.clone());
+        let _ = inner.events.send(NodeEvent::NodeUp {
+            node: peer.clone(),
+            hidden: !handle.published,
+        });
+    }
     tracing::info!(peer = %peer, hidden = !handle.published, flags = %est.flags, "nodeup");
-    let _ = inner.events.send(NodeEvent::NodeUp {
-        node: peer.clone(),
-        hidden: !handle.published,
-    });
     let span = tracing::info_span!("dist", peer = %peer, conn = id);
     let cfg = ConnectionConfig {
         net_ticktime: inner.config.net_ticktime,
@@ -493,6 +493,10 @@ async fn run_connection(
         let mut conns = inner.conns.lock().expect("conns");
         if conns.up.get(&peer).is_some_and(|h| h.id == handle.id) {
             conns.up.remove(&peer);
+            let _ = inner.events.send(NodeEvent::NodeDown {
+                node: peer.clone(),
+                reason: reason.clone(),
+            });
             true
         } else {
             false
@@ -501,11 +505,12 @@ async fn run_connection(
     if was_up {
         inner.global_node_down(&peer);
         inner.node_down(&peer);
+        tracing::info!(reason = %reason, "nodedown");
+    } else {
+        // A connection already replaced by a newer one to the same node
+        // (after "alive"): the node is still up, so no nodedown.
+        tracing::info!(reason = %reason, "replaced connection closed");
     }
-    tracing::info!(reason = %reason, "nodedown");
-    let _ = inner
-        .events
-        .send(NodeEvent::NodeDown { node: peer, reason });
 }
 
 /// Smallest and largest read buffer: an idle connection holds the small

@@ -307,3 +307,68 @@ async fn simultaneous_connects_end_in_one_connection_without_nodedown() {
         }
     }
 }
+
+/// A new incarnation of a connected node (same name, "alive" answered
+/// "true") replaces the old connection: the node stays in `nodes()`, a
+/// nodeup is reported for the new connection and no nodedown for the
+/// replaced one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_connection_gives_no_nodedown() {
+    use erlkube_proto::dist::handshake::{HandshakeConfig, Initiator};
+    use erlkube_proto::dist::HandshakeEvent;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (pa, pb) = (free_port(), free_port());
+    let mut ca = config("a", "c", pa);
+    let mut cb = config("b", "c", pb);
+    ca.known_ports.insert(cb.name.clone(), pb);
+    cb.known_ports.insert(ca.name.clone(), pa);
+    let b_name = cb.name.clone();
+    let a = Node::start(ca).await.unwrap();
+    let b = Node::start(cb).await.unwrap();
+    b.connect(a.name()).await.unwrap();
+    let mut events = a.subscribe();
+    let mut eb = b.subscribe();
+
+    // b's "new incarnation", driven on a raw socket by the sans-IO core.
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pa))
+        .await
+        .unwrap();
+    let cfg = HandshakeConfig::new(b_name.clone(), Cookie::new("c"), 7);
+    let now = std::time::Instant::now();
+    let mut hs = Initiator::new(cfg, a.name(), 4242, now);
+    let mut buf = [0u8; 1024];
+    loop {
+        while let Some(t) = hs.poll_transmit() {
+            s.write_all(&t).await.unwrap();
+        }
+        if let Some(HandshakeEvent::Established(_)) = hs.poll_event() {
+            break;
+        }
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "a closed the handshake");
+        hs.handle_input(&buf[..n], now).unwrap();
+    }
+    // b's old connection is closed by a; b itself reports that nodedown.
+    loop {
+        if let NodeEvent::NodeDown { .. } = eb.recv().await.unwrap() {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.nodes(), vec![b_name.clone()]);
+    let mut ups = 0;
+    while let Ok(e) = events.try_recv() {
+        match e {
+            NodeEvent::NodeUp { node, .. } => {
+                assert_eq!(node, b_name);
+                ups += 1;
+            }
+            NodeEvent::NodeDown { node, reason } => {
+                panic!("a reported nodedown of {node} ({reason}) though it is connected")
+            }
+        }
+    }
+    assert_eq!(ups, 1);
+    drop(s);
+}
