@@ -30,7 +30,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use erlkube_testbed::harness::is_full_mesh;
+use erlkube_testbed::harness::{is_full_mesh, random_below};
 use erlkube_testbed::process::Guard;
 use erlkube_testbed::{Bed, BedConfig, Naming};
 
@@ -141,18 +141,6 @@ fn spawn_node(bed: &mut Bed, index: u32, v: &Variant) -> NodeProc {
     NodeProc { guard, peers }
 }
 
-fn random_below(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let x = nanos
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        >> 11;
-    Duration::from_nanos(x % (d.as_nanos() as u64).max(1))
-}
-
 async fn round(bed: &mut Bed, v: &Variant) -> (Duration, Duration) {
     let all = bed.indexes();
     let n = all.len();
@@ -230,7 +218,11 @@ async fn main() {
         .filter_map(|a| a.parse().ok())
         .collect();
     let sizes = if sizes.is_empty() { vec![200] } else { sizes };
-    let reps_env = |key: &str| std::env::var(key).ok().and_then(|r| r.parse::<usize>().ok());
+    let reps_env = |key: &str| {
+        std::env::var(key)
+            .ok()
+            .and_then(|r| r.parse::<usize>().ok())
+    };
     for n in sizes {
         let default_reps = if n > 50 { 1 } else { 3 };
         let reps = reps_env("NODE_FORMATION_REPS").unwrap_or(default_reps);

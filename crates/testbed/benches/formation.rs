@@ -19,50 +19,11 @@
 
 use std::time::Duration;
 
-use erlkube_discovery::{EngineConfig, PlanConfig};
-use erlkube_testbed::harness::{is_full_mesh, Engines, Strategy};
+use erlkube_testbed::harness::{
+    bench_variants, is_full_mesh, random_below, BenchVariant, Engines, Strategy,
+};
 use erlkube_testbed::{Bed, BedConfig, Naming};
 use tokio::time::Instant;
-
-struct Variant {
-    name: &'static str,
-    interval: Duration,
-    engine: EngineConfig,
-}
-
-fn variants() -> Vec<Variant> {
-    let ours = EngineConfig {
-        plan: PlanConfig {
-            removal_grace: Duration::ZERO,
-            ..PlanConfig::default()
-        },
-        check_interval: Duration::from_secs(1),
-        ..EngineConfig::default()
-    };
-    // libcluster DNSPoll: connect to everything every 5 s, no backoff.
-    let libcluster = EngineConfig {
-        plan: PlanConfig {
-            backoff_base: Duration::from_secs(5),
-            backoff_max: Duration::from_secs(5),
-            removal_grace: Duration::ZERO,
-            disconnect_on_removal: true,
-        },
-        check_interval: Duration::from_secs(5),
-        ..EngineConfig::default()
-    };
-    vec![
-        Variant {
-            name: "erlkube (1 s poll)",
-            interval: Duration::from_secs(1),
-            engine: ours,
-        },
-        Variant {
-            name: "libcluster-style (5 s poll)",
-            interval: Duration::from_secs(5),
-            engine: libcluster,
-        },
-    ]
-}
 
 async fn reset(bed: &mut Bed, engines: &mut Engines) {
     for i in bed.indexes() {
@@ -82,7 +43,7 @@ async fn reset(bed: &mut Bed, engines: &mut Engines) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
-async fn start_staggered(bed: &Bed, engines: &mut Engines, v: &Variant) {
+async fn start_staggered(bed: &Bed, engines: &mut Engines, v: &BenchVariant) {
     let pods = bed.indexes();
     let step = v.interval / pods.len() as u32;
     for i in pods {
@@ -91,19 +52,7 @@ async fn start_staggered(bed: &Bed, engines: &mut Engines, v: &Variant) {
     }
 }
 
-fn random_below(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let x = nanos
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        >> 11;
-    Duration::from_nanos(x % (d.as_nanos() as u64).max(1))
-}
-
-async fn converge(bed: &mut Bed, engines: &mut Engines, v: &Variant) -> Duration {
+async fn converge(bed: &mut Bed, engines: &mut Engines, v: &BenchVariant) -> Duration {
     reset(bed, engines).await;
     start_staggered(bed, engines, v).await;
     // The Service fills at a random moment of the poll cycle.
@@ -128,7 +77,12 @@ async fn converge(bed: &mut Bed, engines: &mut Engines, v: &Variant) -> Duration
     took
 }
 
-async fn remove_one(bed: &mut Bed, engines: &mut Engines, victim: u32, v: &Variant) -> Duration {
+async fn remove_one(
+    bed: &mut Bed,
+    engines: &mut Engines,
+    victim: u32,
+    v: &BenchVariant,
+) -> Duration {
     let name = bed.pod(victim).node_name.clone();
     tokio::time::sleep(random_below(v.interval)).await;
     engines.stop(victim);
@@ -203,7 +157,7 @@ async fn main() {
         .expect("test bed");
         bed.add_pods(n).expect("pods");
         let mut results = Vec::new();
-        for v in variants() {
+        for v in bench_variants() {
             let mut conv = Vec::new();
             let mut rem = Vec::new();
             for _ in 0..reps {
@@ -226,7 +180,7 @@ async fn main() {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(60),
         );
-        let v = &variants()[0];
+        let v = &bench_variants()[0];
         let mut engines = Engines::default();
         converge(&mut bed, &mut engines, v).await;
         let all = bed.indexes();

@@ -8,63 +8,15 @@
 
 use std::time::Duration;
 
-use erlkube_discovery::{EngineConfig, Event, PlanConfig};
-use erlkube_testbed::harness::{is_full_mesh, Strategy};
+use erlkube_discovery::Event;
+use erlkube_testbed::harness::{
+    bench_variants, is_full_mesh, random_below, BenchVariant, Strategy,
+};
 use erlkube_testbed::rust::RustPod;
 use erlkube_testbed::{Bed, BedConfig};
 use tokio::time::Instant;
 
-struct Variant {
-    name: &'static str,
-    interval: Duration,
-    engine: EngineConfig,
-}
-
-fn variants() -> Vec<Variant> {
-    let ours = EngineConfig {
-        plan: PlanConfig {
-            removal_grace: Duration::ZERO,
-            ..PlanConfig::default()
-        },
-        ..EngineConfig::default()
-    };
-    let libcluster = EngineConfig {
-        plan: PlanConfig {
-            backoff_base: Duration::from_secs(5),
-            backoff_max: Duration::from_secs(5),
-            removal_grace: Duration::ZERO,
-            disconnect_on_removal: true,
-        },
-        check_interval: Duration::from_secs(5),
-        ..EngineConfig::default()
-    };
-    vec![
-        Variant {
-            name: "erlkube (1 s poll)",
-            interval: Duration::from_secs(1),
-            engine: ours,
-        },
-        Variant {
-            name: "libcluster-style (5 s poll)",
-            interval: Duration::from_secs(5),
-            engine: libcluster,
-        },
-    ]
-}
-
-fn random_below(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos() as u64)
-        .unwrap_or(0);
-    let x = nanos
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        >> 11;
-    Duration::from_nanos(x % (d.as_nanos() as u64).max(1))
-}
-
-async fn round(bed: &mut Bed, v: &Variant) -> (Duration, Duration) {
+async fn round(bed: &mut Bed, v: &BenchVariant) -> (Duration, Duration) {
     let all = bed.indexes();
     let n = all.len();
     bed.set_published(&all, false).unwrap();
@@ -186,7 +138,7 @@ async fn main() {
         bed.add_bare_pods(n).expect("pods");
         println!("{n} bare pods set up in {:.1} s", t.elapsed().as_secs_f64());
         let mut means = Vec::new();
-        for v in variants() {
+        for v in bench_variants() {
             let mut conv = Vec::new();
             let mut rem = Vec::new();
             for _ in 0..reps {

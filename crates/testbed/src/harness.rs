@@ -221,3 +221,63 @@ pub async fn wait_full_mesh(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// One side of the formation benchmarks: erlkube's defaults, or the anchor
+/// configured as libcluster's DNSPoll behaves.
+pub struct BenchVariant {
+    /// Printed name.
+    pub name: &'static str,
+    /// Discovery polling interval.
+    pub interval: Duration,
+    /// Engine settings.
+    pub engine: EngineConfig,
+}
+
+/// The two variants every formation benchmark measures in one run: erlkube
+/// (1 s poll, default engine) and the libcluster-style anchor (5 s poll,
+/// retries only at the next poll, 5 s membership check). Both remove a node
+/// at once (`removal_grace = 0s`), so removal measures the polling.
+pub fn bench_variants() -> Vec<BenchVariant> {
+    let ours = EngineConfig {
+        plan: PlanConfig {
+            removal_grace: Duration::ZERO,
+            ..PlanConfig::default()
+        },
+        ..EngineConfig::default()
+    };
+    let libcluster = EngineConfig {
+        plan: PlanConfig {
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(5),
+            removal_grace: Duration::ZERO,
+            disconnect_on_removal: true,
+        },
+        check_interval: Duration::from_secs(5),
+        ..EngineConfig::default()
+    };
+    vec![
+        BenchVariant {
+            name: "erlkube (1 s poll)",
+            interval: Duration::from_secs(1),
+            engine: ours,
+        },
+        BenchVariant {
+            name: "libcluster-style (5 s poll)",
+            interval: Duration::from_secs(5),
+            engine: libcluster,
+        },
+    ]
+}
+
+/// A pseudo-random duration below `d` (a phase within a poll cycle).
+pub fn random_below(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let x = nanos
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        >> 11;
+    Duration::from_nanos(x % (d.as_nanos() as u64).max(1))
+}
