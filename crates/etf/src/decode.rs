@@ -337,7 +337,7 @@ impl Owner {
         match &self.atoms[h] {
             Some(a) if a.as_str() == s => a.clone(),
             _ => {
-                let a = Atom::new(s);
+                let a = crate::intern::intern(s);
                 self.atoms[h] = Some(a.clone());
                 a
             }

@@ -123,6 +123,7 @@ and charlists as strings (when they are valid text)."#
 mod decode;
 mod encode;
 mod error;
+pub mod intern;
 #[cfg(feature = "serde")]
 mod serde_impl;
 mod tags;
