@@ -290,6 +290,38 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
     }
 }
 
+thread_local! {
+    /// The connection this thread sent on last: (node uid, peer, queue).
+    /// Saves the connection table's lock and hash on every message of a
+    /// stream to one peer.
+    static LAST_QUEUE: std::cell::RefCell<Option<(u64, String, Weak<OutQueue>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The outbound queue of the connection to `node`, dialling it if needed.
+pub(crate) async fn out_queue(
+    inner: &Arc<Inner>,
+    node: &str,
+) -> Result<Arc<OutQueue>, ConnectError> {
+    let cached = LAST_QUEUE.with_borrow(|last| match last {
+        Some((uid, peer, q)) if *uid == inner.uid && peer == node => {
+            q.upgrade().filter(|q| !q.is_closed())
+        }
+        _ => None,
+    });
+    if let Some(q) = cached {
+        return Ok(q);
+    }
+    let h = connect(inner, node).await?;
+    LAST_QUEUE.with_borrow_mut(|last| match last {
+        Some((uid, peer, q)) if *uid == inner.uid && peer == node => {
+            *q = Arc::downgrade(&h.tx);
+        }
+        _ => *last = Some((inner.uid, node.to_owned(), Arc::downgrade(&h.tx))),
+    });
+    Ok(h.tx)
+}
+
 /// After losing a simultaneous connect, how long to wait for the peer's
 /// own attempt before dialling again.
 const RETRY_AFTER_NOK: std::time::Duration = std::time::Duration::from_millis(200);
@@ -568,8 +600,8 @@ async fn connection_loop(
 
 /// Handles every decoded message; an error string closes the connection.
 fn dispatch_all(inner: &Arc<Inner>, conn: &mut Connection) -> Result<(), String> {
-    while let Some(raw) = conn.poll_message() {
-        let msg = match DistMessage::decode(&raw) {
+    while let Some(raw) = conn.poll_message_ref() {
+        let msg = match DistMessage::decode_ref(&raw) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "closing connection: bad control message");
@@ -779,6 +811,8 @@ pub(crate) struct OutQueue {
     /// Wakes senders waiting for room.
     room: Notify,
     limit: usize,
+    /// Set once the connection ended.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct OutState {
@@ -812,7 +846,13 @@ impl OutQueue {
             wake: Notify::new(),
             room: Notify::new(),
             limit: limit.max(1),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// True once the connection ended.
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Encodes with `f` into the queue unless it is full or closed.
@@ -971,6 +1011,8 @@ impl OutQueue {
         let mut st = self.state.lock().expect("outq");
         st.stream = None;
         st.buf = Vec::new();
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         drop(st);
         self.room.notify_waiters();
     }

@@ -214,6 +214,9 @@ pub(crate) struct Conns {
 }
 
 pub(crate) struct Inner {
+    /// Tells this node from every other in the process (for caches that
+    /// outlive one node).
+    pub uid: u64,
     pub name: Atom,
     pub config: NodeConfig,
     pub creation: u32,
@@ -294,7 +297,9 @@ impl Node {
         };
         let (shutdown, _) = watch::channel(false);
         let (events, _) = broadcast::channel(256);
+        static NEXT_UID: AtomicU64 = AtomicU64::new(1);
         let inner = Arc::new(Inner {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             name: Atom::new(&name),
             config,
             creation,
@@ -466,7 +471,7 @@ impl Node {
         let m = DistMessage {
             control: ControlMessage::RegSend {
                 from: from.clone(),
-                to_name: Atom::new(name),
+                to_name: erlkube_etf::intern::intern(name),
             },
             payload: Some(msg),
         };
@@ -717,10 +722,8 @@ impl Inner {
         node: &str,
         m: &DistMessage,
     ) -> Result<(), SendError> {
-        let handle = conn::connect(self, node).await?;
-        handle
-            .tx
-            .send_msg(m)
+        let tx = conn::out_queue(self, node).await?;
+        tx.send_msg(m)
             .await
             .map_err(|()| SendError::Closed(node.to_owned()))
     }

@@ -24,7 +24,7 @@ pub mod tick;
 pub use connection::{Connection, ConnectionConfig, ConnectionError};
 pub use control::{ControlError, ControlMessage, DistMessage};
 pub use flags::DistFlags;
-pub use frame::{FrameError, InboundMessage, Limits};
+pub use frame::{FrameError, InboundMessage, InboundRef, Limits};
 pub use handshake::{
     Acceptor, Cookie, Established, HandshakeConfig, HandshakeError, HandshakeEvent, Initiator,
     PeerName, Status, Step,
