@@ -1443,3 +1443,14 @@ pub fn decode_prefix_with_atom_cache(
 ) -> Result<(Term, usize), DecodeError> {
     decode_owned(input, Some(cache), false, &DecodeOptions::default())
 }
+
+/// Checks the term at the start of `input` (no version byte, as after a
+/// distribution header) as [`decode_body_prefix_with_atom_cache`] would
+/// decode it, without building anything; returns the bytes it uses. Map
+/// keys are not checked for uniqueness (as with [`decode_ref`]).
+pub fn validate_body_prefix_with_atom_cache(
+    input: &[u8],
+    cache: &[Atom],
+) -> Result<usize, DecodeError> {
+    validate_body(input, Some(cache), DEFAULT_MAX_DEPTH)
+}

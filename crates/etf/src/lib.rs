@@ -131,6 +131,7 @@ mod term;
 pub mod text;
 mod view;
 
+pub use decode::validate_body_prefix_with_atom_cache;
 pub use decode::{
     decode, decode_body_prefix_with_atom_cache, decode_prefix, decode_prefix_with_atom_cache,
     decode_ref, decode_ref_body_prefix_with_atom_cache, decode_ref_prefix,

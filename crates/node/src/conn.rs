@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use erlkube_etf::{Atom, EncodeOptions, Pid, Term};
-use erlkube_proto::dist::control::{ControlMessage, DistMessage};
+use erlkube_proto::dist::control::{ControlMessage, DistMessage, LazyMessage, LazyPayload};
 use erlkube_proto::dist::frame::OutboundEncoder;
 use erlkube_proto::dist::handshake::{
     simultaneous_status, Acceptor, HandshakeConfig, Initiator, Status, Step,
@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::Instrument;
 
+use crate::mailbox::{Batch, Mailbox};
 use crate::{epmd, ConnHandle, ConnectError, Inner, NodeEvent, Outbound};
 
 fn now() -> Instant {
@@ -525,7 +526,8 @@ async fn connection_loop(
     if let Some(e) = conn.error() {
         return e.to_string();
     }
-    if let Err(e) = dispatch_all(inner, conn) {
+    let mut staged = Staged::default();
+    if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
         return e;
     }
     let mut deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
@@ -574,7 +576,7 @@ async fn connection_loop(
                     Err(e) => return e,
                 }
                 outq.arm_direct();
-                if let Err(e) = dispatch_all(inner, conn) {
+                if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
                     return e;
                 }
             },
@@ -598,18 +600,128 @@ async fn connection_loop(
     }
 }
 
+/// Messages of the current read staged for one local process's mailbox.
+#[derive(Default)]
+struct Staged {
+    /// Whose: the destination as the messages named it.
+    key: Option<StageKey>,
+    mailbox: Option<Arc<Mailbox>>,
+    batch: Batch,
+}
+
+#[derive(PartialEq)]
+enum StageKey {
+    Pid(u32),
+    Name(Atom),
+}
+
+impl Staged {
+    /// Stages a payload for `key`'s mailbox; false when `key` is not a
+    /// plain mailbox (no such process, a Rust gen_server answered
+    /// inline, a name the node answers itself): the caller takes the
+    /// general path.
+    fn stage(
+        &mut self,
+        inner: &Inner,
+        key: StageKey,
+        body: &[u8],
+        atoms: &[Atom],
+        source: &Arc<Notify>,
+    ) -> bool {
+        if self.key.as_ref() != Some(&key) {
+            self.flush();
+            let Some(mb) = mailbox_for(inner, &key) else {
+                return false;
+            };
+            self.key = Some(key);
+            self.mailbox = Some(mb);
+        }
+        self.batch.push_encoded(body, atoms, source);
+        true
+    }
+
+    /// Hands the staged messages to their mailbox.
+    fn flush(&mut self) {
+        self.key = None;
+        if let Some(mb) = self.mailbox.take() {
+            mb.push_batch(&mut self.batch);
+        }
+    }
+}
+
+/// The mailbox messages to `key` go to, if it is a plain one.
+fn mailbox_for(inner: &Inner, key: &StageKey) -> Option<Arc<Mailbox>> {
+    let (id, mb) = {
+        let procs = inner.procs.lock().expect("procs");
+        let id = match key {
+            StageKey::Pid(id) => *id,
+            StageKey::Name(name) => {
+                if matches!(name.as_str(), "net_kernel" | "rex" | "global_name_server") {
+                    return None;
+                }
+                *procs.names.get(name)?
+            }
+        };
+        (id, procs.by_id.get(&id)?.0.clone())
+    };
+    if inner.gen_calls.read().expect("gen_calls").contains_key(&id) {
+        return None;
+    }
+    Some(mb)
+}
+
 /// Handles every decoded message; an error string closes the connection.
-fn dispatch_all(inner: &Arc<Inner>, conn: &mut Connection) -> Result<(), String> {
+/// Messages to local processes' mailboxes go there still encoded, staged
+/// per destination and handed over in batches; everything else (and
+/// anything after it) goes through [`dispatch`] in order.
+fn dispatch_all(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    staged: &mut Staged,
+    source: &Arc<Notify>,
+) -> Result<(), String> {
+    use ControlMessage as C;
     while let Some(raw) = conn.poll_message_ref() {
-        let msg = match DistMessage::decode_ref(&raw) {
+        let LazyMessage { control, payload } = match DistMessage::decode_lazy(&raw) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "closing connection: bad control message");
+                staged.flush();
                 return Err(e.to_string());
             }
         };
-        dispatch(inner, conn, msg);
+        if let Some(LazyPayload::Encoded { body, atoms }) = &payload {
+            let key = match &control {
+                C::Send { to }
+                | C::SendTt { to, .. }
+                | C::SendSender { to, .. }
+                | C::SendSenderTt { to, .. }
+                    if to.node == inner.name && to.creation == inner.creation =>
+                {
+                    Some(StageKey::Pid(to.id))
+                }
+                C::RegSend { to_name, .. } | C::RegSendTt { to_name, .. } => {
+                    Some(StageKey::Name(to_name.clone()))
+                }
+                _ => None,
+            };
+            if let Some(key) = key {
+                if staged.stage(inner, key, body, atoms, source) {
+                    continue;
+                }
+            }
+        }
+        staged.flush();
+        let payload = match payload.map(LazyPayload::into_term).transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "closing connection: bad message payload");
+                return Err(e.to_string());
+            }
+        };
+        dispatch(inner, conn, DistMessage { control, payload });
     }
+    staged.flush();
     Ok(())
 }
 

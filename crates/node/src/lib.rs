@@ -23,6 +23,7 @@ pub mod demo;
 pub mod epmd;
 mod gen;
 mod global;
+mod mailbox;
 mod rpc;
 mod server;
 mod signals;
@@ -199,7 +200,7 @@ pub(crate) struct ConnHandle {
 
 #[derive(Default)]
 pub(crate) struct Procs {
-    pub by_id: HashMap<u32, mpsc::UnboundedSender<Term>>,
+    pub by_id: HashMap<u32, mailbox::MailboxTx>,
     pub names: HashMap<Atom, u32>,
     pub aliases: HashMap<Vec<u32>, u32>,
     pub state: HashMap<u32, signals::ProcState>,
@@ -612,11 +613,15 @@ impl Inner {
 
     fn spawn_process(self: &Arc<Self>) -> Process {
         let id = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x0fff_ffff;
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.procs.lock().expect("procs").by_id.insert(id, tx);
+        let shared = Arc::new(mailbox::Mailbox::default());
+        self.procs
+            .lock()
+            .expect("procs")
+            .by_id
+            .insert(id, mailbox::MailboxTx(shared.clone()));
         Process {
             pid: self.pid(id),
-            rx,
+            rx: mailbox::MailboxRx::new(shared),
             node: Arc::downgrade(self),
         }
     }
@@ -637,7 +642,7 @@ impl Inner {
         }
         let procs = self.procs.lock().expect("procs");
         match procs.by_id.get(&to.id) {
-            Some(tx) => tx.send(msg).is_ok(),
+            Some(tx) => tx.0.push_term(msg),
             None => false,
         }
     }
@@ -649,7 +654,7 @@ impl Inner {
     pub(crate) fn deliver_named(&self, name: &Atom, msg: Term) -> bool {
         let procs = self.procs.lock().expect("procs");
         match procs.names.get(name).and_then(|id| procs.by_id.get(id)) {
-            Some(tx) => tx.send(msg).is_ok(),
+            Some(tx) => tx.0.push_term(msg),
             None => false,
         }
     }
@@ -664,7 +669,7 @@ impl Inner {
             .get(&alias.ids)
             .and_then(|id| procs.by_id.get(id))
         {
-            Some(tx) => tx.send(msg).is_ok(),
+            Some(tx) => tx.0.push_term(msg),
             None => false,
         }
     }
@@ -733,7 +738,7 @@ impl Inner {
 /// name and aliases go with it).
 pub struct Process {
     pid: Pid,
-    rx: mpsc::UnboundedReceiver<Term>,
+    rx: mailbox::MailboxRx,
     node: Weak<Inner>,
 }
 
@@ -750,7 +755,7 @@ impl Process {
 
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Term> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().flatten()
     }
 
     /// The next message, waiting at most `timeout`.

@@ -22,7 +22,7 @@ pub mod handshake;
 pub mod tick;
 
 pub use connection::{Connection, ConnectionConfig, ConnectionError};
-pub use control::{ControlError, ControlMessage, DistMessage};
+pub use control::{ControlError, ControlMessage, DistMessage, LazyMessage, LazyPayload};
 pub use flags::DistFlags;
 pub use frame::{FrameError, InboundMessage, InboundRef, Limits};
 pub use handshake::{

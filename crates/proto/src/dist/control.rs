@@ -773,6 +773,66 @@ impl Reader<'_> {
     }
 }
 
+/// The control message (decoded) and where it ended.
+fn control_part(msg: &InboundRef<'_>) -> Result<(ControlMessage, usize), ControlError> {
+    let (data, atoms) = (msg.data, msg.atoms);
+    if msg.versioned {
+        let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(data, atoms)?;
+        return Ok((ControlMessage::from_term(&term)?, used));
+    }
+    if let Some(found) = fast_control(data, atoms) {
+        return Ok(found);
+    }
+    // After a distribution header the terms have no version byte.
+    let (term, used) = erlkube_etf::decode_body_prefix_with_atom_cache(data, atoms)?;
+    Ok((ControlMessage::from_term(&term)?, used))
+}
+
+/// A distribution message from [`DistMessage::decode_lazy`].
+#[derive(Debug)]
+pub struct LazyMessage<'a> {
+    /// The control message.
+    pub control: ControlMessage,
+    /// The payload, for operations that carry one.
+    pub payload: Option<LazyPayload<'a>>,
+}
+
+/// A payload, decoded or checked and still encoded.
+#[derive(Debug)]
+pub enum LazyPayload<'a> {
+    /// Decoded (pass-through messages are decoded at once).
+    Decoded(Term),
+    /// A term body (no version byte) that passed the decoder's checks;
+    /// ATOM_CACHE_REF indexes `atoms`.
+    Encoded {
+        /// The term's bytes, exactly.
+        body: &'a [u8],
+        /// The message's atom cache atoms.
+        atoms: &'a [Atom],
+    },
+}
+
+impl LazyPayload<'_> {
+    /// The payload as a term. Fails only for what the check before left
+    /// out: a map with a repeated key.
+    pub fn into_term(self) -> Result<Term, ControlError> {
+        match self {
+            LazyPayload::Decoded(t) => Ok(t),
+            LazyPayload::Encoded { body, atoms } => decode_payload_body(body, atoms),
+        }
+    }
+}
+
+/// Decodes a payload body kept by [`LazyPayload::Encoded`] (bytes and
+/// atoms stored elsewhere in between): the whole of `body` must be one term.
+pub fn decode_payload_body(body: &[u8], atoms: &[Atom]) -> Result<Term, ControlError> {
+    let (t, n) = erlkube_etf::decode_body_prefix_with_atom_cache(body, atoms)?;
+    if n != body.len() {
+        return Err(ControlError::TrailingBytes(body.len() - n));
+    }
+    Ok(t)
+}
+
 /// A decoded distribution message.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DistMessage {
@@ -796,23 +856,51 @@ impl DistMessage {
     /// of those two) goes through the generic term decoder, with the same
     /// result.
     pub fn decode_ref(msg: &InboundRef<'_>) -> Result<DistMessage, ControlError> {
-        let atoms = msg.atoms;
-        if !msg.versioned {
-            if let Some((control, used)) = fast_control(msg.data, atoms) {
-                return Self::with_payload(control, msg.data, used, false, atoms);
-            }
-        }
+        let (control, used) = control_part(msg)?;
+        Self::with_payload(control, msg.data, used, msg.versioned, msg.atoms)
+    }
+
+    /// Like [`DistMessage::decode_ref`], but a payload after a
+    /// distribution header is only checked (every check of the decoder
+    /// except unique map keys, without building anything) and handed back
+    /// encoded, for whoever receives it to decode
+    /// ([`LazyPayload::into_term`]). The BEAM works the same way: the
+    /// receiving process decodes a distributed message, not the
+    /// connection.
+    pub fn decode_lazy<'a>(msg: &InboundRef<'a>) -> Result<LazyMessage<'a>, ControlError> {
+        let (control, used) = control_part(msg)?;
         if msg.versioned {
-            let data = msg.data;
-            let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(data, atoms)?;
-            let control = ControlMessage::from_term(&term)?;
-            return Self::with_payload(control, data, used, true, atoms);
+            let m = Self::with_payload(control, msg.data, used, true, msg.atoms)?;
+            return Ok(LazyMessage {
+                control: m.control,
+                payload: m.payload.map(LazyPayload::Decoded),
+            });
         }
-        // After a distribution header the terms have no version byte.
         let data = msg.data;
-        let (term, used) = erlkube_etf::decode_body_prefix_with_atom_cache(data, atoms)?;
-        let control = ControlMessage::from_term(&term)?;
-        Self::with_payload(control, data, used, false, atoms)
+        if !control.has_payload() {
+            if used != data.len() {
+                return Err(ControlError::TrailingBytes(data.len() - used));
+            }
+            return Ok(LazyMessage {
+                control,
+                payload: None,
+            });
+        }
+        if used >= data.len() {
+            return Err(ControlError::MissingPayload(control.op()));
+        }
+        let body = &data[used..];
+        let n = erlkube_etf::validate_body_prefix_with_atom_cache(body, msg.atoms)?;
+        if n != body.len() {
+            return Err(ControlError::TrailingBytes(body.len() - n));
+        }
+        Ok(LazyMessage {
+            control,
+            payload: Some(LazyPayload::Encoded {
+                body,
+                atoms: msg.atoms,
+            }),
+        })
     }
 
     /// Decodes the payload (at `used`, where the control message ended)

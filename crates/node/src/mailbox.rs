@@ -1,0 +1,279 @@
+//! Process mailboxes. A mailbox holds terms, and payloads from the
+//! distribution still encoded: the connection task only checks a payload
+//! and copies its bytes; the receiving process decodes it when it takes
+//! the message (as the BEAM does). That keeps the connection task's work
+//! per message small, spreads decoding over the receivers, and allocates
+//! and frees each term on the receiver's thread.
+//!
+//! Messages travel in [`Batch`]es: the connection task stages the
+//! messages of one read for one process and hands them over under one
+//! lock with at most one wake-up; the process swaps the whole queue out
+//! under one lock and then reads from its own copy.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use erlkube_etf::{Atom, Term};
+use tokio::sync::Notify;
+
+/// Buffers larger than this are released when a batch is emptied, so a
+/// burst does not pin memory in an idle process.
+const KEEP_BYTES: usize = 1 << 20;
+const KEEP_ENTRIES: usize = 1 << 14;
+
+/// Messages in arrival order.
+#[derive(Default)]
+pub(crate) struct Batch {
+    entries: VecDeque<Entry>,
+    /// Encoded payloads back to back.
+    bytes: Vec<u8>,
+    /// Their atom cache atoms back to back.
+    atoms: Vec<Atom>,
+    /// The connections encoded payloads came from (a payload that fails
+    /// to decode closes its connection, as on the BEAM).
+    sources: Vec<Arc<Notify>>,
+    /// Read positions in `bytes` and `atoms`.
+    bytes_pos: usize,
+    atoms_pos: usize,
+}
+
+enum Entry {
+    Term(Term),
+    /// A checked payload: `bytes[bytes_pos..end]`, atoms
+    /// `atoms[atoms_pos..atoms_end]`, from `sources[source]`.
+    Encoded {
+        end: usize,
+        atoms_end: usize,
+        source: usize,
+    },
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn push_term(&mut self, t: Term) {
+        self.entries.push_back(Entry::Term(t));
+    }
+
+    /// Appends a payload body (checked by the caller) with its message's
+    /// atom cache atoms, from the connection `source` kills.
+    pub(crate) fn push_encoded(&mut self, body: &[u8], atoms: &[Atom], source: &Arc<Notify>) {
+        self.bytes.extend_from_slice(body);
+        // A payload refers to the atoms only through ATOM_CACHE_REF.
+        if !atoms.is_empty() && body.contains(&erlkube_proto::dist::frame::ATOM_CACHE_REF) {
+            self.atoms.extend_from_slice(atoms);
+        }
+        let source = match self.sources.last() {
+            Some(s) if Arc::ptr_eq(s, source) => self.sources.len() - 1,
+            _ => {
+                self.sources.push(source.clone());
+                self.sources.len() - 1
+            }
+        };
+        self.entries.push_back(Entry::Encoded {
+            end: self.bytes.len(),
+            atoms_end: self.atoms.len(),
+            source,
+        });
+    }
+
+    /// Moves every message of `other` to the end of this batch, leaving
+    /// `other` empty (with buffers to reuse).
+    fn append(&mut self, other: &mut Batch) {
+        if self.is_empty() {
+            self.clear();
+            std::mem::swap(self, other);
+            return;
+        }
+        let (b0, a0, s0) = (
+            self.bytes.len() - other.bytes_pos,
+            self.atoms.len() - other.atoms_pos,
+            self.sources.len(),
+        );
+        self.bytes
+            .extend_from_slice(&other.bytes[other.bytes_pos..]);
+        self.atoms
+            .extend_from_slice(&other.atoms[other.atoms_pos..]);
+        self.sources.append(&mut other.sources);
+        self.entries
+            .extend(other.entries.drain(..).map(|e| match e {
+                Entry::Term(t) => Entry::Term(t),
+                Entry::Encoded {
+                    end,
+                    atoms_end,
+                    source,
+                } => Entry::Encoded {
+                    end: end + b0,
+                    atoms_end: atoms_end + a0,
+                    source: source + s0,
+                },
+            }));
+        other.clear();
+    }
+
+    /// Empties the batch, keeping modest buffers for reuse.
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes.clear();
+        self.atoms.clear();
+        self.sources.clear();
+        self.bytes_pos = 0;
+        self.atoms_pos = 0;
+        if self.bytes.capacity() > KEEP_BYTES {
+            self.bytes = Vec::new();
+        }
+        if self.entries.capacity() > KEEP_ENTRIES {
+            self.entries = VecDeque::new();
+        }
+        if self.atoms.capacity() > KEEP_ENTRIES {
+            self.atoms = Vec::new();
+        }
+    }
+
+    /// The next message, decoding an encoded payload. A payload that does
+    /// not decode (a repeated map key, the one thing the connection's check
+    /// leaves out) is dropped and its connection closed.
+    fn pop(&mut self) -> Option<Term> {
+        loop {
+            let Some(e) = self.entries.pop_front() else {
+                self.clear();
+                return None;
+            };
+            match e {
+                Entry::Term(t) => return Some(t),
+                Entry::Encoded {
+                    end,
+                    atoms_end,
+                    source,
+                } => {
+                    let body = &self.bytes[self.bytes_pos..end];
+                    let atoms = &self.atoms[self.atoms_pos..atoms_end];
+                    self.bytes_pos = end;
+                    self.atoms_pos = atoms_end;
+                    match erlkube_proto::dist::control::decode_payload_body(body, atoms) {
+                        Ok(t) => return Some(t),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "closing connection: bad message payload");
+                            if let Some(s) = self.sources.get(source) {
+                                s.notify_one();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The shared end of a mailbox.
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    queue: Mutex<Batch>,
+    /// Wakes the process: the queue went from empty to non-empty, or the
+    /// mailbox closed.
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+impl Mailbox {
+    /// Queues one term; false if the process is gone.
+    pub(crate) fn push_term(&self, t: Term) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut q = self.queue.lock().expect("mailbox");
+        let was_empty = q.is_empty();
+        q.push_term(t);
+        drop(q);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    /// Queues every message of `batch` (left empty); false if the
+    /// process is gone (the messages are dropped, as in Erlang).
+    pub(crate) fn push_batch(&self, batch: &mut Batch) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            batch.clear();
+            return false;
+        }
+        let mut q = self.queue.lock().expect("mailbox");
+        let was_empty = q.is_empty();
+        q.append(batch);
+        drop(q);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+/// The node's handle on a process's mailbox; dropping it (the process
+/// ended, or the node is gone) closes the mailbox.
+pub(crate) struct MailboxTx(pub Arc<Mailbox>);
+
+impl Drop for MailboxTx {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// The process's end: its own copy of the queue, refilled by swapping.
+pub(crate) struct MailboxRx {
+    shared: Arc<Mailbox>,
+    local: Batch,
+}
+
+impl MailboxRx {
+    pub(crate) fn new(shared: Arc<Mailbox>) -> Self {
+        MailboxRx {
+            shared,
+            local: Batch::default(),
+        }
+    }
+
+    /// The next message if one is waiting; `Err(())` once the mailbox is
+    /// closed and empty.
+    pub(crate) fn try_recv(&mut self) -> Result<Option<Term>, ()> {
+        if let Some(t) = self.local.pop() {
+            return Ok(Some(t));
+        }
+        // Read `closed` first: whatever was queued before closing is then
+        // seen by the swap below.
+        let closed = self.shared.closed.load(Ordering::Acquire);
+        {
+            let mut q = self.shared.queue.lock().expect("mailbox");
+            if !q.is_empty() {
+                std::mem::swap(&mut *q, &mut self.local);
+            }
+        }
+        if let Some(t) = self.local.pop() {
+            return Ok(Some(t));
+        }
+        if closed {
+            Err(())
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The next message; `None` once the mailbox is closed and empty.
+    pub(crate) async fn recv(&mut self) -> Option<Term> {
+        loop {
+            match self.try_recv() {
+                Ok(Some(t)) => return Some(t),
+                Err(()) => return None,
+                Ok(None) => self.shared.notify.notified().await,
+            }
+        }
+    }
+}
