@@ -277,3 +277,72 @@ impl MailboxRx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(t: &Term, atoms: &[Atom]) -> Vec<u8> {
+        // Encode, then turn every atom in `atoms` into a cache reference
+        // when it is the whole term (enough for these tests).
+        let mut out = Vec::new();
+        erlkube_etf::encode_body_into(t, &erlkube_etf::EncodeOptions::utf8_atoms(), &mut out);
+        if let Term::Atom(a) = t {
+            if let Some(ix) = atoms.iter().position(|x| x == a) {
+                return vec![erlkube_proto::dist::frame::ATOM_CACHE_REF, ix as u8];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn batches_keep_order_across_appends() {
+        let src = Arc::new(Notify::new());
+        let atoms = [Atom::new("x"), Atom::new("cached")];
+        let mut shared = Batch::default();
+        let mut expect = Vec::new();
+        for round in 0..4i64 {
+            let mut staged = Batch::default();
+            for i in 0..5 {
+                let t = Term::tuple(vec![Term::Integer(round), Term::Integer(i)]);
+                staged.push_encoded(&body(&t, &atoms), &atoms, &src);
+                expect.push(t);
+                let c = Term::atom("cached");
+                staged.push_encoded(&body(&c, &atoms), &atoms, &src);
+                expect.push(c);
+            }
+            staged.push_term(Term::Integer(round));
+            expect.push(Term::Integer(round));
+            shared.append(&mut staged);
+            assert!(staged.is_empty());
+        }
+        let mut got = Vec::new();
+        while let Some(t) = shared.pop() {
+            got.push(t);
+        }
+        assert_eq!(got, expect);
+        assert!(shared.is_empty());
+    }
+
+    #[tokio::test]
+    async fn undecodable_payload_is_dropped_and_closes_its_source() {
+        let src = Arc::new(Notify::new());
+        let shared = Arc::new(Mailbox::default());
+        let mut rx = MailboxRx::new(shared.clone());
+        let mut b = Batch::default();
+        // {1 => 1, 1 => 2}: passes the connection's check, fails to decode.
+        b.push_encoded(&[116, 0, 0, 0, 2, 97, 1, 97, 1, 97, 1, 97, 2], &[], &src);
+        b.push_encoded(&[97, 7], &[], &src);
+        assert!(shared.push_batch(&mut b));
+        let killed = src.notified();
+        assert_eq!(rx.recv().await, Some(Term::Integer(7)));
+        tokio::time::timeout(std::time::Duration::from_secs(1), killed)
+            .await
+            .expect("source notified");
+        // Closing ends recv once the queue is empty.
+        shared.push_term(Term::Integer(8));
+        drop(MailboxTx(shared));
+        assert_eq!(rx.recv().await, Some(Term::Integer(8)));
+        assert_eq!(rx.recv().await, None);
+    }
+}
