@@ -259,7 +259,18 @@ async fn main() {
     a.ping(b.name()).await.unwrap();
 
     // DIST_BENCH_PROFILE=1: only Rust->Rust one-way, repeated (for a
-    // profiler; no anchor, no ratio).
+    // profiler; no anchor, no ratio); DIST_BENCH_PROFILE=rtt: only
+    // Rust<->Rust round trips.
+    if std::env::var("DIST_BENCH_PROFILE").as_deref() == Ok("rtt") {
+        for _ in 0..5 {
+            let s = rust_round_trips(&a, b.name()).await;
+            println!(
+                "Rust<->Rust {:>8.1} us per round trip",
+                s / ROUND_TRIPS as f64 * 1e6
+            );
+        }
+        return;
+    }
     if std::env::var_os("DIST_BENCH_PROFILE").is_some() {
         for _ in 0..10 {
             let s = rust_one_way(&a, b.name()).await;

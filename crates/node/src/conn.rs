@@ -1,6 +1,7 @@
 //! Connection tasks: the handshake over TCP, then one loop per peer that
 //! reads, writes, ticks and dispatches, all through the sans-IO core.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
@@ -480,6 +481,30 @@ async fn run_connection(
 const READ_MIN: usize = 16 * 1024;
 const READ_MAX: usize = 256 * 1024;
 
+/// One read. A short read (fewer bytes than asked) means the socket had
+/// nothing more at that moment, so tokio's read readiness is cleared
+/// right away instead of by a second read that would fail with
+/// WouldBlock: a syscall less per wake-up, which counts on request and
+/// answer traffic. (tokio clears it only if no readiness event arrived
+/// since the read began, so data that comes in meanwhile still wakes the
+/// task.)
+fn read_once(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut short = None;
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        let n = (&*socket2::SockRef::from(stream)).read(buf)?;
+        if n > 0 && n < buf.len() {
+            short = Some(n);
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match short {
+        Some(n) => Ok(n),
+        None => r,
+    }
+}
+
 /// Reads until the socket would block (or a budget is spent), feeding
 /// the core. `Ok(false)`: the peer closed.
 fn read_available(
@@ -488,7 +513,7 @@ fn read_available(
     conn: &mut Connection,
 ) -> Result<bool, String> {
     for _ in 0..8 {
-        match stream.try_read(buf) {
+        match read_once(stream, buf) {
             Ok(0) => return Ok(false),
             Ok(n) => {
                 if let Err(e) = conn.handle_input(&buf[..n], now()) {
@@ -924,7 +949,18 @@ pub(crate) struct OutQueue {
     room: Notify,
     limit: usize,
     /// Set once the connection ended.
-    closed: std::sync::atomic::AtomicBool,
+    closed: AtomicBool,
+    /// `!buf.is_empty()`, written under the lock: lets the connection
+    /// task look without taking it (it would wait for a sender writing
+    /// directly while holding it).
+    queued: AtomicBool,
+    /// The connection task's `busy`, for the task itself to read without
+    /// the lock.
+    task_busy: AtomicBool,
+    /// A sender may write directly (re-armed on every read and whenever
+    /// the connection task has drained the queue; cleared by a direct
+    /// write).
+    direct_ok: AtomicBool,
 }
 
 struct OutState {
@@ -934,9 +970,6 @@ struct OutState {
     stream: Option<Arc<TcpStream>>,
     /// The connection task holds a batch it has not fully written.
     busy: bool,
-    /// A sender may write directly (re-armed on every read and whenever
-    /// the connection task has drained the queue).
-    direct_ok: bool,
 }
 
 /// Why a frame was not queued.
@@ -953,18 +986,20 @@ impl OutQueue {
                 encoder,
                 stream: Some(stream),
                 busy: false,
-                direct_ok: true,
             }),
             wake: Notify::new(),
             room: Notify::new(),
             limit: limit.max(1),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
+            task_busy: AtomicBool::new(false),
+            direct_ok: AtomicBool::new(true),
         }
     }
 
     /// True once the connection ended.
     fn is_closed(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::Acquire)
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Encodes with `f` into the queue unless it is full or closed.
@@ -986,8 +1021,7 @@ impl OutQueue {
             // The connection task was already told (or is writing).
             return Ok(());
         }
-        if st.direct_ok {
-            st.direct_ok = false;
+        if self.direct_ok.swap(false, Ordering::AcqRel) {
             let mut pos = 0;
             while pos < st.buf.len() {
                 match stream.try_write(&st.buf[pos..]) {
@@ -1001,6 +1035,7 @@ impl OutQueue {
             }
             st.buf.drain(..pos);
         }
+        self.queued.store(true, Ordering::Release);
         self.wake.notify_one();
         Ok(())
     }
@@ -1088,6 +1123,7 @@ impl OutQueue {
         }
         let idle = st.buf.is_empty() && !st.busy;
         st.buf.extend_from_slice(bytes);
+        self.queued.store(true, Ordering::Release);
         if idle {
             self.wake.notify_one();
         }
@@ -1096,16 +1132,25 @@ impl OutQueue {
     /// The connection task takes everything queued (swapping in `spare`),
     /// or marks itself idle when nothing is.
     fn take(&self, spare: &mut Vec<u8>) -> bool {
+        if !self.queued.load(Ordering::Acquire) && !self.task_busy.load(Ordering::Relaxed) {
+            // Idle and nothing queued (a sender that queues now sees the
+            // task idle and wakes it).
+            self.direct_ok.store(true, Ordering::Release);
+            return false;
+        }
         let mut st = self.state.lock().expect("outq");
         if st.buf.is_empty() {
             st.busy = false;
-            st.direct_ok = true;
+            self.task_busy.store(false, Ordering::Relaxed);
+            self.direct_ok.store(true, Ordering::Release);
             return false;
         }
         let was_full = st.buf.len() >= self.limit;
         spare.clear();
         std::mem::swap(&mut st.buf, spare);
         st.busy = true;
+        self.task_busy.store(true, Ordering::Relaxed);
+        self.queued.store(false, Ordering::Release);
         drop(st);
         if was_full {
             self.room.notify_waiters();
@@ -1115,7 +1160,7 @@ impl OutQueue {
 
     /// The peer was heard from: a sender may write directly again.
     fn arm_direct(&self) {
-        self.state.lock().expect("outq").direct_ok = true;
+        self.direct_ok.store(true, Ordering::Release);
     }
 
     /// The connection ended: senders get an error from now on.
@@ -1123,8 +1168,8 @@ impl OutQueue {
         let mut st = self.state.lock().expect("outq");
         st.stream = None;
         st.buf = Vec::new();
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.queued.store(false, Ordering::Release);
+        self.closed.store(true, Ordering::Release);
         drop(st);
         self.room.notify_waiters();
     }

@@ -18,14 +18,18 @@ use erlkube_etf::{Atom, Term};
 use tokio::sync::Notify;
 
 /// Buffers larger than this are released when a batch is emptied, so a
-/// burst does not pin memory in an idle process.
-const KEEP_BYTES: usize = 1 << 20;
-const KEEP_ENTRIES: usize = 1 << 14;
+/// burst does not pin memory in an idle process (below it, buffers are
+/// reused: growing them again costs page faults).
+const KEEP_BYTES: usize = 4 << 20;
+const KEEP_ENTRIES: usize = 1 << 16;
 
 /// Messages in arrival order.
 #[derive(Default)]
 pub(crate) struct Batch {
-    entries: VecDeque<Entry>,
+    /// One per message, in order.
+    slots: VecDeque<Slot>,
+    /// The terms of the [`Slot::TERM`] slots, in order.
+    terms: VecDeque<Term>,
     /// Encoded payloads back to back.
     bytes: Vec<u8>,
     /// Their atom cache atoms back to back.
@@ -38,24 +42,32 @@ pub(crate) struct Batch {
     atoms_pos: usize,
 }
 
-enum Entry {
-    Term(Term),
-    /// A checked payload: `bytes[bytes_pos..end]`, atoms
-    /// `atoms[atoms_pos..atoms_end]`, from `sources[source]`.
-    Encoded {
-        end: usize,
-        atoms_end: usize,
-        source: usize,
-    },
+/// A message: a checked payload, `bytes[bytes_pos..end]` with atoms
+/// `atoms[atoms_pos..atoms_end]`, from `sources[source]`; or, when
+/// `source` is [`Slot::TERM`], the next of the batch's terms.
+#[derive(Clone, Copy)]
+struct Slot {
+    end: usize,
+    atoms_end: usize,
+    source: u32,
+}
+
+impl Slot {
+    const TERM: u32 = u32::MAX;
 }
 
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.is_empty()
     }
 
     pub(crate) fn push_term(&mut self, t: Term) {
-        self.entries.push_back(Entry::Term(t));
+        self.terms.push_back(t);
+        self.slots.push_back(Slot {
+            end: 0,
+            atoms_end: 0,
+            source: Slot::TERM,
+        });
     }
 
     /// Appends a payload body (checked by the caller) with its message's
@@ -73,10 +85,10 @@ impl Batch {
                 self.sources.len() - 1
             }
         };
-        self.entries.push_back(Entry::Encoded {
+        self.slots.push_back(Slot {
             end: self.bytes.len(),
             atoms_end: self.atoms.len(),
-            source,
+            source: source as u32,
         });
     }
 
@@ -88,35 +100,33 @@ impl Batch {
             std::mem::swap(self, other);
             return;
         }
-        let (b0, a0, s0) = (
-            self.bytes.len() - other.bytes_pos,
-            self.atoms.len() - other.atoms_pos,
-            self.sources.len(),
-        );
+        let b0 = self.bytes.len() - other.bytes_pos;
+        let a0 = self.atoms.len() - other.atoms_pos;
+        let s0 = self.sources.len() as u32;
         self.bytes
             .extend_from_slice(&other.bytes[other.bytes_pos..]);
         self.atoms
             .extend_from_slice(&other.atoms[other.atoms_pos..]);
         self.sources.append(&mut other.sources);
-        self.entries
-            .extend(other.entries.drain(..).map(|e| match e {
-                Entry::Term(t) => Entry::Term(t),
-                Entry::Encoded {
-                    end,
-                    atoms_end,
-                    source,
-                } => Entry::Encoded {
-                    end: end + b0,
-                    atoms_end: atoms_end + a0,
-                    source: source + s0,
-                },
-            }));
+        self.terms.append(&mut other.terms);
+        self.slots.extend(other.slots.drain(..).map(|s| {
+            if s.source == Slot::TERM {
+                s
+            } else {
+                Slot {
+                    end: s.end + b0,
+                    atoms_end: s.atoms_end + a0,
+                    source: s.source + s0,
+                }
+            }
+        }));
         other.clear();
     }
 
     /// Empties the batch, keeping modest buffers for reuse.
     fn clear(&mut self) {
-        self.entries.clear();
+        self.slots.clear();
+        self.terms.clear();
         self.bytes.clear();
         self.atoms.clear();
         self.sources.clear();
@@ -125,8 +135,11 @@ impl Batch {
         if self.bytes.capacity() > KEEP_BYTES {
             self.bytes = Vec::new();
         }
-        if self.entries.capacity() > KEEP_ENTRIES {
-            self.entries = VecDeque::new();
+        if self.slots.capacity() > KEEP_ENTRIES {
+            self.slots = VecDeque::new();
+        }
+        if self.terms.capacity() > KEEP_ENTRIES {
+            self.terms = VecDeque::new();
         }
         if self.atoms.capacity() > KEEP_ENTRIES {
             self.atoms = Vec::new();
@@ -138,29 +151,23 @@ impl Batch {
     /// leaves out) is dropped and its connection closed.
     fn pop(&mut self) -> Option<Term> {
         loop {
-            let Some(e) = self.entries.pop_front() else {
+            let Some(s) = self.slots.pop_front() else {
                 self.clear();
                 return None;
             };
-            match e {
-                Entry::Term(t) => return Some(t),
-                Entry::Encoded {
-                    end,
-                    atoms_end,
-                    source,
-                } => {
-                    let body = &self.bytes[self.bytes_pos..end];
-                    let atoms = &self.atoms[self.atoms_pos..atoms_end];
-                    self.bytes_pos = end;
-                    self.atoms_pos = atoms_end;
-                    match erlkube_proto::dist::control::decode_payload_body(body, atoms) {
-                        Ok(t) => return Some(t),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "closing connection: bad message payload");
-                            if let Some(s) = self.sources.get(source) {
-                                s.notify_one();
-                            }
-                        }
+            if s.source == Slot::TERM {
+                return self.terms.pop_front();
+            }
+            let body = &self.bytes[self.bytes_pos..s.end];
+            let atoms = &self.atoms[self.atoms_pos..s.atoms_end];
+            self.bytes_pos = s.end;
+            self.atoms_pos = s.atoms_end;
+            match erlkube_proto::dist::control::decode_payload_body(body, atoms) {
+                Ok(t) => return Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "closing connection: bad message payload");
+                    if let Some(src) = self.sources.get(s.source as usize) {
+                        src.notify_one();
                     }
                 }
             }
