@@ -23,20 +23,23 @@ pub const SLOTS: usize = 256;
 pub const MAX_INTERNED_LEN: usize = 64;
 
 thread_local! {
-    static TABLE: RefCell<Vec<Option<Atom>>> = const { RefCell::new(Vec::new()) };
+    static TABLE: RefCell<[Option<Atom>; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
 }
 
 #[inline]
 fn slot(text: &[u8]) -> usize {
-    // FNV-1a over at most the first and last 8 bytes plus the length:
-    // cheap, and enough to spread the few atoms a thread uses.
-    let mut h: u32 = 2_166_136_261 ^ text.len() as u32;
-    let head = &text[..text.len().min(8)];
-    let tail = &text[text.len().saturating_sub(8)..];
-    for &b in head.iter().chain(tail) {
-        h = (h ^ b as u32).wrapping_mul(16_777_619);
-    }
-    (h as usize) % SLOTS
+    // Length, first two and last two bytes: cheap, and enough to spread
+    // the few atoms a thread uses (collisions only cost an allocation).
+    let n = text.len();
+    let h = match text {
+        [] => 0,
+        [a] => *a as usize,
+        [a, b, .., y, z] => {
+            (*a as usize) ^ (*b as usize) << 3 ^ (*y as usize) << 6 ^ (*z as usize) << 9
+        }
+        [a, .., z] => (*a as usize) ^ (*z as usize) << 5,
+    };
+    (h ^ n.wrapping_mul(0x9e37)).wrapping_mul(0x9e37_79b9) >> 8 & (SLOTS - 1)
 }
 
 /// The atom with this text: an existing one from this thread's table when
@@ -50,9 +53,6 @@ pub fn intern(text: &str) -> Atom {
         let Ok(mut t) = t.try_borrow_mut() else {
             return Atom::new(text);
         };
-        if t.is_empty() {
-            t.resize(SLOTS, None);
-        }
         match &t[ix] {
             Some(a) if a.as_str() == text => a.clone(),
             _ => {

@@ -210,6 +210,9 @@ async fn accept_one(inner: Arc<Inner>, mut stream: TcpStream) {
             // After "alive" answered true, the old connection is stale.
             let old = inner.conns.lock().expect("conns").up.get(&peer).cloned();
             if let Some(old) = old {
+                // Closed now, not when its task ends: senders holding it
+                // (the per-thread cache) stop using it at once.
+                old.tx.close();
                 old.kill.notify_one();
             }
             start_connection(inner, stream, est);
@@ -1164,7 +1167,7 @@ impl OutQueue {
     }
 
     /// The connection ended: senders get an error from now on.
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut st = self.state.lock().expect("outq");
         st.stream = None;
         st.buf = Vec::new();
