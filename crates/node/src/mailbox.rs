@@ -20,8 +20,8 @@ use tokio::sync::Notify;
 /// Buffers larger than this are released when a batch is emptied, so a
 /// burst does not pin memory in an idle process (below it, buffers are
 /// reused: growing them again costs page faults).
-const KEEP_BYTES: usize = 4 << 20;
-const KEEP_ENTRIES: usize = 1 << 16;
+const KEEP_BYTES: usize = 2 << 20;
+const KEEP_ENTRIES: usize = 1 << 15;
 
 /// Messages in arrival order.
 #[derive(Default)]
