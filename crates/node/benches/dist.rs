@@ -227,8 +227,25 @@ async fn raw_connections(
     out
 }
 
-#[tokio::main]
-async fn main() {
+/// The runtime `#[tokio::main]` gives (multi-thread, one worker per CPU,
+/// this future on the main thread), which the figures are for;
+/// `DIST_BENCH_RUNTIME=current_thread` runs everything on one thread
+/// instead (for comparison only).
+fn main() {
+    let rt = if std::env::var("DIST_BENCH_RUNTIME").as_deref() == Ok("current_thread") {
+        println!("runtime: current_thread");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    rt.unwrap().block_on(run());
+}
+
+async fn run() {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
