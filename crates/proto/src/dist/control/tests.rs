@@ -452,3 +452,59 @@ fn send_and_reg_send_fast_path_agrees_with_the_term_decoder() {
         }
     }
 }
+
+/// The lazy path (check, keep encoded, decode later) gives what the eager
+/// decoder gives, for good payloads and for every prefix and one-byte
+/// change of them.
+#[test]
+fn lazy_decoding_agrees_with_eager_decoding() {
+    let payloads = [
+        Term::atom("hello"),
+        Term::tuple(vec![Term::atom("hello"), Term::Integer(70_000)]),
+        Term::tuple(vec![
+            Term::Pid(pid(9)),
+            Term::binary(vec![1, 2, 3]),
+            Term::List(vec![Term::Float(1.5), Term::Integer(-1)]),
+        ]),
+        erlkube_etf::parse("#{a => 1, <<\"b\">> => [x, y]}").unwrap(),
+    ];
+    let lazy = |m: &InboundMessage| {
+        DistMessage::decode_lazy(&m.as_ref()).and_then(|l| {
+            let payload = l.payload.map(LazyPayload::into_term).transpose()?;
+            Ok(DistMessage {
+                control: l.control,
+                payload,
+            })
+        })
+    };
+    for p in payloads {
+        let m = DistMessage {
+            control: ControlMessage::RegSend {
+                from: pid(1),
+                to_name: Atom::new("sink"),
+            },
+            payload: Some(p),
+        };
+        let good = inbound(&m, false);
+        assert_eq!(lazy(&good), Ok(m.clone()));
+        let mut variants = Vec::new();
+        for cut in 1..good.data.len() {
+            variants.push(good.data[..cut].to_vec());
+        }
+        for i in 0..good.data.len() {
+            for b in [0u8, 1, 82, 100, 104, 255] {
+                let mut d = good.data.clone();
+                d[i] = b;
+                variants.push(d);
+            }
+        }
+        for data in variants {
+            let m = InboundMessage {
+                atoms: vec![Atom::new("x")],
+                data,
+                versioned: false,
+            };
+            assert_eq!(lazy(&m), DistMessage::decode(&m), "{:?}", m.data);
+        }
+    }
+}
