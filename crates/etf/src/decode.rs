@@ -337,7 +337,7 @@ impl Owner {
         match &self.atoms[h] {
             Some(a) if a.as_str() == s => a.clone(),
             _ => {
-                let a = Atom::new(s);
+                let a = crate::intern::intern(s);
                 self.atoms[h] = Some(a.clone());
                 a
             }
@@ -1442,4 +1442,15 @@ pub fn decode_prefix_with_atom_cache(
     cache: &[Atom],
 ) -> Result<(Term, usize), DecodeError> {
     decode_owned(input, Some(cache), false, &DecodeOptions::default())
+}
+
+/// Checks the term at the start of `input` (no version byte, as after a
+/// distribution header) as [`decode_body_prefix_with_atom_cache`] would
+/// decode it, without building anything; returns the bytes it uses. Map
+/// keys are not checked for uniqueness (as with [`decode_ref`]).
+pub fn validate_body_prefix_with_atom_cache(
+    input: &[u8],
+    cache: &[Atom],
+) -> Result<usize, DecodeError> {
+    validate_body(input, Some(cache), DEFAULT_MAX_DEPTH)
 }

@@ -123,6 +123,7 @@ and charlists as strings (when they are valid text)."#
 mod decode;
 mod encode;
 mod error;
+pub mod intern;
 #[cfg(feature = "serde")]
 mod serde_impl;
 mod tags;
@@ -130,6 +131,7 @@ mod term;
 pub mod text;
 mod view;
 
+pub use decode::validate_body_prefix_with_atom_cache;
 pub use decode::{
     decode, decode_body_prefix_with_atom_cache, decode_prefix, decode_prefix_with_atom_cache,
     decode_ref, decode_ref_body_prefix_with_atom_cache, decode_ref_prefix,

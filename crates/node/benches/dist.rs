@@ -227,8 +227,25 @@ async fn raw_connections(
     out
 }
 
-#[tokio::main]
-async fn main() {
+/// The runtime `#[tokio::main]` gives (multi-thread, one worker per CPU,
+/// this future on the main thread), which the figures are for;
+/// `DIST_BENCH_RUNTIME=current_thread` runs everything on one thread
+/// instead (for comparison only).
+fn main() {
+    let rt = if std::env::var("DIST_BENCH_RUNTIME").as_deref() == Ok("current_thread") {
+        println!("runtime: current_thread");
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    rt.unwrap().block_on(run());
+}
+
+async fn run() {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -259,7 +276,18 @@ async fn main() {
     a.ping(b.name()).await.unwrap();
 
     // DIST_BENCH_PROFILE=1: only Rust->Rust one-way, repeated (for a
-    // profiler; no anchor, no ratio).
+    // profiler; no anchor, no ratio); DIST_BENCH_PROFILE=rtt: only
+    // Rust<->Rust round trips.
+    if std::env::var("DIST_BENCH_PROFILE").as_deref() == Ok("rtt") {
+        for _ in 0..5 {
+            let s = rust_round_trips(&a, b.name()).await;
+            println!(
+                "Rust<->Rust {:>8.1} us per round trip",
+                s / ROUND_TRIPS as f64 * 1e6
+            );
+        }
+        return;
+    }
     if std::env::var_os("DIST_BENCH_PROFILE").is_some() {
         for _ in 0..10 {
             let s = rust_one_way(&a, b.name()).await;

@@ -1,11 +1,12 @@
 //! Connection tasks: the handshake over TCP, then one loop per peer that
 //! reads, writes, ticks and dispatches, all through the sans-IO core.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use erlkube_etf::{Atom, EncodeOptions, Pid, Term};
-use erlkube_proto::dist::control::{ControlMessage, DistMessage};
+use erlkube_proto::dist::control::{ControlMessage, DistMessage, LazyMessage, LazyPayload};
 use erlkube_proto::dist::frame::OutboundEncoder;
 use erlkube_proto::dist::handshake::{
     simultaneous_status, Acceptor, HandshakeConfig, Initiator, Status, Step,
@@ -18,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::Instrument;
 
+use crate::mailbox::{Batch, Mailbox};
 use crate::{epmd, ConnHandle, ConnectError, Inner, NodeEvent, Outbound};
 
 fn now() -> Instant {
@@ -237,6 +239,9 @@ async fn accept_one(inner: Arc<Inner>, mut stream: TcpStream) {
             // After "alive" answered true, the old connection is stale.
             let old = inner.conns.lock().expect("conns").up.get(&peer).cloned();
             if let Some(old) = old {
+                // Closed now, not when its task ends: senders holding it
+                // (the per-thread cache) stop using it at once.
+                old.tx.close();
                 old.kill.notify_one();
             }
             start_connection(inner.clone(), stream, est);
@@ -354,6 +359,38 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
             }
         }
     }
+}
+
+thread_local! {
+    /// The connection this thread sent on last: (node uid, peer, queue).
+    /// Saves the connection table's lock and hash on every message of a
+    /// stream to one peer.
+    static LAST_QUEUE: std::cell::RefCell<Option<(u64, String, Weak<OutQueue>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The outbound queue of the connection to `node`, dialling it if needed.
+pub(crate) async fn out_queue(
+    inner: &Arc<Inner>,
+    node: &str,
+) -> Result<Arc<OutQueue>, ConnectError> {
+    let cached = LAST_QUEUE.with_borrow(|last| match last {
+        Some((uid, peer, q)) if *uid == inner.uid && peer == node => {
+            q.upgrade().filter(|q| !q.is_closed())
+        }
+        _ => None,
+    });
+    if let Some(q) = cached {
+        return Ok(q);
+    }
+    let h = connect(inner, node).await?;
+    LAST_QUEUE.with_borrow_mut(|last| match last {
+        Some((uid, peer, q)) if *uid == inner.uid && peer == node => {
+            *q = Arc::downgrade(&h.tx);
+        }
+        _ => *last = Some((inner.uid, node.to_owned(), Arc::downgrade(&h.tx))),
+    });
+    Ok(h.tx)
 }
 
 /// After losing a simultaneous connect, how long to wait for the peer's
@@ -519,6 +556,30 @@ async fn run_connection(
 const READ_MIN: usize = 16 * 1024;
 const READ_MAX: usize = 256 * 1024;
 
+/// One read. A short read (fewer bytes than asked) means the socket had
+/// nothing more at that moment, so tokio's read readiness is cleared
+/// right away instead of by a second read that would fail with
+/// WouldBlock: a syscall less per wake-up, which counts on request and
+/// answer traffic. (tokio clears it only if no readiness event arrived
+/// since the read began, so data that comes in meanwhile still wakes the
+/// task.)
+fn read_once(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut short = None;
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        let n = (&*socket2::SockRef::from(stream)).read(buf)?;
+        if n > 0 && n < buf.len() {
+            short = Some(n);
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match short {
+        Some(n) => Ok(n),
+        None => r,
+    }
+}
+
 /// Reads until the socket would block (or a budget is spent), feeding
 /// the core. `Ok(false)`: the peer closed.
 fn read_available(
@@ -527,7 +588,7 @@ fn read_available(
     conn: &mut Connection,
 ) -> Result<bool, String> {
     for _ in 0..8 {
-        match stream.try_read(buf) {
+        match read_once(stream, buf) {
             Ok(0) => return Ok(false),
             Ok(n) => {
                 if let Err(e) = conn.handle_input(&buf[..n], now()) {
@@ -565,7 +626,8 @@ async fn connection_loop(
     if let Some(e) = conn.error() {
         return e.to_string();
     }
-    if let Err(e) = dispatch_all(inner, conn) {
+    let mut staged = Staged::default();
+    if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
         return e;
     }
     let mut deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
@@ -614,7 +676,7 @@ async fn connection_loop(
                     Err(e) => return e,
                 }
                 outq.arm_direct();
-                if let Err(e) = dispatch_all(inner, conn) {
+                if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
                     return e;
                 }
             },
@@ -638,18 +700,128 @@ async fn connection_loop(
     }
 }
 
+/// Messages of the current read staged for one local process's mailbox.
+#[derive(Default)]
+struct Staged {
+    /// Whose: the destination as the messages named it.
+    key: Option<StageKey>,
+    mailbox: Option<Arc<Mailbox>>,
+    batch: Batch,
+}
+
+#[derive(PartialEq)]
+enum StageKey {
+    Pid(u32),
+    Name(Atom),
+}
+
+impl Staged {
+    /// Stages a payload for `key`'s mailbox; false when `key` is not a
+    /// plain mailbox (no such process, a Rust gen_server answered
+    /// inline, a name the node answers itself): the caller takes the
+    /// general path.
+    fn stage(
+        &mut self,
+        inner: &Inner,
+        key: StageKey,
+        body: &[u8],
+        atoms: &[Atom],
+        source: &Arc<Notify>,
+    ) -> bool {
+        if self.key.as_ref() != Some(&key) {
+            self.flush();
+            let Some(mb) = mailbox_for(inner, &key) else {
+                return false;
+            };
+            self.key = Some(key);
+            self.mailbox = Some(mb);
+        }
+        self.batch.push_encoded(body, atoms, source);
+        true
+    }
+
+    /// Hands the staged messages to their mailbox.
+    fn flush(&mut self) {
+        self.key = None;
+        if let Some(mb) = self.mailbox.take() {
+            mb.push_batch(&mut self.batch);
+        }
+    }
+}
+
+/// The mailbox messages to `key` go to, if it is a plain one.
+fn mailbox_for(inner: &Inner, key: &StageKey) -> Option<Arc<Mailbox>> {
+    let (id, mb) = {
+        let procs = inner.procs.lock().expect("procs");
+        let id = match key {
+            StageKey::Pid(id) => *id,
+            StageKey::Name(name) => {
+                if matches!(name.as_str(), "net_kernel" | "rex" | "global_name_server") {
+                    return None;
+                }
+                *procs.names.get(name)?
+            }
+        };
+        (id, procs.by_id.get(&id)?.0.clone())
+    };
+    if inner.gen_calls.read().expect("gen_calls").contains_key(&id) {
+        return None;
+    }
+    Some(mb)
+}
+
 /// Handles every decoded message; an error string closes the connection.
-fn dispatch_all(inner: &Arc<Inner>, conn: &mut Connection) -> Result<(), String> {
-    while let Some(raw) = conn.poll_message() {
-        let msg = match DistMessage::decode(&raw) {
+/// Messages to local processes' mailboxes go there still encoded, staged
+/// per destination and handed over in batches; everything else (and
+/// anything after it) goes through [`dispatch`] in order.
+fn dispatch_all(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    staged: &mut Staged,
+    source: &Arc<Notify>,
+) -> Result<(), String> {
+    use ControlMessage as C;
+    while let Some(raw) = conn.poll_message_ref() {
+        let LazyMessage { control, payload } = match DistMessage::decode_lazy(&raw) {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "closing connection: bad control message");
+                staged.flush();
                 return Err(e.to_string());
             }
         };
-        dispatch(inner, conn, msg);
+        if let Some(LazyPayload::Encoded { body, atoms }) = &payload {
+            let key = match &control {
+                C::Send { to }
+                | C::SendTt { to, .. }
+                | C::SendSender { to, .. }
+                | C::SendSenderTt { to, .. }
+                    if to.node == inner.name && to.creation == inner.creation =>
+                {
+                    Some(StageKey::Pid(to.id))
+                }
+                C::RegSend { to_name, .. } | C::RegSendTt { to_name, .. } => {
+                    Some(StageKey::Name(to_name.clone()))
+                }
+                _ => None,
+            };
+            if let Some(key) = key {
+                if staged.stage(inner, key, body, atoms, source) {
+                    continue;
+                }
+            }
+        }
+        staged.flush();
+        let payload = match payload.map(LazyPayload::into_term).transpose() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "closing connection: bad message payload");
+                return Err(e.to_string());
+            }
+        };
+        dispatch(inner, conn, DistMessage { control, payload });
     }
+    staged.flush();
     Ok(())
 }
 
@@ -851,6 +1023,19 @@ pub(crate) struct OutQueue {
     /// Wakes senders waiting for room.
     room: Notify,
     limit: usize,
+    /// Set once the connection ended.
+    closed: AtomicBool,
+    /// `!buf.is_empty()`, written under the lock: lets the connection
+    /// task look without taking it (it would wait for a sender writing
+    /// directly while holding it).
+    queued: AtomicBool,
+    /// The connection task's `busy`, for the task itself to read without
+    /// the lock.
+    task_busy: AtomicBool,
+    /// A sender may write directly (re-armed on every read and whenever
+    /// the connection task has drained the queue; cleared by a direct
+    /// write).
+    direct_ok: AtomicBool,
 }
 
 struct OutState {
@@ -860,9 +1045,6 @@ struct OutState {
     stream: Option<Arc<TcpStream>>,
     /// The connection task holds a batch it has not fully written.
     busy: bool,
-    /// A sender may write directly (re-armed on every read and whenever
-    /// the connection task has drained the queue).
-    direct_ok: bool,
 }
 
 /// Why a frame was not queued.
@@ -879,12 +1061,20 @@ impl OutQueue {
                 encoder,
                 stream: Some(stream),
                 busy: false,
-                direct_ok: true,
             }),
             wake: Notify::new(),
             room: Notify::new(),
             limit: limit.max(1),
+            closed: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
+            task_busy: AtomicBool::new(false),
+            direct_ok: AtomicBool::new(true),
         }
+    }
+
+    /// True once the connection ended.
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Encodes with `f` into the queue unless it is full or closed.
@@ -906,8 +1096,7 @@ impl OutQueue {
             // The connection task was already told (or is writing).
             return Ok(());
         }
-        if st.direct_ok {
-            st.direct_ok = false;
+        if self.direct_ok.swap(false, Ordering::AcqRel) {
             let mut pos = 0;
             while pos < st.buf.len() {
                 match stream.try_write(&st.buf[pos..]) {
@@ -921,6 +1110,7 @@ impl OutQueue {
             }
             st.buf.drain(..pos);
         }
+        self.queued.store(true, Ordering::Release);
         self.wake.notify_one();
         Ok(())
     }
@@ -1008,6 +1198,7 @@ impl OutQueue {
         }
         let idle = st.buf.is_empty() && !st.busy;
         st.buf.extend_from_slice(bytes);
+        self.queued.store(true, Ordering::Release);
         if idle {
             self.wake.notify_one();
         }
@@ -1016,16 +1207,25 @@ impl OutQueue {
     /// The connection task takes everything queued (swapping in `spare`),
     /// or marks itself idle when nothing is.
     fn take(&self, spare: &mut Vec<u8>) -> bool {
+        if !self.queued.load(Ordering::Acquire) && !self.task_busy.load(Ordering::Relaxed) {
+            // Idle and nothing queued (a sender that queues now sees the
+            // task idle and wakes it).
+            self.direct_ok.store(true, Ordering::Release);
+            return false;
+        }
         let mut st = self.state.lock().expect("outq");
         if st.buf.is_empty() {
             st.busy = false;
-            st.direct_ok = true;
+            self.task_busy.store(false, Ordering::Relaxed);
+            self.direct_ok.store(true, Ordering::Release);
             return false;
         }
         let was_full = st.buf.len() >= self.limit;
         spare.clear();
         std::mem::swap(&mut st.buf, spare);
         st.busy = true;
+        self.task_busy.store(true, Ordering::Relaxed);
+        self.queued.store(false, Ordering::Release);
         drop(st);
         if was_full {
             self.room.notify_waiters();
@@ -1035,14 +1235,16 @@ impl OutQueue {
 
     /// The peer was heard from: a sender may write directly again.
     fn arm_direct(&self) {
-        self.state.lock().expect("outq").direct_ok = true;
+        self.direct_ok.store(true, Ordering::Release);
     }
 
     /// The connection ended: senders get an error from now on.
-    fn close(&self) {
+    pub(crate) fn close(&self) {
         let mut st = self.state.lock().expect("outq");
         st.stream = None;
         st.buf = Vec::new();
+        self.queued.store(false, Ordering::Release);
+        self.closed.store(true, Ordering::Release);
         drop(st);
         self.room.notify_waiters();
     }

@@ -23,6 +23,7 @@ pub mod demo;
 pub mod epmd;
 mod gen;
 mod global;
+mod mailbox;
 mod rpc;
 mod server;
 mod signals;
@@ -199,7 +200,7 @@ pub(crate) struct ConnHandle {
 
 #[derive(Default)]
 pub(crate) struct Procs {
-    pub by_id: HashMap<u32, mpsc::UnboundedSender<Term>>,
+    pub by_id: HashMap<u32, mailbox::MailboxTx>,
     pub names: HashMap<Atom, u32>,
     pub aliases: HashMap<Vec<u32>, u32>,
     pub state: HashMap<u32, signals::ProcState>,
@@ -216,6 +217,9 @@ pub(crate) struct Conns {
 }
 
 pub(crate) struct Inner {
+    /// Tells this node from every other in the process (for caches that
+    /// outlive one node).
+    pub uid: u64,
     pub name: Atom,
     pub config: NodeConfig,
     pub creation: u32,
@@ -298,7 +302,9 @@ impl Node {
         };
         let (shutdown, _) = watch::channel(false);
         let (events, _) = broadcast::channel(256);
+        static NEXT_UID: AtomicU64 = AtomicU64::new(1);
         let inner = Arc::new(Inner {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             name: Atom::new(&name),
             config,
             creation,
@@ -471,7 +477,7 @@ impl Node {
         let m = DistMessage {
             control: ControlMessage::RegSend {
                 from: from.clone(),
-                to_name: Atom::new(name),
+                to_name: erlkube_etf::intern::intern(name),
             },
             payload: Some(msg),
         };
@@ -612,11 +618,15 @@ impl Inner {
 
     fn spawn_process(self: &Arc<Self>) -> Process {
         let id = self.next_pid.fetch_add(1, Ordering::Relaxed) & 0x0fff_ffff;
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.procs.lock().expect("procs").by_id.insert(id, tx);
+        let shared = Arc::new(mailbox::Mailbox::default());
+        self.procs
+            .lock()
+            .expect("procs")
+            .by_id
+            .insert(id, mailbox::MailboxTx(shared.clone()));
         Process {
             pid: self.pid(id),
-            rx,
+            rx: mailbox::MailboxRx::new(shared),
             node: Arc::downgrade(self),
         }
     }
@@ -637,7 +647,7 @@ impl Inner {
         }
         let procs = self.procs.lock().expect("procs");
         match procs.by_id.get(&to.id) {
-            Some(tx) => tx.send(msg).is_ok(),
+            Some(tx) => tx.0.push_term(msg),
             None => false,
         }
     }
@@ -649,7 +659,7 @@ impl Inner {
     pub(crate) fn deliver_named(&self, name: &Atom, msg: Term) -> bool {
         let procs = self.procs.lock().expect("procs");
         match procs.names.get(name).and_then(|id| procs.by_id.get(id)) {
-            Some(tx) => tx.send(msg).is_ok(),
+            Some(tx) => tx.0.push_term(msg),
             None => false,
         }
     }
@@ -664,7 +674,7 @@ impl Inner {
             .get(&alias.ids)
             .and_then(|id| procs.by_id.get(id))
         {
-            Some(tx) => tx.send(msg).is_ok(),
+            Some(tx) => tx.0.push_term(msg),
             None => false,
         }
     }
@@ -722,10 +732,8 @@ impl Inner {
         node: &str,
         m: &DistMessage,
     ) -> Result<(), SendError> {
-        let handle = conn::connect(self, node).await?;
-        handle
-            .tx
-            .send_msg(m)
+        let tx = conn::out_queue(self, node).await?;
+        tx.send_msg(m)
             .await
             .map_err(|()| SendError::Closed(node.to_owned()))
     }
@@ -735,7 +743,7 @@ impl Inner {
 /// name and aliases go with it).
 pub struct Process {
     pid: Pid,
-    rx: mpsc::UnboundedReceiver<Term>,
+    rx: mailbox::MailboxRx,
     node: Weak<Inner>,
 }
 
@@ -752,7 +760,7 @@ impl Process {
 
     /// The next message if one is waiting.
     pub fn try_recv(&mut self) -> Option<Term> {
-        self.rx.try_recv().ok()
+        self.rx.try_recv().ok().flatten()
     }
 
     /// The next message, waiting at most `timeout`.

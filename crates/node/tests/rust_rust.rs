@@ -372,3 +372,120 @@ async fn replaced_connection_gives_no_nodedown() {
     assert_eq!(ups, 1);
     drop(s);
 }
+
+/// A raw peer that completed the handshake (sans-IO initiator) against
+/// `node`; returns the socket and an encoder for the negotiated framing.
+async fn raw_peer(
+    node: &Node,
+    tag: &str,
+) -> (
+    tokio::net::TcpStream,
+    erlkube_proto::dist::frame::OutboundEncoder,
+    String,
+) {
+    use erlkube_proto::dist::handshake::{HandshakeConfig, Initiator};
+    use erlkube_proto::dist::HandshakeEvent;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node.port()))
+        .await
+        .unwrap();
+    let name = format!("raw{tag}_{}@127.0.0.1", std::process::id());
+    let now = std::time::Instant::now();
+    let cfg = HandshakeConfig::new(name.clone(), Cookie::new("c"), 5).hidden();
+    let mut hs = Initiator::new(cfg, node.name(), 4321, now);
+    let mut buf = [0u8; 1024];
+    let flags = loop {
+        while let Some(t) = hs.poll_transmit() {
+            s.write_all(&t).await.unwrap();
+        }
+        if let Some(HandshakeEvent::Established(e)) = hs.poll_event() {
+            break e.flags;
+        }
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed during the handshake");
+        hs.handle_input(&buf[..n], now).unwrap();
+    };
+    (
+        s,
+        erlkube_proto::dist::frame::OutboundEncoder::new(flags),
+        name,
+    )
+}
+
+/// True when the peer closes `s` within a few seconds (reads until EOF).
+async fn closed_by_peer(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let wait = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {} // ticks
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .unwrap_or(false)
+}
+
+/// Payloads are checked by the connection and decoded by the receiving
+/// process: a payload that fails the check closes the connection at once;
+/// one that passes it but does not decode (a map with a repeated key) is
+/// dropped when the process takes it, and closes its connection. Messages
+/// before it arrive, other connections stay up.
+#[tokio::test]
+async fn bad_payloads_close_only_their_connection() {
+    use erlkube_proto::dist::control::{ControlMessage, DistMessage};
+    use tokio::io::AsyncWriteExt;
+    let (a, b) = pair("c", "c").await;
+    let mut sink = b.spawn_registered("sink").unwrap();
+    let reg_send = |from: &str| {
+        DistMessage {
+            control: ControlMessage::RegSend {
+                from: erlkube_etf::Pid {
+                    node: erlkube_etf::Atom::new(from),
+                    id: 1,
+                    serial: 0,
+                    creation: 5,
+                },
+                to_name: erlkube_etf::Atom::new("sink"),
+            },
+            payload: None,
+        }
+        .encode()
+        .0
+    };
+
+    // A good message, then {1 => 1, 1 => 2}.
+    let (mut s, mut enc, name) = raw_peer(&b, "dup").await;
+    let mut out = Vec::new();
+    let good = erlkube_etf::encode(&Term::atom("first"));
+    enc.encode(&reg_send(&name), Some(&good), &mut out);
+    let dup = [131, 116, 0, 0, 0, 2, 97, 1, 97, 1, 97, 1, 97, 2];
+    enc.encode(&reg_send(&name), Some(&dup), &mut out);
+    s.write_all(&out).await.unwrap();
+    let first = sink.recv_timeout(Duration::from_secs(5)).await;
+    assert_eq!(first, Some(Term::atom("first")));
+    assert_eq!(sink.recv_timeout(Duration::from_millis(300)).await, None);
+    assert!(closed_by_peer(&mut s).await, "connection not closed");
+
+    // A payload cut short: refused by the connection's check.
+    let (mut s, mut enc, name) = raw_peer(&b, "cut").await;
+    let mut out = Vec::new();
+    enc.encode(&reg_send(&name), Some(&[131, 104, 2, 97]), &mut out);
+    s.write_all(&out).await.unwrap();
+    assert!(closed_by_peer(&mut s).await, "connection not closed");
+    assert_eq!(sink.try_recv(), None);
+
+    // The node still serves others.
+    a.ping(b.name()).await.unwrap();
+    let me = a.spawn_process();
+    a.send_named(me.pid(), b.name(), "sink", Term::atom("after"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.recv_timeout(Duration::from_secs(5)).await,
+        Some(Term::atom("after"))
+    );
+}

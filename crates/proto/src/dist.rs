@@ -22,9 +22,9 @@ pub mod handshake;
 pub mod tick;
 
 pub use connection::{Connection, ConnectionConfig, ConnectionError};
-pub use control::{ControlError, ControlMessage, DistMessage};
+pub use control::{ControlError, ControlMessage, DistMessage, LazyMessage, LazyPayload};
 pub use flags::DistFlags;
-pub use frame::{FrameError, InboundMessage, Limits};
+pub use frame::{FrameError, InboundMessage, InboundRef, Limits};
 pub use handshake::{
     Acceptor, Cookie, Established, HandshakeConfig, HandshakeError, HandshakeEvent, Initiator,
     PeerName, Status, Step,

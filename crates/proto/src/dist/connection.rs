@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::flags::DistFlags;
 use super::frame::{
-    Frame, FrameDecoder, FrameError, InboundDecoder, InboundMessage, Limits, OutboundEncoder,
+    AtomText, DecodedBody, FrameDecoder, FrameError, FrameRef, InboundDecoder, InboundMessage,
+    InboundRef, Limits, OutboundEncoder,
 };
 use super::handshake::Established;
 use super::tick::{PeerNotResponding, TickAction, Ticker, DEFAULT_NET_TICKTIME};
@@ -41,6 +42,24 @@ pub enum ConnectionError {
     NotResponding(#[from] PeerNotResponding),
 }
 
+/// Arena capacity kept between bursts; above it the arena shrinks back.
+const ARENA_KEEP: usize = 256 * 1024;
+
+/// A complete message waiting in [`Connection`]'s buffers.
+#[derive(Debug)]
+struct Pending {
+    /// `arena[start..end]`, or a reassembled message.
+    data: PendingData,
+    atoms_end: usize,
+    versioned: bool,
+}
+
+#[derive(Debug)]
+enum PendingData {
+    Arena { end: usize },
+    Owned(Vec<u8>),
+}
+
 /// One established distribution connection, without IO.
 #[derive(Debug)]
 pub struct Connection {
@@ -50,7 +69,18 @@ pub struct Connection {
     inbound: InboundDecoder,
     outbound: OutboundEncoder,
     ticker: Ticker,
-    messages: VecDeque<InboundMessage>,
+    /// Complete messages not yet polled, in order.
+    messages: VecDeque<Pending>,
+    /// The bytes of pending messages that arrived whole (one frame each),
+    /// back to back: no allocation per message.
+    arena: Vec<u8>,
+    /// The atoms of pending messages, back to back.
+    atoms: Vec<AtomText>,
+    /// A reassembled message being looked at through `poll_message_ref`.
+    current: Vec<u8>,
+    /// Where the next pending message starts in `arena` and `atoms`.
+    arena_pos: usize,
+    atoms_pos: usize,
     transmit: Vec<u8>,
     transmit_pos: usize,
     failed: Option<ConnectionError>,
@@ -69,6 +99,11 @@ impl Connection {
             outbound: OutboundEncoder::new(established.flags),
             ticker: Ticker::new(config.net_ticktime, now),
             messages: VecDeque::new(),
+            arena: Vec::new(),
+            atoms: Vec::new(),
+            current: Vec::new(),
+            arena_pos: 0,
+            atoms_pos: 0,
             transmit: Vec::new(),
             transmit_pos: 0,
             failed: None,
@@ -108,20 +143,47 @@ impl Connection {
         if !data.is_empty() {
             self.ticker.on_read(now);
         }
+        if self.messages.is_empty() {
+            // Everything was polled: reuse the buffers from the start.
+            self.arena.clear();
+            if self.arena.capacity() > ARENA_KEEP {
+                self.arena.shrink_to(ARENA_KEEP);
+            }
+            self.atoms.clear();
+            self.current = Vec::new();
+            self.arena_pos = 0;
+            self.atoms_pos = 0;
+        }
         self.frames.push(data);
         loop {
-            let frame = match self.frames.next_frame() {
-                Ok(Some(f)) => f,
+            let body = match self.frames.next_frame_ref() {
+                Ok(Some(FrameRef::Data(body))) => body,
+                Ok(Some(FrameRef::Tick)) => {
+                    self.ticks_received += 1;
+                    continue;
+                }
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(self.fail(e.into())),
             };
-            match frame {
-                Frame::Tick => self.ticks_received += 1,
-                Frame::Data(body) => match self.inbound.decode(body) {
-                    Ok(Some(m)) => self.messages.push_back(m),
-                    Ok(None) => {}
-                    Err(e) => return Err(self.fail(e.into())),
-                },
+            match self.inbound.decode_slice(body, &mut self.atoms) {
+                Ok(Some((found, versioned))) => {
+                    let data = match found {
+                        DecodedBody::InFrame(offset) => {
+                            self.arena.extend_from_slice(&body[offset..]);
+                            PendingData::Arena {
+                                end: self.arena.len(),
+                            }
+                        }
+                        DecodedBody::Reassembled(v) => PendingData::Owned(v),
+                    };
+                    self.messages.push_back(Pending {
+                        data,
+                        atoms_end: self.atoms.len(),
+                        versioned,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => return Err(self.fail(e.into())),
             }
         }
     }
@@ -133,7 +195,32 @@ impl Connection {
 
     /// The next complete inbound message.
     pub fn poll_message(&mut self) -> Option<InboundMessage> {
-        self.messages.pop_front()
+        self.poll_message_ref().map(|m| m.to_owned())
+    }
+
+    /// The next complete inbound message, borrowed from the connection's
+    /// buffers (no allocation per message); valid until the next call
+    /// that changes the connection.
+    pub fn poll_message_ref(&mut self) -> Option<InboundRef<'_>> {
+        let p = self.messages.pop_front()?;
+        let atoms = &self.atoms[self.atoms_pos..p.atoms_end];
+        self.atoms_pos = p.atoms_end;
+        let data = match p.data {
+            PendingData::Arena { end } => {
+                let d = &self.arena[self.arena_pos..end];
+                self.arena_pos = end;
+                d
+            }
+            PendingData::Owned(v) => {
+                self.current = v;
+                &self.current[..]
+            }
+        };
+        Some(InboundRef {
+            atoms,
+            data,
+            versioned: p.versioned,
+        })
     }
 
     /// Queues a message: `control` and `payload` are versioned ETF.
@@ -313,6 +400,45 @@ mod tests {
         let m = l.a.poll_message().unwrap();
         assert_eq!(m.data.len(), 1 + big.len() - 1);
         assert_eq!(&m.data[1..], &big[1..]);
+    }
+
+    #[test]
+    fn borrowed_messages_survive_interleaved_input() {
+        let mut l = Link::new(Duration::from_secs(60));
+        l.a.outbound.set_fragment_size(100);
+        let big: Vec<u8> = std::iter::once(131)
+            .chain((0..1000u32).map(|i| i as u8))
+            .collect();
+        let mut bytes = Vec::new();
+        for i in 0..5u8 {
+            l.a.send(&[131, 97, i], Some(&[131, 97, i + 10]), l.now);
+            l.a.send(&[131, 97, 100 + i], Some(&big), l.now);
+            bytes.extend(l.a.poll_transmit().unwrap());
+        }
+        let want = |i: u8, n: usize| -> Vec<u8> {
+            if n.is_multiple_of(2) {
+                vec![97, i, 97, i + 10]
+            } else {
+                let mut v = vec![97, 100 + i];
+                v.extend_from_slice(&big[1..]);
+                v
+            }
+        };
+        // Feed in odd-sized pieces, polling one message now and then.
+        let mut got = Vec::new();
+        for (k, chunk) in bytes.chunks(37).enumerate() {
+            l.b.handle_input(chunk, l.now).unwrap();
+            if k.is_multiple_of(3) {
+                if let Some(m) = l.b.poll_message_ref() {
+                    got.push(m.data.to_vec());
+                }
+            }
+        }
+        while let Some(m) = l.b.poll_message() {
+            got.push(m.data);
+        }
+        let expected: Vec<Vec<u8>> = (0..10).map(|n| want((n / 2) as u8, n)).collect();
+        assert_eq!(got, expected);
     }
 
     #[test]

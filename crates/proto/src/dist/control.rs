@@ -5,7 +5,7 @@
 
 use erlkube_etf::{Atom, DecodeError, EncodeOptions, Pid, Reference, Term};
 
-use super::frame::InboundMessage;
+use super::frame::{InboundMessage, InboundRef};
 
 /// Operation numbers (`DOP_*` in OTP's `dist.h`).
 pub mod op {
@@ -694,6 +694,145 @@ pub fn op_has_payload(o: u8) -> bool {
     )
 }
 
+/// Reads SEND `{2, '', To}` and REG_SEND `{6, From, '', Name}` written
+/// the usual way (small tuple, small integer, NEW_PID_EXT, atoms as cache
+/// references or SMALL_ATOM_UTF8_EXT); `None` for anything else, which
+/// the generic decoder then handles (and rejects, if it is malformed).
+/// Returns the control message and the bytes it used.
+fn fast_control(data: &[u8], atoms: &[Atom]) -> Option<(ControlMessage, usize)> {
+    const SMALL_TUPLE: u8 = 104;
+    const SMALL_INTEGER: u8 = 97;
+    match data {
+        [SMALL_TUPLE, 3, SMALL_INTEGER, op::SEND, ..] => {
+            let mut r = Reader { data, pos: 4 };
+            r.atom(atoms)?;
+            let to = r.pid(atoms)?;
+            Some((ControlMessage::Send { to }, r.pos))
+        }
+        [SMALL_TUPLE, 4, SMALL_INTEGER, op::REG_SEND, ..] => {
+            let mut r = Reader { data, pos: 4 };
+            let from = r.pid(atoms)?;
+            r.atom(atoms)?;
+            let to_name = r.atom(atoms)?;
+            Some((ControlMessage::RegSend { from, to_name }, r.pos))
+        }
+        _ => None,
+    }
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.data.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.data.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn atom(&mut self, atoms: &[Atom]) -> Option<Atom> {
+        const ATOM_CACHE_REF: u8 = 82;
+        const SMALL_ATOM_UTF8: u8 = 119;
+        match self.byte()? {
+            ATOM_CACHE_REF => atoms.get(self.byte()? as usize).cloned(),
+            SMALL_ATOM_UTF8 => {
+                let n = self.byte()? as usize;
+                let b = self.data.get(self.pos..self.pos + n)?;
+                // At most 255 bytes, so at most 255 characters.
+                let text = std::str::from_utf8(b).ok()?;
+                self.pos += n;
+                Some(erlkube_etf::intern::intern(text))
+            }
+            _ => None,
+        }
+    }
+
+    fn pid(&mut self, atoms: &[Atom]) -> Option<Pid> {
+        const NEW_PID: u8 = 88;
+        if self.byte()? != NEW_PID {
+            return None;
+        }
+        let node = self.atom(atoms)?;
+        let id = self.u32()?;
+        let serial = self.u32()?;
+        let creation = self.u32()?;
+        Some(Pid {
+            node,
+            id,
+            serial,
+            creation,
+        })
+    }
+}
+
+/// The control message (decoded) and where it ended.
+fn control_part(msg: &InboundRef<'_>) -> Result<(ControlMessage, usize), ControlError> {
+    let (data, atoms) = (msg.data, msg.atoms);
+    if msg.versioned {
+        let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(data, atoms)?;
+        return Ok((ControlMessage::from_term(&term)?, used));
+    }
+    if let Some(found) = fast_control(data, atoms) {
+        return Ok(found);
+    }
+    // After a distribution header the terms have no version byte.
+    let (term, used) = erlkube_etf::decode_body_prefix_with_atom_cache(data, atoms)?;
+    Ok((ControlMessage::from_term(&term)?, used))
+}
+
+/// A distribution message from [`DistMessage::decode_lazy`].
+#[derive(Debug)]
+pub struct LazyMessage<'a> {
+    /// The control message.
+    pub control: ControlMessage,
+    /// The payload, for operations that carry one.
+    pub payload: Option<LazyPayload<'a>>,
+}
+
+/// A payload, decoded or checked and still encoded.
+#[derive(Debug)]
+pub enum LazyPayload<'a> {
+    /// Decoded (pass-through messages are decoded at once).
+    Decoded(Term),
+    /// A term body (no version byte) that passed the decoder's checks;
+    /// ATOM_CACHE_REF indexes `atoms`.
+    Encoded {
+        /// The term's bytes, exactly.
+        body: &'a [u8],
+        /// The message's atom cache atoms.
+        atoms: &'a [Atom],
+    },
+}
+
+impl LazyPayload<'_> {
+    /// The payload as a term. Fails only for what the check before left
+    /// out: a map with a repeated key.
+    pub fn into_term(self) -> Result<Term, ControlError> {
+        match self {
+            LazyPayload::Decoded(t) => Ok(t),
+            LazyPayload::Encoded { body, atoms } => decode_payload_body(body, atoms),
+        }
+    }
+}
+
+/// Decodes a payload body kept by [`LazyPayload::Encoded`] (bytes and
+/// atoms stored elsewhere in between): the whole of `body` must be one term.
+pub fn decode_payload_body(body: &[u8], atoms: &[Atom]) -> Result<Term, ControlError> {
+    let (t, n) = erlkube_etf::decode_body_prefix_with_atom_cache(body, atoms)?;
+    if n != body.len() {
+        return Err(ControlError::TrailingBytes(body.len() - n));
+    }
+    Ok(t)
+}
+
 /// A decoded distribution message.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DistMessage {
@@ -707,18 +846,61 @@ impl DistMessage {
     /// Decodes the control message and payload of an inbound message,
     /// resolving atom cache references.
     pub fn decode(msg: &InboundMessage) -> Result<DistMessage, ControlError> {
-        let atoms = &msg.atoms;
+        Self::decode_ref(&msg.as_ref())
+    }
+
+    /// [`DistMessage::decode`] of a borrowed message
+    /// ([`crate::dist::Connection::poll_message_ref`]). SEND and REG_SEND
+    /// after a distribution header, the bulk of the traffic, are read
+    /// straight from the bytes; anything else (and any unusual encoding
+    /// of those two) goes through the generic term decoder, with the same
+    /// result.
+    pub fn decode_ref(msg: &InboundRef<'_>) -> Result<DistMessage, ControlError> {
+        let (control, used) = control_part(msg)?;
+        Self::with_payload(control, msg.data, used, msg.versioned, msg.atoms)
+    }
+
+    /// Like [`DistMessage::decode_ref`], but a payload after a
+    /// distribution header is only checked (every check of the decoder
+    /// except unique map keys, without building anything) and handed back
+    /// encoded, for whoever receives it to decode
+    /// ([`LazyPayload::into_term`]). The BEAM works the same way: the
+    /// receiving process decodes a distributed message, not the
+    /// connection.
+    pub fn decode_lazy<'a>(msg: &InboundRef<'a>) -> Result<LazyMessage<'a>, ControlError> {
+        let (control, used) = control_part(msg)?;
         if msg.versioned {
-            let data = &msg.data[..];
-            let (term, used) = erlkube_etf::decode_prefix_with_atom_cache(data, atoms)?;
-            let control = ControlMessage::from_term(&term)?;
-            return Self::with_payload(control, data, used, true, atoms);
+            let m = Self::with_payload(control, msg.data, used, true, msg.atoms)?;
+            return Ok(LazyMessage {
+                control: m.control,
+                payload: m.payload.map(LazyPayload::Decoded),
+            });
         }
-        // After a distribution header the terms have no version byte.
-        let data = &msg.data[..];
-        let (term, used) = erlkube_etf::decode_body_prefix_with_atom_cache(data, atoms)?;
-        let control = ControlMessage::from_term(&term)?;
-        Self::with_payload(control, data, used, false, atoms)
+        let data = msg.data;
+        if !control.has_payload() {
+            if used != data.len() {
+                return Err(ControlError::TrailingBytes(data.len() - used));
+            }
+            return Ok(LazyMessage {
+                control,
+                payload: None,
+            });
+        }
+        if used >= data.len() {
+            return Err(ControlError::MissingPayload(control.op()));
+        }
+        let body = &data[used..];
+        let n = erlkube_etf::validate_body_prefix_with_atom_cache(body, msg.atoms)?;
+        if n != body.len() {
+            return Err(ControlError::TrailingBytes(body.len() - n));
+        }
+        Ok(LazyMessage {
+            control,
+            payload: Some(LazyPayload::Encoded {
+                body,
+                atoms: msg.atoms,
+            }),
+        })
     }
 
     /// Decodes the payload (at `used`, where the control message ended)

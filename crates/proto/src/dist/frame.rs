@@ -192,6 +192,43 @@ impl FrameDecoder {
         self.pos += 4 + len;
         Ok(Some(Frame::Data(body)))
     }
+
+    /// Like [`FrameDecoder::next_frame`], borrowing the frame body from
+    /// the decoder's buffer instead of copying it.
+    pub fn next_frame_ref(&mut self) -> Result<Option<FrameRef<'_>>, FrameError> {
+        let rest = &self.buf[self.pos..];
+        if rest.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len > self.max_frame_len {
+            return Err(FrameError::FrameTooLong {
+                len,
+                max: self.max_frame_len,
+            });
+        }
+        if len == 0 {
+            self.pos += 4;
+            return Ok(Some(FrameRef::Tick));
+        }
+        if rest.len() < 4 + len {
+            let missing = 4 + len - rest.len();
+            self.buf.reserve(missing);
+            return Ok(None);
+        }
+        let start = self.pos + 4;
+        self.pos += 4 + len;
+        Ok(Some(FrameRef::Data(&self.buf[start..start + len])))
+    }
+}
+
+/// One frame read from the stream, borrowed from the decoder's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameRef<'a> {
+    /// A zero-length frame.
+    Tick,
+    /// A frame body.
+    Data(&'a [u8]),
 }
 
 /// A complete message: the control message, then the payload if any.
@@ -204,6 +241,50 @@ pub struct InboundMessage {
     /// True for pass-through messages, whose terms each start with 131;
     /// false after a distribution header (terms without the version byte).
     pub versioned: bool,
+}
+
+impl InboundMessage {
+    /// The borrowed form.
+    pub fn as_ref(&self) -> InboundRef<'_> {
+        InboundRef {
+            atoms: &self.atoms,
+            data: &self.data,
+            versioned: self.versioned,
+        }
+    }
+}
+
+/// A complete message borrowed from the connection's buffers (see
+/// [`crate::dist::Connection::poll_message_ref`]); the fields mean what
+/// they mean in [`InboundMessage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboundRef<'a> {
+    /// The atoms that ATOM_CACHE_REF (tag 82) indexes in `data`.
+    pub atoms: &'a [AtomText],
+    /// Control message ++ payload, as encoded terms.
+    pub data: &'a [u8],
+    /// True for pass-through messages (versioned terms).
+    pub versioned: bool,
+}
+
+impl InboundRef<'_> {
+    /// The owned form.
+    pub fn to_owned(&self) -> InboundMessage {
+        InboundMessage {
+            atoms: self.atoms.to_vec(),
+            data: self.data.to_vec(),
+            versioned: self.versioned,
+        }
+    }
+}
+
+/// Where [`InboundDecoder::decode_slice`] found a complete message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodedBody {
+    /// The message is the frame body given, from this offset on.
+    InFrame(usize),
+    /// The message was reassembled from fragments.
+    Reassembled(Vec<u8>),
 }
 
 /// The per-connection receive cache of 2048 atoms. The table is allocated
@@ -226,11 +307,12 @@ impl AtomCache {
 fn parse_atom_cache_header(
     input: &[u8],
     cache: &mut AtomCache,
-) -> Result<(Vec<AtomText>, usize), FrameError> {
+    atoms: &mut Vec<AtomText>,
+) -> Result<usize, FrameError> {
     let n = *input.first().ok_or(FrameError::TruncatedHeader)? as usize;
     let mut pos = 1;
     if n == 0 {
-        return Ok((Vec::new(), pos));
+        return Ok(pos);
     }
     let flag_bytes = n / 2 + 1;
     let flags = input
@@ -239,7 +321,7 @@ fn parse_atom_cache_header(
     pos += flag_bytes;
     let nibble = |i: usize| (flags[i / 2] >> ((i % 2) * 4)) & 0x0f;
     let long_atoms = nibble(n) & 1 != 0;
-    let mut atoms = Vec::with_capacity(n);
+    atoms.reserve(n);
     for i in 0..n {
         let f = nibble(i);
         let ix_low = *input.get(pos).ok_or(FrameError::TruncatedHeader)? as usize;
@@ -276,7 +358,7 @@ fn parse_atom_cache_header(
             atoms.push(atom.clone());
         }
     }
-    Ok((atoms, pos))
+    Ok(pos)
 }
 
 #[derive(Debug)]
@@ -320,43 +402,65 @@ impl InboundDecoder {
     /// Decodes one frame body; `Ok(None)` when it was a fragment of an
     /// unfinished message.
     pub fn decode(&mut self, body: Vec<u8>) -> Result<Option<InboundMessage>, FrameError> {
+        let mut atoms = Vec::new();
+        let Some((found, versioned)) = self.decode_slice(&body, &mut atoms)? else {
+            return Ok(None);
+        };
+        let data = match found {
+            DecodedBody::InFrame(offset) => {
+                let mut data = body;
+                data.drain(..offset);
+                data
+            }
+            DecodedBody::Reassembled(data) => data,
+        };
+        Ok(Some(InboundMessage {
+            atoms,
+            data,
+            versioned,
+        }))
+    }
+
+    /// Decodes one frame body without copying it: on a complete message,
+    /// appends its atoms to `atoms` and says where its bytes are and
+    /// whether its terms are versioned (pass-through). `Ok(None)` when
+    /// the frame was a fragment of an unfinished message.
+    pub fn decode_slice(
+        &mut self,
+        body: &[u8],
+        atoms: &mut Vec<AtomText>,
+    ) -> Result<Option<(DecodedBody, bool)>, FrameError> {
         match body.first() {
             Some(&PASS_THROUGH) => {
                 if body.len() < 2 {
                     return Err(FrameError::EmptyMessage);
                 }
-                let mut data = body;
-                data.remove(0);
-                Ok(Some(InboundMessage {
-                    atoms: Vec::new(),
-                    data,
-                    versioned: true,
-                }))
+                Ok(Some((DecodedBody::InFrame(1), true)))
             }
-            Some(&VERSION_MAGIC) => self.decode_header(body),
+            Some(&VERSION_MAGIC) => self.decode_header(body, atoms),
             Some(&other) => Err(FrameError::UnknownFrameType(other)),
             None => Err(FrameError::EmptyMessage),
         }
     }
 
-    fn decode_header(&mut self, body: Vec<u8>) -> Result<Option<InboundMessage>, FrameError> {
+    fn decode_header(
+        &mut self,
+        body: &[u8],
+        atoms: &mut Vec<AtomText>,
+    ) -> Result<Option<(DecodedBody, bool)>, FrameError> {
         let kind = *body.get(1).ok_or(FrameError::TruncatedHeader)?;
         match kind {
             DIST_HEADER => {
                 if !self.flags.uses_dist_header() {
                     return Err(FrameError::HeaderNotNegotiated('D'));
                 }
-                let (atoms, used) = parse_atom_cache_header(&body[2..], &mut self.cache)?;
-                let mut data = body;
-                data.drain(..2 + used);
-                if data.is_empty() {
+                let mark = atoms.len();
+                let used = parse_atom_cache_header(&body[2..], &mut self.cache, atoms)?;
+                if body.len() == 2 + used {
+                    atoms.truncate(mark);
                     return Err(FrameError::EmptyMessage);
                 }
-                Ok(Some(InboundMessage {
-                    atoms,
-                    data,
-                    versioned: false,
-                }))
+                Ok(Some((DecodedBody::InFrame(2 + used), false)))
             }
             DIST_FRAG_HEADER | DIST_FRAG_CONT => {
                 if !self.flags.contains(DistFlags::FRAGMENTS) {
@@ -369,9 +473,9 @@ impl InboundDecoder {
                     return Err(FrameError::ZeroFragmentId(seq));
                 }
                 if kind == DIST_FRAG_HEADER {
-                    self.first_fragment(seq, frag, &body[18..])
+                    self.first_fragment(seq, frag, body, atoms)
                 } else {
-                    self.continuation(seq, frag, &body[18..])
+                    self.continuation(seq, frag, &body[18..], atoms)
                 }
             }
             other => Err(FrameError::UnknownHeader(other)),
@@ -382,31 +486,31 @@ impl InboundDecoder {
         &mut self,
         seq: u64,
         frag: u64,
-        rest: &[u8],
-    ) -> Result<Option<InboundMessage>, FrameError> {
+        body: &[u8],
+        atoms: &mut Vec<AtomText>,
+    ) -> Result<Option<(DecodedBody, bool)>, FrameError> {
         if self.in_flight.contains_key(&seq) {
             return Err(FrameError::DuplicateSequence(seq));
         }
-        let (atoms, used) = parse_atom_cache_header(rest, &mut self.cache)?;
-        let data = rest[used..].to_vec();
-        if data.is_empty() {
+        let rest = &body[18..];
+        let mut own = Vec::new();
+        let used = parse_atom_cache_header(rest, &mut self.cache, &mut own)?;
+        if rest.len() == used {
             return Err(FrameError::EmptyMessage);
         }
         if frag == 1 {
-            return Ok(Some(InboundMessage {
-                atoms,
-                data,
-                versioned: false,
-            }));
+            atoms.append(&mut own);
+            return Ok(Some((DecodedBody::InFrame(18 + used), false)));
         }
         if self.in_flight.len() >= self.limits.max_in_flight {
             return Err(FrameError::TooManyInFlight(self.limits.max_in_flight));
         }
+        let data = rest[used..].to_vec();
         self.check_size(data.len())?;
         self.in_flight.insert(
             seq,
             Partial {
-                atoms,
+                atoms: own,
                 data,
                 next_frag: frag - 1,
             },
@@ -419,7 +523,8 @@ impl InboundDecoder {
         seq: u64,
         frag: u64,
         rest: &[u8],
-    ) -> Result<Option<InboundMessage>, FrameError> {
+        atoms: &mut Vec<AtomText>,
+    ) -> Result<Option<(DecodedBody, bool)>, FrameError> {
         let max = self.limits.max_message_len;
         let partial = self
             .in_flight
@@ -439,12 +544,9 @@ impl InboundDecoder {
         partial.data.extend_from_slice(rest);
         partial.next_frag -= 1;
         if frag == 1 {
-            let p = self.in_flight.remove(&seq).expect("present");
-            return Ok(Some(InboundMessage {
-                atoms: p.atoms,
-                data: p.data,
-                versioned: false,
-            }));
+            let mut p = self.in_flight.remove(&seq).expect("present");
+            atoms.append(&mut p.atoms);
+            return Ok(Some((DecodedBody::Reassembled(p.data), false)));
         }
         Ok(None)
     }
@@ -471,8 +573,13 @@ pub struct OutboundEncoder {
     /// What the peer's receive atom cache holds from us, slot by slot
     /// (allocated on first use, like the receive side).
     sent_atoms: Vec<Option<AtomText>>,
-    /// Scratch for the atom cache header of the message being encoded.
+    /// The atom cache header of the last cached message.
     cache_hdr: Vec<u8>,
+    /// The atoms `cache_hdr` was written for.
+    hdr_atoms: Vec<AtomText>,
+    /// `cache_hdr` added no new entries, so the same atoms (the same
+    /// allocations) give the same header again.
+    hdr_reusable: bool,
 }
 
 /// ETF tag of an atom cache reference (an index into the message's
@@ -488,6 +595,8 @@ impl OutboundEncoder {
             next_seq: 1,
             sent_atoms: Vec::new(),
             cache_hdr: Vec::new(),
+            hdr_atoms: Vec::new(),
+            hdr_reusable: false,
         }
     }
 
@@ -699,6 +808,19 @@ impl OutboundEncoder {
     /// Writes the atom cache header for `atoms`, updating what the peer
     /// is known to hold.
     fn write_cache_header(&mut self, atoms: &[&AtomText], hdr: &mut Vec<u8>) {
+        let same = |a: &AtomText, b: &AtomText| {
+            let (a, b) = (a.as_str(), b.as_str());
+            a.as_ptr() == b.as_ptr() && a.len() == b.len()
+        };
+        if self.hdr_reusable
+            && atoms.len() == self.hdr_atoms.len()
+            && atoms.iter().zip(&self.hdr_atoms).all(|(a, b)| same(a, b))
+        {
+            // `hdr` still holds the header written for these atoms, and
+            // the peer's cache has not changed since.
+            return;
+        }
+        let mut any_new = false;
         if self.sent_atoms.is_empty() {
             self.sent_atoms = vec![None; ATOM_CACHE_SIZE];
         }
@@ -715,6 +837,7 @@ impl OutboundEncoder {
             hdr[flags_at + i / 2] |= nibble << ((i % 2) * 4);
             hdr.push(ix as u8);
             if new {
+                any_new = true;
                 let text = a.as_str().as_bytes();
                 if long {
                     hdr.extend_from_slice(&(text.len() as u16).to_be_bytes());
@@ -728,6 +851,9 @@ impl OutboundEncoder {
         if long {
             hdr[flags_at + n / 2] |= 1 << ((n % 2) * 4);
         }
+        self.hdr_reusable = !any_new;
+        self.hdr_atoms.clear();
+        self.hdr_atoms.extend(atoms.iter().map(|a| (*a).clone()));
     }
 }
 

@@ -377,3 +377,134 @@ fn atom_cache_refs_resolve_through_the_header_atoms() {
     assert_eq!(DistMessage::decode(&msg).unwrap(), m);
     assert!(c.len() > 1 && !plain.data.is_empty());
 }
+
+/// The generic path: the control tuple through the term decoder.
+fn decode_generic(m: &InboundMessage) -> Result<DistMessage, ControlError> {
+    let (term, used) = erlkube_etf::decode_body_prefix_with_atom_cache(&m.data, &m.atoms)?;
+    let control = ControlMessage::from_term(&term)?;
+    DistMessage::with_payload(control, &m.data, used, false, &m.atoms)
+}
+
+#[test]
+fn send_and_reg_send_fast_path_agrees_with_the_term_decoder() {
+    let atoms = vec![Atom::new(""), Atom::new("a@h"), Atom::new("sink")];
+    let pid_ref = |out: &mut Vec<u8>, ix: u8| {
+        out.extend_from_slice(&[88, 82, ix]);
+        out.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 3]);
+    };
+    let pid_text = |out: &mut Vec<u8>| {
+        out.extend_from_slice(&[88, 119, 3]);
+        out.extend_from_slice(b"a@h");
+        out.extend_from_slice(&[0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 3]);
+    };
+    let payload = [104, 2, 119, 5, b'h', b'e', b'l', b'l', b'o', 97, 9];
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    // SEND with cache refs, with text atoms, with an old-style atom.
+    let mut d = vec![104, 3, 97, 2, 82, 0];
+    pid_ref(&mut d, 1);
+    cases.push(d);
+    let mut d = vec![104, 3, 97, 2, 119, 0];
+    pid_text(&mut d);
+    cases.push(d);
+    let mut d = vec![104, 3, 97, 2, 100, 0, 0];
+    pid_text(&mut d);
+    cases.push(d);
+    // REG_SEND, cache refs and text.
+    let mut d = vec![104, 4, 97, 6];
+    pid_ref(&mut d, 1);
+    d.extend_from_slice(&[82, 0, 82, 2]);
+    cases.push(d);
+    let mut d = vec![104, 4, 97, 6];
+    pid_text(&mut d);
+    d.extend_from_slice(&[119, 0, 119, 4, b's', b'i', b'n', b'k']);
+    cases.push(d);
+    let complete = cases.clone();
+    // Malformed: a bad cache index, a non-pid, bad UTF-8, cut short.
+    let mut d = vec![104, 3, 97, 2, 82, 9];
+    pid_ref(&mut d, 1);
+    cases.push(d);
+    cases.push(vec![104, 3, 97, 2, 82, 0, 97, 1]);
+    let mut d = vec![104, 4, 97, 6];
+    pid_ref(&mut d, 1);
+    d.extend_from_slice(&[82, 0, 119, 2, 0xff, 0xfe]);
+    cases.push(d);
+    for c in &complete {
+        for cut in [1, 5, c.len() - 1] {
+            cases.push(c[..cut].to_vec());
+        }
+    }
+    for (i, data) in cases.into_iter().enumerate() {
+        for with_payload in [true, false] {
+            let mut data = data.clone();
+            if with_payload {
+                data.extend_from_slice(&payload);
+            }
+            let m = InboundMessage {
+                atoms: atoms.clone(),
+                data,
+                versioned: false,
+            };
+            let fast = DistMessage::decode(&m);
+            assert_eq!(fast, decode_generic(&m), "case {i}, payload {with_payload}");
+            if i < complete.len() && with_payload {
+                assert!(fast.is_ok(), "case {i}: {fast:?}");
+            }
+        }
+    }
+}
+
+/// The lazy path (check, keep encoded, decode later) gives what the eager
+/// decoder gives, for good payloads and for every prefix and one-byte
+/// change of them.
+#[test]
+fn lazy_decoding_agrees_with_eager_decoding() {
+    let payloads = [
+        Term::atom("hello"),
+        Term::tuple(vec![Term::atom("hello"), Term::Integer(70_000)]),
+        Term::tuple(vec![
+            Term::Pid(pid(9)),
+            Term::binary(vec![1, 2, 3]),
+            Term::List(vec![Term::Float(1.5), Term::Integer(-1)]),
+        ]),
+        erlkube_etf::parse("#{a => 1, <<\"b\">> => [x, y]}").unwrap(),
+    ];
+    let lazy = |m: &InboundMessage| {
+        DistMessage::decode_lazy(&m.as_ref()).and_then(|l| {
+            let payload = l.payload.map(LazyPayload::into_term).transpose()?;
+            Ok(DistMessage {
+                control: l.control,
+                payload,
+            })
+        })
+    };
+    for p in payloads {
+        let m = DistMessage {
+            control: ControlMessage::RegSend {
+                from: pid(1),
+                to_name: Atom::new("sink"),
+            },
+            payload: Some(p),
+        };
+        let good = inbound(&m, false);
+        assert_eq!(lazy(&good), Ok(m.clone()));
+        let mut variants = Vec::new();
+        for cut in 1..good.data.len() {
+            variants.push(good.data[..cut].to_vec());
+        }
+        for i in 0..good.data.len() {
+            for b in [0u8, 1, 82, 100, 104, 255] {
+                let mut d = good.data.clone();
+                d[i] = b;
+                variants.push(d);
+            }
+        }
+        for data in variants {
+            let m = InboundMessage {
+                atoms: vec![Atom::new("x")],
+                data,
+                versioned: false,
+            };
+            assert_eq!(lazy(&m), DistMessage::decode(&m), "{:?}", m.data);
+        }
+    }
+}

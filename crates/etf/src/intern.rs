@@ -1,0 +1,98 @@
+//! A small per-thread atom cache: [`intern`] returns an existing [`Atom`]
+//! for text seen recently on this thread instead of allocating a new one.
+//!
+//! The decoder and the distribution layer build the same few atoms over
+//! and over (`ok`, a message tag, a registered name, a node name); an
+//! `Atom` is an `Arc<str>`, so a hit costs a reference count increment
+//! where a miss costs an allocation (and, when the term is dropped on
+//! another thread, a cross-thread free). Equality of atoms is by text, so
+//! sharing is invisible to callers.
+//!
+//! The table is direct-mapped (one slot per hash bucket, the newest atom
+//! wins), per thread, and bounded: at most [`SLOTS`] atoms of at most
+//! [`MAX_INTERNED_LEN`] bytes each stay alive per thread. Peer-controlled
+//! text cannot grow it.
+
+use std::cell::RefCell;
+
+use crate::Atom;
+
+/// Slots per thread.
+pub const SLOTS: usize = 256;
+/// Longer atom texts are not cached (they are rare and would pin memory).
+pub const MAX_INTERNED_LEN: usize = 64;
+
+thread_local! {
+    static TABLE: RefCell<[Option<Atom>; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
+}
+
+#[inline]
+fn slot(text: &[u8]) -> usize {
+    // Length, first two and last two bytes: cheap, and enough to spread
+    // the few atoms a thread uses (collisions only cost an allocation).
+    let n = text.len();
+    let h = match text {
+        [] => 0,
+        [a] => *a as usize,
+        [a, b, .., y, z] => {
+            (*a as usize) ^ (*b as usize) << 3 ^ (*y as usize) << 6 ^ (*z as usize) << 9
+        }
+        [a, .., z] => (*a as usize) ^ (*z as usize) << 5,
+    };
+    (h ^ n.wrapping_mul(0x9e37)).wrapping_mul(0x9e37_79b9) >> 8 & (SLOTS - 1)
+}
+
+/// The atom with this text: an existing one from this thread's table when
+/// there is one, else a new one (remembered for next time). Never panics.
+pub fn intern(text: &str) -> Atom {
+    if text.len() > MAX_INTERNED_LEN {
+        return Atom::new(text);
+    }
+    let ix = slot(text.as_bytes());
+    let hit = TABLE.try_with(|t| {
+        let Ok(mut t) = t.try_borrow_mut() else {
+            return Atom::new(text);
+        };
+        match &t[ix] {
+            Some(a) if a.as_str() == text => a.clone(),
+            _ => {
+                let a = Atom::new(text);
+                t[ix] = Some(a.clone());
+                a
+            }
+        }
+    });
+    // During thread teardown the table is gone: allocate.
+    hit.unwrap_or_else(|_| Atom::new(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_same_allocation() {
+        let a = intern("hello");
+        let b = intern("hello");
+        assert_eq!(a, b);
+        assert!(std::ptr::eq(a.as_str().as_ptr(), b.as_str().as_ptr()));
+    }
+
+    #[test]
+    fn different_texts_stay_distinct() {
+        let words: Vec<String> = (0..2000).map(|i| format!("w{i}")).collect();
+        for w in &words {
+            assert_eq!(intern(w).as_str(), w);
+        }
+        for w in words.iter().rev() {
+            assert_eq!(intern(w).as_str(), w);
+        }
+    }
+
+    #[test]
+    fn long_and_empty_texts() {
+        let long = "é".repeat(200);
+        assert_eq!(intern(&long).as_str(), long);
+        assert_eq!(intern("").as_str(), "");
+    }
+}

@@ -1,0 +1,355 @@
+//! Process mailboxes. A mailbox holds terms, and payloads from the
+//! distribution still encoded: the connection task only checks a payload
+//! and copies its bytes; the receiving process decodes it when it takes
+//! the message (as the BEAM does). That keeps the connection task's work
+//! per message small, spreads decoding over the receivers, and allocates
+//! and frees each term on the receiver's thread.
+//!
+//! Messages travel in [`Batch`]es: the connection task stages the
+//! messages of one read for one process and hands them over under one
+//! lock with at most one wake-up; the process swaps the whole queue out
+//! under one lock and then reads from its own copy.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use erlkube_etf::{Atom, Term};
+use tokio::sync::Notify;
+
+/// Buffers larger than this are released when a batch is emptied, so a
+/// burst does not pin memory in an idle process (below it, buffers are
+/// reused: growing them again costs page faults).
+const KEEP_BYTES: usize = 2 << 20;
+const KEEP_ENTRIES: usize = 1 << 15;
+
+/// Messages in arrival order.
+#[derive(Default)]
+pub(crate) struct Batch {
+    /// One per message, in order.
+    slots: VecDeque<Slot>,
+    /// The terms of the [`Slot::TERM`] slots, in order.
+    terms: VecDeque<Term>,
+    /// Encoded payloads back to back.
+    bytes: Vec<u8>,
+    /// Their atom cache atoms back to back.
+    atoms: Vec<Atom>,
+    /// The connections encoded payloads came from (a payload that fails
+    /// to decode closes its connection, as on the BEAM).
+    sources: Vec<Arc<Notify>>,
+    /// Read positions in `bytes` and `atoms`.
+    bytes_pos: usize,
+    atoms_pos: usize,
+}
+
+/// A message: a checked payload, `bytes[bytes_pos..end]` with atoms
+/// `atoms[atoms_pos..atoms_end]`, from `sources[source]`; or, when
+/// `source` is [`Slot::TERM`], the next of the batch's terms.
+#[derive(Clone, Copy)]
+struct Slot {
+    end: usize,
+    atoms_end: usize,
+    source: u32,
+}
+
+impl Slot {
+    const TERM: u32 = u32::MAX;
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub(crate) fn push_term(&mut self, t: Term) {
+        self.terms.push_back(t);
+        self.slots.push_back(Slot {
+            end: 0,
+            atoms_end: 0,
+            source: Slot::TERM,
+        });
+    }
+
+    /// Appends a payload body (checked by the caller) with its message's
+    /// atom cache atoms, from the connection `source` kills.
+    pub(crate) fn push_encoded(&mut self, body: &[u8], atoms: &[Atom], source: &Arc<Notify>) {
+        self.bytes.extend_from_slice(body);
+        // A payload refers to the atoms only through ATOM_CACHE_REF.
+        if !atoms.is_empty() && body.contains(&erlkube_proto::dist::frame::ATOM_CACHE_REF) {
+            self.atoms.extend_from_slice(atoms);
+        }
+        let source = match self.sources.last() {
+            Some(s) if Arc::ptr_eq(s, source) => self.sources.len() - 1,
+            _ => {
+                self.sources.push(source.clone());
+                self.sources.len() - 1
+            }
+        };
+        self.slots.push_back(Slot {
+            end: self.bytes.len(),
+            atoms_end: self.atoms.len(),
+            source: source as u32,
+        });
+    }
+
+    /// Moves every message of `other` to the end of this batch, leaving
+    /// `other` empty (with buffers to reuse).
+    fn append(&mut self, other: &mut Batch) {
+        if self.is_empty() {
+            self.clear();
+            std::mem::swap(self, other);
+            return;
+        }
+        let b0 = self.bytes.len() - other.bytes_pos;
+        let a0 = self.atoms.len() - other.atoms_pos;
+        let s0 = self.sources.len() as u32;
+        self.bytes
+            .extend_from_slice(&other.bytes[other.bytes_pos..]);
+        self.atoms
+            .extend_from_slice(&other.atoms[other.atoms_pos..]);
+        self.sources.append(&mut other.sources);
+        self.terms.append(&mut other.terms);
+        self.slots.extend(other.slots.drain(..).map(|s| {
+            if s.source == Slot::TERM {
+                s
+            } else {
+                Slot {
+                    end: s.end + b0,
+                    atoms_end: s.atoms_end + a0,
+                    source: s.source + s0,
+                }
+            }
+        }));
+        other.clear();
+    }
+
+    /// Empties the batch, keeping modest buffers for reuse.
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.terms.clear();
+        self.bytes.clear();
+        self.atoms.clear();
+        self.sources.clear();
+        self.bytes_pos = 0;
+        self.atoms_pos = 0;
+        if self.bytes.capacity() > KEEP_BYTES {
+            self.bytes = Vec::new();
+        }
+        if self.slots.capacity() > KEEP_ENTRIES {
+            self.slots = VecDeque::new();
+        }
+        if self.terms.capacity() > KEEP_ENTRIES {
+            self.terms = VecDeque::new();
+        }
+        if self.atoms.capacity() > KEEP_ENTRIES {
+            self.atoms = Vec::new();
+        }
+    }
+
+    /// The next message, decoding an encoded payload. A payload that does
+    /// not decode (a repeated map key, the one thing the connection's check
+    /// leaves out) is dropped and its connection closed.
+    fn pop(&mut self) -> Option<Term> {
+        loop {
+            let Some(s) = self.slots.pop_front() else {
+                self.clear();
+                return None;
+            };
+            if s.source == Slot::TERM {
+                return self.terms.pop_front();
+            }
+            let body = &self.bytes[self.bytes_pos..s.end];
+            let atoms = &self.atoms[self.atoms_pos..s.atoms_end];
+            self.bytes_pos = s.end;
+            self.atoms_pos = s.atoms_end;
+            match erlkube_proto::dist::control::decode_payload_body(body, atoms) {
+                Ok(t) => return Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "closing connection: bad message payload");
+                    if let Some(src) = self.sources.get(s.source as usize) {
+                        src.notify_one();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The shared end of a mailbox.
+#[derive(Default)]
+pub(crate) struct Mailbox {
+    queue: Mutex<Batch>,
+    /// Wakes the process: the queue went from empty to non-empty, or the
+    /// mailbox closed.
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+impl Mailbox {
+    /// Queues one term; false if the process is gone.
+    pub(crate) fn push_term(&self, t: Term) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut q = self.queue.lock().expect("mailbox");
+        let was_empty = q.is_empty();
+        q.push_term(t);
+        drop(q);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    /// Queues every message of `batch` (left empty); false if the
+    /// process is gone (the messages are dropped, as in Erlang).
+    pub(crate) fn push_batch(&self, batch: &mut Batch) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            batch.clear();
+            return false;
+        }
+        let mut q = self.queue.lock().expect("mailbox");
+        let was_empty = q.is_empty();
+        q.append(batch);
+        drop(q);
+        if was_empty {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+/// The node's handle on a process's mailbox; dropping it (the process
+/// ended, or the node is gone) closes the mailbox.
+pub(crate) struct MailboxTx(pub Arc<Mailbox>);
+
+impl Drop for MailboxTx {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+/// The process's end: its own copy of the queue, refilled by swapping.
+pub(crate) struct MailboxRx {
+    shared: Arc<Mailbox>,
+    local: Batch,
+}
+
+impl MailboxRx {
+    pub(crate) fn new(shared: Arc<Mailbox>) -> Self {
+        MailboxRx {
+            shared,
+            local: Batch::default(),
+        }
+    }
+
+    /// The next message if one is waiting; `Err(())` once the mailbox is
+    /// closed and empty.
+    pub(crate) fn try_recv(&mut self) -> Result<Option<Term>, ()> {
+        if let Some(t) = self.local.pop() {
+            return Ok(Some(t));
+        }
+        // Read `closed` first: whatever was queued before closing is then
+        // seen by the swap below.
+        let closed = self.shared.closed.load(Ordering::Acquire);
+        {
+            let mut q = self.shared.queue.lock().expect("mailbox");
+            if !q.is_empty() {
+                std::mem::swap(&mut *q, &mut self.local);
+            }
+        }
+        if let Some(t) = self.local.pop() {
+            return Ok(Some(t));
+        }
+        if closed {
+            Err(())
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The next message; `None` once the mailbox is closed and empty.
+    pub(crate) async fn recv(&mut self) -> Option<Term> {
+        loop {
+            match self.try_recv() {
+                Ok(Some(t)) => return Some(t),
+                Err(()) => return None,
+                Ok(None) => self.shared.notify.notified().await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(t: &Term, atoms: &[Atom]) -> Vec<u8> {
+        // Encode, then turn every atom in `atoms` into a cache reference
+        // when it is the whole term (enough for these tests).
+        let mut out = Vec::new();
+        erlkube_etf::encode_body_into(t, &erlkube_etf::EncodeOptions::utf8_atoms(), &mut out);
+        if let Term::Atom(a) = t {
+            if let Some(ix) = atoms.iter().position(|x| x == a) {
+                return vec![erlkube_proto::dist::frame::ATOM_CACHE_REF, ix as u8];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn batches_keep_order_across_appends() {
+        let src = Arc::new(Notify::new());
+        let atoms = [Atom::new("x"), Atom::new("cached")];
+        let mut shared = Batch::default();
+        let mut expect = Vec::new();
+        for round in 0..4i64 {
+            let mut staged = Batch::default();
+            for i in 0..5 {
+                let t = Term::tuple(vec![Term::Integer(round), Term::Integer(i)]);
+                staged.push_encoded(&body(&t, &atoms), &atoms, &src);
+                expect.push(t);
+                let c = Term::atom("cached");
+                staged.push_encoded(&body(&c, &atoms), &atoms, &src);
+                expect.push(c);
+            }
+            staged.push_term(Term::Integer(round));
+            expect.push(Term::Integer(round));
+            shared.append(&mut staged);
+            assert!(staged.is_empty());
+        }
+        let mut got = Vec::new();
+        while let Some(t) = shared.pop() {
+            got.push(t);
+        }
+        assert_eq!(got, expect);
+        assert!(shared.is_empty());
+    }
+
+    #[tokio::test]
+    async fn undecodable_payload_is_dropped_and_closes_its_source() {
+        let src = Arc::new(Notify::new());
+        let shared = Arc::new(Mailbox::default());
+        let mut rx = MailboxRx::new(shared.clone());
+        let mut b = Batch::default();
+        // {1 => 1, 1 => 2}: passes the connection's check, fails to decode.
+        b.push_encoded(&[116, 0, 0, 0, 2, 97, 1, 97, 1, 97, 1, 97, 2], &[], &src);
+        b.push_encoded(&[97, 7], &[], &src);
+        assert!(shared.push_batch(&mut b));
+        let killed = src.notified();
+        assert_eq!(rx.recv().await, Some(Term::Integer(7)));
+        tokio::time::timeout(std::time::Duration::from_secs(1), killed)
+            .await
+            .expect("source notified");
+        // Closing ends recv once the queue is empty.
+        shared.push_term(Term::Integer(8));
+        drop(MailboxTx(shared));
+        assert_eq!(rx.recv().await, Some(Term::Integer(8)));
+        assert_eq!(rx.recv().await, None);
+    }
+}
