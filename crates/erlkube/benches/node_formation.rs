@@ -16,9 +16,10 @@
 //! - convergence: from the DNS update that makes every pod resolvable at
 //!   once (a random moment of the poll cycle) until every node has logged
 //!   `nodeup` for every other;
-//! - removal: the victim's process is stopped (SIGSTOP: its engine can no
-//!   longer redial, its sockets stay open) and its record is dropped from
-//!   DNS; time until every other node has logged `nodedown` for it.
+//! - removal: once every engine has discovered every node, the victim's
+//!   process is stopped (SIGSTOP: its engine can no longer redial, its
+//!   sockets stay open) and its record is dropped from DNS; time until
+//!   every other node has logged `nodedown` for it.
 //!
 //! Anchor: the same binary configured as libcluster's DNSPoll behaves
 //! (5 s interval, retries at the next poll, 5 s membership check).
@@ -62,10 +63,25 @@ const VARIANTS: [Variant; 2] = [
     },
 ];
 
-/// One running `erlkube node` and the peers its log says it is connected to.
+/// One running `erlkube node`: the peers its log says it is connected to,
+/// and the nodes its engine has discovered (and not removed).
 struct NodeProc {
     guard: Guard,
     peers: Arc<Mutex<BTreeSet<String>>>,
+    discovered: Arc<Mutex<BTreeSet<String>>>,
+}
+
+/// The `node=` field of an engine `discovered` / `removed` log line.
+fn discovery_change(line: &str) -> Option<(bool, &str)> {
+    let found = if line.contains("engine: discovered ") {
+        true
+    } else if line.contains("engine: removed ") {
+        false
+    } else {
+        return None;
+    };
+    let rest = &line[line.find(" node=")? + 6..];
+    Some((found, rest.split_whitespace().next()?))
 }
 
 /// The `node=` field of a log line, if it is a `nodeup`/`nodedown` line.
@@ -106,7 +122,9 @@ fn spawn_node(bed: &mut Bed, index: u32, v: &Variant) -> NodeProc {
     let mut guard = Guard::spawn(&mut cmd).expect("spawn erlkube node");
     let stderr = guard.child_mut().stderr.take().expect("piped");
     let peers: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let discovered: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let p = peers.clone();
+    let d = discovered.clone();
     // NODE_FORMATION_LOGS=DIR keeps every node's log (for diagnosis).
     let mut keep = std::env::var_os("NODE_FORMATION_LOGS").and_then(|d| {
         let path = std::path::Path::new(&d).join(format!("pod-{index}.log"));
@@ -123,6 +141,14 @@ fn spawn_node(bed: &mut Bed, index: u32, v: &Variant) -> NodeProc {
                 use std::io::Write;
                 let _ = writeln!(f, "{line}");
             }
+            if let Some((found, node)) = discovery_change(&line) {
+                let mut d = d.lock().unwrap();
+                if found {
+                    d.insert(node.to_owned());
+                } else {
+                    d.remove(node);
+                }
+            }
             if let Some((up, node)) = membership_change(&line) {
                 let mut p = p.lock().unwrap();
                 if up {
@@ -138,7 +164,11 @@ fn spawn_node(bed: &mut Bed, index: u32, v: &Variant) -> NodeProc {
         index,
         Arc::new(move || view.lock().unwrap().iter().cloned().collect()),
     );
-    NodeProc { guard, peers }
+    NodeProc {
+        guard,
+        peers,
+        discovered,
+    }
 }
 
 async fn round(bed: &mut Bed, v: &Variant) -> (Duration, Duration) {
@@ -166,6 +196,19 @@ async fn round(bed: &mut Bed, v: &Variant) -> (Duration, Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let conv = t0.elapsed();
+    // Removal is the engines' doing: every engine must have discovered the
+    // victim (a node connected only by the victim's own dial is not one
+    // its engine may remove; it would go at the tick timeout).
+    while procs
+        .iter()
+        .any(|p| p.discovered.lock().unwrap().len() < n - 1)
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "discovery incomplete"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(random_below(v.interval)).await;
     let victim = *all.last().unwrap();
     let name = bed.pod(victim).node_name.clone();

@@ -188,12 +188,24 @@ pub async fn is_full_mesh(bed: &Bed, members: &[u32]) -> bool {
         .iter()
         .map(|i| bed.pod(*i).node_name.clone())
         .collect();
+    // Every pod is asked at once, so one check costs one query's time
+    // however many pods there are (it bounds the measurement's resolution).
+    let mut asks = tokio::task::JoinSet::new();
     for i in members {
-        let me = &bed.pod(*i).node_name;
-        let want: BTreeSet<String> = names.iter().filter(|n| *n != me).cloned().collect();
-        match bed.pod(*i).nodes().await {
-            Ok(v) if v.iter().cloned().collect::<BTreeSet<_>>() == want => {}
-            _ => return false,
+        let pod = bed.pod(*i);
+        let want: BTreeSet<String> = names
+            .iter()
+            .filter(|n| **n != pod.node_name)
+            .cloned()
+            .collect();
+        let ask = pod.nodes_owned();
+        asks.spawn(async move {
+            matches!(ask.await, Ok(v) if v.iter().cloned().collect::<BTreeSet<_>>() == want)
+        });
+    }
+    while let Some(r) = asks.join_next().await {
+        if !r.unwrap_or(false) {
+            return false;
         }
     }
     true

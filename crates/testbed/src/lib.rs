@@ -188,6 +188,21 @@ impl Pod {
         }
     }
 
+    /// Like [`Pod::nodes`], as a future that owns what it reads (to query
+    /// many pods at once).
+    pub fn nodes_owned(
+        &self,
+    ) -> impl std::future::Future<Output = Result<Vec<String>, EvalError>> + Send + 'static {
+        let (erl, view) = (self.erl.clone(), self.view.clone());
+        async move {
+            match (erl, view) {
+                (Some(e), _) => e.nodes().await,
+                (None, Some(v)) => Ok(v()),
+                (None, None) => Ok(Vec::new()),
+            }
+        }
+    }
+
     /// Kills the pod's processes and removes its links and namespace.
     fn destroy(mut self) {
         if let Some(e) = &self.erl {
