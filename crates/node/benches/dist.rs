@@ -136,6 +136,16 @@ async fn rust_one_way(node: &Node, target: &str) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// The same round trips from a process living in a spawned task (a worker
+/// thread of the runtime), where a service's processes normally run; the
+/// plain version runs on the thread that `block_on`s `main`.
+async fn rust_round_trips_in_task(node: &Node, target: &str) -> f64 {
+    let (node, target) = (node.clone(), target.to_owned());
+    tokio::spawn(async move { rust_round_trips(&node, &target).await })
+        .await
+        .unwrap()
+}
+
 async fn rust_round_trips(node: &Node, target: &str) -> f64 {
     let mut me = node.spawn_process();
     let t = Instant::now();
@@ -281,9 +291,11 @@ async fn run() {
     if std::env::var("DIST_BENCH_PROFILE").as_deref() == Ok("rtt") {
         for _ in 0..5 {
             let s = rust_round_trips(&a, b.name()).await;
+            let t = rust_round_trips_in_task(&a, b.name()).await;
             println!(
-                "Rust<->Rust {:>8.1} us per round trip",
-                s / ROUND_TRIPS as f64 * 1e6
+                "Rust<->Rust {:>8.1} us per round trip (main thread), {:>8.1} us (spawned task)",
+                s / ROUND_TRIPS as f64 * 1e6,
+                t / ROUND_TRIPS as f64 * 1e6
             );
         }
         return;
@@ -356,6 +368,7 @@ async fn run() {
         .await,
     );
     let rr = rust_round_trips(&a, b.name()).await;
+    let rt = rust_round_trips_in_task(&a, b.name()).await;
     let rb = rust_round_trips(&a, &beam_y).await;
     let br = secs(
         &erl_eval(
@@ -370,6 +383,7 @@ async fn run() {
     println!("  BEAM<->BEAM (anchor) {:>8.1}", rtt(bb));
     for (label, s) in [
         ("Rust<->Rust", rr),
+        ("Rust<->Rust in task", rt),
         ("Rust->BEAM echo", rb),
         ("BEAM->Rust echo", br),
     ] {
