@@ -12,8 +12,19 @@ pub use num_bigint::BigInt;
 pub const MAX_ATOM_CHARS: usize = 255;
 
 /// An Erlang atom: cheap to clone (an `Arc<str>`), compared by its text.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// The shared string starts with a 3-byte head before the text: for an
+/// ASCII atom of fewer than 128 bytes it is the atom's `ATOM_EXT` head
+/// (`[100, 0, len]`, all ASCII), so the encoder writes such an atom with
+/// one copy (and `SMALL_ATOM_UTF8_EXT` from the same bytes); any other
+/// atom has the head `[0, 0, 0]` and takes the encoder's general path.
+#[derive(Clone)]
 pub struct Atom(Arc<str>);
+
+/// Length of the head stored before an atom's text.
+const ATOM_HEAD: usize = 3;
+/// Texts up to this length are assembled on the stack (one allocation).
+const ATOM_STACK: usize = 64 - ATOM_HEAD;
 
 /// Error of [`Atom::try_new`]: the text has more than 255 characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,7 +39,26 @@ impl Atom {
     /// atom of more than 255 characters produces bytes the BEAM rejects; use
     /// [`Atom::try_new`] for untrusted text.
     pub fn new(text: &str) -> Atom {
-        Atom(Arc::from(text))
+        let b = text.as_bytes();
+        let head = if b.len() < 128 && b.is_ascii() {
+            [crate::tags::ATOM_EXT, 0, b.len() as u8]
+        } else {
+            [0; ATOM_HEAD]
+        };
+        let n = ATOM_HEAD + b.len();
+        if b.len() <= ATOM_STACK {
+            let mut buf = [0u8; ATOM_HEAD + ATOM_STACK];
+            buf[..ATOM_HEAD].copy_from_slice(&head);
+            buf[ATOM_HEAD..n].copy_from_slice(b);
+            // ASCII head + the bytes of a `str`: valid UTF-8
+            if let Ok(s) = std::str::from_utf8(&buf[..n]) {
+                return Atom(Arc::from(s));
+            }
+        }
+        let mut s = String::with_capacity(n);
+        s.extend(head.iter().map(|&c| char::from(c)));
+        s.push_str(text);
+        Atom(Arc::from(s))
     }
 
     /// Makes an atom, rejecting text of more than 255 characters.
@@ -41,14 +71,54 @@ impl Atom {
     }
 
     /// The atom's text.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.get(ATOM_HEAD..).unwrap_or("")
+    }
+
+    /// `Some([ATOM_EXT, 0, len, text…])`, the atom's whole `ATOM_EXT`
+    /// encoding, when the atom is ASCII and shorter than 128 bytes.
+    #[inline(always)]
+    pub(crate) fn ascii_encoded(&self) -> Option<&[u8]> {
+        let b = self.0.as_bytes();
+        match b.first() {
+            Some(&crate::tags::ATOM_EXT) => Some(b),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for Atom {
+    #[inline]
+    fn eq(&self, other: &Atom) -> bool {
+        // the head is a function of the text
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for Atom {}
+
+impl Hash for Atom {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialOrd for Atom {
+    fn partial_cmp(&self, other: &Atom) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Atom {
+    fn cmp(&self, other: &Atom) -> Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl fmt::Debug for Atom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Atom({:?})", &*self.0)
+        write!(f, "Atom({:?})", self.as_str())
     }
 }
 
