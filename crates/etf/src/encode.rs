@@ -1,6 +1,7 @@
 //! The encoder: [`Term`] → bytes, as `erlang:term_to_binary/1,2` writes them.
 
 use std::io::Write;
+use std::mem::MaybeUninit;
 
 use crate::tags::*;
 use crate::term::{Atom, BigInt, Fun, Map, Pid, Term};
@@ -91,41 +92,158 @@ pub fn encode_body_into(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
     Enc::run(term, opts.minor_version >= 2, out)
 }
 
-/// Appends `src` to `out`. Up to 16 bytes are gathered into one `u128`
-/// with (overlapping) fixed-size loads and written with one fixed-size
-/// store, instead of a call to `memcpy`: atoms and short binaries are the
-/// common case. (Gathering in registers, not in a stack buffer, avoids a
-/// store-forwarding stall on the wide store.)
+/// The spare capacity of the output vector, written by [`leaves`].
+type Spare = [MaybeUninit<u8>];
+
+/// Copies `src` to the start of `dst`; panics (never UB) if `dst` is
+/// shorter. For short slices the byte loop becomes fixed-size moves, for
+/// long ones a `memcpy`.
 #[inline(always)]
-fn copy_short(out: &mut Vec<u8>, src: &[u8]) {
+fn fill(dst: &mut Spare, src: &[u8]) {
+    for (d, s) in dst[..src.len()].iter_mut().zip(src) {
+        *d = MaybeUninit::new(*s);
+    }
+}
+
+/// Copies `src` to the start of `dst`, which must have room for
+/// `src.len().max(16)` bytes (panics otherwise). Up to 16 bytes are
+/// gathered into one `u128` with (overlapping) fixed-size loads and
+/// written with one 16-byte store instead of a call to `memcpy`: atoms
+/// and short binaries are the common case. The bytes after `src.len()`
+/// are scratch (the next element overwrites them).
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn copy16(dst: &mut Spare, src: &[u8]) {
     let n = src.len();
-    if n <= 16 && out.capacity() - out.len() >= 16 {
-        let w: u128 = if n >= 8 {
-            let lo = u64::from_le_bytes(src[..8].try_into().unwrap_or([0; 8]));
-            let hi = u64::from_le_bytes(src[n - 8..].try_into().unwrap_or([0; 8]));
-            lo as u128 | (hi as u128) << (8 * (n - 8))
-        } else if n >= 4 {
-            let lo = u32::from_le_bytes(src[..4].try_into().unwrap_or([0; 4]));
-            let hi = u32::from_le_bytes(src[n - 4..].try_into().unwrap_or([0; 4]));
-            (lo as u64 | (hi as u64) << (8 * (n - 4))) as u128
-        } else if n > 0 {
-            src[0] as u128 | (src[n / 2] as u128) << (8 * (n / 2)) | (src[n - 1] as u128) << (8 * (n - 1))
-        } else {
-            0
-        };
-        let len = out.len();
-        out.extend_from_slice(&w.to_le_bytes());
-        out.truncate(len + n);
+    if n > 16 {
+        fill(dst, src);
+        return;
+    }
+    let w: u128 = if n >= 8 {
+        let lo = u64::from_le_bytes(src[..8].try_into().unwrap_or([0; 8]));
+        let hi = u64::from_le_bytes(src[n - 8..].try_into().unwrap_or([0; 8]));
+        lo as u128 | (hi as u128) << (8 * (n - 8))
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes(src[..4].try_into().unwrap_or([0; 4]));
+        let hi = u32::from_le_bytes(src[n - 4..].try_into().unwrap_or([0; 4]));
+        (lo as u64 | (hi as u64) << (8 * (n - 4))) as u128
+    } else if n > 0 {
+        src[0] as u128 | (src[n / 2] as u128) << (8 * (n / 2)) | (src[n - 1] as u128) << (8 * (n - 1))
     } else {
-        out.extend_from_slice(src);
+        0
+    };
+    fill(dst, &w.to_le_bytes());
+}
+
+/// Binaries longer than this are copied by `memcpy` (in [`Enc::node`]),
+/// not in the [`leaves`] loop.
+const LONG: usize = 256;
+
+/// Where [`leaves`] stopped.
+struct Stop {
+    /// Index of the first element not written.
+    index: usize,
+    /// Bytes written (initialised) from the start of the spare capacity.
+    written: usize,
+    /// Room the element at `index` needs if it is a leaf that did not fit;
+    /// 0 if it is not a leaf (or the elements ended).
+    need: usize,
+}
+
+/// The hot loop: writes the elements `get(i)`, `get(i + 1)`, … that are
+/// common scalars ("leaves": integers that fit 32 bits, floats, atoms with
+/// an ASCII head, binaries) into `dst`, from its start, with the write
+/// position in a register and one room check per element, until an
+/// element is not a leaf, does not fit, or the elements end.
+///
+/// Every advance of the position by `k` follows a write of at least `k`
+/// bytes at that position through a bounds-checked slice, so the first
+/// `written` bytes of `dst` are initialised when it returns.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn leaves<'t>(
+    get: impl Fn(usize) -> Option<&'t Term>,
+    mut i: usize,
+    dst: &mut Spare,
+    utf8: bool,
+) -> Stop {
+    let mut pos = 0;
+    while let Some(t) = get(i) {
+        let d = &mut dst[pos..];
+        let stop = |need| Stop {
+            index: i,
+            written: pos,
+            need,
+        };
+        match t {
+            Term::Integer(x) => {
+                let x = *x;
+                if d.len() < 5 {
+                    return stop(5);
+                }
+                if (0..=255).contains(&x) {
+                    fill(d, &[SMALL_INTEGER_EXT, x as u8]);
+                    pos += 2;
+                } else if x >= i32::MIN as i64 && x <= i32::MAX as i64 {
+                    let [a, b, c, e] = (x as i32).to_be_bytes();
+                    fill(d, &[INTEGER_EXT, a, b, c, e]);
+                    pos += 5;
+                } else {
+                    return stop(0);
+                }
+            }
+            Term::Float(f) => {
+                if d.len() < 9 {
+                    return stop(9);
+                }
+                let [a, b, c, e, g, h, k, l] = f.to_bits().to_be_bytes();
+                fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
+                pos += 9;
+            }
+            Term::Atom(atom) => {
+                let Some(enc) = atom.ascii_encoded() else {
+                    return stop(0);
+                };
+                // [ATOM_EXT, 0, len, text…]; minor version 2 writes
+                // [SMALL_ATOM_UTF8_EXT, len, text…] from the same bytes
+                let src = if utf8 { enc.get(1..).unwrap_or(&[]) } else { enc };
+                let n = src.len();
+                if d.len() < n.max(16) {
+                    return stop(n.max(16));
+                }
+                copy16(d, src);
+                if utf8 {
+                    d[0] = MaybeUninit::new(SMALL_ATOM_UTF8_EXT);
+                }
+                pos += n;
+            }
+            Term::Binary(b) => {
+                let n = b.len();
+                if n > LONG {
+                    // long binaries: `Vec::extend_from_slice` (memcpy)
+                    return stop(0);
+                }
+                if d.len() < 5 + n.max(16) {
+                    return stop(5 + n.max(16));
+                }
+                let [a, c, e, g] = (n as u32).to_be_bytes();
+                fill(d, &[BINARY_EXT, a, c, e, g]);
+                copy16(&mut d[5..], b);
+                pos += 5 + n;
+            }
+            _ => return stop(0),
+        }
+        i += 1;
+    }
+    Stop {
+        index: i,
+        written: pos,
+        need: 0,
     }
 }
 
 /// The encoder. It owns the output `Vec` while it runs (taken from the
-/// caller and given back) so that every write reaches the vector's fields
-/// through one pointer. Scalars are written inline in the loops over
-/// container elements ([`Enc::leaf`]); only containers and rare terms take
-/// a (recursive) call.
+/// caller and given back). Runs of scalar elements are written by
+/// [`leaves`] straight into the vector's spare capacity; containers and
+/// rare terms go through [`Enc::node`] (recursive) and `Vec` writes.
 struct Enc {
     out: Vec<u8>,
     utf8: bool,
@@ -165,67 +283,75 @@ impl Enc {
         self.put([tag, a, b, c, d]);
     }
 
+    /// Lets `f` write into the spare capacity; `f` returns how many bytes
+    /// it initialised from the start.
     #[inline(always)]
+    fn write_spare(&mut self, f: impl FnOnce(&mut Spare) -> usize) {
+        let len = self.out.len();
+        let spare = self.out.spare_capacity_mut();
+        let room = spare.len();
+        let written = f(spare);
+        assert!(written <= room);
+        // SAFETY: `written` is at most the spare capacity (checked above)
+        // and the two callers (`seq` with `leaves`, `list` with its byte
+        // loop) initialise the first `written` bytes of it before returning
+        // that count (see `leaves`).
+        unsafe { self.out.set_len(len + written) };
+    }
+
+    #[inline]
     fn term(&mut self, t: &Term) {
-        if !self.leaf(t) {
-            self.node(t)
-        }
+        self.seq(1, |i| (i == 0).then_some(t));
     }
 
-    /// The elements of a tuple or list, in order.
+    /// Elements `get(0..n)` in order: runs of leaves by [`leaves`], the
+    /// rest by [`Enc::node`].
     #[inline(always)]
-    fn seq(&mut self, v: &[Term]) {
-        for e in v {
-            if !self.leaf(e) {
-                self.node(e)
+    fn seq<'t>(&mut self, n: usize, get: impl Fn(usize) -> Option<&'t Term> + Copy) {
+        let mut i = 0;
+        while let Some(t) = get(i) {
+            if !matches!(
+                t,
+                Term::Integer(_) | Term::Float(_) | Term::Atom(_) | Term::Binary(_)
+            ) {
+                self.node(t);
+                i += 1;
+                continue;
             }
-        }
-    }
-
-    /// Writes the common scalars (integers that fit `i64`, floats, atoms,
-    /// binaries); false for anything else.
-    #[inline(always)]
-    fn leaf(&mut self, t: &Term) -> bool {
-        match t {
-            Term::Integer(i) => self.int(*i),
-            Term::Atom(a) => self.atom(a),
-            Term::Float(f) => {
-                let [a, b, c, d, e, g, h, k] = f.to_bits().to_be_bytes();
-                self.put([NEW_FLOAT_EXT, a, b, c, d, e, g, h, k]);
-            }
-            Term::Binary(b) => {
-                if b.len() <= u32::MAX as usize {
-                    self.out.reserve(5 + b.len());
-                    self.tag_u32(BINARY_EXT, b.len() as u32);
-                    copy_short(&mut self.out, b);
-                } else {
-                    // more than 4 GiB: the BEAM cannot hold it either;
-                    // write what the length field can say
-                    self.tag_u32(BINARY_EXT, u32::MAX);
-                    self.out.extend_from_slice(&b[..u32::MAX as usize]);
+            let utf8 = self.utf8;
+            let mut stop = Stop {
+                index: i,
+                written: 0,
+                need: 0,
+            };
+            self.write_spare(|spare| {
+                stop = leaves(get, i, spare, utf8);
+                stop.written
+            });
+            i = stop.index;
+            if stop.need > 0 {
+                self.out.reserve(stop.need);
+            } else if i < n {
+                // a leaf `leaves` leaves to the general path
+                if let Some(t) = get(i) {
+                    self.node(t);
                 }
+                i += 1;
             }
-            _ => return false,
-        }
-        true
-    }
-
-    /// Atoms with a pre-encoded head (ASCII, under 128 bytes): one copy.
-    #[inline(always)]
-    fn atom(&mut self, a: &Atom) {
-        match a.ascii_encoded() {
-            Some(enc) if !self.utf8 => copy_short(&mut self.out, enc),
-            Some(enc) => {
-                // [ATOM_EXT, 0, len, text…] → [SMALL_ATOM_UTF8_EXT, len, text…]
-                self.out.push(SMALL_ATOM_UTF8_EXT);
-                copy_short(&mut self.out, enc.get(2..).unwrap_or(&[]));
-            }
-            None => self.atom_slow(a),
         }
     }
 
     #[inline(never)]
-    fn atom_slow(&mut self, a: &Atom) {
+    fn atom(&mut self, a: &Atom) {
+        if let Some(enc) = a.ascii_encoded() {
+            if self.utf8 {
+                self.u8(SMALL_ATOM_UTF8_EXT);
+                self.out.extend_from_slice(enc.get(2..).unwrap_or(&[]));
+            } else {
+                self.out.extend_from_slice(enc);
+            }
+            return;
+        }
         let s = a.as_str();
         let b = s.as_bytes();
         if !self.utf8 {
@@ -256,23 +382,17 @@ impl Enc {
             .extend_from_slice(&b[..b.len().min(u16::MAX as usize)]);
     }
 
-    #[inline(always)]
     fn int(&mut self, i: i64) {
         if (0..=255).contains(&i) {
             self.put([SMALL_INTEGER_EXT, i as u8]);
         } else if i >= i32::MIN as i64 && i <= i32::MAX as i64 {
             self.tag_u32(INTEGER_EXT, i as i32 as u32);
         } else {
-            self.int_big(i)
+            let mag = i.unsigned_abs().to_le_bytes();
+            let n = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+            self.put([SMALL_BIG_EXT, n as u8, (i < 0) as u8]);
+            self.out.extend_from_slice(&mag[..n]);
         }
-    }
-
-    #[inline(never)]
-    fn int_big(&mut self, i: i64) {
-        let mag = i.unsigned_abs().to_le_bytes();
-        let n = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-        self.put([SMALL_BIG_EXT, n as u8, (i < 0) as u8]);
-        self.out.extend_from_slice(&mag[..n]);
     }
 
     fn big(&mut self, b: &BigInt) {
@@ -299,10 +419,10 @@ impl Enc {
     fn map(&mut self, m: &Map) {
         self.tag_u32(MAP_EXT, m.len() as u32);
         // small maps are kept in map-key order by `Map` itself
-        for (k, v) in m.entries() {
-            self.term(k);
-            self.term(v);
-        }
+        let e = m.entries();
+        self.seq(2 * e.len(), |i| {
+            e.get(i / 2).map(|(k, v)| if i % 2 == 0 { k } else { v })
+        });
     }
 
     fn fun(&mut self, f: &Fun) {
@@ -317,9 +437,8 @@ impl Enc {
         self.int(f.old_index);
         self.int(f.old_uniq);
         self.pid(&f.pid);
-        for v in &f.free_vars {
-            self.term(v);
-        }
+        let v = &f.free_vars;
+        self.seq(v.len(), |i| v.get(i));
         let size = (self.out.len() - size_at) as u32;
         self.out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
     }
@@ -331,34 +450,36 @@ impl Enc {
             self.u8(NIL_EXT);
             return;
         }
-        if v.len() <= u16::MAX as usize {
-            // try STRING_EXT in one pass; undo at the first non-byte
-            let start = self.out.len();
+        if v.len() <= u16::MAX as usize && matches!(v[0], Term::Integer(0..=255)) {
+            // try STRING_EXT in one pass; nothing is kept if an element is
+            // not a byte
             self.out.reserve(3 + v.len());
-            let [a, b] = (v.len() as u16).to_be_bytes();
-            self.put([STRING_EXT, a, b]);
-            let mut all_bytes = true;
-            for e in v {
-                match e {
-                    Term::Integer(i @ 0..=255) => self.out.push(*i as u8),
-                    _ => {
-                        all_bytes = false;
-                        break;
+            let mut bytes = true;
+            self.write_spare(|spare| {
+                let [a, b] = (v.len() as u16).to_be_bytes();
+                fill(spare, &[STRING_EXT, a, b]);
+                for (d, e) in spare[3..3 + v.len()].iter_mut().zip(v) {
+                    match e {
+                        Term::Integer(x @ 0..=255) => *d = MaybeUninit::new(*x as u8),
+                        _ => {
+                            bytes = false;
+                            return 0;
+                        }
                     }
                 }
-            }
-            if all_bytes {
+                3 + v.len()
+            });
+            if bytes {
                 return;
             }
-            self.out.truncate(start);
         }
         self.tag_u32(LIST_EXT, v.len() as u32);
-        self.seq(v);
+        self.seq(v.len(), |i| v.get(i));
         self.u8(NIL_EXT);
     }
 
-    /// Containers and the rare terms (everything [`Enc::leaf`] does not
-    /// write).
+    /// Everything [`leaves`] does not write: containers, and the rare
+    /// terms and forms.
     #[inline(never)]
     fn node(&mut self, t: &Term) {
         match t {
@@ -368,14 +489,27 @@ impl Enc {
                 } else {
                     self.tag_u32(LARGE_TUPLE_EXT, v.len() as u32);
                 }
-                self.seq(v);
+                self.seq(v.len(), |i| v.get(i));
             }
             Term::List(v) => self.list(v),
             Term::Map(m) => self.map(m),
             Term::ImproperList { elems, tail } => {
                 self.tag_u32(LIST_EXT, elems.len() as u32);
-                self.seq(elems);
+                self.seq(elems.len(), |i| elems.get(i));
                 self.term(tail);
+            }
+            Term::Integer(i) => self.int(*i),
+            Term::Float(f) => {
+                self.u8(NEW_FLOAT_EXT);
+                self.put(f.to_bits().to_be_bytes());
+            }
+            Term::Atom(a) => self.atom(a),
+            Term::Binary(b) => {
+                // binaries over `LONG` bytes; over 4 GiB, which the BEAM
+                // cannot hold either, only what the length field can say
+                let n = b.len().min(u32::MAX as usize);
+                self.tag_u32(BINARY_EXT, n as u32);
+                self.out.extend_from_slice(&b[..n]);
             }
             Term::BigInt(b) => self.big(b),
             Term::BitBinary { bytes, bits } => {
@@ -416,10 +550,6 @@ impl Enc {
                 self.put([SMALL_INTEGER_EXT, *arity]);
             }
             Term::Fun(f) => self.fun(f),
-            // the scalars, if ever called with one
-            t => {
-                self.leaf(t);
-            }
         }
     }
 }
