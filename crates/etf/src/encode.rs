@@ -54,7 +54,7 @@ pub fn encode(term: &Term) -> Vec<u8> {
 #[inline]
 pub fn encode_into(term: &Term, out: &mut Vec<u8>) {
     out.push(VERSION);
-    Enc::run(term, false, out);
+    run(term, false, out);
 }
 
 /// Appends the encoding (version byte first) with explicit options.
@@ -63,11 +63,11 @@ pub fn encode_with(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
     match opts.compression {
         None => {
             out.push(VERSION);
-            Enc::run(term, utf8, out);
+            run(term, utf8, out);
         }
         Some(level) => {
             let mut plain = Vec::with_capacity(64);
-            Enc::run(term, utf8, &mut plain);
+            run(term, utf8, &mut plain);
             let mut z = flate2::write::ZlibEncoder::new(
                 Vec::with_capacity(plain.len() / 2 + 16),
                 flate2::Compression::new(level.min(9)),
@@ -89,20 +89,24 @@ pub fn encode_with(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
 /// Encodes without the version byte (for embedding, e.g. in distribution
 /// messages whose control message and payload each lack it).
 pub fn encode_body_into(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
-    Enc::run(term, opts.minor_version >= 2, out)
+    run(term, opts.minor_version >= 2, out)
 }
 
 /// The spare capacity of the output vector, written by [`leaves`].
 type Spare = [MaybeUninit<u8>];
 
 /// Copies `src` to the start of `dst`; panics (never UB) if `dst` is
-/// shorter. For short slices the byte loop becomes fixed-size moves, for
-/// long ones a `memcpy`.
+/// shorter. A constant length becomes fixed-size moves, others `memcpy`
+/// (what the unstable `MaybeUninit::copy_from_slice` does).
 #[inline(always)]
 fn fill(dst: &mut Spare, src: &[u8]) {
-    for (d, s) in dst[..src.len()].iter_mut().zip(src) {
-        *d = MaybeUninit::new(*s);
-    }
+    let dst = &mut dst[..src.len()];
+    // SAFETY: `u8` and `MaybeUninit<u8>` have the same size, alignment and
+    // ABI, and every initialised byte is a valid `MaybeUninit<u8>`, so a
+    // `&[u8]` may be read as a `&[MaybeUninit<u8>]` of the same length
+    // (the cast keeps the length). The shared borrow is only read.
+    let src: &[MaybeUninit<u8>] = unsafe { &*(src as *const [u8] as *const [MaybeUninit<u8>]) };
+    dst.copy_from_slice(src);
 }
 
 /// Copies `src` to the start of `dst`, which must have room for
@@ -138,123 +142,176 @@ fn copy16(dst: &mut Spare, src: &[u8]) {
 /// not in the [`leaves`] loop.
 const LONG: usize = 256;
 
-/// Where [`leaves`] stopped.
-struct Stop {
-    /// Index of the first element not written.
-    index: usize,
-    /// Bytes written (initialised) from the start of the spare capacity.
-    written: usize,
-    /// Room the element at `index` needs if it is a leaf that did not fit;
-    /// 0 if it is not a leaf (or the elements ended).
-    need: usize,
-}
+/// A container header written before a run of leaves: up to 5 bytes and
+/// how many of them count.
+type Head = ([u8; 5], usize);
 
-/// The hot loop: writes the elements `get(i)`, `get(i + 1)`, … that are
-/// common scalars ("leaves": integers that fit 32 bits, floats, atoms with
-/// an ASCII head, binaries) into `dst`, from its start, with the write
-/// position in a register and one room check per element, until an
-/// element is not a leaf, does not fit, or the elements end.
+/// No header.
+const NO_HEAD: Head = ([0; 5], 0);
+
+/// The hot loop: writes `head` (a container's header; nothing is written
+/// if there is no room for it and 16 bytes more), then the elements of
+/// `it` that are common scalars
+/// ("leaves": integers that fit 32 bits, floats, atoms with an ASCII head,
+/// binaries of up to [`LONG`] bytes) into `dst` from its start, with the
+/// write position in a register and one room check per element, until an
+/// element is not a leaf, does not fit, or `it` ends. `it` is left at the
+/// first element not written. Returns the bytes written and, if the
+/// element at `it` is a leaf that did not fit, the room it needs (else 0).
 ///
 /// Every advance of the position by `k` follows a write of at least `k`
 /// bytes at that position through a bounds-checked slice, so the first
 /// `written` bytes of `dst` are initialised when it returns.
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn leaves<'t>(
-    get: impl Fn(usize) -> Option<&'t Term>,
-    mut i: usize,
+fn leaves<'t, const UTF8: bool>(
+    head: Head,
+    it: &mut (impl Iterator<Item = &'t Term> + Clone),
     dst: &mut Spare,
-    utf8: bool,
-) -> Stop {
-    let mut pos = 0;
-    while let Some(t) = get(i) {
-        let d = &mut dst[pos..];
-        let stop = |need| Stop {
-            index: i,
-            written: pos,
-            need,
+) -> (usize, usize) {
+    if dst.len() < 5 + 16 {
+        return (0, 5 + 16);
+    }
+    // one fixed-size store; only `head.1` bytes count
+    fill(dst, &head.0);
+    let mut pos = head.1;
+    loop {
+        let here = it.clone();
+        let Some(t) = it.next() else {
+            return (pos, 0);
         };
-        match t {
+        let d = &mut dst[pos..];
+        let need = match t {
             Term::Integer(x) => {
                 let x = *x;
                 if d.len() < 5 {
-                    return stop(5);
-                }
-                if (0..=255).contains(&x) {
+                    5
+                } else if (0..=255).contains(&x) {
                     fill(d, &[SMALL_INTEGER_EXT, x as u8]);
                     pos += 2;
+                    continue;
                 } else if x >= i32::MIN as i64 && x <= i32::MAX as i64 {
                     let [a, b, c, e] = (x as i32).to_be_bytes();
                     fill(d, &[INTEGER_EXT, a, b, c, e]);
                     pos += 5;
+                    continue;
                 } else {
-                    return stop(0);
+                    0
                 }
             }
             Term::Float(f) => {
                 if d.len() < 9 {
-                    return stop(9);
+                    9
+                } else {
+                    let [a, b, c, e, g, h, k, l] = f.to_bits().to_be_bytes();
+                    fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
+                    pos += 9;
+                    continue;
                 }
-                let [a, b, c, e, g, h, k, l] = f.to_bits().to_be_bytes();
-                fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
-                pos += 9;
             }
-            Term::Atom(atom) => {
-                let Some(enc) = atom.ascii_encoded() else {
-                    return stop(0);
-                };
-                // [ATOM_EXT, 0, len, text…]; minor version 2 writes
-                // [SMALL_ATOM_UTF8_EXT, len, text…] from the same bytes
-                let src = if utf8 { enc.get(1..).unwrap_or(&[]) } else { enc };
-                let n = src.len();
-                if d.len() < n.max(16) {
-                    return stop(n.max(16));
+            Term::Atom(atom) => match atom.ascii_encoded() {
+                Some((stored, n)) => {
+                    // `stored` starts with [ATOM_EXT, 0, len, text…] (`n`
+                    // bytes) and has at least 17 bytes; minor version 2
+                    // writes [SMALL_ATOM_UTF8_EXT, len, text…] from byte 1
+                    let (src, n) = if UTF8 {
+                        (stored.get(1..).unwrap_or(&[]), n - 1)
+                    } else {
+                        (stored, n)
+                    };
+                    let need = n.max(16);
+                    if d.len() < need {
+                        need
+                    } else {
+                        match src.get(..16) {
+                            Some(w) if n <= 16 => fill(d, w),
+                            _ => fill(d, src.get(..n).unwrap_or(&[])),
+                        }
+                        if UTF8 {
+                            d[0] = MaybeUninit::new(SMALL_ATOM_UTF8_EXT);
+                        }
+                        pos += n;
+                        continue;
+                    }
                 }
-                copy16(d, src);
-                if utf8 {
-                    d[0] = MaybeUninit::new(SMALL_ATOM_UTF8_EXT);
-                }
-                pos += n;
-            }
+                None => 0,
+            },
             Term::Binary(b) => {
                 let n = b.len();
                 if n > LONG {
                     // long binaries: `Vec::extend_from_slice` (memcpy)
-                    return stop(0);
+                    0
+                } else if d.len() < 5 + 16.max(n) {
+                    5 + 16.max(n)
+                } else {
+                    let [a, c, e, g] = (n as u32).to_be_bytes();
+                    fill(d, &[BINARY_EXT, a, c, e, g]);
+                    copy16(&mut d[5..], b);
+                    pos += 5 + n;
+                    continue;
                 }
-                if d.len() < 5 + n.max(16) {
-                    return stop(5 + n.max(16));
-                }
-                let [a, c, e, g] = (n as u32).to_be_bytes();
-                fill(d, &[BINARY_EXT, a, c, e, g]);
-                copy16(&mut d[5..], b);
-                pos += 5 + n;
             }
-            _ => return stop(0),
+            _ => 0,
+        };
+        *it = here;
+        return (pos, need);
+    }
+}
+
+/// The keys and values of map entries, in turn.
+#[derive(Clone)]
+struct Pairs<'t> {
+    rest: &'t [(Term, Term)],
+    value: Option<&'t Term>,
+}
+
+impl<'t> Iterator for Pairs<'t> {
+    type Item = &'t Term;
+    #[inline(always)]
+    fn next(&mut self) -> Option<&'t Term> {
+        if let Some(v) = self.value.take() {
+            return Some(v);
         }
-        i += 1;
+        let ((k, v), rest) = self.rest.split_first()?;
+        self.rest = rest;
+        self.value = Some(v);
+        Some(k)
     }
-    Stop {
-        index: i,
-        written: pos,
-        need: 0,
-    }
+}
+
+/// True for the terms [`leaves`] may write.
+#[inline(always)]
+fn is_leaf(t: &Term) -> bool {
+    matches!(
+        t,
+        Term::Integer(_) | Term::Float(_) | Term::Atom(_) | Term::Binary(_)
+    )
 }
 
 /// The encoder. It owns the output `Vec` while it runs (taken from the
 /// caller and given back). Runs of scalar elements are written by
 /// [`leaves`] straight into the vector's spare capacity; containers and
 /// rare terms go through [`Enc::node`] (recursive) and `Vec` writes.
-struct Enc {
+///
+/// `UTF8` is minor version 2 (every atom as UTF-8).
+struct Enc<const UTF8: bool> {
     out: Vec<u8>,
-    utf8: bool,
 }
 
-impl Enc {
+/// Runs the encoder for the minor version.
+#[inline(always)]
+fn run(term: &Term, utf8: bool, out: &mut Vec<u8>) {
+    if utf8 {
+        Enc::<true>::run(term, out)
+    } else {
+        Enc::<false>::run(term, out)
+    }
+}
+
+impl<const UTF8: bool> Enc<UTF8> {
     #[inline(always)]
-    fn run(term: &Term, utf8: bool, out: &mut Vec<u8>) {
-        let mut e = Enc {
+    fn run(term: &Term, out: &mut Vec<u8>) {
+        let mut e = Enc::<UTF8> {
             out: std::mem::take(out),
-            utf8,
         };
         e.term(term);
         *out = e.out;
@@ -301,50 +358,85 @@ impl Enc {
 
     #[inline]
     fn term(&mut self, t: &Term) {
-        self.seq(1, |i| (i == 0).then_some(t));
+        self.seq(std::slice::from_ref(t).iter());
     }
 
-    /// Elements `get(0..n)` in order: runs of leaves by [`leaves`], the
-    /// rest by [`Enc::node`].
+    /// Writes `head`, then leaves from `it` (see [`leaves`]), reserving
+    /// room as needed, until `it` is at a term that is not a leaf (or one
+    /// for the general path) or at its end.
     #[inline(always)]
-    fn seq<'t>(&mut self, n: usize, get: impl Fn(usize) -> Option<&'t Term> + Copy) {
-        let mut i = 0;
-        while let Some(t) = get(i) {
-            if !matches!(
-                t,
-                Term::Integer(_) | Term::Float(_) | Term::Atom(_) | Term::Binary(_)
-            ) {
-                self.node(t);
-                i += 1;
-                continue;
+    fn leaf_run<'t>(&mut self, mut head: Head, it: &mut (impl Iterator<Item = &'t Term> + Clone)) {
+        loop {
+            let len = self.out.len();
+            let spare = self.out.spare_capacity_mut();
+            let room = spare.len();
+            let (written, need) = leaves::<UTF8>(head, it, spare);
+            assert!(written <= room);
+            // SAFETY: `written` is at most the spare capacity (checked
+            // above), and `leaves` initialised the first `written` bytes of
+            // it (see there).
+            unsafe { self.out.set_len(len + written) };
+            if need == 0 {
+                return;
             }
-            let utf8 = self.utf8;
-            let mut stop = Stop {
-                index: i,
-                written: 0,
-                need: 0,
+            if written > 0 {
+                head = NO_HEAD;
+            }
+            self.out.reserve(need);
+        }
+    }
+
+    /// The elements of a tuple or list, not inlined (the recursion).
+    #[inline(never)]
+    fn elems(&mut self, it: std::slice::Iter<'_, Term>) {
+        self.seq(it)
+    }
+
+    /// The terms of `it` in order: runs of leaves by [`leaves`], small
+    /// tuples inline (their header, then their leaves), the rest by
+    /// [`Enc::node`].
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    fn seq<'t>(&mut self, mut it: impl Iterator<Item = &'t Term> + Clone) {
+        loop {
+            let mut peek = it.clone();
+            let Some(t) = peek.next() else {
+                return;
             };
-            self.write_spare(|spare| {
-                stop = leaves(get, i, spare, utf8);
-                stop.written
-            });
-            i = stop.index;
-            if stop.need > 0 {
-                self.out.reserve(stop.need);
-            } else if i < n {
-                // a leaf `leaves` leaves to the general path
-                if let Some(t) = get(i) {
+            match t {
+                Term::Integer(_) | Term::Float(_) | Term::Atom(_) | Term::Binary(_) => {
+                    self.leaf_run(NO_HEAD, &mut it);
+                    // stopped at a container, the end, or a leaf for the
+                    // general path (big integer, long binary, other atom)
+                    let mut peek = it.clone();
+                    match peek.next() {
+                        Some(t) if is_leaf(t) => {
+                            self.node(t);
+                            it = peek;
+                        }
+                        _ => {}
+                    }
+                }
+                Term::Tuple(v) if v.len() < 256 => {
+                    it = peek;
+                    let mut inner = v.iter();
+                    self.leaf_run(([SMALL_TUPLE_EXT, v.len() as u8, 0, 0, 0], 2), &mut inner);
+                    if inner.len() > 0 {
+                        self.elems(inner);
+                    }
+                }
+                _ => {
+                    it = peek;
                     self.node(t);
                 }
-                i += 1;
             }
         }
     }
 
     #[inline(never)]
     fn atom(&mut self, a: &Atom) {
-        if let Some(enc) = a.ascii_encoded() {
-            if self.utf8 {
+        if let Some((stored, n)) = a.ascii_encoded() {
+            let enc = stored.get(..n).unwrap_or(&[]);
+            if UTF8 {
                 self.u8(SMALL_ATOM_UTF8_EXT);
                 self.out.extend_from_slice(enc.get(2..).unwrap_or(&[]));
             } else {
@@ -354,7 +446,7 @@ impl Enc {
         }
         let s = a.as_str();
         let b = s.as_bytes();
-        if !self.utf8 {
+        if !UTF8 {
             if b.is_ascii() {
                 self.out.reserve(3 + b.len());
                 self.u8(ATOM_EXT);
@@ -419,9 +511,9 @@ impl Enc {
     fn map(&mut self, m: &Map) {
         self.tag_u32(MAP_EXT, m.len() as u32);
         // small maps are kept in map-key order by `Map` itself
-        let e = m.entries();
-        self.seq(2 * e.len(), |i| {
-            e.get(i / 2).map(|(k, v)| if i % 2 == 0 { k } else { v })
+        self.seq(Pairs {
+            rest: m.entries(),
+            value: None,
         });
     }
 
@@ -437,8 +529,7 @@ impl Enc {
         self.int(f.old_index);
         self.int(f.old_uniq);
         self.pid(&f.pid);
-        let v = &f.free_vars;
-        self.seq(v.len(), |i| v.get(i));
+        self.seq(f.free_vars.iter());
         let size = (self.out.len() - size_at) as u32;
         self.out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
     }
@@ -474,7 +565,7 @@ impl Enc {
             }
         }
         self.tag_u32(LIST_EXT, v.len() as u32);
-        self.seq(v.len(), |i| v.get(i));
+        self.elems(v.iter());
         self.u8(NIL_EXT);
     }
 
@@ -489,13 +580,13 @@ impl Enc {
                 } else {
                     self.tag_u32(LARGE_TUPLE_EXT, v.len() as u32);
                 }
-                self.seq(v.len(), |i| v.get(i));
+                self.elems(v.iter());
             }
             Term::List(v) => self.list(v),
             Term::Map(m) => self.map(m),
             Term::ImproperList { elems, tail } => {
                 self.tag_u32(LIST_EXT, elems.len() as u32);
-                self.seq(elems.len(), |i| elems.get(i));
+                self.elems(elems.iter());
                 self.term(tail);
             }
             Term::Integer(i) => self.int(*i),

@@ -13,16 +13,20 @@ pub const MAX_ATOM_CHARS: usize = 255;
 
 /// An Erlang atom: cheap to clone (an `Arc<str>`), compared by its text.
 ///
-/// The shared string starts with a 3-byte head before the text: for an
-/// ASCII atom of fewer than 128 bytes it is the atom's `ATOM_EXT` head
-/// (`[100, 0, len]`, all ASCII), so the encoder writes such an atom with
-/// one copy (and `SMALL_ATOM_UTF8_EXT` from the same bytes); any other
-/// atom has the head `[0, 0, 0]` and takes the encoder's general path.
+/// The shared string starts with a 3-byte head before the text. For an
+/// ASCII atom of fewer than 128 bytes the head is the atom's `ATOM_EXT`
+/// head (`[100, 0, len]`, all ASCII) and the string is padded with NULs to
+/// at least [`ATOM_PADDED`] bytes, so the encoder writes a short atom with
+/// one fixed-size 16-byte copy (and `SMALL_ATOM_UTF8_EXT` from the same
+/// bytes); any other atom has the head `[0, 0, 0]`, no padding, and takes
+/// the encoder's general path.
 #[derive(Clone)]
 pub struct Atom(Arc<str>);
 
 /// Length of the head stored before an atom's text.
 const ATOM_HEAD: usize = 3;
+/// Pre-encoded atoms are stored in at least this many bytes.
+pub(crate) const ATOM_PADDED: usize = 17;
 /// Texts up to this length are assembled on the stack (one allocation).
 const ATOM_STACK: usize = 64 - ATOM_HEAD;
 
@@ -45,12 +49,15 @@ impl Atom {
         } else {
             [0; ATOM_HEAD]
         };
-        let n = ATOM_HEAD + b.len();
+        let mut n = ATOM_HEAD + b.len();
+        if head[0] != 0 {
+            n = n.max(ATOM_PADDED);
+        }
         if b.len() <= ATOM_STACK {
             let mut buf = [0u8; ATOM_HEAD + ATOM_STACK];
             buf[..ATOM_HEAD].copy_from_slice(&head);
-            buf[ATOM_HEAD..n].copy_from_slice(b);
-            // ASCII head + the bytes of a `str`: valid UTF-8
+            buf[ATOM_HEAD..ATOM_HEAD + b.len()].copy_from_slice(b);
+            // ASCII head + the bytes of a `str` + NULs: valid UTF-8
             if let Ok(s) = std::str::from_utf8(&buf[..n]) {
                 return Atom(Arc::from(s));
             }
@@ -73,16 +80,23 @@ impl Atom {
     /// The atom's text.
     #[inline]
     pub fn as_str(&self) -> &str {
-        self.0.get(ATOM_HEAD..).unwrap_or("")
+        let b = self.0.as_bytes();
+        match b {
+            [crate::tags::ATOM_EXT, _, n, ..] => self.0.get(ATOM_HEAD..ATOM_HEAD + *n as usize),
+            _ => self.0.get(ATOM_HEAD..),
+        }
+        .unwrap_or("")
     }
 
-    /// `Some([ATOM_EXT, 0, len, text…])`, the atom's whole `ATOM_EXT`
-    /// encoding, when the atom is ASCII and shorter than 128 bytes.
+    /// For an ASCII atom shorter than 128 bytes: its stored bytes, which
+    /// start with its whole `ATOM_EXT` encoding `[100, 0, len, text…]` and
+    /// are at least [`ATOM_PADDED`] long (NUL padding), and the length of
+    /// that encoding.
     #[inline(always)]
-    pub(crate) fn ascii_encoded(&self) -> Option<&[u8]> {
+    pub(crate) fn ascii_encoded(&self) -> Option<(&[u8], usize)> {
         let b = self.0.as_bytes();
-        match b.first() {
-            Some(&crate::tags::ATOM_EXT) => Some(b),
+        match b {
+            [crate::tags::ATOM_EXT, _, n, ..] => Some((b, ATOM_HEAD + *n as usize)),
             _ => None,
         }
     }
