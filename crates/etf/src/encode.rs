@@ -92,7 +92,7 @@ pub fn encode_body_into(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
     run(term, opts.minor_version >= 2, out)
 }
 
-/// The spare capacity of the output vector, written by [`leaves`].
+/// The spare capacity of the output vector, written by [`leaf`].
 type Spare = [MaybeUninit<u8>];
 
 /// Copies `src` to the start of `dst`; panics (never UB) if `dst` is
@@ -139,121 +139,91 @@ fn copy16(dst: &mut Spare, src: &[u8]) {
 }
 
 /// Binaries longer than this are copied by `memcpy` (in [`Enc::node`]),
-/// not in the [`leaves`] loop.
+/// not by [`leaf`].
 const LONG: usize = 256;
 
-/// A container header written before a run of leaves: up to 5 bytes and
-/// how many of them count.
-type Head = ([u8; 5], usize);
+/// What [`leaf`] did.
+enum Leaf {
+    /// Wrote this many bytes.
+    Wrote(usize),
+    /// A leaf that needs this much room.
+    Need(usize),
+    /// Not a leaf, or one for the general path ([`Enc::node`]).
+    No,
+}
 
-/// No header.
-const NO_HEAD: Head = ([0; 5], 0);
-
-/// The hot loop: writes `head` (a container's header; nothing is written
-/// if there is no room for it and 16 bytes more), then the elements of
-/// `it` that are common scalars
-/// ("leaves": integers that fit 32 bits, floats, atoms with an ASCII head,
-/// binaries of up to [`LONG`] bytes) into `dst` from its start, with the
-/// write position in a register and one room check per element, until an
-/// element is not a leaf, does not fit, or `it` ends. `it` is left at the
-/// first element not written. Returns the bytes written and, if the
-/// element at `it` is a leaf that did not fit, the room it needs (else 0).
-///
-/// Every advance of the position by `k` follows a write of at least `k`
-/// bytes at that position through a bounds-checked slice, so the first
-/// `written` bytes of `dst` are initialised when it returns.
+/// Writes a common scalar ("leaf": an integer that fits 32 bits, a float,
+/// an atom with an ASCII head, a binary of up to [`LONG`] bytes) at the
+/// start of `d`, with one room check. It may write up to 16 scratch bytes
+/// past what it reports (the next write overwrites them); what it reports
+/// as written was written through bounds-checked slices.
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn leaves<'t, const UTF8: bool>(
-    head: Head,
-    it: &mut (impl Iterator<Item = &'t Term> + Clone),
-    dst: &mut Spare,
-) -> (usize, usize) {
-    if dst.len() < 5 + 16 {
-        return (0, 5 + 16);
-    }
-    // one fixed-size store; only `head.1` bytes count
-    fill(dst, &head.0);
-    let mut pos = head.1;
-    loop {
-        let here = it.clone();
-        let Some(t) = it.next() else {
-            return (pos, 0);
-        };
-        let d = &mut dst[pos..];
-        let need = match t {
-            Term::Integer(x) => {
-                let x = *x;
-                if d.len() < 5 {
-                    5
-                } else if (0..=255).contains(&x) {
-                    fill(d, &[SMALL_INTEGER_EXT, x as u8]);
-                    pos += 2;
-                    continue;
-                } else if x >= i32::MIN as i64 && x <= i32::MAX as i64 {
-                    let [a, b, c, e] = (x as i32).to_be_bytes();
-                    fill(d, &[INTEGER_EXT, a, b, c, e]);
-                    pos += 5;
-                    continue;
-                } else {
-                    0
-                }
+fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
+    match t {
+        Term::Integer(x) => {
+            let x = *x;
+            if d.len() < 5 {
+                Leaf::Need(5)
+            } else if (0..=255).contains(&x) {
+                fill(d, &[SMALL_INTEGER_EXT, x as u8]);
+                Leaf::Wrote(2)
+            } else if x >= i32::MIN as i64 && x <= i32::MAX as i64 {
+                let [a, b, c, e] = (x as i32).to_be_bytes();
+                fill(d, &[INTEGER_EXT, a, b, c, e]);
+                Leaf::Wrote(5)
+            } else {
+                Leaf::No
             }
-            Term::Float(f) => {
-                if d.len() < 9 {
-                    9
-                } else {
-                    let [a, b, c, e, g, h, k, l] = f.to_bits().to_be_bytes();
-                    fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
-                    pos += 9;
-                    continue;
-                }
+        }
+        Term::Float(f) => {
+            if d.len() < 9 {
+                Leaf::Need(9)
+            } else {
+                let [a, b, c, e, g, h, k, l] = f.to_bits().to_be_bytes();
+                fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
+                Leaf::Wrote(9)
             }
-            Term::Atom(atom) => match atom.ascii_encoded() {
-                Some((stored, n)) => {
-                    // `stored` starts with [ATOM_EXT, 0, len, text…] (`n`
-                    // bytes) and has at least 17 bytes; minor version 2
-                    // writes [SMALL_ATOM_UTF8_EXT, len, text…] from byte 1
-                    let (src, n) = if UTF8 {
-                        (stored.get(1..).unwrap_or(&[]), n - 1)
-                    } else {
-                        (stored, n)
-                    };
-                    let need = n.max(16);
-                    if d.len() < need {
-                        need
-                    } else {
-                        match src.get(..16) {
-                            Some(w) if n <= 16 => fill(d, w),
-                            _ => fill(d, src.get(..n).unwrap_or(&[])),
-                        }
-                        if UTF8 {
-                            d[0] = MaybeUninit::new(SMALL_ATOM_UTF8_EXT);
-                        }
-                        pos += n;
-                        continue;
-                    }
-                }
-                None => 0,
-            },
-            Term::Binary(b) => {
-                let n = b.len();
-                if n > LONG {
-                    // long binaries: `Vec::extend_from_slice` (memcpy)
-                    0
-                } else if d.len() < 5 + 16.max(n) {
-                    5 + 16.max(n)
+        }
+        Term::Atom(atom) => match atom.ascii_encoded() {
+            Some((stored, n)) => {
+                // `stored` starts with [ATOM_EXT, 0, len, text…] (`n`
+                // bytes) and has at least 17 bytes; minor version 2 writes
+                // [SMALL_ATOM_UTF8_EXT, len, text…] from byte 1
+                let (src, n) = if UTF8 {
+                    (stored.get(1..).unwrap_or(&[]), n - 1)
                 } else {
-                    let [a, c, e, g] = (n as u32).to_be_bytes();
-                    fill(d, &[BINARY_EXT, a, c, e, g]);
-                    copy16(&mut d[5..], b);
-                    pos += 5 + n;
-                    continue;
+                    (stored, n)
+                };
+                let need = n.max(16);
+                if d.len() < need {
+                    return Leaf::Need(need);
                 }
+                match src.get(..16) {
+                    Some(w) if n <= 16 => fill(d, w),
+                    _ => fill(d, src.get(..n).unwrap_or(&[])),
+                }
+                if UTF8 {
+                    d[0] = MaybeUninit::new(SMALL_ATOM_UTF8_EXT);
+                }
+                Leaf::Wrote(n)
             }
-            _ => 0,
-        };
-        *it = here;
-        return (pos, need);
+            None => Leaf::No,
+        },
+        Term::Binary(b) => {
+            let n = b.len();
+            if n > LONG {
+                // long binaries: `Vec::extend_from_slice` (memcpy)
+                Leaf::No
+            } else if d.len() < 5 + 16.max(n) {
+                Leaf::Need(5 + 16.max(n))
+            } else {
+                let [a, c, e, g] = (n as u32).to_be_bytes();
+                fill(d, &[BINARY_EXT, a, c, e, g]);
+                copy16(&mut d[5..], b);
+                Leaf::Wrote(5 + n)
+            }
+        }
+        _ => Leaf::No,
     }
 }
 
@@ -278,19 +248,14 @@ impl<'t> Iterator for Pairs<'t> {
     }
 }
 
-/// True for the terms [`leaves`] may write.
-#[inline(always)]
-fn is_leaf(t: &Term) -> bool {
-    matches!(
-        t,
-        Term::Integer(_) | Term::Float(_) | Term::Atom(_) | Term::Binary(_)
-    )
-}
+/// A container header: up to 5 bytes and how many of them count.
+type Head = ([u8; 5], usize);
 
 /// The encoder. It owns the output `Vec` while it runs (taken from the
-/// caller and given back). Runs of scalar elements are written by
-/// [`leaves`] straight into the vector's spare capacity; containers and
-/// rare terms go through [`Enc::node`] (recursive) and `Vec` writes.
+/// caller and given back). Container elements that are common scalars are
+/// written by [`leaf`] straight into the vector's spare capacity
+/// ([`Enc::elems`]); containers recurse, and rare terms are written by
+/// [`Enc::node`] with `Vec` writes.
 ///
 /// `UTF8` is minor version 2 (every atom as UTF-8).
 struct Enc<const UTF8: bool> {
@@ -340,96 +305,86 @@ impl<const UTF8: bool> Enc<UTF8> {
         self.put([tag, a, b, c, d]);
     }
 
-    /// Lets `f` write into the spare capacity; `f` returns how many bytes
-    /// it initialised from the start.
+    /// Marks `written` more bytes of the spare capacity as part of the
+    /// output.
+    ///
+    /// The callers (`elems`, `list`) pass the number of bytes they wrote,
+    /// from its start, into the spare capacity they took right before
+    /// (with no other write to `out` in between).
     #[inline(always)]
-    fn write_spare(&mut self, f: impl FnOnce(&mut Spare) -> usize) {
-        let len = self.out.len();
-        let spare = self.out.spare_capacity_mut();
-        let room = spare.len();
-        let written = f(spare);
-        assert!(written <= room);
-        // SAFETY: `written` is at most the spare capacity (checked above)
-        // and the two callers (`seq` with `leaves`, `list` with its byte
-        // loop) initialise the first `written` bytes of it before returning
-        // that count (see `leaves`).
-        unsafe { self.out.set_len(len + written) };
+    fn commit(&mut self, written: usize) {
+        assert!(written <= self.out.capacity() - self.out.len());
+        // SAFETY: `written` is at most the spare capacity (checked above),
+        // and the caller initialised the first `written` bytes of it
+        // (`leaf` and the byte loop of `list` write what they count through
+        // bounds-checked slices of the spare capacity).
+        unsafe { self.out.set_len(self.out.len() + written) };
     }
 
     #[inline]
     fn term(&mut self, t: &Term) {
-        self.seq(std::slice::from_ref(t).iter());
+        self.node(t)
     }
 
-    /// Writes `head`, then leaves from `it` (see [`leaves`]), reserving
-    /// room as needed, until `it` is at a term that is not a leaf (or one
-    /// for the general path) or at its end.
-    #[inline(always)]
-    fn leaf_run<'t>(&mut self, mut head: Head, it: &mut (impl Iterator<Item = &'t Term> + Clone)) {
-        loop {
-            let len = self.out.len();
-            let spare = self.out.spare_capacity_mut();
-            let room = spare.len();
-            let (written, need) = leaves::<UTF8>(head, it, spare);
-            assert!(written <= room);
-            // SAFETY: `written` is at most the spare capacity (checked
-            // above), and `leaves` initialised the first `written` bytes of
-            // it (see there).
-            unsafe { self.out.set_len(len + written) };
-            if need == 0 {
-                return;
-            }
-            if written > 0 {
-                head = NO_HEAD;
-            }
-            self.out.reserve(need);
-        }
-    }
-
-    /// The elements of a tuple or list, not inlined (the recursion).
-    #[inline(never)]
-    fn elems(&mut self, it: std::slice::Iter<'_, Term>) {
-        self.seq(it)
-    }
-
-    /// The terms of `it` in order: runs of leaves by [`leaves`], small
-    /// tuples inline (their header, then their leaves), the rest by
+    /// `head`, then the terms of `it`: leaves are written by [`leaf`]
+    /// straight into the spare capacity with the position in a register,
+    /// small tuples by a recursive call, everything else by
     /// [`Enc::node`].
-    #[cfg_attr(not(debug_assertions), inline(always))]
-    fn seq<'t>(&mut self, mut it: impl Iterator<Item = &'t Term> + Clone) {
-        loop {
-            let mut peek = it.clone();
-            let Some(t) = peek.next() else {
-                return;
-            };
-            match t {
-                Term::Integer(_) | Term::Float(_) | Term::Atom(_) | Term::Binary(_) => {
-                    self.leaf_run(NO_HEAD, &mut it);
-                    // stopped at a container, the end, or a leaf for the
-                    // general path (big integer, long binary, other atom)
-                    let mut peek = it.clone();
-                    match peek.next() {
-                        Some(t) if is_leaf(t) => {
-                            self.node(t);
-                            it = peek;
+    #[inline(never)]
+    fn elems<'t>(&mut self, head: Head, it: impl Iterator<Item = &'t Term>) {
+        if self.out.capacity() - self.out.len() < 64 {
+            self.out.reserve(64);
+        }
+        let mut spare = self.out.spare_capacity_mut();
+        // one fixed-size store; only `head.1` bytes count
+        fill(spare, &head.0);
+        let mut pos = head.1;
+        for t in it {
+            loop {
+                match leaf::<UTF8>(t, &mut spare[pos..]) {
+                    Leaf::Wrote(n) => pos += n,
+                    Leaf::Need(n) => {
+                        self.commit(pos);
+                        self.out.reserve(n);
+                        spare = self.out.spare_capacity_mut();
+                        pos = 0;
+                        continue;
+                    }
+                    Leaf::No => match t {
+                        Term::Tuple(v) if v.len() < 256 && spare.len() - pos >= 2 => {
+                            // a small tuple: its header and its leading
+                            // leaves inline, the rest (if any) by a call
+                            fill(&mut spare[pos..], &[SMALL_TUPLE_EXT, v.len() as u8]);
+                            pos += 2;
+                            let mut inner = v.iter();
+                            while let Some(e) = inner.as_slice().first() {
+                                match leaf::<UTF8>(e, &mut spare[pos..]) {
+                                    Leaf::Wrote(n) => {
+                                        pos += n;
+                                        inner.next();
+                                    }
+                                    _ => break,
+                                }
+                            }
+                            if !inner.as_slice().is_empty() {
+                                self.commit(pos);
+                                self.elems(([0; 5], 0), inner);
+                                spare = self.out.spare_capacity_mut();
+                                pos = 0;
+                            }
                         }
-                        _ => {}
-                    }
+                        _ => {
+                            self.commit(pos);
+                            self.node(t);
+                            spare = self.out.spare_capacity_mut();
+                            pos = 0;
+                        }
+                    },
                 }
-                Term::Tuple(v) if v.len() < 256 => {
-                    it = peek;
-                    let mut inner = v.iter();
-                    self.leaf_run(([SMALL_TUPLE_EXT, v.len() as u8, 0, 0, 0], 2), &mut inner);
-                    if inner.len() > 0 {
-                        self.elems(inner);
-                    }
-                }
-                _ => {
-                    it = peek;
-                    self.node(t);
-                }
+                break;
             }
         }
+        self.commit(pos);
     }
 
     #[inline(never)]
@@ -509,12 +464,15 @@ impl<const UTF8: bool> Enc<UTF8> {
     }
 
     fn map(&mut self, m: &Map) {
-        self.tag_u32(MAP_EXT, m.len() as u32);
+        let [a, b, c, d] = (m.len() as u32).to_be_bytes();
         // small maps are kept in map-key order by `Map` itself
-        self.seq(Pairs {
-            rest: m.entries(),
-            value: None,
-        });
+        self.elems(
+            ([MAP_EXT, a, b, c, d], 5),
+            Pairs {
+                rest: m.entries(),
+                value: None,
+            },
+        );
     }
 
     fn fun(&mut self, f: &Fun) {
@@ -529,7 +487,7 @@ impl<const UTF8: bool> Enc<UTF8> {
         self.int(f.old_index);
         self.int(f.old_uniq);
         self.pid(&f.pid);
-        self.seq(f.free_vars.iter());
+        self.elems(([0; 5], 0), f.free_vars.iter());
         let size = (self.out.len() - size_at) as u32;
         self.out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
     }
@@ -545,49 +503,50 @@ impl<const UTF8: bool> Enc<UTF8> {
             // try STRING_EXT in one pass; nothing is kept if an element is
             // not a byte
             self.out.reserve(3 + v.len());
+            let spare = self.out.spare_capacity_mut();
+            let [a, b] = (v.len() as u16).to_be_bytes();
+            fill(spare, &[STRING_EXT, a, b]);
             let mut bytes = true;
-            self.write_spare(|spare| {
-                let [a, b] = (v.len() as u16).to_be_bytes();
-                fill(spare, &[STRING_EXT, a, b]);
-                for (d, e) in spare[3..3 + v.len()].iter_mut().zip(v) {
-                    match e {
-                        Term::Integer(x @ 0..=255) => *d = MaybeUninit::new(*x as u8),
-                        _ => {
-                            bytes = false;
-                            return 0;
-                        }
+            for (d, e) in spare[3..3 + v.len()].iter_mut().zip(v) {
+                match e {
+                    Term::Integer(x @ 0..=255) => *d = MaybeUninit::new(*x as u8),
+                    _ => {
+                        bytes = false;
+                        break;
                     }
                 }
-                3 + v.len()
-            });
+            }
             if bytes {
+                // the header and every element were written above
+                self.commit(3 + v.len());
                 return;
             }
         }
-        self.tag_u32(LIST_EXT, v.len() as u32);
-        self.elems(v.iter());
+        let [a, b, c, d] = (v.len() as u32).to_be_bytes();
+        self.elems(([LIST_EXT, a, b, c, d], 5), v.iter());
         self.u8(NIL_EXT);
     }
 
-    /// Everything [`leaves`] does not write: containers, and the rare
-    /// terms and forms.
+    /// Any term; what [`leaf`] does not write (containers, the rare terms
+    /// and forms) is written here.
     #[inline(never)]
     fn node(&mut self, t: &Term) {
         match t {
             Term::Tuple(v) => {
-                if v.len() < 256 {
-                    self.put([SMALL_TUPLE_EXT, v.len() as u8]);
+                let head = if v.len() < 256 {
+                    ([SMALL_TUPLE_EXT, v.len() as u8, 0, 0, 0], 2)
                 } else {
-                    self.tag_u32(LARGE_TUPLE_EXT, v.len() as u32);
-                }
-                self.elems(v.iter());
+                    let [a, b, c, d] = (v.len() as u32).to_be_bytes();
+                    ([LARGE_TUPLE_EXT, a, b, c, d], 5)
+                };
+                self.elems(head, v.iter());
             }
             Term::List(v) => self.list(v),
             Term::Map(m) => self.map(m),
             Term::ImproperList { elems, tail } => {
-                self.tag_u32(LIST_EXT, elems.len() as u32);
-                self.elems(elems.iter());
-                self.term(tail);
+                let [a, b, c, d] = (elems.len() as u32).to_be_bytes();
+                self.elems(([LIST_EXT, a, b, c, d], 5), elems.iter());
+                self.node(tail);
             }
             Term::Integer(i) => self.int(*i),
             Term::Float(f) => {
