@@ -1,21 +1,20 @@
 //! Profiling driver (not a benchmark): runs one codec path in a loop so
-//! `perf record` can look at it. `prof_loop [enc|eetf|view|validate|ref|owned|eetfdec]`, `ITERS=n`, `SMALL=1` for
-//! the small term instead of the 40000-tuple list.
+//! `perf record` or `valgrind --tool=callgrind` can look at it.
+//! `prof_loop [enc|eetf|view|validate|ref|owned|eetfdec]`, `ITERS=n`;
+//! `SMALL=1` for the bench's small term, `MEDIUM=1` for its medium term,
+//! instead of the 40000-tuple list.
 use erlkube_etf::{encode, encode_into, Term};
 use std::hint::black_box;
 fn main() {
     let what = std::env::args().nth(1).unwrap_or_default();
     let small =
         erlkube_etf::parse(r#"{ok, [1,2,3], <<"hello">>, #{a => 1}, 'atom', 3.14}"#).unwrap();
-    let tuples = if std::env::var("SMALL").is_ok() {
-        small
+    let (tuples, default_n) = if std::env::var("SMALL").is_ok() {
+        (small, 20_000_000)
+    } else if std::env::var("MEDIUM").is_ok() {
+        (medium(), 200_000)
     } else {
-        large()
-    };
-    let default_n = if std::env::var("SMALL").is_ok() {
-        20_000_000
-    } else {
-        200
+        (large(), 200)
     };
     let n: u32 = std::env::var("ITERS")
         .ok()
@@ -63,6 +62,22 @@ fn walk(v: erlkube_etf::TermView<'_>) -> u64 {
         ViewKind::Map(m) => m.map(|(k, v)| walk(k) + walk(v)).sum(),
         _ => 1,
     }
+}
+
+fn medium() -> Term {
+    Term::List(
+        (0..40)
+            .map(|i| {
+                erlkube_etf::parse(&format!(
+                    r#"#{{id => {i}, name => <<"user-{i}">>, role => admin, score => {}.5,
+                         tags => [alpha, beta], node => 'n{i}@host', seen => {}}}"#,
+                    i * 7,
+                    1_600_000_000_000i64 + i
+                ))
+                .unwrap()
+            })
+            .collect(),
+    )
 }
 
 fn large() -> Term {

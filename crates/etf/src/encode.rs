@@ -131,7 +131,9 @@ fn copy16(dst: &mut Spare, src: &[u8]) {
         let hi = u32::from_le_bytes(src[n - 4..].try_into().unwrap_or([0; 4]));
         (lo as u64 | (hi as u64) << (8 * (n - 4))) as u128
     } else if n > 0 {
-        src[0] as u128 | (src[n / 2] as u128) << (8 * (n / 2)) | (src[n - 1] as u128) << (8 * (n - 1))
+        src[0] as u128
+            | (src[n / 2] as u128) << (8 * (n / 2))
+            | (src[n - 1] as u128) << (8 * (n - 1))
     } else {
         0
     };
@@ -152,7 +154,7 @@ enum Leaf {
     No,
 }
 
-/// Writes a common scalar ("leaf": an integer that fits 32 bits, a float,
+/// Writes a common scalar ("leaf": an integer that fits 64 bits, a float,
 /// an atom with an ASCII head, a binary of up to [`LONG`] bytes) at the
 /// start of `d`, with one room check. It may write up to 16 scratch bytes
 /// past what it reports (the next write overwrites them); what it reports
@@ -162,8 +164,8 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
     match t {
         Term::Integer(x) => {
             let x = *x;
-            if d.len() < 5 {
-                Leaf::Need(5)
+            if d.len() < 11 {
+                Leaf::Need(11)
             } else if (0..=255).contains(&x) {
                 fill(d, &[SMALL_INTEGER_EXT, x as u8]);
                 Leaf::Wrote(2)
@@ -172,7 +174,28 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
                 fill(d, &[INTEGER_EXT, a, b, c, e]);
                 Leaf::Wrote(5)
             } else {
-                Leaf::No
+                // SMALL_BIG_EXT: the magnitude's significant bytes, least
+                // significant first (4 to 8 of them here)
+                let mag = x.unsigned_abs();
+                let n = 8 - mag.leading_zeros() as usize / 8;
+                let [a, b, c, e, g, h, k, l] = mag.to_le_bytes();
+                fill(
+                    d,
+                    &[
+                        SMALL_BIG_EXT,
+                        n as u8,
+                        (x < 0) as u8,
+                        a,
+                        b,
+                        c,
+                        e,
+                        g,
+                        h,
+                        k,
+                        l,
+                    ],
+                );
+                Leaf::Wrote(3 + n)
             }
         }
         Term::Float(f) => {
@@ -224,6 +247,30 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
             }
         }
         _ => Leaf::No,
+    }
+}
+
+/// Writes the leaves of `it` at `d[*pos..]` while they fit (see
+/// [`leaf`]); `it` is left at the first element not written. True if `it`
+/// ended.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn run_leaves<'t, const UTF8: bool>(
+    it: &mut (impl Iterator<Item = &'t Term> + Clone),
+    d: &mut Spare,
+    pos: &mut usize,
+) -> bool {
+    loop {
+        let mut next = it.clone();
+        let Some(e) = next.next() else {
+            return true;
+        };
+        match leaf::<UTF8>(e, &mut d[*pos..]) {
+            Leaf::Wrote(n) => {
+                *pos += n;
+                *it = next;
+            }
+            _ => return false,
+        }
     }
 }
 
@@ -339,7 +386,7 @@ impl<const UTF8: bool> Enc<UTF8> {
         // one fixed-size store; only `head.1` bytes count
         fill(spare, &head.0);
         let mut pos = head.1;
-        for t in it {
+        'elems: for t in it {
             loop {
                 match leaf::<UTF8>(t, &mut spare[pos..]) {
                     Leaf::Wrote(n) => pos += n,
@@ -350,36 +397,71 @@ impl<const UTF8: bool> Enc<UTF8> {
                         pos = 0;
                         continue;
                     }
-                    Leaf::No => match t {
-                        Term::Tuple(v) if v.len() < 256 && spare.len() - pos >= 2 => {
-                            // a small tuple: its header and its leading
-                            // leaves inline, the rest (if any) by a call
-                            fill(&mut spare[pos..], &[SMALL_TUPLE_EXT, v.len() as u8]);
-                            pos += 2;
-                            let mut inner = v.iter();
-                            while let Some(e) = inner.as_slice().first() {
-                                match leaf::<UTF8>(e, &mut spare[pos..]) {
-                                    Leaf::Wrote(n) => {
-                                        pos += n;
-                                        inner.next();
-                                    }
-                                    _ => break,
+                    Leaf::No => {
+                        // small containers: their header and leading
+                        // leaves inline, the rest (if any) by a call
+                        let room = spare.len() - pos;
+                        let general = match t {
+                            Term::Tuple(v) if v.len() < 256 && room >= 2 => {
+                                fill(&mut spare[pos..], &[SMALL_TUPLE_EXT, v.len() as u8]);
+                                pos += 2;
+                                let mut inner = v.iter();
+                                if run_leaves::<UTF8>(&mut inner, spare, &mut pos) {
+                                    continue 'elems;
                                 }
-                            }
-                            if !inner.as_slice().is_empty() {
                                 self.commit(pos);
                                 self.elems(([0; 5], 0), inner);
-                                spare = self.out.spare_capacity_mut();
-                                pos = 0;
+                                false
                             }
-                        }
-                        _ => {
+                            Term::Map(m) if room >= 5 => {
+                                let [a, b, c, d] = (m.len() as u32).to_be_bytes();
+                                fill(&mut spare[pos..], &[MAP_EXT, a, b, c, d]);
+                                pos += 5;
+                                let mut inner = Pairs {
+                                    rest: m.entries(),
+                                    value: None,
+                                };
+                                if run_leaves::<UTF8>(&mut inner, spare, &mut pos) {
+                                    continue 'elems;
+                                }
+                                self.commit(pos);
+                                self.elems(([0; 5], 0), inner);
+                                false
+                            }
+                            Term::List(v)
+                                if room >= 5
+                                    && !matches!(
+                                        v.first(),
+                                        None | Some(Term::Integer(0..=255))
+                                    ) =>
+                            {
+                                // not a byte list (its first element is not
+                                // a byte): LIST_EXT … NIL_EXT
+                                let [a, b, c, d] = (v.len() as u32).to_be_bytes();
+                                fill(&mut spare[pos..], &[LIST_EXT, a, b, c, d]);
+                                pos += 5;
+                                let mut inner = v.iter();
+                                if run_leaves::<UTF8>(&mut inner, spare, &mut pos)
+                                    && spare.len() > pos
+                                {
+                                    fill(&mut spare[pos..], &[NIL_EXT]);
+                                    pos += 1;
+                                    continue 'elems;
+                                }
+                                self.commit(pos);
+                                self.elems(([0; 5], 0), inner);
+                                self.out.push(NIL_EXT);
+                                false
+                            }
+                            _ => true,
+                        };
+                        if general {
                             self.commit(pos);
                             self.node(t);
-                            spare = self.out.spare_capacity_mut();
-                            pos = 0;
                         }
-                    },
+                        spare = self.out.spare_capacity_mut();
+                        pos = 0;
+                    }
                 }
                 break;
             }
