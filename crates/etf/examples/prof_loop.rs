@@ -1,6 +1,6 @@
 //! Profiling driver (not a benchmark): runs one codec path in a loop so
 //! `perf record` or `valgrind --tool=callgrind` can look at it.
-//! `prof_loop [enc|eetf|view|validate|ref|owned|eetfdec]`, `ITERS=n`;
+//! `prof_loop [enc|eetf|view|cursor|fold|validate|ref|owned|eetfdec]`, `ITERS=n`;
 //! `SMALL=1` for the bench's small term, `MEDIUM=1` for its medium term,
 //! instead of the 40000-tuple list.
 use erlkube_etf::{encode, encode_into, Term};
@@ -43,6 +43,14 @@ fn main() {
             "view" => {
                 black_box(walk(erlkube_etf::decode_view(&bytes).unwrap()));
             }
+            "fold" => {
+                let v = erlkube_etf::decode_view(&bytes).unwrap();
+                black_box(fold(v));
+            }
+            "cursor" => {
+                let v = erlkube_etf::decode_view(&bytes).unwrap();
+                black_box(walk_cursor(&mut v.cursor()));
+            }
             _ => encode_into(black_box(&tuples), &mut buf),
         }
         black_box(&buf);
@@ -60,6 +68,35 @@ fn walk(v: erlkube_etf::TermView<'_>) -> u64 {
         ViewKind::Tuple(s) => s.map(walk).sum(),
         ViewKind::List(l) => l.map(walk).sum(),
         ViewKind::Map(m) => m.map(|(k, v)| walk(k) + walk(v)).sum(),
+        _ => 1,
+    }
+}
+
+fn fold(v: erlkube_etf::TermView<'_>) -> u64 {
+    use erlkube_etf::Visit;
+    v.cursor()
+        .map(|v| match v {
+            Visit::Integer(i) => i as u64,
+            Visit::Float(f) => f.to_bits() >> 52,
+            Visit::Atom(a) => a.len() as u64,
+            Visit::Binary(b) | Visit::ByteList(b) | Visit::Latin1Atom(b) => b.len() as u64,
+            Visit::Tuple(_) | Visit::List(_) | Visit::Map(_) | Visit::Nil => 0,
+            _ => 1,
+        })
+        .sum()
+}
+
+fn walk_cursor(c: &mut erlkube_etf::Cursor<'_>) -> u64 {
+    use erlkube_etf::Visit;
+    match c.next() {
+        Some(Visit::Integer(i)) => i as u64,
+        Some(Visit::Float(f)) => f.to_bits() >> 52,
+        Some(Visit::Atom(a)) => a.len() as u64,
+        Some(Visit::Binary(b) | Visit::ByteList(b) | Visit::Latin1Atom(b)) => b.len() as u64,
+        Some(Visit::Tuple(n)) => (0..n).map(|_| walk_cursor(c)).sum(),
+        Some(Visit::List(n)) => (0..=n).map(|_| walk_cursor(c)).sum(),
+        Some(Visit::Map(n)) => (0..2 * n).map(|_| walk_cursor(c)).sum(),
+        Some(Visit::Nil) => 0,
         _ => 1,
     }
 }

@@ -57,7 +57,12 @@
 //! and maps as iterators ([`SeqView`], [`ListView`], [`MapView`]) that
 //! read their elements as they go. Stepping over an element that is not
 //! visited costs a scan of its bytes (no checks: they were done), so a
-//! visit of every node costs about one extra scan per nesting level.
+//! visit of every node through these iterators costs about one extra scan
+//! per nesting level. [`TermView::cursor`] avoids that: a [`Cursor`] reads
+//! the term in pre-order, one node ([`Visit`]) per step, each step moving
+//! past what it read, so a visit of every node reads each byte once
+//! (containers announce how many nodes follow as their children;
+//! [`Cursor::skip_term`] steps over a whole subterm).
 //! [`TermView::encoded`] gives the term's bytes as received, so forwarding
 //! an unchanged (sub)term is a copy; [`TermView::to_term_ref`] and
 //! [`TermView::to_owned`] build the eager forms.
@@ -145,4 +150,6 @@ pub use term::{
     SMALL_MAP_KEYS,
 };
 pub use text::parse;
-pub use view::{decode_view, decode_view_prefix, ListView, MapView, SeqView, TermView, ViewKind};
+pub use view::{
+    decode_view, decode_view_prefix, Cursor, ListView, MapView, SeqView, TermView, ViewKind, Visit,
+};
