@@ -250,6 +250,22 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
     }
 }
 
+/// Writes `v` as `STRING_EXT` at the start of `d` (which has room for
+/// `3 + v.len()` bytes, `v.len()` at most 65535) if every element is a
+/// byte; false (and nothing counts as written) otherwise.
+#[inline]
+fn byte_list(v: &[Term], d: &mut Spare) -> bool {
+    let [a, b] = (v.len() as u16).to_be_bytes();
+    fill(d, &[STRING_EXT, a, b]);
+    for (d, e) in d[3..3 + v.len()].iter_mut().zip(v) {
+        match e {
+            Term::Integer(x @ 0..=255) => *d = MaybeUninit::new(*x as u8),
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// Writes the leaves of `it` at `d[*pos..]` while they fit (see
 /// [`leaf`]); `it` is left at the first element not written. True if `it`
 /// ended.
@@ -370,7 +386,13 @@ impl<const UTF8: bool> Enc<UTF8> {
 
     #[inline]
     fn term(&mut self, t: &Term) {
-        self.node(t)
+        match t {
+            // the common top-level term, without the dispatch of `node`
+            Term::Tuple(v) if v.len() < 256 => {
+                self.elems(([SMALL_TUPLE_EXT, v.len() as u8, 0, 0, 0], 2), v.iter())
+            }
+            _ => self.node(t),
+        }
     }
 
     /// `head`, then the terms of `it`: leaves are written by [`leaf`]
@@ -427,6 +449,15 @@ impl<const UTF8: bool> Enc<UTF8> {
                                 self.commit(pos);
                                 self.elems(([0; 5], 0), inner);
                                 false
+                            }
+                            Term::List(v)
+                                if matches!(v.first(), Some(Term::Integer(0..=255)))
+                                    && v.len() <= u16::MAX as usize
+                                    && room >= 3 + v.len()
+                                    && byte_list(v, &mut spare[pos..]) =>
+                            {
+                                pos += 3 + v.len();
+                                continue 'elems;
                             }
                             Term::List(v)
                                 if room >= 5
@@ -585,20 +616,7 @@ impl<const UTF8: bool> Enc<UTF8> {
             // try STRING_EXT in one pass; nothing is kept if an element is
             // not a byte
             self.out.reserve(3 + v.len());
-            let spare = self.out.spare_capacity_mut();
-            let [a, b] = (v.len() as u16).to_be_bytes();
-            fill(spare, &[STRING_EXT, a, b]);
-            let mut bytes = true;
-            for (d, e) in spare[3..3 + v.len()].iter_mut().zip(v) {
-                match e {
-                    Term::Integer(x @ 0..=255) => *d = MaybeUninit::new(*x as u8),
-                    _ => {
-                        bytes = false;
-                        break;
-                    }
-                }
-            }
-            if bytes {
+            if byte_list(v, self.out.spare_capacity_mut()) {
                 // the header and every element were written above
                 self.commit(3 + v.len());
                 return;
