@@ -4,7 +4,7 @@ use std::io::Write;
 use std::mem::MaybeUninit;
 
 use crate::tags::*;
-use crate::term::{Atom, BigInt, Fun, Map, Pid, Term};
+use crate::term::{Atom, BigInt, Fun, Map, Pid, Term, ATOM_PADDED};
 
 /// Encoder options.
 ///
@@ -144,6 +144,10 @@ fn copy16(dst: &mut Spare, src: &[u8]) {
 /// not by [`leaf`].
 const LONG: usize = 256;
 
+/// Room [`leaf`] asks for before writing any leaf: the largest
+/// fixed-size write (16 scratch bytes after a 5-byte binary header).
+const ROOM: usize = 32;
+
 /// What [`leaf`] did.
 enum Leaf {
     /// Wrote this many bytes.
@@ -161,12 +165,15 @@ enum Leaf {
 /// as written was written through bounds-checked slices.
 #[cfg_attr(not(debug_assertions), inline(always))]
 fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
+    // one room check covers every fixed-size leaf and every atom or
+    // binary of up to 16 bytes (scratch included)
+    if d.len() < ROOM {
+        return Leaf::Need(ROOM);
+    }
     match t {
         Term::Integer(x) => {
             let x = *x;
-            if d.len() < 11 {
-                Leaf::Need(11)
-            } else if (0..=255).contains(&x) {
+            if (0..=255).contains(&x) {
                 fill(d, &[SMALL_INTEGER_EXT, x as u8]);
                 Leaf::Wrote(2)
             } else if x >= i32::MIN as i64 && x <= i32::MAX as i64 {
@@ -199,31 +206,25 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
             }
         }
         Term::Float(f) => {
-            if d.len() < 9 {
-                Leaf::Need(9)
-            } else {
-                let [a, b, c, e, g, h, k, l] = f.to_bits().to_be_bytes();
-                fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
-                Leaf::Wrote(9)
-            }
+            let [a, b, c, e, g, h, k, l] = f.to_bits().to_be_bytes();
+            fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
+            Leaf::Wrote(9)
         }
         Term::Atom(atom) => match atom.ascii_encoded() {
             Some((stored, n)) => {
                 // `stored` starts with [ATOM_EXT, 0, len, text…] (`n`
                 // bytes) and has at least 17 bytes; minor version 2 writes
                 // [SMALL_ATOM_UTF8_EXT, len, text…] from byte 1
-                let (src, n) = if UTF8 {
-                    (stored.get(1..).unwrap_or(&[]), n - 1)
-                } else {
-                    (stored, n)
-                };
-                let need = n.max(16);
-                if d.len() < need {
-                    return Leaf::Need(need);
-                }
-                match src.get(..16) {
-                    Some(w) if n <= 16 => fill(d, w),
-                    _ => fill(d, src.get(..n).unwrap_or(&[])),
+                let n = n - UTF8 as usize;
+                match stored.first_chunk::<ATOM_PADDED>() {
+                    Some(c) if n <= 16 => fill(d, if UTF8 { &c[1..17] } else { &c[..16] }),
+                    _ => {
+                        if d.len() < n {
+                            return Leaf::Need(n);
+                        }
+                        let src = stored.get(UTF8 as usize..).unwrap_or(&[]);
+                        fill(d, src.get(..n).unwrap_or(&[]));
+                    }
                 }
                 if UTF8 {
                     d[0] = MaybeUninit::new(SMALL_ATOM_UTF8_EXT);
@@ -237,8 +238,8 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
             if n > LONG {
                 // long binaries: `Vec::extend_from_slice` (memcpy)
                 Leaf::No
-            } else if d.len() < 5 + 16.max(n) {
-                Leaf::Need(5 + 16.max(n))
+            } else if n > 16 && d.len() < 5 + n {
+                Leaf::Need(5 + n)
             } else {
                 let [a, c, e, g] = (n as u32).to_be_bytes();
                 fill(d, &[BINARY_EXT, a, c, e, g]);
