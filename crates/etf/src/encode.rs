@@ -267,28 +267,35 @@ fn byte_list(v: &[Term], d: &mut Spare) -> bool {
     true
 }
 
-/// Writes the leaves of `it` at `d[*pos..]` while they fit (see
-/// [`leaf`]); `it` is left at the first element not written. True if `it`
-/// ended.
+/// Writes the leaves of `it` at the start of `d` while they fit (see
+/// [`leaf`]), moving `d` past them; `it` is left at the first element not
+/// written. True if `it` ended.
 #[cfg_attr(not(debug_assertions), inline(always))]
 fn run_leaves<'t, const UTF8: bool>(
     it: &mut (impl Iterator<Item = &'t Term> + Clone),
-    d: &mut Spare,
-    pos: &mut usize,
+    d: &mut &mut Spare,
 ) -> bool {
     loop {
         let mut next = it.clone();
         let Some(e) = next.next() else {
             return true;
         };
-        match leaf::<UTF8>(e, &mut d[*pos..]) {
+        match leaf::<UTF8>(e, d) {
             Leaf::Wrote(n) => {
-                *pos += n;
+                advance(d, n);
                 *it = next;
             }
             _ => return false,
         }
     }
+}
+
+/// Drops the first `n` bytes of the remaining spare capacity `d` (panics,
+/// never UB, if there are fewer).
+#[inline(always)]
+fn advance(d: &mut &mut Spare, n: usize) {
+    let rest = std::mem::take(d);
+    *d = &mut rest[n..];
 }
 
 /// The keys and values of map entries, in turn.
@@ -405,59 +412,63 @@ impl<const UTF8: bool> Enc<UTF8> {
         if self.out.capacity() - self.out.len() < 64 {
             self.out.reserve(64);
         }
-        let mut spare = self.out.spare_capacity_mut();
+        // `d` is what is left of the spare capacity, which had `total`
+        // bytes: `total - d.len()` bytes were written
+        let mut d = self.out.spare_capacity_mut();
+        let mut total = d.len();
         // one fixed-size store; only `head.1` bytes count
-        fill(spare, &head.0);
-        let mut pos = head.1;
+        fill(d, &head.0);
+        advance(&mut d, head.1);
         'elems: for t in it {
             loop {
-                match leaf::<UTF8>(t, &mut spare[pos..]) {
-                    Leaf::Wrote(n) => pos += n,
+                match leaf::<UTF8>(t, d) {
+                    Leaf::Wrote(n) => advance(&mut d, n),
                     Leaf::Need(n) => {
-                        self.commit(pos);
+                        let written = total - d.len();
+                        self.commit(written);
                         self.out.reserve(n);
-                        spare = self.out.spare_capacity_mut();
-                        pos = 0;
+                        d = self.out.spare_capacity_mut();
+                        total = d.len();
                         continue;
                     }
                     Leaf::No => {
                         // small containers: their header and leading
                         // leaves inline, the rest (if any) by a call
-                        let room = spare.len() - pos;
-                        let general = match t {
+                        let room = d.len();
+                        match t {
                             Term::Tuple(v) if v.len() < 256 && room >= 2 => {
-                                fill(&mut spare[pos..], &[SMALL_TUPLE_EXT, v.len() as u8]);
-                                pos += 2;
+                                fill(d, &[SMALL_TUPLE_EXT, v.len() as u8]);
+                                advance(&mut d, 2);
                                 let mut inner = v.iter();
-                                if run_leaves::<UTF8>(&mut inner, spare, &mut pos) {
+                                if run_leaves::<UTF8>(&mut inner, &mut d) {
                                     continue 'elems;
                                 }
-                                self.commit(pos);
+                                let written = total - d.len();
+                                self.commit(written);
                                 self.elems(([0; 5], 0), inner);
-                                false
                             }
                             Term::Map(m) if room >= 5 => {
-                                let [a, b, c, d] = (m.len() as u32).to_be_bytes();
-                                fill(&mut spare[pos..], &[MAP_EXT, a, b, c, d]);
-                                pos += 5;
+                                let [a, b, c, e] = (m.len() as u32).to_be_bytes();
+                                fill(d, &[MAP_EXT, a, b, c, e]);
+                                advance(&mut d, 5);
                                 let mut inner = Pairs {
                                     rest: m.entries(),
                                     value: None,
                                 };
-                                if run_leaves::<UTF8>(&mut inner, spare, &mut pos) {
+                                if run_leaves::<UTF8>(&mut inner, &mut d) {
                                     continue 'elems;
                                 }
-                                self.commit(pos);
+                                let written = total - d.len();
+                                self.commit(written);
                                 self.elems(([0; 5], 0), inner);
-                                false
                             }
                             Term::List(v)
                                 if matches!(v.first(), Some(Term::Integer(0..=255)))
                                     && v.len() <= u16::MAX as usize
                                     && room >= 3 + v.len()
-                                    && byte_list(v, &mut spare[pos..]) =>
+                                    && byte_list(v, d) =>
                             {
-                                pos += 3 + v.len();
+                                advance(&mut d, 3 + v.len());
                                 continue 'elems;
                             }
                             Term::List(v)
@@ -469,36 +480,35 @@ impl<const UTF8: bool> Enc<UTF8> {
                             {
                                 // not a byte list (its first element is not
                                 // a byte): LIST_EXT … NIL_EXT
-                                let [a, b, c, d] = (v.len() as u32).to_be_bytes();
-                                fill(&mut spare[pos..], &[LIST_EXT, a, b, c, d]);
-                                pos += 5;
+                                let [a, b, c, e] = (v.len() as u32).to_be_bytes();
+                                fill(d, &[LIST_EXT, a, b, c, e]);
+                                advance(&mut d, 5);
                                 let mut inner = v.iter();
-                                if run_leaves::<UTF8>(&mut inner, spare, &mut pos)
-                                    && spare.len() > pos
-                                {
-                                    fill(&mut spare[pos..], &[NIL_EXT]);
-                                    pos += 1;
+                                if run_leaves::<UTF8>(&mut inner, &mut d) && !d.is_empty() {
+                                    fill(d, &[NIL_EXT]);
+                                    advance(&mut d, 1);
                                     continue 'elems;
                                 }
-                                self.commit(pos);
+                                let written = total - d.len();
+                                self.commit(written);
                                 self.elems(([0; 5], 0), inner);
                                 self.out.push(NIL_EXT);
-                                false
                             }
-                            _ => true,
-                        };
-                        if general {
-                            self.commit(pos);
-                            self.node(t);
+                            _ => {
+                                let written = total - d.len();
+                                self.commit(written);
+                                self.node(t);
+                            }
                         }
-                        spare = self.out.spare_capacity_mut();
-                        pos = 0;
+                        d = self.out.spare_capacity_mut();
+                        total = d.len();
                     }
                 }
                 break;
             }
         }
-        self.commit(pos);
+        let written = total - d.len();
+        self.commit(written);
     }
 
     #[inline(never)]
