@@ -53,21 +53,17 @@ pub fn encode(term: &Term) -> Vec<u8> {
 /// Appends the encoding (version byte first) with the default options.
 #[inline]
 pub fn encode_into(term: &Term, out: &mut Vec<u8>) {
-    out.push(VERSION);
-    run(term, false, out);
+    run(term, false, true, out);
 }
 
 /// Appends the encoding (version byte first) with explicit options.
 pub fn encode_with(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
     let utf8 = opts.minor_version >= 2;
     match opts.compression {
-        None => {
-            out.push(VERSION);
-            run(term, utf8, out);
-        }
+        None => run(term, utf8, true, out),
         Some(level) => {
             let mut plain = Vec::with_capacity(64);
-            run(term, utf8, &mut plain);
+            run(term, utf8, false, &mut plain);
             let mut z = flate2::write::ZlibEncoder::new(
                 Vec::with_capacity(plain.len() / 2 + 16),
                 flate2::Compression::new(level.min(9)),
@@ -89,7 +85,7 @@ pub fn encode_with(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
 /// Encodes without the version byte (for embedding, e.g. in distribution
 /// messages whose control message and payload each lack it).
 pub fn encode_body_into(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
-    run(term, opts.minor_version >= 2, out)
+    run(term, opts.minor_version >= 2, false, out)
 }
 
 /// The spare capacity of the output vector, written by [`leaf`].
@@ -335,21 +331,39 @@ struct Enc<const UTF8: bool> {
 
 /// Runs the encoder for the minor version.
 #[inline(always)]
-fn run(term: &Term, utf8: bool, out: &mut Vec<u8>) {
+fn run(term: &Term, utf8: bool, version: bool, out: &mut Vec<u8>) {
     if utf8 {
-        Enc::<true>::run(term, out)
+        Enc::<true>::run(term, version, out)
     } else {
-        Enc::<false>::run(term, out)
+        Enc::<false>::run(term, version, out)
     }
 }
 
 impl<const UTF8: bool> Enc<UTF8> {
     #[inline(always)]
-    fn run(term: &Term, out: &mut Vec<u8>) {
+    fn run(term: &Term, version: bool, out: &mut Vec<u8>) {
         let mut e = Enc::<UTF8> {
             out: std::mem::take(out),
         };
-        e.term(term);
+        match term {
+            // the common top-level term: the version byte and the tuple's
+            // header in one store, then straight to the element loop
+            Term::Tuple(v) if v.len() < 256 => {
+                let n = v.len() as u8;
+                let head = if version {
+                    ([VERSION, SMALL_TUPLE_EXT, n, 0, 0], 3)
+                } else {
+                    ([SMALL_TUPLE_EXT, n, 0, 0, 0], 2)
+                };
+                e.elems(head, v.iter());
+            }
+            _ => {
+                if version {
+                    e.out.push(VERSION);
+                }
+                e.node(term);
+            }
+        }
         *out = e.out;
     }
 
@@ -390,17 +404,6 @@ impl<const UTF8: bool> Enc<UTF8> {
         // (`leaf` and the byte loop of `list` write what they count through
         // bounds-checked slices of the spare capacity).
         unsafe { self.out.set_len(self.out.len() + written) };
-    }
-
-    #[inline]
-    fn term(&mut self, t: &Term) {
-        match t {
-            // the common top-level term, without the dispatch of `node`
-            Term::Tuple(v) if v.len() < 256 => {
-                self.elems(([SMALL_TUPLE_EXT, v.len() as u8, 0, 0, 0], 2), v.iter())
-            }
-            _ => self.node(t),
-        }
     }
 
     /// `head`, then the terms of `it`: leaves are written by [`leaf`]
