@@ -318,15 +318,14 @@ impl<'t> Iterator for Pairs<'t> {
 /// A container header: up to 5 bytes and how many of them count.
 type Head = ([u8; 5], usize);
 
-/// The encoder. It owns the output `Vec` while it runs (taken from the
-/// caller and given back). Container elements that are common scalars are
-/// written by [`leaf`] straight into the vector's spare capacity
-/// ([`Enc::elems`]); containers recurse, and rare terms are written by
-/// [`Enc::node`] with `Vec` writes.
+/// The encoder, writing to the caller's `Vec`. Container elements that
+/// are common scalars are written by [`leaf`] straight into the vector's
+/// spare capacity ([`Enc::elems`]); containers recurse, and rare terms are
+/// written by [`Enc::node`] with `Vec` writes.
 ///
 /// `UTF8` is minor version 2 (every atom as UTF-8).
-struct Enc<const UTF8: bool> {
-    out: Vec<u8>,
+struct Enc<'o, const UTF8: bool> {
+    out: &'o mut Vec<u8>,
 }
 
 /// Runs the encoder for the minor version.
@@ -339,12 +338,10 @@ fn run(term: &Term, utf8: bool, version: bool, out: &mut Vec<u8>) {
     }
 }
 
-impl<const UTF8: bool> Enc<UTF8> {
+impl<const UTF8: bool> Enc<'_, UTF8> {
     #[inline(always)]
     fn run(term: &Term, version: bool, out: &mut Vec<u8>) {
-        let mut e = Enc::<UTF8> {
-            out: std::mem::take(out),
-        };
+        let mut e = Enc::<UTF8> { out };
         match term {
             // the common top-level term: the version byte and the tuple's
             // header in one store, then straight to the element loop
@@ -364,7 +361,6 @@ impl<const UTF8: bool> Enc<UTF8> {
                 e.node(term);
             }
         }
-        *out = e.out;
     }
 
     #[inline(always)]
