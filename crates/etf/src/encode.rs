@@ -146,21 +146,28 @@ const ROOM: usize = 32;
 
 /// What [`leaf`] did.
 enum Leaf {
-    /// Wrote this many bytes.
-    Wrote(usize),
+    /// Wrote it (and moved the output slice past it).
+    Wrote,
     /// A leaf that needs this much room.
     Need(usize),
     /// Not a leaf, or one for the general path ([`Enc::node`]).
     No,
 }
 
+/// Moves `d` past the `n` bytes just written.
+#[inline(always)]
+fn wrote(d: &mut &mut Spare, n: usize) -> Leaf {
+    advance(d, n);
+    Leaf::Wrote
+}
+
 /// Writes a common scalar ("leaf": an integer that fits 64 bits, a float,
 /// an atom with an ASCII head, a binary of up to [`LONG`] bytes) at the
-/// start of `d`, with one room check. It may write up to 16 scratch bytes
-/// past what it reports (the next write overwrites them); what it reports
-/// as written was written through bounds-checked slices.
+/// start of `d`, with one room check, and moves `d` past it. It may write
+/// up to 16 scratch bytes past that (the next write overwrites them);
+/// what it moves past was written through bounds-checked slices.
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
+fn leaf<const UTF8: bool>(t: &Term, d: &mut &mut Spare) -> Leaf {
     // one room check covers every fixed-size leaf and every atom or
     // binary of up to 16 bytes (scratch included)
     if d.len() < ROOM {
@@ -171,11 +178,11 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
             let x = *x;
             if (0..=255).contains(&x) {
                 fill(d, &[SMALL_INTEGER_EXT, x as u8]);
-                Leaf::Wrote(2)
+                wrote(d, 2)
             } else if x >= i32::MIN as i64 && x <= i32::MAX as i64 {
                 let [a, b, c, e] = (x as i32).to_be_bytes();
                 fill(d, &[INTEGER_EXT, a, b, c, e]);
-                Leaf::Wrote(5)
+                wrote(d, 5)
             } else {
                 // SMALL_BIG_EXT: the magnitude's significant bytes, least
                 // significant first (4 to 8 of them here)
@@ -198,13 +205,13 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
                         l,
                     ],
                 );
-                Leaf::Wrote(3 + n)
+                wrote(d, 3 + n)
             }
         }
         Term::Float(f) => {
             let [a, b, c, e, g, h, k, l] = f.to_bits().to_be_bytes();
             fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
-            Leaf::Wrote(9)
+            wrote(d, 9)
         }
         Term::Atom(atom) => match atom.ascii_encoded() {
             Some((stored, n)) => {
@@ -225,7 +232,7 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
                 if UTF8 {
                     d[0] = MaybeUninit::new(SMALL_ATOM_UTF8_EXT);
                 }
-                Leaf::Wrote(n)
+                wrote(d, n)
             }
             None => Leaf::No,
         },
@@ -240,7 +247,7 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut Spare) -> Leaf {
                 let [a, c, e, g] = (n as u32).to_be_bytes();
                 fill(d, &[BINARY_EXT, a, c, e, g]);
                 copy16(&mut d[5..], b);
-                Leaf::Wrote(5 + n)
+                wrote(d, 5 + n)
             }
         }
         _ => Leaf::No,
@@ -277,10 +284,7 @@ fn run_leaves<'t, const UTF8: bool>(
             return true;
         };
         match leaf::<UTF8>(e, d) {
-            Leaf::Wrote(n) => {
-                advance(d, n);
-                *it = next;
-            }
+            Leaf::Wrote => *it = next,
             _ => return false,
         }
     }
@@ -420,8 +424,8 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
         advance(&mut d, head.1);
         'elems: for t in it {
             loop {
-                match leaf::<UTF8>(t, d) {
-                    Leaf::Wrote(n) => advance(&mut d, n),
+                match leaf::<UTF8>(t, &mut d) {
+                    Leaf::Wrote => {}
                     Leaf::Need(n) => {
                         let written = total - d.len();
                         self.commit(written);
