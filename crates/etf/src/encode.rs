@@ -395,14 +395,17 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
     ///
     /// The callers (`elems`, `list`) pass the number of bytes they wrote,
     /// from its start, into the spare capacity they took right before
-    /// (with no other write to `out` in between).
+    /// (with no other write to `out` in between): `elems` keeps the rest
+    /// of the spare capacity as a slice `d` that it only moves past bytes
+    /// it has written (`fill` then `advance`, in `leaf` and for headers),
+    /// and passes `total - d.len()`.
     #[inline(always)]
     fn commit(&mut self, written: usize) {
         assert!(written <= self.out.capacity() - self.out.len());
         // SAFETY: `written` is at most the spare capacity (checked above),
         // and the caller initialised the first `written` bytes of it
-        // (`leaf` and the byte loop of `list` write what they count through
-        // bounds-checked slices of the spare capacity).
+        // (every byte it counts was written through a bounds-checked slice
+        // of the spare capacity before it moved past it; see above).
         unsafe { self.out.set_len(self.out.len() + written) };
     }
 
