@@ -88,6 +88,54 @@ pub fn encode_body_into(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
     run(term, opts.minor_version >= 2, false, out)
 }
 
+/// An atom from its text: `ATOM_EXT` (latin-1 bytes) when `utf8` is false
+/// and every character is latin-1, else `SMALL_ATOM_UTF8_EXT` /
+/// `ATOM_UTF8_EXT` (cut at 65535 bytes).
+pub(crate) fn atom_text(out: &mut Vec<u8>, s: &str, utf8: bool) {
+    let b = s.as_bytes();
+    if !utf8 {
+        if b.is_ascii() && b.len() <= u16::MAX as usize {
+            out.reserve(3 + b.len());
+            let [x, y] = (b.len() as u16).to_be_bytes();
+            out.extend_from_slice(&[ATOM_EXT, x, y]);
+            out.extend_from_slice(b);
+            return;
+        }
+        if s.chars().all(|c| (c as u32) < 256) {
+            let n = s.chars().count().min(u16::MAX as usize);
+            let [x, y] = (n as u16).to_be_bytes();
+            out.extend_from_slice(&[ATOM_EXT, x, y]);
+            out.extend(s.chars().take(n).map(|c| c as u32 as u8));
+            return;
+        }
+    }
+    if b.len() < 256 {
+        out.reserve(2 + b.len());
+        out.extend_from_slice(&[SMALL_ATOM_UTF8_EXT, b.len() as u8]);
+        out.extend_from_slice(b);
+    } else {
+        let n = b.len().min(u16::MAX as usize);
+        let [x, y] = (n as u16).to_be_bytes();
+        out.extend_from_slice(&[ATOM_UTF8_EXT, x, y]);
+        out.extend_from_slice(&b[..n]);
+    }
+}
+
+/// An integer that fits `i64`: the smallest tag.
+pub(crate) fn int_i64(out: &mut Vec<u8>, i: i64) {
+    if (0..=255).contains(&i) {
+        out.extend_from_slice(&[SMALL_INTEGER_EXT, i as u8]);
+    } else if i >= i32::MIN as i64 && i <= i32::MAX as i64 {
+        let [a, b, c, d] = (i as i32).to_be_bytes();
+        out.extend_from_slice(&[INTEGER_EXT, a, b, c, d]);
+    } else {
+        let mag = i.unsigned_abs().to_le_bytes();
+        let n = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        out.extend_from_slice(&[SMALL_BIG_EXT, n as u8, (i < 0) as u8]);
+        out.extend_from_slice(&mag[..n]);
+    }
+}
+
 /// The spare capacity of the output vector, written by [`leaf`].
 type Spare = [MaybeUninit<u8>];
 
@@ -529,47 +577,11 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
             }
             return;
         }
-        let s = a.as_str();
-        let b = s.as_bytes();
-        if !UTF8 {
-            if b.is_ascii() {
-                self.out.reserve(3 + b.len());
-                self.u8(ATOM_EXT);
-                self.u16(b.len() as u16);
-                self.out.extend_from_slice(b);
-                return;
-            }
-            if s.chars().all(|c| (c as u32) < 256) {
-                let n = s.chars().count();
-                self.u8(ATOM_EXT);
-                self.u16(n as u16);
-                self.out.extend(s.chars().map(|c| c as u32 as u8));
-                return;
-            }
-        }
-        if b.len() < 256 {
-            self.out.reserve(2 + b.len());
-            self.u8(SMALL_ATOM_UTF8_EXT);
-            self.u8(b.len() as u8);
-        } else {
-            self.u8(ATOM_UTF8_EXT);
-            self.u16(b.len().min(u16::MAX as usize) as u16);
-        }
-        self.out
-            .extend_from_slice(&b[..b.len().min(u16::MAX as usize)]);
+        atom_text(self.out, a.as_str(), UTF8);
     }
 
     fn int(&mut self, i: i64) {
-        if (0..=255).contains(&i) {
-            self.put([SMALL_INTEGER_EXT, i as u8]);
-        } else if i >= i32::MIN as i64 && i <= i32::MAX as i64 {
-            self.tag_u32(INTEGER_EXT, i as i32 as u32);
-        } else {
-            let mag = i.unsigned_abs().to_le_bytes();
-            let n = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-            self.put([SMALL_BIG_EXT, n as u8, (i < 0) as u8]);
-            self.out.extend_from_slice(&mag[..n]);
-        }
+        int_i64(self.out, i)
     }
 
     fn big(&mut self, b: &BigInt) {

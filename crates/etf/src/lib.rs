@@ -8,6 +8,7 @@
 //!  bytes ──decode_ref──▶ TermRef<'a> (zero-copy) ──to_owned──▶ Term
 //!  bytes ──decode──────────────────────────────────────────▶ Term
 //!  Term ──encode / encode_with(EncodeOptions)──▶ bytes (as term_to_binary)
+//!  Rust values ──Encoder (node by node, no Term)──▶ bytes
 //!  Term ◀──parse── Erlang text ◀──Display── Term
 //!  Rust value ──to_term / from_term (serde)──▶ Term
 //! ```
@@ -130,6 +131,7 @@ mod encode;
 mod error;
 #[cfg(feature = "serde")]
 mod serde_impl;
+mod stream;
 mod tags;
 mod term;
 pub mod text;
@@ -145,6 +147,7 @@ pub use encode::{encode, encode_body_into, encode_into, encode_with, EncodeOptio
 pub use error::{DecodeError, DecodeErrorKind, ParseError};
 #[cfg(feature = "serde")]
 pub use serde_impl::{from_term, to_term, Deserializer, Error, Error as SerdeError, Serializer};
+pub use stream::Encoder;
 pub use term::{
     Atom, AtomTooLong, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS,
     SMALL_MAP_KEYS,

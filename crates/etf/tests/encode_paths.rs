@@ -2,10 +2,12 @@
 //! spare capacity, small containers inline, pre-encoded atoms) against a
 //! plain reference encoder written from the format description, at the
 //! sizes where the paths change, and into output vectors of every small
-//! capacity (so that the "no room left" paths run).
+//! capacity (so that the "no room left" paths run); and the node-by-node
+//! `Encoder` against the same reference.
 
 use erlkube_etf::{
-    decode, encode, encode_body_into, encode_into, encode_with, Atom, EncodeOptions, Map, Pid, Term,
+    decode, encode, encode_body_into, encode_into, encode_with, Atom, EncodeOptions, Encoder, Map,
+    Pid, Term,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -98,6 +100,57 @@ fn reference_atom(a: &Atom, utf8: bool, out: &mut Vec<u8>) {
     }
 }
 
+/// Writes `t` with the node-by-node [`Encoder`], the way its docs say
+/// gives `encode_with`'s bytes.
+fn stream(t: &Term, e: &mut Encoder<'_>) {
+    match t {
+        Term::Integer(i) => {
+            e.int(*i);
+        }
+        Term::Float(f) => {
+            e.float(*f);
+        }
+        Term::Atom(a) => {
+            e.atom(a.as_str());
+        }
+        Term::Binary(b) => {
+            e.binary(b);
+        }
+        Term::Tuple(v) => {
+            e.tuple(v.len());
+            for x in v {
+                stream(x, e);
+            }
+        }
+        Term::List(v) if v.is_empty() => {
+            e.nil();
+        }
+        Term::List(v)
+            if v.len() <= 65535 && v.iter().all(|x| matches!(x, Term::Integer(0..=255))) =>
+        {
+            let bytes: Vec<u8> = v.iter().map(|x| x.as_integer().unwrap() as u8).collect();
+            e.string(&bytes);
+        }
+        Term::List(v) => {
+            e.list(v.len());
+            for x in v {
+                stream(x, e);
+            }
+            e.nil();
+        }
+        Term::Map(m) => {
+            e.map(m.len());
+            for (k, v) in m.iter() {
+                stream(k, e);
+                stream(v, e);
+            }
+        }
+        other => {
+            e.term(other);
+        }
+    }
+}
+
 /// Checks `t` with both minor versions: against the reference, into
 /// vectors of capacity 0..80 after a 3-byte prefix, and back through the
 /// decoder.
@@ -124,6 +177,12 @@ fn check(t: &Term) {
             assert_eq!(&body[..], &want[1..]);
         }
         assert_eq!(&decode(&got).unwrap(), t);
+        let mut streamed = Vec::new();
+        stream(t, &mut Encoder::with_options(&mut streamed, &opts));
+        assert_eq!(streamed, want, "Encoder: {t:?} (utf8 atoms: {utf8})");
+        let mut body = Vec::new();
+        stream(t, &mut Encoder::body(&mut body, &opts));
+        assert_eq!(&body[..], &want[1..]);
     }
 }
 
