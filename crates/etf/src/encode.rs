@@ -346,6 +346,28 @@ fn advance(d: &mut &mut Spare, n: usize) {
     *d = &mut rest[n..];
 }
 
+/// [`run_leaves`] for map entries: `None` if every key and value was
+/// written, else the keys and values left.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn run_pairs<'t, const UTF8: bool>(
+    mut rest: &'t [(Term, Term)],
+    d: &mut &mut Spare,
+) -> Option<Pairs<'t>> {
+    while let Some(((k, v), more)) = rest.split_first() {
+        if !matches!(leaf::<UTF8>(k, d), Leaf::Wrote) {
+            return Some(Pairs { rest, value: None });
+        }
+        if !matches!(leaf::<UTF8>(v, d), Leaf::Wrote) {
+            return Some(Pairs {
+                rest: more,
+                value: Some(v),
+            });
+        }
+        rest = more;
+    }
+    None
+}
+
 /// The keys and values of map entries, in turn.
 #[derive(Clone)]
 struct Pairs<'t> {
@@ -505,13 +527,9 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
                                 let [a, b, c, e] = (m.len() as u32).to_be_bytes();
                                 fill(d, &[MAP_EXT, a, b, c, e]);
                                 advance(&mut d, 5);
-                                let mut inner = Pairs {
-                                    rest: m.entries(),
-                                    value: None,
-                                };
-                                if run_leaves::<UTF8>(&mut inner, &mut d) {
+                                let Some(inner) = run_pairs::<UTF8>(m.entries(), &mut d) else {
                                     continue 'elems;
-                                }
+                                };
                                 let written = total - d.len();
                                 self.commit(written);
                                 self.elems(([0; 5], 0), inner);
