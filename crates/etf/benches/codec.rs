@@ -3,6 +3,10 @@
 //! (a compiled module timing loops inside one `erl` process on the same
 //! bytes). Prints ns/op, MB/s and ratios.
 //!
+//! A second, separate table encodes *from Rust values* (the corpus terms'
+//! parts): with `Encoder` (no term built), by building our `Term` then
+//! encoding, and by building eetf's `Term` then encoding.
+//!
 //!     cargo bench -p erlkube-etf
 //!
 //! `ETF_BENCH_MS` sets the minimum time per measurement round (default
@@ -13,22 +17,24 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use erlkube_etf::{
-    decode, decode_ref, decode_view, encode, encode_into, parse, Term, TermView, ViewKind,
+    decode, decode_ref, decode_view, encode, encode_into, parse, Atom, Encoder, Term, TermView,
+    Visit,
 };
 
-/// Visits every node of a view (the "walk" of validate+walk): sums
-/// integers, atom and binary lengths, float bits, so no element is skipped.
+/// Visits every node of a view (the "walk" of validate+walk) with the
+/// pre-order cursor, the view's fastest full visit: sums integers, atom and
+/// binary lengths and float bits, so no node is skipped.
 fn walk(v: TermView<'_>) -> u64 {
-    match v.kind() {
-        ViewKind::Integer(i) => i as u64,
-        ViewKind::Float(f) => f.to_bits() >> 52,
-        ViewKind::Atom(a) => a.as_str().len() as u64,
-        ViewKind::Binary(b) | ViewKind::ByteList(b) => b.len() as u64,
-        ViewKind::Tuple(s) => s.map(walk).sum(),
-        ViewKind::List(l) => l.map(walk).sum(),
-        ViewKind::Map(m) => m.map(|(k, v)| walk(k) + walk(v)).sum(),
-        _ => 1,
-    }
+    v.cursor()
+        .map(|n| match n {
+            Visit::Integer(i) => i as u64,
+            Visit::Float(f) => f.to_bits() >> 52,
+            Visit::Atom(a) => a.len() as u64,
+            Visit::Binary(b) | Visit::ByteList(b) | Visit::Latin1Atom(b) => b.len() as u64,
+            Visit::Tuple(_) | Visit::List(_) | Visit::Map(_) | Visit::Nil => 0,
+            _ => 1,
+        })
+        .sum()
 }
 
 fn min_time() -> Duration {
@@ -271,4 +277,231 @@ fn main() {
     println!(
         "(times in ns per term; x e/b = eetf time / ours, BEAM time / ours; higher is better)"
     );
+    direct(&corpus);
+}
+
+/// The float of the small term (`3.14`, not pi).
+#[allow(clippy::approx_constant)]
+const SMALL_FLOAT: f64 = 3.14;
+
+/// The Rust values the corpus terms are made of.
+struct Sources {
+    /// medium: (id, name, score, node, seen) per record
+    records: Vec<(i64, Vec<u8>, f64, String, i64)>,
+    /// large_tuples: (I, <<"vI">>, F) per tuple
+    rows: Vec<(i64, Vec<u8>, f64)>,
+    /// large_binary's binary
+    blob: Vec<u8>,
+}
+
+fn sources() -> Sources {
+    Sources {
+        records: (0..40i64)
+            .map(|i| {
+                (
+                    i,
+                    format!("user-{i}").into_bytes(),
+                    (i * 7) as f64 + 0.5,
+                    format!("n{i}@host"),
+                    1_600_000_000_000 + i,
+                )
+            })
+            .collect(),
+        rows: (0..40_000i64)
+            .map(|i| (i, format!("v{i}").into_bytes(), i as f64 * 0.5))
+            .collect(),
+        blob: (0..1_048_576u32).map(|i| (i * 31) as u8).collect(),
+    }
+}
+
+/// Writes corpus item `name` from the Rust values with [`Encoder`], node
+/// by node (map keys in map-key order, as `term_to_binary/1` writes them).
+fn write_direct(name: &str, s: &Sources, out: &mut Vec<u8>) {
+    let mut e = Encoder::new(out);
+    match name {
+        "small" => {
+            e.tuple(6).atom("ok").string(&[1, 2, 3]).binary(b"hello");
+            e.map(1).atom("a").int(1);
+            e.atom("atom").float(SMALL_FLOAT);
+        }
+        "medium" => {
+            e.list(s.records.len());
+            for (id, name, score, node, seen) in &s.records {
+                e.map(7).atom("id").int(*id).atom("name").binary(name);
+                e.atom("node").atom(node).atom("role").atom("admin");
+                e.atom("score").float(*score).atom("seen").int(*seen);
+                e.atom("tags").list(2).atom("alpha").atom("beta").nil();
+            }
+            e.nil();
+        }
+        "large_tuples" => {
+            e.list(s.rows.len());
+            for (i, b, f) in &s.rows {
+                e.tuple(4).int(*i).atom("item").binary(b).float(*f);
+            }
+            e.nil();
+        }
+        _ => {
+            e.tuple(2).atom("blob").binary(&s.blob);
+        }
+    }
+}
+
+/// Builds our `Term` for corpus item `name` from the Rust values.
+fn build_ours(name: &str, s: &Sources) -> Term {
+    let a = |t: &str| Term::Atom(Atom::new(t));
+    match name {
+        "small" => Term::Tuple(vec![
+            a("ok"),
+            Term::List(vec![Term::Integer(1), Term::Integer(2), Term::Integer(3)]),
+            Term::Binary(b"hello".to_vec()),
+            Term::map([(a("a"), Term::Integer(1))]),
+            a("atom"),
+            Term::Float(SMALL_FLOAT),
+        ]),
+        "medium" => Term::List(
+            s.records
+                .iter()
+                .map(|(id, name, score, node, seen)| {
+                    Term::map([
+                        (a("id"), Term::Integer(*id)),
+                        (a("name"), Term::Binary(name.clone())),
+                        (a("role"), a("admin")),
+                        (a("score"), Term::Float(*score)),
+                        (a("tags"), Term::List(vec![a("alpha"), a("beta")])),
+                        (a("node"), a(node)),
+                        (a("seen"), Term::Integer(*seen)),
+                    ])
+                })
+                .collect(),
+        ),
+        "large_tuples" => {
+            let item = Atom::new("item");
+            Term::List(
+                s.rows
+                    .iter()
+                    .map(|(i, b, f)| {
+                        Term::Tuple(vec![
+                            Term::Integer(*i),
+                            Term::Atom(item.clone()),
+                            Term::Binary(b.clone()),
+                            Term::Float(*f),
+                        ])
+                    })
+                    .collect(),
+            )
+        }
+        _ => Term::Tuple(vec![a("blob"), Term::Binary(s.blob.clone())]),
+    }
+}
+
+/// Builds eetf's `Term` for corpus item `name` from the Rust values.
+fn build_eetf(name: &str, s: &Sources) -> eetf::Term {
+    use eetf::{Atom as A, BigInteger, Binary, FixInteger, Float, List, Map, Tuple};
+    let a = |t: &str| eetf::Term::from(A::from(t));
+    let f = |x: f64| eetf::Term::from(Float::try_from(x).expect("finite"));
+    let int = |i: i64| match i32::try_from(i) {
+        Ok(i) => eetf::Term::from(FixInteger::from(i)),
+        Err(_) => eetf::Term::from(BigInteger::from(i)),
+    };
+    match name {
+        "small" => eetf::Term::from(Tuple::from(vec![
+            a("ok"),
+            eetf::Term::from(List::from(vec![int(1), int(2), int(3)])),
+            eetf::Term::from(Binary::from(&b"hello"[..])),
+            eetf::Term::from(Map::from([(a("a"), int(1))])),
+            a("atom"),
+            f(SMALL_FLOAT),
+        ])),
+        "medium" => eetf::Term::from(List::from(
+            s.records
+                .iter()
+                .map(|(id, name, score, node, seen)| {
+                    eetf::Term::from(Map::from([
+                        (a("id"), int(*id)),
+                        (a("name"), eetf::Term::from(Binary::from(name.clone()))),
+                        (a("role"), a("admin")),
+                        (a("score"), f(*score)),
+                        (
+                            a("tags"),
+                            eetf::Term::from(List::from(vec![a("alpha"), a("beta")])),
+                        ),
+                        (a("node"), a(node)),
+                        (a("seen"), int(*seen)),
+                    ]))
+                })
+                .collect::<Vec<_>>(),
+        )),
+        "large_tuples" => eetf::Term::from(List::from(
+            s.rows
+                .iter()
+                .map(|(i, b, x)| {
+                    eetf::Term::from(Tuple::from(vec![
+                        int(*i),
+                        a("item"),
+                        eetf::Term::from(Binary::from(b.clone())),
+                        f(*x),
+                    ]))
+                })
+                .collect::<Vec<_>>(),
+        )),
+        _ => eetf::Term::from(Tuple::from(vec![
+            a("blob"),
+            eetf::Term::from(Binary::from(s.blob.clone())),
+        ])),
+    }
+}
+
+/// Beside the main table, clearly apart: encoding *from Rust values*.
+/// `direct` writes the bytes with [`Encoder`] (no term is built); `term`
+/// builds our `Term` from the values and encodes it; eetf builds its
+/// `Term` from the values and encodes it (its only way). The bytes of
+/// `direct` and `term` are checked equal to the corpus encoding.
+fn direct(corpus: &[(&str, Term)]) {
+    let s = sources();
+    println!();
+    println!("encoding from Rust values (not the Term -> bytes figure above): build + encode, reused output Vec");
+    println!(
+        "{:<13} {:>8} | {:>9} {:>9} {:>9} | {:>13} {:>13}",
+        "corpus", "bytes", "direct", "term", "eetf", "eetf/direct", "eetf/term"
+    );
+    for (name, term) in corpus {
+        let want = encode(term);
+        let mut check = Vec::new();
+        write_direct(name, &s, &mut check);
+        assert_eq!(check, want, "Encoder bytes for {name}");
+        assert_eq!(encode(&build_ours(name, &s)), want, "built Term for {name}");
+        let mut b1 = Vec::with_capacity(want.len());
+        let mut b2 = Vec::with_capacity(want.len());
+        let mut b3 = Vec::with_capacity(want.len());
+        let t = measure_all(&mut [
+            &mut || {
+                b1.clear();
+                write_direct(black_box(name), black_box(&s), &mut b1);
+                black_box(&b1);
+            },
+            &mut || {
+                b2.clear();
+                let t = build_ours(black_box(name), black_box(&s));
+                encode_into(&t, &mut b2);
+                black_box(&b2);
+            },
+            &mut || {
+                b3.clear();
+                let t = build_eetf(black_box(name), black_box(&s));
+                t.encode(&mut b3).expect("eetf encode");
+                black_box(&b3);
+            },
+        ]);
+        println!(
+            "{:<13} {:>8} | {:>9.0} {:>9.0} {:>9.0} | {:>13.2} {:>13.2}",
+            name,
+            want.len(),
+            t[0],
+            t[1],
+            t[2],
+            t[2] / t[0],
+            t[2] / t[1]
+        );
+    }
 }

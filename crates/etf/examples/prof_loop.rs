@@ -1,21 +1,20 @@
 //! Profiling driver (not a benchmark): runs one codec path in a loop so
-//! `perf record` can look at it. `prof_loop [enc|eetf|view|validate|ref|owned|eetfdec]`, `ITERS=n`, `SMALL=1` for
-//! the small term instead of the 40000-tuple list.
+//! `perf record` or `valgrind --tool=callgrind` can look at it.
+//! `prof_loop [enc|eetf|view|cursor|fold|validate|ref|owned|eetfdec]`, `ITERS=n`;
+//! `SMALL=1` for the bench's small term, `MEDIUM=1` for its medium term,
+//! instead of the 40000-tuple list.
 use erlkube_etf::{encode, encode_into, Term};
 use std::hint::black_box;
 fn main() {
     let what = std::env::args().nth(1).unwrap_or_default();
     let small =
         erlkube_etf::parse(r#"{ok, [1,2,3], <<"hello">>, #{a => 1}, 'atom', 3.14}"#).unwrap();
-    let tuples = if std::env::var("SMALL").is_ok() {
-        small
+    let (tuples, default_n) = if std::env::var("SMALL").is_ok() {
+        (small, 20_000_000)
+    } else if std::env::var("MEDIUM").is_ok() {
+        (medium(), 200_000)
     } else {
-        large()
-    };
-    let default_n = if std::env::var("SMALL").is_ok() {
-        20_000_000
-    } else {
-        200
+        (large(), 200)
     };
     let n: u32 = std::env::var("ITERS")
         .ok()
@@ -44,6 +43,14 @@ fn main() {
             "view" => {
                 black_box(walk(erlkube_etf::decode_view(&bytes).unwrap()));
             }
+            "fold" => {
+                let v = erlkube_etf::decode_view(&bytes).unwrap();
+                black_box(fold(v));
+            }
+            "cursor" => {
+                let v = erlkube_etf::decode_view(&bytes).unwrap();
+                black_box(walk_cursor(&mut v.cursor()));
+            }
             _ => encode_into(black_box(&tuples), &mut buf),
         }
         black_box(&buf);
@@ -63,6 +70,51 @@ fn walk(v: erlkube_etf::TermView<'_>) -> u64 {
         ViewKind::Map(m) => m.map(|(k, v)| walk(k) + walk(v)).sum(),
         _ => 1,
     }
+}
+
+fn fold(v: erlkube_etf::TermView<'_>) -> u64 {
+    use erlkube_etf::Visit;
+    v.cursor()
+        .map(|v| match v {
+            Visit::Integer(i) => i as u64,
+            Visit::Float(f) => f.to_bits() >> 52,
+            Visit::Atom(a) => a.len() as u64,
+            Visit::Binary(b) | Visit::ByteList(b) | Visit::Latin1Atom(b) => b.len() as u64,
+            Visit::Tuple(_) | Visit::List(_) | Visit::Map(_) | Visit::Nil => 0,
+            _ => 1,
+        })
+        .sum()
+}
+
+fn walk_cursor(c: &mut erlkube_etf::Cursor<'_>) -> u64 {
+    use erlkube_etf::Visit;
+    match c.next() {
+        Some(Visit::Integer(i)) => i as u64,
+        Some(Visit::Float(f)) => f.to_bits() >> 52,
+        Some(Visit::Atom(a)) => a.len() as u64,
+        Some(Visit::Binary(b) | Visit::ByteList(b) | Visit::Latin1Atom(b)) => b.len() as u64,
+        Some(Visit::Tuple(n)) => (0..n).map(|_| walk_cursor(c)).sum(),
+        Some(Visit::List(n)) => (0..=n).map(|_| walk_cursor(c)).sum(),
+        Some(Visit::Map(n)) => (0..2 * n).map(|_| walk_cursor(c)).sum(),
+        Some(Visit::Nil) => 0,
+        _ => 1,
+    }
+}
+
+fn medium() -> Term {
+    Term::List(
+        (0..40)
+            .map(|i| {
+                erlkube_etf::parse(&format!(
+                    r#"#{{id => {i}, name => <<"user-{i}">>, role => admin, score => {}.5,
+                         tags => [alpha, beta], node => 'n{i}@host', seen => {}}}"#,
+                    i * 7,
+                    1_600_000_000_000i64 + i
+                ))
+                .unwrap()
+            })
+            .collect(),
+    )
 }
 
 fn large() -> Term {

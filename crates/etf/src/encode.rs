@@ -1,9 +1,10 @@
 //! The encoder: [`Term`] → bytes, as `erlang:term_to_binary/1,2` writes them.
 
 use std::io::Write;
+use std::mem::MaybeUninit;
 
 use crate::tags::*;
-use crate::term::{Atom, BigInt, Fun, Map, Pid, Term};
+use crate::term::{Atom, BigInt, Fun, Map, Pid, Term, ATOM_PADDED};
 
 /// Encoder options.
 ///
@@ -50,25 +51,19 @@ pub fn encode(term: &Term) -> Vec<u8> {
 }
 
 /// Appends the encoding (version byte first) with the default options.
+#[inline]
 pub fn encode_into(term: &Term, out: &mut Vec<u8>) {
-    encode_with(term, &EncodeOptions::default(), out)
+    run(term, false, true, out);
 }
 
 /// Appends the encoding (version byte first) with explicit options.
 pub fn encode_with(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
     let utf8 = opts.minor_version >= 2;
     match opts.compression {
-        None => {
-            out.push(VERSION);
-            Enc { out, utf8 }.term(term);
-        }
+        None => run(term, utf8, true, out),
         Some(level) => {
             let mut plain = Vec::with_capacity(64);
-            Enc {
-                out: &mut plain,
-                utf8,
-            }
-            .term(term);
+            run(term, utf8, false, &mut plain);
             let mut z = flate2::write::ZlibEncoder::new(
                 Vec::with_capacity(plain.len() / 2 + 16),
                 flate2::Compression::new(level.min(9)),
@@ -90,114 +85,528 @@ pub fn encode_with(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
 /// Encodes without the version byte (for embedding, e.g. in distribution
 /// messages whose control message and payload each lack it).
 pub fn encode_body_into(term: &Term, opts: &EncodeOptions, out: &mut Vec<u8>) {
-    Enc {
-        out,
-        utf8: opts.minor_version >= 2,
+    run(term, opts.minor_version >= 2, false, out)
+}
+
+/// An atom from its text: `ATOM_EXT` (latin-1 bytes) when `utf8` is false
+/// and every character is latin-1, else `SMALL_ATOM_UTF8_EXT` /
+/// `ATOM_UTF8_EXT` (cut at 65535 bytes).
+pub(crate) fn atom_text(out: &mut Vec<u8>, s: &str, utf8: bool) {
+    let b = s.as_bytes();
+    if !utf8 {
+        if b.is_ascii() && b.len() <= u16::MAX as usize {
+            out.reserve(3 + b.len());
+            let [x, y] = (b.len() as u16).to_be_bytes();
+            out.extend_from_slice(&[ATOM_EXT, x, y]);
+            out.extend_from_slice(b);
+            return;
+        }
+        if s.chars().all(|c| (c as u32) < 256) {
+            let n = s.chars().count().min(u16::MAX as usize);
+            let [x, y] = (n as u16).to_be_bytes();
+            out.extend_from_slice(&[ATOM_EXT, x, y]);
+            out.extend(s.chars().take(n).map(|c| c as u32 as u8));
+            return;
+        }
     }
-    .term(term)
+    if b.len() < 256 {
+        out.reserve(2 + b.len());
+        out.extend_from_slice(&[SMALL_ATOM_UTF8_EXT, b.len() as u8]);
+        out.extend_from_slice(b);
+    } else {
+        let n = b.len().min(u16::MAX as usize);
+        let [x, y] = (n as u16).to_be_bytes();
+        out.extend_from_slice(&[ATOM_UTF8_EXT, x, y]);
+        out.extend_from_slice(&b[..n]);
+    }
 }
 
-struct Enc<'o> {
+/// An integer that fits `i64`: the smallest tag.
+pub(crate) fn int_i64(out: &mut Vec<u8>, i: i64) {
+    if (0..=255).contains(&i) {
+        out.extend_from_slice(&[SMALL_INTEGER_EXT, i as u8]);
+    } else if i >= i32::MIN as i64 && i <= i32::MAX as i64 {
+        let [a, b, c, d] = (i as i32).to_be_bytes();
+        out.extend_from_slice(&[INTEGER_EXT, a, b, c, d]);
+    } else {
+        let mag = i.unsigned_abs().to_le_bytes();
+        let n = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        out.extend_from_slice(&[SMALL_BIG_EXT, n as u8, (i < 0) as u8]);
+        out.extend_from_slice(&mag[..n]);
+    }
+}
+
+/// The spare capacity of the output vector, written by [`leaf`].
+type Spare = [MaybeUninit<u8>];
+
+/// Copies `src` to the start of `dst`; panics (never UB) if `dst` is
+/// shorter. A constant length becomes fixed-size moves, others `memcpy`
+/// (what the unstable `MaybeUninit::copy_from_slice` does).
+#[inline(always)]
+fn fill(dst: &mut Spare, src: &[u8]) {
+    let dst = &mut dst[..src.len()];
+    // SAFETY: `u8` and `MaybeUninit<u8>` have the same size, alignment and
+    // ABI, and every initialised byte is a valid `MaybeUninit<u8>`, so a
+    // `&[u8]` may be read as a `&[MaybeUninit<u8>]` of the same length
+    // (the cast keeps the length). The shared borrow is only read.
+    let src: &[MaybeUninit<u8>] = unsafe { &*(src as *const [u8] as *const [MaybeUninit<u8>]) };
+    dst.copy_from_slice(src);
+}
+
+/// Copies `src` to the start of `dst`, which must have room for
+/// `src.len().max(16)` bytes (panics otherwise). Up to 16 bytes are
+/// gathered into one `u128` with (overlapping) fixed-size loads and
+/// written with one 16-byte store instead of a call to `memcpy`: atoms
+/// and short binaries are the common case. The bytes after `src.len()`
+/// are scratch (the next element overwrites them).
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn copy16(dst: &mut Spare, src: &[u8]) {
+    let n = src.len();
+    if n > 16 {
+        fill(dst, src);
+        return;
+    }
+    let w: u128 = if n >= 8 {
+        let lo = u64::from_le_bytes(src[..8].try_into().unwrap_or([0; 8]));
+        let hi = u64::from_le_bytes(src[n - 8..].try_into().unwrap_or([0; 8]));
+        lo as u128 | (hi as u128) << (8 * (n - 8))
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes(src[..4].try_into().unwrap_or([0; 4]));
+        let hi = u32::from_le_bytes(src[n - 4..].try_into().unwrap_or([0; 4]));
+        (lo as u64 | (hi as u64) << (8 * (n - 4))) as u128
+    } else if n > 0 {
+        src[0] as u128
+            | (src[n / 2] as u128) << (8 * (n / 2))
+            | (src[n - 1] as u128) << (8 * (n - 1))
+    } else {
+        0
+    };
+    fill(dst, &w.to_le_bytes());
+}
+
+/// Binaries longer than this are copied by `memcpy` (in [`Enc::node`]),
+/// not by [`leaf`].
+const LONG: usize = 256;
+
+/// Room [`leaf`] asks for before writing any leaf: the largest
+/// fixed-size write (16 scratch bytes after a 5-byte binary header).
+const ROOM: usize = 32;
+
+/// What [`leaf`] did.
+enum Leaf {
+    /// Wrote it (and moved the output slice past it).
+    Wrote,
+    /// A leaf that needs this much room.
+    Need(usize),
+    /// Not a leaf, or one for the general path ([`Enc::node`]).
+    No,
+}
+
+/// Moves `d` past the `n` bytes just written.
+#[inline(always)]
+fn wrote(d: &mut &mut Spare, n: usize) -> Leaf {
+    advance(d, n);
+    Leaf::Wrote
+}
+
+/// Writes a common scalar ("leaf": an integer that fits 64 bits, a float,
+/// an atom with an ASCII head, a binary of up to [`LONG`] bytes) at the
+/// start of `d`, with one room check, and moves `d` past it. It may write
+/// up to 16 scratch bytes past that (the next write overwrites them);
+/// what it moves past was written through bounds-checked slices.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn leaf<const UTF8: bool>(t: &Term, d: &mut &mut Spare) -> Leaf {
+    // one room check covers every fixed-size leaf and every atom or
+    // binary of up to 16 bytes (scratch included)
+    if d.len() < ROOM {
+        return Leaf::Need(ROOM);
+    }
+    match t {
+        Term::Integer(x) => {
+            let x = *x;
+            if (0..=255).contains(&x) {
+                fill(d, &[SMALL_INTEGER_EXT, x as u8]);
+                wrote(d, 2)
+            } else if x >= i32::MIN as i64 && x <= i32::MAX as i64 {
+                let [a, b, c, e] = (x as i32).to_be_bytes();
+                fill(d, &[INTEGER_EXT, a, b, c, e]);
+                wrote(d, 5)
+            } else {
+                // SMALL_BIG_EXT: the magnitude's significant bytes, least
+                // significant first (4 to 8 of them here)
+                let mag = x.unsigned_abs();
+                let n = 8 - mag.leading_zeros() as usize / 8;
+                let [a, b, c, e, g, h, k, l] = mag.to_le_bytes();
+                fill(
+                    d,
+                    &[
+                        SMALL_BIG_EXT,
+                        n as u8,
+                        (x < 0) as u8,
+                        a,
+                        b,
+                        c,
+                        e,
+                        g,
+                        h,
+                        k,
+                        l,
+                    ],
+                );
+                wrote(d, 3 + n)
+            }
+        }
+        Term::Float(f) => {
+            let [a, b, c, e, g, h, k, l] = f.to_bits().to_be_bytes();
+            fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
+            wrote(d, 9)
+        }
+        Term::Atom(atom) => match atom.ascii_encoded() {
+            Some((stored, n)) => {
+                // `stored` starts with [ATOM_EXT, 0, len, text…] (`n`
+                // bytes) and has at least 17 bytes; minor version 2 writes
+                // [SMALL_ATOM_UTF8_EXT, len, text…] from byte 1
+                let n = n - UTF8 as usize;
+                match stored.first_chunk::<ATOM_PADDED>() {
+                    Some(c) if n <= 16 => fill(d, if UTF8 { &c[1..17] } else { &c[..16] }),
+                    _ => {
+                        if d.len() < n {
+                            return Leaf::Need(n);
+                        }
+                        let src = stored.get(UTF8 as usize..).unwrap_or(&[]);
+                        fill(d, src.get(..n).unwrap_or(&[]));
+                    }
+                }
+                if UTF8 {
+                    d[0] = MaybeUninit::new(SMALL_ATOM_UTF8_EXT);
+                }
+                wrote(d, n)
+            }
+            None => Leaf::No,
+        },
+        Term::Binary(b) => {
+            let n = b.len();
+            if n > LONG {
+                // long binaries: `Vec::extend_from_slice` (memcpy)
+                Leaf::No
+            } else if n > 16 && d.len() < 5 + n {
+                Leaf::Need(5 + n)
+            } else {
+                let [a, c, e, g] = (n as u32).to_be_bytes();
+                fill(d, &[BINARY_EXT, a, c, e, g]);
+                copy16(&mut d[5..], b);
+                wrote(d, 5 + n)
+            }
+        }
+        _ => Leaf::No,
+    }
+}
+
+/// Writes `v` as `STRING_EXT` at the start of `d` (which has room for
+/// `3 + v.len()` bytes, `v.len()` at most 65535) if every element is a
+/// byte; false (and nothing counts as written) otherwise.
+#[inline]
+fn byte_list(v: &[Term], d: &mut Spare) -> bool {
+    let [a, b] = (v.len() as u16).to_be_bytes();
+    fill(d, &[STRING_EXT, a, b]);
+    for (d, e) in d[3..3 + v.len()].iter_mut().zip(v) {
+        match e {
+            Term::Integer(x @ 0..=255) => *d = MaybeUninit::new(*x as u8),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Writes the leaves of `it` at the start of `d` while they fit (see
+/// [`leaf`]), moving `d` past them; `it` is left at the first element not
+/// written. True if `it` ended.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn run_leaves<'t, const UTF8: bool>(
+    it: &mut (impl Iterator<Item = &'t Term> + Clone),
+    d: &mut &mut Spare,
+) -> bool {
+    loop {
+        let mut next = it.clone();
+        let Some(e) = next.next() else {
+            return true;
+        };
+        match leaf::<UTF8>(e, d) {
+            Leaf::Wrote => *it = next,
+            _ => return false,
+        }
+    }
+}
+
+/// Drops the first `n` bytes of the remaining spare capacity `d` (panics,
+/// never UB, if there are fewer).
+#[inline(always)]
+fn advance(d: &mut &mut Spare, n: usize) {
+    let rest = std::mem::take(d);
+    *d = &mut rest[n..];
+}
+
+/// [`run_leaves`] for map entries: `None` if every key and value was
+/// written, else the keys and values left.
+#[cfg_attr(not(debug_assertions), inline(always))]
+fn run_pairs<'t, const UTF8: bool>(
+    mut rest: &'t [(Term, Term)],
+    d: &mut &mut Spare,
+) -> Option<Pairs<'t>> {
+    while let Some(((k, v), more)) = rest.split_first() {
+        if !matches!(leaf::<UTF8>(k, d), Leaf::Wrote) {
+            return Some(Pairs { rest, value: None });
+        }
+        if !matches!(leaf::<UTF8>(v, d), Leaf::Wrote) {
+            return Some(Pairs {
+                rest: more,
+                value: Some(v),
+            });
+        }
+        rest = more;
+    }
+    None
+}
+
+/// The keys and values of map entries, in turn.
+#[derive(Clone)]
+struct Pairs<'t> {
+    rest: &'t [(Term, Term)],
+    value: Option<&'t Term>,
+}
+
+impl<'t> Iterator for Pairs<'t> {
+    type Item = &'t Term;
+    #[inline(always)]
+    fn next(&mut self) -> Option<&'t Term> {
+        if let Some(v) = self.value.take() {
+            return Some(v);
+        }
+        let ((k, v), rest) = self.rest.split_first()?;
+        self.rest = rest;
+        self.value = Some(v);
+        Some(k)
+    }
+}
+
+/// A container header: up to 5 bytes and how many of them count.
+type Head = ([u8; 5], usize);
+
+/// The encoder, writing to the caller's `Vec`. Container elements that
+/// are common scalars are written by [`leaf`] straight into the vector's
+/// spare capacity ([`Enc::elems`]); containers recurse, and rare terms are
+/// written by [`Enc::node`] with `Vec` writes.
+///
+/// `UTF8` is minor version 2 (every atom as UTF-8).
+struct Enc<'o, const UTF8: bool> {
     out: &'o mut Vec<u8>,
-    utf8: bool,
 }
 
-impl Enc<'_> {
+/// Runs the encoder for the minor version.
+#[inline(always)]
+fn run(term: &Term, utf8: bool, version: bool, out: &mut Vec<u8>) {
+    if utf8 {
+        Enc::<true>::run(term, version, out)
+    } else {
+        Enc::<false>::run(term, version, out)
+    }
+}
+
+impl<const UTF8: bool> Enc<'_, UTF8> {
+    #[inline(always)]
+    fn run(term: &Term, version: bool, out: &mut Vec<u8>) {
+        let mut e = Enc::<UTF8> { out };
+        match term {
+            // the common top-level term: the version byte and the tuple's
+            // header in one store, then straight to the element loop
+            Term::Tuple(v) if v.len() < 256 => {
+                let n = v.len() as u8;
+                let head = if version {
+                    ([VERSION, SMALL_TUPLE_EXT, n, 0, 0], 3)
+                } else {
+                    ([SMALL_TUPLE_EXT, n, 0, 0, 0], 2)
+                };
+                e.elems(head, v.iter());
+            }
+            _ => {
+                if version {
+                    e.out.push(VERSION);
+                }
+                e.node(term);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn put<const N: usize>(&mut self, b: [u8; N]) {
+        self.out.extend_from_slice(&b);
+    }
     #[inline]
     fn u8(&mut self, b: u8) {
         self.out.push(b);
     }
     #[inline]
     fn u16(&mut self, v: u16) {
-        self.out.extend_from_slice(&v.to_be_bytes());
+        self.put(v.to_be_bytes());
     }
     #[inline]
     fn u32(&mut self, v: u32) {
-        self.out.extend_from_slice(&v.to_be_bytes());
+        self.put(v.to_be_bytes());
+    }
+    /// A tag and a big-endian `u32` in one copy.
+    #[inline(always)]
+    fn tag_u32(&mut self, tag: u8, v: u32) {
+        let [a, b, c, d] = v.to_be_bytes();
+        self.put([tag, a, b, c, d]);
     }
 
-    /// Atoms of up to 255 bytes that are ASCII (or any atom with UTF-8
-    /// atoms): one reserve, a 2- or 3-byte head and one copy.
-    #[inline]
-    fn atom(&mut self, a: &Atom) {
-        let b = a.as_str().as_bytes();
-        if b.len() < 256 {
-            if self.utf8 {
-                self.out.reserve(2 + b.len());
-                self.out
-                    .extend_from_slice(&[SMALL_ATOM_UTF8_EXT, b.len() as u8]);
-                self.out.extend_from_slice(b);
-                return;
-            }
-            if b.is_ascii() {
-                self.out.reserve(3 + b.len());
-                self.out.extend_from_slice(&[ATOM_EXT, 0, b.len() as u8]);
-                self.out.extend_from_slice(b);
-                return;
+    /// Marks `written` more bytes of the spare capacity as part of the
+    /// output.
+    ///
+    /// The callers (`elems`, `list`) pass the number of bytes they wrote,
+    /// from its start, into the spare capacity they took right before
+    /// (with no other write to `out` in between): `elems` keeps the rest
+    /// of the spare capacity as a slice `d` that it only moves past bytes
+    /// it has written (`fill` then `advance`, in `leaf` and for headers),
+    /// and passes `total - d.len()`.
+    #[inline(always)]
+    fn commit(&mut self, written: usize) {
+        assert!(written <= self.out.capacity() - self.out.len());
+        // SAFETY: `written` is at most the spare capacity (checked above),
+        // and the caller initialised the first `written` bytes of it
+        // (every byte it counts was written through a bounds-checked slice
+        // of the spare capacity before it moved past it; see above).
+        unsafe { self.out.set_len(self.out.len() + written) };
+    }
+
+    /// `head`, then the terms of `it`: leaves are written by [`leaf`]
+    /// straight into the spare capacity with the position in a register,
+    /// small tuples by a recursive call, everything else by
+    /// [`Enc::node`].
+    #[inline(never)]
+    fn elems<'t>(&mut self, head: Head, it: impl Iterator<Item = &'t Term>) {
+        if self.out.capacity() - self.out.len() < 64 {
+            self.out.reserve(64);
+        }
+        // `d` is what is left of the spare capacity, which had `total`
+        // bytes: `total - d.len()` bytes were written
+        let mut d = self.out.spare_capacity_mut();
+        let mut total = d.len();
+        // one fixed-size store; only `head.1` bytes count
+        fill(d, &head.0);
+        advance(&mut d, head.1);
+        'elems: for t in it {
+            loop {
+                match leaf::<UTF8>(t, &mut d) {
+                    Leaf::Wrote => {}
+                    Leaf::Need(n) => {
+                        let written = total - d.len();
+                        self.commit(written);
+                        self.out.reserve(n);
+                        d = self.out.spare_capacity_mut();
+                        total = d.len();
+                        continue;
+                    }
+                    Leaf::No => {
+                        // small containers: their header and leading
+                        // leaves inline, the rest (if any) by a call
+                        let room = d.len();
+                        match t {
+                            Term::Tuple(v) if v.len() < 256 && room >= 2 => {
+                                fill(d, &[SMALL_TUPLE_EXT, v.len() as u8]);
+                                advance(&mut d, 2);
+                                let mut inner = v.iter();
+                                if run_leaves::<UTF8>(&mut inner, &mut d) {
+                                    continue 'elems;
+                                }
+                                let written = total - d.len();
+                                self.commit(written);
+                                self.elems(([0; 5], 0), inner);
+                            }
+                            Term::Map(m) if room >= 5 => {
+                                let [a, b, c, e] = (m.len() as u32).to_be_bytes();
+                                fill(d, &[MAP_EXT, a, b, c, e]);
+                                advance(&mut d, 5);
+                                let Some(inner) = run_pairs::<UTF8>(m.entries(), &mut d) else {
+                                    continue 'elems;
+                                };
+                                let written = total - d.len();
+                                self.commit(written);
+                                self.elems(([0; 5], 0), inner);
+                            }
+                            Term::List(v)
+                                if matches!(v.first(), Some(Term::Integer(0..=255)))
+                                    && v.len() <= u16::MAX as usize
+                                    && room >= 3 + v.len()
+                                    && byte_list(v, d) =>
+                            {
+                                advance(&mut d, 3 + v.len());
+                                continue 'elems;
+                            }
+                            Term::List(v)
+                                if room >= 5
+                                    && !matches!(
+                                        v.first(),
+                                        None | Some(Term::Integer(0..=255))
+                                    ) =>
+                            {
+                                // not a byte list (its first element is not
+                                // a byte): LIST_EXT … NIL_EXT
+                                let [a, b, c, e] = (v.len() as u32).to_be_bytes();
+                                fill(d, &[LIST_EXT, a, b, c, e]);
+                                advance(&mut d, 5);
+                                let mut inner = v.iter();
+                                if run_leaves::<UTF8>(&mut inner, &mut d) && !d.is_empty() {
+                                    fill(d, &[NIL_EXT]);
+                                    advance(&mut d, 1);
+                                    continue 'elems;
+                                }
+                                let written = total - d.len();
+                                self.commit(written);
+                                self.elems(([0; 5], 0), inner);
+                                self.out.push(NIL_EXT);
+                            }
+                            _ => {
+                                let written = total - d.len();
+                                self.commit(written);
+                                self.node(t);
+                            }
+                        }
+                        d = self.out.spare_capacity_mut();
+                        total = d.len();
+                    }
+                }
+                break;
             }
         }
-        self.atom_slow(a)
+        let written = total - d.len();
+        self.commit(written);
     }
 
     #[inline(never)]
-    fn atom_slow(&mut self, a: &Atom) {
-        let s = a.as_str();
-        let b = s.as_bytes();
-        if !self.utf8 {
-            if b.is_ascii() {
-                self.out.reserve(3 + b.len());
-                self.u8(ATOM_EXT);
-                self.u16(b.len() as u16);
-                self.out.extend_from_slice(b);
-                return;
+    fn atom(&mut self, a: &Atom) {
+        if let Some((stored, n)) = a.ascii_encoded() {
+            let enc = stored.get(..n).unwrap_or(&[]);
+            if UTF8 {
+                self.u8(SMALL_ATOM_UTF8_EXT);
+                self.out.extend_from_slice(enc.get(2..).unwrap_or(&[]));
+            } else {
+                self.out.extend_from_slice(enc);
             }
-            if s.chars().all(|c| (c as u32) < 256) {
-                let n = s.chars().count();
-                self.u8(ATOM_EXT);
-                self.u16(n as u16);
-                self.out.extend(s.chars().map(|c| c as u32 as u8));
-                return;
-            }
+            return;
         }
-        if b.len() < 256 {
-            self.out.reserve(2 + b.len());
-            self.u8(SMALL_ATOM_UTF8_EXT);
-            self.u8(b.len() as u8);
-        } else {
-            self.u8(ATOM_UTF8_EXT);
-            self.u16(b.len().min(u16::MAX as usize) as u16);
-        }
-        self.out
-            .extend_from_slice(&b[..b.len().min(u16::MAX as usize)]);
-    }
-
-    /// A tag and a big-endian `u32` in one copy.
-    #[inline]
-    fn tag_u32(&mut self, tag: u8, v: u32) {
-        let [a, b, c, d] = v.to_be_bytes();
-        self.out.extend_from_slice(&[tag, a, b, c, d]);
+        atom_text(self.out, a.as_str(), UTF8);
     }
 
     fn int(&mut self, i: i64) {
-        if (0..=255).contains(&i) {
-            self.out.extend_from_slice(&[SMALL_INTEGER_EXT, i as u8]);
-        } else if i >= i32::MIN as i64 && i <= i32::MAX as i64 {
-            self.tag_u32(INTEGER_EXT, i as i32 as u32);
-        } else {
-            let mag = i.unsigned_abs().to_le_bytes();
-            let n = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-            self.out
-                .extend_from_slice(&[SMALL_BIG_EXT, n as u8, (i < 0) as u8]);
-            self.out.extend_from_slice(&mag[..n]);
-        }
+        int_i64(self.out, i)
     }
 
     fn big(&mut self, b: &BigInt) {
         let (sign, mag) = b.to_bytes_le();
         let neg = sign == num_bigint::Sign::Minus;
         if mag.len() <= 255 {
-            self.out
-                .extend_from_slice(&[SMALL_BIG_EXT, mag.len() as u8, neg as u8]);
+            self.put([SMALL_BIG_EXT, mag.len() as u8, neg as u8]);
         } else {
             self.u8(LARGE_BIG_EXT);
             self.u32(mag.len() as u32);
@@ -215,12 +624,15 @@ impl Enc<'_> {
     }
 
     fn map(&mut self, m: &Map) {
-        self.tag_u32(MAP_EXT, m.len() as u32);
+        let [a, b, c, d] = (m.len() as u32).to_be_bytes();
         // small maps are kept in map-key order by `Map` itself
-        for (k, v) in m.entries() {
-            self.term(k);
-            self.term(v);
-        }
+        self.elems(
+            ([MAP_EXT, a, b, c, d], 5),
+            Pairs {
+                rest: m.entries(),
+                value: None,
+            },
+        );
     }
 
     fn fun(&mut self, f: &Fun) {
@@ -235,85 +647,79 @@ impl Enc<'_> {
         self.int(f.old_index);
         self.int(f.old_uniq);
         self.pid(&f.pid);
-        for v in &f.free_vars {
-            self.term(v);
-        }
+        self.elems(([0; 5], 0), f.free_vars.iter());
         let size = (self.out.len() - size_at) as u32;
         self.out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
     }
 
-    fn term(&mut self, t: &Term) {
+    /// A proper list: `STRING_EXT` when every element is a byte (and
+    /// there are at most 65535), else `LIST_EXT` … `NIL_EXT`.
+    fn list(&mut self, v: &[Term]) {
+        if v.is_empty() {
+            self.u8(NIL_EXT);
+            return;
+        }
+        if v.len() <= u16::MAX as usize && matches!(v[0], Term::Integer(0..=255)) {
+            // try STRING_EXT in one pass; nothing is kept if an element is
+            // not a byte
+            self.out.reserve(3 + v.len());
+            if byte_list(v, self.out.spare_capacity_mut()) {
+                // the header and every element were written above
+                self.commit(3 + v.len());
+                return;
+            }
+        }
+        let [a, b, c, d] = (v.len() as u32).to_be_bytes();
+        self.elems(([LIST_EXT, a, b, c, d], 5), v.iter());
+        self.u8(NIL_EXT);
+    }
+
+    /// Any term; what [`leaf`] does not write (containers, the rare terms
+    /// and forms) is written here.
+    #[inline(never)]
+    fn node(&mut self, t: &Term) {
         match t {
+            Term::Tuple(v) => {
+                let head = if v.len() < 256 {
+                    ([SMALL_TUPLE_EXT, v.len() as u8, 0, 0, 0], 2)
+                } else {
+                    let [a, b, c, d] = (v.len() as u32).to_be_bytes();
+                    ([LARGE_TUPLE_EXT, a, b, c, d], 5)
+                };
+                self.elems(head, v.iter());
+            }
+            Term::List(v) => self.list(v),
+            Term::Map(m) => self.map(m),
+            Term::ImproperList { elems, tail } => {
+                let [a, b, c, d] = (elems.len() as u32).to_be_bytes();
+                self.elems(([LIST_EXT, a, b, c, d], 5), elems.iter());
+                self.node(tail);
+            }
             Term::Integer(i) => self.int(*i),
-            Term::BigInt(b) => self.big(b),
             Term::Float(f) => {
-                let [a, b, c, d, e, g, h, k] = f.to_bits().to_be_bytes();
-                self.out
-                    .extend_from_slice(&[NEW_FLOAT_EXT, a, b, c, d, e, g, h, k]);
+                self.u8(NEW_FLOAT_EXT);
+                self.put(f.to_bits().to_be_bytes());
             }
             Term::Atom(a) => self.atom(a),
             Term::Binary(b) => {
-                self.out.reserve(5 + b.len());
-                self.tag_u32(BINARY_EXT, b.len() as u32);
-                self.out.extend_from_slice(b);
+                // binaries over `LONG` bytes; over 4 GiB, which the BEAM
+                // cannot hold either, only what the length field can say
+                let n = b.len().min(u32::MAX as usize);
+                self.tag_u32(BINARY_EXT, n as u32);
+                self.out.extend_from_slice(&b[..n]);
             }
+            Term::BigInt(b) => self.big(b),
             Term::BitBinary { bytes, bits } => {
-                self.u8(BIT_BINARY_EXT);
-                self.u32(bytes.len() as u32);
+                self.tag_u32(BIT_BINARY_EXT, bytes.len() as u32);
                 self.u8(*bits);
                 self.out.extend_from_slice(bytes);
             }
-            Term::Tuple(v) => {
-                if v.len() < 256 {
-                    self.out
-                        .extend_from_slice(&[SMALL_TUPLE_EXT, v.len() as u8]);
-                } else {
-                    self.tag_u32(LARGE_TUPLE_EXT, v.len() as u32);
-                }
-                for e in v {
-                    self.term(e);
-                }
-            }
-            Term::List(v) => {
-                if v.is_empty() {
-                    self.u8(NIL_EXT);
-                    return;
-                }
-                // STRING_EXT for byte lists: checked first (stops at the
-                // first non-byte), then written in one reserve
-                if v.len() <= u16::MAX as usize
-                    && v.iter().all(|e| matches!(e, Term::Integer(0..=255)))
-                {
-                    self.out.reserve(3 + v.len());
-                    let [a, b] = (v.len() as u16).to_be_bytes();
-                    self.out.extend_from_slice(&[STRING_EXT, a, b]);
-                    self.out.extend(v.iter().map(|e| match e {
-                        Term::Integer(i) => *i as u8,
-                        _ => 0,
-                    }));
-                    return;
-                }
-                self.tag_u32(LIST_EXT, v.len() as u32);
-                for e in v {
-                    self.term(e);
-                }
-                self.u8(NIL_EXT);
-            }
-            Term::ImproperList { elems, tail } => {
-                self.u8(LIST_EXT);
-                self.u32(elems.len() as u32);
-                for e in elems {
-                    self.term(e);
-                }
-                self.term(tail);
-            }
-            Term::Map(m) => self.map(m),
             Term::Pid(p) => self.pid(p),
             Term::Port(p) => {
                 if p.id > u32::MAX as u64 {
                     self.u8(V4_PORT_EXT);
                     self.atom(&p.node);
-                    self.out.extend_from_slice(&p.id.to_be_bytes());
+                    self.put(p.id.to_be_bytes());
                 } else {
                     self.u8(NEW_PORT_EXT);
                     self.atom(&p.node);
@@ -338,7 +744,7 @@ impl Enc<'_> {
                 self.u8(EXPORT_EXT);
                 self.atom(module);
                 self.atom(function);
-                self.out.extend_from_slice(&[SMALL_INTEGER_EXT, *arity]);
+                self.put([SMALL_INTEGER_EXT, *arity]);
             }
             Term::Fun(f) => self.fun(f),
         }

@@ -8,6 +8,7 @@
 //!  bytes ──decode_ref──▶ TermRef<'a> (zero-copy) ──to_owned──▶ Term
 //!  bytes ──decode──────────────────────────────────────────▶ Term
 //!  Term ──encode / encode_with(EncodeOptions)──▶ bytes (as term_to_binary)
+//!  Rust values ──Encoder (node by node, no Term)──▶ bytes
 //!  Term ◀──parse── Erlang text ◀──Display── Term
 //!  Rust value ──to_term / from_term (serde)──▶ Term
 //! ```
@@ -57,7 +58,12 @@
 //! and maps as iterators ([`SeqView`], [`ListView`], [`MapView`]) that
 //! read their elements as they go. Stepping over an element that is not
 //! visited costs a scan of its bytes (no checks: they were done), so a
-//! visit of every node costs about one extra scan per nesting level.
+//! visit of every node through these iterators costs about one extra scan
+//! per nesting level. [`TermView::cursor`] avoids that: a [`Cursor`] reads
+//! the term in pre-order, one node ([`Visit`]) per step, each step moving
+//! past what it read, so a visit of every node reads each byte once
+//! (containers announce how many nodes follow as their children;
+//! [`Cursor::skip_term`] steps over a whole subterm).
 //! [`TermView::encoded`] gives the term's bytes as received, so forwarding
 //! an unchanged (sub)term is a copy; [`TermView::to_term_ref`] and
 //! [`TermView::to_owned`] build the eager forms.
@@ -126,6 +132,7 @@ mod error;
 pub mod intern;
 #[cfg(feature = "serde")]
 mod serde_impl;
+mod stream;
 mod tags;
 mod term;
 pub mod text;
@@ -142,9 +149,12 @@ pub use encode::{encode, encode_body_into, encode_into, encode_with, EncodeOptio
 pub use error::{DecodeError, DecodeErrorKind, ParseError};
 #[cfg(feature = "serde")]
 pub use serde_impl::{from_term, to_term, Deserializer, Error, Error as SerdeError, Serializer};
+pub use stream::Encoder;
 pub use term::{
     Atom, AtomTooLong, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS,
     SMALL_MAP_KEYS,
 };
 pub use text::parse;
-pub use view::{decode_view, decode_view_prefix, ListView, MapView, SeqView, TermView, ViewKind};
+pub use view::{
+    decode_view, decode_view_prefix, Cursor, ListView, MapView, SeqView, TermView, ViewKind, Visit,
+};

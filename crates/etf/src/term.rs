@@ -12,8 +12,23 @@ pub use num_bigint::BigInt;
 pub const MAX_ATOM_CHARS: usize = 255;
 
 /// An Erlang atom: cheap to clone (an `Arc<str>`), compared by its text.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// The shared string starts with a 3-byte head before the text. For an
+/// ASCII atom of fewer than 128 bytes the head is the atom's `ATOM_EXT`
+/// head (`[100, 0, len]`, all ASCII) and the string is padded with NULs to
+/// at least [`ATOM_PADDED`] bytes, so the encoder writes a short atom with
+/// one fixed-size 16-byte copy (and `SMALL_ATOM_UTF8_EXT` from the same
+/// bytes); any other atom has the head `[0, 0, 0]`, no padding, and takes
+/// the encoder's general path.
+#[derive(Clone)]
 pub struct Atom(Arc<str>);
+
+/// Length of the head stored before an atom's text.
+const ATOM_HEAD: usize = 3;
+/// Pre-encoded atoms are stored in at least this many bytes.
+pub(crate) const ATOM_PADDED: usize = 17;
+/// Texts up to this length are assembled on the stack (one allocation).
+const ATOM_STACK: usize = 64 - ATOM_HEAD;
 
 /// Error of [`Atom::try_new`]: the text has more than 255 characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,7 +43,29 @@ impl Atom {
     /// atom of more than 255 characters produces bytes the BEAM rejects; use
     /// [`Atom::try_new`] for untrusted text.
     pub fn new(text: &str) -> Atom {
-        Atom(Arc::from(text))
+        let b = text.as_bytes();
+        let head = if b.len() < 128 && b.is_ascii() {
+            [crate::tags::ATOM_EXT, 0, b.len() as u8]
+        } else {
+            [0; ATOM_HEAD]
+        };
+        let mut n = ATOM_HEAD + b.len();
+        if head[0] != 0 {
+            n = n.max(ATOM_PADDED);
+        }
+        if b.len() <= ATOM_STACK {
+            let mut buf = [0u8; ATOM_HEAD + ATOM_STACK];
+            buf[..ATOM_HEAD].copy_from_slice(&head);
+            buf[ATOM_HEAD..ATOM_HEAD + b.len()].copy_from_slice(b);
+            // ASCII head + the bytes of a `str` + NULs: valid UTF-8
+            if let Ok(s) = std::str::from_utf8(&buf[..n]) {
+                return Atom(Arc::from(s));
+            }
+        }
+        let mut s = String::with_capacity(n);
+        s.extend(head.iter().map(|&c| char::from(c)));
+        s.push_str(text);
+        Atom(Arc::from(s))
     }
 
     /// Makes an atom, rejecting text of more than 255 characters.
@@ -41,14 +78,61 @@ impl Atom {
     }
 
     /// The atom's text.
+    #[inline]
     pub fn as_str(&self) -> &str {
-        &self.0
+        let b = self.0.as_bytes();
+        match b {
+            [crate::tags::ATOM_EXT, _, n, ..] => self.0.get(ATOM_HEAD..ATOM_HEAD + *n as usize),
+            _ => self.0.get(ATOM_HEAD..),
+        }
+        .unwrap_or("")
+    }
+
+    /// For an ASCII atom shorter than 128 bytes: its stored bytes, which
+    /// start with its whole `ATOM_EXT` encoding `[100, 0, len, text…]` and
+    /// are at least [`ATOM_PADDED`] long (NUL padding), and the length of
+    /// that encoding.
+    #[inline(always)]
+    pub(crate) fn ascii_encoded(&self) -> Option<(&[u8], usize)> {
+        let b = self.0.as_bytes();
+        match b {
+            [crate::tags::ATOM_EXT, _, n, ..] => Some((b, ATOM_HEAD + *n as usize)),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for Atom {
+    #[inline]
+    fn eq(&self, other: &Atom) -> bool {
+        // the head is a function of the text
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
+
+impl Eq for Atom {}
+
+impl Hash for Atom {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialOrd for Atom {
+    fn partial_cmp(&self, other: &Atom) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Atom {
+    fn cmp(&self, other: &Atom) -> Ordering {
+        self.as_str().cmp(other.as_str())
     }
 }
 
 impl fmt::Debug for Atom {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Atom({:?})", &*self.0)
+        write!(f, "Atom({:?})", self.as_str())
     }
 }
 

@@ -289,6 +289,16 @@ impl<'a> TermView<'a> {
         sub(self.b, 0, term_len(self.b))
     }
 
+    /// A pre-order reader over this term: each step reads one node and
+    /// moves past it (see [`Cursor`]). The fastest way to visit every node.
+    #[inline]
+    pub fn cursor(&self) -> Cursor<'a> {
+        Cursor {
+            b: self.b,
+            pending: 1,
+        }
+    }
+
     /// Appends the version byte and [`TermView::encoded`].
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         let e = self.encoded();
@@ -317,21 +327,45 @@ impl std::fmt::Debug for TermView<'_> {
     }
 }
 
+/// `b.is_ascii()` for the short texts of atoms: up to 16 bytes with two
+/// (overlapping) word loads instead of a byte loop.
+#[inline(always)]
+fn is_ascii(b: &[u8]) -> bool {
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let n = b.len();
+    let word = |i: usize| match b.get(i..i + 8) {
+        Some(&[a, c, d, e, f, g, h, k]) => u64::from_le_bytes([a, c, d, e, f, g, h, k]),
+        _ => HI,
+    };
+    let half = |i: usize| match b.get(i..i + 4) {
+        Some(&[a, c, d, e]) => u32::from_le_bytes([a, c, d, e]) as u64,
+        _ => HI,
+    };
+    match n {
+        8..=16 => (word(0) | word(n - 8)) & HI == 0,
+        4..=7 => (half(0) | half(n - 4)) & HI == 0,
+        0..=3 => b.iter().all(|c| *c < 0x80),
+        _ => b.is_ascii(),
+    }
+}
+
 /// The text of a UTF-8 atom of a validated view.
 #[inline(always)]
 fn utf8(b: &[u8]) -> &str {
     debug_assert!(std::str::from_utf8(b).is_ok());
     // SAFETY: a `TermView` is only made (by `decode_view`, and by the
     // iterators stepping over validated elements) at the tag of a term that
-    // `validate_body` accepted, and `validate_body` checks the bytes of every
-    // UTF-8 atom with `str::from_utf8` (`Decoder::atom_body_check`); `b` is
-    // exactly those bytes.
+    // `validate_body` accepted, and a `Cursor` only reads at such tags too
+    // (it starts at a view and moves past one whole head or term per step,
+    // so it is always at the next term of the pre-order); `validate_body`
+    // checks the bytes of every UTF-8 atom with `str::from_utf8`
+    // (`Decoder::atom_body_check`); `b` is exactly those bytes.
     unsafe { std::str::from_utf8_unchecked(b) }
 }
 
 #[inline(always)]
 fn latin1(b: &[u8]) -> AtomRef<'_> {
-    if b.is_ascii() {
+    if is_ascii(b) {
         // SAFETY: ASCII bytes are valid UTF-8 (checked on the line above).
         AtomRef(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) }))
     } else {
@@ -473,5 +507,201 @@ impl<'a> Iterator for ListView<'a> {
                 }
             }
         }
+    }
+}
+
+/// One node of a term, as a [`Cursor`] reads it. `Copy` and borrowed:
+/// reading a node never allocates.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Visit<'a> {
+    /// An integer that fits `i64`.
+    Integer(i64),
+    /// A float.
+    Float(f64),
+    /// An atom stored as UTF-8, or as latin-1 made only of ASCII (the text
+    /// is the same).
+    Atom(&'a str),
+    /// An atom stored as latin-1 (`ATOM_EXT`, `SMALL_ATOM_EXT`) with
+    /// characters above ASCII: its latin-1 bytes (each byte is the code
+    /// point). OTP 26 and later never write these; OTP 25's
+    /// `term_to_binary/1` does.
+    Latin1Atom(&'a [u8]),
+    /// A binary (borrowed).
+    Binary(&'a [u8]),
+    /// A list of bytes sent as `STRING_EXT` (a whole list or a list tail).
+    ByteList(&'a [u8]),
+    /// `[]`.
+    Nil,
+    /// A tuple head: its `n` elements follow.
+    Tuple(usize),
+    /// A `LIST_EXT` head: its `n` elements follow, then its tail, which is
+    /// [`Visit::Nil`] for a proper list, a [`Visit::ByteList`] or another
+    /// [`Visit::List`] when the list continues in another segment (as the
+    /// sender wrote it), or any other term for an improper list.
+    List(usize),
+    /// A map head: its `n` entries follow, key then value.
+    Map(usize),
+    /// Anything else (big integers, bit binaries, pids, ports, references,
+    /// exports, funs), read whole: decode it with [`TermView::kind`] or
+    /// [`TermView::to_term_ref`].
+    Other(TermView<'a>),
+}
+
+/// A pre-order reader over a validated term, made by
+/// [`TermView::cursor`]: an iterator of [`Visit`]s in which every step
+/// reads one node's head and moves past it, so visiting every node reads
+/// each byte once (the element iterators of [`TermView::kind`] step over
+/// each element once more to find the next one). A container's head says
+/// how many nodes follow as its children; the iterator ends after the
+/// last node of the term. [`Cursor::skip_term`] moves past a whole
+/// subterm.
+///
+/// ```
+/// use erlkube_etf::{decode_view, encode, parse, Cursor, Visit};
+/// fn sum(c: &mut Cursor<'_>) -> i64 {
+///     match c.next() {
+///         Some(Visit::Integer(i)) => i,
+///         Some(Visit::Tuple(n)) => (0..n).map(|_| sum(c)).sum(),
+///         // elements, then the tail
+///         Some(Visit::List(n)) => (0..=n).map(|_| sum(c)).sum(),
+///         Some(Visit::Map(n)) => (0..2 * n).map(|_| sum(c)).sum(),
+///         _ => 0,
+///     }
+/// }
+/// let bytes = encode(&parse("[{1, a}, {2, #{k => 3}}, 300]").unwrap());
+/// let view = decode_view(&bytes).unwrap();
+/// assert_eq!(sum(&mut view.cursor()), 306);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Cursor<'a> {
+    /// From the next node's tag on.
+    b: &'a [u8],
+    /// Nodes left to read.
+    pending: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// The next node as a whole term, without moving.
+    #[inline]
+    pub fn peek(&self) -> Option<TermView<'a>> {
+        (self.pending > 0).then_some(TermView::at(self.b))
+    }
+
+    /// Moves past the next node and everything under it; returns it.
+    #[inline]
+    pub fn skip_term(&mut self) -> Option<TermView<'a>> {
+        if self.pending == 0 {
+            return None;
+        }
+        self.pending -= 1;
+        let v = TermView::at(self.b);
+        self.b = rest(self.b, term_len(self.b));
+        Some(v)
+    }
+
+    /// Nodes left to read (children announced by the heads read so far,
+    /// counted without their own children).
+    #[inline]
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+}
+
+impl<'a> Iterator for Cursor<'a> {
+    type Item = Visit<'a>;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<Visit<'a>> {
+        if self.pending == 0 {
+            return None;
+        }
+        self.pending -= 1;
+        let b = self.b;
+        // validated input: the counts below are elements that exist, so
+        // `pending` stays below the input length
+        let (visit, len) = match at(b, 0) {
+            SMALL_INTEGER_EXT => (Visit::Integer(at(b, 1) as i64), 2),
+            INTEGER_EXT => (Visit::Integer(be32(b, 1) as i32 as i64), 5),
+            NEW_FLOAT_EXT => {
+                let hi = be32(b, 1) as u64;
+                let lo = be32(b, 5) as u64;
+                (Visit::Float(f64::from_bits(hi << 32 | lo)), 9)
+            }
+            SMALL_ATOM_UTF8_EXT => {
+                let n = at(b, 1) as usize;
+                (Visit::Atom(utf8(sub(b, 2, n))), 2 + n)
+            }
+            ATOM_UTF8_EXT => {
+                let n = be16(b, 1);
+                (Visit::Atom(utf8(sub(b, 3, n))), 3 + n)
+            }
+            SMALL_ATOM_EXT => {
+                let n = at(b, 1) as usize;
+                (latin1_visit(sub(b, 2, n)), 2 + n)
+            }
+            ATOM_EXT => {
+                let n = be16(b, 1);
+                (latin1_visit(sub(b, 3, n)), 3 + n)
+            }
+            BINARY_EXT => {
+                let n = be32(b, 1) as usize;
+                (Visit::Binary(sub(b, 5, n)), 5 + n)
+            }
+            STRING_EXT => {
+                let n = be16(b, 1);
+                (Visit::ByteList(sub(b, 3, n)), 3 + n)
+            }
+            NIL_EXT => (Visit::Nil, 1),
+            SMALL_TUPLE_EXT => {
+                let n = at(b, 1) as usize;
+                self.pending += n;
+                (Visit::Tuple(n), 2)
+            }
+            LARGE_TUPLE_EXT => {
+                let n = be32(b, 1) as usize;
+                self.pending += n;
+                (Visit::Tuple(n), 5)
+            }
+            MAP_EXT => {
+                let n = be32(b, 1) as usize;
+                self.pending += 2 * n;
+                (Visit::Map(n), 5)
+            }
+            LIST_EXT => {
+                let n = be32(b, 1) as usize;
+                self.pending += n + 1;
+                (Visit::List(n), 5)
+            }
+            _ => (rare_visit(b), term_len(b)),
+        };
+        self.b = rest(b, len);
+        Some(visit)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.pending, None)
+    }
+}
+
+/// A latin-1 atom's visit: [`Visit::Atom`] when it is ASCII.
+#[inline(always)]
+fn latin1_visit(b: &[u8]) -> Visit<'_> {
+    if is_ascii(b) {
+        // SAFETY: ASCII bytes are valid UTF-8 (checked on the line above).
+        Visit::Atom(unsafe { std::str::from_utf8_unchecked(b) })
+    } else {
+        Visit::Latin1Atom(b)
+    }
+}
+
+/// The visit of a rare tag (`FLOAT_EXT`, big integers, the rest).
+#[inline(never)]
+fn rare_visit(b: &[u8]) -> Visit<'_> {
+    let v = TermView::at(b);
+    match v.to_term_ref() {
+        TermRef::Integer(i) => Visit::Integer(i),
+        TermRef::Float(f) => Visit::Float(f),
+        _ => Visit::Other(v),
     }
 }

@@ -6,8 +6,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use erlkube_etf::{
-    decode_ref, decode_view, decode_view_prefix, encode, parse, DecodeErrorKind as K, TermRef,
-    TermView, ViewKind, DEFAULT_MAX_DEPTH,
+    decode_ref, decode_view, decode_view_prefix, encode, parse, AtomRef, Cursor,
+    DecodeErrorKind as K, TermRef, TermView, ViewKind, Visit, DEFAULT_MAX_DEPTH,
 };
 
 struct Counting;
@@ -104,12 +104,67 @@ fn rebuild<'a>(v: TermView<'a>) -> TermRef<'a> {
     }
 }
 
+/// Rebuilds the eager tree from the cursor's pre-order visits (a list's
+/// segments and string tails joined, as `decode_ref` joins them).
+fn rebuild_cursor<'a>(c: &mut Cursor<'a>) -> TermRef<'a> {
+    match c.next().expect("a node is pending") {
+        Visit::Integer(i) => TermRef::Integer(i),
+        Visit::Float(f) => TermRef::Float(f),
+        Visit::Atom(a) => TermRef::Atom(AtomRef(std::borrow::Cow::Borrowed(a))),
+        Visit::Latin1Atom(b) => TermRef::Atom(AtomRef(std::borrow::Cow::Owned(
+            b.iter().map(|&c| c as char).collect(),
+        ))),
+        Visit::Binary(b) => TermRef::Binary(b),
+        Visit::ByteList(b) => TermRef::ByteList(b),
+        Visit::Nil => TermRef::List(Vec::new()),
+        Visit::Tuple(n) => TermRef::Tuple((0..n).map(|_| rebuild_cursor(c)).collect()),
+        Visit::Map(n) => TermRef::Map(
+            (0..n)
+                .map(|_| (rebuild_cursor(c), rebuild_cursor(c)))
+                .collect(),
+        ),
+        Visit::List(n) => {
+            let elems: Vec<_> = (0..n).map(|_| rebuild_cursor(c)).collect();
+            // the tail is the next node; joined like decode_ref does
+            let tail = rebuild_cursor(c);
+            match tail {
+                TermRef::List(rest) => TermRef::List(elems.into_iter().chain(rest).collect()),
+                TermRef::ByteList(b) => TermRef::List(
+                    elems
+                        .into_iter()
+                        .chain(b.iter().map(|&x| TermRef::Integer(x.into())))
+                        .collect(),
+                ),
+                TermRef::ImproperList { elems: more, tail } => TermRef::ImproperList {
+                    elems: elems.into_iter().chain(more).collect(),
+                    tail,
+                },
+                t => TermRef::ImproperList {
+                    elems,
+                    tail: Box::new(t),
+                },
+            }
+        }
+        Visit::Other(v) => v.to_term_ref(),
+        _ => unreachable!("no other visits"),
+    }
+}
+
 /// Same verdict as decode_ref; on success the same tree and the exact
 /// encoded span.
 fn check(b: &[u8]) {
     match (decode_view(b), decode_ref(b)) {
         (Ok(v), Ok(t)) => {
             assert_eq!(rebuild(v), t, "input {b:?}");
+            let mut c = v.cursor();
+            assert_eq!(rebuild_cursor(&mut c), t, "cursor on {b:?}");
+            assert_eq!(c.pending(), 0);
+            assert!(c.next().is_none() && c.peek().is_none() && c.skip_term().is_none());
+            // skipping the whole term, or every child of the root, ends at
+            // the same place
+            let mut c = v.cursor();
+            assert_eq!(c.skip_term().map(|s| s.encoded()), Some(v.encoded()));
+            assert!(c.next().is_none());
             assert_eq!(v.to_term_ref(), t);
             assert_eq!(v.encoded(), &b[1..]);
             let mut out = Vec::new();
@@ -234,4 +289,23 @@ fn validating_and_walking_allocates_nothing() {
     let (sum, n) = allocations(|| walk(decode_view(&b).expect("valid")));
     assert_eq!(n, 0, "allocations while validating and walking");
     assert!(sum > 0);
+    let (sum2, n) = allocations(|| {
+        decode_view(&b)
+            .expect("valid")
+            .cursor()
+            .map(|v| match v {
+                Visit::Integer(i) => i as u64,
+                Visit::Float(f) => f.to_bits() >> 60,
+                Visit::Atom(a) => a.len() as u64,
+                Visit::Binary(b) | Visit::ByteList(b) | Visit::Latin1Atom(b) => b.len() as u64,
+                Visit::Tuple(_) | Visit::List(_) | Visit::Map(_) | Visit::Nil => 0,
+                _ => 1,
+            })
+            .sum::<u64>()
+    });
+    assert_eq!(
+        n, 0,
+        "allocations while validating and reading with the cursor"
+    );
+    assert_eq!(sum2, sum, "the cursor visits what the iterators visit");
 }
