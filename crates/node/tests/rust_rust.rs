@@ -314,9 +314,7 @@ async fn simultaneous_connects_end_in_one_connection_without_nodedown() {
 /// replaced one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaced_connection_gives_no_nodedown() {
-    use erlkube_proto::dist::handshake::{HandshakeConfig, Initiator};
-    use erlkube_proto::dist::HandshakeEvent;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use erlkube_proto::dist::handshake::HandshakeConfig;
 
     let (pa, pb) = (free_port(), free_port());
     let mut ca = config("a", "c", pa);
@@ -331,24 +329,8 @@ async fn replaced_connection_gives_no_nodedown() {
     let mut eb = b.subscribe();
 
     // b's "new incarnation", driven on a raw socket by the sans-IO core.
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", pa))
-        .await
-        .unwrap();
     let cfg = HandshakeConfig::new(b_name.clone(), Cookie::new("c"), 7);
-    let now = std::time::Instant::now();
-    let mut hs = Initiator::new(cfg, a.name(), 4242, now);
-    let mut buf = [0u8; 1024];
-    loop {
-        while let Some(t) = hs.poll_transmit() {
-            s.write_all(&t).await.unwrap();
-        }
-        if let Some(HandshakeEvent::Established(_)) = hs.poll_event() {
-            break;
-        }
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "a closed the handshake");
-        hs.handle_input(&buf[..n], now).unwrap();
-    }
+    let (s, _) = raw_handshake(&a, cfg).await;
     // b's old connection is closed by a; b itself reports that nodedown.
     loop {
         if let NodeEvent::NodeDown { .. } = eb.recv().await.unwrap() {
@@ -373,8 +355,37 @@ async fn replaced_connection_gives_no_nodedown() {
     drop(s);
 }
 
-/// A raw peer that completed the handshake (sans-IO initiator) against
-/// `node`; returns the socket and an encoder for the negotiated framing.
+/// Completes a handshake with `node` on a raw socket, driven by the
+/// sans-IO initiator with `cfg`.
+async fn raw_handshake(
+    node: &Node,
+    cfg: erlkube_proto::dist::handshake::HandshakeConfig,
+) -> (tokio::net::TcpStream, erlkube_proto::dist::Established) {
+    use erlkube_proto::dist::handshake::Initiator;
+    use erlkube_proto::dist::HandshakeEvent;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node.port()))
+        .await
+        .unwrap();
+    let now = std::time::Instant::now();
+    let mut hs = Initiator::new(cfg, node.name(), 4321, now);
+    let mut buf = [0u8; 1024];
+    let est = loop {
+        while let Some(t) = hs.poll_transmit() {
+            s.write_all(&t).await.unwrap();
+        }
+        if let Some(HandshakeEvent::Established(e)) = hs.poll_event() {
+            break e;
+        }
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed during the handshake");
+        hs.handle_input(&buf[..n], now).unwrap();
+    };
+    (s, est)
+}
+
+/// A raw hidden peer that completed the handshake against `node`; returns
+/// the socket, an encoder for the negotiated framing, and its name.
 async fn raw_peer(
     node: &Node,
     tag: &str,
@@ -383,31 +394,13 @@ async fn raw_peer(
     erlkube_proto::dist::frame::OutboundEncoder,
     String,
 ) {
-    use erlkube_proto::dist::handshake::{HandshakeConfig, Initiator};
-    use erlkube_proto::dist::HandshakeEvent;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node.port()))
-        .await
-        .unwrap();
+    use erlkube_proto::dist::handshake::HandshakeConfig;
     let name = format!("raw{tag}_{}@127.0.0.1", std::process::id());
-    let now = std::time::Instant::now();
     let cfg = HandshakeConfig::new(name.clone(), Cookie::new("c"), 5).hidden();
-    let mut hs = Initiator::new(cfg, node.name(), 4321, now);
-    let mut buf = [0u8; 1024];
-    let flags = loop {
-        while let Some(t) = hs.poll_transmit() {
-            s.write_all(&t).await.unwrap();
-        }
-        if let Some(HandshakeEvent::Established(e)) = hs.poll_event() {
-            break e.flags;
-        }
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed during the handshake");
-        hs.handle_input(&buf[..n], now).unwrap();
-    };
+    let (s, est) = raw_handshake(node, cfg).await;
     (
         s,
-        erlkube_proto::dist::frame::OutboundEncoder::new(flags),
+        erlkube_proto::dist::frame::OutboundEncoder::new(est.flags),
         name,
     )
 }

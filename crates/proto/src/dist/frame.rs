@@ -168,29 +168,10 @@ impl FrameDecoder {
 
     /// The next complete frame.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        let rest = &self.buf[self.pos..];
-        if rest.len() < 4 {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if len > self.max_frame_len {
-            return Err(FrameError::FrameTooLong {
-                len,
-                max: self.max_frame_len,
-            });
-        }
-        if len == 0 {
-            self.pos += 4;
-            return Ok(Some(Frame::Tick));
-        }
-        if rest.len() < 4 + len {
-            // Reserve once so a large frame does not reallocate repeatedly.
-            self.buf.reserve(4 + len - rest.len());
-            return Ok(None);
-        }
-        let body = rest[4..4 + len].to_vec();
-        self.pos += 4 + len;
-        Ok(Some(Frame::Data(body)))
+        Ok(self.next_frame_ref()?.map(|f| match f {
+            FrameRef::Tick => Frame::Tick,
+            FrameRef::Data(body) => Frame::Data(body.to_vec()),
+        }))
     }
 
     /// Like [`FrameDecoder::next_frame`], borrowing the frame body from
@@ -212,6 +193,7 @@ impl FrameDecoder {
             return Ok(Some(FrameRef::Tick));
         }
         if rest.len() < 4 + len {
+            // Reserve once so a large frame does not reallocate repeatedly.
             let missing = 4 + len - rest.len();
             self.buf.reserve(missing);
             return Ok(None);
