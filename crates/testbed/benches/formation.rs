@@ -14,6 +14,9 @@
 //! mechanics. Engines start staggered over one interval, so poll phases
 //! are spread as they are in a real cluster.
 //!
+//! Also measured: the floor, every node dialling every other at one moment
+//! with no discovery at all (what the BEAM nodes need to connect).
+//!
 //! Run (root): `cargo bench -p erlkube-testbed --bench formation [-- PODS...]`
 //! (default 5 and 20 pods).
 
@@ -124,6 +127,38 @@ async fn remove_one(
     }
 }
 
+/// The floor under any discovery: at t0 every node is told every name at
+/// once and dials them all (`net_kernel:connect_node/1` in parallel), no
+/// DNS, no engine; the time until the full mesh is what the BEAM nodes on
+/// this host need to connect, whatever finds the names.
+async fn floor(bed: &mut Bed, engines: &mut Engines) -> Duration {
+    reset(bed, engines).await;
+    let all = bed.indexes();
+    let names: Vec<String> = all
+        .iter()
+        .map(|i| format!("'{}'", bed.pod(*i).node_name))
+        .collect();
+    let expr = format!(
+        "[spawn(fun() -> net_kernel:connect_node(N) end) || N <- [{}], N =/= node()], ok",
+        names.join(",")
+    );
+    let t0 = Instant::now();
+    let mut dials = tokio::task::JoinSet::new();
+    for i in &all {
+        let erl = bed.pod(*i).beam().clone();
+        let expr = expr.clone();
+        dials.spawn(async move { erl.eval(&expr, Duration::from_secs(10)).await });
+    }
+    while let Some(r) = dials.join_next().await {
+        r.unwrap().expect("dial");
+    }
+    while !is_full_mesh(bed, &all).await {
+        assert!(t0.elapsed() < Duration::from_secs(120), "no full mesh");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    t0.elapsed()
+}
+
 fn summary(xs: &mut [Duration]) -> String {
     xs.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -171,6 +206,16 @@ async fn main() {
             println!("{n} pods, {}: removal     {}", v.name, summary(&mut rem));
             results.push((conv, rem));
         }
+        let mut floors = Vec::new();
+        for _ in 0..reps {
+            let mut engines = Engines::default();
+            floors.push(floor(&mut bed, &mut engines).await);
+        }
+        reset(&mut bed, &mut Engines::default()).await;
+        println!(
+            "{n} pods, floor (every node dials every other at t0, no discovery): convergence {}",
+            summary(&mut floors)
+        );
         // Churn in a stable cluster: our engines, a window after
         // convergence (FORMATION_STABLE_SECS, default 60; the issue's
         // figure is 600).
