@@ -15,10 +15,8 @@ use proptest::test_runner::{Config, TestRunner};
 /// encoding order (map entries in stored order, as the encoder writes).
 fn large_binaries<'a>(t: &'a Term, out: &mut Vec<&'a [u8]>) {
     match t {
-        Term::Binary(b) | Term::BitBinary { bytes: b, .. } => {
-            if b.len() >= IOVEC_MIN_BORROWED {
-                out.push(b);
-            }
+        Term::Binary(b) | Term::BitBinary { bytes: b, .. } if b.len() >= IOVEC_MIN_BORROWED => {
+            out.push(b)
         }
         Term::Tuple(v) | Term::List(v) => v.iter().for_each(|e| large_binaries(e, out)),
         Term::ImproperList { elems, tail } => {
