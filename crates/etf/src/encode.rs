@@ -221,7 +221,7 @@ fn wrote(d: &mut &mut Spare, n: usize) -> Leaf {
 /// up to 16 scratch bytes past that (the next write overwrites them);
 /// what it moves past was written through bounds-checked slices.
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn leaf<const UTF8: bool, const IOV: bool>(t: &Term, d: &mut &mut Spare) -> Leaf {
+fn leaf<const UTF8: bool>(t: &Term, d: &mut &mut Spare, iov: bool) -> Leaf {
     // one room check covers every fixed-size leaf and every atom or
     // binary of up to 16 bytes (scratch included)
     if d.len() < ROOM {
@@ -292,7 +292,7 @@ fn leaf<const UTF8: bool, const IOV: bool>(t: &Term, d: &mut &mut Spare) -> Leaf
         },
         Term::Binary(b) => {
             let n = b.len();
-            if n > LONG || (IOV && n >= IOVEC_MIN_BORROWED) {
+            if n > LONG || (iov && n >= IOVEC_MIN_BORROWED) {
                 // long binaries: `Vec::extend_from_slice` (memcpy); for
                 // the iovec form, binaries it borrows
                 Leaf::No
@@ -329,16 +329,17 @@ fn byte_list(v: &[Term], d: &mut Spare) -> bool {
 /// [`leaf`]), moving `d` past them; `it` is left at the first element not
 /// written. True if `it` ended.
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn run_leaves<'t, const UTF8: bool, const IOV: bool>(
+fn run_leaves<'t, const UTF8: bool>(
     it: &mut (impl Iterator<Item = &'t Term> + Clone),
     d: &mut &mut Spare,
+    iov: bool,
 ) -> bool {
     loop {
         let mut next = it.clone();
         let Some(e) = next.next() else {
             return true;
         };
-        match leaf::<UTF8, IOV>(e, d) {
+        match leaf::<UTF8>(e, d, iov) {
             Leaf::Wrote => *it = next,
             _ => return false,
         }
@@ -356,15 +357,16 @@ fn advance(d: &mut &mut Spare, n: usize) {
 /// [`run_leaves`] for map entries: `None` if every key and value was
 /// written, else the keys and values left.
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn run_pairs<'t, const UTF8: bool, const IOV: bool>(
+fn run_pairs<'t, const UTF8: bool>(
     mut rest: &'t [(Term, Term)],
     d: &mut &mut Spare,
+    iov: bool,
 ) -> Option<Pairs<'t>> {
     while let Some(((k, v), more)) = rest.split_first() {
-        if !matches!(leaf::<UTF8, IOV>(k, d), Leaf::Wrote) {
+        if !matches!(leaf::<UTF8>(k, d, iov), Leaf::Wrote) {
             return Some(Pairs { rest, value: None });
         }
-        if !matches!(leaf::<UTF8, IOV>(v, d), Leaf::Wrote) {
+        if !matches!(leaf::<UTF8>(v, d, iov), Leaf::Wrote) {
             return Some(Pairs {
                 rest: more,
                 value: Some(v),
@@ -405,22 +407,64 @@ type Head = ([u8; 5], usize);
 /// written by [`Enc::node`] with `Vec` writes.
 ///
 /// `UTF8` is minor version 2 (every atom as UTF-8).
-struct Enc<'o, 't, const UTF8: bool, const IOV: bool> {
+struct Enc<'o, const UTF8: bool, R> {
     out: &'o mut Vec<u8>,
-    /// `IOV` (the iovec form): the binaries of at least
-    /// [`IOVEC_MIN_BORROWED`] bytes that are referenced, not copied, each
-    /// with the length `out` had when it came; unused otherwise.
-    refs: &'o mut Vec<(usize, &'t [u8])>,
+    /// Where binaries go that are referenced, not copied: nowhere (`()`)
+    /// for the contiguous encoding, a vector for the iovec form.
+    refs: R,
+}
+
+/// Where the encoder puts the binaries it references instead of copying.
+trait Refs<'t> {
+    /// Whether it references binaries of at least [`IOVEC_MIN_BORROWED`]
+    /// bytes at all.
+    const ON: bool;
+    /// Records `b`, which goes after the first `pos` bytes of the output.
+    fn push(&mut self, pos: usize, b: &'t [u8]);
+    /// How many were recorded.
+    fn count(&self) -> usize;
+    /// The bytes of those recorded after the first `from`.
+    fn bytes_since(&self, from: usize) -> usize;
+}
+
+/// The contiguous encoding: every binary is copied.
+impl Refs<'_> for () {
+    const ON: bool = false;
+    #[inline(always)]
+    fn push(&mut self, _: usize, _: &[u8]) {}
+    #[inline(always)]
+    fn count(&self) -> usize {
+        0
+    }
+    #[inline(always)]
+    fn bytes_since(&self, _: usize) -> usize {
+        0
+    }
+}
+
+/// The iovec form: (position in the output, binary), in order.
+impl<'t> Refs<'t> for &mut Vec<(usize, &'t [u8])> {
+    const ON: bool = true;
+    #[inline]
+    fn push(&mut self, pos: usize, b: &'t [u8]) {
+        Vec::push(self, (pos, b));
+    }
+    #[inline]
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn bytes_since(&self, from: usize) -> usize {
+        self[from..].iter().map(|r| r.1.len()).sum()
+    }
 }
 
 /// Runs the encoder for the minor version.
 #[inline(always)]
 fn run(term: &Term, utf8: bool, version: bool, out: &mut Vec<u8>) {
-    let mut refs = Vec::new();
     if utf8 {
-        Enc::<true, false>::run(term, version, out, &mut refs)
+        Enc::<true, ()>::run(term, version, out, ())
     } else {
-        Enc::<false, false>::run(term, version, out, &mut refs)
+        Enc::<false, ()>::run(term, version, out, ())
     }
 }
 
@@ -434,21 +478,16 @@ pub(crate) fn run_iovec<'t>(
     refs: &mut Vec<(usize, &'t [u8])>,
 ) {
     if utf8 {
-        Enc::<true, true>::run(term, true, out, refs)
+        Enc::<true, _>::run(term, true, out, refs)
     } else {
-        Enc::<false, true>::run(term, true, out, refs)
+        Enc::<false, _>::run(term, true, out, refs)
     }
 }
 
-impl<'o, 't, const UTF8: bool, const IOV: bool> Enc<'o, 't, UTF8, IOV> {
+impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
     #[inline(always)]
-    fn run(
-        term: &'t Term,
-        version: bool,
-        out: &'o mut Vec<u8>,
-        refs: &'o mut Vec<(usize, &'t [u8])>,
-    ) {
-        let mut e = Enc::<UTF8, IOV> { out, refs };
+    fn run(term: &'t Term, version: bool, out: &'o mut Vec<u8>, refs: R) {
+        let mut e = Enc::<UTF8, R> { out, refs };
         match term {
             // the common top-level term: the version byte and the tuple's
             // header in one store, then straight to the element loop
@@ -493,12 +532,12 @@ impl<'o, 't, const UTF8: bool, const IOV: bool> Enc<'o, 't, UTF8, IOV> {
         self.put([tag, a, b, c, d]);
     }
 
-    /// A binary's bytes: copied, or for the iovec form (`IOV`) referenced
-    /// when they are at least [`IOVEC_MIN_BORROWED`].
+    /// A binary's bytes: copied, or for the iovec form (`R::ON`)
+    /// referenced when they are at least [`IOVEC_MIN_BORROWED`].
     #[inline(always)]
     fn bytes(&mut self, b: &'t [u8]) {
-        if IOV && b.len() >= IOVEC_MIN_BORROWED {
-            self.refs.push((self.out.len(), b));
+        if R::ON && b.len() >= IOVEC_MIN_BORROWED {
+            self.refs.push(self.out.len(), b);
         } else {
             self.out.extend_from_slice(b);
         }
@@ -541,7 +580,7 @@ impl<'o, 't, const UTF8: bool, const IOV: bool> Enc<'o, 't, UTF8, IOV> {
         advance(&mut d, head.1);
         'elems: for t in it {
             loop {
-                match leaf::<UTF8, IOV>(t, &mut d) {
+                match leaf::<UTF8>(t, &mut d, R::ON) {
                     Leaf::Wrote => {}
                     Leaf::Need(n) => {
                         let written = total - d.len();
@@ -560,7 +599,7 @@ impl<'o, 't, const UTF8: bool, const IOV: bool> Enc<'o, 't, UTF8, IOV> {
                                 fill(d, &[SMALL_TUPLE_EXT, v.len() as u8]);
                                 advance(&mut d, 2);
                                 let mut inner = v.iter();
-                                if run_leaves::<UTF8, IOV>(&mut inner, &mut d) {
+                                if run_leaves::<UTF8>(&mut inner, &mut d, R::ON) {
                                     continue 'elems;
                                 }
                                 let written = total - d.len();
@@ -571,7 +610,7 @@ impl<'o, 't, const UTF8: bool, const IOV: bool> Enc<'o, 't, UTF8, IOV> {
                                 let [a, b, c, e] = (m.len() as u32).to_be_bytes();
                                 fill(d, &[MAP_EXT, a, b, c, e]);
                                 advance(&mut d, 5);
-                                let Some(inner) = run_pairs::<UTF8, IOV>(m.entries(), &mut d)
+                                let Some(inner) = run_pairs::<UTF8>(m.entries(), &mut d, R::ON)
                                 else {
                                     continue 'elems;
                                 };
@@ -601,7 +640,7 @@ impl<'o, 't, const UTF8: bool, const IOV: bool> Enc<'o, 't, UTF8, IOV> {
                                 fill(d, &[LIST_EXT, a, b, c, e]);
                                 advance(&mut d, 5);
                                 let mut inner = v.iter();
-                                if run_leaves::<UTF8, IOV>(&mut inner, &mut d) && !d.is_empty() {
+                                if run_leaves::<UTF8>(&mut inner, &mut d, R::ON) && !d.is_empty() {
                                     fill(d, &[NIL_EXT]);
                                     advance(&mut d, 1);
                                     continue 'elems;
@@ -692,16 +731,10 @@ impl<'o, 't, const UTF8: bool, const IOV: bool> Enc<'o, 't, UTF8, IOV> {
         self.int(f.old_index);
         self.int(f.old_uniq);
         self.pid(&f.pid);
-        let refs_at = self.refs.len();
+        let refs_at = self.refs.count();
         self.elems(([0; 5], 0), f.free_vars.iter());
-        let mut size = self.out.len() - size_at;
-        if IOV {
-            // the free variables' borrowed binaries count too
-            size += self.refs[refs_at..]
-                .iter()
-                .map(|r| r.1.len())
-                .sum::<usize>();
-        }
+        // the free variables' borrowed binaries count too
+        let size = self.out.len() - size_at + self.refs.bytes_since(refs_at);
         let size = size as u32;
         self.out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
     }
