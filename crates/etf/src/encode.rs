@@ -219,7 +219,10 @@ fn wrote(d: &mut &mut Spare, n: usize) -> Leaf {
 /// an atom with an ASCII head, a binary of up to [`LONG`] bytes) at the
 /// start of `d`, with one room check, and moves `d` past it. It may write
 /// up to 16 scratch bytes past that (the next write overwrites them);
-/// what it moves past was written through bounds-checked slices.
+/// what it moves past was written through bounds-checked slices. With
+/// `iov` (the iovec form; a constant where it is inlined) binaries of
+/// [`IOVEC_MIN_BORROWED`] bytes or more are left to [`Enc::node`], which
+/// references them.
 #[cfg_attr(not(debug_assertions), inline(always))]
 fn leaf<const UTF8: bool>(t: &Term, d: &mut &mut Spare, iov: bool) -> Leaf {
     // one room check covers every fixed-size leaf and every atom or
