@@ -3,7 +3,12 @@
 //! (a compiled module timing loops inside one `erl` process on the same
 //! bytes). Prints ns/op, MB/s and ratios.
 //!
-//! A second, separate table encodes *from Rust values* (the corpus terms'
+//! A second table encodes in iovec form (`EncodedIoVec`, like OTP's
+//! `term_to_iovec/1`: binaries of at least 64 bytes referenced, not
+//! copied) against eetf's contiguous encode and the BEAM's
+//! `term_to_iovec/1`.
+//!
+//! A third, separate table encodes *from Rust values* (the corpus terms'
 //! parts): with `Encoder` (no term built), by building our `Term` then
 //! encoding, and by building eetf's `Term` then encoding.
 //!
@@ -17,8 +22,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use erlkube_etf::{
-    decode, decode_ref, decode_view, encode, encode_into, parse, Atom, Encoder, Term, TermView,
-    Visit,
+    decode, decode_ref, decode_view, encode, encode_into, parse, Atom, EncodedIoVec, Encoder, Term,
+    TermView, Visit,
 };
 
 /// Visits every node of a view (the "walk" of validate+walk) with the
@@ -134,7 +139,8 @@ run(Dir, Name) ->
     T = binary_to_term(B),
     D = measure(fun(N) -> dec(N, B) end),
     E = measure(fun(N) -> enc(N, T) end),
-    io:format("~s ~f ~f~n", [filename:rootname(Name), D, E]).
+    I = measure(fun(N) -> iov(N, T) end),
+    io:format("~s ~f ~f ~f~n", [filename:rootname(Name), D, E, I]).
 %% results feed the next iteration so the compiler cannot drop the calls
 dec(N, B) -> dec(N, B, none).
 dec(0, _, Last) -> Last;
@@ -142,6 +148,9 @@ dec(N, B, _) -> dec(N - 1, B, binary_to_term(B)).
 enc(N, T) -> enc(N, T, 0).
 enc(0, _, Acc) -> Acc;
 enc(N, T, Acc) -> enc(N - 1, T, Acc + byte_size(term_to_binary(T))).
+iov(N, T) -> iov(N, T, 0).
+iov(0, _, Acc) -> Acc;
+iov(N, T, Acc) -> iov(N - 1, T, Acc + length(term_to_iovec(T))).
 measure(F) -> measure(F, 1).
 measure(F, N) ->
     {Us, _} = timer:tc(fun() -> F(N) end),
@@ -155,8 +164,9 @@ best(F, N, Best, K) ->
     best(F, N, min(Best, Us * 1000 / N), K - 1).
 "#;
 
-/// (decode ns, encode ns) per corpus name, measured inside one erl.
-fn beam(corpus: &[(&str, Vec<u8>)]) -> Vec<(String, f64, f64)> {
+/// (decode ns, encode ns, term_to_iovec ns) per corpus name, measured
+/// inside one erl.
+fn beam(corpus: &[(&str, Vec<u8>)]) -> Vec<(String, f64, f64, f64)> {
     let dir = std::env::temp_dir().join(format!("erlkube-etf-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     for (name, bytes) in corpus {
@@ -186,6 +196,7 @@ fn beam(corpus: &[(&str, Vec<u8>)]) -> Vec<(String, f64, f64)> {
             let mut it = l.split_whitespace();
             Some((
                 it.next()?.to_string(),
+                it.next()?.parse().ok()?,
                 it.next()?.parse().ok()?,
                 it.next()?.parse().ok()?,
             ))
@@ -242,8 +253,8 @@ fn main() {
             (t[0], t[1], t[2], t[3], t[4], t[5]);
         let (bdec, benc) = beam
             .iter()
-            .find(|(n, _, _)| n == name)
-            .map(|(_, d, e)| (*d, *e))
+            .find(|(n, _, _, _)| n == name)
+            .map(|(_, d, e, _)| (*d, *e))
             .expect("BEAM figures for every corpus item");
         let r = [
             eetf_dec / view,
@@ -277,7 +288,76 @@ fn main() {
     println!(
         "(times in ns per term; x e/b = eetf time / ours, BEAM time / ours; higher is better)"
     );
+    iovec(&corpus, &beam);
     direct(&corpus);
+}
+
+/// The iovec table: our `EncodedIoVec` (binaries of at least
+/// `IOVEC_MIN_BORROWED` bytes borrowed, the rest in one reused buffer),
+/// against eetf's contiguous `Term::encode` and the BEAM's
+/// `term_to_iovec/1` on the same term.
+fn iovec(corpus: &[(&str, Term)], beam: &[(String, f64, f64, f64)]) {
+    println!();
+    println!("iovec encode (like OTP's term_to_iovec): EncodedIoVec::encode into reused buffers, large binaries borrowed; vs eetf Term::encode (contiguous, reused Vec) and BEAM term_to_iovec/1");
+    println!(
+        "{:<13} {:>8} {:>9} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9}",
+        "corpus", "bytes", "borrowed", "iovec", "enc", "eetf_enc", "beam_iov", "iov x e", "iov x b"
+    );
+    let mut geo = [0.0f64; 2];
+    for (name, term) in corpus {
+        let bytes = encode(term);
+        let eterm = eetf::Term::decode(&bytes[..]).expect("eetf decode");
+        let mut iov = EncodedIoVec::new();
+        iov.encode(term);
+        let borrowed: usize = iov.borrowed().map(|b| b.len()).sum();
+        let mut buf1 = Vec::with_capacity(bytes.len());
+        let mut buf2 = Vec::with_capacity(bytes.len());
+        let t = measure_all(&mut [
+            &mut || {
+                iov.encode(black_box(term));
+                black_box(&iov);
+            },
+            &mut || {
+                buf1.clear();
+                encode_into(black_box(term), &mut buf1);
+                black_box(&buf1);
+            },
+            &mut || {
+                buf2.clear();
+                black_box(&eterm).encode(&mut buf2).expect("eetf encode");
+                black_box(&buf2);
+            },
+        ]);
+        let (iv, enc, eetf_enc) = (t[0], t[1], t[2]);
+        let biov = beam
+            .iter()
+            .find(|(n, ..)| n == name)
+            .map(|(.., i)| *i)
+            .expect("BEAM figures for every corpus item");
+        let r = [eetf_enc / iv, biov / iv];
+        for (g, x) in geo.iter_mut().zip(r) {
+            *g += x.ln();
+        }
+        println!(
+            "{:<13} {:>8} {:>9} | {:>9.0} {:>9.0} {:>9.0} {:>9.0} | {:>9.2} {:>9.2}",
+            name,
+            bytes.len(),
+            borrowed,
+            iv,
+            enc,
+            eetf_enc,
+            biov,
+            r[0],
+            r[1]
+        );
+    }
+    let n = corpus.len() as f64;
+    println!(
+        "geometric mean ratios: iovec vs eetf encode {:.2}x, vs BEAM term_to_iovec {:.2}x",
+        (geo[0] / n).exp(),
+        (geo[1] / n).exp()
+    );
+    println!("(times in ns per term; enc = our contiguous encode_into, measured again in this table's rounds; iov x e = eetf time / iovec time, iov x b = BEAM term_to_iovec time / iovec time; higher is better)");
 }
 
 /// The float of the small term (`3.14`, not pi).

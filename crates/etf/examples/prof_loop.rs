@@ -1,8 +1,9 @@
 //! Profiling driver (not a benchmark): runs one codec path in a loop so
 //! `perf record` or `valgrind --tool=callgrind` can look at it.
-//! `prof_loop [enc|eetf|view|cursor|fold|validate|ref|owned|eetfdec]`, `ITERS=n`;
+//! `prof_loop [enc|iov|eetf|view|cursor|fold|validate|ref|owned|eetfdec]`, `ITERS=n`;
 //! `SMALL=1` for the bench's small term, `MEDIUM=1` for its medium term,
-//! instead of the 40000-tuple list.
+//! `BLOB=1` for its large binary, instead of the 40000-tuple list. `iov`
+//! is the iovec form (`EncodedIoVec`, reused).
 use erlkube_etf::{encode, encode_into, Term};
 use std::hint::black_box;
 fn main() {
@@ -13,6 +14,14 @@ fn main() {
         (small, 20_000_000)
     } else if std::env::var("MEDIUM").is_ok() {
         (medium(), 200_000)
+    } else if std::env::var("BLOB").is_ok() {
+        (
+            Term::Tuple(vec![
+                Term::atom("blob"),
+                Term::Binary((0..1_048_576u32).map(|i| (i * 31) as u8).collect()),
+            ]),
+            2_000,
+        )
     } else {
         (large(), 200)
     };
@@ -23,11 +32,16 @@ fn main() {
     let bytes = encode(&tuples);
     let et = eetf::Term::decode(&bytes[..]).unwrap();
     let mut buf = Vec::with_capacity(bytes.len());
+    let mut iov = erlkube_etf::EncodedIoVec::new();
     let t = std::time::Instant::now();
     for _ in 0..n {
         buf.clear();
         match what.as_str() {
             "eetf" => et.encode(&mut buf).unwrap(),
+            "iov" => {
+                iov.encode(black_box(&tuples));
+                black_box(&iov);
+            }
             "ref" => {
                 black_box(erlkube_etf::decode_ref(&bytes).unwrap());
             }

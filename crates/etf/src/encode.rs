@@ -188,6 +188,12 @@ fn copy16(dst: &mut Spare, src: &[u8]) {
 /// not by [`leaf`].
 const LONG: usize = 256;
 
+/// The iovec form ([`crate::EncodedIoVec`]) references binaries (and bit
+/// binaries' bytes) of at least this many bytes instead of copying them:
+/// the BEAM's threshold for reference-counted (off-heap) binaries, which
+/// `erlang:term_to_iovec/1` references.
+pub const IOVEC_MIN_BORROWED: usize = 64;
+
 /// Room [`leaf`] asks for before writing any leaf: the largest
 /// fixed-size write (16 scratch bytes after a 5-byte binary header).
 const ROOM: usize = 32;
@@ -213,9 +219,12 @@ fn wrote(d: &mut &mut Spare, n: usize) -> Leaf {
 /// an atom with an ASCII head, a binary of up to [`LONG`] bytes) at the
 /// start of `d`, with one room check, and moves `d` past it. It may write
 /// up to 16 scratch bytes past that (the next write overwrites them);
-/// what it moves past was written through bounds-checked slices.
+/// what it moves past was written through bounds-checked slices. With
+/// `iov` (the iovec form; a constant where it is inlined) binaries of
+/// [`IOVEC_MIN_BORROWED`] bytes or more are left to [`Enc::node`], which
+/// references them.
 #[cfg_attr(not(debug_assertions), inline(always))]
-fn leaf<const UTF8: bool>(t: &Term, d: &mut &mut Spare) -> Leaf {
+fn leaf<const UTF8: bool>(t: &Term, d: &mut &mut Spare, iov: bool) -> Leaf {
     // one room check covers every fixed-size leaf and every atom or
     // binary of up to 16 bytes (scratch included)
     if d.len() < ROOM {
@@ -286,8 +295,9 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut &mut Spare) -> Leaf {
         },
         Term::Binary(b) => {
             let n = b.len();
-            if n > LONG {
-                // long binaries: `Vec::extend_from_slice` (memcpy)
+            if n > LONG || (iov && n >= IOVEC_MIN_BORROWED) {
+                // long binaries: `Vec::extend_from_slice` (memcpy); for
+                // the iovec form, binaries it borrows
                 Leaf::No
             } else if n > 16 && d.len() < 5 + n {
                 Leaf::Need(5 + n)
@@ -325,13 +335,14 @@ fn byte_list(v: &[Term], d: &mut Spare) -> bool {
 fn run_leaves<'t, const UTF8: bool>(
     it: &mut (impl Iterator<Item = &'t Term> + Clone),
     d: &mut &mut Spare,
+    iov: bool,
 ) -> bool {
     loop {
         let mut next = it.clone();
         let Some(e) = next.next() else {
             return true;
         };
-        match leaf::<UTF8>(e, d) {
+        match leaf::<UTF8>(e, d, iov) {
             Leaf::Wrote => *it = next,
             _ => return false,
         }
@@ -352,12 +363,13 @@ fn advance(d: &mut &mut Spare, n: usize) {
 fn run_pairs<'t, const UTF8: bool>(
     mut rest: &'t [(Term, Term)],
     d: &mut &mut Spare,
+    iov: bool,
 ) -> Option<Pairs<'t>> {
     while let Some(((k, v), more)) = rest.split_first() {
-        if !matches!(leaf::<UTF8>(k, d), Leaf::Wrote) {
+        if !matches!(leaf::<UTF8>(k, d, iov), Leaf::Wrote) {
             return Some(Pairs { rest, value: None });
         }
-        if !matches!(leaf::<UTF8>(v, d), Leaf::Wrote) {
+        if !matches!(leaf::<UTF8>(v, d, iov), Leaf::Wrote) {
             return Some(Pairs {
                 rest: more,
                 value: Some(v),
@@ -398,24 +410,87 @@ type Head = ([u8; 5], usize);
 /// written by [`Enc::node`] with `Vec` writes.
 ///
 /// `UTF8` is minor version 2 (every atom as UTF-8).
-struct Enc<'o, const UTF8: bool> {
+struct Enc<'o, const UTF8: bool, R> {
     out: &'o mut Vec<u8>,
+    /// Where binaries go that are referenced, not copied: nowhere (`()`)
+    /// for the contiguous encoding, a vector for the iovec form.
+    refs: R,
+}
+
+/// Where the encoder puts the binaries it references instead of copying.
+trait Refs<'t> {
+    /// Whether it references binaries of at least [`IOVEC_MIN_BORROWED`]
+    /// bytes at all.
+    const ON: bool;
+    /// Records `b`, which goes after the first `pos` bytes of the output.
+    fn push(&mut self, pos: usize, b: &'t [u8]);
+    /// How many were recorded.
+    fn count(&self) -> usize;
+    /// The bytes of those recorded after the first `from`.
+    fn bytes_since(&self, from: usize) -> usize;
+}
+
+/// The contiguous encoding: every binary is copied.
+impl Refs<'_> for () {
+    const ON: bool = false;
+    #[inline(always)]
+    fn push(&mut self, _: usize, _: &[u8]) {}
+    #[inline(always)]
+    fn count(&self) -> usize {
+        0
+    }
+    #[inline(always)]
+    fn bytes_since(&self, _: usize) -> usize {
+        0
+    }
+}
+
+/// The iovec form: (position in the output, binary), in order.
+impl<'t> Refs<'t> for &mut Vec<(usize, &'t [u8])> {
+    const ON: bool = true;
+    #[inline]
+    fn push(&mut self, pos: usize, b: &'t [u8]) {
+        Vec::push(self, (pos, b));
+    }
+    #[inline]
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn bytes_since(&self, from: usize) -> usize {
+        self[from..].iter().map(|r| r.1.len()).sum()
+    }
 }
 
 /// Runs the encoder for the minor version.
 #[inline(always)]
 fn run(term: &Term, utf8: bool, version: bool, out: &mut Vec<u8>) {
     if utf8 {
-        Enc::<true>::run(term, version, out)
+        Enc::<true, ()>::run(term, version, out, ())
     } else {
-        Enc::<false>::run(term, version, out)
+        Enc::<false, ()>::run(term, version, out, ())
     }
 }
 
-impl<const UTF8: bool> Enc<'_, UTF8> {
+/// Runs the encoder for the iovec form: binaries (and bit binaries' bytes)
+/// of at least [`IOVEC_MIN_BORROWED`] bytes are not copied to `out` but
+/// pushed to `refs` with the position in `out` where they belong.
+pub(crate) fn run_iovec<'t>(
+    term: &'t Term,
+    utf8: bool,
+    out: &mut Vec<u8>,
+    refs: &mut Vec<(usize, &'t [u8])>,
+) {
+    if utf8 {
+        Enc::<true, _>::run(term, true, out, refs)
+    } else {
+        Enc::<false, _>::run(term, true, out, refs)
+    }
+}
+
+impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
     #[inline(always)]
-    fn run(term: &Term, version: bool, out: &mut Vec<u8>) {
-        let mut e = Enc::<UTF8> { out };
+    fn run(term: &'t Term, version: bool, out: &'o mut Vec<u8>, refs: R) {
+        let mut e = Enc::<UTF8, R> { out, refs };
         match term {
             // the common top-level term: the version byte and the tuple's
             // header in one store, then straight to the element loop
@@ -460,6 +535,17 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
         self.put([tag, a, b, c, d]);
     }
 
+    /// A binary's bytes: copied, or for the iovec form (`R::ON`)
+    /// referenced when they are at least [`IOVEC_MIN_BORROWED`].
+    #[inline(always)]
+    fn bytes(&mut self, b: &'t [u8]) {
+        if R::ON && b.len() >= IOVEC_MIN_BORROWED {
+            self.refs.push(self.out.len(), b);
+        } else {
+            self.out.extend_from_slice(b);
+        }
+    }
+
     /// Marks `written` more bytes of the spare capacity as part of the
     /// output.
     ///
@@ -484,7 +570,7 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
     /// small tuples by a recursive call, everything else by
     /// [`Enc::node`].
     #[inline(never)]
-    fn elems<'t>(&mut self, head: Head, it: impl Iterator<Item = &'t Term>) {
+    fn elems(&mut self, head: Head, it: impl Iterator<Item = &'t Term>) {
         if self.out.capacity() - self.out.len() < 64 {
             self.out.reserve(64);
         }
@@ -497,7 +583,7 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
         advance(&mut d, head.1);
         'elems: for t in it {
             loop {
-                match leaf::<UTF8>(t, &mut d) {
+                match leaf::<UTF8>(t, &mut d, R::ON) {
                     Leaf::Wrote => {}
                     Leaf::Need(n) => {
                         let written = total - d.len();
@@ -516,7 +602,7 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
                                 fill(d, &[SMALL_TUPLE_EXT, v.len() as u8]);
                                 advance(&mut d, 2);
                                 let mut inner = v.iter();
-                                if run_leaves::<UTF8>(&mut inner, &mut d) {
+                                if run_leaves::<UTF8>(&mut inner, &mut d, R::ON) {
                                     continue 'elems;
                                 }
                                 let written = total - d.len();
@@ -527,7 +613,8 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
                                 let [a, b, c, e] = (m.len() as u32).to_be_bytes();
                                 fill(d, &[MAP_EXT, a, b, c, e]);
                                 advance(&mut d, 5);
-                                let Some(inner) = run_pairs::<UTF8>(m.entries(), &mut d) else {
+                                let Some(inner) = run_pairs::<UTF8>(m.entries(), &mut d, R::ON)
+                                else {
                                     continue 'elems;
                                 };
                                 let written = total - d.len();
@@ -556,7 +643,7 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
                                 fill(d, &[LIST_EXT, a, b, c, e]);
                                 advance(&mut d, 5);
                                 let mut inner = v.iter();
-                                if run_leaves::<UTF8>(&mut inner, &mut d) && !d.is_empty() {
+                                if run_leaves::<UTF8>(&mut inner, &mut d, R::ON) && !d.is_empty() {
                                     fill(d, &[NIL_EXT]);
                                     advance(&mut d, 1);
                                     continue 'elems;
@@ -623,7 +710,7 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
         self.u32(p.creation);
     }
 
-    fn map(&mut self, m: &Map) {
+    fn map(&mut self, m: &'t Map) {
         let [a, b, c, d] = (m.len() as u32).to_be_bytes();
         // small maps are kept in map-key order by `Map` itself
         self.elems(
@@ -635,7 +722,7 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
         );
     }
 
-    fn fun(&mut self, f: &Fun) {
+    fn fun(&mut self, f: &'t Fun) {
         self.u8(NEW_FUN_EXT);
         let size_at = self.out.len();
         self.u32(0);
@@ -647,14 +734,17 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
         self.int(f.old_index);
         self.int(f.old_uniq);
         self.pid(&f.pid);
+        let refs_at = self.refs.count();
         self.elems(([0; 5], 0), f.free_vars.iter());
-        let size = (self.out.len() - size_at) as u32;
+        // the free variables' borrowed binaries count too
+        let size = self.out.len() - size_at + self.refs.bytes_since(refs_at);
+        let size = size as u32;
         self.out[size_at..size_at + 4].copy_from_slice(&size.to_be_bytes());
     }
 
     /// A proper list: `STRING_EXT` when every element is a byte (and
     /// there are at most 65535), else `LIST_EXT` … `NIL_EXT`.
-    fn list(&mut self, v: &[Term]) {
+    fn list(&mut self, v: &'t [Term]) {
         if v.is_empty() {
             self.u8(NIL_EXT);
             return;
@@ -677,7 +767,7 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
     /// Any term; what [`leaf`] does not write (containers, the rare terms
     /// and forms) is written here.
     #[inline(never)]
-    fn node(&mut self, t: &Term) {
+    fn node(&mut self, t: &'t Term) {
         match t {
             Term::Tuple(v) => {
                 let head = if v.len() < 256 {
@@ -706,13 +796,13 @@ impl<const UTF8: bool> Enc<'_, UTF8> {
                 // cannot hold either, only what the length field can say
                 let n = b.len().min(u32::MAX as usize);
                 self.tag_u32(BINARY_EXT, n as u32);
-                self.out.extend_from_slice(&b[..n]);
+                self.bytes(&b[..n]);
             }
             Term::BigInt(b) => self.big(b),
             Term::BitBinary { bytes, bits } => {
                 self.tag_u32(BIT_BINARY_EXT, bytes.len() as u32);
                 self.u8(*bits);
-                self.out.extend_from_slice(bytes);
+                self.bytes(bytes);
             }
             Term::Pid(p) => self.pid(p),
             Term::Port(p) => {

@@ -8,6 +8,8 @@
 //!  bytes ──decode_ref──▶ TermRef<'a> (zero-copy) ──to_owned──▶ Term
 //!  bytes ──decode──────────────────────────────────────────▶ Term
 //!  Term ──encode / encode_with(EncodeOptions)──▶ bytes (as term_to_binary)
+//!  Term ──encode_iovec──▶ EncodedIoVec: segments, large binaries borrowed
+//!                         (as term_to_iovec)
 //!  Rust values ──Encoder (node by node, no Term)──▶ bytes
 //!  Term ◀──parse── Erlang text ◀──Display── Term
 //!  Rust value ──to_term / from_term (serde)──▶ Term
@@ -29,6 +31,11 @@
 //! `ATOM_UTF8_EXT`. Maps with more than 32 keys are written in stored order;
 //! the BEAM writes them in hash order, so they are equal after decoding, not
 //! byte for byte.
+//!
+//! [`EncodedIoVec`] ([`encode_iovec`]) is the equivalent of
+//! `erlang:term_to_iovec/1`: the same bytes as segments, in which binaries
+//! of at least [`IOVEC_MIN_BORROWED`] (64) bytes are borrowed from the term
+//! rather than copied, for `Write::write_vectored`.
 //!
 //! # Decoding and hostile input
 //!
@@ -130,6 +137,7 @@ mod decode;
 mod encode;
 mod error;
 pub mod intern;
+mod iovec;
 #[cfg(feature = "serde")]
 mod serde_impl;
 mod stream;
@@ -145,8 +153,11 @@ pub use decode::{
     decode_ref_prefix_with_atom_cache, decode_with, decompress, AtomRef, DecodeOptions, FunRef,
     TermRef, DEFAULT_MAX_DEPTH, DEFAULT_MAX_UNCOMPRESSED,
 };
-pub use encode::{encode, encode_body_into, encode_into, encode_with, EncodeOptions};
+pub use encode::{
+    encode, encode_body_into, encode_into, encode_with, EncodeOptions, IOVEC_MIN_BORROWED,
+};
 pub use error::{DecodeError, DecodeErrorKind, ParseError};
+pub use iovec::{encode_iovec, EncodedIoVec};
 #[cfg(feature = "serde")]
 pub use serde_impl::{from_term, to_term, Deserializer, Error, Error as SerdeError, Serializer};
 pub use stream::Encoder;
