@@ -16,7 +16,7 @@ pub const MAX_ATOM_CHARS: usize = 255;
 /// The shared string starts with a 3-byte head before the text. For an
 /// ASCII atom of fewer than 128 bytes the head is the atom's `ATOM_EXT`
 /// head (`[100, 0, len]`, all ASCII) and the string is padded with NULs to
-/// at least [`ATOM_PADDED`] bytes, so the encoder writes a short atom with
+/// at least `ATOM_PADDED` bytes, so the encoder writes a short atom with
 /// one fixed-size 16-byte copy (and `SMALL_ATOM_UTF8_EXT` from the same
 /// bytes); any other atom has the head `[0, 0, 0]`, no padding, and takes
 /// the encoder's general path.
