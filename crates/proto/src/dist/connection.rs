@@ -231,7 +231,7 @@ impl Connection {
     }
 
     /// Records that frames encoded elsewhere (with another
-    /// [`OutboundEncoder`](super::frame::OutboundEncoder) on the same
+    /// [`OutboundEncoder`] on the same
     /// stream) were written, so no tick is due.
     pub fn note_write(&mut self, now: Instant) {
         self.ticker.on_write(now);
