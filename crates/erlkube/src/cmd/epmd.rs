@@ -355,6 +355,12 @@ fn daemonize(args: &[String], port: u16) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Something already serves the port: like OTP's epmd, report success
+    // without starting a second daemon. (Starting one anyway raced: it
+    // could bind the port after the first was killed and stay behind.)
+    if connect_local(port).is_some() {
+        return ExitCode::SUCCESS;
+    }
     let mut cmd = Command::new(exe);
     cmd.arg0("erlkube")
         .arg("epmd")
