@@ -13,6 +13,9 @@ use erlkube_node::{Cookie, Node, NodeConfig};
 use tokio::process::{Child, Command};
 
 const N: usize = 200_000;
+/// One-way throughput is the best of this many rounds, on both sides
+/// (the first round also warms buffers and allocators).
+const ONE_WAY_ROUNDS: usize = 3;
 const ROUND_TRIPS: usize = 20_000;
 const HANDSHAKES: usize = 200;
 const IDLE_CONNECTIONS: usize = 200;
@@ -157,13 +160,25 @@ async fn rust_round_trips(node: &Node, target: &str) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// BEAM code timing N one-way messages to {sink, Target}; prints seconds.
+/// BEAM code timing N one-way messages to {sink, Target}, best of
+/// `ONE_WAY_ROUNDS` rounds in the same node; prints seconds.
 fn beam_one_way(target: &str) -> String {
     format!(
-        "T = '{target}', pong = net_adm:ping(T), {{sink, T}} ! {{start, self(), {N}}}, T0 = erlang:monotonic_time(), \
+        "T = '{target}', pong = net_adm:ping(T), \
+         Run = fun() -> {{sink, T}} ! {{start, self(), {N}}}, T0 = erlang:monotonic_time(), \
          lists:foreach(fun(I) -> {{sink, T}} ! {{hello, I}} end, lists:seq(1, {N})), receive {{done, _}} -> ok end, \
-         io:format(\"~f~n\", [(erlang:monotonic_time() - T0) / erlang:convert_time_unit(1, second, native)])"
+         (erlang:monotonic_time() - T0) / erlang:convert_time_unit(1, second, native) end, \
+         io:format(\"~f~n\", [lists:min([Run() || _ <- lists:seq(1, {ONE_WAY_ROUNDS})])])"
     )
+}
+
+/// Rust one-way, best of `ONE_WAY_ROUNDS` rounds (as the anchor).
+async fn rust_one_way_best(node: &Node, target: &str) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..ONE_WAY_ROUNDS {
+        best = best.min(rust_one_way(node, target).await);
+    }
+    best
 }
 
 fn beam_round_trips(target: &str) -> String {
@@ -333,7 +348,7 @@ async fn run() {
         )
         .await,
     );
-    let rust_rust = rust_one_way(&a, b.name()).await;
+    let rust_rust = rust_one_way_best(&a, b.name()).await;
     let beam_rust = secs(
         &erl_eval(
             epmd_port,
@@ -342,7 +357,7 @@ async fn run() {
         )
         .await,
     );
-    let rust_beam = rust_one_way(&a, &beam_y).await;
+    let rust_beam = rust_one_way_best(&a, &beam_y).await;
     let rate = |s: f64| N as f64 / s;
     println!("one-way small messages ({N} x {{hello, I}}), msg/s:");
     println!("  BEAM->BEAM (anchor) {:>10.0}", rate(beam_beam));
