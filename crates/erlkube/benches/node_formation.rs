@@ -71,30 +71,18 @@ struct NodeProc {
     discovered: Arc<Mutex<BTreeSet<String>>>,
 }
 
-/// The `node=` field of an engine `discovered` / `removed` log line.
-fn discovery_change(line: &str) -> Option<(bool, &str)> {
-    let found = if line.contains("engine: discovered ") {
+/// The `node=` field of a log line carrying `added` or `dropped`
+/// (`(true, node)` / `(false, node)`), if it is one.
+fn node_change<'l>(line: &'l str, added: &str, dropped: &str) -> Option<(bool, &'l str)> {
+    let yes = if line.contains(added) {
         true
-    } else if line.contains("engine: removed ") {
+    } else if line.contains(dropped) {
         false
     } else {
         return None;
     };
     let rest = &line[line.find(" node=")? + 6..];
-    Some((found, rest.split_whitespace().next()?))
-}
-
-/// The `node=` field of a log line, if it is a `nodeup`/`nodedown` line.
-fn membership_change(line: &str) -> Option<(bool, &str)> {
-    let up = if line.contains(": nodeup ") {
-        true
-    } else if line.contains(": nodedown ") {
-        false
-    } else {
-        return None;
-    };
-    let rest = &line[line.find(" node=")? + 6..];
-    Some((up, rest.split_whitespace().next()?))
+    Some((yes, rest.split_whitespace().next()?))
 }
 
 fn spawn_node(bed: &mut Bed, index: u32, v: &Variant) -> NodeProc {
@@ -141,7 +129,9 @@ fn spawn_node(bed: &mut Bed, index: u32, v: &Variant) -> NodeProc {
                 use std::io::Write;
                 let _ = writeln!(f, "{line}");
             }
-            if let Some((found, node)) = discovery_change(&line) {
+            if let Some((found, node)) =
+                node_change(&line, "engine: discovered ", "engine: removed ")
+            {
                 let mut d = d.lock().unwrap();
                 if found {
                     d.insert(node.to_owned());
@@ -149,7 +139,7 @@ fn spawn_node(bed: &mut Bed, index: u32, v: &Variant) -> NodeProc {
                     d.remove(node);
                 }
             }
-            if let Some((up, node)) = membership_change(&line) {
+            if let Some((up, node)) = node_change(&line, ": nodeup ", ": nodedown ") {
                 let mut p = p.lock().unwrap();
                 if up {
                     p.insert(node.to_owned());

@@ -82,49 +82,39 @@ trait Side {
     fn set_alive(&mut self, _answer: bool) {}
 }
 
+/// The calls both handshake cores share, under the driver's names.
+macro_rules! side_common {
+    () => {
+        fn input(&mut self, d: &[u8], n: Instant) -> Result<(), HandshakeError> {
+            self.handle_input(d, n)
+        }
+        fn transmit(&mut self) -> Option<Vec<u8>> {
+            self.poll_transmit()
+        }
+        fn event(&mut self) -> Option<HandshakeEvent> {
+            self.poll_event()
+        }
+        fn timeout(&self) -> Option<Instant> {
+            self.poll_timeout()
+        }
+        fn fire(&mut self, n: Instant) -> Result<(), HandshakeError> {
+            self.handle_timeout(n)
+        }
+        fn current_step(&self) -> Step {
+            self.step()
+        }
+    };
+}
+
 impl Side for Initiator {
-    fn input(&mut self, d: &[u8], n: Instant) -> Result<(), HandshakeError> {
-        self.handle_input(d, n)
-    }
-    fn transmit(&mut self) -> Option<Vec<u8>> {
-        self.poll_transmit()
-    }
-    fn event(&mut self) -> Option<HandshakeEvent> {
-        self.poll_event()
-    }
-    fn timeout(&self) -> Option<Instant> {
-        self.poll_timeout()
-    }
-    fn fire(&mut self, n: Instant) -> Result<(), HandshakeError> {
-        self.handle_timeout(n)
-    }
-    fn current_step(&self) -> Step {
-        self.step()
-    }
+    side_common!();
     fn set_alive(&mut self, answer: bool) {
         self.set_alive_answer(answer);
     }
 }
 
 impl Side for Acceptor {
-    fn input(&mut self, d: &[u8], n: Instant) -> Result<(), HandshakeError> {
-        self.handle_input(d, n)
-    }
-    fn transmit(&mut self) -> Option<Vec<u8>> {
-        self.poll_transmit()
-    }
-    fn event(&mut self) -> Option<HandshakeEvent> {
-        self.poll_event()
-    }
-    fn timeout(&self) -> Option<Instant> {
-        self.poll_timeout()
-    }
-    fn fire(&mut self, n: Instant) -> Result<(), HandshakeError> {
-        self.handle_timeout(n)
-    }
-    fn current_step(&self) -> Step {
-        self.step()
-    }
+    side_common!();
     fn decide(&mut self, status: Status, now: Instant) -> Result<(), HandshakeError> {
         self.set_status(status, now)
     }
@@ -343,15 +333,16 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
                     return Err(ConnectError::Timeout(node.to_owned()));
                 }
             }
-            Err(ConnectError::Handshake {
-                source: HandshakeError::AliveRefused,
-                ..
-            }) if inner.conns.lock().expect("conns").up.contains_key(node) => {
+            Err(
+                e @ ConnectError::Handshake {
+                    source: HandshakeError::AliveRefused,
+                    ..
+                },
+            ) => {
                 // We said "false" to "alive" because a connection to the
                 // node came up meanwhile (its own dial): that one is ours.
-                if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
-                    return Ok(h.clone());
-                }
+                let up = inner.conns.lock().expect("conns").up.get(node).cloned();
+                return up.ok_or(e);
             }
             Err(e) => {
                 tracing::debug!(peer = %node, error = %e, "dial failed");

@@ -181,11 +181,7 @@ impl Pod {
     /// The pod's node's visible peers: `nodes()` of its BEAM node, or the
     /// view set for a bare pod (empty when none is set).
     pub async fn nodes(&self) -> Result<Vec<String>, EvalError> {
-        match (&self.erl, &self.view) {
-            (Some(e), _) => e.nodes().await,
-            (None, Some(v)) => Ok(v()),
-            (None, None) => Ok(Vec::new()),
-        }
+        self.nodes_owned().await
     }
 
     /// Like [`Pod::nodes`], as a future that owns what it reads (to query

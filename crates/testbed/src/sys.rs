@@ -62,33 +62,29 @@ impl NeighbourLimits {
     /// (`gc_thresh3` at least that, `gc_thresh2` at least half). Returns
     /// `None` when the current limits are already large enough.
     pub fn ensure(entries: u64) -> io::Result<Option<NeighbourLimits>> {
-        let mut saved = Vec::new();
-        for key in NEIGH_KEYS {
-            let old = read_u64(key)?;
-            let want = if key.ends_with('3') {
+        let want = |key: &str| {
+            if key.ends_with('3') {
                 entries
             } else {
                 entries / 2
-            };
-            if old < want {
+            }
+        };
+        let mut saved = Vec::new();
+        for key in NEIGH_KEYS {
+            let old = read_u64(key)?;
+            if old < want(key) {
                 saved.push((key, old));
             }
         }
         if saved.is_empty() {
             return Ok(None);
         }
+        // Restored on drop from here on, also if a write below fails.
         let guard = NeighbourLimits { saved };
         // thresh3 before thresh2, so that thresh2 <= thresh3 throughout.
-        for key in NEIGH_KEYS.iter().rev() {
-            if guard.saved.iter().any(|(k, _)| k == key) {
-                let want = if key.ends_with('3') {
-                    entries
-                } else {
-                    entries / 2
-                };
-                std::fs::write(key, want.to_string())
-                    .map_err(|e| io::Error::other(format!("{key}: {e}")))?;
-            }
+        for (key, _) in guard.saved.iter().rev() {
+            std::fs::write(key, want(key).to_string())
+                .map_err(|e| io::Error::other(format!("{key}: {e}")))?;
         }
         Ok(Some(guard))
     }
