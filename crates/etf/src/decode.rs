@@ -234,7 +234,7 @@ impl<'a> TermRef<'a> {
                 creation,
                 len,
                 ids,
-            } => Term::Reference(Reference {
+            } => Term::from(Reference {
                 node: node.to_atom_cached(cx),
                 creation: *creation,
                 ids: ids[..(*len as usize).min(5)].to_vec(),

@@ -409,7 +409,15 @@ impl PartialEq for Map {
 }
 
 /// An Erlang term.
+///
+/// Layout: the variant is a byte at offset 0 (`repr(u8)`), so reading it
+/// is one load, and a `Term` is 40 bytes: the largest common payloads
+/// (`Vec`s, pids, ports, big integers) fit in 32, references (48 bytes
+/// with their id vector) are boxed, and the byte fields of `BitBinary` and
+/// `Export` come first so they sit beside the tag. Encoding walks these
+/// nodes, so their size and the cost of their tag are its cost per term.
 #[derive(Clone, Debug, PartialEq)]
+#[repr(u8)]
 pub enum Term {
     /// Every integer that fits `i64`.
     Integer(i64),
@@ -423,10 +431,10 @@ pub enum Term {
     Binary(Vec<u8>),
     /// A bitstring whose last byte holds `bits` (1..=7) significant high bits.
     BitBinary {
-        /// Bytes; the unused low bits of the last byte are zero.
-        bytes: Vec<u8>,
         /// Significant bits in the last byte, 1..=7.
         bits: u8,
+        /// Bytes; the unused low bits of the last byte are zero.
+        bytes: Vec<u8>,
     },
     /// A tuple.
     Tuple(Vec<Term>),
@@ -446,16 +454,17 @@ pub enum Term {
     Pid(Pid),
     /// A port.
     Port(Port),
-    /// A reference.
-    Reference(Reference),
+    /// A reference (boxed: see the layout note above; build one with
+    /// `Term::from(reference)`).
+    Reference(Box<Reference>),
     /// An external fun `fun M:F/A`.
     Export {
+        /// Arity.
+        arity: u8,
         /// Module.
         module: Atom,
         /// Function.
         function: Atom,
-        /// Arity.
-        arity: u8,
     },
     /// A closure, kept as data.
     Fun(Fun),
@@ -949,7 +958,7 @@ impl From<Port> for Term {
 }
 impl From<Reference> for Term {
     fn from(r: Reference) -> Term {
-        Term::Reference(r)
+        Term::Reference(Box::new(r))
     }
 }
 impl From<Map> for Term {
@@ -961,6 +970,17 @@ impl From<Map> for Term {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layout the encoder's per-node cost depends on (see [`Term`]):
+    /// a byte tag at offset 0 and 40 bytes in all.
+    #[test]
+    fn term_is_forty_bytes_with_a_leading_tag() {
+        assert_eq!(std::mem::size_of::<Term>(), 40);
+        // SAFETY: `repr(u8)` puts the tag, an initialised byte, at offset 0
+        let tag = |t: &Term| unsafe { *(t as *const Term as *const u8) };
+        assert_ne!(tag(&Term::Integer(7)), tag(&Term::atom("a")));
+        assert_eq!(tag(&Term::Integer(7)), tag(&Term::Integer(-1)));
+    }
 
     #[test]
     fn maps_from_many_entries_keep_the_last_duplicate() {

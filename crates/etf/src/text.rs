@@ -585,7 +585,7 @@ impl Parser {
                 id: u64::try_from(&nums[0]).map_err(|_| self.error_at(start, "number out of range"))?,
                 creation: u32s(self, &nums[1])?,
             })),
-            ("Ref", 2..=6) => Ok(Term::Reference(Reference {
+            ("Ref", 2..=6) => Ok(Term::from(Reference {
                 node,
                 creation: u32s(self, &nums[0])?,
                 ids: nums[1..]

@@ -152,7 +152,7 @@ fn arb_leaf() -> impl Strategy<Value = Term> {
             .prop_map(|(node, creation, first, rest)| {
                 let mut ids = vec![first];
                 ids.extend(rest);
-                Term::Reference(Reference { node, creation, ids })
+                Term::from(Reference { node, creation, ids })
             }),
         1 => (arb_atom(), arb_atom(), any::<u8>())
             .prop_map(|(module, function, arity)| Term::Export { module, function, arity }),

@@ -918,13 +918,13 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
             let msg = match result {
                 Term::Pid(p) => vec![
                     Term::atom("spawn_reply"),
-                    Term::Reference(req_id),
+                    Term::from(req_id),
                     Term::atom("ok"),
                     Term::Pid(p),
                 ],
                 other => vec![
                     Term::atom("spawn_reply"),
-                    Term::Reference(req_id),
+                    Term::from(req_id),
                     Term::atom("error"),
                     other,
                 ],

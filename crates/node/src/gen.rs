@@ -117,7 +117,7 @@ fn alias_of(tag: &Term) -> Option<Reference> {
     match tag {
         Term::ImproperList { elems, tail } => match (elems.as_slice(), tail.as_ref()) {
             ([a], Term::Reference(r)) if a.as_atom().map(Atom::as_str) == Some("alias") => {
-                Some(r.clone())
+                Some(Reference::clone(r))
             }
             _ => None,
         },
@@ -179,10 +179,7 @@ impl Node {
         };
         let msg = Term::tuple(vec![
             Term::atom("$gen_call"),
-            Term::tuple(vec![
-                Term::Pid(me.pid().clone()),
-                Term::Reference(mref.clone()),
-            ]),
+            Term::tuple(vec![Term::Pid(me.pid().clone()), Term::from(mref.clone())]),
             request,
         ]);
         if node == self.name() {
@@ -212,7 +209,7 @@ impl Node {
         if sent.await.is_err() {
             return Err(CallError::Exit(down_reason(&target)));
         }
-        let mref_t = Term::Reference(mref.clone());
+        let mref_t = Term::from(mref.clone());
         let out = loop {
             match wait(&mut me, &mut events, &node, deadline).await {
                 Wait::Msg(m) => match m.as_tuple() {
@@ -262,7 +259,7 @@ impl Node {
         if !delivered {
             return Err(CallError::Exit(Term::atom("noproc")));
         }
-        let mref_t = Term::Reference(mref.clone());
+        let mref_t = Term::from(mref.clone());
         loop {
             match tokio::time::timeout_at(deadline, me.recv()).await {
                 Ok(Some(m)) => {

@@ -546,10 +546,7 @@ impl Node {
             .map_err(closed)?;
             let call = Term::tuple(vec![
                 Term::atom("$gen_call"),
-                Term::tuple(vec![
-                    Term::Pid(me.pid().clone()),
-                    Term::Reference(mref.clone()),
-                ]),
+                Term::tuple(vec![Term::Pid(me.pid().clone()), Term::from(mref.clone())]),
                 Term::tuple(vec![
                     Term::atom("is_auth"),
                     Term::Atom(self.inner.name.clone()),
@@ -563,9 +560,9 @@ impl Node {
                     return Err(PingError::Closed(node.to_owned()));
                 };
                 match msg.as_tuple() {
-                    Some([Term::Reference(r), answer]) if *r == mref => break answer.clone(),
+                    Some([Term::Reference(r), answer]) if **r == mref => break answer.clone(),
                     Some([Term::Atom(down), Term::Reference(r), ..])
-                        if down.as_str() == "DOWN" && *r == mref =>
+                        if down.as_str() == "DOWN" && **r == mref =>
                     {
                         return Err(PingError::Refused {
                             node: node.to_owned(),

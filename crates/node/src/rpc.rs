@@ -234,7 +234,7 @@ impl Node {
                 .await;
         }
         let req = self.make_ref();
-        let res = Term::Reference(self.make_ref());
+        let res = Term::from(self.make_ref());
         let m = DistMessage {
             control: ControlMessage::SpawnRequest {
                 req_id: req.clone(),
@@ -262,7 +262,7 @@ impl Node {
             match wait(&mut me, &mut events, node, deadline).await {
                 Wait::Msg(msg) => match msg.as_tuple() {
                     Some([tag, r, status, v])
-                        if atom_is(tag, "spawn_reply") && r == &Term::Reference(req.clone()) =>
+                        if atom_is(tag, "spawn_reply") && r == &Term::from(req.clone()) =>
                     {
                         if atom_is(status, "ok") {
                             spawned = v.as_pid().cloned();
@@ -285,7 +285,7 @@ impl Node {
                         }
                     }
                     Some([tag, r, _, _, reason])
-                        if atom_is(tag, "DOWN") && r == &Term::Reference(req.clone()) =>
+                        if atom_is(tag, "DOWN") && r == &Term::from(req.clone()) =>
                     {
                         return erpc_outcome(reason, &res).map_err(|e| match e {
                             RpcError::NoConnection(_) => RpcError::NoConnection(node.to_owned()),
@@ -340,10 +340,7 @@ impl Node {
         .map_err(|_| nodedown())?;
         let call = Term::tuple(vec![
             Term::atom("$gen_call"),
-            Term::tuple(vec![
-                Term::Pid(me.pid().clone()),
-                Term::Reference(mref.clone()),
-            ]),
+            Term::tuple(vec![Term::Pid(me.pid().clone()), Term::from(mref.clone())]),
             Term::tuple(vec![
                 Term::atom("call"),
                 Term::atom(module),
@@ -355,7 +352,7 @@ impl Node {
         self.send_named(me.pid(), node, "rex", call)
             .await
             .map_err(|_| nodedown())?;
-        let mref_t = Term::Reference(mref.clone());
+        let mref_t = Term::from(mref.clone());
         let out = loop {
             match wait(me, events, node, deadline).await {
                 Wait::Msg(msg) => match msg.as_tuple() {

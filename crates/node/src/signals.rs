@@ -268,7 +268,7 @@ impl Inner {
             to,
             Term::tuple(vec![
                 Term::atom("DOWN"),
-                Term::Reference(reference),
+                Term::from(reference),
                 Term::atom("process"),
                 object,
                 reason,
@@ -416,7 +416,7 @@ impl Inner {
                             pid.clone(),
                             Term::tuple(vec![
                                 Term::atom("DOWN"),
-                                Term::Reference(Reference {
+                                Term::from(Reference {
                                     node: self.name.clone(),
                                     creation: self.creation,
                                     ids,

@@ -320,7 +320,9 @@ fn is_exit(m: &Term, from: &erlkube_etf::Pid, reason: &Term) -> bool {
 
 fn down_reason(m: &Term, r: &erlkube_etf::Reference) -> Option<(Term, Term)> {
     match m.as_tuple() {
-        Some([t, Term::Reference(mr), _, obj, reason]) if *t == Term::atom("DOWN") && mr == r => {
+        Some([t, Term::Reference(mr), _, obj, reason])
+            if *t == Term::atom("DOWN") && **mr == *r =>
+        {
             Some((obj.clone(), reason.clone()))
         }
         _ => None,

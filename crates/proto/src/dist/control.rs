@@ -248,7 +248,7 @@ fn p(pid: &Pid) -> Term {
 }
 
 fn r(r: &Reference) -> Term {
-    Term::Reference(r.clone())
+    Term::from(r.clone())
 }
 
 fn i(op: u8) -> Term {
