@@ -4,7 +4,7 @@ use std::io::Write;
 use std::mem::MaybeUninit;
 
 use crate::tags::*;
-use crate::term::{Atom, BigInt, Fun, Map, Pid, Term, ATOM_PADDED};
+use crate::term::{Atom, BigInt, Fun, Map, Pid, Term};
 
 /// Encoder options.
 ///
@@ -270,28 +270,19 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut &mut Spare, iov: bool) -> Leaf {
             fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
             wrote(d, 9)
         }
-        Term::Atom(atom) => match atom.ascii_encoded() {
-            Some((stored, n)) => {
-                // `stored` starts with [ATOM_EXT, 0, len, text…] (`n`
-                // bytes) and has at least 17 bytes; minor version 2 writes
-                // [SMALL_ATOM_UTF8_EXT, len, text…] from byte 1
-                let n = n - UTF8 as usize;
-                match stored.first_chunk::<ATOM_PADDED>() {
-                    Some(c) if n <= 16 => fill(d, if UTF8 { &c[1..17] } else { &c[..16] }),
-                    _ => {
-                        if d.len() < n {
-                            return Leaf::Need(n);
-                        }
-                        let src = stored.get(UTF8 as usize..).unwrap_or(&[]);
-                        fill(d, src.get(..n).unwrap_or(&[]));
-                    }
-                }
+        Term::Atom(atom) => match atom.padded_head() {
+            // `c` starts with the whole `ATOM_EXT` encoding, [ATOM_EXT, 0,
+            // len, text…] (`n` bytes); minor version 2 writes
+            // [SMALL_ATOM_UTF8_EXT, len, text…] from byte 1. Longer atoms
+            // go to `Enc::atom`.
+            Some((c, n)) if n - UTF8 as usize <= 16 => {
+                fill(d, if UTF8 { &c[1..17] } else { &c[..16] });
                 if UTF8 {
                     d[0] = MaybeUninit::new(SMALL_ATOM_UTF8_EXT);
                 }
-                wrote(d, n)
+                wrote(d, n - UTF8 as usize)
             }
-            None => Leaf::No,
+            _ => Leaf::No,
         },
         Term::Binary(b) => {
             let n = b.len();
@@ -569,8 +560,19 @@ impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
     /// straight into the spare capacity with the position in a register,
     /// small tuples by a recursive call, everything else by
     /// [`Enc::node`].
-    #[inline(never)]
+    #[inline(always)]
     fn elems(&mut self, head: Head, it: impl Iterator<Item = &'t Term>) {
+        // the header travels in a register: passed as bytes in memory, the
+        // callee's one 8-byte load of what the caller stored byte by byte
+        // stalls (no store forwarding)
+        let [a, b, c, d, e] = head.0;
+        self.elems_packed(u64::from_le_bytes([a, b, c, d, e, 0, 0, 0]), head.1, it)
+    }
+
+    /// [`Enc::elems`] with the header's bytes packed (little-endian) in
+    /// `head`, of which `head_len` count.
+    #[inline(never)]
+    fn elems_packed(&mut self, head: u64, head_len: usize, it: impl Iterator<Item = &'t Term>) {
         if self.out.capacity() - self.out.len() < 64 {
             self.out.reserve(64);
         }
@@ -578,9 +580,9 @@ impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
         // bytes: `total - d.len()` bytes were written
         let mut d = self.out.spare_capacity_mut();
         let mut total = d.len();
-        // one fixed-size store; only `head.1` bytes count
-        fill(d, &head.0);
-        advance(&mut d, head.1);
+        // one fixed-size store; only `head_len` bytes count
+        fill(d, &head.to_le_bytes());
+        advance(&mut d, head_len);
         'elems: for t in it {
             loop {
                 match leaf::<UTF8>(t, &mut d, R::ON) {

@@ -88,6 +88,17 @@ impl Atom {
         .unwrap_or("")
     }
 
+    /// For an ASCII atom shorter than 128 bytes: its first
+    /// [`ATOM_PADDED`] stored bytes, which start with its `ATOM_EXT`
+    /// encoding `[100, 0, len, text…]` (then text or NUL padding), and the
+    /// length of that encoding. One length check and one tag check: the
+    /// encoder's fast path for atoms.
+    #[inline(always)]
+    pub(crate) fn padded_head(&self) -> Option<(&[u8; ATOM_PADDED], usize)> {
+        let c = self.0.as_bytes().first_chunk::<ATOM_PADDED>()?;
+        (c[0] == crate::tags::ATOM_EXT).then_some((c, ATOM_HEAD + c[2] as usize))
+    }
+
     /// For an ASCII atom shorter than 128 bytes: its stored bytes, which
     /// start with its whole `ATOM_EXT` encoding `[100, 0, len, text…]` and
     /// are at least [`ATOM_PADDED`] long (NUL padding), and the length of
