@@ -1,7 +1,7 @@
 //! Node configuration: names, cookie, ports, timers.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -41,6 +41,12 @@ pub struct NodeConfig {
     pub epmd_ip: IpAddr,
     /// Peers reachable at a known port without asking epmd.
     pub known_ports: HashMap<String, u16>,
+    /// Peers dialled at a fixed socket address: the name's host is not
+    /// resolved and epmd is not asked (e.g. the local end of a
+    /// `kubectl port-forward` to the peer's distribution port). The
+    /// handshake is the usual one, under the peer's real name. Takes
+    /// precedence over [`NodeConfig::known_ports`].
+    pub known_addrs: HashMap<String, SocketAddr>,
     /// The tick window.
     pub net_ticktime: Duration,
     /// The limit on each handshake step and on connecting.
@@ -74,6 +80,7 @@ impl NodeConfig {
             epmd_port,
             epmd_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             known_ports: HashMap::new(),
+            known_addrs: HashMap::new(),
             net_ticktime: erlkube_proto::dist::tick::DEFAULT_NET_TICKTIME,
             setup_timeout: erlkube_proto::dist::handshake::DEFAULT_STEP_TIMEOUT,
             limits: Limits::default(),

@@ -395,11 +395,16 @@ async fn dial(
     host: &str,
 ) -> Result<(TcpStream, Established), ConnectError> {
     let timeout = inner.config.setup_timeout;
-    let port = match inner.config.known_ports.get(node) {
-        Some(p) => *p,
-        None => epmd::port_please(host, inner.config.epmd_port, alive, timeout).await?,
+    let addrs = match inner.config.known_addrs.get(node) {
+        Some(addr) => vec![*addr],
+        None => {
+            let port = match inner.config.known_ports.get(node) {
+                Some(p) => *p,
+                None => epmd::port_please(host, inner.config.epmd_port, alive, timeout).await?,
+            };
+            resolve(host, port).await?
+        }
     };
-    let addrs = resolve(host, port).await?;
     let mut stream = connect_any(node, &addrs, timeout).await?;
     let _ = stream.set_nodelay(true);
     let mut init = Initiator::new(handshake_config(inner), node, crate::random_u32(), now());
