@@ -79,8 +79,8 @@ load() ->
     case persistent_term:get(?MODULE, undefined) of
         undefined ->
             {ok, [[File]]} = init:get_argument(erlkube_remsh),
-            {ok, Bin} = file:read_file(File),
-            _ = file:delete(File),
+            {ok, Bin} = prim_file:read_file(File),
+            _ = prim_file:delete(File),
             {Node, Ip, Port, Cookie} = binary_to_term(Bin),
             persistent_term:put(?MODULE, {atom_to_list(Node), Node, Ip, Port,
                                           binary_to_atom(Cookie, utf8)}),

@@ -32,6 +32,8 @@ enum Command {
     Ping(cmd::ping::PingArgs),
     /// `rpc:call` a function on a node: prints the result in Erlang syntax.
     Rpc(cmd::rpc::RpcArgs),
+    /// A remote shell (erl/iex -remsh) on a node reached at --via HOST:PORT.
+    Remsh(cmd::remsh::RemshArgs),
     /// The port mapper (OTP `epmd` compatible flags: `erlkube epmd -help`).
     #[command(disable_help_flag = true)]
     Epmd {
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Node(a) => cmd::node::main(a),
         Command::Ping(a) => cmd::ping::main(a),
         Command::Rpc(a) => cmd::rpc::main(a),
+        Command::Remsh(a) => cmd::remsh::main(a),
         Command::Formation(a) => cmd::formation::main(a),
         Command::Agent(a) => cmd::agent::main(a),
         Command::Nodename(a) => cmd::nodename::main(a),

@@ -8,5 +8,6 @@ pub mod node;
 pub mod node_discovery;
 pub mod nodename;
 pub mod ping;
+pub mod remsh;
 pub mod rpc;
 pub mod term;

@@ -25,6 +25,10 @@ pub struct PingArgs {
     /// The target's distribution port (skips epmd).
     #[arg(long)]
     port: Option<u16>,
+    /// Dial the node at this address (e.g. a `kubectl port-forward` to its
+    /// distribution port): its host is not resolved and epmd is not asked.
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::remsh::parse_via, conflicts_with = "port")]
+    via: Option<std::net::SocketAddr>,
     /// Seconds to wait for each step.
     #[arg(long, default_value_t = 7)]
     timeout: u64,
@@ -65,6 +69,10 @@ async fn run(args: PingArgs) -> Result<(), String> {
     config.setup_timeout = Duration::from_secs(args.timeout.max(1));
     if let Some(p) = args.port {
         config.known_ports.insert(args.node.clone(), p);
+    }
+    if let Some(addr) = args.via {
+        config.known_addrs.insert(args.node.clone(), addr);
+        config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
     }
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
     let r = node.ping(&args.node).await.map_err(|e| e.to_string());

@@ -38,6 +38,10 @@ pub struct RpcArgs {
     /// The target's distribution port (skips epmd).
     #[arg(long)]
     port: Option<u16>,
+    /// Dial the node at this address (e.g. a `kubectl port-forward` to its
+    /// distribution port): its host is not resolved and epmd is not asked.
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::remsh::parse_via, conflicts_with = "port")]
+    via: Option<std::net::SocketAddr>,
 }
 
 pub fn main(args: RpcArgs) -> ExitCode {
@@ -78,6 +82,10 @@ pub fn main(args: RpcArgs) -> ExitCode {
     config.epmd_port = args.epmd_port;
     if let Some(p) = args.port {
         config.known_ports.insert(args.node.clone(), p);
+    }
+    if let Some(addr) = args.via {
+        config.known_addrs.insert(args.node.clone(), addr);
+        config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let timeout = Duration::from_millis(args.timeout);

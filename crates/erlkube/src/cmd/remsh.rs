@@ -1,0 +1,266 @@
+//! `erlkube remsh NODE --via HOST:PORT`: a real `erl -remsh` (or `iex
+//! --remsh`) shell on a node that is only reachable through a forwarded
+//! port, e.g. the local end of `kubectl port-forward pod/x PORT` to the
+//! pod's fixed distribution port (`erlkube env --dist-port`).
+//!
+//! The laptop's BEAM runs with `-epmd_module erlkube_remsh_epmd` (source in
+//! `erl/erlkube_remsh_epmd.erl`, compiled here with `erlc` into a private
+//! temporary directory): that module answers NODE's address and port with
+//! the `--via` address, so the node's host (a pod IP or a cluster DNS name)
+//! is never resolved and epmd is never asked, and it registers the laptop
+//! node with no epmd. The handshake is the usual one under the pod node's
+//! real name. The laptop node is hidden and listens on 127.0.0.1 only.
+//!
+//! The cookie never goes on a command line: it is written with the via
+//! address into a 0600 file in the private directory; the Erlang module
+//! reads it, deletes it, and sets it for NODE only. The laptop node's own
+//! cookie is a random throwaway. Also `--via` on `erlkube ping` / `rpc`.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use erlkube_etf::Term;
+use erlkube_node::find_cookie;
+
+/// The Erlang epmd module, compiled at run time.
+const EPMD_MODULE_SRC: &str = include_str!("../../erl/erlkube_remsh_epmd.erl");
+const EPMD_MODULE: &str = "erlkube_remsh_epmd";
+
+/// Parses `--via HOST:PORT` (an IP, `[v6]`, or a name the laptop resolves,
+/// like `localhost`) into the first address it names.
+pub fn parse_via(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("expected HOST:PORT, got {s:?}"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("expected HOST:PORT, got {s:?}"));
+    }
+    s.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host:?} has no address"))
+}
+
+#[derive(clap::Args)]
+pub struct RemshArgs {
+    /// The node to open a shell on, `alive@host` (its real name; the host
+    /// need not resolve here).
+    node: String,
+    /// Where the node's distribution port is reachable from here, e.g.
+    /// 127.0.0.1:9100 (the local end of `kubectl port-forward`).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_via)]
+    via: SocketAddr,
+    /// The node's cookie (default: $RELEASE_COOKIE, then ~/.erlang.cookie).
+    #[arg(long)]
+    cookie: Option<String>,
+    /// Start `iex --remsh` instead of `erl -remsh`.
+    #[arg(long)]
+    iex: bool,
+    /// The laptop node's name (default `remsh_<pid>@127.0.0.1`).
+    #[arg(long)]
+    name: Option<String>,
+}
+
+pub fn main(args: RemshArgs) -> ExitCode {
+    match run(args) {
+        Ok(code) => code,
+        Err((code, msg)) => {
+            eprintln!("erlkube remsh: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+type Failure = (u8, String);
+
+fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
+    let usage = |m: String| (2u8, m);
+    if !matches!(args.node.split_once('@'), Some((a, h)) if !a.is_empty() && !h.is_empty() && !h.contains('@'))
+    {
+        return Err(usage(format!(
+            "invalid node name {:?}: expected alive@host",
+            args.node
+        )));
+    }
+    let IpAddr::V4(ip) = args.via.ip() else {
+        return Err(usage(format!(
+            "--via {}: only IPv4 addresses are supported (kubectl port-forward listens on 127.0.0.1)",
+            args.via
+        )));
+    };
+    let own = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("remsh_{}@127.0.0.1", std::process::id()));
+    if !matches!(own.split_once('@'), Some((a, h)) if !a.is_empty() && !h.is_empty()) {
+        return Err(usage(format!(
+            "--name {own:?}: expected alive@host (a long name)"
+        )));
+    }
+    let cookie = find_cookie(args.cookie.as_deref()).map_err(|e| usage(e.to_string()))?;
+
+    let dir = PrivateDir::create().map_err(|e| (1, format!("temporary directory: {e}")))?;
+    compile_module(dir.path())?;
+    let conf = dir.path().join("via");
+    let octets = ip.octets();
+    let term = Term::tuple(vec![
+        Term::atom(&args.node),
+        Term::tuple(octets.iter().map(|&o| Term::from(o as i64)).collect()),
+        Term::from(args.via.port() as i64),
+        Term::binary(cookie.expose().as_bytes().to_vec()),
+    ]);
+    write_private(&conf, &erlkube_etf::encode(&term))
+        .map_err(|e| (1, format!("cannot write {}: {e}", conf.display())))?;
+
+    let throwaway = format!("remsh_{:016x}", random_u64());
+    let mut vm_args: Vec<String> = vec![
+        "-start_epmd".into(),
+        "false".into(),
+        "-epmd_module".into(),
+        EPMD_MODULE.into(),
+        "-pa".into(),
+        dir.path().display().to_string(),
+        "-erlkube_remsh".into(),
+        conf.display().to_string(),
+        "-kernel".into(),
+        "inet_dist_use_interface".into(),
+        "{127,0,0,1}".into(),
+    ];
+    let mut cmd;
+    if args.iex {
+        cmd = Command::new("iex");
+        cmd.args(["--name", &own, "--cookie", &throwaway, "--hidden"])
+            .args(["--remsh", &args.node])
+            .arg("--erl")
+            .arg(vm_args.join(" "));
+    } else {
+        cmd = Command::new("erl");
+        vm_args.extend(["-remsh".into(), args.node.clone()]);
+        cmd.args(["-name", &own, "-setcookie", &throwaway, "-hidden"])
+            .args(&vm_args);
+    }
+    let program = if args.iex { "iex" } else { "erl" };
+    // Ctrl-C and Ctrl-\ belong to the shell (its BREAK menu); this process
+    // only waits for it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| (1, format!("runtime: {e}")))?;
+    let _signals = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::quit()).ok(),
+        )
+    });
+    let status = cmd
+        .status()
+        .map_err(|e| (1, format!("cannot run `{program}`: {e}")))?;
+    drop(dir);
+    Ok(exit_code(status))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
+        (None, Some(s)) => ExitCode::from((128 + s).clamp(0, 255) as u8),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// Writes the module's source and compiles it with `erlc` in `dir`.
+fn compile_module(dir: &Path) -> Result<(), Failure> {
+    let src = dir.join(format!("{EPMD_MODULE}.erl"));
+    std::fs::write(&src, EPMD_MODULE_SRC)
+        .map_err(|e| (1, format!("cannot write {}: {e}", src.display())))?;
+    let out = Command::new("erlc")
+        .arg("-o")
+        .arg(dir)
+        .arg(&src)
+        .output()
+        .map_err(|e| (1, format!("cannot run `erlc` (install Erlang/OTP): {e}")))?;
+    if !out.status.success() {
+        return Err((
+            1,
+            format!(
+                "erlc failed on {EPMD_MODULE}.erl: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A 0700 directory under the system temporary directory, removed on drop.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn create() -> std::io::Result<PrivateDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let path = std::env::temp_dir().join(format!(
+            "erlkube-remsh-{}-{:016x}",
+            std::process::id(),
+            random_u64()
+        ));
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(PrivateDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_via;
+
+    #[test]
+    fn via_takes_ip_port_and_names() {
+        assert_eq!(
+            parse_via("127.0.0.1:9100").unwrap(),
+            "127.0.0.1:9100".parse().unwrap()
+        );
+        assert_eq!(parse_via("[::1]:9100").unwrap(), "[::1]:9100".parse().unwrap());
+        assert_eq!(parse_via("localhost:9100").unwrap().port(), 9100);
+        for bad in ["9100", "127.0.0.1", "127.0.0.1:x", ":9100", "127.0.0.1:70000"] {
+            assert!(parse_via(bad).is_err(), "{bad}");
+        }
+    }
+}
