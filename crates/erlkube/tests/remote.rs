@@ -1,0 +1,274 @@
+//! Reaching a node through a forwarded port (`--via HOST:PORT`), as from a
+//! laptop through `kubectl port-forward`: `erlkube ping`, `erlkube rpc` and
+//! `erlkube remsh` against a real OTP node whose name's host does not
+//! resolve (`…@pod-0.app.ns.svc.cluster.local`), so a dialler that used the
+//! host in the name would fail at resolution and send no packet anywhere.
+//!
+//! The "pod" node listens on a fixed free loopback port (`-kernel
+//! inet_dist_listen_min P inet_dist_listen_max P`, interface 127.0.0.1) and
+//! registers with its own OTP epmd on a free port. The laptop side is given
+//! `ERL_EPMD_PORT` of a port where nothing listens, so any epmd use by
+//! mistake fails instead of reaching 4369. Children are killed on drop.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use erlkube_testkit::{free_port, unique_name, wait_until, ChildGuard, ErlNode, OtpEpmd};
+
+const ERLKUBE: &str = env!("CARGO_BIN_EXE_erlkube");
+const POD_HOST: &str = "pod-0.app.ns.svc.cluster.local";
+const LONG: Duration = Duration::from_secs(60);
+
+/// A BEAM node named `<unique>@pod-0.app.ns.svc.cluster.local` on a fixed
+/// loopback distribution port, with its epmd.
+struct Pod {
+    node: ErlNode,
+    port: u16,
+    cookie: String,
+    epmd: OtpEpmd,
+}
+
+impl Pod {
+    fn start(test: &str) -> Pod {
+        let epmd = OtpEpmd::start().expect("OTP epmd must be installed");
+        let port = free_port();
+        let cookie = format!("remote_{test}_{}", std::process::id());
+        let node = ErlNode::builder(&format!("{}@{POD_HOST}", unique_name(test)))
+            .cookie(&cookie)
+            .epmd_port(epmd.port())
+            .dist_port_range(port, port)
+            .arg("-kernel")
+            .arg("inet_dist_use_interface")
+            .arg("{127,0,0,1}")
+            .start()
+            .expect("erl must be installed");
+        Pod {
+            node,
+            port,
+            cookie,
+            epmd: epmd,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.node.node_name()
+    }
+
+    fn via(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// Runs erlkube with `args` and the laptop's environment; (exit code,
+/// stdout, stderr).
+fn erlkube(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(ERLKUBE)
+        .args(args)
+        .env("ERL_EPMD_PORT", free_port().to_string())
+        .env_remove("RELEASE_COOKIE")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    )
+}
+
+#[test]
+fn ping_via_reaches_a_node_whose_host_does_not_resolve() {
+    let pod = Pod::start("remote_ping");
+    let via = pod.via();
+    let (code, out, err) = erlkube(&["ping", pod.name(), "--via", &via, "--cookie", &pod.cookie]);
+    assert_eq!((code, out.as_str()), (0, "pong"), "stderr: {err}");
+}
+
+#[test]
+fn ping_without_via_fails_because_the_host_does_not_resolve() {
+    let pod = Pod::start("remote_noroute");
+    // The pod's own epmd port: only the unresolvable host stands in the way.
+    let out = Command::new(ERLKUBE)
+        .args(["ping", pod.name(), "--cookie", &pod.cookie, "--timeout", "5"])
+        .env("ERL_EPMD_PORT", pod.epmd.port().to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout} {stderr}");
+    assert_eq!(stdout.trim(), "pang");
+    assert!(stderr.contains(POD_HOST), "the error names the host: {stderr}");
+}
+
+#[test]
+fn rpc_via_runs_on_the_node_and_the_rust_node_is_hidden() {
+    let pod = Pod::start("remote_rpc");
+    let via = pod.via();
+    let n = pod.name();
+    let c = pod.cookie.as_str();
+    let (code, out, err) = erlkube(&["rpc", n, "erlang", "node", "--via", &via, "--cookie", c]);
+    assert_eq!((code, out), (0, format!("'{n}'")), "stderr: {err}");
+    // While the call runs, the Rust node is connected: hidden, not visible.
+    let (code, out, err) = erlkube(&["rpc", n, "erlang", "nodes", "--via", &via, "--cookie", c]);
+    assert_eq!((code, out.as_str()), (0, "[]"), "stderr: {err}");
+    let (code, out, err) = erlkube(&[
+        "rpc", n, "erlang", "nodes", "[hidden]", "--via", &via, "--cookie", c,
+    ]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(
+        out.starts_with("['erlkube_rpc_") && out.ends_with(&format!("@{POD_HOST}']")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_bad_via_is_a_usage_error_naming_the_flag() {
+    for cmd in [
+        &["ping", "a@pod-0.x.svc", "--via", "nonsense"][..],
+        &["rpc", "a@pod-0.x.svc", "erlang", "node", "--via", "127.0.0.1"][..],
+        &["remsh", "a@pod-0.x.svc", "--via", "127.0.0.1:notaport"][..],
+    ] {
+        let (code, _, err) = erlkube(cmd);
+        assert_eq!(code, 2, "{cmd:?}: {err}");
+        assert!(err.contains("--via"), "{cmd:?}: {err}");
+    }
+}
+
+/// `erlkube remsh` on a pseudo-terminal (the OTP 25 `-remsh` shell needs a
+/// terminal), its output collected by a thread. Killed on drop.
+struct Terminal {
+    child: ChildGuard,
+    master: std::fs::File,
+    output: Arc<Mutex<String>>,
+}
+
+impl Terminal {
+    fn spawn(cmd: &mut Command) -> Terminal {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two new descriptors into the given ints;
+        // the name, termios and winsize pointers may be null.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just created by openpty and are
+        // owned here only.
+        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        let child = ChildGuard::spawn(cmd).unwrap();
+        let master = std::fs::File::from(master);
+        let output = Arc::new(Mutex::new(String::new()));
+        {
+            let output = output.clone();
+            let mut reader = master.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // Ends with EIO once the child side is closed.
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Terminal {
+            child,
+            master,
+            output,
+        }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, text: &str) {
+        assert!(
+            wait_until(LONG, || self.output().contains(text)),
+            "no {text:?} in the terminal; output:\n{}",
+            self.output()
+        );
+    }
+
+    fn type_text(&mut self, text: &str) {
+        self.master.write_all(text.as_bytes()).unwrap();
+    }
+}
+
+/// Every process's command line contains `needle` nowhere.
+fn no_command_line_contains(needle: &str) -> Result<(), String> {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(needle) {
+                return Err(format!(
+                    "process {:?}: {}",
+                    entry.file_name(),
+                    String::from_utf8_lossy(&cmdline).replace('\0', " ")
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn remsh_via_opens_a_hidden_shell_on_the_node_withoutepmd() {
+    let pod = Pod::start("remote_remsh");
+    let tmp = std::env::temp_dir().join(unique_name("remote_remsh_tmp"));
+    std::fs::create_dir(&tmp).unwrap();
+    let mut term = Terminal::spawn(
+        Command::new(ERLKUBE)
+            .args(["remsh", pod.name(), "--via", &pod.via()])
+            .env("RELEASE_COOKIE", &pod.cookie)
+            .env("ERL_EPMD_PORT", free_port().to_string())
+            .env("TMPDIR", &tmp),
+    );
+    // The prompt names the node the shell evaluates on.
+    term.wait_for(&format!("({})1>", pod.name()));
+    term.type_text("node().\n");
+    term.wait_for(&format!("'{}'", pod.name()));
+
+    // Connected: the laptop node is hidden on the pod.
+    assert_eq!(pod.node.eval("nodes()").unwrap(), "[]");
+    let hidden = pod.node.eval("nodes(hidden)").unwrap();
+    assert!(hidden.starts_with("['remsh_") && hidden.ends_with("@127.0.0.1']"), "{hidden}");
+    // The cookie is on no command line, and the file that carried it is
+    // gone (the private directory holds the compiled module only).
+    no_command_line_contains(&pod.cookie).unwrap();
+    let files: Vec<String> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!files.iter().any(|f| f == "via"), "{files:?}");
+
+    // Ctrl-G q leaves the shell; the pod node stays up.
+    term.type_text("\x07");
+    term.wait_for("-->");
+    term.type_text("q\n");
+    let status = term.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "output:\n{}", term.output());
+    assert_eq!(pod.node.eval("node()").unwrap(), format!("'{}'", pod.name()));
+    assert!(
+        wait_until(LONG, || pod.node.eval("nodes(hidden)").unwrap() == "[]"),
+        "the laptop node left"
+    );
+    // The private directory is removed when the shell ends.
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    std::fs::remove_dir(&tmp).unwrap();
+}
