@@ -1,5 +1,6 @@
 //! `erlkube ping NODE`: `net_adm:ping/1` from the command line. Prints
-//! `pong` (exit 0) or `pang` (exit 1, the reason on stderr).
+//! `pong` (exit 0) or `pang` (exit 1, the reason on stderr). `--via HOST:PORT`
+//! dials the node there (a port-forward): no name resolution, no epmd.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -75,7 +76,23 @@ async fn run(args: PingArgs) -> Result<(), String> {
         config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
     }
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    let r = node.ping(&args.node).await.map_err(|e| e.to_string());
+    let r = node.ping(&args.node).await.map_err(|e| error_chain(&e));
     node.shutdown();
     r
+}
+
+/// An error and its sources, `outer: inner: …`, each cause once (a
+/// resolution failure under "cannot connect to epmd" shows up).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }

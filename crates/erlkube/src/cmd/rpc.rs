@@ -1,7 +1,8 @@
 //! `erlkube rpc NODE MODULE FUNCTION 'ARGS'`: `rpc:call/5` from the command
 //! line. ARGS is an Erlang list (`'[1, <<"x">>]'`). Prints the result in
 //! Erlang syntax (exit 0); an RPC error prints the BEAM's `{badrpc, ...}`
-//! term and exits 1; bad arguments exit 2.
+//! term and exits 1; bad arguments exit 2. `--via HOST:PORT` dials the node
+//! there (a port-forward): no name resolution, no epmd.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -114,7 +115,7 @@ pub fn main(args: RpcArgs) -> ExitCode {
         }
         Ok(Err(e)) => {
             println!("{}", e.to_rpc_result());
-            eprintln!("erlkube rpc: {e}");
+            eprintln!("erlkube rpc: {}", super::ping::error_chain(&e));
             ExitCode::from(1)
         }
         Err(e) => {
