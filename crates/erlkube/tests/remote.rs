@@ -16,7 +16,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use erlkube_testkit::{free_port, unique_name, wait_until, ChildGuard, ErlNode, OtpEpmd};
+use erlkube_testkit::{
+    free_port, unique_name, wait_until, ChildGuard, ErlNode, OtpEpmd, Runtime,
+};
 
 const ERLKUBE: &str = env!("CARGO_BIN_EXE_erlkube");
 const POD_HOST: &str = "pod-0.app.ns.svc.cluster.local";
@@ -33,10 +35,15 @@ struct Pod {
 
 impl Pod {
     fn start(test: &str) -> Pod {
+        Pod::start_on(test, Runtime::Erlang)
+    }
+
+    fn start_on(test: &str, runtime: Runtime) -> Pod {
         let epmd = OtpEpmd::start().expect("OTP epmd must be installed");
         let port = free_port();
         let cookie = format!("remote_{test}_{}", std::process::id());
         let node = ErlNode::builder(&format!("{}@{POD_HOST}", unique_name(test)))
+            .runtime(runtime)
             .cookie(&cookie)
             .epmd_port(epmd.port())
             .dist_port_range(port, port)
@@ -289,4 +296,46 @@ fn remsh_via_opens_a_hidden_shell_on_the_node_without_epmd() {
     // The private directory is removed when the shell ends.
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
     std::fs::remove_dir(&tmp).unwrap();
+}
+
+fn remsh(pod: &Pod, extra: &[&str]) -> Terminal {
+    Terminal::spawn(
+        Command::new(ERLKUBE)
+            .args(["remsh", pod.name(), "--via", &pod.via()])
+            .args(extra)
+            .env("RELEASE_COOKIE", &pod.cookie)
+            .env("ERL_EPMD_PORT", free_port().to_string()),
+    )
+}
+
+#[test]
+fn remsh_iex_opens_an_iex_shell_on_an_elixir_node() {
+    let pod = Pod::start_on("remote_iex", Runtime::Elixir);
+    let mut term = remsh(&pod, &["--iex"]);
+    term.wait_for(&format!("iex({})1>", pod.name()));
+    term.type_text("node()\n");
+    term.wait_for(&format!(":\"{}\"", pod.name()));
+    assert_eq!(pod.node.eval("nodes()").unwrap(), "[]");
+    let hidden = pod.node.eval("nodes(hidden)").unwrap();
+    assert!(hidden.starts_with("['remsh_"), "{hidden}");
+    // Ctrl-C twice, as a terminal sends it (SIGINT to the foreground
+    // process group: erlkube and the BEAM): the BREAK menu, then halt.
+    // erlkube itself ignores it and waits for the shell.
+    term.child.signal_group(libc::SIGINT);
+    term.wait_for("BREAK");
+    term.child.signal_group(libc::SIGINT);
+    let status = term.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "output:\n{}", term.output());
+    assert_eq!(pod.node.eval("node()").unwrap(), format!("'{}'", pod.name()));
+}
+
+#[test]
+fn remsh_passes_the_shells_exit_code() {
+    // iex refuses a node without Elixir after connecting to it, and its
+    // BEAM exits 1: erlkube exits 1 too.
+    let pod = Pod::start("remote_code");
+    let mut term = remsh(&pod, &["--iex"]);
+    let status = term.child.wait().unwrap();
+    term.wait_for("Could not find IEx on remote node");
+    assert_eq!(status.code(), Some(1), "output:\n{}", term.output());
 }
