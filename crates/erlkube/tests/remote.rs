@@ -16,9 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use erlkube_testkit::{
-    free_port, unique_name, wait_until, ChildGuard, ErlNode, OtpEpmd, Runtime,
-};
+use erlkube_testkit::{free_port, unique_name, wait_until, ChildGuard, ErlNode, OtpEpmd, Runtime};
 
 const ERLKUBE: &str = env!("CARGO_BIN_EXE_erlkube");
 const POD_HOST: &str = "pod-0.app.ns.svc.cluster.local";
@@ -56,7 +54,7 @@ impl Pod {
             node,
             port,
             cookie,
-            epmd: epmd,
+            epmd,
         }
     }
 
@@ -98,7 +96,14 @@ fn ping_without_via_fails_because_the_host_does_not_resolve() {
     let pod = Pod::start("remote_noroute");
     // The pod's own epmd port: only the unresolvable host stands in the way.
     let out = Command::new(ERLKUBE)
-        .args(["ping", pod.name(), "--cookie", &pod.cookie, "--timeout", "5"])
+        .args([
+            "ping",
+            pod.name(),
+            "--cookie",
+            &pod.cookie,
+            "--timeout",
+            "5",
+        ])
         .env("ERL_EPMD_PORT", pod.epmd.port().to_string())
         .output()
         .unwrap();
@@ -137,7 +142,14 @@ fn rpc_via_runs_on_the_node_and_the_rust_node_is_hidden() {
 fn a_bad_via_is_a_usage_error_naming_the_flag() {
     for cmd in [
         &["ping", "a@pod-0.x.svc", "--via", "nonsense"][..],
-        &["rpc", "a@pod-0.x.svc", "erlang", "node", "--via", "127.0.0.1"][..],
+        &[
+            "rpc",
+            "a@pod-0.x.svc",
+            "erlang",
+            "node",
+            "--via",
+            "127.0.0.1",
+        ][..],
         &["remsh", "a@pod-0.x.svc", "--via", "127.0.0.1:notaport"][..],
     ] {
         let (code, _, err) = erlkube(cmd);
@@ -171,7 +183,8 @@ impl Terminal {
         assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
         // SAFETY: both descriptors were just created by openpty and are
         // owned here only.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
         cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave));
@@ -269,7 +282,10 @@ fn remsh_via_opens_a_hidden_shell_on_the_node_without_epmd() {
     // Connected: the laptop node is hidden on the pod.
     assert_eq!(pod.node.eval("nodes()").unwrap(), "[]");
     let hidden = pod.node.eval("nodes(hidden)").unwrap();
-    assert!(hidden.starts_with("['remsh_") && hidden.ends_with("@127.0.0.1']"), "{hidden}");
+    assert!(
+        hidden.starts_with("['remsh_") && hidden.ends_with("@127.0.0.1']"),
+        "{hidden}"
+    );
     // The cookie is on no command line of the shell's processes (the pod
     // node itself got it with -setcookie), and the file that carried it is
     // gone (the private directory holds the compiled module only).
@@ -288,7 +304,10 @@ fn remsh_via_opens_a_hidden_shell_on_the_node_without_epmd() {
     term.type_text("q\n");
     let status = term.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "output:\n{}", term.output());
-    assert_eq!(pod.node.eval("node()").unwrap(), format!("'{}'", pod.name()));
+    assert_eq!(
+        pod.node.eval("node()").unwrap(),
+        format!("'{}'", pod.name())
+    );
     assert!(
         wait_until(LONG, || pod.node.eval("nodes(hidden)").unwrap() == "[]"),
         "the laptop node left"
@@ -326,7 +345,10 @@ fn remsh_iex_opens_an_iex_shell_on_an_elixir_node() {
     term.child.signal_group(libc::SIGINT);
     let status = term.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "output:\n{}", term.output());
-    assert_eq!(pod.node.eval("node()").unwrap(), format!("'{}'", pod.name()));
+    assert_eq!(
+        pod.node.eval("node()").unwrap(),
+        format!("'{}'", pod.name())
+    );
 }
 
 #[test]

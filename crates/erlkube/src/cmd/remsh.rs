@@ -257,9 +257,18 @@ mod tests {
             parse_via("127.0.0.1:9100").unwrap(),
             "127.0.0.1:9100".parse().unwrap()
         );
-        assert_eq!(parse_via("[::1]:9100").unwrap(), "[::1]:9100".parse().unwrap());
+        assert_eq!(
+            parse_via("[::1]:9100").unwrap(),
+            "[::1]:9100".parse().unwrap()
+        );
         assert_eq!(parse_via("localhost:9100").unwrap().port(), 9100);
-        for bad in ["9100", "127.0.0.1", "127.0.0.1:x", ":9100", "127.0.0.1:70000"] {
+        for bad in [
+            "9100",
+            "127.0.0.1",
+            "127.0.0.1:x",
+            ":9100",
+            "127.0.0.1:70000",
+        ] {
             assert!(parse_via(bad).is_err(), "{bad}");
         }
     }
