@@ -9,6 +9,9 @@
 //! SPAWN_REQUEST and the legacy `rex`), and enough of `global`'s connect
 //! protocol for `global:sync()` on BEAM nodes to return.
 //! Does IO (tokio); the protocol itself lives in `erlkube_proto::dist`.
+//! A peer given a socket address in [`NodeConfig::known_addrs`] (the local
+//! end of a port-forward) is dialled there: its host is not resolved and
+//! epmd is not asked.
 //!
 //! ```text
 //!  Node ──► listener task ──► acceptor handshake ─┐

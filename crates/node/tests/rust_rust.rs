@@ -482,3 +482,37 @@ async fn bad_payloads_close_only_their_connection() {
         Some(Term::atom("after"))
     );
 }
+
+#[tokio::test]
+async fn known_addr_dials_a_peer_whose_host_does_not_resolve() {
+    // B's name names a host in the reserved `.invalid` domain: only the
+    // known address can reach it, with the usual handshake under B's name.
+    let port = free_port();
+    let mut b = NodeConfig::new(
+        format!("b_{}@pod-0.app.invalid", std::process::id()),
+        Cookie::new("c"),
+    )
+    .fixed_port(port);
+    b.listen_ip = "127.0.0.1".parse().unwrap();
+    let b = Node::start(b).await.unwrap();
+    let mut a = config("via", "c", free_port());
+    a.hidden = true;
+    a.epmd_port = free_port(); // never 4369, though the lookup fails first
+    let a = Node::start(a).await.unwrap();
+    match a.ping(b.name()).await {
+        Err(erlkube_node::PingError::Connect(_)) => {}
+        other => panic!("without the address the dial must fail, got {other:?}"),
+    }
+    let mut a_cfg = config("via2", "c", free_port());
+    a_cfg.hidden = true;
+    a_cfg
+        .known_addrs
+        .insert(b.name().to_owned(), ([127, 0, 0, 1], port).into());
+    let a2 = Node::start(a_cfg).await.unwrap();
+    a2.ping(b.name())
+        .await
+        .expect("pong through the known address");
+    assert_eq!(b.nodes(), Vec::<String>::new());
+    assert_eq!(b.connected_nodes(), vec![a2.name().to_owned()]);
+    drop(a);
+}
