@@ -102,6 +102,10 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
         )));
     }
     let cookie = find_cookie(args.cookie.as_deref()).map_err(|e| usage(e.to_string()))?;
+    // OTP keeps cookies as atoms: at most 255 characters.
+    if cookie.expose().chars().count() > 255 {
+        return Err(usage("the cookie is longer than 255 characters".into()));
+    }
 
     let dir = PrivateDir::create().map_err(|e| (1, format!("temporary directory: {e}")))?;
     compile_module(dir.path())?;
