@@ -312,6 +312,8 @@ fn the_headless_service_selects_the_pods_and_publishes_not_ready_addresses() {
         assert_eq!(d.replicas, Some(5));
         assert_eq!(svc.cluster_ip.as_deref(), Some("None"), "headless");
         assert_eq!(svc.publish_not_ready_addresses, Some(true), "{strategy}");
+        // One family, that of POD_IP: dual-stack records would name each pod twice.
+        assert_eq!(svc.ip_family_policy.as_deref(), Some("SingleStack"));
     }
 }
 
@@ -427,15 +429,7 @@ fn the_agent_env_passes_agent_check_with_the_generated_strategy_and_service() {
         let service = o.services[0].metadata.name.clone().unwrap();
         let ns = o.services[0].metadata.namespace.clone().unwrap();
         let d = &o.deployments[0];
-        let env = resolved_env(agent_container(d), &ns);
-        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let out = erlkube(&["agent", "--check"], &pairs);
-        let plan = text(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{strategy}: the agent refused its env {env:?}: {}{plan}",
-            text(&out.stderr)
-        );
+        let plan = agent_check(&o);
         assert!(
             plan.lines()
                 .any(|l| l == format!("strategy: {agent_strategy}")),
@@ -485,6 +479,37 @@ fn the_agent_env_passes_agent_check_with_the_generated_strategy_and_service() {
             plan.contains("cookie from env RELEASE_COOKIE (not shown)"),
             "{plan}"
         );
+    }
+}
+
+/// Runs the real `erlkube agent --check` with the agent container's
+/// resolved environment; returns the printed plan.
+fn agent_check(o: &Objects) -> String {
+    let ns = o.deployments[0].metadata.namespace.clone().unwrap();
+    let env = resolved_env(agent_container(&o.deployments[0]), &ns);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = erlkube(&["agent", "--check"], &pairs);
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{env:?}: {}{plan}", text(&out.stderr));
+    plan
+}
+
+#[test]
+fn readiness_needs_one_peer_by_default_none_alone_and_the_flag_overrides_it() {
+    for (extra, want) in [
+        (&["--replicas", "3"][..], "1"),
+        (&["--replicas", "1"][..], "0"),
+        (&["--ready-min-peers", "all"][..], "all"),
+        (&["--ready-min-peers", "2"][..], "2"),
+    ] {
+        for strategy in ["dns", "kubernetes"] {
+            let plan = agent_check(&objects(&generate(strategy, extra)));
+            assert_eq!(
+                plan_value(&plan, "agent.ready_min_peers").as_deref(),
+                Some(want),
+                "{extra:?}: {plan}"
+            );
+        }
     }
 }
 
@@ -546,6 +571,7 @@ fn bad_flag_values_exit_2_with_one_line_naming_the_flag() {
         ),
         ("--http-port", "0", "--http-port:"),
         ("--cookie-key", "a b", "--cookie-key:"),
+        ("--ready-min-peers", "most", "--ready-min-peers:"),
     ];
     for (flag, value, want) in cases {
         let mut args = vec!["manifests", *flag, *value];

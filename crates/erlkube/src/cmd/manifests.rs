@@ -52,6 +52,11 @@ pub struct ManifestsArgs {
     /// Cluster DNS domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Connected peers a pod needs to be ready: a number, or `all` (every
+    /// discovered peer). Default 1 (0 with one replica), so that one broken
+    /// pod cannot make every other pod unready.
+    #[arg(long)]
+    pub ready_min_peers: Option<String>,
 }
 
 /// Validated settings the objects are made from.
@@ -77,6 +82,8 @@ pub struct Spec {
     pub http_port: u16,
     /// Cluster DNS domain.
     pub cluster_domain: String,
+    /// `agent.ready_min_peers`: `all` or a number.
+    pub ready_min_peers: String,
 }
 
 /// The suffix of the headless Service's name.
@@ -151,6 +158,15 @@ pub fn validate(a: &ManifestsArgs) -> Result<Spec, String> {
             a.cluster_domain
         ));
     }
+    let ready_min_peers = match &a.ready_min_peers {
+        None => u32::from(a.replicas > 1).to_string(),
+        Some(v) if v == "all" || v.parse::<u32>().is_ok() => v.clone(),
+        Some(v) => {
+            return Err(format!(
+                "--ready-min-peers: must be \"all\" or a whole number of peers; got {v:?}"
+            ))
+        }
+    };
     Ok(Spec {
         app: app.clone(),
         image: a.image.clone(),
@@ -162,6 +178,7 @@ pub fn validate(a: &ManifestsArgs) -> Result<Spec, String> {
         cookie_key: key.clone(),
         http_port: a.http_port,
         cluster_domain: a.cluster_domain.trim_end_matches('.').to_owned(),
+        ready_min_peers,
     })
 }
 
@@ -321,9 +338,12 @@ impl Spec {
         let _ = writeln!(
             out,
             "spec:\n  clusterIP: None\n\
+             \x20 # One address family, the one of the pods' primary IP (POD_IP, which names the\n\
+             \x20 # node): with both A and AAAA records each pod would be discovered under two names.\n\
+             \x20 ipFamilyPolicy: SingleStack\n\
              \x20 # The agent's readiness probe (/readyz) passes only once its node is connected to\n\
-             \x20 # every node discovery finds. Discovery must therefore see pods before they are\n\
-             \x20 # ready, or new pods wait for each other forever (docs/kubernetes.md, \"Ready,\n\
+             \x20 # discovered peers. Discovery must therefore see pods before they are ready, or\n\
+             \x20 # pods starting together wait for each other forever (docs/kubernetes.md, \"Ready,\n\
              \x20 # serving, terminating\"): publish not-ready addresses. This Service is for the\n\
              \x20 # cluster itself; send client traffic through a Service of its own.\n\
              \x20 publishNotReadyAddresses: true\n\
@@ -376,7 +396,9 @@ impl Spec {
         let _ = writeln!(
             out,
             "        # The agent: connects to the node above as a hidden node with the same cookie\n\
-             \x20       # and connects it to the nodes discovery finds (docs/agent.md).\n\
+             \x20       # and connects it to the nodes discovery finds (docs/agent.md). /readyz passes\n\
+             \x20       # once the node is connected to ERLKUBE_AGENT_READY_MIN_PEERS discovered peers\n\
+             \x20       # (\"all\" would let one crash-looping pod, still discovered, make every pod unready).\n\
              \x20       - name: erlkube-agent\n          image: {}\n          command: [\"erlkube\", \"agent\"]",
             q(&self.agent_image)
         );
@@ -385,6 +407,10 @@ impl Spec {
             Env::Secret("RELEASE_COOKIE"),
             Env::Value("RELEASE_NODE", self.release_node()),
             Env::Value("ERLKUBE_AGENT_HTTP", format!("0.0.0.0:{port}")),
+            Env::Value(
+                "ERLKUBE_AGENT_READY_MIN_PEERS",
+                self.ready_min_peers.clone(),
+            ),
         ];
         match self.strategy {
             Strategy::Dns => env.extend([
@@ -456,6 +482,7 @@ mod tests {
             cookie_key: "cookie".into(),
             http_port: 9568,
             cluster_domain: "cluster.local".into(),
+            ready_min_peers: None,
         }
     }
 
