@@ -4,7 +4,9 @@
 //! unknown or misspelled field fails), the objects refer to each other
 //! correctly, the RBAC is the one docs/kubernetes.md documents, and the
 //! agent sidecar's environment is accepted by the real `erlkube agent
-//! --check`. kubectl-less: no API server runs here.
+//! --check`. kubectl-less: no API server runs here. The last test runs the
+//! generated pods in the netns test bed (root and erl needed; fails
+//! otherwise) with real `erl` nodes, real DNS and the real agent.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
@@ -162,6 +164,16 @@ fn release_container(d: &Deployment) -> &Container {
 /// `metadata.namespace` → the Deployment's namespace, a Secret key → a
 /// dummy cookie; `$(VAR)` expanded from the entries before it.
 fn resolved_env(c: &Container, namespace: &str) -> Vec<(String, String)> {
+    resolved_env_for(c, namespace, "10.0.0.7", "dummy_cookie")
+}
+
+/// [`resolved_env`] for a given pod IP and cookie.
+fn resolved_env_for(
+    c: &Container,
+    namespace: &str,
+    pod_ip: &str,
+    cookie: &str,
+) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for e in c.env.as_deref().unwrap_or_default() {
         let v = match (&e.value, &e.value_from) {
@@ -169,12 +181,12 @@ fn resolved_env(c: &Container, namespace: &str) -> Vec<(String, String)> {
             (None, Some(from)) => {
                 if let Some(f) = &from.field_ref {
                     match f.field_path.as_str() {
-                        "status.podIP" => "10.0.0.7".to_owned(),
+                        "status.podIP" => pod_ip.to_owned(),
                         "metadata.namespace" => namespace.to_owned(),
                         other => panic!("unexpected fieldRef {other}"),
                     }
                 } else if from.secret_key_ref.is_some() {
-                    "dummy_cookie".to_owned()
+                    cookie.to_owned()
                 } else {
                     panic!("unexpected valueFrom {from:?}")
                 }
@@ -615,4 +627,167 @@ fn bad_flag_values_exit_2_with_one_line_naming_the_flag() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// The test bed's pods with the generated agent sidecar: a plain `erl`
+/// node per pod (named as the release container's env names it), the
+/// real `erlkube agent` run with the agent container's command and env,
+/// and the pod's resolver pointing at the bed's DNS (dnsmasq serving the
+/// headless Service, not-ready pods included, as `publishNotReadyAddresses`
+/// makes cluster DNS do). Where the bed differs from a cluster, and only
+/// there, the env is overridden: the pods' epmd port (the bed never uses
+/// 4369) and IPv4 records only (the bed publishes AAAA too; the generated
+/// Service is single-stack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_generated_pods_form_one_cluster_of_real_erl_nodes_in_the_test_bed() {
+    use erlkube_testbed::harness::wait_full_mesh;
+    use erlkube_testbed::process::Guard;
+    use erlkube_testbed::{Bed, BedConfig, Naming};
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// Liveness bound (not a performance assertion).
+    const FORM: Duration = Duration::from_secs(60);
+
+    fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((status, body.to_owned()))
+    }
+
+    /// Removes the pod's /etc/netns directory on drop.
+    struct EtcDir(std::path::PathBuf);
+    impl Drop for EtcDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    let o = objects(&generate("dns", &["--replicas", "3"]));
+    let d = &o.deployments[0];
+    let service = o.services[0].metadata.name.clone().unwrap();
+    let ns = o.services[0].metadata.namespace.clone().unwrap();
+    let agent = agent_container(d).clone();
+    let basename = get(&resolved_env(&agent, &ns), "ERLKUBE_DISCOVERY_DNS_BASENAME").to_owned();
+    let replicas = d.spec.as_ref().unwrap().replicas.unwrap() as usize;
+    let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let g = p.as_ref().unwrap().http_get.clone().unwrap();
+        (port_number(&g.port, &agent) as u16, g.path.unwrap())
+    };
+    let (ready_port, ready_path) = probe(&agent.readiness_probe);
+    let (live_port, live_path) = probe(&agent.liveness_probe);
+
+    let mut bed = Bed::new(BedConfig {
+        service,
+        namespace: ns.clone(),
+        basename,
+        // The agent's default (the generated env does not set it).
+        net_ticktime: 60,
+        naming: Naming::Ipv4,
+        ..BedConfig::default()
+    })
+    .expect("test bed");
+    let pods = bed.add_pods(replicas).expect("pods");
+    let cookie = bed.config().cookie.clone();
+    let epmd_port = bed.config().epmd_port.to_string();
+    let mut running = Vec::new();
+    for i in &pods {
+        let pod = bed.pod(*i);
+        let ip = pod.ipv4.to_string();
+        let release = resolved_env_for(release_container(d), &ns, &ip, &cookie);
+        assert_eq!(
+            get(&release, "RELEASE_NODE"),
+            pod.node_name,
+            "the release container's node name is the pod's node"
+        );
+        let etc = std::path::PathBuf::from("/etc/netns").join(&pod.netns);
+        std::fs::create_dir_all(&etc).expect("/etc/netns dir");
+        let etc = EtcDir(etc);
+        std::fs::write(
+            etc.0.join("resolv.conf"),
+            format!("nameserver {}\n", bed.dns_addr().ip()),
+        )
+        .expect("resolv.conf");
+        let mut env = resolved_env_for(&agent, &ns, &ip, &cookie);
+        env.push(("ERL_EPMD_PORT".into(), epmd_port.clone()));
+        env.push(("ERLKUBE_DISCOVERY_DNS_IP_VERSION".into(), "v4".into()));
+        let command = agent.command.clone().unwrap();
+        assert_eq!(command[0], "erlkube");
+        let mut cmd = bed.exec(*i, env!("CARGO_BIN_EXE_erlkube"));
+        cmd.args(&command[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut guard = Guard::spawn(&mut cmd).expect("spawn erlkube agent");
+        let stderr = guard.child_mut().stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        running.push((*i, ip, guard, log, etc));
+    }
+    let logs = || {
+        running
+            .iter()
+            .map(|(i, _, _, log, _)| format!("--- agent in pod {i}\n{}", log.lock().unwrap()))
+            .collect::<String>()
+    };
+    if let Err(e) = wait_full_mesh(&bed, &pods, FORM).await {
+        panic!("{e}\n{}", logs());
+    }
+    for (_, ip, _, _, _) in &running {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let ready = SocketAddr::new(ip, ready_port);
+        let start = tokio::time::Instant::now();
+        loop {
+            let r = tokio::task::spawn_blocking({
+                let path = ready_path.clone();
+                move || http_get(ready, &path)
+            })
+            .await
+            .unwrap();
+            if matches!(r, Ok((200, _))) {
+                break;
+            }
+            assert!(start.elapsed() < FORM, "readiness probe: {r:?}\n{}", logs());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let live = SocketAddr::new(ip, live_port);
+        let path = live_path.clone();
+        let r = tokio::task::spawn_blocking(move || http_get(live, &path))
+            .await
+            .unwrap();
+        assert!(matches!(r, Ok((200, _))), "liveness probe: {r:?}");
+        let metrics = SocketAddr::new(ip, ready_port);
+        let (status, body) = tokio::task::spawn_blocking(move || http_get(metrics, "/metrics"))
+            .await
+            .unwrap()
+            .expect("GET /metrics");
+        assert_eq!(status, 200);
+        assert!(body.lines().any(|l| l == "erlkube_agent_ready 1"), "{body}");
+        assert!(
+            body.lines()
+                .any(|l| l == format!("erlkube_agent_connected_nodes {}", pods.len() - 1)),
+            "{body}"
+        );
+    }
 }
