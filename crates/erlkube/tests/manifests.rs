@@ -629,22 +629,31 @@ fn bad_flag_values_exit_2_with_one_line_naming_the_flag() {
     );
 }
 
+/// One bed scenario at a time in this binary.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The test bed's pods with the generated agent sidecar: a plain `erl`
-/// node per pod (named as the release container's env names it), the
-/// real `erlkube agent` run with the agent container's command and env,
-/// and the pod's resolver pointing at the bed's DNS (dnsmasq serving the
+/// node per pod (named as the release container's env names it) and the
+/// real `erlkube agent` run with the agent container's command and env.
+/// `dns`: the pod's resolver points at the bed's DNS (dnsmasq serving the
 /// headless Service, not-ready pods included, as `publishNotReadyAddresses`
-/// makes cluster DNS do). Where the bed differs from a cluster, and only
-/// there, the env is overridden: the pods' epmd port (the bed never uses
-/// 4369) and IPv4 records only (the bed publishes AAAA too; the generated
-/// Service is single-stack).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_generated_pods_form_one_cluster_of_real_erl_nodes_in_the_test_bed() {
+/// makes cluster DNS do). `kubernetes`: the API emulator (the project's
+/// one stand-in) on the bed's bridge lists the pods in the generated
+/// Service's EndpointSlices as started but *not ready*, as in a cluster
+/// where every pod waits for its readiness probe; the agent finds it as a
+/// pod does (KUBERNETES_SERVICE_HOST/PORT, a service-account directory).
+/// Where the bed differs from a cluster, and only there, the env is
+/// overridden: the pods' epmd port (the bed never uses 4369), IPv4 records
+/// only (the bed publishes AAAA too; the generated Service is
+/// single-stack), and the service-account directory's path.
+async fn generated_pods_form_in_the_bed(strategy: &str) {
+    use erlkube_kube_emulator::{Access, Emulator, EmulatorConfig, EndpointState, ServiceModel};
     use erlkube_testbed::harness::wait_full_mesh;
     use erlkube_testbed::process::Guard;
     use erlkube_testbed::{Bed, BedConfig, Naming};
     use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{SocketAddr, TcpStream};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+    use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -666,20 +675,30 @@ async fn the_generated_pods_form_one_cluster_of_real_erl_nodes_in_the_test_bed()
         Ok((status, body.to_owned()))
     }
 
-    /// Removes the pod's /etc/netns directory on drop.
-    struct EtcDir(std::path::PathBuf);
-    impl Drop for EtcDir {
+    async fn get_async(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || http_get(addr, &path))
+            .await
+            .expect("http thread")
+    }
+
+    /// Removes a directory on drop.
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
 
-    let o = objects(&generate("dns", &["--replicas", "3"]));
+    let _serial = SERIAL.lock().await;
+    let o = objects(&generate(strategy, &["--replicas", "3"]));
     let d = &o.deployments[0];
     let service = o.services[0].metadata.name.clone().unwrap();
     let ns = o.services[0].metadata.namespace.clone().unwrap();
+    let app = d.metadata.name.clone().unwrap();
     let agent = agent_container(d).clone();
-    let basename = get(&resolved_env(&agent, &ns), "ERLKUBE_DISCOVERY_DNS_BASENAME").to_owned();
+    let release_node = get(&resolved_env(release_container(d), &ns), "RELEASE_NODE").to_owned();
+    let basename = release_node.split_once('@').unwrap().0.to_owned();
     let replicas = d.spec.as_ref().unwrap().replicas.unwrap() as usize;
     let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
         let g = p.as_ref().unwrap().http_get.clone().unwrap();
@@ -687,9 +706,17 @@ async fn the_generated_pods_form_one_cluster_of_real_erl_nodes_in_the_test_bed()
     };
     let (ready_port, ready_path) = probe(&agent.readiness_probe);
     let (live_port, live_path) = probe(&agent.liveness_probe);
+    let metrics_port = agent
+        .ports
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .unwrap()
+        .container_port as u16;
 
     let mut bed = Bed::new(BedConfig {
-        service,
+        service: service.clone(),
         namespace: ns.clone(),
         basename,
         // The agent's default (the generated env does not set it).
@@ -700,7 +727,83 @@ async fn the_generated_pods_form_one_cluster_of_real_erl_nodes_in_the_test_bed()
     .expect("test bed");
     let pods = bed.add_pods(replicas).expect("pods");
     let cookie = bed.config().cookie.clone();
-    let epmd_port = bed.config().epmd_port.to_string();
+    let mut overrides = vec![(
+        "ERL_EPMD_PORT".to_owned(),
+        bed.config().epmd_port.to_string(),
+    )];
+    let mut dirs = Vec::new();
+    let mut emulator = None;
+    match strategy {
+        "dns" => {
+            overrides.push(("ERLKUBE_DISCOVERY_DNS_IP_VERSION".into(), "v4".into()));
+            for i in &pods {
+                let etc = PathBuf::from("/etc/netns").join(&bed.pod(*i).netns);
+                std::fs::create_dir_all(&etc).expect("/etc/netns dir");
+                let etc = RemoveDir(etc);
+                std::fs::write(
+                    etc.0.join("resolv.conf"),
+                    format!("nameserver {}\n", bed.dns_addr().ip()),
+                )
+                .expect("resolv.conf");
+                dirs.push(etc);
+            }
+        }
+        _ => {
+            // The bridge is .1 of the bed's subnet (the DNS server is .2).
+            let bridge = match bed.dns_addr().ip() {
+                IpAddr::V4(a) => {
+                    let o = a.octets();
+                    Ipv4Addr::new(o[0], o[1], o[2], 1)
+                }
+                IpAddr::V6(_) => unreachable!("the bed's DNS is IPv4"),
+            };
+            let emu = Emulator::start(EmulatorConfig {
+                bind: SocketAddr::from((bridge, 0)),
+                extra_sans: vec![IpAddr::V4(bridge)],
+                ..EmulatorConfig::default()
+            })
+            .await
+            .expect("emulator");
+            emu.set_token("manifests-token", Access::Read);
+            let sa = RemoveDir(
+                std::env::temp_dir().join(format!("erlkube-manifests-sa-{}", std::process::id())),
+            );
+            std::fs::create_dir_all(&sa.0).unwrap();
+            std::fs::write(sa.0.join("ca.crt"), emu.ca_pem()).unwrap();
+            std::fs::write(sa.0.join("token"), "manifests-token").unwrap();
+            std::fs::write(sa.0.join("namespace"), &ns).unwrap();
+            let labels = d.spec.as_ref().unwrap().template.metadata.clone().unwrap();
+            let labels: Vec<(String, String)> = labels.labels.unwrap().into_iter().collect();
+            let labels: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let mut model = ServiceModel::new(&ns, &service, &labels);
+            for i in &pods {
+                let ip = bed.pod(*i).ipv4.to_string();
+                model.set_pod(
+                    &emu,
+                    &format!("{app}-{i}"),
+                    &ip,
+                    None,
+                    EndpointState::STARTING,
+                );
+            }
+            overrides.extend([
+                ("KUBERNETES_SERVICE_HOST".to_owned(), bridge.to_string()),
+                (
+                    "KUBERNETES_SERVICE_PORT".to_owned(),
+                    emu.addr().port().to_string(),
+                ),
+                (
+                    "ERLKUBE_DISCOVERY_KUBERNETES_SERVICE_ACCOUNT_DIR".to_owned(),
+                    sa.0.display().to_string(),
+                ),
+            ]);
+            dirs.push(sa);
+            emulator = Some((emu, model));
+        }
+    }
     let mut running = Vec::new();
     for i in &pods {
         let pod = bed.pod(*i);
@@ -711,17 +814,8 @@ async fn the_generated_pods_form_one_cluster_of_real_erl_nodes_in_the_test_bed()
             pod.node_name,
             "the release container's node name is the pod's node"
         );
-        let etc = std::path::PathBuf::from("/etc/netns").join(&pod.netns);
-        std::fs::create_dir_all(&etc).expect("/etc/netns dir");
-        let etc = EtcDir(etc);
-        std::fs::write(
-            etc.0.join("resolv.conf"),
-            format!("nameserver {}\n", bed.dns_addr().ip()),
-        )
-        .expect("resolv.conf");
         let mut env = resolved_env_for(&agent, &ns, &ip, &cookie);
-        env.push(("ERL_EPMD_PORT".into(), epmd_port.clone()));
-        env.push(("ERLKUBE_DISCOVERY_DNS_IP_VERSION".into(), "v4".into()));
+        env.extend(overrides.iter().cloned());
         let command = agent.command.clone().unwrap();
         assert_eq!(command[0], "erlkube");
         let mut cmd = bed.exec(*i, env!("CARGO_BIN_EXE_erlkube"));
@@ -743,51 +837,53 @@ async fn the_generated_pods_form_one_cluster_of_real_erl_nodes_in_the_test_bed()
                 l.push('\n');
             }
         });
-        running.push((*i, ip, guard, log, etc));
+        running.push((pod.ipv4, guard, log));
     }
     let logs = || {
         running
             .iter()
-            .map(|(i, _, _, log, _)| format!("--- agent in pod {i}\n{}", log.lock().unwrap()))
+            .map(|(ip, _, log)| format!("--- agent at {ip}\n{}", log.lock().unwrap()))
             .collect::<String>()
     };
     if let Err(e) = wait_full_mesh(&bed, &pods, FORM).await {
-        panic!("{e}\n{}", logs());
+        panic!("{strategy}: {e}\n{}", logs());
     }
-    for (_, ip, _, _, _) in &running {
-        let ip: std::net::IpAddr = ip.parse().unwrap();
-        let ready = SocketAddr::new(ip, ready_port);
+    for (ip, _, _) in &running {
+        let ip = IpAddr::V4(*ip);
         let start = tokio::time::Instant::now();
         loop {
-            let r = tokio::task::spawn_blocking({
-                let path = ready_path.clone();
-                move || http_get(ready, &path)
-            })
-            .await
-            .unwrap();
+            let r = get_async(SocketAddr::new(ip, ready_port), &ready_path).await;
             if matches!(r, Ok((200, _))) {
                 break;
             }
-            assert!(start.elapsed() < FORM, "readiness probe: {r:?}\n{}", logs());
+            assert!(
+                start.elapsed() < FORM,
+                "{strategy}: readiness probe: {r:?}\n{}",
+                logs()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let live = SocketAddr::new(ip, live_port);
-        let path = live_path.clone();
-        let r = tokio::task::spawn_blocking(move || http_get(live, &path))
-            .await
-            .unwrap();
+        let r = get_async(SocketAddr::new(ip, live_port), &live_path).await;
         assert!(matches!(r, Ok((200, _))), "liveness probe: {r:?}");
-        let metrics = SocketAddr::new(ip, ready_port);
-        let (status, body) = tokio::task::spawn_blocking(move || http_get(metrics, "/metrics"))
+        let (status, body) = get_async(SocketAddr::new(ip, metrics_port), "/metrics")
             .await
-            .unwrap()
             .expect("GET /metrics");
         assert_eq!(status, 200);
         assert!(body.lines().any(|l| l == "erlkube_agent_ready 1"), "{body}");
-        assert!(
-            body.lines()
-                .any(|l| l == format!("erlkube_agent_connected_nodes {}", pods.len() - 1)),
-            "{body}"
-        );
+        let connected = format!("erlkube_agent_connected_nodes {}", pods.len() - 1);
+        assert!(body.lines().any(|l| l == connected), "{body}");
     }
+    drop(running);
+    drop(emulator);
+    drop(dirs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generated_dns_pods_form_one_cluster_of_real_erl_nodes_in_the_test_bed() {
+    generated_pods_form_in_the_bed("dns").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generated_kubernetes_pods_form_one_cluster_while_not_ready_in_the_api() {
+    generated_pods_form_in_the_bed("kubernetes").await;
 }
