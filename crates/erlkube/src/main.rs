@@ -49,6 +49,8 @@ enum Command {
     Nodename(cmd::nodename::NameArgs),
     /// Print shell lines for a release's env.sh: eval "$(erlkube env)".
     Env(cmd::env::EnvArgs),
+    /// Print the Kubernetes manifests (Service, Deployment with the agent, RBAC).
+    Manifests(cmd::manifests::ManifestsArgs),
 }
 
 fn main() -> ExitCode {
@@ -76,5 +78,6 @@ fn main() -> ExitCode {
         Command::Agent(a) => cmd::agent::main(a),
         Command::Nodename(a) => cmd::nodename::main(a),
         Command::Env(a) => cmd::env::main(a),
+        Command::Manifests(a) => cmd::manifests::main(a),
     }
 }

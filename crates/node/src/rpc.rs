@@ -262,7 +262,7 @@ impl Node {
             match wait(&mut me, &mut events, node, deadline).await {
                 Wait::Msg(msg) => match msg.as_tuple() {
                     Some([tag, r, status, v])
-                        if atom_is(tag, "spawn_reply") && r == &Term::from(req.clone()) =>
+                        if atom_is(tag, "spawn_reply") && r.as_reference() == Some(&req) =>
                     {
                         if atom_is(status, "ok") {
                             spawned = v.as_pid().cloned();
@@ -285,7 +285,7 @@ impl Node {
                         }
                     }
                     Some([tag, r, _, _, reason])
-                        if atom_is(tag, "DOWN") && r == &Term::from(req.clone()) =>
+                        if atom_is(tag, "DOWN") && r.as_reference() == Some(&req) =>
                     {
                         return erpc_outcome(reason, &res).map_err(|e| match e {
                             RpcError::NoConnection(_) => RpcError::NoConnection(node.to_owned()),

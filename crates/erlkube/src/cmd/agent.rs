@@ -10,7 +10,7 @@ use clap::Args;
 /// Arguments of `erlkube agent`.
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// The TOML configuration file (formation keys plus [agent] and [nodename]).
+    /// The TOML configuration file (formation keys plus the `[agent]` and `[nodename]` tables).
     #[arg(long, env = "ERLKUBE_CONFIG")]
     pub config: Option<PathBuf>,
     /// Resolve and validate the configuration, print the plan, and exit.

@@ -13,7 +13,7 @@ pub struct EnvArgs {
     #[command(flatten)]
     pub name: super::nodename::NameArgs,
     /// Fixed distribution port (default ERLKUBE_NODENAME_DIST_PORT or
-    /// [nodename] dist_port; none: epmd picks a port).
+    /// `[nodename]` dist_port; none: epmd picks a port).
     #[arg(long)]
     pub dist_port: Option<u16>,
     /// Put erl flags in ERL_AFLAGS (rebar3 releases, plain erl) instead of

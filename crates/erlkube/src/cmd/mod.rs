@@ -4,6 +4,7 @@ pub mod agent;
 pub mod env;
 pub mod epmd;
 pub mod formation;
+pub mod manifests;
 pub mod node;
 pub mod node_discovery;
 pub mod nodename;

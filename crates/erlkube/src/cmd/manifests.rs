@@ -1,0 +1,517 @@
+//! `erlkube manifests`: prints the Kubernetes objects for a cluster of
+//! unmodified Erlang/Elixir releases clustered by the `erlkube agent`
+//! sidecar (see docs/kubernetes.md, "Generating manifests"). Pure text
+//! generation: no API access; the cookie is referenced, never written.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+
+/// How the agents discover each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Strategy {
+    /// DNS A/AAAA records of the headless Service (`dns_a`); no RBAC.
+    Dns,
+    /// Watch the Service's EndpointSlices through the Kubernetes API
+    /// (adds a ServiceAccount, Role and RoleBinding).
+    Kubernetes,
+}
+
+/// Arguments of `erlkube manifests`.
+#[derive(Args, Debug)]
+pub struct ManifestsArgs {
+    /// Application name: names every object and is the node names' name part
+    /// (`<app>@<pod IP>`). A DNS-1123 label starting with a letter.
+    #[arg(long)]
+    pub app: String,
+    /// Container image of the release.
+    #[arg(long)]
+    pub image: String,
+    /// Container image with the `erlkube` binary on its PATH (the sidecar).
+    #[arg(long)]
+    pub agent_image: String,
+    /// Namespace of every object.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Number of pods (BEAM nodes).
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+    /// Discovery strategy.
+    #[arg(long, value_enum, default_value_t = Strategy::Dns)]
+    pub strategy: Strategy,
+    /// Secret holding the Erlang cookie (default `<app>-cookie`); not created.
+    #[arg(long)]
+    pub cookie_secret: Option<String>,
+    /// Key of the cookie in that Secret.
+    #[arg(long, default_value = "cookie")]
+    pub cookie_key: String,
+    /// Port of the agent's /healthz, /readyz, /metrics and /cluster.
+    #[arg(long, default_value_t = 9568)]
+    pub http_port: u16,
+    /// Cluster DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Connected peers a pod needs to be ready: a number, or `all` (every
+    /// discovered peer). Default 1 (0 with one replica), so that one broken
+    /// pod cannot make every other pod unready.
+    #[arg(long)]
+    pub ready_min_peers: Option<String>,
+}
+
+/// Validated settings the objects are made from.
+#[derive(Debug)]
+pub struct Spec {
+    /// Application name.
+    pub app: String,
+    /// Release image.
+    pub image: String,
+    /// Agent image.
+    pub agent_image: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Replicas.
+    pub replicas: u32,
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Cookie Secret name.
+    pub cookie_secret: String,
+    /// Cookie key in the Secret.
+    pub cookie_key: String,
+    /// Agent HTTP port.
+    pub http_port: u16,
+    /// Cluster DNS domain.
+    pub cluster_domain: String,
+    /// `agent.ready_min_peers`: `all` or a number.
+    pub ready_min_peers: String,
+}
+
+/// The suffix of the headless Service's name.
+const SERVICE_SUFFIX: &str = "-headless";
+/// `<app>-headless` must stay a 63-character label.
+const MAX_APP: usize = 63 - SERVICE_SUFFIX.len();
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_label)
+}
+
+/// Checks the flags; the error names the flag, the rule and the value.
+pub fn validate(a: &ManifestsArgs) -> Result<Spec, String> {
+    let app = &a.app;
+    if !(is_label(app) && app.len() <= MAX_APP && app.starts_with(|c: char| c.is_ascii_lowercase()))
+    {
+        return Err(format!(
+            "--app: must be a DNS-1123 label: lowercase letters, digits and '-', starting with a letter (it names a Service) and ending with a letter or digit, at most {MAX_APP} characters (so that \"<app>{SERVICE_SUFFIX}\" fits in 63); got {app:?}"
+        ));
+    }
+    if !is_label(&a.namespace) {
+        return Err(format!(
+            "--namespace: must be a DNS-1123 label (lowercase letters, digits and '-', at most 63, not starting or ending with '-'); got {:?}",
+            a.namespace
+        ));
+    }
+    for (flag, v) in [("--image", &a.image), ("--agent-image", &a.agent_image)] {
+        if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "{flag}: must be a container image reference such as \"registry.example/myapp:1.2.0\" (no spaces); got {v:?}"
+            ));
+        }
+    }
+    let cookie_secret = a
+        .cookie_secret
+        .clone()
+        .unwrap_or_else(|| format!("{app}-cookie"));
+    if !is_subdomain(&cookie_secret) {
+        return Err(format!(
+            "--cookie-secret: must be a Secret name (DNS-1123 subdomain: lowercase letters, digits, '-' and '.'); got {cookie_secret:?}"
+        ));
+    }
+    let key = &a.cookie_key;
+    if key.is_empty()
+        || key.len() > 253
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+    {
+        return Err(format!(
+            "--cookie-key: must be a Secret key (letters, digits, '-', '_' and '.'); got {key:?}"
+        ));
+    }
+    if a.http_port == 0 || a.http_port == 4369 {
+        return Err(format!(
+            "--http-port: must be a port number 1-65535 other than epmd's 4369; got {}",
+            a.http_port
+        ));
+    }
+    if !is_subdomain(&a.cluster_domain) {
+        return Err(format!(
+            "--cluster-domain: must be a DNS name such as \"cluster.local\"; got {:?}",
+            a.cluster_domain
+        ));
+    }
+    let ready_min_peers = match &a.ready_min_peers {
+        None => u32::from(a.replicas > 1).to_string(),
+        Some(v) if v == "all" || v.parse::<u32>().is_ok() => v.clone(),
+        Some(v) => {
+            return Err(format!(
+                "--ready-min-peers: must be \"all\" or a whole number of peers; got {v:?}"
+            ))
+        }
+    };
+    Ok(Spec {
+        app: app.clone(),
+        image: a.image.clone(),
+        agent_image: a.agent_image.clone(),
+        namespace: a.namespace.clone(),
+        replicas: a.replicas,
+        strategy: a.strategy,
+        cookie_secret,
+        cookie_key: key.clone(),
+        http_port: a.http_port,
+        cluster_domain: a.cluster_domain.trim_end_matches('.').to_owned(),
+        ready_min_peers,
+    })
+}
+
+/// A YAML double-quoted scalar (also valid JSON): plain scalars such as
+/// `yes` or `on` would be booleans to YAML 1.1 readers.
+fn q(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One container env entry.
+enum Env<'a> {
+    Value(&'a str, String),
+    Field(&'a str, &'a str),
+    Secret(&'a str),
+}
+
+fn env_block(out: &mut String, spec: &Spec, entries: &[Env<'_>]) {
+    out.push_str("          env:\n");
+    for e in entries {
+        match e {
+            Env::Value(name, v) => {
+                let _ = writeln!(
+                    out,
+                    "            - name: {name}\n              value: {}",
+                    q(v)
+                );
+            }
+            Env::Field(name, path) => {
+                let _ = writeln!(
+                    out,
+                    "            - name: {name}\n              valueFrom:\n                fieldRef:\n                  fieldPath: {path}"
+                );
+            }
+            Env::Secret(name) => {
+                let _ = writeln!(
+                    out,
+                    "            - name: {name}\n              valueFrom:\n                secretKeyRef:\n                  name: {}\n                  key: {}",
+                    q(&spec.cookie_secret),
+                    q(&spec.cookie_key)
+                );
+            }
+        }
+    }
+}
+
+impl Spec {
+    fn service(&self) -> String {
+        format!("{}{SERVICE_SUFFIX}", self.app)
+    }
+
+    fn role(&self) -> String {
+        format!("{}-erlkube-discovery", self.app)
+    }
+
+    fn metadata(&self, out: &mut String, name: &str) {
+        let _ = writeln!(
+            out,
+            "metadata:\n  name: {}\n  namespace: {}\n  labels:\n    app.kubernetes.io/name: {}",
+            q(name),
+            q(&self.namespace),
+            q(&self.app)
+        );
+    }
+
+    /// The node name both containers use: `<app>@<pod IP>`, expanded by
+    /// Kubernetes from the `POD_IP` entry defined before it.
+    fn release_node(&self) -> String {
+        format!("{}@$(POD_IP)", self.app)
+    }
+
+    /// The whole multi-document YAML.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let app = &self.app;
+        let ns = &self.namespace;
+        let strategy = match self.strategy {
+            Strategy::Dns => "dns",
+            Strategy::Kubernetes => "kubernetes",
+        };
+        let _ = writeln!(
+            out,
+            "# erlkube manifests --app {app} --namespace {ns} --strategy {strategy}\n\
+             # A cluster of {} BEAM nodes named {app}@<pod IP>, clustered by the erlkube agent sidecar.\n\
+             # The cookie comes from the Secret {} (key {}), which is not part of this output.\n\
+             # Create it once, for example:\n\
+             #   kubectl -n {ns} create secret generic {} --from-literal={}=\"$(openssl rand -hex 32)\"",
+            self.replicas,
+            q(&self.cookie_secret),
+            q(&self.cookie_key),
+            self.cookie_secret,
+            self.cookie_key,
+        );
+        if self.strategy == Strategy::Kubernetes {
+            self.rbac(&mut out);
+        }
+        self.headless_service(&mut out);
+        self.deployment(&mut out);
+        out
+    }
+
+    fn rbac(&self, out: &mut String) {
+        let role = self.role();
+        out.push_str(
+            "---\n# The identity of the pods: the agent's Kubernetes API requests use its token.\n\
+             apiVersion: v1\nkind: ServiceAccount\n",
+        );
+        self.metadata(out, &self.app);
+        out.push_str(
+            "---\n# Read-only access to EndpointSlices in this namespace: what the kubernetes\n\
+             # strategy watches (the rules of docs/kubernetes.md, \"RBAC\").\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n",
+        );
+        self.metadata(out, &role);
+        out.push_str(
+            "rules:\n  - apiGroups: [\"discovery.k8s.io\"]\n    resources: [\"endpointslices\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n",
+        );
+        out.push_str(
+            "---\n# Grants the Role to the pods' ServiceAccount.\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n",
+        );
+        self.metadata(out, &role);
+        let _ = writeln!(
+            out,
+            "subjects:\n  - kind: ServiceAccount\n    name: {}\n    namespace: {}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: {}",
+            q(&self.app),
+            q(&self.namespace),
+            q(&role)
+        );
+    }
+
+    fn headless_service(&self, out: &mut String) {
+        let what = match self.strategy {
+            Strategy::Dns => {
+                "# Headless Service: cluster DNS answers its name with one A/AAAA record per pod,\n\
+                 # which is what the agents' dns_a discovery asks for."
+            }
+            Strategy::Kubernetes => {
+                "# Headless Service: its EndpointSlices list the pods, which is what the agents'\n\
+                 # kubernetes discovery watches."
+            }
+        };
+        let _ = writeln!(out, "---\n{what}\napiVersion: v1\nkind: Service");
+        self.metadata(out, &self.service());
+        let _ = writeln!(
+            out,
+            "spec:\n  clusterIP: None\n\
+             \x20 # One address family, the one of the pods' primary IP (POD_IP, which names the\n\
+             \x20 # node): with both A and AAAA records each pod would be discovered under two names.\n\
+             \x20 ipFamilyPolicy: SingleStack\n\
+             \x20 # The agent's readiness probe (/readyz) passes only once its node is connected to\n\
+             \x20 # discovered peers. Discovery must therefore see pods before they are ready, or\n\
+             \x20 # pods starting together wait for each other forever (docs/kubernetes.md, \"Ready,\n\
+             \x20 # serving, terminating\"): publish not-ready addresses. This Service is for the\n\
+             \x20 # cluster itself; send client traffic through a Service of its own.\n\
+             \x20 publishNotReadyAddresses: true\n\
+             \x20 selector:\n    app.kubernetes.io/name: {}\n\
+             \x20 ports:\n    - name: epmd\n      port: 4369\n      targetPort: 4369\n\
+             \x20   - name: metrics\n      port: {}\n      targetPort: metrics",
+            q(&self.app),
+            self.http_port
+        );
+    }
+
+    fn deployment(&self, out: &mut String) {
+        let app = &self.app;
+        let port = self.http_port;
+        out.push_str(
+            "---\n# The release and, beside it, the erlkube agent that clusters it.\n\
+             apiVersion: apps/v1\nkind: Deployment\n",
+        );
+        self.metadata(out, app);
+        let _ = writeln!(
+            out,
+            "spec:\n  replicas: {}\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {}\n  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: {}\n      annotations:\n        prometheus.io/scrape: \"true\"\n        prometheus.io/port: \"{port}\"\n        prometheus.io/path: /metrics\n    spec:",
+            self.replicas,
+            q(app),
+            q(app)
+        );
+        if self.strategy == Strategy::Kubernetes {
+            let _ = writeln!(out, "      serviceAccountName: {}", q(app));
+        }
+        let _ = writeln!(
+            out,
+            "      containers:\n\
+             \x20       # The unmodified release. Mix releases read RELEASE_DISTRIBUTION, RELEASE_NODE and\n\
+             \x20       # RELEASE_COOKIE; for rebar3 releases use them in vm.args.src\n\
+             \x20       # (-name ${{RELEASE_NODE}} -setcookie ${{RELEASE_COOKIE}}).\n\
+             \x20       - name: {}\n          image: {}",
+            q(app),
+            q(&self.image)
+        );
+        env_block(
+            out,
+            self,
+            &[
+                Env::Field("POD_IP", "status.podIP"),
+                Env::Secret("RELEASE_COOKIE"),
+                Env::Value("RELEASE_DISTRIBUTION", "name".into()),
+                Env::Value("RELEASE_NODE", self.release_node()),
+            ],
+        );
+        let _ = writeln!(
+            out,
+            "        # The agent: connects to the node above as a hidden node with the same cookie\n\
+             \x20       # and connects it to the nodes discovery finds (docs/agent.md). /readyz passes\n\
+             \x20       # once the node is connected to ERLKUBE_AGENT_READY_MIN_PEERS discovered peers\n\
+             \x20       # (\"all\" would let one crash-looping pod, still discovered, make every pod unready).\n\
+             \x20       - name: erlkube-agent\n          image: {}\n          command: [\"erlkube\", \"agent\"]",
+            q(&self.agent_image)
+        );
+        let mut env = vec![
+            Env::Field("POD_IP", "status.podIP"),
+            Env::Secret("RELEASE_COOKIE"),
+            Env::Value("RELEASE_NODE", self.release_node()),
+            Env::Value("ERLKUBE_AGENT_HTTP", format!("0.0.0.0:{port}")),
+            Env::Value(
+                "ERLKUBE_AGENT_READY_MIN_PEERS",
+                self.ready_min_peers.clone(),
+            ),
+        ];
+        match self.strategy {
+            Strategy::Dns => env.extend([
+                Env::Value("ERLKUBE_DISCOVERY_STRATEGY", "dns_a".into()),
+                Env::Value(
+                    "ERLKUBE_DISCOVERY_DNS_QUERY",
+                    format!(
+                        "{}.{}.svc.{}",
+                        self.service(),
+                        self.namespace,
+                        self.cluster_domain
+                    ),
+                ),
+                Env::Value("ERLKUBE_DISCOVERY_DNS_BASENAME", app.clone()),
+            ]),
+            Strategy::Kubernetes => env.extend([
+                Env::Value("ERLKUBE_DISCOVERY_STRATEGY", "kubernetes".into()),
+                Env::Value("ERLKUBE_DISCOVERY_KUBERNETES_SERVICE", self.service()),
+                Env::Value(
+                    "ERLKUBE_DISCOVERY_KUBERNETES_NAMESPACE",
+                    self.namespace.clone(),
+                ),
+                Env::Value("ERLKUBE_DISCOVERY_KUBERNETES_BASENAME", app.clone()),
+                Env::Value("ERLKUBE_DISCOVERY_KUBERNETES_MODE", "ip".into()),
+                // Same reason as publishNotReadyAddresses on the Service.
+                Env::Value(
+                    "ERLKUBE_DISCOVERY_KUBERNETES_INCLUDE_NOT_READY",
+                    "true".into(),
+                ),
+            ]),
+        }
+        env_block(out, self, &env);
+        let _ = writeln!(
+            out,
+            "          ports:\n            - name: metrics\n              containerPort: {port}\n\
+             \x20         readinessProbe:\n            httpGet:\n              path: /readyz\n              port: {port}\n\
+             \x20         livenessProbe:\n            httpGet:\n              path: /healthz\n              port: {port}"
+        );
+    }
+}
+
+/// Runs the subcommand.
+pub fn main(args: ManifestsArgs) -> ExitCode {
+    match validate(&args) {
+        Ok(spec) => {
+            print!("{}", spec.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("erlkube manifests: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(app: &str) -> ManifestsArgs {
+        ManifestsArgs {
+            app: app.into(),
+            image: "img:1".into(),
+            agent_image: "agent:1".into(),
+            namespace: "prod".into(),
+            replicas: 3,
+            strategy: Strategy::Dns,
+            cookie_secret: None,
+            cookie_key: "cookie".into(),
+            http_port: 9568,
+            cluster_domain: "cluster.local".into(),
+            ready_min_peers: None,
+        }
+    }
+
+    #[test]
+    fn app_names_follow_the_label_rule() {
+        for good in ["a", "myapp", "my-app-2", &"a".repeat(MAX_APP)] {
+            assert!(validate(&args(good)).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "MyApp",
+            "my_app",
+            "-app",
+            "app-",
+            "1app",
+            "my.app",
+            &"a".repeat(MAX_APP + 1),
+        ] {
+            let e = validate(&args(bad)).unwrap_err();
+            assert!(
+                e.starts_with("--app: must be a DNS-1123 label"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn quoting_escapes_quotes_backslashes_and_controls() {
+        assert_eq!(q("yes"), "\"yes\"");
+        assert_eq!(q("a\"b\\c\u{1}"), "\"a\\\"b\\\\c\\u0001\"");
+    }
+}

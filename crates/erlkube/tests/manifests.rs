@@ -1,0 +1,889 @@
+//! `erlkube manifests` as a user runs it (the real binary): the output is
+//! valid Kubernetes objects (each document parses into the `k8s-openapi`
+//! type of its kind and serializes back to the same document, so an
+//! unknown or misspelled field fails), the objects refer to each other
+//! correctly, the RBAC is the one docs/kubernetes.md documents, and the
+//! agent sidecar's environment is accepted by the real `erlkube agent
+//! --check`. kubectl-less: no API server runs here. The last test runs the
+//! generated pods in the netns test bed (root and erl needed; fails
+//! otherwise) with real `erl` nodes, real DNS and the real agent.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+
+/// A cookie in the generator's own environment: it must never reach the output.
+const SENTINEL_COOKIE: &str = "sentinel_cookie_value_8f3a";
+
+fn erlkube(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_erlkube"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent-home")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run erlkube")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `erlkube manifests` with the common flags plus `extra`; must succeed.
+fn generate(strategy: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "manifests",
+        "--app",
+        "myapp",
+        "--image",
+        "registry.example/myapp:1.2.0",
+        "--agent-image",
+        "registry.example/erlkube:0.1.0",
+        "--namespace",
+        "prod",
+        "--strategy",
+        strategy,
+    ];
+    args.extend_from_slice(extra);
+    let out = erlkube(
+        &args,
+        &[
+            ("RELEASE_COOKIE", SENTINEL_COOKIE),
+            ("ERLANG_COOKIE", SENTINEL_COOKIE),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}{}",
+        text(&out.stderr)
+    );
+    stdout
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).expect("a YAML document"))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> T {
+    let typed: T = serde_json::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("not a valid object: {e}\n{doc:#}"));
+    let strip = |mut v: Value| {
+        let o = v.as_object_mut().unwrap();
+        o.remove("apiVersion");
+        o.remove("kind");
+        v
+    };
+    assert_eq!(
+        strip(serde_json::to_value(&typed).unwrap()),
+        strip(doc.clone()),
+        "fields lost in the round trip (unknown or misspelled)"
+    );
+    typed
+}
+
+/// The typed objects of one output.
+struct Objects {
+    kinds: Vec<(String, String)>,
+    service_accounts: Vec<ServiceAccount>,
+    roles: Vec<Role>,
+    bindings: Vec<RoleBinding>,
+    services: Vec<Service>,
+    deployments: Vec<Deployment>,
+}
+
+fn objects(yaml: &str) -> Objects {
+    let mut o = Objects {
+        kinds: Vec::new(),
+        service_accounts: Vec::new(),
+        roles: Vec::new(),
+        bindings: Vec::new(),
+        services: Vec::new(),
+        deployments: Vec::new(),
+    };
+    for doc in documents(yaml) {
+        let api = doc["apiVersion"].as_str().expect("apiVersion").to_owned();
+        let kind = doc["kind"].as_str().expect("kind").to_owned();
+        match kind.as_str() {
+            "ServiceAccount" => o.service_accounts.push(round_trip(&doc)),
+            "Role" => o.roles.push(round_trip(&doc)),
+            "RoleBinding" => o.bindings.push(round_trip(&doc)),
+            "Service" => o.services.push(round_trip(&doc)),
+            "Deployment" => o.deployments.push(round_trip(&doc)),
+            other => panic!("unexpected kind {other}"),
+        }
+        o.kinds.push((api, kind));
+    }
+    o
+}
+
+fn pair(api: &str, kind: &str) -> (String, String) {
+    (api.to_owned(), kind.to_owned())
+}
+
+fn containers(d: &Deployment) -> &[Container] {
+    &d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers
+}
+
+fn agent_container(d: &Deployment) -> &Container {
+    containers(d)
+        .iter()
+        .find(|c| {
+            c.command
+                .as_ref()
+                .is_some_and(|cmd| cmd.last().is_some_and(|a| a == "agent"))
+        })
+        .expect("a container running `erlkube agent`")
+}
+
+fn release_container(d: &Deployment) -> &Container {
+    containers(d)
+        .iter()
+        .find(|c| c.command.is_none())
+        .expect("the release container (image's own command)")
+}
+
+/// The container's environment as Kubernetes would set it, with
+/// placeholders for what the kubelet fills in: `status.podIP` → 10.0.0.7,
+/// `metadata.namespace` → the Deployment's namespace, a Secret key → a
+/// dummy cookie; `$(VAR)` expanded from the entries before it.
+fn resolved_env(c: &Container, namespace: &str) -> Vec<(String, String)> {
+    resolved_env_for(c, namespace, "10.0.0.7", "dummy_cookie")
+}
+
+/// [`resolved_env`] for a given pod IP and cookie.
+fn resolved_env_for(
+    c: &Container,
+    namespace: &str,
+    pod_ip: &str,
+    cookie: &str,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for e in c.env.as_deref().unwrap_or_default() {
+        let v = match (&e.value, &e.value_from) {
+            (Some(v), None) => expand(v, &out),
+            (None, Some(from)) => {
+                if let Some(f) = &from.field_ref {
+                    match f.field_path.as_str() {
+                        "status.podIP" => pod_ip.to_owned(),
+                        "metadata.namespace" => namespace.to_owned(),
+                        other => panic!("unexpected fieldRef {other}"),
+                    }
+                } else if from.secret_key_ref.is_some() {
+                    cookie.to_owned()
+                } else {
+                    panic!("unexpected valueFrom {from:?}")
+                }
+            }
+            other => panic!("env {} has neither value nor valueFrom: {other:?}", e.name),
+        };
+        out.push((e.name.clone(), v));
+    }
+    out
+}
+
+/// Kubernetes' `$(VAR)` expansion: only variables defined earlier.
+fn expand(v: &str, earlier: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(i) = rest.find("$(") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        match after.find(')') {
+            Some(j) => {
+                let name = &after[..j];
+                match earlier.iter().rev().find(|(k, _)| k == name) {
+                    Some((_, val)) => out.push_str(val),
+                    None => out.push_str(&rest[i..i + 3 + j]),
+                }
+                rest = &after[j + 1..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn get<'a>(env: &'a [(String, String)], name: &str) -> &'a str {
+    env.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("{name} not in {env:?}"))
+}
+
+/// The value of `key` in `erlkube agent --check`'s plan (`  key = "v"  (source)`).
+fn plan_value(plan: &str, key: &str) -> Option<String> {
+    plan.lines().find_map(|l| {
+        let (k, rest) = l.trim_start().split_once(" = ")?;
+        if k.trim_end() != key {
+            return None;
+        }
+        let v = rest.rsplit_once("  (").map_or(rest, |(v, _)| v);
+        Some(v.trim_matches('"').to_owned())
+    })
+}
+
+fn port_number(p: &IntOrString, c: &Container) -> i32 {
+    match p {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => {
+            c.ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|cp| cp.name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("no container port named {name}"))
+                .container_port
+        }
+    }
+}
+
+#[test]
+fn each_strategy_prints_valid_objects_of_the_expected_kinds() {
+    let dns = objects(&generate("dns", &[]));
+    assert_eq!(
+        dns.kinds,
+        [pair("v1", "Service"), pair("apps/v1", "Deployment")]
+    );
+    let kube = objects(&generate("kubernetes", &[]));
+    assert_eq!(
+        kube.kinds,
+        [
+            pair("v1", "ServiceAccount"),
+            pair("rbac.authorization.k8s.io/v1", "Role"),
+            pair("rbac.authorization.k8s.io/v1", "RoleBinding"),
+            pair("v1", "Service"),
+            pair("apps/v1", "Deployment"),
+        ]
+    );
+    let d = &kube.deployments[0];
+    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
+    assert_eq!(
+        release_container(d).image.as_deref(),
+        Some("registry.example/myapp:1.2.0")
+    );
+    assert_eq!(
+        agent_container(d).image.as_deref(),
+        Some("registry.example/erlkube:0.1.0")
+    );
+    for o in [&dns, &kube] {
+        assert!(o.services[0]
+            .metadata
+            .namespace
+            .as_deref()
+            .is_some_and(|n| n == "prod"));
+    }
+}
+
+#[test]
+fn the_headless_service_selects_the_pods_and_publishes_not_ready_addresses() {
+    for strategy in ["dns", "kubernetes"] {
+        let o = objects(&generate(strategy, &["--replicas", "5"]));
+        let svc = o.services[0].spec.as_ref().unwrap();
+        let d = o.deployments[0].spec.as_ref().unwrap();
+        let pod_labels = d
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone()
+            .unwrap();
+        let selector = svc.selector.clone().expect("a selector");
+        assert!(
+            selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "{strategy}: Service selector {selector:?} does not match pod labels {pod_labels:?}"
+        );
+        let match_labels = d.selector.match_labels.clone().unwrap();
+        assert!(
+            match_labels
+                .iter()
+                .all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "{strategy}: Deployment selector {match_labels:?} vs {pod_labels:?}"
+        );
+        assert_eq!(d.replicas, Some(5));
+        assert_eq!(svc.cluster_ip.as_deref(), Some("None"), "headless");
+        assert_eq!(svc.publish_not_ready_addresses, Some(true), "{strategy}");
+        // One family, that of POD_IP: dual-stack records would name each pod twice.
+        assert_eq!(svc.ip_family_policy.as_deref(), Some("SingleStack"));
+    }
+}
+
+#[test]
+fn probes_and_the_metrics_port_use_the_agents_configured_http_port() {
+    for (extra, want) in [(&[][..], 9568), (&["--http-port", "9100"][..], 9100)] {
+        for strategy in ["dns", "kubernetes"] {
+            let o = objects(&generate(strategy, extra));
+            let agent = agent_container(&o.deployments[0]);
+            let env = resolved_env(agent, "prod");
+            let http = get(&env, "ERLKUBE_AGENT_HTTP");
+            let configured: i32 = http.rsplit_once(':').unwrap().1.parse().unwrap();
+            assert_eq!(configured, want);
+            for (what, probe) in [
+                ("readiness", agent.readiness_probe.as_ref()),
+                ("liveness", agent.liveness_probe.as_ref()),
+            ] {
+                let get = probe
+                    .and_then(|p| p.http_get.as_ref())
+                    .unwrap_or_else(|| panic!("{what} probe with httpGet"));
+                assert_eq!(port_number(&get.port, agent), configured, "{what}");
+            }
+            let ready = agent.readiness_probe.as_ref().unwrap().http_get.as_ref();
+            assert_eq!(ready.unwrap().path.as_deref(), Some("/readyz"));
+            let live = agent.liveness_probe.as_ref().unwrap().http_get.as_ref();
+            assert_eq!(live.unwrap().path.as_deref(), Some("/healthz"));
+            let metrics = agent
+                .ports
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .find(|p| p.name.as_deref() == Some("metrics"))
+                .expect("a container port named metrics");
+            assert_eq!(metrics.container_port, configured);
+        }
+    }
+}
+
+#[test]
+fn the_role_binding_names_the_pods_service_account_and_the_role_has_the_documented_rules() {
+    let o = objects(&generate("kubernetes", &[]));
+    let sa = &o.service_accounts[0];
+    let role = &o.roles[0];
+    let binding = &o.bindings[0];
+    let pod = o.deployments[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref();
+    let pod_sa = pod.unwrap().service_account_name.as_deref();
+    assert_eq!(
+        pod_sa,
+        sa.metadata.name.as_deref(),
+        "the pod runs as the ServiceAccount"
+    );
+    let subject = &binding.subjects.as_deref().unwrap()[0];
+    assert_eq!(subject.kind, "ServiceAccount");
+    assert_eq!(Some(subject.name.as_str()), pod_sa);
+    assert_eq!(
+        subject.namespace.as_deref(),
+        sa.metadata.namespace.as_deref()
+    );
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.role_ref.api_group, "rbac.authorization.k8s.io");
+    assert_eq!(
+        Some(binding.role_ref.name.as_str()),
+        role.metadata.name.as_deref()
+    );
+    for ns in [&role.metadata.namespace, &binding.metadata.namespace] {
+        assert_eq!(ns.as_deref(), Some("prod"));
+    }
+
+    // The first Role in docs/kubernetes.md is the EndpointSlice one the
+    // default resource needs; the generator must grant exactly its rules.
+    let md = include_str!("../../../docs/kubernetes.md");
+    let documented: Vec<PolicyRule> = yaml_blocks(md)
+        .iter()
+        .flat_map(|b| documents(b))
+        .find(|d| d["kind"] == "Role")
+        .map(|d| round_trip::<Role>(&d).rules.unwrap())
+        .expect("a Role in docs/kubernetes.md");
+    assert_eq!(role.rules.as_ref(), Some(&documented));
+    // And that Role is what the strategy uses by default.
+    assert!(documented[0]
+        .resources
+        .as_deref()
+        .is_some_and(|r| r == ["endpointslices"]));
+}
+
+fn yaml_blocks(md: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in md.lines() {
+        match (&mut cur, line.trim_start()) {
+            (None, "```yaml") => cur = Some(String::new()),
+            (Some(_), "```") => out.extend(cur.take()),
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn the_agent_env_passes_agent_check_with_the_generated_strategy_and_service() {
+    for (strategy, agent_strategy) in [("dns", "dns_a"), ("kubernetes", "kubernetes")] {
+        let o = objects(&generate(strategy, &["--http-port", "9100"]));
+        let service = o.services[0].metadata.name.clone().unwrap();
+        let ns = o.services[0].metadata.namespace.clone().unwrap();
+        let d = &o.deployments[0];
+        let plan = agent_check(&o);
+        assert!(
+            plan.lines()
+                .any(|l| l == format!("strategy: {agent_strategy}")),
+            "{plan}"
+        );
+        assert_eq!(
+            plan_value(&plan, "agent.http").as_deref(),
+            Some("0.0.0.0:9100")
+        );
+        let basename = match strategy {
+            "dns" => {
+                assert_eq!(
+                    plan_value(&plan, "discovery.dns.query"),
+                    Some(format!("{service}.{ns}.svc.cluster.local")),
+                    "{plan}"
+                );
+                plan_value(&plan, "discovery.dns.basename")
+            }
+            _ => {
+                assert_eq!(
+                    plan_value(&plan, "discovery.kubernetes.service"),
+                    Some(service.clone()),
+                    "{plan}"
+                );
+                assert_eq!(
+                    plan_value(&plan, "discovery.kubernetes.namespace"),
+                    Some(ns.clone())
+                );
+                assert_eq!(
+                    plan_value(&plan, "discovery.kubernetes.mode").as_deref(),
+                    Some("ip")
+                );
+                plan_value(&plan, "discovery.kubernetes.basename")
+            }
+        };
+        // The agent drives the node the release starts as, and that name is
+        // the one discovery produces for this pod (basename@pod IP).
+        let release_env = resolved_env(release_container(d), &ns);
+        let release_node = get(&release_env, "RELEASE_NODE");
+        assert_eq!(get(&release_env, "RELEASE_DISTRIBUTION"), "name");
+        assert_eq!(
+            plan_value(&plan, "agent.node").as_deref(),
+            Some(release_node)
+        );
+        assert_eq!(release_node, format!("{}@10.0.0.7", basename.unwrap()));
+        assert!(
+            plan.contains("cookie from env RELEASE_COOKIE (not shown)"),
+            "{plan}"
+        );
+    }
+}
+
+/// Runs the real `erlkube agent --check` with the agent container's
+/// resolved environment; returns the printed plan.
+fn agent_check(o: &Objects) -> String {
+    let ns = o.deployments[0].metadata.namespace.clone().unwrap();
+    let env = resolved_env(agent_container(&o.deployments[0]), &ns);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = erlkube(&["agent", "--check"], &pairs);
+    let plan = text(&out.stdout);
+    assert!(out.status.success(), "{env:?}: {}{plan}", text(&out.stderr));
+    plan
+}
+
+#[test]
+fn readiness_needs_one_peer_by_default_none_alone_and_the_flag_overrides_it() {
+    for (extra, want) in [
+        (&["--replicas", "3"][..], "1"),
+        (&["--replicas", "1"][..], "0"),
+        (&["--ready-min-peers", "all"][..], "all"),
+        (&["--ready-min-peers", "2"][..], "2"),
+    ] {
+        for strategy in ["dns", "kubernetes"] {
+            let plan = agent_check(&objects(&generate(strategy, extra)));
+            assert_eq!(
+                plan_value(&plan, "agent.ready_min_peers").as_deref(),
+                Some(want),
+                "{extra:?}: {plan}"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_cookie_value_is_written_only_references_to_the_secret() {
+    for strategy in ["dns", "kubernetes"] {
+        let yaml = generate(
+            strategy,
+            &[
+                "--cookie-secret",
+                "beam-cookie",
+                "--cookie-key",
+                "erlang-cookie",
+            ],
+        );
+        assert!(!yaml.contains(SENTINEL_COOKIE), "{yaml}");
+        let o = objects(&yaml);
+        assert!(!o.kinds.iter().any(|(_, k)| k == "Secret"));
+        let d = &o.deployments[0];
+        let mut cookie_entries = 0;
+        for c in containers(d) {
+            let env = c.env.as_deref().unwrap_or_default();
+            let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+            for e in env {
+                *names.entry(e.name.as_str()).or_default() += 1;
+                if e.name.to_ascii_uppercase().contains("COOKIE") {
+                    assert_eq!(e.value, None, "{}: a literal cookie in {}", e.name, c.name);
+                    let r = e
+                        .value_from
+                        .as_ref()
+                        .and_then(|f| f.secret_key_ref.as_ref())
+                        .unwrap_or_else(|| panic!("{} is not a secretKeyRef", e.name));
+                    assert_eq!(r.name, "beam-cookie");
+                    assert_eq!(r.key, "erlang-cookie");
+                    cookie_entries += 1;
+                }
+            }
+            assert!(
+                names.values().all(|n| *n == 1),
+                "duplicate env in {}",
+                c.name
+            );
+        }
+        assert_eq!(cookie_entries, 2, "release and agent both read the Secret");
+    }
+}
+
+#[test]
+fn bad_flag_values_exit_2_with_one_line_naming_the_flag() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("--app", "My_App", "--app: must be a DNS-1123 label"),
+        ("--app", "1app", "--app: must be a DNS-1123 label"),
+        ("--app", "app-", "--app: must be a DNS-1123 label"),
+        ("--app", &"a".repeat(55), "--app: must be a DNS-1123 label"),
+        (
+            "--namespace",
+            "Prod",
+            "--namespace: must be a DNS-1123 label",
+        ),
+        ("--http-port", "0", "--http-port:"),
+        ("--cookie-key", "a b", "--cookie-key:"),
+        ("--ready-min-peers", "most", "--ready-min-peers:"),
+    ];
+    for (flag, value, want) in cases {
+        let mut args = vec!["manifests", *flag, *value];
+        for (f, v) in [
+            ("--app", "myapp"),
+            ("--image", "img:1"),
+            ("--agent-image", "agent:1"),
+        ] {
+            if f != *flag {
+                args.extend([f, v]);
+            }
+        }
+        let out = erlkube(&args, &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(out.stdout.is_empty(), "nothing printed on error");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("erlkube manifests: {want}")),
+            "{flag} {value}: {stderr}"
+        );
+        assert!(stderr.contains(value), "names the value: {stderr}");
+    }
+    let out = erlkube(
+        &[
+            "manifests",
+            "--app",
+            "a",
+            "--image",
+            "i",
+            "--agent-image",
+            "j",
+            "--strategy",
+            "gossip",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--strategy"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// One bed scenario at a time in this binary.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The test bed's pods with the generated agent sidecar: a plain `erl`
+/// node per pod (named as the release container's env names it) and the
+/// real `erlkube agent` run with the agent container's command and env.
+/// `dns`: the pod's resolver points at the bed's DNS (dnsmasq serving the
+/// headless Service, not-ready pods included, as `publishNotReadyAddresses`
+/// makes cluster DNS do). `kubernetes`: the API emulator (the project's
+/// one stand-in) on the bed's bridge lists the pods in the generated
+/// Service's EndpointSlices as started but *not ready*, as in a cluster
+/// where every pod waits for its readiness probe; the agent finds it as a
+/// pod does (KUBERNETES_SERVICE_HOST/PORT, a service-account directory).
+/// Where the bed differs from a cluster, and only there, the env is
+/// overridden: the pods' epmd port (the bed never uses 4369), IPv4 records
+/// only (the bed publishes AAAA too; the generated Service is
+/// single-stack), and the service-account directory's path.
+async fn generated_pods_form_in_the_bed(strategy: &str) {
+    use erlkube_kube_emulator::{Access, Emulator, EmulatorConfig, EndpointState, ServiceModel};
+    use erlkube_testbed::harness::wait_full_mesh;
+    use erlkube_testbed::process::Guard;
+    use erlkube_testbed::{Bed, BedConfig, Naming};
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    /// Liveness bound (not a performance assertion).
+    const FORM: Duration = Duration::from_secs(60);
+
+    fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        Ok((status, body.to_owned()))
+    }
+
+    async fn get_async(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || http_get(addr, &path))
+            .await
+            .expect("http thread")
+    }
+
+    /// Removes a directory on drop.
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    let _serial = SERIAL.lock().await;
+    let o = objects(&generate(strategy, &["--replicas", "3"]));
+    let d = &o.deployments[0];
+    let service = o.services[0].metadata.name.clone().unwrap();
+    let ns = o.services[0].metadata.namespace.clone().unwrap();
+    let app = d.metadata.name.clone().unwrap();
+    let agent = agent_container(d).clone();
+    let release_node = get(&resolved_env(release_container(d), &ns), "RELEASE_NODE").to_owned();
+    let basename = release_node.split_once('@').unwrap().0.to_owned();
+    let replicas = d.spec.as_ref().unwrap().replicas.unwrap() as usize;
+    let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let g = p.as_ref().unwrap().http_get.clone().unwrap();
+        (port_number(&g.port, &agent) as u16, g.path.unwrap())
+    };
+    let (ready_port, ready_path) = probe(&agent.readiness_probe);
+    let (live_port, live_path) = probe(&agent.liveness_probe);
+    let metrics_port = agent
+        .ports
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("metrics"))
+        .unwrap()
+        .container_port as u16;
+
+    let mut bed = Bed::new(BedConfig {
+        service: service.clone(),
+        namespace: ns.clone(),
+        basename,
+        // The agent's default (the generated env does not set it).
+        net_ticktime: 60,
+        naming: Naming::Ipv4,
+        ..BedConfig::default()
+    })
+    .expect("test bed");
+    let pods = bed.add_pods(replicas).expect("pods");
+    let cookie = bed.config().cookie.clone();
+    let mut overrides = vec![(
+        "ERL_EPMD_PORT".to_owned(),
+        bed.config().epmd_port.to_string(),
+    )];
+    let mut dirs = Vec::new();
+    let mut emulator = None;
+    match strategy {
+        "dns" => {
+            overrides.push(("ERLKUBE_DISCOVERY_DNS_IP_VERSION".into(), "v4".into()));
+            for i in &pods {
+                let etc = PathBuf::from("/etc/netns").join(&bed.pod(*i).netns);
+                std::fs::create_dir_all(&etc).expect("/etc/netns dir");
+                let etc = RemoveDir(etc);
+                std::fs::write(
+                    etc.0.join("resolv.conf"),
+                    format!("nameserver {}\n", bed.dns_addr().ip()),
+                )
+                .expect("resolv.conf");
+                dirs.push(etc);
+            }
+        }
+        _ => {
+            // The bridge is .1 of the bed's subnet (the DNS server is .2).
+            let bridge = match bed.dns_addr().ip() {
+                IpAddr::V4(a) => {
+                    let o = a.octets();
+                    Ipv4Addr::new(o[0], o[1], o[2], 1)
+                }
+                IpAddr::V6(_) => unreachable!("the bed's DNS is IPv4"),
+            };
+            let emu = Emulator::start(EmulatorConfig {
+                bind: SocketAddr::from((bridge, 0)),
+                extra_sans: vec![IpAddr::V4(bridge)],
+                ..EmulatorConfig::default()
+            })
+            .await
+            .expect("emulator");
+            emu.set_token("manifests-token", Access::Read);
+            let sa = RemoveDir(
+                std::env::temp_dir().join(format!("erlkube-manifests-sa-{}", std::process::id())),
+            );
+            std::fs::create_dir_all(&sa.0).unwrap();
+            std::fs::write(sa.0.join("ca.crt"), emu.ca_pem()).unwrap();
+            std::fs::write(sa.0.join("token"), "manifests-token").unwrap();
+            std::fs::write(sa.0.join("namespace"), &ns).unwrap();
+            let labels = d.spec.as_ref().unwrap().template.metadata.clone().unwrap();
+            let labels: Vec<(String, String)> = labels.labels.unwrap().into_iter().collect();
+            let labels: Vec<(&str, &str)> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let mut model = ServiceModel::new(&ns, &service, &labels);
+            for i in &pods {
+                let ip = bed.pod(*i).ipv4.to_string();
+                model.set_pod(
+                    &emu,
+                    &format!("{app}-{i}"),
+                    &ip,
+                    None,
+                    EndpointState::STARTING,
+                );
+            }
+            overrides.extend([
+                ("KUBERNETES_SERVICE_HOST".to_owned(), bridge.to_string()),
+                (
+                    "KUBERNETES_SERVICE_PORT".to_owned(),
+                    emu.addr().port().to_string(),
+                ),
+                (
+                    "ERLKUBE_DISCOVERY_KUBERNETES_SERVICE_ACCOUNT_DIR".to_owned(),
+                    sa.0.display().to_string(),
+                ),
+            ]);
+            dirs.push(sa);
+            emulator = Some((emu, model));
+        }
+    }
+    let mut running = Vec::new();
+    for i in &pods {
+        let pod = bed.pod(*i);
+        let ip = pod.ipv4.to_string();
+        let release = resolved_env_for(release_container(d), &ns, &ip, &cookie);
+        assert_eq!(
+            get(&release, "RELEASE_NODE"),
+            pod.node_name,
+            "the release container's node name is the pod's node"
+        );
+        let mut env = resolved_env_for(&agent, &ns, &ip, &cookie);
+        env.extend(overrides.iter().cloned());
+        let command = agent.command.clone().unwrap();
+        assert_eq!(command[0], "erlkube");
+        let mut cmd = bed.exec(*i, env!("CARGO_BIN_EXE_erlkube"));
+        cmd.args(&command[1..])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut guard = Guard::spawn(&mut cmd).expect("spawn erlkube agent");
+        let stderr = guard.child_mut().stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = l.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        running.push((pod.ipv4, guard, log));
+    }
+    let logs = || {
+        running
+            .iter()
+            .map(|(ip, _, log)| format!("--- agent at {ip}\n{}", log.lock().unwrap()))
+            .collect::<String>()
+    };
+    if let Err(e) = wait_full_mesh(&bed, &pods, FORM).await {
+        panic!("{strategy}: {e}\n{}", logs());
+    }
+    for (ip, _, _) in &running {
+        let ip = IpAddr::V4(*ip);
+        let start = tokio::time::Instant::now();
+        loop {
+            let r = get_async(SocketAddr::new(ip, ready_port), &ready_path).await;
+            if matches!(r, Ok((200, _))) {
+                break;
+            }
+            assert!(
+                start.elapsed() < FORM,
+                "{strategy}: readiness probe: {r:?}\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let r = get_async(SocketAddr::new(ip, live_port), &live_path).await;
+        assert!(matches!(r, Ok((200, _))), "liveness probe: {r:?}");
+        let (status, body) = get_async(SocketAddr::new(ip, metrics_port), "/metrics")
+            .await
+            .expect("GET /metrics");
+        assert_eq!(status, 200);
+        assert!(body.lines().any(|l| l == "erlkube_agent_ready 1"), "{body}");
+        let connected = format!("erlkube_agent_connected_nodes {}", pods.len() - 1);
+        assert!(body.lines().any(|l| l == connected), "{body}");
+    }
+    drop(running);
+    drop(emulator);
+    drop(dirs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generated_dns_pods_form_one_cluster_of_real_erl_nodes_in_the_test_bed() {
+    generated_pods_form_in_the_bed("dns").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generated_kubernetes_pods_form_one_cluster_while_not_ready_in_the_api() {
+    generated_pods_form_in_the_bed("kubernetes").await;
+}
