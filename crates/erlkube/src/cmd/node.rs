@@ -101,9 +101,6 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).context("starting the node"),
     };
-    println!("{} listening on port {}", node.name(), node.port());
-    let _formation = super::node_discovery::start(&node, &args.discovery, args.epmd_port).await?;
-
     let mut echo = node.spawn_registered("echo").context("registering echo")?;
     let echo_node = node.clone();
     tokio::spawn(async move {
@@ -134,6 +131,11 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
             }
         }
     });
+
+    // announced (and peers looked for) once the services above answer: a
+    // client that waits for this line must not find `demo` undefined
+    println!("{} listening on port {}", node.name(), node.port());
+    let _formation = super::node_discovery::start(&node, &args.discovery, args.epmd_port).await?;
 
     tokio::select! {
         _ = int.recv() => {}
