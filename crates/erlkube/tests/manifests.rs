@@ -1100,7 +1100,7 @@ async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
             std::fs::write(sa.0.join("ca.crt"), emu.ca_pem()).unwrap();
             std::fs::write(sa.0.join("token"), "manifests-token").unwrap();
             std::fs::write(sa.0.join("namespace"), &ns).unwrap();
-            let labels = d.spec.as_ref().unwrap().template.metadata.clone().unwrap();
+            let labels = d.metadata.clone().unwrap();
             let labels: Vec<(String, String)> = labels.labels.unwrap().into_iter().collect();
             let labels: Vec<(&str, &str)> = labels
                 .iter()

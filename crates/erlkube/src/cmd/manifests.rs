@@ -611,7 +611,7 @@ impl Spec {
                 ),
                 Env::Value("ERLKUBE_DISCOVERY_DNS_BASENAME", app.clone()),
             ]),
-            (Strategy::Kubernetes, workload) => {
+            (Strategy::Kubernetes, wl) => {
                 env.extend([
                     Env::Value("ERLKUBE_DISCOVERY_STRATEGY", "kubernetes".into()),
                     Env::Value(
@@ -634,7 +634,7 @@ impl Spec {
                     "ERLKUBE_DISCOVERY_KUBERNETES_BASENAME",
                     app.clone(),
                 ));
-                match workload {
+                match wl {
                     Workload::Deployment => {
                         env.push(Env::Value("ERLKUBE_DISCOVERY_KUBERNETES_MODE", "ip".into()))
                     }
