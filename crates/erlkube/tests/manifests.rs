@@ -1193,13 +1193,26 @@ async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
         }
         let r = get_async(SocketAddr::new(ip, live_port), &live_path).await;
         assert!(matches!(r, Ok((200, _))), "liveness probe: {r:?}");
-        let (status, body) = get_async(SocketAddr::new(ip, metrics_port), "/metrics")
-            .await
-            .expect("GET /metrics");
-        assert_eq!(status, 200);
-        assert!(body.lines().any(|l| l == "erlkube_agent_ready 1"), "{body}");
+        // Readiness needs one peer; the agent's gauge of connected
+        // discovered peers reaches all of them at its next check.
         let connected = format!("erlkube_agent_connected_nodes {}", pods.len() - 1);
-        assert!(body.lines().any(|l| l == connected), "{body}");
+        let start = tokio::time::Instant::now();
+        loop {
+            let (status, body) = get_async(SocketAddr::new(ip, metrics_port), "/metrics")
+                .await
+                .expect("GET /metrics");
+            assert_eq!(status, 200);
+            assert!(body.lines().any(|l| l == "erlkube_agent_ready 1"), "{body}");
+            if body.lines().any(|l| l == connected) {
+                break;
+            }
+            assert!(
+                start.elapsed() < FORM,
+                "{strategy}: no {connected:?} in\n{body}\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     drop(running);
     drop(emulator);
