@@ -465,26 +465,34 @@ impl Spec {
     }
 
     fn headless_service(&self, out: &mut String) {
+        let reads = match self.resource {
+            Resource::Endpointslices => {
+                "# Its EndpointSlices list the pods: what the agents' kubernetes discovery watches."
+            }
+            Resource::Endpoints => {
+                "# Its Endpoints object lists the pods: what the agents' kubernetes discovery watches."
+            }
+            Resource::Pods => "# It selects the pods the agents' kubernetes discovery reads by label.",
+        };
         let what = match (self.strategy, self.workload) {
             (Strategy::Dns, Workload::Deployment) => {
                 "# Headless Service: cluster DNS answers its name with one A/AAAA record per pod,\n\
                  # which is what the agents' dns_a discovery asks for."
+                    .to_owned()
             }
             (Strategy::Dns, Workload::Statefulset) => {
                 "# Headless Service, the StatefulSet's serviceName: cluster DNS gives every pod the\n\
                  # name <pod>.<this service>.<namespace>.svc.<domain> and answers the SRV name of the\n\
                  # port epmd with one record per pod whose target is that name, which is what the\n\
                  # agents' dns_srv discovery asks for."
+                    .to_owned()
             }
-            (Strategy::Kubernetes, Workload::Deployment) => {
-                "# Headless Service: its endpoints list the pods, which is what the agents'\n\
-                 # kubernetes discovery reads."
-            }
-            (Strategy::Kubernetes, Workload::Statefulset) => {
+            (Strategy::Kubernetes, Workload::Deployment) => format!("# Headless Service.\n{reads}"),
+            (Strategy::Kubernetes, Workload::Statefulset) => format!(
                 "# Headless Service, the StatefulSet's serviceName: cluster DNS gives every pod the\n\
-                 # name <pod>.<this service>.<namespace>.svc.<domain> (the node names), and its\n\
-                 # endpoints carry each pod's hostname, which the agents' kubernetes discovery reads."
-            }
+                 # name <pod>.<this service>.<namespace>.svc.<domain>, the node names (which the\n\
+                 # agents' discovery, in hostname mode, builds the same way).\n{reads}"
+            ),
         };
         let _ = writeln!(out, "---\n{what}\napiVersion: v1\nkind: Service");
         self.metadata(out, &self.service());
