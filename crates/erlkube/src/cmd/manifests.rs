@@ -734,6 +734,21 @@ mod tests {
     }
 
     #[test]
+    fn statefulset_apps_leave_room_for_the_revision_hash_label() {
+        let sts = |app: &str| ManifestsArgs {
+            workload: Workload::Statefulset,
+            ..args(app)
+        };
+        assert!(validate(&sts(&"a".repeat(MAX_STATEFULSET_APP))).is_ok());
+        let e = validate(&sts(&"a".repeat(MAX_STATEFULSET_APP + 1))).unwrap_err();
+        assert!(e.starts_with("--app: with --workload statefulset"), "{e}");
+        // The revision hash label is `<app>-` and 10 characters: 63 at most.
+        assert_eq!(MAX_STATEFULSET_APP + 1 + 10, 63);
+        // A Deployment has no such label.
+        assert!(validate(&args(&"a".repeat(MAX_STATEFULSET_APP + 1))).is_ok());
+    }
+
+    #[test]
     fn quoting_escapes_quotes_backslashes_and_controls() {
         assert_eq!(q("yes"), "\"yes\"");
         assert_eq!(q("a\"b\\c\u{1}"), "\"a\\\"b\\\\c\\u0001\"");
