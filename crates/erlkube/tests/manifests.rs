@@ -4,8 +4,10 @@
 //! unknown or misspelled field fails), the objects refer to each other
 //! correctly, the RBAC is the one docs/kubernetes.md documents, and the
 //! agent sidecar's environment is accepted by the real `erlkube agent
-//! --check`. kubectl-less: no API server runs here. The last test runs the
-//! generated pods in the netns test bed (root and erl needed; fails
+//! --check`; for a StatefulSet, the node name is the pod's DNS name and
+//! the one discovery yields. kubectl-less: no API server runs here. The
+//! `generated_*` tests run the generated pods (Deployment and StatefulSet,
+//! each strategy) in the netns test bed (root and erl needed; fails
 //! otherwise) with real `erl` nodes, real DNS and the real agent.
 
 use std::collections::BTreeMap;
@@ -938,6 +940,12 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// overridden: the pods' epmd port (the bed never uses 4369), IPv4 records
 /// only (the bed publishes AAAA too; the generated Service is
 /// single-stack), and the service-account directory's path.
+/// `statefulset`: the pods are `<app>-N` (the bed's ordinals start at 1),
+/// their nodes named `<app>@<app>-N.<service>.<ns>.svc.cluster.local` by
+/// the generated env from the pod's name and namespace; the bed's DNS has
+/// those host records and the SRV records of the Service's named ports
+/// (targets: those names), the emulator's endpoints carry the hostname,
+/// and each pod's hosts file maps its own name, as the kubelet writes it.
 async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
     use erlkube_kube_emulator::{Access, Emulator, EmulatorConfig, EndpointState, ServiceModel};
     use erlkube_testbed::harness::wait_full_mesh;
