@@ -2,7 +2,8 @@
 //! (kubectl-less validation): every YAML block parses into the
 //! `k8s-openapi` type of its kind, and serializing it back gives the same
 //! document, so an unknown or misspelled field fails. The Role grants
-//! exactly what the strategy does: get, list and watch.
+//! exactly what the strategy does: get, list and watch, on the one
+//! resource it reads (a Role per `resource`).
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -91,6 +92,27 @@ fn rbac_manifests_in_the_docs_are_valid_and_minimal() {
         Some(&["endpointslices".to_owned()][..])
     );
     assert_eq!(slices.verbs, ["get", "list", "watch"]);
+    // resource = "endpoints" and "pods": a Role each, with the core group
+    // and that one resource (the readers never touch the other kind).
+    for resource in ["endpoints", "pods"] {
+        let rules: Vec<_> = roles
+            .iter()
+            .map(|r| r.rules.as_deref().unwrap())
+            .filter(|rules| {
+                rules.iter().any(|rule| {
+                    rule.resources
+                        .as_deref()
+                        .is_some_and(|rs| rs.iter().any(|x| x == resource))
+                })
+            })
+            .collect();
+        assert_eq!(rules.len(), 1, "one Role for resource = {resource}");
+        assert_eq!(rules[0].len(), 1, "{resource}: one rule");
+        let rule = &rules[0][0];
+        assert_eq!(rule.api_groups.as_deref(), Some(&[String::new()][..]));
+        assert_eq!(rule.resources.as_deref(), Some(&[resource.to_owned()][..]));
+        assert_eq!(rule.verbs, ["get", "list", "watch"]);
+    }
     for r in &roles {
         for rule in r.rules.as_ref().unwrap() {
             assert!(

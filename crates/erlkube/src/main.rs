@@ -49,7 +49,7 @@ enum Command {
     Nodename(cmd::nodename::NameArgs),
     /// Print shell lines for a release's env.sh: eval "$(erlkube env)".
     Env(cmd::env::EnvArgs),
-    /// Print the Kubernetes manifests (Service, Deployment with the agent, RBAC).
+    /// Print the Kubernetes manifests (Service, Deployment or StatefulSet with the agent, RBAC).
     Manifests(cmd::manifests::ManifestsArgs),
 }
 

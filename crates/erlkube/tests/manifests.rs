@@ -4,16 +4,19 @@
 //! unknown or misspelled field fails), the objects refer to each other
 //! correctly, the RBAC is the one docs/kubernetes.md documents, and the
 //! agent sidecar's environment is accepted by the real `erlkube agent
-//! --check`. kubectl-less: no API server runs here. The last test runs the
-//! generated pods in the netns test bed (root and erl needed; fails
+//! --check`; for a StatefulSet, the node name is the pod's DNS name and
+//! the one discovery yields. kubectl-less: no API server runs here. The
+//! `generated_*` tests run the generated pods (Deployment and StatefulSet,
+//! each strategy) in the netns test bed (root and erl needed; fails
 //! otherwise) with real `erl` nodes, real DNS and the real agent.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, Service, ServiceAccount};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
@@ -99,6 +102,7 @@ struct Objects {
     bindings: Vec<RoleBinding>,
     services: Vec<Service>,
     deployments: Vec<Deployment>,
+    stateful_sets: Vec<StatefulSet>,
 }
 
 fn objects(yaml: &str) -> Objects {
@@ -109,6 +113,7 @@ fn objects(yaml: &str) -> Objects {
         bindings: Vec::new(),
         services: Vec::new(),
         deployments: Vec::new(),
+        stateful_sets: Vec::new(),
     };
     for doc in documents(yaml) {
         let api = doc["apiVersion"].as_str().expect("apiVersion").to_owned();
@@ -119,6 +124,7 @@ fn objects(yaml: &str) -> Objects {
             "RoleBinding" => o.bindings.push(round_trip(&doc)),
             "Service" => o.services.push(round_trip(&doc)),
             "Deployment" => o.deployments.push(round_trip(&doc)),
+            "StatefulSet" => o.stateful_sets.push(round_trip(&doc)),
             other => panic!("unexpected kind {other}"),
         }
         o.kinds.push((api, kind));
@@ -130,18 +136,52 @@ fn pair(api: &str, kind: &str) -> (String, String) {
     (api.to_owned(), kind.to_owned())
 }
 
-fn containers(d: &Deployment) -> &[Container] {
-    &d.spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers
+/// The one workload of an output (Deployment or StatefulSet): its
+/// metadata, replicas, selector and pod template.
+struct Workload<'a> {
+    meta: &'a ObjectMeta,
+    replicas: Option<i32>,
+    selector: &'a LabelSelector,
+    template: &'a PodTemplateSpec,
 }
 
-fn agent_container(d: &Deployment) -> &Container {
+fn workload(o: &Objects) -> Workload<'_> {
+    match (&o.deployments[..], &o.stateful_sets[..]) {
+        ([d], []) => {
+            let s = d.spec.as_ref().unwrap();
+            Workload {
+                meta: &d.metadata,
+                replicas: s.replicas,
+                selector: &s.selector,
+                template: &s.template,
+            }
+        }
+        ([], [ss]) => {
+            let s = ss.spec.as_ref().unwrap();
+            Workload {
+                meta: &ss.metadata,
+                replicas: s.replicas,
+                selector: &s.selector,
+                template: &s.template,
+            }
+        }
+        (d, ss) => panic!(
+            "one workload expected, got {} Deployments and {} StatefulSets",
+            d.len(),
+            ss.len()
+        ),
+    }
+}
+
+fn template(o: &Objects) -> &PodTemplateSpec {
+    workload(o).template
+}
+
+fn containers(t: &PodTemplateSpec) -> &[Container] {
+    &t.spec.as_ref().unwrap().containers
+}
+
+fn agent_container(d: &PodTemplateSpec) -> &Container {
     containers(d)
         .iter()
         .find(|c| {
@@ -152,26 +192,31 @@ fn agent_container(d: &Deployment) -> &Container {
         .expect("a container running `erlkube agent`")
 }
 
-fn release_container(d: &Deployment) -> &Container {
+fn release_container(d: &PodTemplateSpec) -> &Container {
     containers(d)
         .iter()
         .find(|c| c.command.is_none())
         .expect("the release container (image's own command)")
 }
 
+/// The placeholder pod name (a StatefulSet's second pod).
+const POD_NAME: &str = "myapp-1";
+
 /// The container's environment as Kubernetes would set it, with
 /// placeholders for what the kubelet fills in: `status.podIP` → 10.0.0.7,
-/// `metadata.namespace` → the Deployment's namespace, a Secret key → a
-/// dummy cookie; `$(VAR)` expanded from the entries before it.
+/// `metadata.name` → [`POD_NAME`], `metadata.namespace` → the workload's
+/// namespace, a Secret key → a dummy cookie; `$(VAR)` expanded from the
+/// entries before it.
 fn resolved_env(c: &Container, namespace: &str) -> Vec<(String, String)> {
-    resolved_env_for(c, namespace, "10.0.0.7", "dummy_cookie")
+    resolved_env_for(c, namespace, "10.0.0.7", POD_NAME, "dummy_cookie")
 }
 
-/// [`resolved_env`] for a given pod IP and cookie.
+/// [`resolved_env`] for a given pod IP, pod name and cookie.
 fn resolved_env_for(
     c: &Container,
     namespace: &str,
     pod_ip: &str,
+    pod_name: &str,
     cookie: &str,
 ) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
@@ -182,6 +227,7 @@ fn resolved_env_for(
                 if let Some(f) = &from.field_ref {
                     match f.field_path.as_str() {
                         "status.podIP" => pod_ip.to_owned(),
+                        "metadata.name" => pod_name.to_owned(),
                         "metadata.namespace" => namespace.to_owned(),
                         other => panic!("unexpected fieldRef {other}"),
                     }
@@ -276,8 +322,8 @@ fn each_strategy_prints_valid_objects_of_the_expected_kinds() {
             pair("apps/v1", "Deployment"),
         ]
     );
-    let d = &kube.deployments[0];
-    assert_eq!(d.spec.as_ref().unwrap().replicas, Some(3));
+    let d = template(&kube);
+    assert_eq!(workload(&kube).replicas, Some(3));
     assert_eq!(
         release_container(d).image.as_deref(),
         Some("registry.example/myapp:1.2.0")
@@ -297,10 +343,15 @@ fn each_strategy_prints_valid_objects_of_the_expected_kinds() {
 
 #[test]
 fn the_headless_service_selects_the_pods_and_publishes_not_ready_addresses() {
-    for strategy in ["dns", "kubernetes"] {
-        let o = objects(&generate(strategy, &["--replicas", "5"]));
+    for (strategy, wl) in [
+        ("dns", "deployment"),
+        ("kubernetes", "deployment"),
+        ("dns", "statefulset"),
+        ("kubernetes", "statefulset"),
+    ] {
+        let o = objects(&generate(strategy, &["--replicas", "5", "--workload", wl]));
         let svc = o.services[0].spec.as_ref().unwrap();
-        let d = o.deployments[0].spec.as_ref().unwrap();
+        let d = workload(&o);
         let pod_labels = d
             .template
             .metadata
@@ -319,7 +370,7 @@ fn the_headless_service_selects_the_pods_and_publishes_not_ready_addresses() {
             match_labels
                 .iter()
                 .all(|(k, v)| pod_labels.get(k) == Some(v)),
-            "{strategy}: Deployment selector {match_labels:?} vs {pod_labels:?}"
+            "{strategy}: workload selector {match_labels:?} vs {pod_labels:?}"
         );
         assert_eq!(d.replicas, Some(5));
         assert_eq!(svc.cluster_ip.as_deref(), Some("None"), "headless");
@@ -334,7 +385,7 @@ fn probes_and_the_metrics_port_use_the_agents_configured_http_port() {
     for (extra, want) in [(&[][..], 9568), (&["--http-port", "9100"][..], 9100)] {
         for strategy in ["dns", "kubernetes"] {
             let o = objects(&generate(strategy, extra));
-            let agent = agent_container(&o.deployments[0]);
+            let agent = agent_container(template(&o));
             let env = resolved_env(agent, "prod");
             let http = get(&env, "ERLKUBE_AGENT_HTTP");
             let configured: i32 = http.rsplit_once(':').unwrap().1.parse().unwrap();
@@ -370,13 +421,7 @@ fn the_role_binding_names_the_pods_service_account_and_the_role_has_the_document
     let sa = &o.service_accounts[0];
     let role = &o.roles[0];
     let binding = &o.bindings[0];
-    let pod = o.deployments[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref();
+    let pod = template(&o).spec.as_ref();
     let pod_sa = pod.unwrap().service_account_name.as_deref();
     assert_eq!(
         pod_sa,
@@ -402,19 +447,77 @@ fn the_role_binding_names_the_pods_service_account_and_the_role_has_the_document
 
     // The first Role in docs/kubernetes.md is the EndpointSlice one the
     // default resource needs; the generator must grant exactly its rules.
-    let md = include_str!("../../../docs/kubernetes.md");
-    let documented: Vec<PolicyRule> = yaml_blocks(md)
-        .iter()
-        .flat_map(|b| documents(b))
-        .find(|d| d["kind"] == "Role")
-        .map(|d| round_trip::<Role>(&d).rules.unwrap())
-        .expect("a Role in docs/kubernetes.md");
+    let documented = documented_rules(None);
     assert_eq!(role.rules.as_ref(), Some(&documented));
     // And that Role is what the strategy uses by default.
     assert!(documented[0]
         .resources
         .as_deref()
         .is_some_and(|r| r == ["endpointslices"]));
+}
+
+/// The rules of a Role in docs/kubernetes.md: the first one (`None`), or
+/// the one whose rules name `resource`.
+fn documented_rules(resource: Option<&str>) -> Vec<PolicyRule> {
+    let md = include_str!("../../../docs/kubernetes.md");
+    let roles: Vec<Vec<PolicyRule>> = yaml_blocks(md)
+        .iter()
+        .flat_map(|b| documents(b))
+        .filter(|d| d["kind"] == "Role")
+        .map(|d| round_trip::<Role>(&d).rules.unwrap())
+        .collect();
+    let Some(resource) = resource else {
+        return roles
+            .into_iter()
+            .next()
+            .expect("a Role in docs/kubernetes.md");
+    };
+    let mut matching = roles.into_iter().filter(|rules| {
+        rules.iter().any(|r| {
+            r.resources
+                .as_deref()
+                .is_some_and(|rs| rs.iter().any(|x| x == resource))
+        })
+    });
+    let rules = matching
+        .next()
+        .unwrap_or_else(|| panic!("no Role for {resource} in docs/kubernetes.md"));
+    assert!(matching.next().is_none(), "one Role for {resource}");
+    rules
+}
+
+#[test]
+fn each_resource_gets_exactly_the_documented_role_and_the_agent_reads_it() {
+    for resource in ["endpointslices", "endpoints", "pods"] {
+        for wl in ["deployment", "statefulset"] {
+            let o = objects(&generate(
+                "kubernetes",
+                &["--resource", resource, "--workload", wl],
+            ));
+            assert_eq!(
+                o.roles[0].rules.as_ref(),
+                Some(&documented_rules(Some(resource))),
+                "{resource} {wl}"
+            );
+            let plan = agent_check(&o);
+            assert_eq!(
+                plan_value(&plan, "discovery.kubernetes.resource").as_deref(),
+                Some(resource),
+                "{plan}"
+            );
+            // Pods are found by label: the selector must select the pods.
+            let selector = plan_value(&plan, "discovery.kubernetes.selector");
+            if resource == "pods" {
+                let selector = selector.expect("a selector for resource = pods");
+                let labels = template(&o).metadata.as_ref().unwrap().labels.clone();
+                let labels = labels.unwrap();
+                for term in selector.split(',') {
+                    let (k, v) = term.split_once('=').expect("key=value");
+                    assert_eq!(labels.get(k).map(String::as_str), Some(v), "{selector}");
+                }
+            }
+        }
+    }
 }
 
 fn yaml_blocks(md: &str) -> Vec<String> {
@@ -440,7 +543,7 @@ fn the_agent_env_passes_agent_check_with_the_generated_strategy_and_service() {
         let o = objects(&generate(strategy, &["--http-port", "9100"]));
         let service = o.services[0].metadata.name.clone().unwrap();
         let ns = o.services[0].metadata.namespace.clone().unwrap();
-        let d = &o.deployments[0];
+        let d = template(&o);
         let plan = agent_check(&o);
         assert!(
             plan.lines()
@@ -494,11 +597,159 @@ fn the_agent_env_passes_agent_check_with_the_generated_strategy_and_service() {
     }
 }
 
+#[test]
+fn a_statefulset_is_served_by_the_headless_service_and_starts_its_pods_in_parallel() {
+    for strategy in ["dns", "kubernetes"] {
+        let o = objects(&generate(strategy, &["--workload", "statefulset"]));
+        assert!(o.deployments.is_empty());
+        assert_eq!(
+            o.kinds.last(),
+            Some(&pair("apps/v1", "StatefulSet")),
+            "{:?}",
+            o.kinds
+        );
+        let ss = &o.stateful_sets[0];
+        let spec = ss.spec.as_ref().unwrap();
+        assert_eq!(ss.metadata.name.as_deref(), Some("myapp"));
+        assert_eq!(ss.metadata.namespace.as_deref(), Some("prod"));
+        assert_eq!(
+            spec.service_name.as_deref(),
+            o.services[0].metadata.name.as_deref(),
+            "serviceName is the headless Service"
+        );
+        assert_eq!(
+            o.services[0].spec.as_ref().unwrap().cluster_ip.as_deref(),
+            Some("None")
+        );
+        // OrderedReady would wait for pod 0's readiness, which waits for a peer.
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        // The controller sets each pod's hostname and subdomain (what gives
+        // it its DNS name); the template must not override them.
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.hostname, None);
+        assert_eq!(pod.subdomain, None);
+    }
+}
+
+#[test]
+fn statefulset_node_names_are_the_pods_dns_names_and_discovery_yields_exactly_them() {
+    use erlkube_discovery::kubernetes::{
+        endpoints_endpoints, pod_endpoints, slice_endpoints, KubeSettings, NameMode,
+    };
+    let domain = "k8s.example";
+    for (strategy, resource) in [
+        ("dns", None),
+        ("kubernetes", Some("endpointslices")),
+        ("kubernetes", Some("endpoints")),
+        ("kubernetes", Some("pods")),
+    ] {
+        let mut extra = vec!["--workload", "statefulset", "--cluster-domain", domain];
+        extra.extend(resource.iter().flat_map(|r| ["--resource", *r]));
+        let o = objects(&generate(strategy, &extra));
+        let service = o.services[0].metadata.name.clone().unwrap();
+        let ns = o.services[0].metadata.namespace.clone().unwrap();
+        let ss_name = o.stateful_sets[0].metadata.name.clone().unwrap();
+        // The agent sees the placeholders POD_NAME=myapp-1, POD_NAMESPACE=prod.
+        assert!(
+            POD_NAME.starts_with(&format!("{ss_name}-")),
+            "a pod of the StatefulSet"
+        );
+        let plan = agent_check(&o);
+        let release_env = resolved_env(release_container(template(&o)), &ns);
+        let release_node = get(&release_env, "RELEASE_NODE");
+        assert_eq!(get(&release_env, "RELEASE_DISTRIBUTION"), "name");
+        assert_eq!(
+            plan_value(&plan, "agent.node").as_deref(),
+            Some(release_node),
+            "the agent drives the release's node"
+        );
+        let want = format!("{ss_name}@{POD_NAME}.{service}.{ns}.svc.{domain}");
+        assert_eq!(release_node, want, "the StatefulSet DNS form");
+        if strategy == "dns" {
+            assert!(plan.lines().any(|l| l == "strategy: dns_srv"), "{plan}");
+            let basename = plan_value(&plan, "discovery.dns.basename").unwrap();
+            let query = plan_value(&plan, "discovery.dns.query").unwrap();
+            // Kubernetes DNS: _<port name>._<proto>.<service fqdn> has one
+            // SRV record per pod, target <hostname>.<service fqdn>.
+            let (port, service_fqdn) = query
+                .strip_prefix('_')
+                .and_then(|q| q.split_once("._tcp."))
+                .unwrap_or_else(|| panic!("not an SRV name: {query}"));
+            assert_eq!(service_fqdn, format!("{service}.{ns}.svc.{domain}"));
+            let ports = o.services[0].spec.as_ref().unwrap().ports.clone().unwrap();
+            let p = ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(port))
+                .unwrap_or_else(|| panic!("the Service has no port named {port}"));
+            assert!(matches!(p.protocol.as_deref(), None | Some("TCP")));
+            assert_eq!(
+                format!("{basename}@{POD_NAME}.{service_fqdn}"),
+                release_node
+            );
+        } else {
+            assert!(plan.lines().any(|l| l == "strategy: kubernetes"), "{plan}");
+            let value = |k: &str| plan_value(&plan, &format!("discovery.kubernetes.{k}")).unwrap();
+            assert_eq!(value("mode"), "hostname");
+            assert_eq!(value("service"), service);
+            assert_eq!(value("namespace"), ns);
+            assert_eq!(value("cluster_domain"), domain);
+            assert_eq!(value("include_not_ready"), "true");
+            let mut settings = KubeSettings::new(&value("basename"), &value("service"));
+            settings.mode = NameMode::Hostname;
+            settings.cluster_domain = value("cluster_domain");
+            settings.include_not_ready = true;
+            // The pod as the controllers publish a StatefulSet's starting
+            // (not yet ready) pod: its endpoint's hostname is the pod name.
+            let eps = match resource.unwrap() {
+                "endpointslices" => slice_endpoints(
+                    &serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": format!("{service}-x1"), "namespace": ns},
+                        "addressType": "IPv4",
+                        "endpoints": [{
+                            "addresses": ["10.0.0.7"],
+                            "hostname": POD_NAME,
+                            "conditions": {"ready": false, "serving": false, "terminating": false},
+                            "targetRef": {"kind": "Pod", "name": POD_NAME, "namespace": ns}
+                        }]
+                    }))
+                    .unwrap(),
+                ),
+                "endpoints" => endpoints_endpoints(
+                    &serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": service, "namespace": ns},
+                        "subsets": [{"notReadyAddresses": [{
+                            "ip": "10.0.0.7",
+                            "hostname": POD_NAME,
+                            "targetRef": {"kind": "Pod", "name": POD_NAME, "namespace": ns}
+                        }]}]
+                    }))
+                    .unwrap(),
+                ),
+                _ => pod_endpoints(
+                    &serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": POD_NAME, "namespace": ns},
+                        "spec": {"hostname": POD_NAME, "subdomain": service, "containers": []},
+                        "status": {"phase": "Running", "podIP": "10.0.0.7"}
+                    }))
+                    .unwrap(),
+                ),
+            };
+            assert_eq!(eps.len(), 1, "{resource:?}");
+            assert!(settings.admits(&eps[0]), "a not-ready pod is discovered");
+            assert_eq!(
+                settings.node_name(&eps[0], &ns).unwrap().to_string(),
+                release_node,
+                "{resource:?}"
+            );
+        }
+    }
+}
+
 /// Runs the real `erlkube agent --check` with the agent container's
 /// resolved environment; returns the printed plan.
 fn agent_check(o: &Objects) -> String {
-    let ns = o.deployments[0].metadata.namespace.clone().unwrap();
-    let env = resolved_env(agent_container(&o.deployments[0]), &ns);
+    let ns = workload(o).meta.namespace.clone().unwrap();
+    let env = resolved_env(agent_container(template(o)), &ns);
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let out = erlkube(&["agent", "--check"], &pairs);
     let plan = text(&out.stdout);
@@ -540,7 +791,7 @@ fn no_cookie_value_is_written_only_references_to_the_secret() {
         assert!(!yaml.contains(SENTINEL_COOKIE), "{yaml}");
         let o = objects(&yaml);
         assert!(!o.kinds.iter().any(|(_, k)| k == "Secret"));
-        let d = &o.deployments[0];
+        let d = template(&o);
         let mut cookie_entries = 0;
         for c in containers(d) {
             let env = c.env.as_deref().unwrap_or_default();
@@ -607,6 +858,49 @@ fn bad_flag_values_exit_2_with_one_line_naming_the_flag() {
         );
         assert!(stderr.contains(value), "names the value: {stderr}");
     }
+    // Combinations.
+    let long_app = "a".repeat(53);
+    let long_domain = ["x".repeat(60).as_str(); 4].join(".");
+    let combos: &[(&[&str], &str, &str)] = &[
+        (
+            &["--app", "myapp", "--resource", "pods"],
+            "--resource: only with --strategy kubernetes",
+            "pods",
+        ),
+        (
+            &["--app", &long_app, "--workload", "statefulset"],
+            "--app: with --workload statefulset at most 52 characters",
+            &long_app,
+        ),
+        (
+            &[
+                "--app",
+                "myapp",
+                "--workload",
+                "statefulset",
+                "--cluster-domain",
+                &long_domain,
+            ],
+            "--cluster-domain: with --workload statefulset the longest node name",
+            &long_domain,
+        ),
+    ];
+    for (flags, want, value) in combos {
+        let mut args = vec!["manifests", "--image", "img:1", "--agent-image", "agent:1"];
+        args.extend_from_slice(flags);
+        let out = erlkube(&args, &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "nothing printed on error");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("erlkube manifests: {want}")),
+            "{flags:?}: {stderr}"
+        );
+        assert!(stderr.contains(*value), "names the value: {stderr}");
+    }
+    // The same domain is fine for a Deployment (names are IPs there).
+    generate("dns", &["--cluster-domain", &long_domain]);
     let out = erlkube(
         &[
             "manifests",
@@ -646,7 +940,13 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// overridden: the pods' epmd port (the bed never uses 4369), IPv4 records
 /// only (the bed publishes AAAA too; the generated Service is
 /// single-stack), and the service-account directory's path.
-async fn generated_pods_form_in_the_bed(strategy: &str) {
+/// `statefulset`: the pods are `<app>-N` (the bed's ordinals start at 1),
+/// their nodes named `<app>@<app>-N.<service>.<ns>.svc.cluster.local` by
+/// the generated env from the pod's name and namespace; the bed's DNS has
+/// those host records and the SRV records of the Service's named ports
+/// (targets: those names), the emulator's endpoints carry the hostname,
+/// and each pod's hosts file maps its own name, as the kubelet writes it.
+async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
     use erlkube_kube_emulator::{Access, Emulator, EmulatorConfig, EndpointState, ServiceModel};
     use erlkube_testbed::harness::wait_full_mesh;
     use erlkube_testbed::process::Guard;
@@ -691,15 +991,26 @@ async fn generated_pods_form_in_the_bed(strategy: &str) {
     }
 
     let _serial = SERIAL.lock().await;
-    let o = objects(&generate(strategy, &["--replicas", "3"]));
-    let d = &o.deployments[0];
+    let o = objects(&generate(strategy, &["--replicas", "3", "--workload", wl]));
+    let stateful = !o.stateful_sets.is_empty();
+    let d = template(&o);
     let service = o.services[0].metadata.name.clone().unwrap();
     let ns = o.services[0].metadata.namespace.clone().unwrap();
-    let app = d.metadata.name.clone().unwrap();
+    let app = workload(&o).meta.name.clone().unwrap();
     let agent = agent_container(d).clone();
     let release_node = get(&resolved_env(release_container(d), &ns), "RELEASE_NODE").to_owned();
     let basename = release_node.split_once('@').unwrap().0.to_owned();
-    let replicas = d.spec.as_ref().unwrap().replicas.unwrap() as usize;
+    let replicas = workload(&o).replicas.unwrap() as usize;
+    // Cluster DNS publishes SRV records for each named port of the Service.
+    let port_names: Vec<String> = o.services[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.name.clone())
+        .collect();
     let probe = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
         let g = p.as_ref().unwrap().http_get.clone().unwrap();
         (port_number(&g.port, &agent) as u16, g.path.unwrap())
@@ -721,7 +1032,15 @@ async fn generated_pods_form_in_the_bed(strategy: &str) {
         basename,
         // The agent's default (the generated env does not set it).
         net_ticktime: 60,
-        naming: Naming::Ipv4,
+        // A StatefulSet's pods are <app>-N.<service>.<ns>.svc.cluster.local
+        // in DNS (the bed's ordinals start at 1).
+        naming: if stateful {
+            Naming::Hostname
+        } else {
+            Naming::Ipv4
+        },
+        pod_prefix: app.clone(),
+        srv_ports: port_names,
         ..BedConfig::default()
     })
     .expect("test bed");
@@ -733,19 +1052,36 @@ async fn generated_pods_form_in_the_bed(strategy: &str) {
     )];
     let mut dirs = Vec::new();
     let mut emulator = None;
+    // The pod's resolver is the cluster DNS (the bed's): the dns strategy
+    // asks it, and a StatefulSet's agent resolves its node's name with it.
+    // A StatefulSet pod's /etc/hosts, which the kubelet writes, maps the
+    // pod's own DNS name to its address (the IPv4 one: the bed's DNS also
+    // answers AAAA while the nodes listen on IPv4, as single-stack).
+    if strategy == "dns" || stateful {
+        for i in &pods {
+            let pod = bed.pod(*i);
+            let etc = PathBuf::from("/etc/netns").join(&pod.netns);
+            std::fs::create_dir_all(&etc).expect("/etc/netns dir");
+            let etc = RemoveDir(etc);
+            std::fs::write(
+                etc.0.join("resolv.conf"),
+                format!("nameserver {}\n", bed.dns_addr().ip()),
+            )
+            .expect("resolv.conf");
+            if stateful {
+                std::fs::write(
+                    etc.0.join("hosts"),
+                    format!("127.0.0.1 localhost\n{} {}\n", pod.ipv4, pod.hostname),
+                )
+                .expect("hosts");
+            }
+            dirs.push(etc);
+        }
+    }
     match strategy {
         "dns" => {
-            overrides.push(("ERLKUBE_DISCOVERY_DNS_IP_VERSION".into(), "v4".into()));
-            for i in &pods {
-                let etc = PathBuf::from("/etc/netns").join(&bed.pod(*i).netns);
-                std::fs::create_dir_all(&etc).expect("/etc/netns dir");
-                let etc = RemoveDir(etc);
-                std::fs::write(
-                    etc.0.join("resolv.conf"),
-                    format!("nameserver {}\n", bed.dns_addr().ip()),
-                )
-                .expect("resolv.conf");
-                dirs.push(etc);
+            if !stateful {
+                overrides.push(("ERLKUBE_DISCOVERY_DNS_IP_VERSION".into(), "v4".into()));
             }
         }
         _ => {
@@ -772,7 +1108,7 @@ async fn generated_pods_form_in_the_bed(strategy: &str) {
             std::fs::write(sa.0.join("ca.crt"), emu.ca_pem()).unwrap();
             std::fs::write(sa.0.join("token"), "manifests-token").unwrap();
             std::fs::write(sa.0.join("namespace"), &ns).unwrap();
-            let labels = d.spec.as_ref().unwrap().template.metadata.clone().unwrap();
+            let labels = d.metadata.clone().unwrap();
             let labels: Vec<(String, String)> = labels.labels.unwrap().into_iter().collect();
             let labels: Vec<(&str, &str)> = labels
                 .iter()
@@ -781,13 +1117,12 @@ async fn generated_pods_form_in_the_bed(strategy: &str) {
             let mut model = ServiceModel::new(&ns, &service, &labels);
             for i in &pods {
                 let ip = bed.pod(*i).ipv4.to_string();
-                model.set_pod(
-                    &emu,
-                    &format!("{app}-{i}"),
-                    &ip,
-                    None,
-                    EndpointState::STARTING,
-                );
+                let name = pod_name(bed.pod(*i));
+                // The EndpointSlice controller sets an endpoint's hostname
+                // for pods with a hostname and the Service as subdomain:
+                // a StatefulSet's pods.
+                let hostname = stateful.then_some(name.as_str());
+                model.set_pod(&emu, &name, &ip, hostname, EndpointState::STARTING);
             }
             overrides.extend([
                 ("KUBERNETES_SERVICE_HOST".to_owned(), bridge.to_string()),
@@ -808,13 +1143,14 @@ async fn generated_pods_form_in_the_bed(strategy: &str) {
     for i in &pods {
         let pod = bed.pod(*i);
         let ip = pod.ipv4.to_string();
-        let release = resolved_env_for(release_container(d), &ns, &ip, &cookie);
+        let name = pod_name(pod);
+        let release = resolved_env_for(release_container(d), &ns, &ip, &name, &cookie);
         assert_eq!(
             get(&release, "RELEASE_NODE"),
             pod.node_name,
             "the release container's node name is the pod's node"
         );
-        let mut env = resolved_env_for(&agent, &ns, &ip, &cookie);
+        let mut env = resolved_env_for(&agent, &ns, &ip, &name, &cookie);
         env.extend(overrides.iter().cloned());
         let command = agent.command.clone().unwrap();
         assert_eq!(command[0], "erlkube");
@@ -865,13 +1201,26 @@ async fn generated_pods_form_in_the_bed(strategy: &str) {
         }
         let r = get_async(SocketAddr::new(ip, live_port), &live_path).await;
         assert!(matches!(r, Ok((200, _))), "liveness probe: {r:?}");
-        let (status, body) = get_async(SocketAddr::new(ip, metrics_port), "/metrics")
-            .await
-            .expect("GET /metrics");
-        assert_eq!(status, 200);
-        assert!(body.lines().any(|l| l == "erlkube_agent_ready 1"), "{body}");
+        // Readiness needs one peer; the agent's gauge of connected
+        // discovered peers reaches all of them at its next check.
         let connected = format!("erlkube_agent_connected_nodes {}", pods.len() - 1);
-        assert!(body.lines().any(|l| l == connected), "{body}");
+        let start = tokio::time::Instant::now();
+        loop {
+            let (status, body) = get_async(SocketAddr::new(ip, metrics_port), "/metrics")
+                .await
+                .expect("GET /metrics");
+            assert_eq!(status, 200);
+            assert!(body.lines().any(|l| l == "erlkube_agent_ready 1"), "{body}");
+            if body.lines().any(|l| l == connected) {
+                break;
+            }
+            assert!(
+                start.elapsed() < FORM,
+                "{strategy}: no {connected:?} in\n{body}\n{}",
+                logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     drop(running);
     drop(emulator);
@@ -880,10 +1229,26 @@ async fn generated_pods_form_in_the_bed(strategy: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generated_dns_pods_form_one_cluster_of_real_erl_nodes_in_the_test_bed() {
-    generated_pods_form_in_the_bed("dns").await;
+    generated_pods_form_in_the_bed("dns", "deployment").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn generated_kubernetes_pods_form_one_cluster_while_not_ready_in_the_api() {
-    generated_pods_form_in_the_bed("kubernetes").await;
+    generated_pods_form_in_the_bed("kubernetes", "deployment").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generated_statefulset_dns_pods_form_one_cluster_under_their_stable_names() {
+    generated_pods_form_in_the_bed("dns", "statefulset").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn generated_statefulset_kubernetes_pods_form_one_cluster_under_their_stable_names() {
+    generated_pods_form_in_the_bed("kubernetes", "statefulset").await;
+}
+
+/// A bed pod's name: the first label of its host name (`<app>-N`; the
+/// Deployment's pods get the same form, their names are not used there).
+fn pod_name(pod: &erlkube_testbed::Pod) -> String {
+    pod.hostname.split('.').next().unwrap().to_owned()
 }

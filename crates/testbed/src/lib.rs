@@ -119,6 +119,13 @@ pub struct BedConfig {
     pub net_ticktime: u32,
     /// Node naming.
     pub naming: Naming,
+    /// Pods' host names are `<pod_prefix>-N.<service fqdn>` (a
+    /// StatefulSet's pods: its name).
+    pub pod_prefix: String,
+    /// Port names whose SRV name `_<name>._tcp.<service fqdn>` also lists
+    /// the published pods, as cluster DNS does for a headless Service's
+    /// named ports.
+    pub srv_ports: Vec<String>,
 }
 
 impl Default for BedConfig {
@@ -132,6 +139,8 @@ impl Default for BedConfig {
             dist_port: 9100,
             net_ticktime: 4,
             naming: Naming::Ipv4,
+            pod_prefix: "pod".into(),
+            srv_ports: Vec::new(),
         }
     }
 }
@@ -148,7 +157,7 @@ pub struct Pod {
     pub ipv4: Ipv4Addr,
     /// IPv6 address.
     pub ipv6: Ipv6Addr,
-    /// `pod-N.<service fqdn>`.
+    /// `<pod_prefix>-N.<service fqdn>`.
     pub hostname: String,
     /// The node's name.
     pub node_name: String,
@@ -391,10 +400,15 @@ impl Bed {
             ));
             if p.published {
                 hosts.push_str(&format!("{} {svc}\n{} {svc}\n", p.ipv4, p.ipv6));
-                srv.push(format!(
-                    "srv-host={svc},{},{},0,100",
-                    p.hostname, self.config.dist_port
-                ));
+                let port_names = self.config.srv_ports.iter();
+                for name in std::iter::once(svc.clone())
+                    .chain(port_names.map(|n| format!("_{n}._tcp.{svc}")))
+                {
+                    srv.push(format!(
+                        "srv-host={name},{},{},0,100",
+                        p.hostname, self.config.dist_port
+                    ));
+                }
             }
         }
         std::fs::write(self.dir.join("hosts"), hosts)?;
@@ -542,7 +556,7 @@ impl Bed {
             let v4 = Ipv4Addr::new(10, a, b, 10 + index as u8);
             let v6 = self.v6(10 + index);
             self.attach(&ns, &veth, v4, v6)?;
-            let hostname = format!("pod-{index}.{}", self.service_fqdn());
+            let hostname = format!("{}-{index}.{}", self.config.pod_prefix, self.service_fqdn());
             let spec = self.erl_spec(v4, v6, &hostname)?;
             let mut epmd_cmd = in_netns(&ns, "epmd");
             epmd_cmd

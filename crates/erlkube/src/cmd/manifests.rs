@@ -18,6 +18,46 @@ pub enum Strategy {
     Kubernetes,
 }
 
+/// Which workload runs the pods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// A Deployment: nodes named `<app>@<pod IP>` (a new name per pod).
+    Deployment,
+    /// A StatefulSet: pods `<app>-0`, `<app>-1`, … with stable node names
+    /// `<app>@<app>-N.<app>-headless.<namespace>.svc.<cluster domain>`.
+    Statefulset,
+}
+
+/// Which API resource the kubernetes strategy reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Resource {
+    /// `discovery.k8s.io` EndpointSlices of the headless Service (watched).
+    Endpointslices,
+    /// The core `Endpoints` object of the headless Service (deprecated API).
+    Endpoints,
+    /// The core Pods with the app's label.
+    Pods,
+}
+
+impl Resource {
+    /// The value of `discovery.kubernetes.resource` and of the Role's rule.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Endpointslices => "endpointslices",
+            Resource::Endpoints => "endpoints",
+            Resource::Pods => "pods",
+        }
+    }
+
+    /// The API group of the Role's rule.
+    fn api_group(self) -> &'static str {
+        match self {
+            Resource::Endpointslices => "discovery.k8s.io",
+            Resource::Endpoints | Resource::Pods => "",
+        }
+    }
+}
+
 /// Arguments of `erlkube manifests`.
 #[derive(Args, Debug)]
 pub struct ManifestsArgs {
@@ -40,6 +80,14 @@ pub struct ManifestsArgs {
     /// Discovery strategy.
     #[arg(long, value_enum, default_value_t = Strategy::Dns)]
     pub strategy: Strategy,
+    /// Workload: a Deployment (`<app>@<pod IP>` names) or a StatefulSet
+    /// (stable `<app>@<app>-N.<app>-headless.<ns>.svc.<domain>` names).
+    #[arg(long, value_enum, default_value_t = Workload::Deployment)]
+    pub workload: Workload,
+    /// What the kubernetes strategy reads (default endpointslices); the
+    /// Role grants exactly that resource. Only with `--strategy kubernetes`.
+    #[arg(long, value_enum)]
+    pub resource: Option<Resource>,
     /// Secret holding the Erlang cookie (default `<app>-cookie`); not created.
     #[arg(long)]
     pub cookie_secret: Option<String>,
@@ -74,6 +122,10 @@ pub struct Spec {
     pub replicas: u32,
     /// Strategy.
     pub strategy: Strategy,
+    /// Workload kind.
+    pub workload: Workload,
+    /// Resource read by the kubernetes strategy.
+    pub resource: Resource,
     /// Cookie Secret name.
     pub cookie_secret: String,
     /// Cookie key in the Secret.
@@ -90,6 +142,11 @@ pub struct Spec {
 const SERVICE_SUFFIX: &str = "-headless";
 /// `<app>-headless` must stay a 63-character label.
 const MAX_APP: usize = 63 - SERVICE_SUFFIX.len();
+/// A StatefulSet's pods carry the label `controller-revision-hash:
+/// <name>-<10-character hash>`, a label value of at most 63 characters.
+const MAX_STATEFULSET_APP: usize = 63 - 11;
+/// Erlang node names are atoms: at most 255 characters.
+const MAX_NODE_NAME: usize = 255;
 
 fn is_label(s: &str) -> bool {
     !s.is_empty()
@@ -158,6 +215,38 @@ pub fn validate(a: &ManifestsArgs) -> Result<Spec, String> {
             a.cluster_domain
         ));
     }
+    let resource = match (a.strategy, a.resource) {
+        (Strategy::Kubernetes, r) => r.unwrap_or(Resource::Endpointslices),
+        (Strategy::Dns, None) => Resource::Endpointslices,
+        (Strategy::Dns, Some(r)) => {
+            return Err(format!(
+                "--resource: only with --strategy kubernetes (the dns strategy reads no API resource); got {:?} with --strategy dns",
+                r.as_str()
+            ))
+        }
+    };
+    if a.workload == Workload::Statefulset {
+        if app.len() > MAX_STATEFULSET_APP {
+            return Err(format!(
+                "--app: with --workload statefulset at most {MAX_STATEFULSET_APP} characters (the StatefulSet controller labels every pod with \"<app>-<10-character revision hash>\", a label value of at most 63); got {app:?} ({} characters)",
+                app.len()
+            ));
+        }
+        // The longest node name is the one of the highest ordinal.
+        let last = a.replicas.saturating_sub(1);
+        let node = format!(
+            "{app}@{app}-{last}.{app}{SERVICE_SUFFIX}.{}.svc.{}",
+            a.namespace,
+            a.cluster_domain.trim_end_matches('.')
+        );
+        let host = node.split_once('@').map_or("", |(_, h)| h);
+        if node.len() > MAX_NODE_NAME || host.len() > 253 {
+            return Err(format!(
+                "--cluster-domain: with --workload statefulset the longest node name must be at most {MAX_NODE_NAME} characters (an Erlang atom) and its host part a DNS name of at most 253; --app, --namespace and --cluster-domain make {node:?} ({} characters)",
+                node.len()
+            ));
+        }
+    }
     let ready_min_peers = match &a.ready_min_peers {
         None => u32::from(a.replicas > 1).to_string(),
         Some(v) if v == "all" || v.parse::<u32>().is_ok() => v.clone(),
@@ -174,6 +263,8 @@ pub fn validate(a: &ManifestsArgs) -> Result<Spec, String> {
         namespace: a.namespace.clone(),
         replicas: a.replicas,
         strategy: a.strategy,
+        workload: a.workload,
+        resource,
         cookie_secret,
         cookie_key: key.clone(),
         http_port: a.http_port,
@@ -256,10 +347,46 @@ impl Spec {
         );
     }
 
-    /// The node name both containers use: `<app>@<pod IP>`, expanded by
-    /// Kubernetes from the `POD_IP` entry defined before it.
+    /// The node name both containers use, expanded by Kubernetes from the
+    /// downward-API entries defined before it ([`Spec::pod_identity`]):
+    /// `<app>@<pod IP>` for a Deployment; for a StatefulSet the pod's
+    /// stable DNS name `<app>@<pod name>.<service>.<namespace>.svc.<domain>`.
     fn release_node(&self) -> String {
-        format!("{}@$(POD_IP)", self.app)
+        match self.workload {
+            Workload::Deployment => format!("{}@$(POD_IP)", self.app),
+            Workload::Statefulset => format!(
+                "{}@$(POD_NAME).{}.$(POD_NAMESPACE).svc.{}",
+                self.app,
+                self.service(),
+                self.cluster_domain
+            ),
+        }
+    }
+
+    /// The downward-API entries [`Spec::release_node`] refers to.
+    fn pod_identity(&self) -> Vec<Env<'static>> {
+        match self.workload {
+            Workload::Deployment => vec![Env::Field("POD_IP", "status.podIP")],
+            Workload::Statefulset => vec![
+                Env::Field("POD_NAME", "metadata.name"),
+                Env::Field("POD_NAMESPACE", "metadata.namespace"),
+            ],
+        }
+    }
+
+    /// A node name as the header comment shows it.
+    fn example_node(&self) -> String {
+        match self.workload {
+            Workload::Deployment => format!("{}@<pod IP>", self.app),
+            Workload::Statefulset => format!(
+                "{}@{}-<N>.{}.{}.svc.{}",
+                self.app,
+                self.app,
+                self.service(),
+                self.namespace,
+                self.cluster_domain
+            ),
+        }
     }
 
     /// The whole multi-document YAML.
@@ -268,17 +395,22 @@ impl Spec {
         let app = &self.app;
         let ns = &self.namespace;
         let strategy = match self.strategy {
-            Strategy::Dns => "dns",
-            Strategy::Kubernetes => "kubernetes",
+            Strategy::Dns => "dns".to_owned(),
+            Strategy::Kubernetes => format!("kubernetes --resource {}", self.resource.as_str()),
+        };
+        let workload = match self.workload {
+            Workload::Deployment => "deployment",
+            Workload::Statefulset => "statefulset",
         };
         let _ = writeln!(
             out,
-            "# erlkube manifests --app {app} --namespace {ns} --strategy {strategy}\n\
-             # A cluster of {} BEAM nodes named {app}@<pod IP>, clustered by the erlkube agent sidecar.\n\
+            "# erlkube manifests --app {app} --namespace {ns} --workload {workload} --strategy {strategy}\n\
+             # A cluster of {} BEAM nodes named {}, clustered by the erlkube agent sidecar.\n\
              # The cookie comes from the Secret {} (key {}), which is not part of this output.\n\
              # Create it once, for example:\n\
              #   kubectl -n {ns} create secret generic {} --from-literal={}=\"$(openssl rand -hex 32)\"",
             self.replicas,
+            self.example_node(),
             q(&self.cookie_secret),
             q(&self.cookie_key),
             self.cookie_secret,
@@ -288,7 +420,7 @@ impl Spec {
             self.rbac(&mut out);
         }
         self.headless_service(&mut out);
-        self.deployment(&mut out);
+        self.workload(&mut out);
         out
     }
 
@@ -299,14 +431,24 @@ impl Spec {
              apiVersion: v1\nkind: ServiceAccount\n",
         );
         self.metadata(out, &self.app);
-        out.push_str(
-            "---\n# Read-only access to EndpointSlices in this namespace: what the kubernetes\n\
-             # strategy watches (the rules of docs/kubernetes.md, \"RBAC\").\n\
-             apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n",
+        let _ = writeln!(
+            out,
+            "---\n# Read-only access to {} in this namespace: what the kubernetes strategy\n\
+             # reads (resource = {}; the rule of docs/kubernetes.md, \"RBAC\").\n\
+             apiVersion: rbac.authorization.k8s.io/v1\nkind: Role",
+            match self.resource {
+                Resource::Endpointslices => "EndpointSlices",
+                Resource::Endpoints => "Endpoints",
+                Resource::Pods => "Pods",
+            },
+            self.resource.as_str()
         );
         self.metadata(out, &role);
-        out.push_str(
-            "rules:\n  - apiGroups: [\"discovery.k8s.io\"]\n    resources: [\"endpointslices\"]\n    verbs: [\"get\", \"list\", \"watch\"]\n",
+        let _ = writeln!(
+            out,
+            "rules:\n  - apiGroups: [{}]\n    resources: [{}]\n    verbs: [\"get\", \"list\", \"watch\"]",
+            q(self.resource.api_group()),
+            q(self.resource.as_str())
         );
         out.push_str(
             "---\n# Grants the Role to the pods' ServiceAccount.\n\
@@ -323,23 +465,43 @@ impl Spec {
     }
 
     fn headless_service(&self, out: &mut String) {
-        let what = match self.strategy {
-            Strategy::Dns => {
+        let reads = match self.resource {
+            Resource::Endpointslices => {
+                "# Its EndpointSlices list the pods: what the agents' kubernetes discovery watches."
+            }
+            Resource::Endpoints => {
+                "# Its Endpoints object lists the pods: what the agents' kubernetes discovery watches."
+            }
+            Resource::Pods => "# It selects the pods the agents' kubernetes discovery reads by label.",
+        };
+        let what = match (self.strategy, self.workload) {
+            (Strategy::Dns, Workload::Deployment) => {
                 "# Headless Service: cluster DNS answers its name with one A/AAAA record per pod,\n\
                  # which is what the agents' dns_a discovery asks for."
+                    .to_owned()
             }
-            Strategy::Kubernetes => {
-                "# Headless Service: its EndpointSlices list the pods, which is what the agents'\n\
-                 # kubernetes discovery watches."
+            (Strategy::Dns, Workload::Statefulset) => {
+                "# Headless Service, the StatefulSet's serviceName: cluster DNS gives every pod the\n\
+                 # name <pod>.<this service>.<namespace>.svc.<domain> and answers the SRV name of the\n\
+                 # port epmd with one record per pod whose target is that name, which is what the\n\
+                 # agents' dns_srv discovery asks for."
+                    .to_owned()
             }
+            (Strategy::Kubernetes, Workload::Deployment) => format!("# Headless Service.\n{reads}"),
+            (Strategy::Kubernetes, Workload::Statefulset) => format!(
+                "# Headless Service, the StatefulSet's serviceName: cluster DNS gives every pod the\n\
+                 # name <pod>.<this service>.<namespace>.svc.<domain>, the node names (which the\n\
+                 # agents' discovery, in hostname mode, builds the same way).\n{reads}"
+            ),
         };
         let _ = writeln!(out, "---\n{what}\napiVersion: v1\nkind: Service");
         self.metadata(out, &self.service());
         let _ = writeln!(
             out,
             "spec:\n  clusterIP: None\n\
-             \x20 # One address family, the one of the pods' primary IP (POD_IP, which names the\n\
-             \x20 # node): with both A and AAAA records each pod would be discovered under two names.\n\
+             \x20 # One address family, the one of the pods' primary IP: a node named by its IP\n\
+             \x20 # would be discovered under two names, a node named by DNS could be dialed on a\n\
+             \x20 # family it does not listen on.\n\
              \x20 ipFamilyPolicy: SingleStack\n\
              \x20 # The agent's readiness probe (/readyz) passes only once its node is connected to\n\
              \x20 # discovered peers. Discovery must therefore see pods before they are ready, or\n\
@@ -355,17 +517,40 @@ impl Spec {
         );
     }
 
-    fn deployment(&self, out: &mut String) {
+    /// The Deployment or StatefulSet: the release and the agent sidecar.
+    fn workload(&self, out: &mut String) {
         let app = &self.app;
         let port = self.http_port;
-        out.push_str(
-            "---\n# The release and, beside it, the erlkube agent that clusters it.\n\
-             apiVersion: apps/v1\nkind: Deployment\n",
-        );
+        match self.workload {
+            Workload::Deployment => out.push_str(
+                "---\n# The release and, beside it, the erlkube agent that clusters it.\n\
+                 apiVersion: apps/v1\nkind: Deployment\n",
+            ),
+            Workload::Statefulset => out.push_str(
+                "---\n# The release and, beside it, the erlkube agent that clusters it. A StatefulSet:\n\
+                 # pods <app>-0, <app>-1, ... keep their names, and so their node names, across\n\
+                 # restarts and rescheduling (what mnesia, :global names and persistent state need).\n\
+                 apiVersion: apps/v1\nkind: StatefulSet\n",
+            ),
+        }
         self.metadata(out, app);
+        out.push_str("spec:\n");
+        if self.workload == Workload::Statefulset {
+            let _ = writeln!(
+                out,
+                "  # The headless Service below: gives each pod its DNS name <pod>.<service>...\n\
+                 \x20 serviceName: {}\n\
+                 \x20 # Parallel, not OrderedReady: OrderedReady creates <app>-1 only once <app>-0 is\n\
+                 \x20 # ready, but <app>-0's readiness (/readyz) waits for a connected peer, which\n\
+                 \x20 # would never be created: a deadlock. Parallel starts (and scales) every pod at\n\
+                 \x20 # once; rolling updates still replace one pod at a time, highest ordinal first.\n\
+                 \x20 podManagementPolicy: Parallel",
+                q(&self.service())
+            );
+        }
         let _ = writeln!(
             out,
-            "spec:\n  replicas: {}\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {}\n  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: {}\n      annotations:\n        prometheus.io/scrape: \"true\"\n        prometheus.io/port: \"{port}\"\n        prometheus.io/path: /metrics\n    spec:",
+            "  replicas: {}\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: {}\n  template:\n    metadata:\n      labels:\n        app.kubernetes.io/name: {}\n      annotations:\n        prometheus.io/scrape: \"true\"\n        prometheus.io/port: \"{port}\"\n        prometheus.io/path: /metrics\n    spec:",
             self.replicas,
             q(app),
             q(app)
@@ -383,16 +568,13 @@ impl Spec {
             q(app),
             q(&self.image)
         );
-        env_block(
-            out,
-            self,
-            &[
-                Env::Field("POD_IP", "status.podIP"),
-                Env::Secret("RELEASE_COOKIE"),
-                Env::Value("RELEASE_DISTRIBUTION", "name".into()),
-                Env::Value("RELEASE_NODE", self.release_node()),
-            ],
-        );
+        let mut release = self.pod_identity();
+        release.extend([
+            Env::Secret("RELEASE_COOKIE"),
+            Env::Value("RELEASE_DISTRIBUTION", "name".into()),
+            Env::Value("RELEASE_NODE", self.release_node()),
+        ]);
+        env_block(out, self, &release);
         let _ = writeln!(
             out,
             "        # The agent: connects to the node above as a hidden node with the same cookie\n\
@@ -402,8 +584,8 @@ impl Spec {
              \x20       - name: erlkube-agent\n          image: {}\n          command: [\"erlkube\", \"agent\"]",
             q(&self.agent_image)
         );
-        let mut env = vec![
-            Env::Field("POD_IP", "status.podIP"),
+        let mut env = self.pod_identity();
+        env.extend([
             Env::Secret("RELEASE_COOKIE"),
             Env::Value("RELEASE_NODE", self.release_node()),
             Env::Value("ERLKUBE_AGENT_HTTP", format!("0.0.0.0:{port}")),
@@ -411,36 +593,76 @@ impl Spec {
                 "ERLKUBE_AGENT_READY_MIN_PEERS",
                 self.ready_min_peers.clone(),
             ),
-        ];
-        match self.strategy {
-            Strategy::Dns => env.extend([
+        ]);
+        let service_fqdn = format!(
+            "{}.{}.svc.{}",
+            self.service(),
+            self.namespace,
+            self.cluster_domain
+        );
+        match (self.strategy, self.workload) {
+            (Strategy::Dns, Workload::Deployment) => env.extend([
                 Env::Value("ERLKUBE_DISCOVERY_STRATEGY", "dns_a".into()),
+                Env::Value("ERLKUBE_DISCOVERY_DNS_QUERY", service_fqdn),
+                Env::Value("ERLKUBE_DISCOVERY_DNS_BASENAME", app.clone()),
+            ]),
+            // dns_a would give <app>@<pod IP>, not the pods' names. The SRV
+            // records of a headless Service's named port have one target
+            // per pod, <pod>.<service>.<ns>.svc.<domain> for pods with a
+            // hostname and subdomain (which a StatefulSet sets), and dns_srv
+            // names nodes basename@<target>: the names the release uses.
+            (Strategy::Dns, Workload::Statefulset) => env.extend([
+                Env::Value("ERLKUBE_DISCOVERY_STRATEGY", "dns_srv".into()),
                 Env::Value(
                     "ERLKUBE_DISCOVERY_DNS_QUERY",
-                    format!(
-                        "{}.{}.svc.{}",
-                        self.service(),
-                        self.namespace,
-                        self.cluster_domain
-                    ),
+                    format!("_epmd._tcp.{service_fqdn}"),
                 ),
                 Env::Value("ERLKUBE_DISCOVERY_DNS_BASENAME", app.clone()),
             ]),
-            Strategy::Kubernetes => env.extend([
-                Env::Value("ERLKUBE_DISCOVERY_STRATEGY", "kubernetes".into()),
-                Env::Value("ERLKUBE_DISCOVERY_KUBERNETES_SERVICE", self.service()),
-                Env::Value(
-                    "ERLKUBE_DISCOVERY_KUBERNETES_NAMESPACE",
-                    self.namespace.clone(),
-                ),
-                Env::Value("ERLKUBE_DISCOVERY_KUBERNETES_BASENAME", app.clone()),
-                Env::Value("ERLKUBE_DISCOVERY_KUBERNETES_MODE", "ip".into()),
+            (Strategy::Kubernetes, wl) => {
+                env.extend([
+                    Env::Value("ERLKUBE_DISCOVERY_STRATEGY", "kubernetes".into()),
+                    Env::Value(
+                        "ERLKUBE_DISCOVERY_KUBERNETES_RESOURCE",
+                        self.resource.as_str().into(),
+                    ),
+                    Env::Value("ERLKUBE_DISCOVERY_KUBERNETES_SERVICE", self.service()),
+                    Env::Value(
+                        "ERLKUBE_DISCOVERY_KUBERNETES_NAMESPACE",
+                        self.namespace.clone(),
+                    ),
+                ]);
+                if self.resource == Resource::Pods {
+                    env.push(Env::Value(
+                        "ERLKUBE_DISCOVERY_KUBERNETES_SELECTOR",
+                        format!("app.kubernetes.io/name={app}"),
+                    ));
+                }
+                env.push(Env::Value(
+                    "ERLKUBE_DISCOVERY_KUBERNETES_BASENAME",
+                    app.clone(),
+                ));
+                match wl {
+                    Workload::Deployment => {
+                        env.push(Env::Value("ERLKUBE_DISCOVERY_KUBERNETES_MODE", "ip".into()))
+                    }
+                    // hostname: basename@<endpoint hostname, else pod
+                    // name>.<service>.<ns>.svc.<domain>; a StatefulSet's
+                    // pods have hostname = pod name: the release's names.
+                    Workload::Statefulset => env.extend([
+                        Env::Value("ERLKUBE_DISCOVERY_KUBERNETES_MODE", "hostname".into()),
+                        Env::Value(
+                            "ERLKUBE_DISCOVERY_KUBERNETES_CLUSTER_DOMAIN",
+                            self.cluster_domain.clone(),
+                        ),
+                    ]),
+                }
                 // Same reason as publishNotReadyAddresses on the Service.
-                Env::Value(
+                env.push(Env::Value(
                     "ERLKUBE_DISCOVERY_KUBERNETES_INCLUDE_NOT_READY",
                     "true".into(),
-                ),
-            ]),
+                ));
+            }
         }
         env_block(out, self, &env);
         let _ = writeln!(
@@ -478,6 +700,8 @@ mod tests {
             namespace: "prod".into(),
             replicas: 3,
             strategy: Strategy::Dns,
+            workload: Workload::Deployment,
+            resource: None,
             cookie_secret: None,
             cookie_key: "cookie".into(),
             http_port: 9568,
@@ -507,6 +731,21 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn statefulset_apps_leave_room_for_the_revision_hash_label() {
+        let sts = |app: &str| ManifestsArgs {
+            workload: Workload::Statefulset,
+            ..args(app)
+        };
+        assert!(validate(&sts(&"a".repeat(MAX_STATEFULSET_APP))).is_ok());
+        let e = validate(&sts(&"a".repeat(MAX_STATEFULSET_APP + 1))).unwrap_err();
+        assert!(e.starts_with("--app: with --workload statefulset"), "{e}");
+        // The revision hash label is `<app>-` and 10 characters: 63 at most.
+        assert_eq!(MAX_STATEFULSET_APP + 1 + 10, 63);
+        // A Deployment has no such label.
+        assert!(validate(&args(&"a".repeat(MAX_STATEFULSET_APP + 1))).is_ok());
     }
 
     #[test]
