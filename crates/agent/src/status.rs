@@ -212,7 +212,8 @@ impl Status {
     }
 }
 
-/// A JSON string literal.
+/// A JSON string literal. Every control character is escaped (C1 and DEL
+/// too), so it is also a valid YAML double-quoted scalar.
 pub fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -223,7 +224,7 @@ pub fn json_string(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
+            c if c.is_control() => {
                 let _ = write!(out, "\\u{:04x}", c as u32);
             }
             c => out.push(c),
@@ -280,5 +281,6 @@ mod tests {
     #[test]
     fn json_escapes() {
         assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+        assert_eq!(json_string("\u{7f}\u{85}é"), "\"\\u007f\\u0085é\"");
     }
 }

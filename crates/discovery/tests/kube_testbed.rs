@@ -11,7 +11,6 @@
 //! Needs root (CI runs as root); fails otherwise. One scenario at a time.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -58,21 +57,9 @@ impl Cluster {
             ..BedConfig::default()
         })
         .expect("test bed");
-        // The bridge is .1 of the bed's subnet (the DNS server is .2).
-        let bridge = match bed.dns_addr().ip() {
-            IpAddr::V4(a) => {
-                let o = a.octets();
-                Ipv4Addr::new(o[0], o[1], o[2], 1)
-            }
-            IpAddr::V6(_) => unreachable!("the bed's DNS is IPv4"),
-        };
-        let emu = Emulator::start(EmulatorConfig {
-            bind: SocketAddr::from((bridge, 0)),
-            extra_sans: vec![IpAddr::V4(bridge)],
-            ..EmulatorConfig::default()
-        })
-        .await
-        .expect("emulator");
+        let emu = Emulator::start(EmulatorConfig::listening_on(bed.bridge_ipv4().into()))
+            .await
+            .expect("emulator");
         emu.set_token("formation-token", Access::Read);
         let sa_dir = std::env::temp_dir().join(format!(
             "erlkube-kube-testbed-{test}-{}",

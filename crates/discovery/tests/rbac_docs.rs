@@ -5,50 +5,17 @@
 //! exactly what the strategy does: get, list and watch, on the one
 //! resource it reads (a Role per `resource`).
 
+use erlkube_testkit::docs::{code_blocks, round_trip};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde_json::Value;
-
-fn yaml_blocks(md: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in md.lines() {
-        match (&mut cur, line.trim_start()) {
-            (None, "```yaml") => cur = Some(String::new()),
-            (Some(_), "```") => out.push(cur.take().unwrap()),
-            (Some(b), _) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> T {
-    let typed: T = serde_json::from_value(doc.clone())
-        .unwrap_or_else(|e| panic!("not a valid object: {e}\n{doc:#}"));
-    let back = serde_json::to_value(&typed).unwrap();
-    let mut want = doc.clone();
-    want.as_object_mut().unwrap().remove("apiVersion");
-    want.as_object_mut().unwrap().remove("kind");
-    let mut got = back;
-    got.as_object_mut().unwrap().remove("apiVersion");
-    got.as_object_mut().unwrap().remove("kind");
-    assert_eq!(
-        got, want,
-        "fields lost in the round trip (unknown or misspelled)"
-    );
-    typed
-}
 
 #[test]
 fn rbac_manifests_in_the_docs_are_valid_and_minimal() {
     let md = include_str!("../../../docs/kubernetes.md");
     let mut kinds = Vec::new();
     let mut roles = Vec::new();
-    for block in yaml_blocks(md) {
+    for block in code_blocks(md, "yaml") {
         for doc in serde_yaml::Deserializer::from_str(&block) {
             let v: Value = serde::Deserialize::deserialize(doc).expect("YAML");
             if v.is_null() {

@@ -8,8 +8,8 @@
 //! time (a lock).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -180,27 +180,8 @@ fn spawn_agent(bed: &Bed, index: u32, overrides: &[(&str, &str)]) -> AgentProc {
     }
 }
 
-/// GET over a fresh connection: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, body.to_owned()))
-}
-
-async fn get(addr: SocketAddr, path: &'static str) -> std::io::Result<(u16, String)> {
-    tokio::task::spawn_blocking(move || http_get(addr, path))
-        .await
-        .expect("http thread")
-}
+mod common;
+use common::{http_get, http_get_async as get};
 
 /// Waits until `f` holds (liveness bound `FORM`).
 async fn wait_for<F, Fut>(what: &str, mut f: F)

@@ -1,22 +1,10 @@
 //! `erlkube agent --check`, `erlkube nodename` and `erlkube env` as a user
 //! runs them (the real binary, a controlled environment).
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_erlkube"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent-home")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run erlkube")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{run_clean as run, text};
 
 #[test]
 fn agent_check_prints_the_plan_with_sources_and_no_cookie() {

@@ -11,8 +11,8 @@
 //! otherwise) with real `erl` nodes, real DNS and the real agent.
 
 use std::collections::BTreeMap;
-use std::process::{Command, Output};
 
+use erlkube_testkit::docs::{code_blocks, round_trip};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Container, PodTemplateSpec, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
@@ -23,20 +23,8 @@ use serde_json::Value;
 /// A cookie in the generator's own environment: it must never reach the output.
 const SENTINEL_COOKIE: &str = "sentinel_cookie_value_8f3a";
 
-fn erlkube(args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_erlkube"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent-home")
-        .envs(env.iter().copied())
-        .output()
-        .expect("run erlkube")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{run_clean as erlkube, text};
 
 /// `erlkube manifests` with the common flags plus `extra`; must succeed.
 fn generate(strategy: &str, extra: &[&str]) -> String {
@@ -75,23 +63,6 @@ fn documents(yaml: &str) -> Vec<Value> {
         .map(|d| serde::Deserialize::deserialize(d).expect("a YAML document"))
         .filter(|v: &Value| !v.is_null())
         .collect()
-}
-
-fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) -> T {
-    let typed: T = serde_json::from_value(doc.clone())
-        .unwrap_or_else(|e| panic!("not a valid object: {e}\n{doc:#}"));
-    let strip = |mut v: Value| {
-        let o = v.as_object_mut().unwrap();
-        o.remove("apiVersion");
-        o.remove("kind");
-        v
-    };
-    assert_eq!(
-        strip(serde_json::to_value(&typed).unwrap()),
-        strip(doc.clone()),
-        "fields lost in the round trip (unknown or misspelled)"
-    );
-    typed
 }
 
 /// The typed objects of one output.
@@ -460,7 +431,7 @@ fn the_role_binding_names_the_pods_service_account_and_the_role_has_the_document
 /// the one whose rules name `resource`.
 fn documented_rules(resource: Option<&str>) -> Vec<PolicyRule> {
     let md = include_str!("../../../docs/kubernetes.md");
-    let roles: Vec<Vec<PolicyRule>> = yaml_blocks(md)
+    let roles: Vec<Vec<PolicyRule>> = code_blocks(md, "yaml")
         .iter()
         .flat_map(|b| documents(b))
         .filter(|d| d["kind"] == "Role")
@@ -518,23 +489,6 @@ fn each_resource_gets_exactly_the_documented_role_and_the_agent_reads_it() {
             }
         }
     }
-}
-
-fn yaml_blocks(md: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in md.lines() {
-        match (&mut cur, line.trim_start()) {
-            (None, "```yaml") => cur = Some(String::new()),
-            (Some(_), "```") => out.extend(cur.take()),
-            (Some(b), _) => {
-                b.push_str(line);
-                b.push('\n');
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 #[test]
@@ -951,8 +905,8 @@ async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
     use erlkube_testbed::harness::wait_full_mesh;
     use erlkube_testbed::process::Guard;
     use erlkube_testbed::{Bed, BedConfig, Naming};
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+    use std::io::{BufRead, BufReader};
+    use std::net::{IpAddr, SocketAddr};
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
@@ -960,27 +914,7 @@ async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
     /// Liveness bound (not a performance assertion).
     const FORM: Duration = Duration::from_secs(60);
 
-    fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        Ok((status, body.to_owned()))
-    }
-
-    async fn get_async(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-        let path = path.to_owned();
-        tokio::task::spawn_blocking(move || http_get(addr, &path))
-            .await
-            .expect("http thread")
-    }
+    use common::http_get_async as get_async;
 
     /// Removes a directory on drop.
     struct RemoveDir(PathBuf);
@@ -1085,21 +1019,9 @@ async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
             }
         }
         _ => {
-            // The bridge is .1 of the bed's subnet (the DNS server is .2).
-            let bridge = match bed.dns_addr().ip() {
-                IpAddr::V4(a) => {
-                    let o = a.octets();
-                    Ipv4Addr::new(o[0], o[1], o[2], 1)
-                }
-                IpAddr::V6(_) => unreachable!("the bed's DNS is IPv4"),
-            };
-            let emu = Emulator::start(EmulatorConfig {
-                bind: SocketAddr::from((bridge, 0)),
-                extra_sans: vec![IpAddr::V4(bridge)],
-                ..EmulatorConfig::default()
-            })
-            .await
-            .expect("emulator");
+            let emu = Emulator::start(EmulatorConfig::listening_on(bed.bridge_ipv4().into()))
+                .await
+                .expect("emulator");
             emu.set_token("manifests-token", Access::Read);
             let sa = RemoveDir(
                 std::env::temp_dir().join(format!("erlkube-manifests-sa-{}", std::process::id())),
@@ -1125,7 +1047,10 @@ async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
                 model.set_pod(&emu, &name, &ip, hostname, EndpointState::STARTING);
             }
             overrides.extend([
-                ("KUBERNETES_SERVICE_HOST".to_owned(), bridge.to_string()),
+                (
+                    "KUBERNETES_SERVICE_HOST".to_owned(),
+                    bed.bridge_ipv4().to_string(),
+                ),
                 (
                     "KUBERNETES_SERVICE_PORT".to_owned(),
                     emu.addr().port().to_string(),

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use erlkube_testkit::{free_port, unique_name, wait_until, ChildGuard, ErlNode, OtpEpmd, Runtime};
 
-const ERLKUBE: &str = env!("CARGO_BIN_EXE_erlkube");
+mod common;
+use common::ERLKUBE;
 const POD_HOST: &str = "pod-0.app.ns.svc.cluster.local";
 const LONG: Duration = Duration::from_secs(60);
 
@@ -70,16 +71,13 @@ impl Pod {
 /// Runs erlkube with `args` and the laptop's environment; (exit code,
 /// stdout, stderr).
 fn erlkube(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(ERLKUBE)
-        .args(args)
-        .env("ERL_EPMD_PORT", free_port().to_string())
-        .env_remove("RELEASE_COOKIE")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    common::outcome(
+        Command::new(ERLKUBE)
+            .args(args)
+            .env("ERL_EPMD_PORT", free_port().to_string())
+            .env_remove("RELEASE_COOKIE")
+            .output()
+            .unwrap(),
     )
 }
 

@@ -7,20 +7,18 @@ use std::process::{Command, Stdio};
 
 use erlkube_testkit::{unique_name, ChildGuard, ErlNode, OtpEpmd, Runtime};
 
-const ERLKUBE: &str = env!("CARGO_BIN_EXE_erlkube");
+mod common;
+use common::ERLKUBE;
 const COOKIE: &str = "rpc_cli_cookie";
 
 fn rpc(epmd: u16, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(ERLKUBE)
-        .arg("rpc")
-        .args(args)
-        .args(["--cookie", COOKIE, "--epmd-port", &epmd.to_string()])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
-        String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    common::outcome(
+        Command::new(ERLKUBE)
+            .arg("rpc")
+            .args(args)
+            .args(["--cookie", COOKIE, "--epmd-port", &epmd.to_string()])
+            .output()
+            .unwrap(),
     )
 }
 

@@ -196,6 +196,18 @@ impl Default for EmulatorConfig {
     }
 }
 
+impl EmulatorConfig {
+    /// Listening on `ip` (any free port), with `ip` in the certificate: an
+    /// emulator that a test bed's pods reach at their bridge's address.
+    pub fn listening_on(ip: IpAddr) -> EmulatorConfig {
+        EmulatorConfig {
+            bind: SocketAddr::new(ip, 0),
+            extra_sans: vec![ip],
+            ..EmulatorConfig::default()
+        }
+    }
+}
+
 /// A running emulator. Dropping it stops the server (open watches end).
 pub struct Emulator {
     shared: Arc<Shared>,

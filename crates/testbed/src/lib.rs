@@ -371,6 +371,13 @@ impl Bed {
         &self.id
     }
 
+    /// The bridge's address (`.1` of the bed's subnet, in the host's
+    /// namespace): where a service the pods reach, such as the Kubernetes
+    /// API emulator, listens.
+    pub fn bridge_ipv4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.net.0, self.net.1, 1)
+    }
+
     /// The DNS server's address (`ip:53`) for strategies.
     pub fn dns_addr(&self) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, self.net.0, self.net.1, 2)), 53)

@@ -32,6 +32,7 @@
 //! ```
 
 mod child;
+pub mod docs;
 mod epmd;
 mod node;
 pub mod otp27;

@@ -276,20 +276,9 @@ pub fn validate(a: &ManifestsArgs) -> Result<Spec, String> {
 /// A YAML double-quoted scalar (also valid JSON): plain scalars such as
 /// `yes` or `on` would be booleans to YAML 1.1 readers.
 fn q(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    // JSON string literals with every control character escaped are YAML
+    // double-quoted scalars too
+    erlkube_agent::status::json_string(s)
 }
 
 /// One container env entry.

@@ -1,0 +1,62 @@
+//! Helpers shared by the binary's integration tests: each test file has
+//! `mod common;` and uses what it needs (hence `dead_code` allowed).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The binary under test.
+pub const ERLKUBE: &str = env!("CARGO_BIN_EXE_erlkube");
+
+/// Runs the binary with `args` in a controlled environment: `PATH`, a
+/// `HOME` that does not exist, and `env`, nothing else.
+pub fn run_clean(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(ERLKUBE)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent-home")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run erlkube")
+}
+
+/// Output bytes as text (lossy).
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// (exit code, or -1 when killed by a signal; stdout and stderr trimmed).
+pub fn outcome(out: Output) -> (i32, String, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout).trim().to_owned(),
+        text(&out.stderr).trim().to_owned(),
+    )
+}
+
+/// GET over a fresh connection: (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+/// [`http_get`] on a blocking thread, for async tests.
+pub async fn http_get_async(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || http_get(addr, &path))
+        .await
+        .expect("http thread")
+}
