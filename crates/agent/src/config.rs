@@ -66,6 +66,11 @@ pub const AGENT_KEYS: &[AgentKey] = &[
         doc: "how often an absent node is looked for",
     },
     AgentKey {
+        name: "agent.node_events",
+        default: Some("true"),
+        doc: "follow the node's nodeup/nodedown events (a subscriber process on the node); false: poll nodes() every formation.check_interval",
+    },
+    AgentKey {
         name: "agent.nodes_poll_interval",
         default: Some("30s"),
         doc: "safety-net re-read of the node's nodes() while its nodeup/nodedown events arrive (at least formation.check_interval)",
@@ -147,6 +152,8 @@ pub struct AgentConfig {
     pub wait_interval: Duration,
     /// Disconnect the node from its peers on SIGTERM.
     pub disconnect_on_shutdown: bool,
+    /// Follow the node's nodeup/nodedown events (else poll `nodes()`).
+    pub node_events: bool,
     /// Safety-net re-read of `nodes()` while events arrive (the runtime
     /// uses at least `formation.engine.check_interval`).
     pub nodes_poll_interval: Duration,
@@ -408,6 +415,17 @@ pub fn resolve_agent(
             ))
         }
     };
+    let ne = get(&entries, "agent.node_events").unwrap_or_default();
+    let node_events = match ne.as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            return Err(invalid(
+                "agent.node_events",
+                format!("must be true or false, got {ne:?}"),
+            ))
+        }
+    };
     let rpc_timeout = duration(&entries, "agent.rpc_timeout")?;
     let wait_interval = duration(&entries, "agent.wait_interval")?;
     let net_ticktime = duration(&entries, "agent.net_ticktime")?;
@@ -431,6 +449,7 @@ pub fn resolve_agent(
         rpc_timeout,
         wait_interval,
         disconnect_on_shutdown,
+        node_events,
         nodes_poll_interval,
         net_ticktime,
     })
@@ -539,6 +558,7 @@ mod tests {
                 "agent.ready_min_peers",
             ),
             ("ERLKUBE_AGENT_RPC_TIMEOUT", "0s", "agent.rpc_timeout"),
+            ("ERLKUBE_AGENT_NODE_EVENTS", "yes", "agent.node_events"),
             (
                 "ERLKUBE_AGENT_NODES_POLL_INTERVAL",
                 "often",

@@ -365,7 +365,11 @@ async fn supervise(
         while events.try_recv().is_ok() {}
         // Follow the node's nodeup/nodedown events from now on; a slow
         // re-read of nodes() is the safety net.
-        let mut live = subscribe(&beam, &config, &status, &seen).await;
+        let mut live = if config.node_events {
+            subscribe(&beam, &config, &status, &seen).await
+        } else {
+            None
+        };
         let mut quick_ends = 0u32;
         let poll_every = config
             .nodes_poll_interval
@@ -419,7 +423,7 @@ async fn supervise(
                 _ = poll.tick() => {
                     if live.is_some() {
                         safety_net(&beam, &status, &seen).await;
-                    } else {
+                    } else if config.node_events {
                         live = subscribe(&beam, &config, &status, &seen).await;
                     }
                     publish(&formation, &status, &seen);
@@ -482,6 +486,15 @@ async fn subscribe(
         }
         Err(e) => {
             set_events(status, seen, false);
+            if !beam
+                .local()
+                .connected_nodes()
+                .contains(&config.node.to_string())
+            {
+                // The node went away meanwhile: the supervisor says so.
+                tracing::debug!(node = %config.node, error = %e, "cannot subscribe: the node is gone");
+                return None;
+            }
             tracing::warn!(node = %config.node, error = %e, "cannot follow the node's nodeup/nodedown events; polling nodes() every formation.check_interval, retrying every agent.nodes_poll_interval");
             None
         }
