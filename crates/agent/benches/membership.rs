@@ -68,16 +68,20 @@ fn get(http: SocketAddr, path: &str) -> String {
         .unwrap_or_default()
 }
 
-fn until(http: SocketAddr, needle: &str) -> Duration {
+fn until(http: SocketAddr, needle: &str, nodes: &[&ErlNode]) -> Duration {
     let t0 = Instant::now();
     loop {
-        if get(http, "/cluster").contains(needle) {
+        let cluster = get(http, "/cluster");
+        if cluster.contains(needle) {
             return t0.elapsed();
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "no {needle} in 60 s"
-        );
+        if t0.elapsed() > Duration::from_secs(60) {
+            let seen: Vec<String> = nodes
+                .iter()
+                .map(|n| format!("{}: nodes() = {:?}", n.node_name(), n.eval("nodes()")))
+                .collect();
+            panic!("no {needle} in 60 s; /cluster: {cluster}; {seen:?}");
+        }
         std::thread::sleep(Duration::from_micros(500));
     }
 }
@@ -129,8 +133,8 @@ fn run(epmd: &OtpEpmd, events: bool, trials: usize, idle: Duration) -> Run {
             .await;
     });
     let mode = if events { "events" } else { "polling" };
-    until(http, &format!("\"membership\":\"{mode}\""));
-    until(http, "\"visible\":[]");
+    until(http, &format!("\"membership\":\"{mode}\""), &[&app]);
+    until(http, "\"visible\":[]", &[&app]);
     let (mut up, mut down) = (Vec::new(), Vec::new());
     for _ in 0..trials {
         assert_eq!(
@@ -138,12 +142,16 @@ fn run(epmd: &OtpEpmd, events: bool, trials: usize, idle: Duration) -> Run {
                 .unwrap(),
             "true"
         );
-        up.push(until(http, &format!("\"visible\":[\"{b}\"]")));
+        up.push(until(
+            http,
+            &format!("\"visible\":[\"{b}\"]"),
+            &[&app, &peer],
+        ));
         assert_eq!(
             app.eval(&format!("erlang:disconnect_node('{b}')")).unwrap(),
             "true"
         );
-        down.push(until(http, "\"visible\":[]"));
+        down.push(until(http, "\"visible\":[]", &[&app, &peer]));
     }
     let p0 = next_pid(&app);
     std::thread::sleep(idle);
