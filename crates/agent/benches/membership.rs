@@ -152,6 +152,16 @@ fn run(epmd: &OtpEpmd, events: bool, trials: usize, idle: Duration) -> Run {
             "true"
         );
         down.push(until(http, "\"visible\":[]", &[&app, &peer]));
+        // The peer notices the disconnect a little later; a connect_node/1
+        // before that answers true on the dying connection.
+        let t = Instant::now();
+        while peer.eval("nodes()").unwrap() != "[]" {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "peer still connected"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     let p0 = next_pid(&app);
     std::thread::sleep(idle);

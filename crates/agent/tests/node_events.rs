@@ -190,6 +190,11 @@ fn peers_connecting_and_leaving_show_up_through_events() {
     wait("the nodedown shows in /cluster", &agent, || {
         agent.visible_is(&[])
     });
+    // The peer notices a little later (until then it would answer a
+    // connect on the dying connection).
+    wait("the peer sees the disconnect", &agent, || {
+        peer.eval("nodes()").unwrap() == "[]"
+    });
     // The agent's node connects to it, then the peer dies.
     assert_eq!(
         app.eval(&format!("net_kernel:connect_node('{b}')"))
