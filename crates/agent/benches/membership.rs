@@ -9,7 +9,8 @@
 //! it measures
 //! - lag: a peer's `net_kernel:connect_node/1` to the agent's node returns
 //!   `true` at t0; time until `/cluster` lists the peer (and the same for
-//!   `erlang:disconnect_node/1` until it is gone);
+//!   `erlang:disconnect_node/1` until it is gone); trials start at spread
+//!   phases of the 1 s poll;
 //! - idle cost: processes spawned on the BEAM node over an idle window
 //!   (each RPC of the agent is one `erpc` process there), from the pid
 //!   numbers of two probe processes.
@@ -136,7 +137,10 @@ fn run(epmd: &OtpEpmd, events: bool, trials: usize, idle: Duration) -> Run {
     until(http, &format!("\"membership\":\"{mode}\""), &[&app]);
     until(http, "\"visible\":[]", &[&app]);
     let (mut up, mut down) = (Vec::new(), Vec::new());
-    for _ in 0..trials {
+    for i in 0..trials {
+        // Spread the changes over the poll's phase (otherwise each trial
+        // starts just after the poll that ended the previous one).
+        std::thread::sleep(Duration::from_millis((i as u64 * 379) % 1000));
         assert_eq!(
             peer.eval(&format!("net_kernel:connect_node('{a}')"))
                 .unwrap(),
