@@ -22,8 +22,8 @@ const COOKIE: &str = "agent_node_events_cookie";
 /// Liveness bound of each wait (not a performance assertion).
 const WAIT: Duration = Duration::from_secs(30);
 
-fn config(node: &str) -> AgentConfig {
-    let env = [
+fn config(node: &str, overrides: &[(&str, &str)]) -> AgentConfig {
+    let mut env = vec![
         ("RELEASE_NODE", node.to_owned()),
         ("RELEASE_COOKIE", COOKIE.to_owned()),
         (
@@ -38,6 +38,10 @@ fn config(node: &str) -> AgentConfig {
         // the agent reports was connected by someone else.
         ("ERLKUBE_DISCOVERY_STATIC_NODES", node.to_owned()),
     ];
+    for (k, v) in overrides {
+        env.retain(|(key, _)| key != k);
+        env.push((k, v.to_string()));
+    }
     resolve_agent(
         None,
         env.into_iter().map(|(k, v)| (k.to_owned(), v)),
@@ -58,12 +62,18 @@ struct RunningAgent {
 
 impl RunningAgent {
     fn start(node: &str) -> RunningAgent {
+        RunningAgent::start_with(node, &[])
+    }
+
+    fn start_with(node: &str, overrides: &[(&str, &str)]) -> RunningAgent {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let agent = rt.block_on(Agent::start(config(node))).expect("agent");
+        let agent = rt
+            .block_on(Agent::start(config(node, overrides)))
+            .expect("agent");
         let http = agent.http_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = rt.spawn(async move {
@@ -292,4 +302,54 @@ fn a_restarted_node_gets_a_new_subscriber() {
         || agent.visible_is(&[&b]),
     );
     assert_eq!(agent.metric("erlkube_agent_beam_nodes_polls_total"), 0);
+}
+
+#[test]
+fn the_safety_net_agrees_with_the_events_and_polling_still_works() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let epmd = OtpEpmd::start().expect("start OTP epmd");
+    std::env::set_var("ERL_EPMD_PORT", epmd.port().to_string());
+    let app = node(&unique_name("net_app"), &epmd);
+    let a = app.node_name().to_owned();
+    let peer = node(&unique_name("net_peer"), &epmd);
+    let b = peer.node_name().to_owned();
+    assert_eq!(
+        peer.eval(&format!("net_kernel:connect_node('{a}')"))
+            .unwrap(),
+        "true"
+    );
+
+    // Events, with the safety net as often as the engine checks (1 s).
+    let agent = RunningAgent::start_with(&a, &[("ERLKUBE_AGENT_NODES_POLL_INTERVAL", "1ms")]);
+    wait("two safety-net reads", &agent, || {
+        agent.metric("erlkube_agent_beam_nodes_polls_total") >= 2
+    });
+    assert!(agent.visible_is(&[&b]), "{}", agent.cluster());
+    assert!(agent.cluster().contains("\"membership\":\"events\""));
+    assert_eq!(
+        agent.metric("erlkube_agent_beam_nodes_corrections_total"),
+        0,
+        "the events kept the membership right"
+    );
+    drop(agent);
+    assert!(
+        wait_until(WAIT, || subscribers(&app) == "0"),
+        "the subscriber outlived the agent"
+    );
+
+    // agent.node_events = false: nodes() polled, nothing left on the node.
+    let agent = RunningAgent::start_with(&a, &[("ERLKUBE_AGENT_NODE_EVENTS", "false")]);
+    wait("the polled membership", &agent, || {
+        agent.cluster().contains("\"membership\":\"polling\"") && agent.visible_is(&[&b])
+    });
+    assert_eq!(subscribers(&app), "0");
+    assert_eq!(agent.metric("erlkube_agent_beam_subscriptions_total"), 0);
+    assert_eq!(
+        app.eval(&format!("erlang:disconnect_node('{b}')")).unwrap(),
+        "true"
+    );
+    wait("the poll sees the disconnect", &agent, || {
+        agent.visible_is(&[])
+    });
+    assert_eq!(agent.metric("erlkube_agent_beam_node_events_total"), 0);
 }
