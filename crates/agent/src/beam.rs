@@ -1,6 +1,10 @@
 //! [`BeamNode`]: the formation engine's [`Actor`] for an external BEAM node,
 //! driven over RPC from the agent's hidden Rust node
 //! (`net_kernel:connect_node/1`, `erlang:nodes/0`, `erlang:disconnect_node/1`).
+//!
+//! While the node's nodeup/nodedown events arrive ([`Seen::events`], see
+//! [`crate::monitor`]), [`Actor::connected`] answers from the set those
+//! events maintain, without an RPC; otherwise it reads `erlang:nodes/0`.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -15,8 +19,10 @@ use crate::rpc::{self, RpcError};
 /// What the agent last saw of the BEAM node's connections.
 #[derive(Debug, Default)]
 pub struct Seen {
-    /// `nodes()` at the last successful read.
+    /// The node's `nodes()`: the last read, kept current by events.
     pub connected: BTreeSet<NodeName>,
+    /// True while a subscriber delivers the node's nodeup/nodedown events.
+    pub events: bool,
 }
 
 /// One BEAM node driven over RPC.
@@ -91,6 +97,9 @@ impl Actor for BeamNode {
             .await
             .map_err(unavailable)?;
         if r == Term::atom("true") {
+            // The nodeup event is on its way from another process of the
+            // node; the engine must not see the node missing meanwhile.
+            self.seen.lock().unwrap().connected.insert(node.clone());
             Ok(())
         } else {
             Err(ConnectError::Unreachable {
@@ -106,10 +115,18 @@ impl Actor for BeamNode {
             .await
         {
             tracing::debug!(node = %node, error = %e, "disconnect_node failed");
+            return;
         }
+        self.seen.lock().unwrap().connected.remove(node);
     }
 
     async fn connected(&self) -> Result<BTreeSet<NodeName>, ConnectError> {
+        {
+            let seen = self.seen.lock().unwrap();
+            if seen.events {
+                return Ok(seen.connected.clone());
+            }
+        }
         let set = self.nodes().await.map_err(unavailable)?;
         self.seen.lock().unwrap().connected = set.clone();
         Ok(set)

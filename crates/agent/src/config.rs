@@ -66,6 +66,16 @@ pub const AGENT_KEYS: &[AgentKey] = &[
         doc: "how often an absent node is looked for",
     },
     AgentKey {
+        name: "agent.node_events",
+        default: Some("true"),
+        doc: "follow the node's nodeup/nodedown events (a subscriber process on the node); false: poll nodes() every formation.check_interval",
+    },
+    AgentKey {
+        name: "agent.nodes_poll_interval",
+        default: Some("30s"),
+        doc: "safety-net re-read of the node's nodes() while its nodeup/nodedown events arrive (at least formation.check_interval)",
+    },
+    AgentKey {
         name: "agent.net_ticktime",
         default: Some("60s"),
         doc: "the node's net_ticktime (the agent's connection must tick as often as the node expects)",
@@ -142,6 +152,11 @@ pub struct AgentConfig {
     pub wait_interval: Duration,
     /// Disconnect the node from its peers on SIGTERM.
     pub disconnect_on_shutdown: bool,
+    /// Follow the node's nodeup/nodedown events (else poll `nodes()`).
+    pub node_events: bool,
+    /// Safety-net re-read of `nodes()` while events arrive (the runtime
+    /// uses at least `formation.engine.check_interval`).
+    pub nodes_poll_interval: Duration,
     /// The node's `net_ticktime`.
     pub net_ticktime: Duration,
 }
@@ -400,9 +415,21 @@ pub fn resolve_agent(
             ))
         }
     };
+    let ne = get(&entries, "agent.node_events").unwrap_or_default();
+    let node_events = match ne.as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            return Err(invalid(
+                "agent.node_events",
+                format!("must be true or false, got {ne:?}"),
+            ))
+        }
+    };
     let rpc_timeout = duration(&entries, "agent.rpc_timeout")?;
     let wait_interval = duration(&entries, "agent.wait_interval")?;
     let net_ticktime = duration(&entries, "agent.net_ticktime")?;
+    let nodes_poll_interval = duration(&entries, "agent.nodes_poll_interval")?;
     let cookie_entry = entries
         .iter_mut()
         .find(|e| e.key == "agent.cookie_file")
@@ -422,6 +449,8 @@ pub fn resolve_agent(
         rpc_timeout,
         wait_interval,
         disconnect_on_shutdown,
+        node_events,
+        nodes_poll_interval,
         net_ticktime,
     })
 }
@@ -480,6 +509,7 @@ mod tests {
         assert_eq!(c.agent_name, "erlkube_agent_7@10.0.0.5");
         assert_eq!(c.http.to_string(), "127.0.0.1:9000");
         assert_eq!(c.ready_min_peers, Some(2));
+        assert_eq!(c.nodes_poll_interval, Duration::from_secs(30));
         assert_eq!(c.formation.strategy_name, "static");
         let d = c.describe();
         assert!(d.contains("agent.ready_min_peers"), "{d}");
@@ -528,6 +558,12 @@ mod tests {
                 "agent.ready_min_peers",
             ),
             ("ERLKUBE_AGENT_RPC_TIMEOUT", "0s", "agent.rpc_timeout"),
+            ("ERLKUBE_AGENT_NODE_EVENTS", "yes", "agent.node_events"),
+            (
+                "ERLKUBE_AGENT_NODES_POLL_INTERVAL",
+                "often",
+                "agent.nodes_poll_interval",
+            ),
             (
                 "ERLKUBE_AGENT_DISCONNECT_ON_SHUTDOWN",
                 "yes",

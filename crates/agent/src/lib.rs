@@ -8,7 +8,9 @@
 //!
 //! ```text
 //!  pod: BEAM node (erl -name app@10.0.0.5, no clustering code)
-//!         ^ rpc: net_kernel:connect_node/1, erlang:nodes/0, erlang:disconnect_node/1
+//!         ^ rpc: net_kernel:connect_node/1, erlang:disconnect_node/1,
+//!         |      erlang:nodes/0 (safety net), erlang:spawn/3 of the subscriber
+//!         | nodeup/nodedown events from the subscriber (monitor::Subscription)
 //!         | (hidden distribution connection, the node's cookie)
 //!       erlkube agent: strategy -> engine -> BeamNode actor; HTTP :9568
 //! ```
@@ -16,6 +18,7 @@
 pub mod beam;
 pub mod config;
 pub mod http;
+pub mod monitor;
 pub mod nodename;
 pub mod rpc;
 pub mod runtime;

@@ -11,9 +11,13 @@
 //!
 //! The supervisor waits for the BEAM node (an RPC `erlang:nodes/0` every
 //! `agent.wait_interval`, failures logged through a [`Throttle`]), starts
-//! an engine when it answers (fed the last discovery answer at once), and
-//! drops the engine when the connection to the node goes down, then waits
-//! again: a restarted node gets a fresh engine.
+//! a subscriber of the node's nodeup/nodedown events on it
+//! ([`crate::monitor`]) and an engine (fed the last discovery answer at
+//! once), applies each event to the membership and publishes it at once,
+//! re-reads `nodes()` every `agent.nodes_poll_interval` as a safety net
+//! (or polls it, when no subscriber runs), and drops both when the
+//! connection to the node goes down, then waits again: a restarted node
+//! gets a fresh subscriber and engine.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -29,6 +33,7 @@ use tokio::sync::mpsc;
 use crate::beam::{BeamNode, Seen};
 use crate::config::AgentConfig;
 use crate::http::{self, Response};
+use crate::monitor::{MonitorMessage, Subscription};
 use crate::status::Status;
 use crate::throttle::{Throttle, Verdict};
 
@@ -358,6 +363,20 @@ async fn supervise(
             s.connected = first;
         }
         while events.try_recv().is_ok() {}
+        // Follow the node's nodeup/nodedown events from now on; a slow
+        // re-read of nodes() is the safety net.
+        let mut live = if config.node_events {
+            subscribe(&beam, &config, &status, &seen).await
+        } else {
+            None
+        };
+        let mut quick_ends = 0u32;
+        let poll_every = config
+            .nodes_poll_interval
+            .max(config.formation.engine.check_interval);
+        let mut poll =
+            tokio::time::interval_at(tokio::time::Instant::now() + poll_every, poll_every);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Run an engine for this incarnation of the node.
         let engine = Engine::new(beam.clone(), config.formation.engine.clone());
         let (tx, rx) = mpsc::channel(16);
@@ -377,6 +396,38 @@ async fn supervise(
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                     _ => {}
                 },
+                m = next_message(&mut live) => {
+                    if let MonitorMessage::Ended(reason) = &m {
+                        let lived = live.take().map(|l| l.since.elapsed());
+                        set_events(&status, &seen, false);
+                        if !beam.local().connected_nodes().contains(&target) {
+                            tracing::warn!(node = %target, "the connection to the node is gone; waiting for it");
+                            break;
+                        }
+                        tracing::warn!(node = %target, %reason, "the node's event subscriber ended; polling nodes() until it is replaced");
+                        // Replaced at once, unless subscribers keep dying
+                        // young: then at the poll tick only.
+                        if lived.is_some_and(|d| d >= Duration::from_secs(5)) {
+                            quick_ends = 0;
+                        } else {
+                            quick_ends += 1;
+                        }
+                        if quick_ends < 3 {
+                            live = subscribe(&beam, &config, &status, &seen).await;
+                        }
+                    } else {
+                        apply(&m, &target, &status, &seen);
+                    }
+                    publish(&formation, &status, &seen);
+                }
+                _ = poll.tick() => {
+                    if live.is_some() {
+                        safety_net(&beam, &status, &seen).await;
+                    } else if config.node_events {
+                        live = subscribe(&beam, &config, &status, &seen).await;
+                    }
+                    publish(&formation, &status, &seen);
+                }
                 _ = tick.tick() => {
                     if !beam.local().connected_nodes().contains(&target) {
                         tracing::warn!(node = %target, "the connection to the node is gone; waiting for it");
@@ -386,6 +437,8 @@ async fn supervise(
                 }
             }
         }
+        drop(live);
+        set_events(&status, &seen, false);
         *engine_tx.lock().unwrap() = None;
         publish(&formation, &status, &seen);
         drop(formation);
@@ -394,6 +447,113 @@ async fn supervise(
         let m = std::mem::take(&mut s.engine);
         s.engine_base = add(&s.engine_base, &m);
         s.connected.clear();
+    }
+}
+
+/// A running subscriber and when it started.
+struct Live {
+    sub: Subscription,
+    since: std::time::Instant,
+}
+
+fn set_events(status: &Mutex<Status>, seen: &Mutex<Seen>, on: bool) {
+    seen.lock().unwrap().events = on;
+    status.lock().unwrap().node_events = on;
+}
+
+/// Starts a subscriber on the node; `None` (and polling) when it fails.
+async fn subscribe(
+    beam: &BeamNode,
+    config: &AgentConfig,
+    status: &Mutex<Status>,
+    seen: &Mutex<Seen>,
+) -> Option<Live> {
+    match Subscription::start(beam, config.rpc_timeout).await {
+        Ok((sub, set)) => {
+            tracing::info!(node = %config.node, subscriber = %Term::Pid(sub.remote().clone()), peers = set.len(), "following the node's nodeup/nodedown events");
+            {
+                let mut s = seen.lock().unwrap();
+                s.connected = set;
+                s.events = true;
+            }
+            let mut st = status.lock().unwrap();
+            st.node_events = true;
+            st.node_subscriptions += 1;
+            Some(Live {
+                sub,
+                since: std::time::Instant::now(),
+            })
+        }
+        Err(e) => {
+            set_events(status, seen, false);
+            if !beam
+                .local()
+                .connected_nodes()
+                .contains(&config.node.to_string())
+            {
+                // The node went away meanwhile: the supervisor says so.
+                tracing::debug!(node = %config.node, error = %e, "cannot subscribe: the node is gone");
+                return None;
+            }
+            tracing::warn!(node = %config.node, error = %e, "cannot follow the node's nodeup/nodedown events; polling nodes() every formation.check_interval, retrying every agent.nodes_poll_interval");
+            None
+        }
+    }
+}
+
+async fn next_message(live: &mut Option<Live>) -> MonitorMessage {
+    match live {
+        Some(l) => l.sub.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Applies one event of the node to the membership.
+fn apply(m: &MonitorMessage, target: &str, status: &Mutex<Status>, seen: &Mutex<Seen>) {
+    let counted = match m {
+        MonitorMessage::Nodes(set) => {
+            seen.lock().unwrap().connected = set.clone();
+            false
+        }
+        MonitorMessage::Up(n) => {
+            tracing::debug!(node = %target, peer = %n, "nodeup");
+            seen.lock().unwrap().connected.insert(n.clone());
+            true
+        }
+        MonitorMessage::Down { node: n, reason } => {
+            tracing::info!(node = %target, peer = %n, %reason, "the node lost its connection to a peer");
+            seen.lock().unwrap().connected.remove(n);
+            true
+        }
+        MonitorMessage::Ended(_) | MonitorMessage::Other => false,
+    };
+    if counted {
+        status.lock().unwrap().node_events_received += 1;
+    }
+}
+
+/// The slow re-read of `nodes()` while events arrive: corrects a lost
+/// event (it may also count an event that was still on its way).
+async fn safety_net(beam: &BeamNode, status: &Mutex<Status>, seen: &Mutex<Seen>) {
+    match beam.nodes().await {
+        Ok(set) => {
+            let corrected = {
+                let mut s = seen.lock().unwrap();
+                let differs = s.connected != set;
+                if differs {
+                    tracing::info!(
+                        events = ?s.connected, nodes = ?set,
+                        "nodes() differs from the membership kept by events; taking nodes()"
+                    );
+                    s.connected = set;
+                }
+                differs
+            };
+            let mut st = status.lock().unwrap();
+            st.nodes_polls += 1;
+            st.nodes_corrections += corrected as u64;
+        }
+        Err(e) => tracing::debug!(error = %e, "safety-net nodes() failed"),
     }
 }
 

@@ -48,8 +48,19 @@ pub struct Status {
     pub beam_ups: u64,
     /// The nodes of the last successful discovery answer (self excluded).
     pub discovered: Option<BTreeSet<NodeName>>,
-    /// The node's `nodes()` at the last read.
+    /// The node's `nodes()`: the last read, kept current by its events.
     pub connected: BTreeSet<NodeName>,
+    /// True while the node's nodeup/nodedown events arrive (a subscriber
+    /// runs on the node); false while `nodes()` is polled instead.
+    pub node_events: bool,
+    /// nodeup/nodedown events received from the node.
+    pub node_events_received: u64,
+    /// Subscribers started on the node (one per node start, more if one ended).
+    pub node_subscriptions: u64,
+    /// Safety-net reads of `nodes()` made while events arrive.
+    pub nodes_polls: u64,
+    /// Safety-net reads that found the event-kept set wrong (then replaced it).
+    pub nodes_corrections: u64,
     /// Engine counters of past incarnations (the engine restarts with the node).
     pub engine_base: Metrics,
     /// The running engine's counters.
@@ -143,6 +154,36 @@ impl Status {
             self.connected.len() as u64,
         );
         metric(
+            "erlkube_agent_beam_node_events",
+            "gauge",
+            "1 while the node's nodeup/nodedown events arrive (0: nodes() is polled).",
+            self.node_events as u64,
+        );
+        metric(
+            "erlkube_agent_beam_node_events_total",
+            "counter",
+            "nodeup/nodedown events received from the node.",
+            self.node_events_received,
+        );
+        metric(
+            "erlkube_agent_beam_subscriptions_total",
+            "counter",
+            "Event subscribers started on the node.",
+            self.node_subscriptions,
+        );
+        metric(
+            "erlkube_agent_beam_nodes_polls_total",
+            "counter",
+            "Safety-net reads of the node's nodes() while events arrive.",
+            self.nodes_polls,
+        );
+        metric(
+            "erlkube_agent_beam_nodes_corrections_total",
+            "counter",
+            "Safety-net reads that found the event-kept membership wrong.",
+            self.nodes_corrections,
+        );
+        metric(
             "erlkube_agent_connect_attempts_total",
             "counter",
             "net_kernel:connect_node/1 calls made.",
@@ -196,10 +237,11 @@ impl Status {
             format!("[{}]", items.join(","))
         };
         format!(
-            "{{\"node\":{},\"agent\":{},\"beam_up\":{},\"ready\":{},\"discovered\":{},\"connected\":{},\"visible\":{},\"last_discovery_error\":{}}}\n",
+            "{{\"node\":{},\"agent\":{},\"beam_up\":{},\"membership\":{},\"ready\":{},\"discovered\":{},\"connected\":{},\"visible\":{},\"last_discovery_error\":{}}}\n",
             json_string(&self.node),
             json_string(&self.agent),
             self.beam_up,
+            json_string(if self.node_events { "events" } else { "polling" }),
             self.ready(),
             self.discovered.as_ref().map_or("null".into(), list),
             list(&match &self.discovered {

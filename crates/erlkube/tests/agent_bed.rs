@@ -387,6 +387,13 @@ async fn agents_cluster_plain_erl_nodes_and_readyz_waits_for_the_partitioned_pee
         assert_eq!(h, 200);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The first attempt to the cut-off peer fails only after
+    // formation.connect_timeout; the agent may be ready to be asked sooner.
+    let first = &agents[&pods[0]];
+    wait_for("a failed connect to the partitioned peer", || async move {
+        metrics(first).await["erlkube_agent_connect_failures_total"] >= 1.0
+    })
+    .await;
     assert!(!is_full_mesh(&bed, &pods).await);
     let before = metrics(&agents[&pods[0]]).await;
     assert_eq!(before["erlkube_agent_ready"], 0.0);
