@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::io::Read;
 
 use crate::error::{DecodeError, DecodeErrorKind as K};
+use crate::intern;
 use crate::tags::*;
 use crate::term::{Atom, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
 
@@ -166,9 +167,11 @@ impl<'a> TermRef<'a> {
 
     /// Owned conversion; the flag is false if a map had duplicate keys.
     fn to_owned_checked(&self) -> (Term, bool) {
-        let mut cx = Owner::new();
-        let t = self.owned(&mut cx);
-        (t, cx.ok)
+        intern::with_table(|atoms| {
+            let mut cx = Owner::new(atoms);
+            let t = self.owned(&mut cx);
+            (t, cx.ok)
+        })
     }
 
     fn owned(&self, cx: &mut Owner) -> Term {
@@ -310,35 +313,30 @@ fn owned_fun(f: &FunRef<'_>, cx: &mut Owner) -> Term {
     }))
 }
 
-/// State of one owned conversion: whether map keys were unique, and a small
-/// direct-mapped atom cache so repeated atoms share one `Arc` instead of
-/// allocating each time.
-struct Owner {
+/// State of one owned conversion: whether map keys were unique, and the
+/// thread's atom table ([`crate::intern`]), borrowed once for the whole
+/// conversion, so repeated atoms share one `Arc` instead of allocating.
+struct Owner<'t> {
     ok: bool,
-    atoms: [Option<Atom>; 32],
+    atoms: &'t mut intern::Table,
 }
 
-impl Owner {
-    fn new() -> Owner {
-        Owner {
-            ok: true,
-            atoms: [const { None }; 32],
-        }
+impl<'t> Owner<'t> {
+    fn new(atoms: &'t mut intern::Table) -> Owner<'t> {
+        Owner { ok: true, atoms }
     }
 
     #[inline]
     fn atom(&mut self, s: &str) -> Atom {
-        let b = s.as_bytes();
-        let h = match b {
-            [] => 0,
-            [x] => *x as usize,
-            [x, .., y] => (*x as usize).wrapping_mul(31) ^ (*y as usize) ^ (b.len() << 3),
-        } % 32;
-        match &self.atoms[h] {
-            Some(a) if a.as_str() == s => a.clone(),
+        if s.len() > intern::MAX_INTERNED_LEN {
+            return Atom::new(s);
+        }
+        let ix = intern::slot(s.as_bytes());
+        match &self.atoms[ix] {
+            Some(a) if a.text_is(s.as_bytes()) => a.clone(),
             _ => {
-                let a = crate::intern::intern(s);
-                self.atoms[h] = Some(a.clone());
+                let a = Atom::new(s);
+                self.atoms[ix] = Some(a.clone());
                 a
             }
         }
@@ -1117,9 +1115,8 @@ impl<'a> Decoder<'a> {
                 let i = self.u32()? as i32;
                 *slot = Term::Integer(i as i64);
             }
-            ATOM_EXT | SMALL_ATOM_UTF8_EXT => {
-                let a = self.atom_tagged(start, tag)?;
-                *slot = Term::Atom(cx.atom(a.as_str()));
+            ATOM_EXT | SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
+                *slot = Term::Atom(self.atom_owned(start, tag, cx)?);
             }
             BINARY_EXT => {
                 let n = self.u32()? as usize;
@@ -1134,9 +1131,78 @@ impl<'a> Decoder<'a> {
                 *slot = Term::Float(f);
             }
             NIL_EXT => *slot = Term::List(Vec::new()),
+            STRING_EXT => {
+                let n = self.u16()? as usize;
+                let b = self.take(n)?;
+                *slot = Term::List(b.iter().map(|&x| Term::Integer(x as i64)).collect());
+            }
             _ => *slot = self.owned_tagged(start, tag, depth, cx)?,
         }
         Ok(())
+    }
+
+    /// An atom in any of the four atom encodings or `ATOM_CACHE_REF`, with
+    /// the checks (and error offsets) of [`Self::atom_tagged`]. A text
+    /// found in the atom table is taken from there without a UTF-8 check:
+    /// equal bytes are that atom's (valid) text.
+    #[inline]
+    fn atom_owned(&mut self, start: usize, tag: u8, cx: &mut Owner) -> R<Atom> {
+        let (n, utf8) = match tag {
+            ATOM_EXT => (self.u16()? as usize, false),
+            SMALL_ATOM_UTF8_EXT => (self.u8()? as usize, true),
+            ATOM_UTF8_EXT => (self.u16()? as usize, true),
+            SMALL_ATOM_EXT => (self.u8()? as usize, false),
+            _ => return self.atom_other(start, tag, cx),
+        };
+        let bytes = self.take(n)?;
+        if n <= intern::MAX_INTERNED_LEN {
+            let ix = intern::slot(bytes);
+            if let Some(a) = &cx.atoms[ix] {
+                // a latin-1 text equals its UTF-8 text only when ASCII
+                if a.text_is(bytes) && (utf8 || a.is_short_ascii()) {
+                    return Ok(a.clone());
+                }
+            }
+        }
+        self.atom_new(start, bytes, utf8, cx)
+    }
+
+    /// `ATOM_CACHE_REF` (the cache's atom itself) and the non-atom tags.
+    #[inline(never)]
+    fn atom_other(&mut self, start: usize, tag: u8, cx: &mut Owner) -> R<Atom> {
+        if tag == ATOM_CACHE_REF {
+            let i = self.u8()?;
+            return match self.cache.and_then(|c| c.get(i as usize)) {
+                Some(a) => Ok(a.clone()),
+                None => self.err(start, K::AtomCacheRef(i)),
+            };
+        }
+        let a = self.atom_tagged(start, tag)?;
+        Ok(cx.atom(a.as_str()))
+    }
+
+    /// An atom not in the table: the checks of [`Self::atom_body`] on the
+    /// bytes it took, then a new atom (remembered in the table).
+    #[inline(never)]
+    fn atom_new(&mut self, start: usize, bytes: &'a [u8], utf8: bool, cx: &mut Owner) -> R<Atom> {
+        let len = bytes.len();
+        let text: Cow<'a, str> = if utf8 {
+            let s =
+                std::str::from_utf8(bytes).map_err(|_| DecodeError::new(start, K::InvalidUtf8))?;
+            if len > MAX_ATOM_CHARS && s.chars().count() > MAX_ATOM_CHARS {
+                return self.err(start, K::AtomTooLong);
+            }
+            Cow::Borrowed(s)
+        } else {
+            if len > MAX_ATOM_CHARS {
+                return self.err(start, K::AtomTooLong);
+            }
+            match std::str::from_utf8(bytes) {
+                Ok(s) if bytes.is_ascii() => Cow::Borrowed(s),
+                _ => Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
+            }
+        };
+        Ok(cx.atom(&text))
     }
 
     fn owned_term(&mut self, depth: usize, cx: &mut Owner) -> R<Term> {
@@ -1188,8 +1254,11 @@ impl<'a> Decoder<'a> {
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);
         }
-        let mut v = Vec::new();
-        self.grow_owned(&mut v, n)?;
+        if n > self.remaining() {
+            return self.err(self.pos, K::Truncated);
+        }
+        let mut v = Vec::with_capacity(n);
+        v.resize_with(n, || Term::Integer(0));
         for slot in v.iter_mut() {
             self.fill_owned(depth + 1, slot, cx)?;
         }
@@ -1205,7 +1274,7 @@ impl<'a> Decoder<'a> {
         if n > self.remaining() / 2 {
             return self.err(self.pos, K::Truncated);
         }
-        let mut v = Vec::new();
+        let mut v = Vec::with_capacity(n);
         v.resize_with(n, || (Term::Integer(0), Term::Integer(0)));
         for (k, val) in v.iter_mut() {
             self.fill_owned(depth + 1, k, cx)?;
@@ -1224,7 +1293,10 @@ impl<'a> Decoder<'a> {
             return self.err(start, K::DepthLimit);
         }
         let mut n = self.u32()? as usize;
-        let mut elems = Vec::new();
+        if n > self.remaining() {
+            return self.err(self.pos, K::Truncated);
+        }
+        let mut elems = Vec::with_capacity(n);
         loop {
             let old = self.grow_owned(&mut elems, n)?;
             for slot in elems[old..].iter_mut() {
@@ -1359,8 +1431,7 @@ fn decode_owned(
         cache,
         max_depth: opts.max_depth,
     };
-    let mut cx = Owner::new();
-    let r = d.owned_term(0, &mut cx);
+    let r = intern::with_table(|atoms| d.owned_term(0, &mut Owner::new(atoms)));
     let used = d.pos;
     // offsets inside inflated data are reported past the 6-byte header
     // (version, tag, size) minus the version byte they share
@@ -1399,8 +1470,7 @@ pub fn decode_body_prefix_with_atom_cache(
         cache: Some(cache),
         max_depth: DEFAULT_MAX_DEPTH,
     };
-    let mut cx = Owner::new();
-    let t = d.owned_term(0, &mut cx)?;
+    let t = intern::with_table(|atoms| d.owned_term(0, &mut Owner::new(atoms)))?;
     Ok((t, d.pos))
 }
 

@@ -22,12 +22,36 @@ pub const SLOTS: usize = 256;
 /// Longer atom texts are not cached (they are rare and would pin memory).
 pub const MAX_INTERNED_LEN: usize = 64;
 
+/// A thread's table: one slot per hash bucket.
+pub(crate) type Table = [Option<Atom>; SLOTS];
+
 thread_local! {
-    static TABLE: RefCell<[Option<Atom>; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
+    static TABLE: RefCell<Table> = const { RefCell::new([const { None }; SLOTS]) };
 }
 
+/// Runs `f` with this thread's table borrowed (one thread-local access
+/// for a whole decode instead of one per atom). During thread teardown, or
+/// if the table is already borrowed, `f` gets an empty table of its own.
+pub(crate) fn with_table<T>(f: impl FnOnce(&mut Table) -> T) -> T {
+    let mut f = Some(f);
+    let r = TABLE.try_with(|t| {
+        let f = f.take()?;
+        Some(match t.try_borrow_mut() {
+            Ok(mut t) => f(&mut t),
+            Err(_) => f(&mut [const { None }; SLOTS]),
+        })
+    });
+    match (r, f) {
+        (Ok(Some(v)), _) => v,
+        (_, Some(f)) => f(&mut [const { None }; SLOTS]),
+        // the closure ran (it took `f`) and so returned `Some`
+        (_, None) => unreachable!("with_table: closure ran without a result"),
+    }
+}
+
+/// The slot of `text` in a [`Table`].
 #[inline]
-fn slot(text: &[u8]) -> usize {
+pub(crate) fn slot(text: &[u8]) -> usize {
     // Length, first two and last two bytes: cheap, and enough to spread
     // the few atoms a thread uses (collisions only cost an allocation).
     let n = text.len();

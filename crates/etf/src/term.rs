@@ -99,6 +99,26 @@ impl Atom {
         (c[0] == crate::tags::ATOM_EXT).then_some((c, ATOM_HEAD + c[2] as usize))
     }
 
+    /// True if the atom's text is exactly `bytes` (no UTF-8 check needed on
+    /// `bytes`: a match means they are this atom's text).
+    #[inline]
+    pub(crate) fn text_is(&self, bytes: &[u8]) -> bool {
+        let s = self.0.as_bytes();
+        match s {
+            [crate::tags::ATOM_EXT, _, n, rest @ ..] => {
+                *n as usize == bytes.len() && rest.get(..bytes.len()) == Some(bytes)
+            }
+            _ => s.get(ATOM_HEAD..) == Some(bytes),
+        }
+    }
+
+    /// True for an ASCII atom shorter than 128 bytes (stored with its
+    /// `ATOM_EXT` head).
+    #[inline]
+    pub(crate) fn is_short_ascii(&self) -> bool {
+        self.0.as_bytes().first() == Some(&crate::tags::ATOM_EXT)
+    }
+
     /// For an ASCII atom shorter than 128 bytes: its stored bytes, which
     /// start with its whole `ATOM_EXT` encoding `[100, 0, len, text…]` and
     /// are at least [`ATOM_PADDED`] long (NUL padding), and the length of
