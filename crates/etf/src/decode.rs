@@ -1098,10 +1098,22 @@ pub(crate) fn term_ref_body(input: &[u8]) -> R<TermRef<'_>> {
     d.term(0)
 }
 
+/// Stores `t` in a slot that holds a placeholder `Term::Integer` (sequences
+/// are pre-filled with them and decoded in place). The placeholder owns
+/// nothing, so it is forgotten rather than dropped: that skips a call to
+/// `Term`'s drop glue per element.
+#[inline(always)]
+fn put(slot: &mut Term, t: Term) {
+    debug_assert!(matches!(slot, Term::Integer(_)));
+    std::mem::forget(std::mem::replace(slot, t));
+}
+
 /// Direct owned decoding: builds `Term`s without a `TermRef` tree. Mirrors
 /// the borrowed decoder's structure (and its depth accounting); rare tags
 /// go through the borrowed scalar decoder and are converted.
 impl<'a> Decoder<'a> {
+    /// Decodes one term into `slot`, which holds a placeholder
+    /// (`Term::Integer`, see [`put`]).
     #[inline]
     fn fill_owned(&mut self, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         let start = self.pos;
@@ -1109,18 +1121,18 @@ impl<'a> Decoder<'a> {
         match tag {
             SMALL_INTEGER_EXT => {
                 let b = self.u8()?;
-                *slot = Term::Integer(b as i64);
+                put(slot, Term::Integer(b as i64));
             }
             INTEGER_EXT => {
                 let i = self.u32()? as i32;
-                *slot = Term::Integer(i as i64);
+                put(slot, Term::Integer(i as i64));
             }
             ATOM_EXT | SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
-                *slot = Term::Atom(self.atom_owned(start, tag, cx)?);
+                put(slot, Term::Atom(self.atom_owned(start, tag, cx)?));
             }
             BINARY_EXT => {
                 let n = self.u32()? as usize;
-                *slot = Term::Binary(self.take(n)?.to_vec());
+                put(slot, Term::Binary(self.take(n)?.to_vec()));
             }
             NEW_FLOAT_EXT => {
                 let b = self.take(8)?;
@@ -1128,15 +1140,18 @@ impl<'a> Decoder<'a> {
                 if !f.is_finite() {
                     return self.err(start, K::InvalidFloat);
                 }
-                *slot = Term::Float(f);
+                put(slot, Term::Float(f));
             }
-            NIL_EXT => *slot = Term::List(Vec::new()),
+            NIL_EXT => put(slot, Term::List(Vec::new())),
             STRING_EXT => {
                 let n = self.u16()? as usize;
                 let b = self.take(n)?;
-                *slot = Term::List(b.iter().map(|&x| Term::Integer(x as i64)).collect());
+                put(
+                    slot,
+                    Term::List(b.iter().map(|&x| Term::Integer(x as i64)).collect()),
+                );
             }
-            _ => *slot = self.owned_tagged(start, tag, depth, cx)?,
+            _ => put(slot, self.owned_tagged(start, tag, depth, cx)?),
         }
         Ok(())
     }
