@@ -350,11 +350,27 @@ impl AtomRef<'_> {
     }
 }
 
+/// `a < b` in map-key order ([`Term::cmp_exact`]), with atoms and small
+/// integers (the usual keys) compared inline.
+#[inline]
+fn key_less(a: &Term, b: &Term) -> bool {
+    match (a, b) {
+        (Term::Atom(x), Term::Atom(y)) => {
+            // byte order of UTF-8 is the order of the texts' characters
+            let (p, q) = (x.text_bytes(), y.text_bytes());
+            match (p.first(), q.first()) {
+                (Some(c), Some(d)) if c != d => c < d,
+                _ => p < q,
+            }
+        }
+        (Term::Integer(x), Term::Integer(y)) => x < y,
+        _ => a.cmp_exact(b) == std::cmp::Ordering::Less,
+    }
+}
+
 fn dedup_map(v: Vec<(Term, Term)>, cx: &mut Owner) -> Map {
     // the BEAM writes small maps in strictly increasing key order: unique
-    if v.windows(2)
-        .all(|w| w[0].0.cmp_exact(&w[1].0) == std::cmp::Ordering::Less)
-    {
+    if v.windows(2).all(|w| key_less(&w[0].0, &w[1].0)) {
         return Map::from_sorted_unique(v);
     }
     if v.len() > 1 {
@@ -1239,8 +1255,42 @@ impl<'a> Decoder<'a> {
 
     #[inline(never)]
     fn scalar_owned(&mut self, start: usize, tag: u8, cx: &mut Owner) -> R<Term> {
+        if tag == SMALL_BIG_EXT {
+            return self.small_big_owned(start);
+        }
         let t = self.scalar(start, tag)?;
         Ok(t.owned_scalar(cx))
+    }
+
+    /// `SMALL_BIG_EXT` (timestamps and other 64-bit integers), with the
+    /// checks and normalisation of [`Self::scalar`].
+    #[inline]
+    fn small_big_owned(&mut self, start: usize) -> R<Term> {
+        let n = self.u8()? as usize;
+        let sign = self.u8()?;
+        if sign > 1 {
+            return self.err(start + 1, K::InvalidSign);
+        }
+        let mag = self.take(n)?;
+        let eff = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        let mag = &mag[..eff];
+        if eff <= 8 {
+            let mut w = [0u8; 8];
+            w[..eff].copy_from_slice(mag);
+            let u = u64::from_le_bytes(w);
+            if sign == 0 && u <= i64::MAX as u64 {
+                return Ok(Term::Integer(u as i64));
+            }
+            if sign == 1 && u <= 1u64 << 63 {
+                return Ok(Term::Integer((u as i64).wrapping_neg()));
+            }
+        }
+        let sign = if sign == 1 {
+            num_bigint::Sign::Minus
+        } else {
+            num_bigint::Sign::Plus
+        };
+        Ok(Term::from_bigint(BigInt::from_bytes_le(sign, mag)))
     }
 
     #[inline(never)]

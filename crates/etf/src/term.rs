@@ -112,6 +112,17 @@ impl Atom {
         }
     }
 
+    /// The atom's text as bytes (no character-boundary checks).
+    #[inline]
+    pub(crate) fn text_bytes(&self) -> &[u8] {
+        let s = self.0.as_bytes();
+        match s {
+            [crate::tags::ATOM_EXT, _, n, rest @ ..] => rest.get(..*n as usize),
+            _ => s.get(ATOM_HEAD..),
+        }
+        .unwrap_or(&[])
+    }
+
     /// True for an ASCII atom shorter than 128 bytes (stored with its
     /// `ATOM_EXT` head).
     #[inline]
