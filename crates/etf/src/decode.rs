@@ -1129,8 +1129,8 @@ fn put(slot: &mut Term, t: Term) {
 /// go through the borrowed scalar decoder and are converted.
 impl<'a> Decoder<'a> {
     /// Decodes one term into `slot`, which holds a placeholder
-    /// (`Term::Integer`, see [`put`]).
-    #[inline]
+    /// (`Term::Integer`, see [`put`]). Inlined into the container loops.
+    #[inline(always)]
     fn fill_owned(&mut self, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         let start = self.pos;
         let tag = self.u8()?;
