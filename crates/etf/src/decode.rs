@@ -1129,8 +1129,13 @@ fn put(slot: &mut Term, t: Term) {
 /// go through the borrowed scalar decoder and are converted.
 impl<'a> Decoder<'a> {
     /// Decodes one term into `slot`, which holds a placeholder
-    /// (`Term::Integer`, see [`put`]). Inlined into the container loops.
-    #[inline(always)]
+    /// (`Term::Integer`, see [`put`]). Inlined into the container loops
+    /// in optimised builds, where their frames stay small (about 240
+    /// bytes); unoptimised frames would grow by the whole body, so debug
+    /// builds keep the call (the depth limit must fit a test thread's
+    /// stack either way).
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    #[cfg_attr(debug_assertions, inline)]
     fn fill_owned(&mut self, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         let start = self.pos;
         let tag = self.u8()?;
