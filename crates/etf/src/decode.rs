@@ -1493,6 +1493,31 @@ fn decode_owned(
     whole: bool,
     opts: &DecodeOptions,
 ) -> R<(Term, usize)> {
+    check_version(input)?;
+    if input.get(1) == Some(&COMPRESSED) {
+        return decode_owned_compressed(input, cache, whole, opts);
+    }
+    // uncompressed (the usual case): no envelope to account for
+    let mut d = Decoder {
+        buf: input,
+        pos: 1,
+        cache,
+        max_depth: opts.max_depth,
+    };
+    let term = intern::with_table(|atoms| d.owned_term(0, &mut Owner::new(atoms)))?;
+    if whole && d.pos != input.len() {
+        return Err(DecodeError::new(d.pos, K::TrailingBytes));
+    }
+    Ok((term, d.pos))
+}
+
+#[inline(never)]
+fn decode_owned_compressed(
+    input: &[u8],
+    cache: Option<&[Atom]>,
+    whole: bool,
+    opts: &DecodeOptions,
+) -> R<(Term, usize)> {
     let (buf, consumed) = decompress_with(input, opts)?;
     let compressed = matches!(buf, Cow::Owned(_));
     let mut d = Decoder {
