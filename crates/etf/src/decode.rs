@@ -1310,7 +1310,7 @@ impl<'a> Decoder<'a> {
             return self.err(self.pos, K::Truncated);
         }
         let old = v.len();
-        v.resize_with(old + n, || Term::Integer(0));
+        v.extend((0..n).map(|_| Term::Integer(0)));
         Ok(old)
     }
 
@@ -1328,7 +1328,7 @@ impl<'a> Decoder<'a> {
             return self.err(self.pos, K::Truncated);
         }
         let mut v = Vec::with_capacity(n);
-        v.resize_with(n, || Term::Integer(0));
+        v.extend((0..n).map(|_| Term::Integer(0)));
         for slot in v.iter_mut() {
             self.fill_owned(depth + 1, slot, cx)?;
         }
@@ -1345,7 +1345,7 @@ impl<'a> Decoder<'a> {
             return self.err(self.pos, K::Truncated);
         }
         let mut v = Vec::with_capacity(n);
-        v.resize_with(n, || (Term::Integer(0), Term::Integer(0)));
+        v.extend((0..n).map(|_| (Term::Integer(0), Term::Integer(0))));
         for (k, val) in v.iter_mut() {
             self.fill_owned(depth + 1, k, cx)?;
             self.fill_owned(depth + 1, val, cx)?;
