@@ -1139,21 +1139,22 @@ impl<'a> Decoder<'a> {
     fn fill_owned(&mut self, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         let start = self.pos;
         let tag = self.u8()?;
-        match tag {
+        // one `put`, so unoptimised builds keep a single temporary
+        let t = match tag {
             SMALL_INTEGER_EXT => {
                 let b = self.u8()?;
-                put(slot, Term::Integer(b as i64));
+                Term::Integer(b as i64)
             }
             INTEGER_EXT => {
                 let i = self.u32()? as i32;
-                put(slot, Term::Integer(i as i64));
+                Term::Integer(i as i64)
             }
             ATOM_EXT | SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
-                put(slot, Term::Atom(self.atom_owned(start, tag, cx)?));
+                Term::Atom(self.atom_owned(start, tag, cx)?)
             }
             BINARY_EXT => {
                 let n = self.u32()? as usize;
-                put(slot, Term::Binary(self.take(n)?.to_vec()));
+                Term::Binary(self.take(n)?.to_vec())
             }
             NEW_FLOAT_EXT => {
                 let b = self.take(8)?;
@@ -1161,19 +1162,17 @@ impl<'a> Decoder<'a> {
                 if !f.is_finite() {
                     return self.err(start, K::InvalidFloat);
                 }
-                put(slot, Term::Float(f));
+                Term::Float(f)
             }
-            NIL_EXT => put(slot, Term::List(Vec::new())),
+            NIL_EXT => Term::List(Vec::new()),
             STRING_EXT => {
                 let n = self.u16()? as usize;
                 let b = self.take(n)?;
-                put(
-                    slot,
-                    Term::List(b.iter().map(|&x| Term::Integer(x as i64)).collect()),
-                );
+                Term::List(b.iter().map(|&x| Term::Integer(x as i64)).collect())
             }
-            _ => put(slot, self.owned_tagged(start, tag, depth, cx)?),
-        }
+            _ => return self.owned_tagged(start, tag, depth, slot, cx),
+        };
+        put(slot, t);
         Ok(())
     }
 
@@ -1242,29 +1241,47 @@ impl<'a> Decoder<'a> {
     }
 
     fn owned_term(&mut self, depth: usize, cx: &mut Owner) -> R<Term> {
-        let start = self.pos;
-        let tag = self.u8()?;
-        self.owned_tagged(start, tag, depth, cx)
+        let mut t = Term::Integer(0);
+        self.owned_into(depth, &mut t, cx)?;
+        Ok(t)
+    }
+
+    /// Decodes one term into `slot` (a placeholder, see [`put`]). The
+    /// containers write their result in place instead of returning a
+    /// `Result<Term, _>` that each caller copies (those 40-byte copies of
+    /// differently shaped stores stall on store forwarding).
+    #[inline(never)]
+    fn owned_into(&mut self, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
+        self.fill_owned(depth, slot, cx)
     }
 
     #[inline]
-    fn owned_tagged(&mut self, start: usize, tag: u8, depth: usize, cx: &mut Owner) -> R<Term> {
+    fn owned_tagged(
+        &mut self,
+        start: usize,
+        tag: u8,
+        depth: usize,
+        slot: &mut Term,
+        cx: &mut Owner,
+    ) -> R<()> {
         match tag {
-            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple_owned(start, tag, depth, cx),
-            LIST_EXT => self.list_owned(start, depth, cx),
-            MAP_EXT => self.map_owned(start, depth, cx),
-            NEW_FUN_EXT => self.fun_owned(start, depth, cx),
-            _ => self.scalar_owned(start, tag, cx),
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple_owned(start, tag, depth, slot, cx),
+            LIST_EXT => self.list_owned(start, depth, slot, cx),
+            MAP_EXT => self.map_owned(start, depth, slot, cx),
+            NEW_FUN_EXT => self.fun_owned(start, depth, slot, cx),
+            _ => self.scalar_owned(start, tag, slot, cx),
         }
     }
 
     #[inline(never)]
-    fn scalar_owned(&mut self, start: usize, tag: u8, cx: &mut Owner) -> R<Term> {
-        if tag == SMALL_BIG_EXT {
-            return self.small_big_owned(start);
-        }
-        let t = self.scalar(start, tag)?;
-        Ok(t.owned_scalar(cx))
+    fn scalar_owned(&mut self, start: usize, tag: u8, slot: &mut Term, cx: &mut Owner) -> R<()> {
+        let t = if tag == SMALL_BIG_EXT {
+            self.small_big_owned(start)?
+        } else {
+            self.scalar(start, tag)?.owned_scalar(cx)
+        };
+        put(slot, t);
+        Ok(())
     }
 
     /// `SMALL_BIG_EXT` (timestamps and other 64-bit integers), with the
@@ -1299,9 +1316,10 @@ impl<'a> Decoder<'a> {
     }
 
     #[inline(never)]
-    fn fun_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+    fn fun_owned(&mut self, start: usize, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         let f = self.fun(start, depth)?;
-        Ok(f.owned(cx))
+        put(slot, f.owned(cx));
+        Ok(())
     }
 
     #[inline]
@@ -1315,7 +1333,14 @@ impl<'a> Decoder<'a> {
     }
 
     #[inline(never)]
-    fn tuple_owned(&mut self, start: usize, tag: u8, depth: usize, cx: &mut Owner) -> R<Term> {
+    fn tuple_owned(
+        &mut self,
+        start: usize,
+        tag: u8,
+        depth: usize,
+        slot: &mut Term,
+        cx: &mut Owner,
+    ) -> R<()> {
         let n = if tag == SMALL_TUPLE_EXT {
             self.u8()? as usize
         } else {
@@ -1332,11 +1357,12 @@ impl<'a> Decoder<'a> {
         for slot in v.iter_mut() {
             self.fill_owned(depth + 1, slot, cx)?;
         }
-        Ok(Term::Tuple(v))
+        put(slot, Term::Tuple(v));
+        Ok(())
     }
 
     #[inline(never)]
-    fn map_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+    fn map_owned(&mut self, start: usize, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         let n = self.u32()? as usize;
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);
@@ -1354,11 +1380,12 @@ impl<'a> Decoder<'a> {
         if !cx.ok {
             return self.err(start, K::DuplicateMapKey);
         }
-        Ok(Term::Map(m))
+        put(slot, Term::Map(m));
+        Ok(())
     }
 
     #[inline(never)]
-    fn list_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+    fn list_owned(&mut self, start: usize, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);
         }
@@ -1367,7 +1394,8 @@ impl<'a> Decoder<'a> {
             return self.err(self.pos, K::Truncated);
         }
         let mut elems = Vec::with_capacity(n);
-        loop {
+        // one exit, so unoptimised builds keep a single `put` in the frame
+        let t = loop {
             let old = self.grow_owned(&mut elems, n)?;
             for slot in elems[old..].iter_mut() {
                 self.fill_owned(depth + 1, slot, cx)?;
@@ -1376,7 +1404,7 @@ impl<'a> Decoder<'a> {
             match self.buf.get(self.pos) {
                 Some(&NIL_EXT) => {
                     self.pos += 1;
-                    return Ok(Term::List(elems));
+                    break Term::List(elems);
                 }
                 Some(&LIST_EXT) => {
                     self.pos += 1;
@@ -1387,21 +1415,23 @@ impl<'a> Decoder<'a> {
                     let k = self.u16()? as usize;
                     let b = self.take(k)?;
                     elems.extend(b.iter().map(|&x| Term::Integer(x as i64)));
-                    return Ok(Term::List(elems));
+                    break Term::List(elems);
                 }
                 Some(_) => {
                     let tail = self.owned_term(depth + 1, cx)?;
                     if elems.is_empty() {
-                        return Ok(tail);
+                        break tail;
                     }
-                    return Ok(Term::ImproperList {
+                    break Term::ImproperList {
                         elems,
                         tail: Box::new(tail),
-                    });
+                    };
                 }
                 None => return self.err(tstart, K::Truncated),
             }
-        }
+        };
+        put(slot, t);
+        Ok(())
     }
 }
 
@@ -1487,15 +1517,20 @@ fn decompress_with<'a>(input: &'a [u8], opts: &DecodeOptions) -> R<(Cow<'a, [u8]
     Ok((Cow::Owned(out), consumed))
 }
 
+/// Decodes into `out` (a placeholder, see [`put`]; the term is written
+/// in place, not copied out through the layers); returns the bytes used.
 fn decode_owned(
     input: &[u8],
     cache: Option<&[Atom]>,
     whole: bool,
     opts: &DecodeOptions,
-) -> R<(Term, usize)> {
+    out: &mut Term,
+) -> R<usize> {
     check_version(input)?;
     if input.get(1) == Some(&COMPRESSED) {
-        return decode_owned_compressed(input, cache, whole, opts);
+        let (t, used) = decode_owned_compressed(input, cache, whole, opts)?;
+        put(out, t);
+        return Ok(used);
     }
     // uncompressed (the usual case): no envelope to account for
     let mut d = Decoder {
@@ -1504,11 +1539,24 @@ fn decode_owned(
         cache,
         max_depth: opts.max_depth,
     };
-    let term = intern::with_table(|atoms| d.owned_term(0, &mut Owner::new(atoms)))?;
+    intern::with_table(|atoms| d.owned_into(0, out, &mut Owner::new(atoms)))?;
     if whole && d.pos != input.len() {
         return Err(DecodeError::new(d.pos, K::TrailingBytes));
     }
-    Ok((term, d.pos))
+    Ok(d.pos)
+}
+
+/// [`decode_owned`] returning the term.
+#[inline]
+fn decode_owned_term(
+    input: &[u8],
+    cache: Option<&[Atom]>,
+    whole: bool,
+    opts: &DecodeOptions,
+) -> R<(Term, usize)> {
+    let mut t = Term::Integer(0);
+    let used = decode_owned(input, cache, whole, opts, &mut t)?;
+    Ok((t, used))
 }
 
 #[inline(never)]
@@ -1565,7 +1613,8 @@ pub fn decode_body_prefix_with_atom_cache(
         cache: Some(cache),
         max_depth: DEFAULT_MAX_DEPTH,
     };
-    let t = intern::with_table(|atoms| d.owned_term(0, &mut Owner::new(atoms)))?;
+    let mut t = Term::Integer(0);
+    intern::with_table(|atoms| d.owned_into(0, &mut t, &mut Owner::new(atoms)))?;
     Ok((t, d.pos))
 }
 
@@ -1586,18 +1635,22 @@ pub fn decode_ref_body_prefix_with_atom_cache<'a>(
 
 /// Decodes a whole buffer (version byte first, compressed or not).
 pub fn decode(input: &[u8]) -> Result<Term, DecodeError> {
-    decode_owned(input, None, true, &DecodeOptions::default()).map(|(t, _)| t)
+    let mut t = Term::Integer(0);
+    decode_owned(input, None, true, &DecodeOptions::default(), &mut t)?;
+    Ok(t)
 }
 
 /// Decodes a whole buffer with explicit limits.
 pub fn decode_with(input: &[u8], opts: &DecodeOptions) -> Result<Term, DecodeError> {
-    decode_owned(input, None, true, opts).map(|(t, _)| t)
+    let mut t = Term::Integer(0);
+    decode_owned(input, None, true, opts, &mut t)?;
+    Ok(t)
 }
 
 /// Decodes one term from the start of `input`; returns it and the bytes
 /// used.
 pub fn decode_prefix(input: &[u8]) -> Result<(Term, usize), DecodeError> {
-    decode_owned(input, None, false, &DecodeOptions::default())
+    decode_owned_term(input, None, false, &DecodeOptions::default())
 }
 
 /// Like [`decode_prefix`], resolving `ATOM_CACHE_REF` (tag 82) through
@@ -1606,7 +1659,7 @@ pub fn decode_prefix_with_atom_cache(
     input: &[u8],
     cache: &[Atom],
 ) -> Result<(Term, usize), DecodeError> {
-    decode_owned(input, Some(cache), false, &DecodeOptions::default())
+    decode_owned_term(input, Some(cache), false, &DecodeOptions::default())
 }
 
 /// Checks the term at the start of `input` (no version byte, as after a
