@@ -1130,7 +1130,7 @@ fn put(slot: &mut Term, t: Term) {
 impl<'a> Decoder<'a> {
     /// Decodes one term into `slot`, which holds a placeholder
     /// (`Term::Integer`, see [`put`]). Inlined into the container loops
-    /// in optimised builds, where their frames stay small (about 240
+    /// in optimised builds, where their frames stay small (200 to 300
     /// bytes); unoptimised frames would grow by the whole body, so debug
     /// builds keep the call (the depth limit must fit a test thread's
     /// stack either way).
