@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::io::Read;
 
 use crate::error::{DecodeError, DecodeErrorKind as K};
+use crate::intern;
 use crate::tags::*;
 use crate::term::{Atom, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
 
@@ -166,9 +167,11 @@ impl<'a> TermRef<'a> {
 
     /// Owned conversion; the flag is false if a map had duplicate keys.
     fn to_owned_checked(&self) -> (Term, bool) {
-        let mut cx = Owner::new();
-        let t = self.owned(&mut cx);
-        (t, cx.ok)
+        intern::with_table(|atoms| {
+            let mut cx = Owner::new(atoms);
+            let t = self.owned(&mut cx);
+            (t, cx.ok)
+        })
     }
 
     fn owned(&self, cx: &mut Owner) -> Term {
@@ -310,35 +313,30 @@ fn owned_fun(f: &FunRef<'_>, cx: &mut Owner) -> Term {
     }))
 }
 
-/// State of one owned conversion: whether map keys were unique, and a small
-/// direct-mapped atom cache so repeated atoms share one `Arc` instead of
-/// allocating each time.
-struct Owner {
+/// State of one owned conversion: whether map keys were unique, and the
+/// thread's atom table ([`crate::intern`]), borrowed once for the whole
+/// conversion, so repeated atoms share one `Arc` instead of allocating.
+struct Owner<'t> {
     ok: bool,
-    atoms: [Option<Atom>; 32],
+    atoms: &'t mut intern::Table,
 }
 
-impl Owner {
-    fn new() -> Owner {
-        Owner {
-            ok: true,
-            atoms: [const { None }; 32],
-        }
+impl<'t> Owner<'t> {
+    fn new(atoms: &'t mut intern::Table) -> Owner<'t> {
+        Owner { ok: true, atoms }
     }
 
     #[inline]
     fn atom(&mut self, s: &str) -> Atom {
-        let b = s.as_bytes();
-        let h = match b {
-            [] => 0,
-            [x] => *x as usize,
-            [x, .., y] => (*x as usize).wrapping_mul(31) ^ (*y as usize) ^ (b.len() << 3),
-        } % 32;
-        match &self.atoms[h] {
-            Some(a) if a.as_str() == s => a.clone(),
+        if s.len() > intern::MAX_INTERNED_LEN {
+            return Atom::new(s);
+        }
+        let ix = intern::slot(s.as_bytes());
+        match &self.atoms[ix] {
+            Some(a) if a.text_is(s.as_bytes()) => a.clone(),
             _ => {
-                let a = crate::intern::intern(s);
-                self.atoms[h] = Some(a.clone());
+                let a = Atom::new(s);
+                self.atoms[ix] = Some(a.clone());
                 a
             }
         }
@@ -352,11 +350,27 @@ impl AtomRef<'_> {
     }
 }
 
+/// `a < b` in map-key order ([`Term::cmp_exact`]), with atoms and small
+/// integers (the usual keys) compared inline.
+#[inline]
+fn key_less(a: &Term, b: &Term) -> bool {
+    match (a, b) {
+        (Term::Atom(x), Term::Atom(y)) => {
+            // byte order of UTF-8 is the order of the texts' characters
+            let (p, q) = (x.text_bytes(), y.text_bytes());
+            match (p.first(), q.first()) {
+                (Some(c), Some(d)) if c != d => c < d,
+                _ => p < q,
+            }
+        }
+        (Term::Integer(x), Term::Integer(y)) => x < y,
+        _ => a.cmp_exact(b) == std::cmp::Ordering::Less,
+    }
+}
+
 fn dedup_map(v: Vec<(Term, Term)>, cx: &mut Owner) -> Map {
     // the BEAM writes small maps in strictly increasing key order: unique
-    if v.windows(2)
-        .all(|w| w[0].0.cmp_exact(&w[1].0) == std::cmp::Ordering::Less)
-    {
+    if v.windows(2).all(|w| key_less(&w[0].0, &w[1].0)) {
         return Map::from_sorted_unique(v);
     }
     if v.len() > 1 {
@@ -1100,30 +1114,47 @@ pub(crate) fn term_ref_body(input: &[u8]) -> R<TermRef<'_>> {
     d.term(0)
 }
 
+/// Stores `t` in a slot that holds a placeholder `Term::Integer` (sequences
+/// are pre-filled with them and decoded in place). The placeholder owns
+/// nothing, so it is forgotten rather than dropped: that skips a call to
+/// `Term`'s drop glue per element.
+#[inline(always)]
+fn put(slot: &mut Term, t: Term) {
+    debug_assert!(matches!(slot, Term::Integer(_)));
+    std::mem::forget(std::mem::replace(slot, t));
+}
+
 /// Direct owned decoding: builds `Term`s without a `TermRef` tree. Mirrors
 /// the borrowed decoder's structure (and its depth accounting); rare tags
 /// go through the borrowed scalar decoder and are converted.
 impl<'a> Decoder<'a> {
-    #[inline]
+    /// Decodes one term into `slot`, which holds a placeholder
+    /// (`Term::Integer`, see [`put`]). Inlined into the container loops
+    /// in optimised builds, where their frames stay small (200 to 300
+    /// bytes); unoptimised frames would grow by the whole body, so debug
+    /// builds keep the call (the depth limit must fit a test thread's
+    /// stack either way).
+    #[cfg_attr(not(debug_assertions), inline(always))]
+    #[cfg_attr(debug_assertions, inline)]
     fn fill_owned(&mut self, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         let start = self.pos;
         let tag = self.u8()?;
-        match tag {
+        // one `put`, so unoptimised builds keep a single temporary
+        let t = match tag {
             SMALL_INTEGER_EXT => {
                 let b = self.u8()?;
-                *slot = Term::Integer(b as i64);
+                Term::Integer(b as i64)
             }
             INTEGER_EXT => {
                 let i = self.u32()? as i32;
-                *slot = Term::Integer(i as i64);
+                Term::Integer(i as i64)
             }
-            ATOM_EXT | SMALL_ATOM_UTF8_EXT => {
-                let a = self.atom_tagged(start, tag)?;
-                *slot = Term::Atom(cx.atom(a.as_str()));
+            ATOM_EXT | SMALL_ATOM_UTF8_EXT | ATOM_UTF8_EXT | SMALL_ATOM_EXT | ATOM_CACHE_REF => {
+                Term::Atom(self.atom_owned(start, tag, cx)?)
             }
             BINARY_EXT => {
                 let n = self.u32()? as usize;
-                *slot = Term::Binary(self.take(n)?.to_vec());
+                Term::Binary(self.take(n)?.to_vec())
             }
             NEW_FLOAT_EXT => {
                 let b = self.take(8)?;
@@ -1131,41 +1162,164 @@ impl<'a> Decoder<'a> {
                 if !f.is_finite() {
                     return self.err(start, K::InvalidFloat);
                 }
-                *slot = Term::Float(f);
+                Term::Float(f)
             }
-            NIL_EXT => *slot = Term::List(Vec::new()),
-            _ => *slot = self.owned_tagged(start, tag, depth, cx)?,
-        }
+            NIL_EXT => Term::List(Vec::new()),
+            STRING_EXT => {
+                let n = self.u16()? as usize;
+                let b = self.take(n)?;
+                Term::List(b.iter().map(|&x| Term::Integer(x as i64)).collect())
+            }
+            _ => return self.owned_tagged(start, tag, depth, slot, cx),
+        };
+        put(slot, t);
         Ok(())
     }
 
+    /// An atom in any of the four atom encodings or `ATOM_CACHE_REF`, with
+    /// the checks (and error offsets) of [`Self::atom_tagged`]. A text
+    /// found in the atom table is taken from there without a UTF-8 check:
+    /// equal bytes are that atom's (valid) text.
+    #[inline]
+    fn atom_owned(&mut self, start: usize, tag: u8, cx: &mut Owner) -> R<Atom> {
+        let (n, utf8) = match tag {
+            ATOM_EXT => (self.u16()? as usize, false),
+            SMALL_ATOM_UTF8_EXT => (self.u8()? as usize, true),
+            ATOM_UTF8_EXT => (self.u16()? as usize, true),
+            SMALL_ATOM_EXT => (self.u8()? as usize, false),
+            _ => return self.atom_other(start, tag, cx),
+        };
+        let bytes = self.take(n)?;
+        if n <= intern::MAX_INTERNED_LEN {
+            let ix = intern::slot(bytes);
+            if let Some(a) = &cx.atoms[ix] {
+                // a latin-1 text equals its UTF-8 text only when ASCII
+                if a.text_is(bytes) && (utf8 || a.is_short_ascii()) {
+                    return Ok(a.clone());
+                }
+            }
+        }
+        self.atom_new(start, bytes, utf8, cx)
+    }
+
+    /// `ATOM_CACHE_REF` (the cache's atom itself) and the non-atom tags.
+    #[inline(never)]
+    fn atom_other(&mut self, start: usize, tag: u8, cx: &mut Owner) -> R<Atom> {
+        if tag == ATOM_CACHE_REF {
+            let i = self.u8()?;
+            return match self.cache.and_then(|c| c.get(i as usize)) {
+                Some(a) => Ok(a.clone()),
+                None => self.err(start, K::AtomCacheRef(i)),
+            };
+        }
+        let a = self.atom_tagged(start, tag)?;
+        Ok(cx.atom(a.as_str()))
+    }
+
+    /// An atom not in the table: the checks of [`Self::atom_body`] on the
+    /// bytes it took, then a new atom (remembered in the table).
+    #[inline(never)]
+    fn atom_new(&mut self, start: usize, bytes: &'a [u8], utf8: bool, cx: &mut Owner) -> R<Atom> {
+        let len = bytes.len();
+        let text: Cow<'a, str> = if utf8 {
+            let s =
+                std::str::from_utf8(bytes).map_err(|_| DecodeError::new(start, K::InvalidUtf8))?;
+            if len > MAX_ATOM_CHARS && s.chars().count() > MAX_ATOM_CHARS {
+                return self.err(start, K::AtomTooLong);
+            }
+            Cow::Borrowed(s)
+        } else {
+            if len > MAX_ATOM_CHARS {
+                return self.err(start, K::AtomTooLong);
+            }
+            match std::str::from_utf8(bytes) {
+                Ok(s) if bytes.is_ascii() => Cow::Borrowed(s),
+                _ => Cow::Owned(bytes.iter().map(|&b| b as char).collect()),
+            }
+        };
+        Ok(cx.atom(&text))
+    }
+
     fn owned_term(&mut self, depth: usize, cx: &mut Owner) -> R<Term> {
-        let start = self.pos;
-        let tag = self.u8()?;
-        self.owned_tagged(start, tag, depth, cx)
+        let mut t = Term::Integer(0);
+        self.owned_into(depth, &mut t, cx)?;
+        Ok(t)
+    }
+
+    /// Decodes one term into `slot` (a placeholder, see [`put`]). The
+    /// containers write their result in place instead of returning a
+    /// `Result<Term, _>` that each caller copies (those 40-byte copies of
+    /// differently shaped stores stall on store forwarding).
+    #[inline(never)]
+    fn owned_into(&mut self, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
+        self.fill_owned(depth, slot, cx)
     }
 
     #[inline]
-    fn owned_tagged(&mut self, start: usize, tag: u8, depth: usize, cx: &mut Owner) -> R<Term> {
+    fn owned_tagged(
+        &mut self,
+        start: usize,
+        tag: u8,
+        depth: usize,
+        slot: &mut Term,
+        cx: &mut Owner,
+    ) -> R<()> {
         match tag {
-            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple_owned(start, tag, depth, cx),
-            LIST_EXT => self.list_owned(start, depth, cx),
-            MAP_EXT => self.map_owned(start, depth, cx),
-            NEW_FUN_EXT => self.fun_owned(start, depth, cx),
-            _ => self.scalar_owned(start, tag, cx),
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => self.tuple_owned(start, tag, depth, slot, cx),
+            LIST_EXT => self.list_owned(start, depth, slot, cx),
+            MAP_EXT => self.map_owned(start, depth, slot, cx),
+            NEW_FUN_EXT => self.fun_owned(start, depth, slot, cx),
+            _ => self.scalar_owned(start, tag, slot, cx),
         }
     }
 
     #[inline(never)]
-    fn scalar_owned(&mut self, start: usize, tag: u8, cx: &mut Owner) -> R<Term> {
-        let t = self.scalar(start, tag)?;
-        Ok(t.owned_scalar(cx))
+    fn scalar_owned(&mut self, start: usize, tag: u8, slot: &mut Term, cx: &mut Owner) -> R<()> {
+        let t = if tag == SMALL_BIG_EXT {
+            self.small_big_owned(start)?
+        } else {
+            self.scalar(start, tag)?.owned_scalar(cx)
+        };
+        put(slot, t);
+        Ok(())
+    }
+
+    /// `SMALL_BIG_EXT` (timestamps and other 64-bit integers), with the
+    /// checks and normalisation of [`Self::scalar`].
+    #[inline]
+    fn small_big_owned(&mut self, start: usize) -> R<Term> {
+        let n = self.u8()? as usize;
+        let sign = self.u8()?;
+        if sign > 1 {
+            return self.err(start + 1, K::InvalidSign);
+        }
+        let mag = self.take(n)?;
+        let eff = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        let mag = &mag[..eff];
+        if eff <= 8 {
+            let mut w = [0u8; 8];
+            w[..eff].copy_from_slice(mag);
+            let u = u64::from_le_bytes(w);
+            if sign == 0 && u <= i64::MAX as u64 {
+                return Ok(Term::Integer(u as i64));
+            }
+            if sign == 1 && u <= 1u64 << 63 {
+                return Ok(Term::Integer((u as i64).wrapping_neg()));
+            }
+        }
+        let sign = if sign == 1 {
+            num_bigint::Sign::Minus
+        } else {
+            num_bigint::Sign::Plus
+        };
+        Ok(Term::from_bigint(BigInt::from_bytes_le(sign, mag)))
     }
 
     #[inline(never)]
-    fn fun_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+    fn fun_owned(&mut self, start: usize, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         let f = self.fun(start, depth)?;
-        Ok(f.owned(cx))
+        put(slot, f.owned(cx));
+        Ok(())
     }
 
     #[inline]
@@ -1174,12 +1328,19 @@ impl<'a> Decoder<'a> {
             return self.err(self.pos, K::Truncated);
         }
         let old = v.len();
-        v.resize_with(old + n, || Term::Integer(0));
+        v.extend((0..n).map(|_| Term::Integer(0)));
         Ok(old)
     }
 
     #[inline(never)]
-    fn tuple_owned(&mut self, start: usize, tag: u8, depth: usize, cx: &mut Owner) -> R<Term> {
+    fn tuple_owned(
+        &mut self,
+        start: usize,
+        tag: u8,
+        depth: usize,
+        slot: &mut Term,
+        cx: &mut Owner,
+    ) -> R<()> {
         let n = if tag == SMALL_TUPLE_EXT {
             self.u8()? as usize
         } else {
@@ -1188,16 +1349,20 @@ impl<'a> Decoder<'a> {
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);
         }
-        let mut v = Vec::new();
-        self.grow_owned(&mut v, n)?;
+        if n > self.remaining() {
+            return self.err(self.pos, K::Truncated);
+        }
+        let mut v = Vec::with_capacity(n);
+        v.extend((0..n).map(|_| Term::Integer(0)));
         for slot in v.iter_mut() {
             self.fill_owned(depth + 1, slot, cx)?;
         }
-        Ok(Term::Tuple(v))
+        put(slot, Term::Tuple(v));
+        Ok(())
     }
 
     #[inline(never)]
-    fn map_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+    fn map_owned(&mut self, start: usize, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         let n = self.u32()? as usize;
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);
@@ -1205,8 +1370,8 @@ impl<'a> Decoder<'a> {
         if n > self.remaining() / 2 {
             return self.err(self.pos, K::Truncated);
         }
-        let mut v = Vec::new();
-        v.resize_with(n, || (Term::Integer(0), Term::Integer(0)));
+        let mut v = Vec::with_capacity(n);
+        v.extend((0..n).map(|_| (Term::Integer(0), Term::Integer(0))));
         for (k, val) in v.iter_mut() {
             self.fill_owned(depth + 1, k, cx)?;
             self.fill_owned(depth + 1, val, cx)?;
@@ -1215,17 +1380,22 @@ impl<'a> Decoder<'a> {
         if !cx.ok {
             return self.err(start, K::DuplicateMapKey);
         }
-        Ok(Term::Map(m))
+        put(slot, Term::Map(m));
+        Ok(())
     }
 
     #[inline(never)]
-    fn list_owned(&mut self, start: usize, depth: usize, cx: &mut Owner) -> R<Term> {
+    fn list_owned(&mut self, start: usize, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         if depth >= self.max_depth {
             return self.err(start, K::DepthLimit);
         }
         let mut n = self.u32()? as usize;
-        let mut elems = Vec::new();
-        loop {
+        if n > self.remaining() {
+            return self.err(self.pos, K::Truncated);
+        }
+        let mut elems = Vec::with_capacity(n);
+        // one exit, so unoptimised builds keep a single `put` in the frame
+        let t = loop {
             let old = self.grow_owned(&mut elems, n)?;
             for slot in elems[old..].iter_mut() {
                 self.fill_owned(depth + 1, slot, cx)?;
@@ -1234,7 +1404,7 @@ impl<'a> Decoder<'a> {
             match self.buf.get(self.pos) {
                 Some(&NIL_EXT) => {
                     self.pos += 1;
-                    return Ok(Term::List(elems));
+                    break Term::List(elems);
                 }
                 Some(&LIST_EXT) => {
                     self.pos += 1;
@@ -1245,21 +1415,23 @@ impl<'a> Decoder<'a> {
                     let k = self.u16()? as usize;
                     let b = self.take(k)?;
                     elems.extend(b.iter().map(|&x| Term::Integer(x as i64)));
-                    return Ok(Term::List(elems));
+                    break Term::List(elems);
                 }
                 Some(_) => {
                     let tail = self.owned_term(depth + 1, cx)?;
                     if elems.is_empty() {
-                        return Ok(tail);
+                        break tail;
                     }
-                    return Ok(Term::ImproperList {
+                    break Term::ImproperList {
                         elems,
                         tail: Box::new(tail),
-                    });
+                    };
                 }
                 None => return self.err(tstart, K::Truncated),
             }
-        }
+        };
+        put(slot, t);
+        Ok(())
     }
 }
 
@@ -1345,7 +1517,50 @@ fn decompress_with<'a>(input: &'a [u8], opts: &DecodeOptions) -> R<(Cow<'a, [u8]
     Ok((Cow::Owned(out), consumed))
 }
 
+/// Decodes into `out` (a placeholder, see [`put`]; the term is written
+/// in place, not copied out through the layers); returns the bytes used.
 fn decode_owned(
+    input: &[u8],
+    cache: Option<&[Atom]>,
+    whole: bool,
+    opts: &DecodeOptions,
+    out: &mut Term,
+) -> R<usize> {
+    check_version(input)?;
+    if input.get(1) == Some(&COMPRESSED) {
+        let (t, used) = decode_owned_compressed(input, cache, whole, opts)?;
+        put(out, t);
+        return Ok(used);
+    }
+    // uncompressed (the usual case): no envelope to account for
+    let mut d = Decoder {
+        buf: input,
+        pos: 1,
+        cache,
+        max_depth: opts.max_depth,
+    };
+    intern::with_table(|atoms| d.owned_into(0, out, &mut Owner::new(atoms)))?;
+    if whole && d.pos != input.len() {
+        return Err(DecodeError::new(d.pos, K::TrailingBytes));
+    }
+    Ok(d.pos)
+}
+
+/// [`decode_owned`] returning the term.
+#[inline]
+fn decode_owned_term(
+    input: &[u8],
+    cache: Option<&[Atom]>,
+    whole: bool,
+    opts: &DecodeOptions,
+) -> R<(Term, usize)> {
+    let mut t = Term::Integer(0);
+    let used = decode_owned(input, cache, whole, opts, &mut t)?;
+    Ok((t, used))
+}
+
+#[inline(never)]
+fn decode_owned_compressed(
     input: &[u8],
     cache: Option<&[Atom]>,
     whole: bool,
@@ -1359,8 +1574,7 @@ fn decode_owned(
         cache,
         max_depth: opts.max_depth,
     };
-    let mut cx = Owner::new();
-    let r = d.owned_term(0, &mut cx);
+    let r = intern::with_table(|atoms| d.owned_term(0, &mut Owner::new(atoms)));
     let used = d.pos;
     // offsets inside inflated data are reported past the 6-byte header
     // (version, tag, size) minus the version byte they share
@@ -1399,8 +1613,8 @@ pub fn decode_body_prefix_with_atom_cache(
         cache: Some(cache),
         max_depth: DEFAULT_MAX_DEPTH,
     };
-    let mut cx = Owner::new();
-    let t = d.owned_term(0, &mut cx)?;
+    let mut t = Term::Integer(0);
+    intern::with_table(|atoms| d.owned_into(0, &mut t, &mut Owner::new(atoms)))?;
     Ok((t, d.pos))
 }
 
@@ -1421,18 +1635,22 @@ pub fn decode_ref_body_prefix_with_atom_cache<'a>(
 
 /// Decodes a whole buffer (version byte first, compressed or not).
 pub fn decode(input: &[u8]) -> Result<Term, DecodeError> {
-    decode_owned(input, None, true, &DecodeOptions::default()).map(|(t, _)| t)
+    let mut t = Term::Integer(0);
+    decode_owned(input, None, true, &DecodeOptions::default(), &mut t)?;
+    Ok(t)
 }
 
 /// Decodes a whole buffer with explicit limits.
 pub fn decode_with(input: &[u8], opts: &DecodeOptions) -> Result<Term, DecodeError> {
-    decode_owned(input, None, true, opts).map(|(t, _)| t)
+    let mut t = Term::Integer(0);
+    decode_owned(input, None, true, opts, &mut t)?;
+    Ok(t)
 }
 
 /// Decodes one term from the start of `input`; returns it and the bytes
 /// used.
 pub fn decode_prefix(input: &[u8]) -> Result<(Term, usize), DecodeError> {
-    decode_owned(input, None, false, &DecodeOptions::default())
+    decode_owned_term(input, None, false, &DecodeOptions::default())
 }
 
 /// Like [`decode_prefix`], resolving `ATOM_CACHE_REF` (tag 82) through
@@ -1441,7 +1659,7 @@ pub fn decode_prefix_with_atom_cache(
     input: &[u8],
     cache: &[Atom],
 ) -> Result<(Term, usize), DecodeError> {
-    decode_owned(input, Some(cache), false, &DecodeOptions::default())
+    decode_owned_term(input, Some(cache), false, &DecodeOptions::default())
 }
 
 /// Checks the term at the start of `input` (no version byte, as after a

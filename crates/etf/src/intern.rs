@@ -22,24 +22,58 @@ pub const SLOTS: usize = 256;
 /// Longer atom texts are not cached (they are rare and would pin memory).
 pub const MAX_INTERNED_LEN: usize = 64;
 
+/// A thread's table: one slot per hash bucket.
+pub(crate) type Table = [Option<Atom>; SLOTS];
+
 thread_local! {
-    static TABLE: RefCell<[Option<Atom>; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
+    static TABLE: RefCell<Table> = const { RefCell::new([const { None }; SLOTS]) };
 }
 
+/// Runs `f` with this thread's table borrowed (one thread-local access
+/// for a whole decode instead of one per atom). During thread teardown, or
+/// if the table is already borrowed, `f` gets an empty table of its own.
+pub(crate) fn with_table<T>(f: impl FnOnce(&mut Table) -> T) -> T {
+    let mut f = Some(f);
+    let r = TABLE.try_with(|t| {
+        let f = f.take()?;
+        Some(match t.try_borrow_mut() {
+            Ok(mut t) => f(&mut t),
+            Err(_) => f(&mut [const { None }; SLOTS]),
+        })
+    });
+    match (r, f) {
+        (Ok(Some(v)), _) => v,
+        (_, Some(f)) => f(&mut [const { None }; SLOTS]),
+        // the closure ran (it took `f`) and so returned `Some`
+        (_, None) => unreachable!("with_table: closure ran without a result"),
+    }
+}
+
+/// The slot of `text` in a [`Table`].
 #[inline]
-fn slot(text: &[u8]) -> usize {
-    // Length, first two and last two bytes: cheap, and enough to spread
-    // the few atoms a thread uses (collisions only cost an allocation).
+pub(crate) fn slot(text: &[u8]) -> usize {
+    // Up to 16 bytes are all mixed in (the first and last eight, which
+    // overlap for shorter texts), longer texts by their ends: atoms that
+    // differ only in the middle (`n12@host`, `n13@host`) get their own
+    // slots. Collisions only cost an allocation.
     let n = text.len();
-    let h = match text {
-        [] => 0,
-        [a] => *a as usize,
-        [a, b, .., y, z] => {
-            (*a as usize) ^ (*b as usize) << 3 ^ (*y as usize) << 6 ^ (*z as usize) << 9
-        }
-        [a, .., z] => (*a as usize) ^ (*z as usize) << 5,
+    let word = |b: &[u8]| -> u64 {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
     };
-    (h ^ n.wrapping_mul(0x9e37)).wrapping_mul(0x9e37_79b9) >> 8 & (SLOTS - 1)
+    let h = if n >= 8 {
+        word(&text[..8]) ^ word(&text[n - 8..]).rotate_left(32)
+    } else if n >= 4 {
+        word(&text[..4]) ^ word(&text[n - 4..]) << 32
+    } else if n > 0 {
+        // all of 1..=3 bytes
+        text[0] as u64 | (text[n / 2] as u64) << 8 | (text[n - 1] as u64) << 16
+    } else {
+        0
+    };
+    let h = (h ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 56) as usize & (SLOTS - 1)
 }
 
 /// The atom with this text: an existing one from this thread's table when

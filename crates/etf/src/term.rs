@@ -30,6 +30,30 @@ pub(crate) const ATOM_PADDED: usize = 17;
 /// Texts up to this length are assembled on the stack (one allocation).
 const ATOM_STACK: usize = 64 - ATOM_HEAD;
 
+/// `a == b` for slices of equal length, without a `memcmp` call for the
+/// short texts atoms usually have.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let w8 = |x: Option<&[u8; 8]>| x.map(|c| u64::from_ne_bytes(*c));
+    let w4 = |x: Option<&[u8; 4]>| x.map(|c| u32::from_ne_bytes(*c));
+    match n {
+        // first and last eight bytes (overlapping below 16)
+        8..=16 => {
+            w8(a.first_chunk()) == w8(b.first_chunk()) && w8(a.last_chunk()) == w8(b.last_chunk())
+        }
+        4..=7 => {
+            w4(a.first_chunk()) == w4(b.first_chunk()) && w4(a.last_chunk()) == w4(b.last_chunk())
+        }
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        0 => true,
+        _ => a == b,
+    }
+}
+
 /// Error of [`Atom::try_new`]: the text has more than 255 characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("atom has {chars} characters, the limit is 255")]
@@ -97,6 +121,38 @@ impl Atom {
     pub(crate) fn padded_head(&self) -> Option<(&[u8; ATOM_PADDED], usize)> {
         let c = self.0.as_bytes().first_chunk::<ATOM_PADDED>()?;
         (c[0] == crate::tags::ATOM_EXT).then_some((c, ATOM_HEAD + c[2] as usize))
+    }
+
+    /// True if the atom's text is exactly `bytes` (no UTF-8 check needed on
+    /// `bytes`: a match means they are this atom's text).
+    #[inline]
+    pub(crate) fn text_is(&self, bytes: &[u8]) -> bool {
+        let s = self.0.as_bytes();
+        match s {
+            [crate::tags::ATOM_EXT, _, n, rest @ ..] => {
+                *n as usize == bytes.len()
+                    && rest.get(..bytes.len()).is_some_and(|t| same(t, bytes))
+            }
+            _ => s.get(ATOM_HEAD..) == Some(bytes),
+        }
+    }
+
+    /// The atom's text as bytes (no character-boundary checks).
+    #[inline]
+    pub(crate) fn text_bytes(&self) -> &[u8] {
+        let s = self.0.as_bytes();
+        match s {
+            [crate::tags::ATOM_EXT, _, n, rest @ ..] => rest.get(..*n as usize),
+            _ => s.get(ATOM_HEAD..),
+        }
+        .unwrap_or(&[])
+    }
+
+    /// True for an ASCII atom shorter than 128 bytes (stored with its
+    /// `ATOM_EXT` head).
+    #[inline]
+    pub(crate) fn is_short_ascii(&self) -> bool {
+        self.0.as_bytes().first() == Some(&crate::tags::ATOM_EXT)
     }
 
     /// For an ASCII atom shorter than 128 bytes: its stored bytes, which
@@ -981,6 +1037,20 @@ impl From<Map> for Term {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_finds_every_single_byte_difference() {
+        for n in 0..=40usize {
+            let a: Vec<u8> = (0..n as u8).map(|i| i.wrapping_mul(37)).collect();
+            assert!(same(&a, &a.clone()));
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 0x80;
+                assert!(!same(&a, &b), "length {n}, byte {i}");
+            }
+            assert!(!same(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
+    }
 
     /// The layout the encoder's per-node cost depends on (see [`Term`]):
     /// a byte tag at offset 0 and 40 bytes in all.
