@@ -18,11 +18,10 @@
 //! Env: `MEMBERSHIP_BENCH_TRIALS` (default 10), `MEMBERSHIP_BENCH_IDLE_SECS`
 //! (default 10).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use erlkube_agent::{resolve_agent, Agent, AgentConfig};
+use erlkube_agent::{Agent, AgentConfig};
 use erlkube_testkit::{unique_name, ErlNode, OtpEpmd};
 
 const COOKIE: &str = "agent_membership_bench";
@@ -34,40 +33,15 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 fn config(node: &str, events: bool) -> AgentConfig {
-    let env = [
-        ("RELEASE_NODE", node.to_owned()),
-        ("RELEASE_COOKIE", COOKIE.to_owned()),
-        (
-            "ERLKUBE_AGENT_NAME",
-            format!("{}@127.0.0.1", unique_name("bench_agent")),
-        ),
-        ("ERLKUBE_AGENT_HTTP", "127.0.0.1:0".to_owned()),
-        ("ERLKUBE_AGENT_WAIT_INTERVAL", "100ms".to_owned()),
-        ("ERLKUBE_AGENT_NODE_EVENTS", events.to_string()),
-        ("ERLKUBE_DISCOVERY_STRATEGY", "static".to_owned()),
-        ("ERLKUBE_DISCOVERY_STATIC_NODES", node.to_owned()),
-    ];
-    resolve_agent(
-        None,
-        env.into_iter().map(|(k, v)| (k.to_owned(), v)),
-        "localhost",
-        |_| Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
-        std::process::id(),
-    )
-    .expect("agent config")
+    let events = events.to_string();
+    common::local_config(node, COOKIE, &[("ERLKUBE_AGENT_NODE_EVENTS", &events)])
 }
 
-fn get(http: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect_timeout(&http, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
+use common::http_body as get;
 
 fn until(http: SocketAddr, needle: &str, nodes: &[&ErlNode]) -> Duration {
     let t0 = Instant::now();
@@ -102,6 +76,7 @@ struct Run {
     up: Vec<Duration>,
     down: Vec<Duration>,
     idle_spawns: u64,
+    subscriptions: u64,
 }
 
 fn run(epmd: &OtpEpmd, events: bool, trials: usize, idle: Duration) -> Run {
@@ -170,12 +145,20 @@ fn run(epmd: &OtpEpmd, events: bool, trials: usize, idle: Duration) -> Run {
     let p0 = next_pid(&app);
     std::thread::sleep(idle);
     let p1 = next_pid(&app);
+    // subscribers started over the whole run: 1 unless one was replaced
+    // (each start is 3 RPCs and a spawn on the node)
+    let subscriptions = get(http, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("erlkube_agent_beam_subscriptions_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     let _ = stop.send(());
     let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
     Run {
         up,
         down,
         idle_spawns: p1.saturating_sub(p0 + 1),
+        subscriptions,
     }
 }
 
@@ -201,12 +184,13 @@ fn main() {
         ("anchor: nodes() polled every 1 s", &mut poll),
     ] {
         println!(
-            "{name:36} nodeup lag p50 {:?} max {:?}; nodedown lag p50 {:?} max {:?}; processes spawned on the node in {idle:?} idle: {}",
+            "{name:36} nodeup lag p50 {:?} max {:?}; nodedown lag p50 {:?} max {:?}; processes spawned on the node in {idle:?} idle: {}; subscribers started: {}",
             pct(&mut r.up, 0.5),
             pct(&mut r.up, 1.0),
             pct(&mut r.down, 0.5),
             pct(&mut r.down, 1.0),
-            r.idle_spawns
+            r.idle_spawns,
+            r.subscriptions
         );
     }
     println!(

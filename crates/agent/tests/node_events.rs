@@ -8,12 +8,11 @@
 //! Tests run one at a time (a lock): the agent's node reads the port
 //! mapper's port from `ERL_EPMD_PORT` in this process's environment.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use erlkube_agent::{resolve_agent, Agent, AgentConfig};
+use erlkube_agent::{Agent, AgentConfig};
 use erlkube_testkit::{unique_name, wait_until, ErlNode, OtpEpmd};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -22,34 +21,14 @@ const COOKIE: &str = "agent_node_events_cookie";
 /// Liveness bound of each wait (not a performance assertion).
 const WAIT: Duration = Duration::from_secs(30);
 
+mod common;
+
+/// [`common::local_config`] with the safety-net poll pushed out to 10 min,
+/// so every change a test sees comes from an event.
 fn config(node: &str, overrides: &[(&str, &str)]) -> AgentConfig {
-    let mut env = vec![
-        ("RELEASE_NODE", node.to_owned()),
-        ("RELEASE_COOKIE", COOKIE.to_owned()),
-        (
-            "ERLKUBE_AGENT_NAME",
-            format!("{}@127.0.0.1", unique_name("agent")),
-        ),
-        ("ERLKUBE_AGENT_HTTP", "127.0.0.1:0".to_owned()),
-        ("ERLKUBE_AGENT_WAIT_INTERVAL", "100ms".to_owned()),
-        ("ERLKUBE_AGENT_NODES_POLL_INTERVAL", "10m".to_owned()),
-        ("ERLKUBE_DISCOVERY_STRATEGY", "static".to_owned()),
-        // Only the node itself: the engine wants no peer, so every peer
-        // the agent reports was connected by someone else.
-        ("ERLKUBE_DISCOVERY_STATIC_NODES", node.to_owned()),
-    ];
-    for (k, v) in overrides {
-        env.retain(|(key, _)| key != k);
-        env.push((k, v.to_string()));
-    }
-    resolve_agent(
-        None,
-        env.into_iter().map(|(k, v)| (k.to_owned(), v)),
-        "localhost",
-        |_| Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
-        std::process::id(),
-    )
-    .expect("agent config")
+    let mut all = vec![("ERLKUBE_AGENT_NODES_POLL_INTERVAL", "10m")];
+    all.extend_from_slice(overrides);
+    common::local_config(node, COOKIE, &all)
 }
 
 /// An agent running on its own runtime; stopped on drop.
@@ -93,14 +72,7 @@ impl RunningAgent {
     }
 
     fn get(&self, path: &str) -> String {
-        let mut s = TcpStream::connect_timeout(&self.http, Duration::from_secs(2)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default()
+        common::http_body(self.http, path)
     }
 
     fn cluster(&self) -> String {
