@@ -21,7 +21,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use erlkube_agent::{Agent, AgentConfig};
+use erlkube_agent::AgentConfig;
 use erlkube_testkit::{unique_name, ErlNode, OtpEpmd};
 
 const COOKIE: &str = "agent_membership_bench";
@@ -41,7 +41,7 @@ fn config(node: &str, events: bool) -> AgentConfig {
     common::local_config(node, COOKIE, &[("ERLKUBE_AGENT_NODE_EVENTS", &events)])
 }
 
-use common::http_body as get;
+use common::{http_body as get, RunningAgent};
 
 fn until(http: SocketAddr, needle: &str, nodes: &[&ErlNode]) -> Duration {
     let t0 = Instant::now();
@@ -91,23 +91,8 @@ fn run(epmd: &OtpEpmd, events: bool, trials: usize, idle: Duration) -> Run {
         .start()
         .expect("erl");
     let (a, b) = (app.node_name().to_owned(), peer.node_name().to_owned());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let agent = rt
-        .block_on(Agent::start(config(&a, events)))
-        .expect("agent");
-    let http = agent.http_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = rt.spawn(async move {
-        let _ = agent
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
+    let mut agent = RunningAgent::start(config(&a, events));
+    let http = agent.http;
     let mode = if events { "events" } else { "polling" };
     until(http, &format!("\"membership\":\"{mode}\""), &[&app]);
     until(http, "\"visible\":[]", &[&app]);
@@ -147,13 +132,10 @@ fn run(epmd: &OtpEpmd, events: bool, trials: usize, idle: Duration) -> Run {
     let p1 = next_pid(&app);
     // subscribers started over the whole run: 1 unless one was replaced
     // (each start is 3 RPCs and a spawn on the node)
-    let subscriptions = get(http, "/metrics")
-        .lines()
-        .find_map(|l| l.strip_prefix("erlkube_agent_beam_subscriptions_total "))
-        .and_then(|v| v.trim().parse().ok())
+    let subscriptions = agent
+        .metric("erlkube_agent_beam_subscriptions_total")
         .unwrap_or(0);
-    let _ = stop.send(());
-    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
+    agent.stop();
     Run {
         up,
         down,

@@ -8,11 +8,10 @@
 //! Tests run one at a time (a lock): the agent's node reads the port
 //! mapper's port from `ERL_EPMD_PORT` in this process's environment.
 
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use erlkube_agent::{Agent, AgentConfig};
+use erlkube_agent::AgentConfig;
 use erlkube_testkit::{unique_name, wait_until, ErlNode, OtpEpmd};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -31,85 +30,26 @@ fn config(node: &str, overrides: &[(&str, &str)]) -> AgentConfig {
     common::local_config(node, COOKIE, &all)
 }
 
-/// An agent running on its own runtime; stopped on drop.
-struct RunningAgent {
-    http: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    rt: tokio::runtime::Runtime,
+use common::RunningAgent;
+
+fn start(node: &str, overrides: &[(&str, &str)]) -> RunningAgent {
+    RunningAgent::start(config(node, overrides))
 }
 
-impl RunningAgent {
-    fn start(node: &str) -> RunningAgent {
-        RunningAgent::start_with(node, &[])
-    }
-
-    fn start_with(node: &str, overrides: &[(&str, &str)]) -> RunningAgent {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let agent = rt
-            .block_on(Agent::start(config(node, overrides)))
-            .expect("agent");
-        let http = agent.http_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = rt.spawn(async move {
-            agent
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("agent run");
-        });
-        RunningAgent {
-            http,
-            stop: Some(stop),
-            task: Some(task),
-            rt,
-        }
-    }
-
-    fn get(&self, path: &str) -> String {
-        common::http_body(self.http, path)
-    }
-
-    fn cluster(&self) -> String {
-        self.get("/cluster")
-    }
-
-    /// A counter or gauge from `/metrics`.
-    fn metric(&self, name: &str) -> u64 {
-        let text = self.get("/metrics");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-    }
-
-    fn visible_is(&self, nodes: &[&str]) -> bool {
-        let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
-        self.cluster()
-            .contains(&format!("\"visible\":[{}]", list.join(",")))
-    }
-
-    fn stop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(10), t).await });
-        }
-    }
+fn cluster(agent: &RunningAgent) -> String {
+    agent.get("/cluster")
 }
 
-impl Drop for RunningAgent {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// A counter or gauge from `/metrics`.
+fn metric(agent: &RunningAgent, name: &str) -> u64 {
+    agent
+        .metric(name)
+        .unwrap_or_else(|| panic!("no {name} in\n{}", agent.get("/metrics")))
+}
+
+fn visible_is(agent: &RunningAgent, nodes: &[&str]) -> bool {
+    let list: Vec<String> = nodes.iter().map(|n| format!("\"{n}\"")).collect();
+    cluster(agent).contains(&format!("\"visible\":[{}]", list.join(",")))
 }
 
 fn node(name: &str, epmd: &OtpEpmd) -> ErlNode {
@@ -134,7 +74,7 @@ fn wait(what: &str, agent: &RunningAgent, cond: impl FnMut() -> bool) {
     assert!(
         wait_until(WAIT, cond),
         "{what}; /cluster: {}",
-        agent.cluster()
+        cluster(agent)
     );
 }
 
@@ -145,12 +85,12 @@ fn peers_connecting_and_leaving_show_up_through_events() {
     std::env::set_var("ERL_EPMD_PORT", epmd.port().to_string());
     let app = node(&unique_name("events_app"), &epmd);
     let a = app.node_name().to_owned();
-    let mut agent = RunningAgent::start(&a);
+    let mut agent = start(&a, &[]);
     wait("the agent follows the node's events", &agent, || {
-        agent.cluster().contains("\"membership\":\"events\"")
+        cluster(&agent).contains("\"membership\":\"events\"")
     });
-    assert!(agent.visible_is(&[]), "{}", agent.cluster());
-    assert_eq!(agent.metric("erlkube_agent_beam_subscriptions_total"), 1);
+    assert!(visible_is(&agent, &[]), "{}", cluster(&agent));
+    assert_eq!(metric(&agent, "erlkube_agent_beam_subscriptions_total"), 1);
     assert_eq!(subscribers(&app), "1");
 
     // A peer connects to the agent's node.
@@ -162,7 +102,7 @@ fn peers_connecting_and_leaving_show_up_through_events() {
         "true"
     );
     wait("the peer's nodeup shows in /cluster", &agent, || {
-        agent.visible_is(&[&b])
+        visible_is(&agent, &[&b])
     });
     // The agent's node disconnects it.
     assert_eq!(
@@ -170,7 +110,7 @@ fn peers_connecting_and_leaving_show_up_through_events() {
         "true"
     );
     wait("the nodedown shows in /cluster", &agent, || {
-        agent.visible_is(&[])
+        visible_is(&agent, &[])
     });
     // The peer notices a little later (until then it would answer a
     // connect on the dying connection).
@@ -184,15 +124,15 @@ fn peers_connecting_and_leaving_show_up_through_events() {
         "true"
     );
     wait("the second nodeup shows", &agent, || {
-        agent.visible_is(&[&b])
+        visible_is(&agent, &[&b])
     });
     peer.kill();
     wait("a dead peer's nodedown shows", &agent, || {
-        agent.visible_is(&[])
+        visible_is(&agent, &[])
     });
-    assert!(agent.metric("erlkube_agent_beam_node_events_total") >= 4);
+    assert!(metric(&agent, "erlkube_agent_beam_node_events_total") >= 4);
     assert_eq!(
-        agent.metric("erlkube_agent_beam_nodes_polls_total"),
+        metric(&agent, "erlkube_agent_beam_nodes_polls_total"),
         0,
         "every change came from an event"
     );
@@ -204,8 +144,8 @@ fn peers_connecting_and_leaving_show_up_through_events() {
     )
     .unwrap();
     wait("a new subscriber", &agent, || {
-        agent.metric("erlkube_agent_beam_subscriptions_total") == 2
-            && agent.cluster().contains("\"membership\":\"events\"")
+        metric(&agent, "erlkube_agent_beam_subscriptions_total") == 2
+            && cluster(&agent).contains("\"membership\":\"events\"")
     });
     assert_eq!(subscribers(&app), "1");
     let third = node(&unique_name("events_third"), &epmd);
@@ -217,9 +157,9 @@ fn peers_connecting_and_leaving_show_up_through_events() {
         "true"
     );
     wait("the new subscriber's nodeup shows", &agent, || {
-        agent.visible_is(&[&c])
+        visible_is(&agent, &[&c])
     });
-    assert_eq!(agent.metric("erlkube_agent_beam_nodes_polls_total"), 0);
+    assert_eq!(metric(&agent, "erlkube_agent_beam_nodes_polls_total"), 0);
 
     // The agent leaves nothing behind on the node.
     agent.stop();
@@ -237,9 +177,9 @@ fn a_restarted_node_gets_a_new_subscriber() {
     let name = unique_name("restart_app");
     let mut app = node(&name, &epmd);
     let a = app.node_name().to_owned();
-    let agent = RunningAgent::start(&a);
+    let agent = start(&a, &[]);
     wait("the agent follows the node's events", &agent, || {
-        agent.cluster().contains("\"membership\":\"events\"")
+        cluster(&agent).contains("\"membership\":\"events\"")
     });
     let peer = node(&unique_name("restart_peer"), &epmd);
     let b = peer.node_name().to_owned();
@@ -248,20 +188,20 @@ fn a_restarted_node_gets_a_new_subscriber() {
             .unwrap(),
         "true"
     );
-    wait("the peer shows", &agent, || agent.visible_is(&[&b]));
+    wait("the peer shows", &agent, || visible_is(&agent, &[&b]));
 
     app.kill();
     wait("the agent sees the node down", &agent, || {
-        agent.cluster().contains("\"beam_up\":false")
+        cluster(&agent).contains("\"beam_up\":false")
     });
-    assert!(agent.visible_is(&[]), "{}", agent.cluster());
+    assert!(visible_is(&agent, &[]), "{}", cluster(&agent));
     let app = node(&name, &epmd);
     wait("the restarted node is followed by events", &agent, || {
-        agent.metric("erlkube_agent_beam_starts_total") == 2
-            && agent.cluster().contains("\"membership\":\"events\"")
+        metric(&agent, "erlkube_agent_beam_starts_total") == 2
+            && cluster(&agent).contains("\"membership\":\"events\"")
     });
-    assert_eq!(agent.metric("erlkube_agent_beam_subscriptions_total"), 2);
-    assert!(agent.visible_is(&[]), "{}", agent.cluster());
+    assert_eq!(metric(&agent, "erlkube_agent_beam_subscriptions_total"), 2);
+    assert!(visible_is(&agent, &[]), "{}", cluster(&agent));
     assert_eq!(subscribers(&app), "1");
     assert_eq!(
         peer.eval(&format!("net_kernel:connect_node('{a}')"))
@@ -271,9 +211,9 @@ fn a_restarted_node_gets_a_new_subscriber() {
     wait(
         "the peer shows again, through the new subscriber",
         &agent,
-        || agent.visible_is(&[&b]),
+        || visible_is(&agent, &[&b]),
     );
-    assert_eq!(agent.metric("erlkube_agent_beam_nodes_polls_total"), 0);
+    assert_eq!(metric(&agent, "erlkube_agent_beam_nodes_polls_total"), 0);
 }
 
 #[test]
@@ -292,14 +232,14 @@ fn the_safety_net_agrees_with_the_events_and_polling_still_works() {
     );
 
     // Events, with the safety net as often as the engine checks (1 s).
-    let agent = RunningAgent::start_with(&a, &[("ERLKUBE_AGENT_NODES_POLL_INTERVAL", "1ms")]);
+    let agent = start(&a, &[("ERLKUBE_AGENT_NODES_POLL_INTERVAL", "1ms")]);
     wait("two safety-net reads", &agent, || {
-        agent.metric("erlkube_agent_beam_nodes_polls_total") >= 2
+        metric(&agent, "erlkube_agent_beam_nodes_polls_total") >= 2
     });
-    assert!(agent.visible_is(&[&b]), "{}", agent.cluster());
-    assert!(agent.cluster().contains("\"membership\":\"events\""));
+    assert!(visible_is(&agent, &[&b]), "{}", cluster(&agent));
+    assert!(cluster(&agent).contains("\"membership\":\"events\""));
     assert_eq!(
-        agent.metric("erlkube_agent_beam_nodes_corrections_total"),
+        metric(&agent, "erlkube_agent_beam_nodes_corrections_total"),
         0,
         "the events kept the membership right"
     );
@@ -310,18 +250,18 @@ fn the_safety_net_agrees_with_the_events_and_polling_still_works() {
     );
 
     // agent.node_events = false: nodes() polled, nothing left on the node.
-    let agent = RunningAgent::start_with(&a, &[("ERLKUBE_AGENT_NODE_EVENTS", "false")]);
+    let agent = start(&a, &[("ERLKUBE_AGENT_NODE_EVENTS", "false")]);
     wait("the polled membership", &agent, || {
-        agent.cluster().contains("\"membership\":\"polling\"") && agent.visible_is(&[&b])
+        cluster(&agent).contains("\"membership\":\"polling\"") && visible_is(&agent, &[&b])
     });
     assert_eq!(subscribers(&app), "0");
-    assert_eq!(agent.metric("erlkube_agent_beam_subscriptions_total"), 0);
+    assert_eq!(metric(&agent, "erlkube_agent_beam_subscriptions_total"), 0);
     assert_eq!(
         app.eval(&format!("erlang:disconnect_node('{b}')")).unwrap(),
         "true"
     );
     wait("the poll sees the disconnect", &agent, || {
-        agent.visible_is(&[])
+        visible_is(&agent, &[])
     });
-    assert_eq!(agent.metric("erlkube_agent_beam_node_events_total"), 0);
+    assert_eq!(metric(&agent, "erlkube_agent_beam_node_events_total"), 0);
 }

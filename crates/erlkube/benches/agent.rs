@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use erlkube_testbed::harness::is_full_mesh;
+use erlkube_testbed::harness::{dns_env, is_full_mesh};
 use erlkube_testbed::process::Guard;
 use erlkube_testbed::{Bed, BedConfig, Naming};
 
@@ -44,10 +44,7 @@ fn spawn_agent(bed: &Bed, index: u32) -> Guard {
         .env("ERLKUBE_AGENT_HTTP", "0.0.0.0:9568")
         .env("ERLKUBE_AGENT_NET_TICKTIME", format!("{}s", c.net_ticktime))
         .env("ERLKUBE_DISCOVERY_STRATEGY", "dns_a")
-        .env("ERLKUBE_DISCOVERY_DNS_QUERY", bed.service_fqdn())
-        .env("ERLKUBE_DISCOVERY_DNS_BASENAME", &c.basename)
-        .env("ERLKUBE_DISCOVERY_DNS_SERVER", bed.dns_addr().to_string())
-        .env("ERLKUBE_DISCOVERY_DNS_IP_VERSION", "v4")
+        .envs(dns_env(bed))
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -31,7 +31,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use erlkube_testbed::harness::{is_full_mesh, random_below};
+use erlkube_testbed::harness::{dns_env, is_full_mesh, random_below};
 use erlkube_testbed::process::Guard;
 use erlkube_testbed::{Bed, BedConfig, Naming};
 
@@ -96,10 +96,7 @@ fn spawn_node(bed: &mut Bed, index: u32, v: &Variant) -> NodeProc {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RELEASE_COOKIE", &c.cookie)
         .env("ERLKUBE_DISCOVERY_STRATEGY", "dns_a")
-        .env("ERLKUBE_DISCOVERY_DNS_QUERY", bed.service_fqdn())
-        .env("ERLKUBE_DISCOVERY_DNS_BASENAME", &c.basename)
-        .env("ERLKUBE_DISCOVERY_DNS_SERVER", bed.dns_addr().to_string())
-        .env("ERLKUBE_DISCOVERY_DNS_IP_VERSION", "v4")
+        .envs(dns_env(bed))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -14,7 +14,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use erlkube_testbed::harness::{is_full_mesh, membership, wait_full_mesh};
+use erlkube_testbed::harness::{dns_env, is_full_mesh, membership, wait_full_mesh};
 use erlkube_testbed::process::Guard;
 use erlkube_testbed::{Bed, BedConfig, ErlSpec, Naming, PodErl};
 
@@ -93,13 +93,6 @@ fn agent_env(bed: &Bed, index: u32) -> Vec<(String, String)> {
         ("ERLKUBE_DISCOVERY_STRATEGY", strategy.into()),
         ("ERLKUBE_DISCOVERY_INTERVAL", "500ms".into()),
         ("ERLKUBE_DISCOVERY_TIMEOUT", "1s".into()),
-        ("ERLKUBE_DISCOVERY_DNS_QUERY", bed.service_fqdn()),
-        ("ERLKUBE_DISCOVERY_DNS_BASENAME", c.basename.clone()),
-        ("ERLKUBE_DISCOVERY_DNS_SERVER", bed.dns_addr().to_string()),
-        (
-            "ERLKUBE_DISCOVERY_DNS_IP_VERSION",
-            if v6 { "v6" } else { "v4" }.into(),
-        ),
         ("ERLKUBE_FORMATION_BACKOFF_MAX", "2s".into()),
         ("ERLKUBE_AGENT_NET_TICKTIME", format!("{}s", c.net_ticktime)),
         ("ERLKUBE_FORMATION_REMOVAL_GRACE", "1s".into()),
@@ -108,6 +101,7 @@ fn agent_env(bed: &Bed, index: u32) -> Vec<(String, String)> {
         ("RUST_LOG", "info".into()),
     ]
     .into_iter()
+    .chain(dns_env(bed))
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }

@@ -23,24 +23,10 @@ use std::time::{Duration, Instant};
 
 use erlkube_etf::{
     decode, decode_ref, decode_view, encode, encode_into, parse, Atom, EncodedIoVec, Encoder, Term,
-    TermView, Visit,
 };
 
-/// Visits every node of a view (the "walk" of validate+walk) with the
-/// pre-order cursor, the view's fastest full visit: sums integers, atom and
-/// binary lengths and float bits, so no node is skipped.
-fn walk(v: TermView<'_>) -> u64 {
-    v.cursor()
-        .map(|n| match n {
-            Visit::Integer(i) => i as u64,
-            Visit::Float(f) => f.to_bits() >> 52,
-            Visit::Atom(a) => a.len() as u64,
-            Visit::Binary(b) | Visit::ByteList(b) | Visit::Latin1Atom(b) => b.len() as u64,
-            Visit::Tuple(_) | Visit::List(_) | Visit::Map(_) | Visit::Nil => 0,
-            _ => 1,
-        })
-        .sum()
-}
+mod common;
+use common::walk;
 
 fn min_time() -> Duration {
     let ms = std::env::var("ETF_BENCH_MS")

@@ -59,7 +59,7 @@ fn main() {
             }
             "fold" => {
                 let v = erlkube_etf::decode_view(&bytes).unwrap();
-                black_box(fold(v));
+                black_box(common::walk(v));
             }
             "cursor" => {
                 let v = erlkube_etf::decode_view(&bytes).unwrap();
@@ -86,19 +86,8 @@ fn walk(v: erlkube_etf::TermView<'_>) -> u64 {
     }
 }
 
-fn fold(v: erlkube_etf::TermView<'_>) -> u64 {
-    use erlkube_etf::Visit;
-    v.cursor()
-        .map(|v| match v {
-            Visit::Integer(i) => i as u64,
-            Visit::Float(f) => f.to_bits() >> 52,
-            Visit::Atom(a) => a.len() as u64,
-            Visit::Binary(b) | Visit::ByteList(b) | Visit::Latin1Atom(b) => b.len() as u64,
-            Visit::Tuple(_) | Visit::List(_) | Visit::Map(_) | Visit::Nil => 0,
-            _ => 1,
-        })
-        .sum()
-}
+#[path = "../benches/common/mod.rs"]
+mod common;
 
 fn walk_cursor(c: &mut erlkube_etf::Cursor<'_>) -> u64 {
     use erlkube_etf::Visit;

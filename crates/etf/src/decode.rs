@@ -413,6 +413,18 @@ impl<'a> Decoder<'a> {
     }
 
     #[inline]
+    /// A big integer's sign byte and its `n` magnitude bytes (least
+    /// significant first), the magnitude without its high zero bytes.
+    fn big_body(&mut self, start: usize, n: usize) -> R<(bool, &'a [u8])> {
+        let sign = self.u8()?;
+        if sign > 1 {
+            return self.err(start + 1, K::InvalidSign);
+        }
+        let mag = self.take(n)?;
+        let eff = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        Ok((sign == 1, &mag[..eff]))
+    }
+
     fn u8(&mut self) -> R<u8> {
         match self.buf.get(self.pos) {
             Some(&b) => {
@@ -738,26 +750,12 @@ impl<'a> Decoder<'a> {
                 } else {
                     self.u32()? as usize
                 };
-                let sign = self.u8()?;
-                if sign > 1 {
-                    return self.err(start + 1, K::InvalidSign);
-                }
-                let mag = self.take(n)?;
-                let eff = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-                let mag = &mag[..eff];
-                if eff <= 8 {
-                    let mut w = [0u8; 8];
-                    w[..eff].copy_from_slice(mag);
-                    let u = u64::from_le_bytes(w);
-                    if sign == 0 && u <= i64::MAX as u64 {
-                        return Ok(TermRef::Integer(u as i64));
-                    }
-                    if sign == 1 && u <= 1u64 << 63 {
-                        return Ok(TermRef::Integer((u as i64).wrapping_neg()));
-                    }
+                let (negative, mag) = self.big_body(start, n)?;
+                if let Some(i) = fitting_i64(negative, mag) {
+                    return Ok(TermRef::Integer(i));
                 }
                 Ok(TermRef::BigInt {
-                    negative: sign == 1,
+                    negative,
                     magnitude: mag,
                 })
             }
@@ -1114,6 +1112,22 @@ pub(crate) fn term_ref_body(input: &[u8]) -> R<TermRef<'_>> {
     d.term(0)
 }
 
+/// A big integer (trimmed magnitude, least significant byte first) as an
+/// `i64` when it fits: the decoders normalise those to `Integer`.
+fn fitting_i64(negative: bool, mag: &[u8]) -> Option<i64> {
+    if mag.len() > 8 {
+        return None;
+    }
+    let mut w = [0u8; 8];
+    w[..mag.len()].copy_from_slice(mag);
+    let u = u64::from_le_bytes(w);
+    match negative {
+        false if u <= i64::MAX as u64 => Some(u as i64),
+        true if u <= 1u64 << 63 => Some((u as i64).wrapping_neg()),
+        _ => None,
+    }
+}
+
 /// Stores `t` in a slot that holds a placeholder `Term::Integer` (sequences
 /// are pre-filled with them and decoded in place). The placeholder owns
 /// nothing, so it is forgotten rather than dropped: that skips a call to
@@ -1289,25 +1303,11 @@ impl<'a> Decoder<'a> {
     #[inline]
     fn small_big_owned(&mut self, start: usize) -> R<Term> {
         let n = self.u8()? as usize;
-        let sign = self.u8()?;
-        if sign > 1 {
-            return self.err(start + 1, K::InvalidSign);
+        let (negative, mag) = self.big_body(start, n)?;
+        if let Some(i) = fitting_i64(negative, mag) {
+            return Ok(Term::Integer(i));
         }
-        let mag = self.take(n)?;
-        let eff = mag.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-        let mag = &mag[..eff];
-        if eff <= 8 {
-            let mut w = [0u8; 8];
-            w[..eff].copy_from_slice(mag);
-            let u = u64::from_le_bytes(w);
-            if sign == 0 && u <= i64::MAX as u64 {
-                return Ok(Term::Integer(u as i64));
-            }
-            if sign == 1 && u <= 1u64 << 63 {
-                return Ok(Term::Integer((u as i64).wrapping_neg()));
-            }
-        }
-        let sign = if sign == 1 {
+        let sign = if negative {
             num_bigint::Sign::Minus
         } else {
             num_bigint::Sign::Plus

@@ -3,44 +3,8 @@
 
 use erlkube_etf::{decode, decode_ref, encode, encode_with, parse, EncodeOptions, Term};
 
-struct Vector {
-    name: String,
-    text: String,
-    input: Vec<u8>,
-    plain: Vec<u8>,
-    utf8: Vec<u8>,
-    compressed: Vec<u8>,
-    flags: String,
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-fn vectors() -> Vec<Vector> {
-    let text = include_str!("golden/vectors.tsv");
-    let v: Vec<Vector> = text
-        .lines()
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            assert_eq!(c.len(), 7, "bad line {l}");
-            Vector {
-                name: c[0].into(),
-                text: c[1].into(),
-                input: unhex(c[2]),
-                plain: unhex(c[3]),
-                utf8: unhex(c[4]),
-                compressed: unhex(c[5]),
-                flags: c[6].into(),
-            }
-        })
-        .collect();
-    assert!(v.len() > 90);
-    v
-}
+mod common;
+use common::vectors;
 
 #[test]
 fn decode_matches_parsed_text_and_display() {

@@ -94,40 +94,8 @@ fn check(t: &Term, want: [Option<&[u8]>; 2]) {
     }
 }
 
-struct Vector {
-    name: String,
-    text: String,
-    plain: Vec<u8>,
-    utf8: Vec<u8>,
-    flags: String,
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-/// The golden vectors `tests/golden/gen.escript` made with `erl`.
-fn vectors() -> Vec<Vector> {
-    let v: Vec<Vector> = include_str!("golden/vectors.tsv")
-        .lines()
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            assert_eq!(c.len(), 7, "bad line {l}");
-            Vector {
-                name: c[0].into(),
-                text: c[1].into(),
-                plain: unhex(c[3]),
-                utf8: unhex(c[4]),
-                flags: c[6].into(),
-            }
-        })
-        .collect();
-    assert!(v.len() > 90);
-    v
-}
+mod common;
+use common::vectors;
 
 #[test]
 fn golden_vectors_concatenate_to_term_to_binary() {

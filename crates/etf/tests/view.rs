@@ -39,27 +39,15 @@ fn allocations<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (r, ALLOCS.with(|c| c.get()) - before)
 }
 
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
-        .collect()
-}
+mod common;
 
 /// Every encoding in the golden vectors made by the BEAM, plus a few
 /// composite terms.
 fn seeds() -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = include_str!("golden/vectors.tsv")
-        .lines()
-        .flat_map(|l| {
-            l.split('\t')
-                .skip(2)
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .filter(|c| {
-            c.starts_with("83") && c.len() % 2 == 0 && c.bytes().all(|b| b.is_ascii_hexdigit())
-        })
-        .map(|c| unhex(&c))
+    let mut out: Vec<Vec<u8>> = common::vectors()
+        .into_iter()
+        .flat_map(|v| [v.input, v.plain, v.utf8, v.compressed])
+        .filter(|b| b.first() == Some(&131))
         .collect();
     out.sort();
     out.dedup();

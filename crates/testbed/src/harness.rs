@@ -57,6 +57,24 @@ pub fn dns_settings(bed: &Bed) -> DnsSettings {
     }
 }
 
+/// [`dns_settings`] as the `ERLKUBE_DISCOVERY_DNS_*` environment of an
+/// `erlkube node` or `erlkube agent` process in a pod.
+pub fn dns_env(bed: &Bed) -> Vec<(&'static str, String)> {
+    let ip_version = match bed.config().naming {
+        crate::Naming::Ipv6 => "v6",
+        _ => "v4",
+    };
+    vec![
+        ("ERLKUBE_DISCOVERY_DNS_QUERY", bed.service_fqdn()),
+        (
+            "ERLKUBE_DISCOVERY_DNS_BASENAME",
+            bed.config().basename.clone(),
+        ),
+        ("ERLKUBE_DISCOVERY_DNS_SERVER", bed.dns_addr().to_string()),
+        ("ERLKUBE_DISCOVERY_DNS_IP_VERSION", ip_version.to_owned()),
+    ]
+}
+
 /// Running engines, by pod index.
 #[derive(Default)]
 pub struct Engines {

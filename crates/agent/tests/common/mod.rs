@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use erlkube_agent::{resolve_agent, AgentConfig};
+use erlkube_agent::{resolve_agent, Agent, AgentConfig};
 use erlkube_testkit::unique_name;
 
 /// An agent for the local `node` (long name on 127.0.0.1, `cookie`),
@@ -51,4 +51,70 @@ pub fn http_body(http: SocketAddr, path: &str) -> String {
     out.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default()
+}
+
+/// An agent running on its own runtime; stopped on drop.
+pub struct RunningAgent {
+    pub http: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl RunningAgent {
+    pub fn start(config: AgentConfig) -> RunningAgent {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let agent = rt.block_on(Agent::start(config)).expect("agent");
+        let http = agent.http_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(async move {
+            agent
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("agent run");
+        });
+        RunningAgent {
+            http,
+            stop: Some(stop),
+            task: Some(task),
+            rt,
+        }
+    }
+
+    /// The body of `GET path`.
+    pub fn get(&self, path: &str) -> String {
+        http_body(self.http, path)
+    }
+
+    /// A counter or gauge from `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        self.get("/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Stops the agent and waits (up to 10 s) for it to end.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), t).await });
+        }
+    }
+}
+
+impl Drop for RunningAgent {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
