@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use erlkube_discovery::config::{
-    env_name, parse_duration, resolve, ConfigError, Entry, FormationConfig, Source,
+    env_name, parse_duration, resolve_with, ConfigError, Defaults, Entry, FormationConfig, Source,
 };
 use erlkube_discovery::NodeName;
 use erlkube_node::Cookie;
@@ -244,21 +244,18 @@ pub fn split_file(text: Option<&str>) -> Result<SplitFile, ConfigError> {
 
 /// Resolves the agent's configuration. `read_file` reads the cookie file
 /// (a parameter so tests stay pure); `pid` is used in the default agent
-/// name.
+/// name. `_hostname` (this machine's name) is no longer used: the default
+/// `epmd` discovery asks for the host part of the node's own name, on the
+/// epmd at `127.0.0.1:$ERL_EPMD_PORT`, so it finds names the node can reach.
 pub fn resolve_agent(
     file: Option<&str>,
     env: impl IntoIterator<Item = (String, String)>,
-    hostname: &str,
+    _hostname: &str,
     read_file: impl Fn(&std::path::Path) -> std::io::Result<String>,
     pid: u32,
 ) -> Result<AgentConfig, ConfigError> {
     let env: BTreeMap<String, String> = env.into_iter().collect();
     let split = split_file(file)?;
-    let formation = resolve(
-        split.formation.as_deref(),
-        env.iter().map(|(k, v)| (k.clone(), v.clone())),
-        hostname,
-    )?;
     for k in env.keys() {
         for (prefix, keys) in [
             ("ERLKUBE_AGENT_", AGENT_KEYS),
@@ -343,10 +340,7 @@ pub fn resolve_agent(
             format!("{e} (a long name such as app@10.0.0.5 or app@app-0.svc.ns.svc.cluster.local)"),
         )
     })?;
-    let host = node_text
-        .split_once('@')
-        .map(|(_, h)| h)
-        .unwrap_or_default();
+    let host = node.host();
     // Cookie: agent.cookie_file, else RELEASE_COOKIE, else ~/.erlang.cookie.
     let (cookie, cookie_source) = if let Some(path) = get(&entries, "agent.cookie_file") {
         let text = read_file(std::path::Path::new(&path))
@@ -437,6 +431,23 @@ pub fn resolve_agent(
     if cookie_entry.value.is_none() {
         cookie_entry.value = Some(format!("(not used: cookie from {cookie_source})"));
     }
+    let epmd_port = match env.get("ERL_EPMD_PORT").filter(|v| !v.is_empty()) {
+        None => 4369,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+            invalid(
+                "ERL_EPMD_PORT",
+                format!("must be a port number 1-65535, got {p:?}"),
+            )
+        })?,
+    };
+    let formation = resolve_with(
+        split.formation.as_deref(),
+        env.iter().map(|(k, v)| (k.clone(), v.clone())),
+        &Defaults {
+            hostname: host.to_owned(),
+            epmd_address: Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, epmd_port))),
+        },
+    )?;
     Ok(AgentConfig {
         formation,
         entries,

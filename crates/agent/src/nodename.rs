@@ -91,7 +91,9 @@ pub struct NamingInput {
     pub cluster_domain: Option<String>,
     /// The pod IP (`POD_IP`).
     pub pod_ip: Option<String>,
-    /// The pod's host name (`HOSTNAME` / gethostname).
+    /// The pod's name as the downward API gives it (`POD_NAME`), else its
+    /// host name (`HOSTNAME` / gethostname), which a pod's `hostname:`
+    /// field can make differ from the name the StatefulSet's DNS uses.
     pub hostname: Option<String>,
     /// `hostname -f`, when the mode needs it.
     pub fqdn: Option<String>,
@@ -103,7 +105,7 @@ pub const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/
 impl NamingInput {
     /// Fills the inputs from the process: `vars` (usually
     /// `std::env::vars()`: `ERLKUBE_NODENAME_*`, `POD_IP`, `POD_NAMESPACE`,
-    /// `CLUSTER_DOMAIN`, `HOSTNAME`, `RELEASE_NAME`), the namespace file and
+    /// `CLUSTER_DOMAIN`, `POD_NAME`, `HOSTNAME`, `RELEASE_NAME`), the namespace file and
     /// the kernel's host name. `file` holds `[nodename]` keys from the
     /// configuration file (environment wins).
     pub fn from_process(
@@ -133,7 +135,11 @@ impl NamingInput {
                 .map(|s| s.trim().to_owned())
                 .filter(|s| !s.is_empty())
         });
-        let hostname = env.get("HOSTNAME").cloned().or_else(kernel_hostname);
+        let hostname = env
+            .get("POD_NAME")
+            .or_else(|| env.get("HOSTNAME"))
+            .map(|s| s.trim().to_owned())
+            .or_else(kernel_hostname);
         let fqdn = if mode == Some(Mode::Fqdn) {
             hostname_f()
         } else {
@@ -272,11 +278,11 @@ pub fn node_name(input: &NamingInput) -> Result<Naming, NamingError> {
         }
         Mode::StatefulSet => {
             let h = input.hostname.as_deref().ok_or(NamingError::Missing {
-                what: "HOSTNAME",
-                hint: "the pod's host name (set by Kubernetes)",
+                what: "POD_NAME",
+                hint: "the pod's name (downward API metadata.name; else HOSTNAME, set by Kubernetes)",
             })?;
             let short = h.split('.').next().unwrap_or(h);
-            label("HOSTNAME", short)?;
+            label("POD_NAME", short)?;
             (format!("{short}.{}", service_suffix()?), false)
         }
         Mode::Fqdn => {
@@ -569,6 +575,34 @@ mod tests {
             &BTreeMap::new(),
         );
         assert!(bad.unwrap_err().to_string().contains("nodename.mode"));
+    }
+
+    #[test]
+    fn statefulset_mode_prefers_the_downward_api_pod_name() {
+        let vars = |extra: &[(&str, &str)]| {
+            let mut v: Vec<(String, String)> = [
+                ("ERLKUBE_NODENAME_MODE", "statefulset"),
+                ("ERLKUBE_NODENAME_SERVICE", "web-headless"),
+                ("POD_NAMESPACE", "ns"),
+                ("RELEASE_NAME", "web"),
+                ("HOSTNAME", "custom-host"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            v.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            v
+        };
+        let with_pod = NamingInput::from_process(vars(&[("POD_NAME", "web-2")]), &BTreeMap::new());
+        assert_eq!(
+            node_name(&with_pod.unwrap()).unwrap().node,
+            "web@web-2.web-headless.ns.svc.cluster.local"
+        );
+        let without = NamingInput::from_process(vars(&[]), &BTreeMap::new());
+        assert_eq!(
+            node_name(&without.unwrap()).unwrap().node,
+            "web@custom-host.web-headless.ns.svc.cluster.local"
+        );
     }
 
     #[test]

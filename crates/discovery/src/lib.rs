@@ -51,14 +51,17 @@ impl NodeName {
         NodeName(name.into())
     }
 
-    /// A name with exactly one `@`, a non-empty name part and host part.
+    /// A name `erl` accepts (in either name mode): the one check of
+    /// [`erlkube_proto::name`].
     pub fn parse(text: &str) -> Result<NodeName, InvalidNodeName> {
-        match text.split_once('@') {
-            Some((n, h)) if !n.is_empty() && !h.is_empty() && !h.contains('@') => {
-                Ok(NodeName(text.to_owned()))
-            }
-            _ => Err(InvalidNodeName(text.to_owned())),
-        }
+        erlkube_proto::name::check_node_name(text, erlkube_proto::name::NameMode::Any)
+            .map_err(InvalidNodeName)?;
+        Ok(NodeName(text.to_owned()))
+    }
+
+    /// The part after `@`.
+    pub fn host(&self) -> &str {
+        self.0.split_once('@').map_or("", |(_, h)| h)
     }
 
     /// The whole name.
@@ -73,10 +76,10 @@ impl fmt::Display for NodeName {
     }
 }
 
-/// A string that is not `name@host`.
+/// A string that is not a node name `erl` accepts; the reason says why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a node name of the form name@host")]
-pub struct InvalidNodeName(pub String);
+#[error(transparent)]
+pub struct InvalidNodeName(pub erlkube_proto::name::NodeNameError);
 
 /// One successful discovery answer.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -100,7 +100,7 @@ fn ping_without_via_fails_because_the_host_does_not_resolve() {
             "--cookie",
             &pod.cookie,
             "--timeout",
-            "5",
+            "5s",
         ])
         .env("ERL_EPMD_PORT", pod.epmd.port().to_string())
         .output()
@@ -358,4 +358,15 @@ fn remsh_passes_the_shells_exit_code() {
     let status = term.child.wait().unwrap();
     term.wait_for("Could not find IEx on remote node");
     assert_eq!(status.code(), Some(1), "output:\n{}", term.output());
+}
+
+#[test]
+fn remsh_with_a_wrong_cookie_says_so_and_exits_non_zero() {
+    let pod = Pod::start("remote_badcookie");
+    let via = pod.via();
+    // No terminal needed: the shell is never started when the node refuses.
+    let (code, _out, err) = erlkube(&["remsh", pod.name(), "--via", &via, "--cookie", "wrong"]);
+    assert_eq!(code, 1, "stderr: {err}");
+    assert!(err.contains("cookie"), "stderr names the cookie: {err}");
+    assert!(err.contains(pod.name()), "stderr names the node: {err}");
 }

@@ -93,3 +93,24 @@ fn bad_syntax_names_line_and_column() {
         "line 2, column 10",
     );
 }
+
+#[test]
+fn terms_with_a_leading_minus_encode_back() {
+    // What `decode` prints for term_to_binary(-3) and term_to_binary(-1.5)
+    // (OTP 25 bytes) must encode back, with flags before or after the term.
+    for (args, hex) in [
+        (&["encode", "--hex", "-3"][..], "8362fffffffd\n"),
+        (&["encode", "-3", "--hex"][..], "8362fffffffd\n"),
+        (&["encode", "--hex", "-1.5"][..], "8346bff8000000000000\n"),
+    ] {
+        let o = run(args, b"");
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(String::from_utf8(o.stdout).unwrap(), hex, "{args:?}");
+    }
+    let d = run(&["decode", "--hex"], b"8362fffffffd");
+    assert_eq!(String::from_utf8(d.stdout).unwrap(), "-3\n");
+}

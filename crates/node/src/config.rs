@@ -101,9 +101,9 @@ impl NodeConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// A node name that is not `alive@host` (or an alive part with `@`).
-    #[error("invalid node name {0:?}")]
-    InvalidName(String),
+    /// A node name `erl` would refuse (the reason says why).
+    #[error(transparent)]
+    InvalidName(#[from] erlkube_proto::name::NodeNameError),
     /// No cookie given, no RELEASE_COOKIE, no readable ~/.erlang.cookie.
     #[error("no cookie: pass one, set RELEASE_COOKIE, or create {0}")]
     NoCookie(String),
@@ -121,21 +121,22 @@ pub fn long_name(name: &str) -> Result<String, ConfigError> {
 }
 
 fn complete(name: &str, long: bool) -> Result<String, ConfigError> {
-    let bad = || ConfigError::InvalidName(name.to_owned());
-    match name.split_once('@') {
-        Some((a, h)) if !a.is_empty() && !h.is_empty() && !h.contains('@') => Ok(name.to_owned()),
-        Some(_) => Err(bad()),
-        None if name.is_empty() => Err(bad()),
-        None => {
-            let host = gethostname::gethostname().to_string_lossy().into_owned();
-            let host = if long {
-                host
-            } else {
-                host.split('.').next().unwrap_or("localhost").to_owned()
-            };
-            Ok(format!("{name}@{host}"))
-        }
+    use erlkube_proto::name::{check_alive, check_node_name, NameMode};
+    let mode = if long { NameMode::Long } else { NameMode::Short };
+    if name.contains('@') {
+        check_node_name(name, mode)?;
+        return Ok(name.to_owned());
     }
+    check_alive(name)?;
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let host = if long {
+        host
+    } else {
+        host.split('.').next().unwrap_or("localhost").to_owned()
+    };
+    let full = format!("{name}@{host}");
+    check_node_name(&full, mode)?;
+    Ok(full)
 }
 
 /// The cookie as OTP finds it: explicit, else `RELEASE_COOKIE`, else

@@ -258,9 +258,8 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
     if *inner.shutdown.borrow() {
         return Err(ConnectError::Shutdown);
     }
-    let Some((alive, host)) = node
-        .split_once('@')
-        .filter(|(a, h)| !a.is_empty() && !h.is_empty())
+    let Ok((alive, host)) =
+        erlkube_proto::name::check_node_name(node, erlkube_proto::name::NameMode::Any)
     else {
         return Err(ConnectError::InvalidName(node.to_owned()));
     };

@@ -3,6 +3,8 @@
 //!
 //! - [`epmd`]: port-mapper requests and responses.
 //! - [`dist`]: distribution handshake, framing and control messages.
+//! - [`name`]: the node-name check (`alive@host`) every layer uses.
 
 pub mod dist;
 pub mod epmd;
+pub mod name;

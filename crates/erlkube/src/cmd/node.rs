@@ -36,17 +36,38 @@ pub struct NodeArgs {
     /// The epmd port.
     #[arg(long, env = "ERL_EPMD_PORT", default_value_t = 4369)]
     epmd_port: u16,
-    /// Seconds without anything read before a peer counts as dead.
-    #[arg(long, default_value_t = 60)]
-    net_ticktime: u64,
+    /// Start erlkube's port mapper as a daemon when none answers on the
+    /// epmd port (as `erl` does); `--start-epmd false` (OTP's
+    /// `-start_epmd false`) fails instead.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "true|false")]
+    start_epmd: bool,
+    /// Time without anything read before a peer counts as dead: OTP's
+    /// seconds (`60`) or a duration with its unit (`1m`).
+    #[arg(long, default_value = "60", value_parser = super::parse_seconds_or_duration)]
+    net_ticktime: Duration,
     #[command(flatten)]
     discovery: super::node_discovery::DiscoveryArgs,
 }
 
 pub fn main(args: NodeArgs) -> ExitCode {
     init_tracing("info");
+    // Everything the user gave is checked before anything is started or
+    // registered: a bad setting exits 2 and leaves nothing behind.
+    let prepared = match prepare(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("erlkube node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if prepared.config.register_with_epmd {
+        if let Err(e) = ensure_epmd(prepared.config.epmd_ip, args.epmd_port, args.start_epmd) {
+            eprintln!("erlkube node: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let result = rt.block_on(run(args));
+    let result = rt.block_on(run(args, prepared));
     // Don't let a task still finishing (a connection, a discovery round)
     // hold the exit after the node has shut down.
     rt.shutdown_timeout(Duration::from_secs(2));
@@ -57,6 +78,65 @@ pub fn main(args: NodeArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The node's settings and its formation plan, checked.
+struct Prepared {
+    config: NodeConfig,
+    formation: Option<erlkube_discovery::config::FormationConfig>,
+}
+
+fn prepare(args: &NodeArgs) -> Result<Prepared, String> {
+    let name = match (&args.name, &args.sname) {
+        (Some(n), _) => long_name(n).map_err(|e| format!("--name: {e}"))?,
+        (_, Some(n)) => short_name(n).map_err(|e| format!("--sname: {e}"))?,
+        _ => unreachable!("clap requires one"),
+    };
+    let cookie = find_cookie(args.cookie.as_deref()).map_err(|e| e.to_string())?;
+    let formation = super::node_discovery::resolve(&name, &args.discovery, args.epmd_port)
+        .map_err(|e| format!("configuration error: {e}"))?;
+    let mut config = NodeConfig::new(name, cookie);
+    config.hidden = args.hidden;
+    config.epmd_port = args.epmd_port;
+    config.net_ticktime = args.net_ticktime;
+    if let Some(p) = args.port {
+        config.listen = Listen::Port(p);
+        config.register_with_epmd = !args.no_epmd;
+    }
+    Ok(Prepared { config, formation })
+}
+
+/// Makes sure a port mapper answers on `ip:port`, starting
+/// `erlkube epmd -daemon` when none does and `start` allows it (as `erl`
+/// starts `epmd -daemon`). The daemon outlives this node, as OTP's does.
+fn ensure_epmd(ip: std::net::IpAddr, port: u16, start: bool) -> Result<(), String> {
+    let addr = std::net::SocketAddr::new(ip, port);
+    let answers = || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok();
+    if answers() {
+        return Ok(());
+    }
+    if !start || !ip.is_loopback() {
+        return Err(format!(
+            "no port mapper answers on {addr} (and --start-epmd is false, or it is not local): start one \
+             (`erlkube epmd -daemon -port {port}`, or OTP's `epmd -daemon`), drop \
+             `--start-epmd false`, or run without epmd (--port P --no-epmd)"
+        ));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("cannot find this executable to start epmd: {e}"))?;
+    let status = std::process::Command::new(exe)
+        .args(["epmd", "-daemon", "-port", &port.to_string()])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot start `erlkube epmd -daemon`: {e}"))?;
+    if !status.success() || !answers() {
+        return Err(format!(
+            "no port mapper answers on {addr}, and `erlkube epmd -daemon -port {port}` \
+             did not start one ({status})"
+        ));
+    }
+    tracing::info!(port, "started erlkube epmd as a daemon (it outlives this node, as erl's epmd does)");
+    Ok(())
 }
 
 /// Logs to stderr, filtered by RUST_LOG (else `default`); colours only on
@@ -72,26 +152,16 @@ pub(crate) fn init_tracing(default: &str) {
         .try_init();
 }
 
-async fn run(args: NodeArgs) -> anyhow::Result<()> {
+async fn run(args: NodeArgs, prepared: Prepared) -> anyhow::Result<()> {
     // Before anything is announced, so a signal right after the
     // "listening" line is not lost.
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let name = match (&args.name, &args.sname) {
-        (Some(n), _) => long_name(n)?,
-        (_, Some(n)) => short_name(n)?,
-        _ => unreachable!("clap requires one"),
-    };
-    let cookie = find_cookie(args.cookie.as_deref())?;
-    let mut config = NodeConfig::new(name, cookie);
-    config.hidden = args.hidden;
-    config.epmd_port = args.epmd_port;
-    config.net_ticktime = Duration::from_secs(args.net_ticktime.max(1));
-    if let Some(p) = args.port {
-        config.listen = Listen::Port(p);
-        config.register_with_epmd = !args.no_epmd;
-    }
+    let Prepared {
+        mut config,
+        formation,
+    } = prepared;
     let node = match Node::start(config.clone()).await {
         Ok(n) => n,
         Err(erlkube_node::NodeError::Epmd(e)) if args.port.is_some() => {
@@ -135,7 +205,10 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     // announced (and peers looked for) once the services above answer: a
     // client that waits for this line must not find `demo` undefined
     println!("{} listening on port {}", node.name(), node.port());
-    let _formation = super::node_discovery::start(&node, &args.discovery, args.epmd_port).await?;
+    let _formation = match &formation {
+        Some(f) => Some(super::node_discovery::start(&node, f)?),
+        None => None,
+    };
 
     tokio::select! {
         _ = int.recv() => {}

@@ -10,8 +10,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use anyhow::Context;
-use erlkube_discovery::config::{resolve_with, Defaults};
+use erlkube_discovery::config::{resolve_with, Defaults, FormationConfig};
 use erlkube_discovery::rust_node::RustNode;
 use erlkube_discovery::{Engine, Formation};
 use erlkube_node::Node;
@@ -44,24 +43,26 @@ impl Drop for Running {
     }
 }
 
-/// Starts formation for `node` unless disabled.
-pub async fn start(
-    node: &Node,
+/// Resolves the formation settings for the node named `node_name`
+/// (reads the file, checks every key) without starting anything, so a bad
+/// setting is reported before the node registers anywhere. `None` when
+/// formation is disabled.
+pub fn resolve(
+    node_name: &str,
     args: &DiscoveryArgs,
     epmd_port: u16,
-) -> anyhow::Result<Option<Running>> {
+) -> Result<Option<FormationConfig>, String> {
     if args.no_discovery {
         return Ok(None);
     }
     let text = match &args.config {
         Some(p) => Some(
             std::fs::read_to_string(p)
-                .with_context(|| format!("configuration file {}", p.display()))?,
+                .map_err(|e| format!("configuration file {}: {e}", p.display()))?,
         ),
         None => None,
     };
-    let host = node
-        .name()
+    let host = node_name
         .split_once('@')
         .map(|(_, h)| h.to_owned())
         .unwrap_or_default();
@@ -74,16 +75,21 @@ pub async fn start(
         env.retain(|(k, _)| k != "ERLKUBE_DISCOVERY_STRATEGY");
         env.push(("ERLKUBE_DISCOVERY_STRATEGY".into(), s.clone()));
     }
-    let config =
-        resolve_with(text.as_deref(), env, &defaults).map_err(|e| anyhow::anyhow!("{e}"))?;
+    resolve_with(text.as_deref(), env, &defaults)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Starts formation for `node` with settings from [`resolve`].
+pub fn start(node: &Node, config: &FormationConfig) -> anyhow::Result<Running> {
     tracing::info!(strategy = %config.strategy_name, "cluster formation");
     let (tx, rx) = mpsc::channel(16);
     let strategy = config
         .spawn_strategy(tx)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let formation = Engine::new(RustNode(node.clone()), config.engine.clone()).spawn(rx);
-    Ok(Some(Running {
+    Ok(Running {
         _engine: formation,
         strategy,
-    }))
+    })
 }

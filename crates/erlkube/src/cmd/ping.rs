@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use erlkube_node::{find_cookie, long_name, short_name, Node, NodeConfig};
+use erlkube_proto::name::{check_node_name, NameMode};
 
 #[derive(clap::Args)]
 pub struct PingArgs {
@@ -30,9 +31,9 @@ pub struct PingArgs {
     /// distribution port): its host is not resolved and epmd is not asked.
     #[arg(long, value_name = "HOST:PORT", value_parser = super::remsh::parse_via, conflicts_with = "port")]
     via: Option<std::net::SocketAddr>,
-    /// Seconds to wait for each step.
-    #[arg(long, default_value_t = 7)]
-    timeout: u64,
+    /// How long to wait for each step, with its unit (`7s`, `500ms`).
+    #[arg(long, default_value = "7s", value_parser = super::parse_duration_arg)]
+    timeout: Duration,
 }
 
 pub fn main(args: PingArgs) -> ExitCode {
@@ -52,10 +53,10 @@ pub fn main(args: PingArgs) -> ExitCode {
 }
 
 async fn run(args: PingArgs) -> Result<(), String> {
-    let host = match args.node.split_once('@') {
-        Some((a, h)) if !a.is_empty() && !h.is_empty() => h.to_owned(),
-        _ => return Err(format!("invalid node name {:?}", args.node)),
-    };
+    let host = check_node_name(&args.node, NameMode::Any)
+        .map_err(|e| e.to_string())?
+        .1
+        .to_owned();
     let own = match (&args.name, &args.sname) {
         (Some(n), _) => long_name(n).map_err(|e| e.to_string())?,
         (_, Some(n)) => short_name(n).map_err(|e| e.to_string())?,
@@ -67,7 +68,7 @@ async fn run(args: PingArgs) -> Result<(), String> {
     config.register_with_epmd = false;
     config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
     config.epmd_port = args.epmd_port;
-    config.setup_timeout = Duration::from_secs(args.timeout.max(1));
+    config.setup_timeout = args.timeout;
     if let Some(p) = args.port {
         config.known_ports.insert(args.node.clone(), p);
     }

@@ -79,13 +79,8 @@ type Failure = (u8, String);
 
 fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
     let usage = |m: String| (2u8, m);
-    if !matches!(args.node.split_once('@'), Some((a, h)) if !a.is_empty() && !h.is_empty() && !h.contains('@'))
-    {
-        return Err(usage(format!(
-            "invalid node name {:?}: expected alive@host",
-            args.node
-        )));
-    }
+    use erlkube_proto::name::{check_node_name, NameMode};
+    check_node_name(&args.node, NameMode::Any).map_err(|e| usage(e.to_string()))?;
     let IpAddr::V4(ip) = args.via.ip() else {
         return Err(usage(format!(
             "--via {}: only IPv4 addresses are supported (kubectl port-forward listens on 127.0.0.1)",
@@ -96,16 +91,16 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
         .name
         .clone()
         .unwrap_or_else(|| format!("remsh_{}@127.0.0.1", std::process::id()));
-    if !matches!(own.split_once('@'), Some((a, h)) if !a.is_empty() && !h.is_empty()) {
-        return Err(usage(format!(
-            "--name {own:?}: expected alive@host (a long name)"
-        )));
-    }
+    check_node_name(&own, NameMode::Long).map_err(|e| usage(format!("--name: {e}")))?;
     let cookie = find_cookie(args.cookie.as_deref()).map_err(|e| usage(e.to_string()))?;
     // OTP keeps cookies as atoms: at most 255 characters.
     if cookie.expose().chars().count() > 255 {
         return Err(usage("the cookie is longer than 255 characters".into()));
     }
+
+    // `erl -remsh` with a wrong cookie prints "Shell process terminated!"
+    // and exits 0: reach the node first, so a failure says what failed.
+    preflight(&args.node, args.via, &cookie)?;
 
     let dir = PrivateDir::create().map_err(|e| (1, format!("temporary directory: {e}")))?;
     compile_module(dir.path())?;
@@ -166,6 +161,42 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
         .map_err(|e| (1, format!("cannot run `{program}`: {e}")))?;
     drop(dir);
     Ok(exit_code(status))
+}
+
+/// `net_adm:ping` of `node` at `via` from a throwaway hidden Rust node with
+/// the node's cookie: exit 1 with the reason (wrong cookie, refused, …)
+/// when the shell could not connect either.
+fn preflight(node: &str, via: SocketAddr, cookie: &erlkube_node::Cookie) -> Result<(), Failure> {
+    use erlkube_node::{Node, NodeConfig};
+    let host = node.split_once('@').map_or("", |(_, h)| h);
+    let mut config = NodeConfig::new(
+        format!("erlkube_remsh_check_{}@{host}", std::process::id()),
+        cookie.clone(),
+    );
+    config.hidden = true;
+    config.register_with_epmd = false;
+    config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
+    config.known_addrs.insert(node.to_owned(), via);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| (1, format!("runtime: {e}")))?;
+    rt.block_on(async {
+        let n = Node::start(config)
+            .await
+            .map_err(|e| (1, format!("cannot start the check node: {e}")))?;
+        let r = n.ping(node).await;
+        n.shutdown();
+        r.map_err(|e| {
+            (
+                1,
+                format!(
+                    "cannot connect to {node} at {via}: {}",
+                    super::ping::error_chain(&e)
+                ),
+            )
+        })
+    })
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use erlkube_etf::Term;
 use erlkube_node::{find_cookie, long_name, short_name, Node, NodeConfig, RpcError};
+use erlkube_proto::name::{check_node_name, NameMode};
 
 #[derive(clap::Args)]
 pub struct RpcArgs {
@@ -24,9 +25,9 @@ pub struct RpcArgs {
     /// The cookie (default: $RELEASE_COOKIE, then ~/.erlang.cookie).
     #[arg(long)]
     cookie: Option<String>,
-    /// Milliseconds to wait for the result.
-    #[arg(long, default_value_t = 10_000)]
-    timeout: u64,
+    /// How long to wait for the result, with its unit (`10s`, `500ms`).
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration_arg)]
+    timeout: Duration,
     /// This node's long name (default: a hidden `erlkube_rpc_<pid>` on the target's host).
     #[arg(long, conflicts_with = "sname")]
     name: Option<String>,
@@ -58,10 +59,10 @@ pub fn main(args: RpcArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let host = match args.node.split_once('@') {
-        Some((a, h)) if !a.is_empty() && !h.is_empty() => h.to_owned(),
-        _ => {
-            eprintln!("erlkube rpc: invalid node name {:?}", args.node);
+    let host = match check_node_name(&args.node, NameMode::Any) {
+        Ok((_, h)) => h.to_owned(),
+        Err(e) => {
+            eprintln!("erlkube rpc: {e}");
             return ExitCode::from(2);
         }
     };
@@ -89,9 +90,21 @@ pub fn main(args: RpcArgs) -> ExitCode {
         config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let timeout = Duration::from_millis(args.timeout);
+    let timeout = args.timeout;
     let result = rt.block_on(async {
         let node = Node::start(config).await.map_err(|e| e.to_string())?;
+        // Connect first, so a failure keeps its reason (a wrong cookie, no
+        // epmd entry) instead of rpc's bare `nodedown`, as `ping` reports it.
+        let connected = match tokio::time::timeout(timeout, node.connect(&args.node)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(super::ping::error_chain(&e)),
+            Err(_) => Err(format!("no connection to {} within {timeout:?}", args.node)),
+        };
+        if let Err(why) = connected {
+            node.shutdown();
+            println!("{}", RpcError::NoConnection(args.node.clone()).to_rpc_result());
+            return Err(why);
+        }
         let r = node
             .rpc_call(&args.node, &args.module, &args.function, call_args, timeout)
             .await;

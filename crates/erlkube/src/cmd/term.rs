@@ -20,7 +20,9 @@ pub enum TermCommand {
     },
     /// Parse an Erlang term and write its ETF bytes to stdout.
     Encode {
-        /// The term, e.g. '{ok, [1, 2.5, <<"bin">>, #{a => b}]}'.
+        /// The term, e.g. '{ok, [1, 2.5, <<"bin">>, #{a => b}]}' or '-3'
+        /// (a leading `-` is part of the term, as the printer writes it).
+        #[arg(allow_hyphen_values = true)]
         term: String,
         /// Print lower-case hex and a newline instead of raw bytes.
         #[arg(long)]

@@ -349,20 +349,14 @@ fn be_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
 }
 
-/// Checks `name@host` with both parts non-empty and valid UTF-8.
+/// Checks a peer's `name@host` (valid UTF-8, then the one node-name check
+/// of [`crate::name`], in either name mode).
 fn parse_node_name(raw: &[u8]) -> Result<String, HandshakeError> {
     let name = std::str::from_utf8(raw)
         .map_err(|_| HandshakeError::InvalidNodeName(String::from_utf8_lossy(raw).into_owned()))?;
-    let mut parts = name.split('@');
-    let ok = match (parts.next(), parts.next(), parts.next()) {
-        (Some(a), Some(h), None) => !a.is_empty() && !h.is_empty(),
-        _ => false,
-    };
-    if ok && name.chars().count() <= 255 {
-        Ok(name.to_owned())
-    } else {
-        Err(HandshakeError::InvalidNodeName(name.to_owned()))
-    }
+    crate::name::check_node_name(name, crate::name::NameMode::Any)
+        .map_err(|_| HandshakeError::InvalidNodeName(name.to_owned()))?;
+    Ok(name.to_owned())
 }
 
 /// State shared by both sides: output frames, events, timer, failure.
