@@ -5,7 +5,7 @@
 //!
 //! Pure: the caller reads the file and passes the environment in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -834,6 +834,44 @@ impl FormationConfig {
             out.push_str(&format!("  {:width$} = {v}  ({})\n", e.key, e.source));
         }
         out
+    }
+}
+
+impl FormationConfig {
+    /// The host forms of the names this strategy discovers (empty when the
+    /// configuration does not say: hosts file, gossip, a mixed static list).
+    pub fn discovered_forms(&self) -> Vec<crate::HostForm> {
+        use crate::kubernetes::NameMode;
+        use crate::HostForm;
+        let ip = |v: IpVersion| match v {
+            IpVersion::V4 => vec![HostForm::Ipv4],
+            IpVersion::V6 => vec![HostForm::Ipv6],
+            IpVersion::Both => vec![HostForm::Ipv4, HostForm::Ipv6],
+        };
+        match &self.strategy {
+            StrategyConfig::Static(nodes) => {
+                let forms: BTreeSet<HostForm> = nodes.iter().map(|n| n.host_form()).collect();
+                if forms.len() == 1 {
+                    forms.into_iter().collect()
+                } else {
+                    Vec::new()
+                }
+            }
+            StrategyConfig::Epmd { host, .. } => vec![HostForm::of(host)],
+            StrategyConfig::DnsA(d) => ip(d.ip_version),
+            StrategyConfig::DnsSrv(_) => vec![HostForm::DnsName],
+            StrategyConfig::Kubernetes(k) => match k.mode {
+                NameMode::Ip => vec![HostForm::Ipv4, HostForm::Ipv6],
+                _ => vec![HostForm::DnsName],
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    /// A warning when `node`'s name can never match what this
+    /// configuration discovers (see [`crate::form`]).
+    pub fn check_node_form(&self, node: &NodeName) -> Option<String> {
+        crate::form::check_forms(node, &self.discovered_forms(), &self.strategy_name)
     }
 }
 

@@ -155,6 +155,10 @@ impl<A: Actor> Engine<A> {
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut updates_open = true;
         let mut latency = None;
+        let own = self.actor.self_name();
+        // The last warning about names this node cannot reach, so a
+        // steady state logs it once.
+        let mut form_warning: Option<String> = None;
         loop {
             let deadline = plan.next_deadline();
             let mut events = Vec::new();
@@ -164,6 +168,11 @@ impl<A: Actor> Engine<A> {
                         if a.elapsed.is_some() {
                             latency = a.elapsed;
                         }
+                        let w = crate::form::check_answer(&own, &a.nodes);
+                        if let Some(text) = w.as_ref().filter(|w| form_warning.as_ref() != Some(*w)) {
+                            tracing::warn!("{text}");
+                        }
+                        form_warning = w;
                         events.extend(plan.answer(&a, Instant::now()));
                     }
                     Some(Update::Error(e)) => {

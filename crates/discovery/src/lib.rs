@@ -31,6 +31,7 @@ use std::time::Duration;
 pub mod actor;
 pub mod config;
 pub mod engine;
+pub mod form;
 pub mod gossip;
 pub mod kubernetes;
 pub mod plan;
@@ -39,6 +40,7 @@ pub mod strategy;
 
 pub use actor::{Actor, ConnectError};
 pub use engine::{Engine, EngineConfig, Formation, Metrics};
+pub use form::HostForm;
 pub use plan::{Action, Event, Plan, PlanConfig};
 
 /// A node name as Erlang spells it: `name@host`.

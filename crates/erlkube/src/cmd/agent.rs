@@ -46,14 +46,21 @@ pub fn main(args: AgentArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let form_warning = config.formation.check_node_form(&config.node);
     if args.check {
         if let Some(p) = &args.config {
             println!("configuration file: {}", p.display());
         }
         print!("{}", config.describe());
+        if let Some(w) = &form_warning {
+            eprintln!("erlkube agent: warning: {w}");
+        }
         return ExitCode::SUCCESS;
     }
     super::node::init_tracing("info");
+    if let Some(w) = &form_warning {
+        tracing::warn!("{w}");
+    }
     // One thread: the agent's work is a few RPCs a second.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -15,6 +15,10 @@ pub struct FormationArgs {
     /// Resolve and validate the configuration, print the plan, and exit.
     #[arg(long)]
     pub check: bool,
+    /// The node's name, checked against the names discovery produces
+    /// (default: $RELEASE_NODE; without either, the check is skipped).
+    #[arg(long, env = "RELEASE_NODE")]
+    pub node: Option<String>,
 }
 
 /// This host's name, the default host part for the `epmd` strategy.
@@ -53,6 +57,24 @@ pub fn main(args: FormationArgs) -> ExitCode {
                 println!("configuration file: {}", p.display());
             }
             print!("{}", c.describe());
+            let forms = c.discovered_forms();
+            if !forms.is_empty() {
+                let forms: Vec<String> = forms.iter().map(|f| f.to_string()).collect();
+                println!("discovered names have as host: {}", forms.join(" or "));
+            }
+            if let Some(n) = &args.node {
+                match erlkube_discovery::NodeName::parse(n) {
+                    Ok(node) => {
+                        if let Some(w) = c.check_node_form(&node) {
+                            eprintln!("erlkube formation: warning: {w}");
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("erlkube formation: --node: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -95,6 +95,11 @@ fn prepare(args: &NodeArgs) -> Result<Prepared, String> {
     let cookie = find_cookie(args.cookie.as_deref()).map_err(|e| e.to_string())?;
     let formation = super::node_discovery::resolve(&name, &args.discovery, args.epmd_port)
         .map_err(|e| format!("configuration error: {e}"))?;
+    if let (Some(f), Ok(n)) = (&formation, erlkube_discovery::NodeName::parse(&name)) {
+        if let Some(w) = f.check_node_form(&n) {
+            tracing::warn!("{w}");
+        }
+    }
     let mut config = NodeConfig::new(name, cookie);
     config.hidden = args.hidden;
     config.epmd_port = args.epmd_port;
