@@ -253,3 +253,49 @@ fn nodename_statefulset_prefers_pod_name() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("web@web-2.web-headless.ns.svc.cluster.local"), "{out}");
 }
+
+#[test]
+fn agent_default_epmd_discovery_uses_the_node_host_and_erl_epmd_port() {
+    let epmd = OtpEpmd::start().unwrap();
+    let port = epmd.port().to_string();
+    let e1 = ErlNode::builder(&unique_name("hour_e1"))
+        .cookie("cc")
+        .epmd_port(epmd.port())
+        .start()
+        .expect("erl must be installed");
+    let e2 = ErlNode::builder(&unique_name("hour_e2"))
+        .cookie("cc")
+        .epmd_port(epmd.port())
+        .start()
+        .expect("erl must be installed");
+    assert_eq!(e1.eval("nodes()").unwrap(), "[]");
+    let http = format!("127.0.0.1:{}", free_port());
+    let env = [
+        ("ERL_EPMD_PORT", port.as_str()),
+        ("RELEASE_NODE", e1.node_name()),
+        ("RELEASE_COOKIE", "cc"),
+        ("ERLKUBE_AGENT_HTTP", http.as_str()),
+        ("ERLKUBE_AGENT_WAIT_INTERVAL", "100ms"),
+    ];
+    // The plan: the node's host, the private epmd.
+    let (code, out, err) = erlkube(&["agent", "--check"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("discovery.epmd.host") && out.contains("\"127.0.0.1\""), "{out}");
+    assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let mut cmd = Command::new(ERLKUBE);
+    cmd.arg("agent")
+        .env_remove("RELEASE_COOKIE")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _agent = ChildGuard::spawn(&mut cmd).unwrap();
+    let want = format!("['{}']", e2.node_name());
+    let mut last = String::new();
+    let joined = wait_until(Duration::from_secs(60), || {
+        last = e1.eval("nodes()").unwrap_or_default();
+        last == want
+    });
+    assert!(joined, "e1 should see e2 (and never itself as a peer): {last}");
+}
