@@ -279,7 +279,8 @@ pub fn node_name(input: &NamingInput) -> Result<Naming, NamingError> {
         Mode::StatefulSet => {
             let h = input.hostname.as_deref().ok_or(NamingError::Missing {
                 what: "POD_NAME",
-                hint: "the pod's name (downward API metadata.name; else HOSTNAME, set by Kubernetes)",
+                hint:
+                    "the pod's name (downward API metadata.name; else HOSTNAME, set by Kubernetes)",
             })?;
             let short = h.split('.').next().unwrap_or(h);
             label("POD_NAME", short)?;

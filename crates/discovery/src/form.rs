@@ -102,7 +102,10 @@ mod tests {
     fn forms() {
         assert_eq!(HostForm::of("10.0.0.5"), HostForm::Ipv4);
         assert_eq!(HostForm::of("fd00::5"), HostForm::Ipv6);
-        assert_eq!(HostForm::of("a-0.svc.ns.svc.cluster.local"), HostForm::DnsName);
+        assert_eq!(
+            HostForm::of("a-0.svc.ns.svc.cluster.local"),
+            HostForm::DnsName
+        );
         assert_eq!(HostForm::of("vm"), HostForm::Short);
     }
 
@@ -124,6 +127,9 @@ mod tests {
         let own = n("app@10-4-2-17.app-headless.ns.svc.cluster.local");
         let w = check_forms(&own, &[HostForm::Ipv4, HostForm::Ipv6], "dns_a").unwrap();
         assert!(w.contains("can never connect"), "{w}");
-        assert_eq!(check_forms(&n("app@10.4.2.17"), &[HostForm::Ipv4], "dns_a"), None);
+        assert_eq!(
+            check_forms(&n("app@10.4.2.17"), &[HostForm::Ipv4], "dns_a"),
+            None
+        );
     }
 }

@@ -53,13 +53,19 @@ fn the_agent_sidecar_example_checks_and_its_names_can_cluster() {
         .into_iter()
         .filter(|b| b.contains("ERLKUBE_"))
         .collect();
-    assert!(!blocks.is_empty(), "docs/agent.md has its Kubernetes example");
+    assert!(
+        !blocks.is_empty(),
+        "docs/agent.md has its Kubernetes example"
+    );
     for block in blocks {
         let env = pod_env(&block);
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let (code, out, err) = outcome(run_clean(&["agent", "--check"], &pairs));
         assert_eq!(code, 0, "{block}\n{out}\n{err}");
-        assert!(!err.contains("warning"), "the example's names disagree:\n{err}");
+        assert!(
+            !err.contains("warning"),
+            "the example's names disagree:\n{err}"
+        );
         // The name the agent derived is the form dns_a finds.
         assert!(out.contains("myapp@10.4.2.17"), "{out}");
     }
@@ -94,8 +100,18 @@ fn every_toml_example_checks_and_agrees_with_its_node_names() {
             let file = dir.join(format!("{name}-{i}.toml"));
             std::fs::write(&file, &block).unwrap();
             let (code, out, err) = outcome(run_clean(
-                &["formation", "--check", "--config", file.to_str().unwrap(), "--node", &node],
-                &[("KUBERNETES_SERVICE_HOST", "10.96.0.1"), ("KUBERNETES_SERVICE_PORT", "443")],
+                &[
+                    "formation",
+                    "--check",
+                    "--config",
+                    file.to_str().unwrap(),
+                    "--node",
+                    &node,
+                ],
+                &[
+                    ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+                    ("KUBERNETES_SERVICE_PORT", "443"),
+                ],
             ));
             assert_eq!(code, 0, "{name} example {i}:\n{block}\n{out}\n{err}");
             assert!(!err.contains("warning"), "{name} example {i}: {err}");
@@ -118,12 +134,18 @@ fn a_mismatch_is_a_warning_naming_both_forms() {
             ("RELEASE_NAME", "myapp"),
             ("ERLKUBE_NODENAME_SERVICE", "myapp-headless"),
             ("ERLKUBE_DISCOVERY_STRATEGY", "dns_a"),
-            ("ERLKUBE_DISCOVERY_DNS_QUERY", "myapp-headless.prod.svc.cluster.local"),
+            (
+                "ERLKUBE_DISCOVERY_DNS_QUERY",
+                "myapp-headless.prod.svc.cluster.local",
+            ),
             ("ERLKUBE_DISCOVERY_DNS_BASENAME", "myapp"),
         ],
     ));
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("warning") && err.contains("can never connect"), "{err}");
+    assert!(
+        err.contains("warning") && err.contains("can never connect"),
+        "{err}"
+    );
     assert!(err.contains("myapp@10-4-2-17.myapp-headless"), "{err}");
     // formation --check with RELEASE_NODE does the same.
     let (code, out, err) = outcome(run_clean(
@@ -131,11 +153,17 @@ fn a_mismatch_is_a_warning_naming_both_forms() {
         &[
             ("RELEASE_NODE", "myapp@myapp-0"),
             ("ERLKUBE_DISCOVERY_STRATEGY", "dns_a"),
-            ("ERLKUBE_DISCOVERY_DNS_QUERY", "myapp-headless.prod.svc.cluster.local"),
+            (
+                "ERLKUBE_DISCOVERY_DNS_QUERY",
+                "myapp-headless.prod.svc.cluster.local",
+            ),
             ("ERLKUBE_DISCOVERY_DNS_BASENAME", "myapp"),
         ],
     ));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("discovered names have as host: an IPv4 address"), "{out}");
+    assert!(
+        out.contains("discovered names have as host: an IPv4 address"),
+        "{out}"
+    );
     assert!(err.contains("short name"), "{err}");
 }

@@ -82,7 +82,10 @@ fn node_starts_a_port_mapper_daemon_that_outlives_it_and_honours_erl_epmd_port()
     assert!(!daemon.answers(), "nothing serves the private port yet");
     let rust = long("hour_epmd");
     let mut node = rust_node(&["--name", &rust, "--cookie", "cc", "--no-discovery"], &env);
-    assert!(daemon.answers(), "the node started a port mapper on ERL_EPMD_PORT");
+    assert!(
+        daemon.answers(),
+        "the node started a port mapper on ERL_EPMD_PORT"
+    );
 
     // A real erl on the same ERL_EPMD_PORT finds the node through it;
     // ping and rpc, given only the variable, do too.
@@ -91,10 +94,16 @@ fn node_starts_a_port_mapper_daemon_that_outlives_it_and_honours_erl_epmd_port()
         .epmd_port(port)
         .start()
         .expect("erl must be installed");
-    assert_eq!(beam.eval(&format!("net_adm:ping('{rust}')")).unwrap(), "pong");
+    assert_eq!(
+        beam.eval(&format!("net_adm:ping('{rust}')")).unwrap(),
+        "pong"
+    );
     let (code, out, err) = erlkube(&["ping", &rust, "--cookie", "cc"], &env);
     assert_eq!((code, out.as_str()), (0, "pong"), "{err}");
-    let (code, out, err) = erlkube(&["rpc", &rust, "demo", "add", "[1, 2]", "--cookie", "cc"], &env);
+    let (code, out, err) = erlkube(
+        &["rpc", &rust, "demo", "add", "[1, 2]", "--cookie", "cc"],
+        &env,
+    );
     assert_eq!((code, out.as_str()), (0, "3"), "{err}");
 
     // The daemon outlives the node, as OTP's epmd outlives erl.
@@ -103,7 +112,10 @@ fn node_starts_a_port_mapper_daemon_that_outlives_it_and_honours_erl_epmd_port()
         node.try_wait(),
         Ok(Some(_))
     )));
-    assert!(daemon.answers(), "the port mapper is still up after the node stopped");
+    assert!(
+        daemon.answers(),
+        "the port mapper is still up after the node stopped"
+    );
     let (code, out, _) = erlkube(&["epmd", "-names"], &env);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("port {port}")), "{out}");
@@ -145,10 +157,24 @@ fn bad_settings_exit_2_before_any_side_effect() {
     let name = long("hour_bad");
     for (args, needle) in [
         (vec!["--discovery", "nonsense"], "discovery.strategy"),
-        (vec!["--config", bad_toml.to_str().unwrap()], "discovery.dns"),
-        (vec!["--config", "/nonexistent/erlkube.toml"], "configuration file"),
+        (
+            vec!["--config", bad_toml.to_str().unwrap()],
+            "discovery.dns",
+        ),
+        (
+            vec!["--config", "/nonexistent/erlkube.toml"],
+            "configuration file",
+        ),
     ] {
-        let mut all = vec!["node", "--name", &name, "--cookie", "cc", "--epmd-port", &port_s];
+        let mut all = vec![
+            "node",
+            "--name",
+            &name,
+            "--cookie",
+            "cc",
+            "--epmd-port",
+            &port_s,
+        ];
         all.extend(args.iter().copied());
         let (code, _, err) = erlkube(&all, &[]);
         assert_eq!(code, 2, "{args:?}: {err}");
@@ -178,7 +204,10 @@ fn names_erl_refuses_are_refused_with_its_reason() {
         assert!(err.contains(needle), "{flag} {name:?}: {err}");
     }
     // The same check on the other commands' node arguments.
-    let (code, _, err) = erlkube(&["rpc", "fo o@127.0.0.1", "erlang", "node", "--cookie", "cc"], &[]);
+    let (code, _, err) = erlkube(
+        &["rpc", "fo o@127.0.0.1", "erlang", "node", "--cookie", "cc"],
+        &[],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("letters, digits"), "{err}");
 }
@@ -197,13 +226,36 @@ fn timeouts_take_units_and_a_bare_number_is_refused() {
     let (code, out, err) = erlkube(&["ping", target, "--cookie", "cc", "--timeout", "5s"], &env);
     assert_eq!((code, out.as_str()), (0, "pong"), "{err}");
     let (code, out, err) = erlkube(
-        &["rpc", target, "erlang", "node", "--cookie", "cc", "--timeout", "4500ms"],
+        &[
+            "rpc",
+            target,
+            "erlang",
+            "node",
+            "--cookie",
+            "cc",
+            "--timeout",
+            "4500ms",
+        ],
         &env,
     );
-    assert_eq!((code, out.as_str()), (0, format!("'{target}'").as_str()), "{err}");
+    assert_eq!(
+        (code, out.as_str()),
+        (0, format!("'{target}'").as_str()),
+        "{err}"
+    );
     // An rpc that outlasts its timeout ends with {badrpc,timeout}.
     let (code, out, err) = erlkube(
-        &["rpc", target, "timer", "sleep", "[3000]", "--cookie", "cc", "--timeout", "300ms"],
+        &[
+            "rpc",
+            target,
+            "timer",
+            "sleep",
+            "[3000]",
+            "--cookie",
+            "cc",
+            "--timeout",
+            "300ms",
+        ],
         &env,
     );
     assert_eq!((code, out.as_str()), (1, "{badrpc,timeout}"), "{err}");
@@ -230,7 +282,14 @@ fn rpc_with_a_wrong_cookie_says_so() {
         .start()
         .expect("erl must be installed");
     let (code, out, err) = erlkube(
-        &["rpc", beam.node_name(), "erlang", "node", "--cookie", "wrong"],
+        &[
+            "rpc",
+            beam.node_name(),
+            "erlang",
+            "node",
+            "--cookie",
+            "wrong",
+        ],
         &env,
     );
     assert_eq!(code, 1, "{out} {err}");
@@ -251,7 +310,10 @@ fn nodename_statefulset_prefers_pod_name() {
         ],
     ));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("web@web-2.web-headless.ns.svc.cluster.local"), "{out}");
+    assert!(
+        out.contains("web@web-2.web-headless.ns.svc.cluster.local"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -280,7 +342,10 @@ fn agent_default_epmd_discovery_uses_the_node_host_and_erl_epmd_port() {
     // The plan: the node's host, the private epmd.
     let (code, out, err) = erlkube(&["agent", "--check"], &env);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("discovery.epmd.host") && out.contains("\"127.0.0.1\""), "{out}");
+    assert!(
+        out.contains("discovery.epmd.host") && out.contains("\"127.0.0.1\""),
+        "{out}"
+    );
     assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");
     assert!(!err.contains("warning"), "{err}");
 
@@ -297,5 +362,8 @@ fn agent_default_epmd_discovery_uses_the_node_host_and_erl_epmd_port() {
         last = e1.eval("nodes()").unwrap_or_default();
         last == want
     });
-    assert!(joined, "e1 should see e2 (and never itself as a peer): {last}");
+    assert!(
+        joined,
+        "e1 should see e2 (and never itself as a peer): {last}"
+    );
 }

@@ -122,7 +122,11 @@ pub fn long_name(name: &str) -> Result<String, ConfigError> {
 
 fn complete(name: &str, long: bool) -> Result<String, ConfigError> {
     use erlkube_proto::name::{check_alive, check_node_name, NameMode};
-    let mode = if long { NameMode::Long } else { NameMode::Short };
+    let mode = if long {
+        NameMode::Long
+    } else {
+        NameMode::Short
+    };
     if name.contains('@') {
         check_node_name(name, mode)?;
         return Ok(name.to_owned());

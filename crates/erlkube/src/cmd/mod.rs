@@ -21,11 +21,13 @@ pub fn parse_duration_arg(text: &str) -> Result<std::time::Duration, String> {
     match erlkube_discovery::config::parse_duration(text) {
         Some(d) if !d.is_zero() => Ok(d),
         Some(_) => Err("must be more than zero, e.g. \"5s\"".to_owned()),
-        None if !text.is_empty() && text.trim().chars().all(|c| c.is_ascii_digit()) => Err(format!(
-            "needs a unit: \"{}s\" or \"{}ms\"",
-            text.trim(),
-            text.trim()
-        )),
+        None if !text.is_empty() && text.trim().chars().all(|c| c.is_ascii_digit()) => {
+            Err(format!(
+                "needs a unit: \"{}s\" or \"{}ms\"",
+                text.trim(),
+                text.trim()
+            ))
+        }
         None => Err("must be a duration like \"500ms\", \"5s\" or \"1m\"".to_owned()),
     }
 }

@@ -140,7 +140,10 @@ fn ensure_epmd(ip: std::net::IpAddr, port: u16, start: bool) -> Result<(), Strin
              did not start one ({status})"
         ));
     }
-    tracing::info!(port, "started erlkube epmd as a daemon (it outlives this node, as erl's epmd does)");
+    tracing::info!(
+        port,
+        "started erlkube epmd as a daemon (it outlives this node, as erl's epmd does)"
+    );
     Ok(())
 }
 

@@ -102,7 +102,10 @@ pub fn main(args: RpcArgs) -> ExitCode {
         };
         if let Err(why) = connected {
             node.shutdown();
-            println!("{}", RpcError::NoConnection(args.node.clone()).to_rpc_result());
+            println!(
+                "{}",
+                RpcError::NoConnection(args.node.clone()).to_rpc_result()
+            );
             return Err(why);
         }
         let r = node
