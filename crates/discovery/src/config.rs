@@ -1013,7 +1013,9 @@ server = "10.0.0.2:5353"
         )
         .unwrap_err();
         assert!(
-            e.to_string().starts_with("discovery.static.nodes: \"bad\""),
+            e.to_string().starts_with(
+                "discovery.static.nodes: invalid node name \"bad\": it needs a host part"
+            ),
             "{e}"
         );
     }

@@ -146,3 +146,31 @@ fn sigterm_stops_the_node() {
     let status = node.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// What a BEAM monitor of a stopped Rust node's processes sees matches a
+/// BEAM node stopped with `init:stop()` (checked on OTP 25: a process
+/// stopped on purpose reports `shutdown`; one whose connection goes first,
+/// `noconnection`): SIGTERM gives `shutdown` for `echo`; SIGKILL (the
+/// connection just goes) gives `noconnection`.
+#[test]
+fn monitors_see_shutdown_on_sigterm_and_noconnection_on_kill() {
+    let epmd = OtpEpmd::start().unwrap();
+    for (signal, want) in [("TERM", "shutdown"), ("KILL", "noconnection")] {
+        let rust = long("cli_down");
+        let node = rust_node(epmd.port(), &rust, "cc", &["--no-discovery"]);
+        let b = beam(epmd.port(), "cc", &[]);
+        let pid = node.id();
+        let got = b
+            .eval(&format!(
+                "pong = net_adm:ping('{rust}'), \
+                 R = erlang:monitor(process, {{echo, '{rust}'}}), \
+                 {{echo, '{rust}'}} ! {{self(), here}}, \
+                 here = receive M -> M after 10000 -> no_echo end, \
+                 os:cmd(\"kill -{signal} {pid}\"), \
+                 receive {{'DOWN', R, process, _, Why}} -> Why after 30000 -> timeout end"
+            ))
+            .unwrap();
+        assert_eq!(got, want, "SIG{signal}");
+        drop(node);
+    }
+}

@@ -20,7 +20,10 @@ fn readme_commands() -> Vec<String> {
 #[test]
 fn ci_runs_exactly_the_readme_test_command_and_it_checks_lints() {
     let readme = repo_file("README.md");
-    let test_section = readme.split("\nTest ").nth(1).expect("README has a Test paragraph");
+    let test_section = readme
+        .split("\nTest ")
+        .nth(1)
+        .expect("README has a Test paragraph");
     let command = test_section
         .lines()
         .find_map(|l| l.strip_prefix("    "))

@@ -690,7 +690,30 @@ async fn connection_loop(
                 deadline = None;
             }
             _ = handle.kill.notified() => return "disconnected".into(),
-            _ = shutdown.changed() => return "node shutting down".into(),
+            _ = shutdown.changed() => {
+                // What the node queued before stopping (its processes'
+                // `shutdown` exits) goes out before the connection closes.
+                let flush = async {
+                    loop {
+                        while written < batch.len() {
+                            if stream.writable().await.is_err() {
+                                return;
+                            }
+                            match stream.try_write(&batch[written..]) {
+                                Ok(n) => written += n,
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                Err(_) => return,
+                            }
+                        }
+                        if !outq.take(&mut batch) {
+                            return;
+                        }
+                        written = 0;
+                    }
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+                return "node shutting down".into();
+            }
         }
     }
 }

@@ -600,8 +600,26 @@ impl Node {
         }
     }
 
-    /// Stops listening and closes every connection.
+    /// Stops the node as `init:stop()` stops a BEAM node: every local
+    /// process exits with reason `shutdown` (so monitors and links on other
+    /// nodes see `shutdown`, not `normal`, which supervisors read as a clean
+    /// finish), what is queued for each peer is written, then the listener
+    /// stops and every connection closes. A peer whose connection is gone
+    /// first sees `noconnection`, as with a BEAM node.
     pub fn shutdown(&self) {
+        let ids: Vec<u32> = self
+            .inner
+            .procs
+            .lock()
+            .expect("procs")
+            .by_id
+            .keys()
+            .copied()
+            .collect();
+        for id in ids {
+            let actions = self.inner.terminate(id, Term::atom("shutdown"));
+            self.inner.route(actions);
+        }
         let _ = self.inner.shutdown.send(true);
     }
 }

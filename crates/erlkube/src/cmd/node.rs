@@ -223,6 +223,19 @@ async fn run(args: NodeArgs, prepared: Prepared) -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+    // Processes exit with `shutdown` (what BEAM monitors see when a BEAM
+    // node stops with init:stop()); wait, bounded, for the connections to
+    // write that and close before the runtime goes.
+    let mut down = node.subscribe();
     node.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while !node.connected_nodes().is_empty() {
+            match down.recv().await {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
+    .await;
     Ok(())
 }
