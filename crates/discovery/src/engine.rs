@@ -114,6 +114,21 @@ impl Drop for Formation {
 
 impl<A: Actor> Engine<A> {
     /// An engine acting through `actor`.
+    ///
+    /// Formation for a Rust node, with settings from the `ERLKUBE_*`
+    /// environment (docs/configuration.md):
+    ///
+    /// ```no_run
+    /// use erlkube_discovery::{config::resolve, rust_node::RustNode, Engine};
+    ///
+    /// # async fn demo(node: erlkube_node::Node) -> Result<(), Box<dyn std::error::Error>> {
+    /// let formation = resolve(None, std::env::vars(), "127.0.0.1")?;
+    /// let (updates, rx) = tokio::sync::mpsc::channel(16);
+    /// let _strategy = formation.spawn_strategy(updates)?;
+    /// let _running = Engine::new(RustNode(node), formation.engine.clone()).spawn(rx);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(actor: A, config: EngineConfig) -> Engine<A> {
         let (events, _) = broadcast::channel(1024);
         Engine {

@@ -72,6 +72,19 @@ pub enum StopReply {
 }
 
 /// A port-mapper client for one daemon (`host`, `port`).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), erlkube_epmd::ClientError> {
+/// let epmd = erlkube_epmd::Client::new("127.0.0.1", 4369);
+/// // erl's `epmd -names`
+/// println!("{:?}", epmd.names().await?);
+/// // where does node app@this-host listen?
+/// if let Some(info) = epmd.port_please("app").await? {
+///     println!("app listens on port {}", info.port);
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
     host: String,

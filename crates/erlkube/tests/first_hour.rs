@@ -210,6 +210,13 @@ fn names_erl_refuses_are_refused_with_its_reason() {
     );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("letters, digits"), "{err}");
+    let (code, out, err) = erlkube(&["ping", "a@b@c", "--cookie", "cc"], &[]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("host part"), "{err}");
+    // No cookie anywhere is a configuration error too.
+    let (code, _, err) = erlkube(&["ping", "a@127.0.0.1"], &[("HOME", "/nonexistent-home")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cookie"), "{err}");
 }
 
 #[test]

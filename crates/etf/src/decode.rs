@@ -1634,6 +1634,13 @@ pub fn decode_ref_body_prefix_with_atom_cache<'a>(
 }
 
 /// Decodes a whole buffer (version byte first, compressed or not).
+///
+/// ```
+/// // binary_to_term(<<131,100,0,2,111,107>>) on OTP 25: ok
+/// let t = erlkube_etf::decode(&[131, 100, 0, 2, 111, 107]).unwrap();
+/// assert_eq!(t.to_string(), "ok");
+/// assert!(erlkube_etf::decode(&[131, 100, 0, 9]).is_err()); // cut short
+/// ```
 pub fn decode(input: &[u8]) -> Result<Term, DecodeError> {
     let mut t = Term::Integer(0);
     decode_owned(input, None, true, &DecodeOptions::default(), &mut t)?;

@@ -44,6 +44,14 @@ impl EncodeOptions {
 }
 
 /// Encodes with the default options (version byte first).
+///
+/// ```
+/// use erlkube_etf::{decode, encode, Term};
+/// let t = Term::tuple(vec![Term::atom("ok"), Term::from(-3i64)]);
+/// let bytes = encode(&t); // term_to_binary({ok, -3})
+/// assert_eq!(bytes[0], 131);
+/// assert_eq!(decode(&bytes).unwrap(), t);
+/// ```
 pub fn encode(term: &Term) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     encode_into(term, &mut out);

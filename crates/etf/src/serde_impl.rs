@@ -59,6 +59,20 @@ fn mismatch(expected: &'static str, t: &Term) -> Error {
 }
 
 /// Converts a Rust value to a term.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize, PartialEq, Debug)]
+/// #[serde(rename_all = "snake_case")]
+/// enum Request {
+///     Put(String, i64), // {put, <<"k">>, 1}
+///     Get(String),      // {get, <<"k">>}
+/// }
+/// let t = erlkube_etf::to_term(&Request::Put("k".into(), 1)).unwrap();
+/// assert_eq!(t.to_string(), r#"{put,<<"k">>,1}"#);
+/// let back: Request = erlkube_etf::from_term(&t).unwrap();
+/// assert_eq!(back, Request::Put("k".into(), 1));
+/// ```
 pub fn to_term<T: Serialize + ?Sized>(value: &T) -> Result<Term, Error> {
     value.serialize(Serializer)
 }

@@ -20,6 +20,18 @@ pub enum Listen {
 }
 
 /// Everything a [`crate::Node`] needs to start.
+///
+/// ```
+/// use erlkube_node::{find_cookie, long_name, NodeConfig};
+///
+/// let mut config = NodeConfig::new(long_name("rust@127.0.0.1")?, find_cookie(Some("secret"))?);
+/// config.hidden = true; // not in the peers' nodes()
+/// config.register_with_epmd = false; // reached by --via / known ports only
+/// assert_eq!(config.name, "rust@127.0.0.1");
+/// // Names erl refuses are refused with its reason.
+/// assert!(long_name("fo o@127.0.0.1").is_err());
+/// # Ok::<(), erlkube_node::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     /// The full node name, `alive@host`.

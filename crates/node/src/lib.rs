@@ -244,6 +244,36 @@ pub(crate) struct Inner {
 
 /// A running node. Cheap to clone; the node stops when [`Node::shutdown`]
 /// is called or the last clone is dropped.
+///
+/// A Rust service in a BEAM cluster: a gen_server Elixir calls, a call to
+/// a BEAM gen_server, and an RPC (`examples/` has complete programs):
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use erlkube_etf::Term;
+/// use erlkube_node::{find_cookie, Node, NodeConfig};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let node = Node::start(NodeConfig::new("rust@127.0.0.1", find_cookie(Some("secret"))?)).await?;
+/// // GenServer.call({:greeter, :"rust@127.0.0.1"}, "ada") answers {:hello, "ada"}.
+/// node.serve_gen_server(
+///     "greeter",
+///     |name| Term::tuple(vec![Term::atom("hello"), name]),
+///     |_cast| {},
+/// );
+/// // gen_server:call({counter, 'app@127.0.0.1'}, 1) from Rust.
+/// let reply = node
+///     .gen_call(("counter", "app@127.0.0.1"), Term::from(1i64), Duration::from_secs(5))
+///     .await?;
+/// // rpc:call('app@127.0.0.1', erlang, node, []).
+/// let name = node
+///     .rpc_call("app@127.0.0.1", "erlang", "node", vec![], Duration::from_secs(5))
+///     .await?;
+/// println!("{reply} from {name}");
+/// node.shutdown();
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<Inner>,

@@ -38,8 +38,17 @@ pub struct PingArgs {
 
 pub fn main(args: PingArgs) -> ExitCode {
     super::node::init_tracing("error");
+    // Usage and configuration errors (a bad name, no cookie) exit 2 before
+    // anything is started, as on every command.
+    let config = match prepare(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("erlkube ping: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    match rt.block_on(run(args)) {
+    match rt.block_on(run(&args.node, config)) {
         Ok(()) => {
             println!("pong");
             ExitCode::SUCCESS
@@ -52,14 +61,14 @@ pub fn main(args: PingArgs) -> ExitCode {
     }
 }
 
-async fn run(args: PingArgs) -> Result<(), String> {
+fn prepare(args: &PingArgs) -> Result<NodeConfig, String> {
     let host = check_node_name(&args.node, NameMode::Any)
         .map_err(|e| e.to_string())?
         .1
         .to_owned();
     let own = match (&args.name, &args.sname) {
-        (Some(n), _) => long_name(n).map_err(|e| e.to_string())?,
-        (_, Some(n)) => short_name(n).map_err(|e| e.to_string())?,
+        (Some(n), _) => long_name(n).map_err(|e| format!("--name: {e}"))?,
+        (_, Some(n)) => short_name(n).map_err(|e| format!("--sname: {e}"))?,
         _ => format!("erlkube_ping_{}@{host}", std::process::id()),
     };
     let cookie = find_cookie(args.cookie.as_deref()).map_err(|e| e.to_string())?;
@@ -74,10 +83,13 @@ async fn run(args: PingArgs) -> Result<(), String> {
     }
     if let Some(addr) = args.via {
         config.known_addrs.insert(args.node.clone(), addr);
-        config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
     }
+    Ok(config)
+}
+
+async fn run(target: &str, config: NodeConfig) -> Result<(), String> {
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
-    let r = node.ping(&args.node).await.map_err(|e| error_chain(&e));
+    let r = node.ping(target).await.map_err(|e| error_chain(&e));
     node.shutdown();
     r
 }
