@@ -374,3 +374,51 @@ fn agent_default_epmd_discovery_uses_the_node_host_and_erl_epmd_port() {
         "e1 should see e2 (and never itself as a peer): {last}"
     );
 }
+
+#[test]
+fn node_warns_when_discovery_finds_only_names_it_cannot_reach() {
+    // The case: e1@127.0.0.1 whose discovery names nodes @vm.
+    let epmd = OtpEpmd::start().unwrap();
+    let _beam = ErlNode::builder(&unique_name("hour_vm"))
+        .cookie("cc")
+        .epmd_port(epmd.port())
+        .start()
+        .expect("erl must be installed");
+    let mut cmd = Command::new(ERLKUBE);
+    cmd.args(["node", "--name", &long("hour_warn"), "--cookie", "cc"])
+        .args(["--epmd-port", &epmd.port().to_string()])
+        .env("ERLKUBE_DISCOVERY_EPMD_HOST", "vm")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut node = ChildGuard::spawn(&mut cmd).unwrap();
+    let stderr = node.child_mut().stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let (mut at_start, mut in_answer) = (false, false);
+    while !(at_start && in_answer) {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                at_start |= line.contains("can never connect");
+                in_answer |= line.contains("only names this node cannot reach");
+                seen.push(line);
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        at_start && in_answer,
+        "warnings expected:\n{}",
+        seen.join("\n")
+    );
+}
