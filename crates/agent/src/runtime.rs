@@ -86,15 +86,19 @@ impl Agent {
         nc.listen = Listen::Ephemeral;
         nc.register_with_epmd = false;
         nc.net_ticktime = config.net_ticktime;
-        if config
+        // The agent's node only dials out (to its own BEAM node): it
+        // listens on loopback, so nothing off the pod can reach it.
+        nc.listen_ip = if config
             .node
             .as_str()
             .split('@')
             .nth(1)
             .is_some_and(|h| h.contains(':'))
         {
-            nc.listen_ip = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
-        }
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        };
         let local = Node::start(nc).await?;
         let status = Arc::new(Mutex::new(Status {
             node: config.node.to_string(),

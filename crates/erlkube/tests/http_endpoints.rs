@@ -24,7 +24,7 @@ const WAIT: Duration = Duration::from_secs(30);
 struct Setup {
     _epmd: OtpEpmd,
     _node: ErlNode,
-    _agent: ChildGuard,
+    agent: ChildGuard,
     http: SocketAddr,
 }
 
@@ -65,7 +65,7 @@ fn setup() -> Setup {
     Setup {
         _epmd: epmd,
         _node: node,
-        _agent: agent,
+        agent,
         http,
     }
 }
@@ -197,4 +197,47 @@ fn every_metrics_endpoint_passes_promtool() {
     );
     promtool_check("erlkube epmd's /metrics", &body);
     drop(node);
+}
+
+/// The TCP sockets process `pid` listens on: its socket inodes matched
+/// against `/proc/net/tcp{,6}` entries in state LISTEN.
+fn listening_sockets(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address st ... inode
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                out.push(f[1].to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The agent's own (hidden) node only dials out: it listens on loopback.
+#[test]
+fn the_agent_listens_on_loopback_only() {
+    let s = setup();
+    let socks = listening_sockets(s.agent.id());
+    // The HTTP port (bound to 127.0.0.1 here) and the node's listener.
+    assert!(socks.len() >= 2, "{socks:?}");
+    for a in &socks {
+        // Hex address:port as the kernel writes it: 127.0.0.1 is
+        // 0100007F, ::1 is 00000000000000000000000001000000.
+        let (addr, _port) = a.split_once(':').unwrap();
+        assert!(
+            addr == "0100007F" || addr == "00000000000000000000000001000000",
+            "the agent listens on {a} (not loopback): {socks:?}"
+        );
+    }
 }
