@@ -12,3 +12,45 @@ pub mod ping;
 pub mod remsh;
 pub mod rpc;
 pub mod term;
+
+const COOKIE_HEADING: &str =
+    "Cookie: $RELEASE_COOKIE, else $ERLANG_COOKIE, else ~/.erlang.cookie (owner-only); or";
+
+/// The cookie options of every command that joins a cluster. The
+/// environment comes first (`RELEASE_COOKIE`, `ERLANG_COOKIE`), then
+/// `~/.erlang.cookie`; the flags override them.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CookieArgs {
+    /// Read the cookie from this file (surrounding whitespace trimmed).
+    #[arg(long, value_name = "PATH", conflicts_with = "cookie", help_heading = COOKIE_HEADING)]
+    cookie_file: Option<std::path::PathBuf>,
+    /// The cookie itself. Visible to every user in `ps`: prefer
+    /// RELEASE_COOKIE or --cookie-file.
+    #[arg(long, help_heading = COOKIE_HEADING)]
+    cookie: Option<String>,
+}
+
+impl CookieArgs {
+    /// The cookie by erlkube-node's one lookup; warns once (on stderr,
+    /// without the value) when it came from `--cookie`.
+    pub fn find(&self) -> Result<erlkube_node::Cookie, erlkube_node::ConfigError> {
+        if self.cookie.is_some() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!(
+                    "erlkube: warning: --cookie shows the cookie to every user of this machine (ps); \
+                     prefer RELEASE_COOKIE or --cookie-file PATH"
+                )
+            });
+        }
+        erlkube_node::lookup_cookie(
+            erlkube_node::CookieLookup {
+                explicit: self.cookie.as_deref(),
+                file: self.cookie_file.as_deref(),
+            },
+            |v| std::env::var(v).ok(),
+            erlkube_node::read_cookie_file,
+        )
+        .map(|(c, _)| c)
+    }
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use erlkube_etf::Term;
-use erlkube_node::{find_cookie, long_name, short_name, Listen, Node, NodeConfig, NodeEvent};
+use erlkube_node::{long_name, short_name, Listen, Node, NodeConfig, NodeEvent};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("nodename").required(true).args(["name", "sname"])))]
@@ -21,9 +21,8 @@ pub struct NodeArgs {
     /// Short node name (`alive` or `alive@host`).
     #[arg(long)]
     sname: Option<String>,
-    /// The cookie (default: $RELEASE_COOKIE, then ~/.erlang.cookie).
-    #[arg(long)]
-    cookie: Option<String>,
+    #[command(flatten)]
+    cookie: super::CookieArgs,
     /// Listen on this port (default: an ephemeral port registered with epmd).
     #[arg(long)]
     port: Option<u16>,
@@ -83,7 +82,7 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
         (_, Some(n)) => short_name(n)?,
         _ => unreachable!("clap requires one"),
     };
-    let cookie = find_cookie(args.cookie.as_deref())?;
+    let cookie = args.cookie.find()?;
     let mut config = NodeConfig::new(name, cookie);
     config.hidden = args.hidden;
     config.epmd_port = args.epmd_port;
