@@ -59,15 +59,17 @@ pub fn main(args: NodeArgs) -> ExitCode {
 }
 
 /// Logs to stderr, filtered by RUST_LOG (else `default`); colours only on
-/// a terminal, so container logs stay plain text.
+/// a terminal, so container logs stay plain text; control characters in a
+/// line escaped (untrusted names and reasons cannot forge lines).
 pub(crate) fn init_tracing(default: &str) {
     use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let ansi = std::io::stderr().is_terminal();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(super::EscapingStderr { ansi })
+        .with_ansi(ansi)
         .try_init();
 }
 
