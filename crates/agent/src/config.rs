@@ -13,7 +13,7 @@ use erlkube_discovery::config::{
     env_name, parse_duration, resolve_with, ConfigError, Defaults, Entry, FormationConfig, Source,
 };
 use erlkube_discovery::NodeName;
-use erlkube_node::Cookie;
+use erlkube_node::{lookup_cookie, Cookie, CookieFile, CookieLookup};
 
 use crate::nodename::{node_name, NamingInput};
 
@@ -38,7 +38,7 @@ pub const AGENT_KEYS: &[AgentKey] = &[
     AgentKey {
         name: "agent.cookie_file",
         default: None,
-        doc: "file holding the cookie; default RELEASE_COOKIE, else ~/.erlang.cookie",
+        doc: "file holding the cookie; default RELEASE_COOKIE, else ERLANG_COOKIE, else ~/.erlang.cookie (owner-only)",
     },
     AgentKey {
         name: "agent.name",
@@ -242,8 +242,9 @@ pub fn split_file(text: Option<&str>) -> Result<SplitFile, ConfigError> {
     })
 }
 
-/// Resolves the agent's configuration. `read_file` reads the cookie file
-/// (a parameter so tests stay pure); `pid` is used in the default agent
+/// Resolves the agent's configuration. `read_file` reads a cookie file
+/// ([`erlkube_node::read_cookie_file`] for real ones; a parameter so tests
+/// stay pure); `pid` is used in the default agent
 /// name. `_hostname` (this machine's name) is no longer used: the default
 /// `epmd` discovery asks for the host part of the node's own name, on the
 /// epmd at `127.0.0.1:$ERL_EPMD_PORT`, so it finds names the node can reach.
@@ -251,7 +252,7 @@ pub fn resolve_agent(
     file: Option<&str>,
     env: impl IntoIterator<Item = (String, String)>,
     _hostname: &str,
-    read_file: impl Fn(&std::path::Path) -> std::io::Result<String>,
+    read_file: impl Fn(&std::path::Path) -> std::io::Result<CookieFile>,
     pid: u32,
 ) -> Result<AgentConfig, ConfigError> {
     let env: BTreeMap<String, String> = env.into_iter().collect();
@@ -341,35 +342,19 @@ pub fn resolve_agent(
         )
     })?;
     let host = node.host();
-    // Cookie: agent.cookie_file, else RELEASE_COOKIE, else ~/.erlang.cookie.
-    let (cookie, cookie_source) = if let Some(path) = get(&entries, "agent.cookie_file") {
-        let text = read_file(std::path::Path::new(&path))
-            .map_err(|e| invalid("agent.cookie_file", format!("cannot read {path}: {e}")))?;
-        let c = text.trim();
-        if c.is_empty() {
-            return Err(invalid("agent.cookie_file", format!("{path} is empty")));
-        }
-        (Cookie::new(c), format!("file {path}"))
-    } else if let Some(c) = env.get("RELEASE_COOKIE").filter(|c| !c.trim().is_empty()) {
-        (Cookie::new(c.trim()), "env RELEASE_COOKIE".to_owned())
-    } else {
-        let path =
-            PathBuf::from(env.get("HOME").cloned().unwrap_or_default()).join(".erlang.cookie");
-        match read_file(&path) {
-            Ok(c) if !c.trim().is_empty() => {
-                (Cookie::new(c.trim()), format!("file {}", path.display()))
-            }
-            _ => {
-                return Err(invalid(
-                    "agent.cookie_file",
-                    format!(
-                        "no cookie: set RELEASE_COOKIE, ERLKUBE_AGENT_COOKIE_FILE, or create {}",
-                        path.display()
-                    ),
-                ))
-            }
-        }
-    };
+    // Cookie: erlkube-node's one lookup (agent.cookie_file, else
+    // RELEASE_COOKIE, ERLANG_COOKIE, ~/.erlang.cookie).
+    let cookie_file = get(&entries, "agent.cookie_file").map(PathBuf::from);
+    let (cookie, cookie_source) = lookup_cookie(
+        CookieLookup {
+            explicit: None,
+            file: cookie_file.as_deref(),
+        },
+        |v| env.get(v).cloned(),
+        read_file,
+    )
+    .map_err(|e| invalid("agent.cookie_file", e.to_string()))?;
+    let cookie_source = cookie_source.to_string();
     let name_entry = entries.iter_mut().find(|e| e.key == "agent.name").unwrap();
     if name_entry.value.is_none() {
         name_entry.value = Some(format!("erlkube_agent_{pid}@{host}"));
@@ -498,7 +483,7 @@ mod tests {
             .collect()
     }
 
-    fn no_file(_: &std::path::Path) -> std::io::Result<String> {
+    fn no_file(_: &std::path::Path) -> std::io::Result<CookieFile> {
         Err(std::io::Error::from(std::io::ErrorKind::NotFound))
     }
 
@@ -623,7 +608,12 @@ mod tests {
             None,
             env(&[("RELEASE_NODE", "a@h"), ("ERLKUBE_AGENT_COOKIE_FILE", "/c")]),
             "h",
-            |_| Ok("  filecookie\n".into()),
+            |_| {
+                Ok(CookieFile {
+                    text: "  filecookie\n".into(),
+                    mode: 0o644,
+                })
+            },
             1,
         )
         .unwrap();

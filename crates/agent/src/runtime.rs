@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use crate::beam::{BeamNode, Seen};
 use crate::config::AgentConfig;
-use crate::http::{self, Response};
+use crate::http;
 use crate::monitor::{MonitorMessage, Subscription};
 use crate::status::Status;
 use crate::throttle::{Throttle, Verdict};
@@ -86,15 +86,19 @@ impl Agent {
         nc.listen = Listen::Ephemeral;
         nc.register_with_epmd = false;
         nc.net_ticktime = config.net_ticktime;
-        if config
+        // The agent's node only dials out (to its own BEAM node): it
+        // listens on loopback, so nothing off the pod can reach it.
+        nc.listen_ip = if config
             .node
             .as_str()
             .split('@')
             .nth(1)
             .is_some_and(|h| h.contains(':'))
         {
-            nc.listen_ip = std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
-        }
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        } else {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        };
         let local = Node::start(nc).await?;
         let status = Arc::new(Mutex::new(Status {
             node: config.node.to_string(),
@@ -103,7 +107,7 @@ impl Agent {
             ..Status::default()
         }));
         let s = status.clone();
-        let http_task = tokio::spawn(http::serve(listener, move |path| endpoint(&s, path)));
+        let http_task = tokio::spawn(http::serve(listener, s));
         tracing::info!(node = %config.node, agent = %local.name(), http = %http_addr, "agent started");
         Ok(Agent {
             config,
@@ -179,39 +183,6 @@ impl Agent {
         self.local.shutdown();
         tracing::info!("agent stopped");
         Ok(())
-    }
-}
-
-fn endpoint(status: &Mutex<Status>, path: &str) -> Response {
-    let s = status.lock().unwrap();
-    match path {
-        "/healthz" => Response::new(200, "text/plain", "ok\n"),
-        "/readyz" => {
-            if s.ready() {
-                Response::new(200, "text/plain", "ready\n")
-            } else if !s.beam_up {
-                Response::new(503, "text/plain", "not ready: the node is not up\n")
-            } else if s.discovered.is_none() {
-                Response::new(503, "text/plain", "not ready: no discovery answer yet\n")
-            } else {
-                Response::new(
-                    503,
-                    "text/plain",
-                    format!(
-                        "not ready: connected to {} of {} discovered peers\n",
-                        s.connected_discovered(),
-                        s.discovered.as_ref().map_or(0, |d| d.len())
-                    ),
-                )
-            }
-        }
-        "/metrics" => Response::new(200, "text/plain; version=0.0.4", s.prometheus()),
-        "/cluster" => Response::new(200, "application/json", s.json()),
-        _ => Response::new(
-            404,
-            "text/plain",
-            "not found; try /healthz /readyz /metrics /cluster\n",
-        ),
     }
 }
 

@@ -2,10 +2,16 @@
 //! Prometheus text for `/metrics`, JSON for `/cluster`. Pure.
 
 use std::collections::BTreeSet;
-use std::fmt::Write;
+use std::fmt::{self, Write};
 use std::time::Duration;
 
 use erlkube_discovery::{Metrics, NodeName};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 /// Upper bounds of the discovery latency histogram, seconds.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -108,125 +114,14 @@ impl Status {
         f(&self.engine_base) + f(&self.engine)
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
+    /// The Prometheus text exposition (format 0.0.4, see
+    /// [`METRICS_CONTENT_TYPE`]), written by `prometheus-client` from this
+    /// snapshot.
     pub fn prometheus(&self) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Snapshot(self.clone())));
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        metric(
-            "erlkube_agent_beam_up",
-            "gauge",
-            "1 while the local BEAM node answers RPC.",
-            self.beam_up as u64,
-        );
-        metric(
-            "erlkube_agent_ready",
-            "gauge",
-            "1 when /readyz answers ready.",
-            self.ready() as u64,
-        );
-        metric(
-            "erlkube_agent_beam_starts_total",
-            "counter",
-            "Times the local BEAM node came up (start and restarts).",
-            self.beam_ups,
-        );
-        metric(
-            "erlkube_agent_discovered_nodes",
-            "gauge",
-            "Peers in the last successful discovery answer.",
-            self.discovered.as_ref().map_or(0, |d| d.len() as u64),
-        );
-        metric(
-            "erlkube_agent_connected_nodes",
-            "gauge",
-            "Discovered peers the local BEAM node is connected to.",
-            self.connected_discovered() as u64,
-        );
-        metric(
-            "erlkube_agent_beam_visible_nodes",
-            "gauge",
-            "Length of the local BEAM node's nodes().",
-            self.connected.len() as u64,
-        );
-        metric(
-            "erlkube_agent_beam_node_events",
-            "gauge",
-            "1 while the node's nodeup/nodedown events arrive (0: nodes() is polled).",
-            self.node_events as u64,
-        );
-        metric(
-            "erlkube_agent_beam_node_events_total",
-            "counter",
-            "nodeup/nodedown events received from the node.",
-            self.node_events_received,
-        );
-        metric(
-            "erlkube_agent_beam_subscriptions_total",
-            "counter",
-            "Event subscribers started on the node.",
-            self.node_subscriptions,
-        );
-        metric(
-            "erlkube_agent_beam_nodes_polls_total",
-            "counter",
-            "Safety-net reads of the node's nodes() while events arrive.",
-            self.nodes_polls,
-        );
-        metric(
-            "erlkube_agent_beam_nodes_corrections_total",
-            "counter",
-            "Safety-net reads that found the event-kept membership wrong.",
-            self.nodes_corrections,
-        );
-        metric(
-            "erlkube_agent_connect_attempts_total",
-            "counter",
-            "net_kernel:connect_node/1 calls made.",
-            self.total(|m| m.connect_attempts),
-        );
-        metric(
-            "erlkube_agent_connect_failures_total",
-            "counter",
-            "net_kernel:connect_node/1 calls that failed.",
-            self.total(|m| m.connect_failures),
-        );
-        metric(
-            "erlkube_agent_removed_nodes_total",
-            "counter",
-            "Peers removed on evidence (absent from complete answers).",
-            self.total(|m| m.removed),
-        );
-        metric(
-            "erlkube_agent_discovery_answers_total",
-            "counter",
-            "Successful discovery rounds.",
-            self.discovery_answers,
-        );
-        metric(
-            "erlkube_agent_discovery_errors_total",
-            "counter",
-            "Failed discovery rounds.",
-            self.discovery_errors,
-        );
-        let h = &self.discovery_latency;
-        let name = "erlkube_agent_discovery_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Latency of successful discovery rounds.\n# TYPE {name} histogram"
-        );
-        let mut cum = 0;
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            cum += h.counts.get(i).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cum}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "{name}_sum {}", h.sum);
-        let _ = writeln!(out, "{name}_count {}", h.count);
+        prometheus_text::encode(&mut out, &registry).expect("writing to a String cannot fail");
         out
     }
 
@@ -251,6 +146,141 @@ impl Status {
             list(&self.connected),
             self.last_discovery_error.as_deref().map_or("null".into(), json_string),
         )
+    }
+}
+
+/// The `Content-Type` of [`Status::prometheus`].
+pub const METRICS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// A [`Status`] snapshot as a `prometheus-client` collector: every metric
+/// is read from the snapshot when the registry is encoded.
+#[derive(Debug)]
+struct Snapshot(Status);
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let g = ConstGauge::new(v as i64);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// `name` without `_total`: the encoder adds it to counters.
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        let s = &self.0;
+        let e = &mut e;
+        gauge(
+            e,
+            "erlkube_agent_beam_up",
+            "1 while the local BEAM node answers RPC.",
+            s.beam_up as u64,
+        )?;
+        gauge(
+            e,
+            "erlkube_agent_ready",
+            "1 when /readyz answers ready.",
+            s.ready() as u64,
+        )?;
+        counter(
+            e,
+            "erlkube_agent_beam_starts",
+            "Times the local BEAM node came up (start and restarts).",
+            s.beam_ups,
+        )?;
+        gauge(
+            e,
+            "erlkube_agent_discovered_nodes",
+            "Peers in the last successful discovery answer.",
+            s.discovered.as_ref().map_or(0, |d| d.len() as u64),
+        )?;
+        gauge(
+            e,
+            "erlkube_agent_connected_nodes",
+            "Discovered peers the local BEAM node is connected to.",
+            s.connected_discovered() as u64,
+        )?;
+        gauge(
+            e,
+            "erlkube_agent_beam_visible_nodes",
+            "Length of the local BEAM node's nodes().",
+            s.connected.len() as u64,
+        )?;
+        gauge(
+            e,
+            "erlkube_agent_beam_node_events",
+            "1 while the node's nodeup/nodedown events arrive (0: nodes() is polled).",
+            s.node_events as u64,
+        )?;
+        counter(
+            e,
+            "erlkube_agent_beam_node_events",
+            "nodeup/nodedown events received from the node.",
+            s.node_events_received,
+        )?;
+        counter(
+            e,
+            "erlkube_agent_beam_subscriptions",
+            "Event subscribers started on the node.",
+            s.node_subscriptions,
+        )?;
+        counter(
+            e,
+            "erlkube_agent_beam_nodes_polls",
+            "Safety-net reads of the node's nodes() while events arrive.",
+            s.nodes_polls,
+        )?;
+        counter(
+            e,
+            "erlkube_agent_beam_nodes_corrections",
+            "Safety-net reads that found the event-kept membership wrong.",
+            s.nodes_corrections,
+        )?;
+        counter(
+            e,
+            "erlkube_agent_connect_attempts",
+            "net_kernel:connect_node/1 calls made.",
+            s.total(|m| m.connect_attempts),
+        )?;
+        counter(
+            e,
+            "erlkube_agent_connect_failures",
+            "net_kernel:connect_node/1 calls that failed.",
+            s.total(|m| m.connect_failures),
+        )?;
+        counter(
+            e,
+            "erlkube_agent_removed_nodes",
+            "Peers removed on evidence (absent from complete answers).",
+            s.total(|m| m.removed),
+        )?;
+        counter(
+            e,
+            "erlkube_agent_discovery_answers",
+            "Successful discovery rounds.",
+            s.discovery_answers,
+        )?;
+        counter(
+            e,
+            "erlkube_agent_discovery_errors",
+            "Failed discovery rounds.",
+            s.discovery_errors,
+        )?;
+        let h = &s.discovery_latency;
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (*b, h.counts.get(i).copied().unwrap_or(0)))
+            .collect();
+        e.encode_descriptor(
+            "erlkube_agent_discovery_duration_seconds",
+            "Latency of successful discovery rounds.",
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
     }
 }
 
@@ -318,6 +348,30 @@ mod tests {
         assert!(text.contains("erlkube_agent_discovery_duration_seconds_bucket{le=\"5\"} 2\n"));
         assert!(text.contains("erlkube_agent_discovery_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("erlkube_agent_discovery_duration_seconds_count 3\n"));
+    }
+
+    /// The exposition is exactly what the hand-written renderer wrote
+    /// before `prometheus-client` (golden text made by that renderer):
+    /// every name, type, help text and value kept.
+    #[test]
+    fn metrics_text_is_unchanged_by_the_library() {
+        let mut s = Status {
+            beam_up: true,
+            beam_ups: 2,
+            discovered: Some(set(&["a@h"])),
+            connected: set(&["a@h", "b@h"]),
+            node_events: true,
+            node_events_received: 5,
+            node_subscriptions: 1,
+            nodes_polls: 3,
+            nodes_corrections: 1,
+            discovery_answers: 7,
+            discovery_errors: 2,
+            ..Status::default()
+        };
+        s.discovery_latency.observe(Duration::from_millis(3));
+        s.discovery_latency.observe(Duration::from_secs(1));
+        assert_eq!(s.prometheus(), include_str!("../tests/golden/metrics.txt"));
     }
 
     #[test]

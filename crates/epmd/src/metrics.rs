@@ -1,183 +1,170 @@
-//! Counters and a tiny HTTP responder serving them in Prometheus text
-//! format (`GET /metrics`).
+//! The daemon's counters (`prometheus-client` metrics) and their HTTP
+//! endpoint (`GET /metrics`, Prometheus text format 0.0.4) on
+//! [`erlkube_http`].
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use erlkube_http::{text, Method, StatusCode};
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 const KINDS: [&str; 6] = ["alive2", "port_please2", "names", "dump", "kill", "stop"];
 
+type Labels = [(&'static str, &'static str); 1];
+
 /// The daemon's counters. Cheap to update from any task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    requests: [AtomicU64; 6],
-    errors: Mutex<BTreeMap<&'static str, u64>>,
-    connections_total: AtomicU64,
-    connections_open: AtomicU64,
-    registered: AtomicU64,
+    registry: Registry,
+    requests: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    connections_total: Counter,
+    connections_open: Gauge,
+    registered: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            errors: Family::default(),
+            connections_total: Counter::default(),
+            connections_open: Gauge::default(),
+            registered: Gauge::default(),
+        };
+        // Every request type shows, at 0 until seen.
+        for k in KINDS {
+            drop(m.requests.get_or_create(&[("type", k)]));
+        }
+        // `register` adds the help text's final period and counters' `_total`.
+        m.registry.register(
+            "erlkube_epmd_registered_nodes",
+            "Nodes currently registered",
+            m.registered.clone(),
+        );
+        m.registry.register(
+            "erlkube_epmd_requests",
+            "Requests received, by type",
+            m.requests.clone(),
+        );
+        m.registry.register(
+            "erlkube_epmd_errors",
+            "Connections closed because of an error, by reason",
+            m.errors.clone(),
+        );
+        m.registry.register(
+            "erlkube_epmd_connections",
+            "Connections accepted",
+            m.connections_total.clone(),
+        );
+        m.registry.register(
+            "erlkube_epmd_connections_open",
+            "Connections open now",
+            m.connections_open.clone(),
+        );
+        m
+    }
 }
 
 impl Metrics {
     /// Counts a request of `kind` (see `Request::kind`).
     pub fn request(&self, kind: &str) {
-        if let Some(i) = KINDS.iter().position(|k| *k == kind) {
-            self.requests[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(k) = KINDS.iter().find(|k| **k == kind) {
+            self.requests.get_or_create(&[("type", k)]).inc();
         }
     }
 
     /// Counts an error (a closed connection) by reason.
     pub fn error(&self, reason: &'static str) {
-        *self.errors.lock().unwrap().entry(reason).or_default() += 1;
+        self.errors.get_or_create(&[("reason", reason)]).inc();
     }
 
     /// A connection was accepted.
     pub fn connection_opened(&self) {
-        self.connections_total.fetch_add(1, Ordering::Relaxed);
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.inc();
+        self.connections_open.inc();
     }
 
     /// A connection was closed.
     pub fn connection_closed(&self) {
-        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.connections_open.dec();
     }
 
     /// Sets the registered-nodes gauge.
     pub fn set_registered(&self, n: usize) {
-        self.registered.store(n as u64, Ordering::Relaxed);
+        self.registered.set(n as i64);
     }
 
     /// Requests of `kind` counted so far.
     pub fn requests(&self, kind: &str) -> u64 {
         KINDS
             .iter()
-            .position(|k| *k == kind)
-            .map_or(0, |i| self.requests[i].load(Ordering::Relaxed))
+            .find(|k| **k == kind)
+            .map_or(0, |k| self.requests.get_or_create(&[("type", k)]).get())
     }
 
     /// Errors with `reason` counted so far.
-    pub fn errors(&self, reason: &str) -> u64 {
+    pub fn errors(&self, reason: &'static str) -> u64 {
         self.errors
-            .lock()
-            .unwrap()
-            .get(reason)
-            .copied()
-            .unwrap_or(0)
+            .get(&[("reason", reason)])
+            .map_or(0, |c| c.get())
     }
 
     /// Connections open right now.
     pub fn open_connections(&self) -> u64 {
-        self.connections_open.load(Ordering::Relaxed)
+        self.connections_open.get().max(0) as u64
     }
 
     /// Prometheus text exposition format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# HELP erlkube_epmd_registered_nodes Nodes currently registered.\n\
-             # TYPE erlkube_epmd_registered_nodes gauge\n\
-             erlkube_epmd_registered_nodes {}",
-            self.registered.load(Ordering::Relaxed)
-        );
-        s.push_str(
-            "# HELP erlkube_epmd_requests_total Requests received, by type.\n\
-             # TYPE erlkube_epmd_requests_total counter\n",
-        );
-        for (i, k) in KINDS.iter().enumerate() {
-            let _ = writeln!(
-                s,
-                "erlkube_epmd_requests_total{{type=\"{k}\"}} {}",
-                self.requests[i].load(Ordering::Relaxed)
-            );
-        }
-        s.push_str(
-            "# HELP erlkube_epmd_errors_total Connections closed because of an error, by reason.\n\
-             # TYPE erlkube_epmd_errors_total counter\n",
-        );
-        for (reason, n) in self.errors.lock().unwrap().iter() {
-            let _ = writeln!(s, "erlkube_epmd_errors_total{{reason=\"{reason}\"}} {n}");
-        }
-        let _ = writeln!(
-            s,
-            "# HELP erlkube_epmd_connections_total Connections accepted.\n\
-             # TYPE erlkube_epmd_connections_total counter\n\
-             erlkube_epmd_connections_total {}\n\
-             # HELP erlkube_epmd_connections_open Connections open now.\n\
-             # TYPE erlkube_epmd_connections_open gauge\n\
-             erlkube_epmd_connections_open {}",
-            self.connections_total.load(Ordering::Relaxed),
-            self.connections_open.load(Ordering::Relaxed)
-        );
+        prometheus_text::encode(&mut s, &self.registry).expect("writing to a String cannot fail");
         s
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves. Anything
-/// else gets 404; requests must arrive within 5 s and 8 KiB.
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves
+/// (anything else gets 404 or 405), under [`erlkube_http::Limits`]'
+/// defaults: a request must arrive whole within 5 s, at most 4,096
+/// connections, 503 past them.
 pub async fn serve(
     listener: TcpListener,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    loop {
-        let (mut stream, peer) = tokio::select! {
-            _ = &mut shutdown => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+    erlkube_http::serve(
+        "epmd-metrics",
+        listener,
+        erlkube_http::Limits::default(),
+        move |req| {
+            let metrics = metrics.clone();
+            async move {
+                match (req.method(), req.uri().path()) {
+                    (&Method::GET | &Method::HEAD, "/metrics") => text(
+                        StatusCode::OK,
+                        prometheus_text::CONTENT_TYPE,
+                        metrics.render(),
+                    ),
+                    (&Method::GET | &Method::HEAD, _) => text(
+                        StatusCode::NOT_FOUND,
+                        "text/plain",
+                        "not found; try /metrics\n",
+                    ),
+                    _ => text(
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "text/plain",
+                        "only GET and HEAD\n",
+                    ),
                 }
-            },
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let mut buf = Vec::with_capacity(512);
-            let head = tokio::time::timeout(Duration::from_secs(5), async {
-                let mut chunk = [0u8; 1024];
-                loop {
-                    let n = stream.read(&mut chunk).await.ok()?;
-                    if n == 0 {
-                        return None;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        return Some(());
-                    }
-                    if buf.len() > 8192 {
-                        return None;
-                    }
-                }
-            })
-            .await;
-            if !matches!(head, Ok(Some(()))) {
-                tracing::debug!(%peer, "metrics request incomplete");
-                return;
             }
-            let first = buf.split(|&b| b == b'\n').next().unwrap_or_default();
-            let mut parts = first.split(|&b| b == b' ');
-            let (method, path) = (parts.next(), parts.next());
-            let path = path.map(|p| p.split(|&b| b == b'?').next().unwrap_or_default());
-            let resp = if method == Some(b"GET") && path == Some(b"/metrics") {
-                let body = metrics.render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
-                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into()
-            };
-            let _ = stream.write_all(resp.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
-    }
+        },
+        shutdown,
+    )
+    .await
 }

@@ -162,6 +162,77 @@ struct Shared {
     holders: Mutex<HashMap<ConnId, oneshot::Sender<()>>>,
     killed: Notify,
     next_id: AtomicU64,
+    /// Per-peer limit on warnings (a client sending garbage in a loop
+    /// gets a few lines and a count, not one line per connection).
+    warns: PeerWarnings,
+}
+
+/// Warnings shown per peer address in each window; the rest are counted
+/// and summed up in one line when the window ends.
+const WARN_BURST: u32 = 5;
+/// The window of [`WARN_BURST`].
+const WARN_WINDOW: Duration = Duration::from_secs(10);
+/// Peers tracked at once; past it, new peers share one bucket.
+const WARN_PEERS: usize = 4096;
+
+#[derive(Default)]
+struct PeerWarnings {
+    peers: Mutex<HashMap<IpAddr, PeerWarns>>,
+}
+
+struct PeerWarns {
+    since: Instant,
+    shown: u32,
+    suppressed: u64,
+}
+
+impl PeerWarnings {
+    /// Whether a warning about `ip` may be logged now (else it is counted).
+    fn allow(&self, ip: IpAddr, now: Instant) -> bool {
+        let mut peers = self.peers.lock().unwrap();
+        let key = if peers.len() >= WARN_PEERS && !peers.contains_key(&ip) {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            ip
+        };
+        let w = peers.entry(key).or_insert(PeerWarns {
+            since: now,
+            shown: 0,
+            suppressed: 0,
+        });
+        if w.shown < WARN_BURST {
+            w.shown += 1;
+            true
+        } else {
+            w.suppressed += 1;
+            false
+        }
+    }
+
+    /// Ends the windows older than [`WARN_WINDOW`]: returns the peers with
+    /// suppressed warnings and how many, and forgets those windows.
+    fn flush(&self, now: Instant) -> Vec<(IpAddr, u64)> {
+        let mut out = Vec::new();
+        self.peers.lock().unwrap().retain(|ip, w| {
+            if now.duration_since(w.since) < WARN_WINDOW {
+                return true;
+            }
+            if w.suppressed > 0 {
+                out.push((*ip, w.suppressed));
+            }
+            false
+        });
+        out
+    }
+}
+
+/// `warn!` with the peer's address, limited per peer ([`PeerWarnings`]).
+macro_rules! peer_warn {
+    ($shared:expr, $peer:expr, $($rest:tt)+) => {
+        if $shared.warns.allow($peer.ip(), Instant::now()) {
+            warn!(peer = %$peer, $($rest)+);
+        }
+    };
 }
 
 fn now_secs() -> u64 {
@@ -193,6 +264,7 @@ pub async fn run(
         holders: Mutex::new(HashMap::new()),
         killed: Notify::new(),
         next_id: AtomicU64::new(1),
+        warns: PeerWarnings::default(),
     });
     for l in &listeners {
         info!(addr = %l.local_addr()?, "epmd listening");
@@ -202,6 +274,8 @@ pub async fn run(
     // Which listener is polled first rotates, so a busy one (say IPv4)
     // cannot starve another (IPv6).
     let mut first = 0usize;
+    let mut summaries = tokio::time::interval(WARN_WINDOW);
+    summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let exit = loop {
         first = first.wrapping_add(1);
         let accept_any = std::future::poll_fn(|cx| {
@@ -217,6 +291,11 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break Exit::Shutdown,
             _ = shared.killed.notified() => break Exit::Killed,
+            _ = summaries.tick() => {
+                for (ip, n) in shared.warns.flush(Instant::now()) {
+                    warn!(peer = %ip, suppressed = n, "suppressed repeated warnings about this peer");
+                }
+            }
             accepted = accept_any => {
                 let (stream, peer) = match accepted {
                     Ok(x) => x,
@@ -232,7 +311,7 @@ pub async fn run(
                 let metrics = &shared.config.metrics;
                 if metrics.open_connections() as usize >= shared.config.max_connections {
                     metrics.error("connection_limit");
-                    warn!(%peer, "connection limit reached; closing");
+                    peer_warn!(shared, peer, "connection limit reached; closing");
                     continue;
                 }
                 metrics.connection_opened();
@@ -275,7 +354,12 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
         match decode_request(&buf, cfg.max_request_len) {
             Ok(Some((req, used))) => {
                 if used != buf.len() {
-                    warn!(extra = buf.len() - used, "bytes after the request; closing");
+                    peer_warn!(
+                        shared,
+                        peer,
+                        extra = buf.len() - used,
+                        "bytes after the request; closing"
+                    );
                     metrics.error("trailing_bytes");
                     return;
                 }
@@ -283,7 +367,7 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
             }
             Ok(None) => {}
             Err(e) => {
-                warn!(reason = %e, "bad request; closing");
+                peer_warn!(shared, peer, reason = %e, "bad request; closing");
                 metrics.error(decode_reason(&e));
                 return;
             }
@@ -299,16 +383,24 @@ async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr
         }
         match tokio::time::timeout_at(until, stream.read_buf(&mut buf)).await {
             Err(_) => {
-                warn!(
+                peer_warn!(
+                    shared,
+                    peer,
                     got = buf.len(),
-                    reason, "request not received in time; closing"
+                    reason,
+                    "request not received in time; closing"
                 );
                 metrics.error(reason);
                 return;
             }
             Ok(Ok(0)) => {
                 if !buf.is_empty() {
-                    warn!(got = buf.len(), "closed in the middle of a request");
+                    peer_warn!(
+                        shared,
+                        peer,
+                        got = buf.len(),
+                        "closed in the middle of a request"
+                    );
                     metrics.error("partial_request");
                 }
                 return;
@@ -351,7 +443,12 @@ async fn answer(
                 .is_ok_and(|l| is_local_peer(peer.ip(), l.ip()))
     };
     if needs_local && !local_peer() {
-        warn!(request = request.kind(), "refused from a non-local address");
+        peer_warn!(
+            shared,
+            peer,
+            request = request.kind(),
+            "refused from a non-local address"
+        );
         metrics.error("not_local");
         return;
     }
@@ -369,7 +466,7 @@ async fn answer(
             let (ok, creation) = match &result {
                 Ok(c) => (true, *c),
                 Err(e) => {
-                    warn!(%name, reason = %e, "registration refused");
+                    peer_warn!(shared, peer, name = ?name, reason = %e, "registration refused");
                     metrics.error("register_refused");
                     (false, 99)
                 }
@@ -388,7 +485,7 @@ async fn answer(
             let (stop_tx, stop_rx) = oneshot::channel();
             if ok {
                 shared.holders.lock().unwrap().insert(id, stop_tx);
-                info!(%name, port = node_port, creation, "registered");
+                info!(name = ?name, port = node_port, creation, "registered");
             }
             let written = stream.write_all(&resp.to_bytes()).await;
             if ok {
@@ -398,7 +495,7 @@ async fn answer(
                 shared.holders.lock().unwrap().remove(&id);
                 let mut reg = shared.registry.lock().unwrap();
                 if let Some(n) = reg.unregister_conn(id) {
-                    info!(name = %n, "unregistered");
+                    info!(name = ?n, "unregistered");
                 }
                 metrics.set_registered(reg.len());
             }
@@ -408,7 +505,7 @@ async fn answer(
                 Some(i) => Response::Port2Found(i.clone()),
                 None => Response::Port2NotFound,
             };
-            debug!(%name, found = matches!(resp, Response::Port2Found(_)), "port please");
+            debug!(name = ?name, found = matches!(resp, Response::Port2Found(_)), "port please");
             let _ = stream.write_all(&resp.to_bytes()).await;
         }
         Request::Names => {
@@ -426,17 +523,17 @@ async fn answer(
                 .write_all(&Response::Kill { killed: allowed }.to_bytes())
                 .await;
             if allowed {
-                warn!("KILL_REQ accepted; stopping");
+                warn!(%peer, "KILL_REQ accepted; stopping");
                 let _ = stream.shutdown().await;
                 shared.killed.notify_one();
             } else {
-                warn!("KILL_REQ refused: nodes are registered");
+                peer_warn!(shared, peer, "KILL_REQ refused: nodes are registered");
                 metrics.error("kill_refused");
             }
         }
         Request::Stop { name } => {
             if !shared.config.relaxed_command_check {
-                warn!(%name, "STOP_REQ refused: no relaxed command check");
+                peer_warn!(shared, peer, name = ?name, "STOP_REQ refused: no relaxed command check");
                 metrics.error("stop_refused");
                 return;
             }
@@ -451,7 +548,7 @@ async fn answer(
                     if let Some(tx) = shared.holders.lock().unwrap().remove(&c) {
                         let _ = tx.send(());
                     }
-                    info!(%name, "unregistered by STOP_REQ");
+                    info!(name = ?name, "unregistered by STOP_REQ");
                     true
                 }
                 None => false,
@@ -514,5 +611,32 @@ mod tests {
         let host6: IpAddr = "2001:db8::2".parse().unwrap();
         assert!(!is_local_peer("2001:db8::1".parse().unwrap(), host6));
         assert!(is_local_peer(host6, host6));
+    }
+}
+
+#[cfg(test)]
+mod warn_tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_limited_per_peer_and_summed_when_the_window_ends() {
+        let w = PeerWarnings::default();
+        let t0 = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let shown = (0..100).filter(|_| w.allow(a, t0)).count();
+        assert_eq!(shown, WARN_BURST as usize);
+        assert!(w.allow(b, t0), "another peer has its own budget");
+        assert!(w.flush(t0 + WARN_WINDOW / 2).is_empty());
+        assert_eq!(
+            w.flush(t0 + WARN_WINDOW),
+            vec![(a, 100 - WARN_BURST as u64)]
+        );
+        assert!(w.allow(a, t0 + WARN_WINDOW), "a new window");
+        // Many peers share one bucket past the cap: memory stays bounded.
+        for i in 0..(WARN_PEERS as u32 + 100) {
+            w.allow(IpAddr::V4(i.into()), t0);
+        }
+        assert!(w.peers.lock().unwrap().len() <= WARN_PEERS + 1);
     }
 }

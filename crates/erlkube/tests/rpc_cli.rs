@@ -16,7 +16,8 @@ fn rpc(epmd: u16, args: &[&str]) -> (i32, String, String) {
         Command::new(ERLKUBE)
             .arg("rpc")
             .args(args)
-            .args(["--cookie", COOKIE, "--epmd-port", &epmd.to_string()])
+            .args(["--epmd-port", &epmd.to_string()])
+            .env("RELEASE_COOKIE", COOKIE)
             .output()
             .unwrap(),
     )

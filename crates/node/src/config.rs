@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use erlkube_proto::dist::{Cookie, Limits};
@@ -116,9 +116,133 @@ pub enum ConfigError {
     /// A node name `erl` would refuse (the reason says why).
     #[error(transparent)]
     InvalidName(#[from] erlkube_proto::name::NodeNameError),
-    /// No cookie given, no RELEASE_COOKIE, no readable ~/.erlang.cookie.
-    #[error("no cookie: pass one, set RELEASE_COOKIE, or create {0}")]
+    /// No cookie given, no RELEASE_COOKIE/ERLANG_COOKIE, no readable
+    /// ~/.erlang.cookie (the path).
+    #[error("no cookie: set RELEASE_COOKIE (or ERLANG_COOKIE), give a cookie file, or create {0} (chmod 400)")]
     NoCookie(String),
+    /// A cookie source that holds the empty cookie.
+    #[error("the cookie from {0} is empty; an empty cookie authenticates nobody: set RELEASE_COOKIE (or ERLANG_COOKIE) to the cluster's cookie, or put it in a file given as the cookie file or in ~/.erlang.cookie (chmod 400)")]
+    EmptyCookie(CookieSource),
+    /// A cookie file that cannot be read.
+    #[error("cannot read the cookie file {path}: {source}")]
+    CookieFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `~/.erlang.cookie` readable by group or others (OTP refuses it too).
+    #[error("{path} is readable by its group or by others (mode {mode:03o}); OTP refuses such a cookie file too: chmod 400 {path}")]
+    CookieFileMode {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+/// Where a cookie was found (never the cookie itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CookieSource {
+    /// Given as the text itself (`--cookie`).
+    Explicit,
+    /// An environment variable (`RELEASE_COOKIE`, `ERLANG_COOKIE`).
+    Env(&'static str),
+    /// A file given as the cookie file (`--cookie-file`, `agent.cookie_file`).
+    File(PathBuf),
+    /// `$HOME/.erlang.cookie`.
+    HomeFile(PathBuf),
+}
+
+impl std::fmt::Display for CookieSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CookieSource::Explicit => f.write_str("--cookie"),
+            CookieSource::Env(v) => write!(f, "env {v}"),
+            CookieSource::File(p) | CookieSource::HomeFile(p) => write!(f, "file {}", p.display()),
+        }
+    }
+}
+
+/// A cookie file's text and permission bits.
+#[derive(Clone, Debug)]
+pub struct CookieFile {
+    /// The file's text.
+    pub text: String,
+    /// Its permission bits (`st_mode & 0o777`).
+    pub mode: u32,
+}
+
+/// Reads a cookie file from the file system.
+pub fn read_cookie_file(path: &Path) -> std::io::Result<CookieFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = std::fs::File::open(path)?;
+    let mode = f.metadata()?.permissions().mode() & 0o777;
+    let text = std::io::read_to_string(f)?;
+    Ok(CookieFile { text, mode })
+}
+
+/// Where to look for a cookie, besides the environment and
+/// `~/.erlang.cookie`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CookieLookup<'a> {
+    /// The cookie text itself (`--cookie`).
+    pub explicit: Option<&'a str>,
+    /// A file holding it (`--cookie-file`, `agent.cookie_file`).
+    pub file: Option<&'a Path>,
+}
+
+/// The one cookie lookup of every erlkube command and the agent, first
+/// found wins: the explicit text, the cookie file, `RELEASE_COOKIE`,
+/// `ERLANG_COOKIE`, `$HOME/.erlang.cookie`. Environment values are taken
+/// as they are (as `-setcookie "$RELEASE_COOKIE"` gives them to the
+/// BEAM); files are trimmed of surrounding whitespace (a trailing newline).
+/// An empty cookie from any source is an error, not a fall-through; so is
+/// a `~/.erlang.cookie` readable by group or others, as in OTP.
+///
+/// `env` reads a variable, `read` a file ([`read_cookie_file`] for the
+/// real ones).
+pub fn lookup_cookie(
+    lookup: CookieLookup<'_>,
+    env: impl Fn(&str) -> Option<String>,
+    read: impl Fn(&Path) -> std::io::Result<CookieFile>,
+) -> Result<(Cookie, CookieSource), ConfigError> {
+    let nonempty = |text: &str, source: CookieSource| {
+        if text.is_empty() {
+            Err(ConfigError::EmptyCookie(source))
+        } else {
+            Ok((Cookie::new(text), source))
+        }
+    };
+    if let Some(c) = lookup.explicit {
+        return nonempty(c, CookieSource::Explicit);
+    }
+    if let Some(path) = lookup.file {
+        let f = read(path).map_err(|source| ConfigError::CookieFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        return nonempty(f.text.trim(), CookieSource::File(path.to_owned()));
+    }
+    for var in ["RELEASE_COOKIE", "ERLANG_COOKIE"] {
+        if let Some(c) = env(var) {
+            return nonempty(&c, CookieSource::Env(var));
+        }
+    }
+    let path = PathBuf::from(env("HOME").unwrap_or_default()).join(".erlang.cookie");
+    match read(&path) {
+        Ok(f) if f.mode & 0o077 != 0 => Err(ConfigError::CookieFileMode {
+            path: path.display().to_string(),
+            mode: f.mode,
+        }),
+        Ok(f) => nonempty(f.text.trim(), CookieSource::HomeFile(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ConfigError::NoCookie(path.display().to_string()))
+        }
+        Err(source) => Err(ConfigError::CookieFile { path, source }),
+    }
 }
 
 /// Completes a short name (`--sname`): `alive` → `alive@<short hostname>`;
@@ -155,23 +279,129 @@ fn complete(name: &str, long: bool) -> Result<String, ConfigError> {
     Ok(full)
 }
 
-/// The cookie as OTP finds it: explicit, else `RELEASE_COOKIE`, else
-/// `$HOME/.erlang.cookie` (trimmed).
+/// [`lookup_cookie`] with `explicit` (if any), this process's
+/// environment and the real file system.
 pub fn find_cookie(explicit: Option<&str>) -> Result<Cookie, ConfigError> {
-    if let Some(c) = explicit {
-        return Ok(Cookie::new(c));
+    lookup_cookie(
+        CookieLookup {
+            explicit,
+            file: None,
+        },
+        |v| std::env::var(v).ok(),
+        read_cookie_file,
+    )
+    .map(|(c, _)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(
+        explicit: Option<&str>,
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        files: &[(&str, &str, u32)],
+    ) -> Result<(String, String), String> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let file = file.map(Path::new);
+        lookup_cookie(
+            CookieLookup { explicit, file },
+            |v| env.get(v).cloned(),
+            |p| {
+                files
+                    .iter()
+                    .find(|(name, _, _)| Path::new(name) == p)
+                    .map(|(_, text, mode)| CookieFile {
+                        text: text.to_string(),
+                        mode: *mode,
+                    })
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+            },
+        )
+        .map(|(c, s)| (c.expose().to_owned(), s.to_string()))
+        .map_err(|e| e.to_string())
     }
-    if let Ok(c) = std::env::var("RELEASE_COOKIE") {
-        if !c.is_empty() {
-            return Ok(Cookie::new(c));
+
+    #[test]
+    fn one_order_for_every_source() {
+        let home = [
+            ("/h/.erlang.cookie", "home\n", 0o400),
+            ("/f", " file\n", 0o644),
+        ];
+        let env = [
+            ("HOME", "/h"),
+            ("RELEASE_COOKIE", "rel"),
+            ("ERLANG_COOKIE", "erl"),
+        ];
+        let ok = |e, f, env: &[(&str, &str)]| lookup(e, f, env, &home).unwrap();
+        assert_eq!(
+            ok(Some("x"), Some("/f"), &env),
+            ("x".into(), "--cookie".into())
+        );
+        assert_eq!(
+            ok(None, Some("/f"), &env),
+            ("file".into(), "file /f".into())
+        );
+        assert_eq!(
+            ok(None, None, &env),
+            ("rel".into(), "env RELEASE_COOKIE".into())
+        );
+        assert_eq!(
+            ok(
+                None,
+                None,
+                &env[..1]
+                    .iter()
+                    .chain(&env[2..])
+                    .copied()
+                    .collect::<Vec<_>>()
+            ),
+            ("erl".into(), "env ERLANG_COOKIE".into())
+        );
+        assert_eq!(
+            ok(None, None, &env[..1]),
+            ("home".into(), "file /h/.erlang.cookie".into())
+        );
+        // Environment values are taken as they are.
+        assert_eq!(ok(None, None, &[("RELEASE_COOKIE", " a b\n")]).0, " a b\n");
+    }
+
+    #[test]
+    fn empty_cookies_and_open_home_files_are_refused_with_the_fix() {
+        let files = [("/h/.erlang.cookie", "c", 0o644), ("/e", " \n", 0o400)];
+        for (explicit, file, env) in [
+            (Some(""), None, &[][..]),
+            (None, Some("/e"), &[][..]),
+            (None, None, &[("RELEASE_COOKIE", "")][..]),
+            (None, None, &[("ERLANG_COOKIE", "")][..]),
+        ] {
+            let e = lookup(explicit, file, env, &files).unwrap_err();
+            assert!(
+                e.contains("is empty") && e.contains("set RELEASE_COOKIE"),
+                "{e}"
+            );
         }
+        let e = lookup(None, None, &[("HOME", "/h")], &files).unwrap_err();
+        assert!(
+            e.contains("mode 644") && e.contains("chmod 400 /h/.erlang.cookie"),
+            "{e}"
+        );
+        let e = lookup(None, None, &[("HOME", "/nope")], &files).unwrap_err();
+        assert!(e.starts_with("no cookie: set RELEASE_COOKIE"), "{e}");
+        let e = lookup(None, Some("/missing"), &[], &files).unwrap_err();
+        assert!(e.contains("cannot read the cookie file /missing"), "{e}");
     }
-    let path = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".erlang.cookie");
-    match std::fs::read_to_string(&path) {
-        Ok(c) if !c.trim().is_empty() => Ok(Cookie::new(c.trim())),
-        _ => Err(ConfigError::NoCookie(path.display().to_string())),
+
+    #[tokio::test]
+    async fn a_node_with_the_empty_cookie_does_not_start() {
+        let mut c = NodeConfig::new("empty@127.0.0.1", Cookie::new(""));
+        c.listen_ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        c.register_with_epmd = false;
+        let e = crate::Node::start(c).await.err().expect("refused");
+        assert!(matches!(e, crate::NodeError::EmptyCookie), "{e}");
     }
 }

@@ -45,7 +45,10 @@ use erlkube_proto::dist::control::{ControlMessage, DistMessage};
 use erlkube_proto::dist::HandshakeError;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 
-pub use config::{find_cookie, long_name, short_name, ConfigError, Listen, NodeConfig};
+pub use config::{
+    find_cookie, long_name, lookup_cookie, read_cookie_file, short_name, ConfigError, CookieFile,
+    CookieLookup, CookieSource, Listen, NodeConfig,
+};
 pub use erlkube_proto::dist::Cookie;
 
 /// A peer came or went.
@@ -86,6 +89,9 @@ pub enum NodeError {
     /// Could not register with epmd.
     #[error("epmd registration failed: {0}")]
     Epmd(#[from] epmd::EpmdError),
+    /// The configured cookie is empty (it would authenticate nobody).
+    #[error("the node's cookie is empty; set one: RELEASE_COOKIE (or ERLANG_COOKIE), a cookie file, or ~/.erlang.cookie (chmod 400)")]
+    EmptyCookie,
 }
 
 /// Reaching a peer failed.
@@ -302,6 +308,9 @@ impl Node {
     /// accepting connections. Needs a tokio runtime.
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         let name = config::long_name(&config.name)?;
+        if config.cookie.is_empty() {
+            return Err(NodeError::EmptyCookie);
+        }
         let port = match config.listen {
             Listen::Port(p) => p,
             Listen::Ephemeral => 0,

@@ -31,7 +31,7 @@ pub fn load(config: Option<&PathBuf>) -> Result<erlkube_agent::AgentConfig, Stri
         text.as_deref(),
         std::env::vars(),
         &super::formation::hostname(),
-        |p| std::fs::read_to_string(p),
+        erlkube_node::read_cookie_file,
         std::process::id(),
     )
     .map_err(|e| e.to_string())

@@ -41,3 +41,91 @@ pub fn parse_seconds_or_duration(text: &str) -> Result<std::time::Duration, Stri
         Err(_) => parse_duration_arg(text),
     }
 }
+
+const COOKIE_HEADING: &str =
+    "Cookie: $RELEASE_COOKIE, else $ERLANG_COOKIE, else ~/.erlang.cookie (owner-only); or";
+
+/// The cookie options of every command that joins a cluster. The
+/// environment comes first (`RELEASE_COOKIE`, `ERLANG_COOKIE`), then
+/// `~/.erlang.cookie`; the flags override them.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CookieArgs {
+    /// Read the cookie from this file (surrounding whitespace trimmed).
+    #[arg(long, value_name = "PATH", conflicts_with = "cookie", help_heading = COOKIE_HEADING)]
+    cookie_file: Option<std::path::PathBuf>,
+    /// The cookie itself. Visible to every user in `ps`: prefer
+    /// RELEASE_COOKIE or --cookie-file.
+    #[arg(long, help_heading = COOKIE_HEADING)]
+    cookie: Option<String>,
+}
+
+impl CookieArgs {
+    /// The cookie by erlkube-node's one lookup; warns once (on stderr,
+    /// without the value) when it came from `--cookie`.
+    pub fn find(&self) -> Result<erlkube_node::Cookie, erlkube_node::ConfigError> {
+        if self.cookie.is_some() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                eprintln!(
+                    "erlkube: warning: --cookie shows the cookie to every user of this machine (ps); \
+                     prefer RELEASE_COOKIE or --cookie-file PATH"
+                )
+            });
+        }
+        erlkube_node::lookup_cookie(
+            erlkube_node::CookieLookup {
+                explicit: self.cookie.as_deref(),
+                file: self.cookie_file.as_deref(),
+            },
+            |v| std::env::var(v).ok(),
+            erlkube_node::read_cookie_file,
+        )
+        .map(|(c, _)| c)
+    }
+}
+
+/// Standard error for log lines, with every control character of a line
+/// escaped (`\n` as `\\n`, others as `\\u{..}`) except its final newline
+/// (and ESC when colours are on): a node name or reason from the network
+/// cannot start a forged log line or drive the terminal.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct EscapingStderr {
+    /// Colours on: keep ESC (the formatter's own colour codes).
+    pub(crate) ansi: bool,
+}
+
+impl std::io::Write for EscapingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+        let mut out = Vec::with_capacity(buf.len() + 8);
+        for &b in body {
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.push(b'\t'),
+                0x1b if self.ansi => out.push(b),
+                b if b < 0x20 || b == 0x7f => {
+                    out.extend_from_slice(format!("\\u{{{b:x}}}").as_bytes())
+                }
+                b => out.push(b),
+            }
+        }
+        if body.len() < buf.len() {
+            out.push(b'\n');
+        }
+        std::io::stderr().lock().write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for EscapingStderr {
+    type Writer = EscapingStderr;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        *self
+    }
+}

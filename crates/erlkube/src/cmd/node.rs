@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use erlkube_etf::Term;
-use erlkube_node::{find_cookie, long_name, short_name, Listen, Node, NodeConfig, NodeEvent};
+use erlkube_node::{long_name, short_name, Listen, Node, NodeConfig, NodeEvent};
 
 #[derive(clap::Args)]
 #[command(group(clap::ArgGroup::new("nodename").required(true).args(["name", "sname"])))]
@@ -21,9 +21,8 @@ pub struct NodeArgs {
     /// Short node name (`alive` or `alive@host`).
     #[arg(long)]
     sname: Option<String>,
-    /// The cookie (default: $RELEASE_COOKIE, then ~/.erlang.cookie).
-    #[arg(long)]
-    cookie: Option<String>,
+    #[command(flatten)]
+    cookie: super::CookieArgs,
     /// Listen on this port (default: an ephemeral port registered with epmd).
     #[arg(long)]
     port: Option<u16>,
@@ -92,7 +91,7 @@ fn prepare(args: &NodeArgs) -> Result<Prepared, String> {
         (_, Some(n)) => short_name(n).map_err(|e| format!("--sname: {e}"))?,
         _ => unreachable!("clap requires one"),
     };
-    let cookie = find_cookie(args.cookie.as_deref()).map_err(|e| e.to_string())?;
+    let cookie = args.cookie.find().map_err(|e| e.to_string())?;
     let formation = super::node_discovery::resolve(&name, &args.discovery, args.epmd_port)
         .map_err(|e| format!("configuration error: {e}"))?;
     if let (Some(f), Ok(n)) = (&formation, erlkube_discovery::NodeName::parse(&name)) {
@@ -148,15 +147,17 @@ fn ensure_epmd(ip: std::net::IpAddr, port: u16, start: bool) -> Result<(), Strin
 }
 
 /// Logs to stderr, filtered by RUST_LOG (else `default`); colours only on
-/// a terminal, so container logs stay plain text.
+/// a terminal, so container logs stay plain text; control characters in a
+/// line escaped (untrusted names and reasons cannot forge lines).
 pub(crate) fn init_tracing(default: &str) {
     use std::io::IsTerminal;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let ansi = std::io::stderr().is_terminal();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(super::EscapingStderr { ansi })
+        .with_ansi(ansi)
         .try_init();
 }
 

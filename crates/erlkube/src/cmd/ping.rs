@@ -5,16 +5,15 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use erlkube_node::{find_cookie, long_name, short_name, Node, NodeConfig};
+use erlkube_node::{long_name, short_name, Node, NodeConfig};
 use erlkube_proto::name::{check_node_name, NameMode};
 
 #[derive(clap::Args)]
 pub struct PingArgs {
     /// The node to ping, `alive@host`.
     node: String,
-    /// The cookie (default: $RELEASE_COOKIE, then ~/.erlang.cookie).
-    #[arg(long)]
-    cookie: Option<String>,
+    #[command(flatten)]
+    cookie: super::CookieArgs,
     /// This node's long name (default: a hidden `erlkube_ping_<pid>` on the target's host).
     #[arg(long, conflicts_with = "sname")]
     name: Option<String>,
@@ -71,7 +70,7 @@ fn prepare(args: &PingArgs) -> Result<NodeConfig, String> {
         (_, Some(n)) => short_name(n).map_err(|e| format!("--sname: {e}"))?,
         _ => format!("erlkube_ping_{}@{host}", std::process::id()),
     };
-    let cookie = find_cookie(args.cookie.as_deref()).map_err(|e| e.to_string())?;
+    let cookie = args.cookie.find().map_err(|e| e.to_string())?;
     let mut config = NodeConfig::new(own, cookie);
     config.hidden = true;
     config.register_with_epmd = false;

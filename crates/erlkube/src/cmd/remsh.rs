@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use erlkube_etf::Term;
-use erlkube_node::find_cookie;
 
 /// The Erlang epmd module, compiled at run time.
 const EPMD_MODULE_SRC: &str = include_str!("../../erl/erlkube_remsh_epmd.erl");
@@ -54,9 +53,8 @@ pub struct RemshArgs {
     /// 127.0.0.1:9100 (the local end of `kubectl port-forward`).
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_via)]
     via: SocketAddr,
-    /// The node's cookie (default: $RELEASE_COOKIE, then ~/.erlang.cookie).
-    #[arg(long)]
-    cookie: Option<String>,
+    #[command(flatten)]
+    cookie: super::CookieArgs,
     /// Start `iex --remsh` instead of `erl -remsh`.
     #[arg(long)]
     iex: bool,
@@ -92,7 +90,7 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
         .clone()
         .unwrap_or_else(|| format!("remsh_{}@127.0.0.1", std::process::id()));
     check_node_name(&own, NameMode::Long).map_err(|e| usage(format!("--name: {e}")))?;
-    let cookie = find_cookie(args.cookie.as_deref()).map_err(|e| usage(e.to_string()))?;
+    let cookie = args.cookie.find().map_err(|e| usage(e.to_string()))?;
     // OTP keeps cookies as atoms: at most 255 characters.
     if cookie.expose().chars().count() > 255 {
         return Err(usage("the cookie is longer than 255 characters".into()));

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use erlkube_etf::Term;
-use erlkube_node::{find_cookie, long_name, short_name, Node, NodeConfig, RpcError};
+use erlkube_node::{long_name, short_name, Node, NodeConfig, RpcError};
 use erlkube_proto::name::{check_node_name, NameMode};
 
 #[derive(clap::Args)]
@@ -22,9 +22,8 @@ pub struct RpcArgs {
     /// The argument list in Erlang syntax, e.g. '[1, <<"x">>]'.
     #[arg(default_value = "[]")]
     args: String,
-    /// The cookie (default: $RELEASE_COOKIE, then ~/.erlang.cookie).
-    #[arg(long)]
-    cookie: Option<String>,
+    #[command(flatten)]
+    cookie: super::CookieArgs,
     /// How long to wait for the result, with its unit (`10s`, `500ms`).
     #[arg(long, default_value = "10s", value_parser = super::parse_duration_arg)]
     timeout: Duration,
@@ -71,7 +70,7 @@ pub fn main(args: RpcArgs) -> ExitCode {
         (_, Some(n)) => short_name(n),
         _ => Ok(format!("erlkube_rpc_{}@{host}", std::process::id())),
     };
-    let (own, cookie) = match (own, find_cookie(args.cookie.as_deref())) {
+    let (own, cookie) = match (own, args.cookie.find()) {
         (Ok(o), Ok(c)) => (o, c),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("erlkube rpc: {e}");

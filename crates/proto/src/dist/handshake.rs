@@ -59,8 +59,14 @@ impl Cookie {
         d
     }
 
+    /// True for the empty cookie, which never authenticates anyone: a
+    /// node and a peer that both lack a cookie must not connect.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn digest_matches(&self, challenge: u32, got: &[u8]) -> bool {
-        bool::from(self.digest(challenge).ct_eq(got))
+        !self.is_empty() && bool::from(self.digest(challenge).ct_eq(got))
     }
 }
 
@@ -239,6 +245,12 @@ pub enum HandshakeError {
     /// The challenge ack's digest is wrong: the peer has another cookie.
     #[error("challenge ack digest mismatch from {0} (different cookie)")]
     BadChallengeAck(String),
+    /// This node's cookie is empty: it authenticates no peer, even one
+    /// with the empty cookie too.
+    #[error(
+        "this node's cookie is empty; set one (RELEASE_COOKIE, --cookie-file or ~/.erlang.cookie)"
+    )]
+    EmptyCookie,
     /// The caller refused the connection through [`Acceptor::set_status`].
     #[error("connection refused locally with status {}", .0.as_str())]
     Refused(Status),
@@ -665,6 +677,9 @@ impl Initiator {
                 if body.len() != 17 {
                     return Err(HandshakeError::Truncated(step));
                 }
+                if self.c.config.cookie.is_empty() {
+                    return Err(HandshakeError::EmptyCookie);
+                }
                 if !self
                     .c
                     .config
@@ -901,6 +916,9 @@ impl Acceptor {
                     .expect("peer known after name")
                     .node
                     .clone();
+                if self.c.config.cookie.is_empty() {
+                    return Err(HandshakeError::EmptyCookie);
+                }
                 if !self
                     .c
                     .config

@@ -239,6 +239,33 @@ fn bad_cookie_detected_by_acceptor() {
 }
 
 #[test]
+fn peers_with_the_empty_cookie_do_not_authenticate_each_other() {
+    let mut p = Pair::new(cfg(A, "", 1), cfg(B, "", 2));
+    p.drive();
+    assert_eq!(p.acc_result, Err(HandshakeError::EmptyCookie));
+    assert!(!matches!(p.init_result, Ok(Some(_))));
+    // An initiator with the empty cookie refuses an ack signed with it.
+    let now = Instant::now();
+    let mut i = Initiator::new(cfg(A, "", 1), B, 42, now);
+    let _ = i.poll_transmit();
+    i.handle_input(b"\x00\x03sok", now).unwrap();
+    let mut ch = vec![b'N'];
+    ch.extend_from_slice(&DistFlags::DEFAULT.bits().to_be_bytes());
+    ch.extend_from_slice(&5u32.to_be_bytes());
+    ch.extend_from_slice(&2u32.to_be_bytes());
+    ch.extend_from_slice(&(B.len() as u16).to_be_bytes());
+    ch.extend_from_slice(B.as_bytes());
+    i.handle_input(&frame(&ch), now).unwrap();
+    let _ = i.poll_transmit();
+    let mut ack = vec![b'a'];
+    ack.extend_from_slice(&Cookie::new("").digest(42));
+    assert_eq!(
+        i.handle_input(&frame(&ack), now),
+        Err(HandshakeError::EmptyCookie)
+    );
+}
+
+#[test]
 fn bad_cookie_detected_by_initiator() {
     // A peer that accepts any reply but signs the ack with another cookie.
     let now = Instant::now();
