@@ -261,7 +261,7 @@ pub struct Reference {
 /// called from Rust. Boxed so that funs, which are rare, do not make every
 /// [`Term`] bigger; the fields are reached through `Deref` ([`FunData`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Fun(Box<FunData>);
+pub struct Fun(pub(crate) Box<FunData>);
 
 impl Fun {
     /// Wraps the fun's fields.
@@ -535,6 +535,90 @@ pub enum Term {
     },
     /// A closure, kept as data.
     Fun(Fun),
+}
+
+/// Dropping a term frees it with an explicit stack on the heap, not by
+/// recursion, so a term of any depth (a list nested a million levels, as
+/// `binary_to_term/1` accepts) is dropped without overflowing the thread's
+/// stack. A term whose elements have no elements of their own (the usual
+/// case) is dropped as before, after one look at its elements.
+impl Drop for Term {
+    #[inline]
+    fn drop(&mut self) {
+        if self.nests() {
+            drop_nested(self);
+        }
+    }
+}
+
+impl Term {
+    /// True if some element of this term has elements (or a map entry,
+    /// an improper tail, a fun's free variables) of its own.
+    #[inline]
+    fn nests(&self) -> bool {
+        match self {
+            Term::Tuple(v) | Term::List(v) => v.iter().any(Term::has_elements),
+            Term::ImproperList { elems, tail } => {
+                tail.has_elements() || elems.iter().any(Term::has_elements)
+            }
+            Term::Map(m) => m
+                .entries
+                .iter()
+                .any(|(k, v)| k.has_elements() || v.has_elements()),
+            Term::Fun(f) => f.free_vars.iter().any(Term::has_elements),
+            _ => false,
+        }
+    }
+
+    /// True for a container with at least one element.
+    #[inline]
+    fn has_elements(&self) -> bool {
+        match self {
+            Term::Tuple(v) | Term::List(v) => !v.is_empty(),
+            Term::ImproperList { .. } => true,
+            Term::Map(m) => !m.entries.is_empty(),
+            Term::Fun(f) => !f.free_vars.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Moves this term's elements that have elements of their own to
+    /// `out` and drops the others (which nest nothing), leaving it
+    /// without any.
+    fn detach(&mut self, out: &mut Vec<Term>) {
+        let mut keep = |t: Term| {
+            if t.has_elements() {
+                out.push(t);
+            }
+        };
+        match self {
+            Term::Tuple(v) | Term::List(v) => v.drain(..).for_each(keep),
+            Term::ImproperList { elems, tail } => {
+                elems.drain(..).for_each(&mut keep);
+                keep(std::mem::replace(&mut **tail, Term::Integer(0)));
+            }
+            Term::Map(m) => {
+                for (k, v) in m.entries.drain(..) {
+                    keep(k);
+                    keep(v);
+                }
+            }
+            Term::Fun(f) => f.free_vars.drain(..).for_each(keep),
+            _ => {}
+        }
+    }
+}
+
+/// Frees the nodes under `t` one by one from a stack of detached terms;
+/// each is dropped once it holds nothing nested.
+#[cold]
+#[inline(never)]
+fn drop_nested(t: &mut Term) {
+    let mut pending = Vec::new();
+    t.detach(&mut pending);
+    while let Some(mut c) = pending.pop() {
+        c.detach(&mut pending);
+    }
 }
 
 impl Term {

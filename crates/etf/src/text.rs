@@ -171,16 +171,6 @@ pub fn format_float(x: f64) -> String {
     }
 }
 
-fn write_seq(f: &mut fmt::Formatter<'_>, v: &[Term]) -> fmt::Result {
-    for (i, e) in v.iter().enumerate() {
-        if i > 0 {
-            f.write_char(',')?;
-        }
-        write!(f, "{e}")?;
-    }
-    Ok(())
-}
-
 fn write_node_id(f: &mut fmt::Formatter<'_>, kind: &str, node: &Atom, nums: &[u64]) -> fmt::Result {
     write!(f, "#{kind}<")?;
     write_atom(f, node.as_str())?;
@@ -213,86 +203,136 @@ fn write_bin(f: &mut fmt::Formatter<'_>, bytes: &[u8], bits: u8) -> fmt::Result 
     f.write_str(">>")
 }
 
+/// What the printer has left to write: a term, or punctuation.
+enum Print<'t> {
+    Term(&'t Term),
+    Text(&'static str),
+}
+
+/// Pushes `items` (last first) to print with `sep` between them.
+fn push_seq<'t>(stack: &mut Vec<Print<'t>>, items: &'t [Term]) {
+    for (i, e) in items.iter().enumerate().rev() {
+        stack.push(Print::Term(e));
+        if i > 0 {
+            stack.push(Print::Text(","));
+        }
+    }
+}
+
+/// True for a proper list printed as `"text"`.
+fn is_printable_list(v: &[Term]) -> bool {
+    !v.is_empty()
+        && v.iter().all(
+            |e| matches!(e, Term::Integer(i) if printable_char(*i as u32) && *i >= 0 && *i < 256),
+        )
+}
+
+/// Erlang syntax as the shell's `~p` prints on one line. Containers are
+/// printed from an explicit stack (on the heap), so a term of any depth
+/// prints without recursion.
 impl fmt::Display for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Term::Integer(i) => write!(f, "{i}"),
-            Term::BigInt(b) => write!(f, "{b}"),
-            Term::Float(x) => f.write_str(&format_float(*x)),
-            Term::Atom(a) => write_atom(f, a.as_str()),
-            Term::Binary(b) => write_bin(f, b, 8),
-            Term::BitBinary { bytes, bits } => write_bin(f, bytes, *bits),
-            Term::Tuple(v) => {
-                f.write_char('{')?;
-                write_seq(f, v)?;
-                f.write_char('}')
-            }
-            Term::List(v) => {
-                if !v.is_empty()
-                    && v.iter().all(|e| matches!(e, Term::Integer(i) if printable_char(*i as u32) && *i >= 0 && *i < 256))
-                {
+        let mut stack = vec![Print::Term(self)];
+        while let Some(p) = stack.pop() {
+            let t = match p {
+                Print::Text(s) => {
+                    f.write_str(s)?;
+                    continue;
+                }
+                Print::Term(t) => t,
+            };
+            match t {
+                Term::Tuple(v) => {
+                    f.write_char('{')?;
+                    stack.push(Print::Text("}"));
+                    push_seq(&mut stack, v);
+                }
+                Term::List(v) if is_printable_list(v) => {
                     f.write_char('"')?;
                     for e in v {
                         if let Term::Integer(i) = e {
                             write_escaped_char(f, char::from(*i as u8), '"')?;
                         }
                     }
-                    return f.write_char('"');
+                    f.write_char('"')?;
                 }
-                f.write_char('[')?;
-                write_seq(f, v)?;
-                f.write_char(']')
-            }
-            Term::ImproperList { elems, tail } => {
-                f.write_char('[')?;
-                write_seq(f, elems)?;
-                write!(f, "|{tail}]")
-            }
-            Term::Map(m) => {
-                f.write_str("#{")?;
-                for (i, (k, v)) in m.sorted_entries().into_iter().enumerate() {
-                    if i > 0 {
-                        f.write_char(',')?;
+                Term::List(v) => {
+                    f.write_char('[')?;
+                    stack.push(Print::Text("]"));
+                    push_seq(&mut stack, v);
+                }
+                Term::ImproperList { elems, tail } => {
+                    f.write_char('[')?;
+                    stack.push(Print::Text("]"));
+                    stack.push(Print::Term(tail));
+                    stack.push(Print::Text("|"));
+                    push_seq(&mut stack, elems);
+                }
+                Term::Map(m) => {
+                    f.write_str("#{")?;
+                    stack.push(Print::Text("}"));
+                    let entries = m.sorted_entries();
+                    for (i, (k, v)) in entries.into_iter().enumerate().rev() {
+                        stack.push(Print::Term(v));
+                        stack.push(Print::Text(" => "));
+                        stack.push(Print::Term(k));
+                        if i > 0 {
+                            stack.push(Print::Text(","));
+                        }
                     }
-                    write!(f, "{k} => {v}")?;
                 }
-                f.write_char('}')
-            }
-            Term::Pid(p) => write_node_id(
-                f,
-                "Pid",
-                &p.node,
-                &[p.id as u64, p.serial as u64, p.creation as u64],
-            ),
-            Term::Port(p) => write_node_id(f, "Port", &p.node, &[p.id, p.creation as u64]),
-            Term::Reference(r) => {
-                let mut nums = vec![r.creation as u64];
-                nums.extend(r.ids.iter().map(|&i| i as u64));
-                write_node_id(f, "Ref", &r.node, &nums)
-            }
-            Term::Export {
-                module,
-                function,
-                arity,
-            } => {
-                f.write_str("fun ")?;
-                write_atom(f, module.as_str())?;
-                f.write_char(':')?;
-                write_atom(f, function.as_str())?;
-                write!(f, "/{arity}")
-            }
-            Term::Fun(fun) => {
-                f.write_str("#Fun<")?;
-                write_atom(f, fun.module.as_str())?;
-                write!(f, ".{}.{}>", fun.old_index, fun.old_uniq)
+                _ => write_scalar(f, t)?,
             }
         }
+        Ok(())
+    }
+}
+
+/// A term without elements (a fun prints without its free variables).
+fn write_scalar(f: &mut fmt::Formatter<'_>, t: &Term) -> fmt::Result {
+    match t {
+        Term::Integer(i) => write!(f, "{i}"),
+        Term::BigInt(b) => write!(f, "{b}"),
+        Term::Float(x) => f.write_str(&format_float(*x)),
+        Term::Atom(a) => write_atom(f, a.as_str()),
+        Term::Binary(b) => write_bin(f, b, 8),
+        Term::BitBinary { bytes, bits } => write_bin(f, bytes, *bits),
+        Term::Pid(p) => write_node_id(
+            f,
+            "Pid",
+            &p.node,
+            &[p.id as u64, p.serial as u64, p.creation as u64],
+        ),
+        Term::Port(p) => write_node_id(f, "Port", &p.node, &[p.id, p.creation as u64]),
+        Term::Reference(r) => {
+            let mut nums = vec![r.creation as u64];
+            nums.extend(r.ids.iter().map(|&i| i as u64));
+            write_node_id(f, "Ref", &r.node, &nums)
+        }
+        Term::Export {
+            module,
+            function,
+            arity,
+        } => {
+            f.write_str("fun ")?;
+            write_atom(f, module.as_str())?;
+            f.write_char(':')?;
+            write_atom(f, function.as_str())?;
+            write!(f, "/{arity}")
+        }
+        Term::Fun(fun) => {
+            f.write_str("#Fun<")?;
+            write_atom(f, fun.module.as_str())?;
+            write!(f, ".{}.{}>", fun.old_index, fun.old_uniq)
+        }
+        // containers are printed by `Display`
+        Term::Tuple(_) | Term::List(_) | Term::ImproperList { .. } | Term::Map(_) => Ok(()),
     }
 }
 
 /// Maximum nesting the parser accepts (the decoder's limit, counting the
 /// innermost scalar as a level).
-const MAX_PARSE_DEPTH: usize = crate::decode::DEFAULT_MAX_DEPTH + 1;
+const MAX_PARSE_DEPTH: usize = crate::decode::BORROWED_MAX_DEPTH + 1;
 
 /// Parses one literal Erlang term, optionally followed by a `.`.
 ///
@@ -638,20 +678,21 @@ impl Parser {
                 }
                 Some('|') => {
                     self.pos += 1;
-                    let tail = self.term()?;
+                    let mut tail = self.term()?;
                     self.expect(']')?;
-                    return Ok(match tail {
+                    return Ok(match &mut tail {
                         Term::List(rest) => {
-                            v.extend(rest);
+                            v.append(rest);
                             Term::List(v)
                         }
                         Term::ImproperList { elems, tail } => {
-                            v.extend(elems);
+                            v.append(elems);
+                            let tail = std::mem::replace(tail, Box::new(Term::Integer(0)));
                             Term::ImproperList { elems: v, tail }
                         }
-                        t => Term::ImproperList {
+                        _ => Term::ImproperList {
                             elems: v,
-                            tail: Box::new(t),
+                            tail: Box::new(tail),
                         },
                     });
                 }
@@ -719,9 +760,9 @@ impl Parser {
                     push_bits(&BigInt::from(c), 8, &mut bytes, &mut nbits);
                 }
             } else {
-                let v = match self.number()? {
-                    Term::Integer(i) => BigInt::from(i),
-                    Term::BigInt(b) => b,
+                let v = match &mut self.number()? {
+                    Term::Integer(i) => BigInt::from(*i),
+                    Term::BigInt(b) => std::mem::take(b),
                     _ => {
                         return Err(self.error_at(
                             seg_start,

@@ -921,11 +921,11 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
             req_id, to, result, ..
         } => {
             let msg = match result {
-                Term::Pid(p) => vec![
+                Term::Pid(ref p) => vec![
                     Term::atom("spawn_reply"),
                     Term::from(req_id),
                     Term::atom("ok"),
-                    Term::Pid(p),
+                    Term::Pid(p.clone()),
                 ],
                 other => vec![
                     Term::atom("spawn_reply"),

@@ -539,7 +539,9 @@ async fn unfinished_fragments_past_the_budget_close_the_connection() {
     // Four first fragments (of messages announced as 1000 fragments) fill
     // the 1 MiB budget exactly; each is accepted.
     for seq in 1..=4u64 {
-        s.write_all(&first_fragment(seq, 1000, &chunk)).await.unwrap();
+        s.write_all(&first_fragment(seq, 1000, &chunk))
+            .await
+            .unwrap();
     }
     // The fifth would hold 1.25 MiB: the connection is closed.
     s.write_all(&first_fragment(5, 1000, &chunk)).await.unwrap();
