@@ -203,6 +203,25 @@ fn write_bin(f: &mut fmt::Formatter<'_>, bytes: &[u8], bits: u8) -> fmt::Result 
     f.write_str(">>")
 }
 
+/// `[elems | tail]`: a list tail joins the elements.
+fn improper(mut elems: Vec<Term>, mut tail: Term) -> Term {
+    match &mut tail {
+        Term::List(rest) => {
+            elems.append(rest);
+            Term::List(elems)
+        }
+        Term::ImproperList { elems: more, tail } => {
+            elems.append(more);
+            let tail = std::mem::replace(tail, Box::new(Term::Integer(0)));
+            Term::ImproperList { elems, tail }
+        }
+        _ => Term::ImproperList {
+            elems,
+            tail: Box::new(tail),
+        },
+    }
+}
+
 /// What the printer has left to write: a term, or punctuation.
 enum Print<'t> {
     Term(&'t Term),
@@ -330,10 +349,6 @@ fn write_scalar(f: &mut fmt::Formatter<'_>, t: &Term) -> fmt::Result {
     }
 }
 
-/// Maximum nesting the parser accepts (the decoder's limit, counting the
-/// innermost scalar as a level).
-const MAX_PARSE_DEPTH: usize = crate::decode::BORROWED_MAX_DEPTH + 1;
-
 /// Parses one literal Erlang term, optionally followed by a `.`.
 ///
 /// Accepts integers (with `16#ff` bases, `$a` chars, big values), floats
@@ -345,7 +360,6 @@ pub fn parse(text: &str) -> Result<Term, ParseError> {
     let mut p = Parser {
         chars: text.chars().collect(),
         pos: 0,
-        depth: 0,
     };
     p.ws();
     let t = p.term()?;
@@ -363,7 +377,16 @@ pub fn parse(text: &str) -> Result<Term, ParseError> {
 struct Parser {
     chars: Vec<char>,
     pos: usize,
-    depth: usize,
+}
+
+/// A container the parser is inside of.
+enum Open {
+    Tuple(Vec<Term>),
+    List(Vec<Term>),
+    /// A list's elements, after the `|`: the tail comes next.
+    Tail(Vec<Term>),
+    /// Entries so far and the key waiting for `=>` and its value.
+    Map(Vec<(Term, Term)>, Option<Term>),
 }
 
 impl Parser {
@@ -437,44 +460,123 @@ impl Parser {
         }
     }
 
+    /// One term. Containers are parsed with an explicit stack of the
+    /// open ones (on the heap), so any nesting parses without recursion.
     fn term(&mut self) -> Result<Term, ParseError> {
-        self.depth += 1;
-        if self.depth > MAX_PARSE_DEPTH {
-            return Err(self.error("nesting too deep"));
+        let mut stack: Vec<Open> = Vec::new();
+        loop {
+            let mut value = match self.open_or_scalar(&mut stack)? {
+                Some(t) => t,
+                None => continue,
+            };
+            // hand the value to the innermost open container, closing
+            // those it completes
+            loop {
+                let Some(top) = stack.last_mut() else {
+                    return Ok(value);
+                };
+                let closed = match top {
+                    Open::Tuple(v) => {
+                        v.push(value);
+                        self.ws();
+                        match self.peek() {
+                            Some(',') => None,
+                            Some('}') => Some(Term::Tuple(std::mem::take(v))),
+                            _ => return Err(self.error("expected ',' or '}'")),
+                        }
+                    }
+                    Open::List(v) => {
+                        v.push(value);
+                        self.ws();
+                        match self.peek() {
+                            Some(',') => None,
+                            Some(']') => Some(Term::List(std::mem::take(v))),
+                            Some('|') => {
+                                *top = Open::Tail(std::mem::take(v));
+                                None
+                            }
+                            _ => return Err(self.error("expected ',', '|' or ']'")),
+                        }
+                    }
+                    Open::Tail(v) => {
+                        self.expect(']')?;
+                        self.pos -= 1;
+                        Some(improper(std::mem::take(v), value))
+                    }
+                    Open::Map(entries, key) => match key.take() {
+                        None => {
+                            self.ws();
+                            if !self.eat("=>") {
+                                return Err(self.error("expected '=>'"));
+                            }
+                            *key = Some(value);
+                            break;
+                        }
+                        Some(k) => {
+                            entries.push((k, value));
+                            self.ws();
+                            match self.peek() {
+                                Some(',') => None,
+                                Some('}') => {
+                                    Some(Term::Map(std::mem::take(entries).into_iter().collect()))
+                                }
+                                _ => return Err(self.error("expected ',' or '}'")),
+                            }
+                        }
+                    },
+                };
+                // past the `,`, `|` or closing bracket
+                self.pos += 1;
+                match closed {
+                    Some(t) => {
+                        stack.pop();
+                        value = t;
+                    }
+                    None => break,
+                }
+            }
         }
-        let r = self.term_inner();
-        self.depth -= 1;
-        r
     }
 
-    /// Dispatch only: the arms live in their own functions so the recursive
-    /// path keeps a small stack frame.
-    fn term_inner(&mut self) -> Result<Term, ParseError> {
+    /// Starts the next term: a container's opening bracket opens it on
+    /// `stack` (`None`; an empty one is returned whole), anything else is
+    /// parsed and returned.
+    fn open_or_scalar(&mut self, stack: &mut Vec<Open>) -> Result<Option<Term>, ParseError> {
         self.ws();
-        match self.peek() {
-            Some('{') => {
-                self.pos += 1;
-                self.tuple()
-            }
-            Some('[') => {
-                self.pos += 1;
-                self.list()
-            }
+        let (open, close) = match self.peek() {
+            Some('{') => (1, '}'),
+            Some('[') => (1, ']'),
+            Some('#') if self.peek_at(1) == Some('{') => (2, '}'),
             Some('<') if self.peek_at(1) == Some('<') => {
                 self.pos += 2;
-                self.binary()
+                return self.binary().map(Some);
             }
-            Some('#') if self.peek_at(1) == Some('{') => {
-                self.pos += 2;
-                self.map()
-            }
-            _ => self.simple_term(),
+            _ => return self.simple_term().map(Some),
+        };
+        let kind = self.peek();
+        self.pos += open;
+        self.ws();
+        let empty = self.peek() == Some(close);
+        if empty {
+            self.pos += 1;
         }
-    }
-
-    #[inline(never)]
-    fn tuple(&mut self) -> Result<Term, ParseError> {
-        Ok(Term::Tuple(self.elems('}')?))
+        Ok(match (kind, empty) {
+            (Some('{'), true) => Some(Term::Tuple(Vec::new())),
+            (Some('['), true) => Some(Term::List(Vec::new())),
+            (_, true) => Some(Term::Map(crate::Map::new())),
+            (Some('{'), false) => {
+                stack.push(Open::Tuple(Vec::new()));
+                None
+            }
+            (Some('['), false) => {
+                stack.push(Open::List(Vec::new()));
+                None
+            }
+            (_, false) => {
+                stack.push(Open::Map(Vec::new(), None));
+                None
+            }
+        })
     }
 
     #[inline(never)]
@@ -634,98 +736,6 @@ impl Parser {
                     .collect::<Result<_, _>>()?,
             })),
             _ => Err(self.error_at(start, "expected #Pid<Node.Id.Serial.Creation>, #Port<Node.Id.Creation> or #Ref<Node.Creation.Words...>")),
-        }
-    }
-
-    #[inline(never)]
-    fn elems(&mut self, close: char) -> Result<Vec<Term>, ParseError> {
-        let mut v = Vec::new();
-        self.ws();
-        if self.peek() == Some(close) {
-            self.pos += 1;
-            return Ok(v);
-        }
-        loop {
-            v.push(self.term()?);
-            self.ws();
-            match self.peek() {
-                Some(',') => self.pos += 1,
-                Some(c) if c == close => {
-                    self.pos += 1;
-                    return Ok(v);
-                }
-                _ => return Err(self.error(&format!("expected ',' or {close:?}"))),
-            }
-        }
-    }
-
-    #[inline(never)]
-    fn list(&mut self) -> Result<Term, ParseError> {
-        let mut v = Vec::new();
-        self.ws();
-        if self.peek() == Some(']') {
-            self.pos += 1;
-            return Ok(Term::List(v));
-        }
-        loop {
-            v.push(self.term()?);
-            self.ws();
-            match self.peek() {
-                Some(',') => self.pos += 1,
-                Some(']') => {
-                    self.pos += 1;
-                    return Ok(Term::List(v));
-                }
-                Some('|') => {
-                    self.pos += 1;
-                    let mut tail = self.term()?;
-                    self.expect(']')?;
-                    return Ok(match &mut tail {
-                        Term::List(rest) => {
-                            v.append(rest);
-                            Term::List(v)
-                        }
-                        Term::ImproperList { elems, tail } => {
-                            v.append(elems);
-                            let tail = std::mem::replace(tail, Box::new(Term::Integer(0)));
-                            Term::ImproperList { elems: v, tail }
-                        }
-                        _ => Term::ImproperList {
-                            elems: v,
-                            tail: Box::new(tail),
-                        },
-                    });
-                }
-                _ => return Err(self.error("expected ',', '|' or ']'")),
-            }
-        }
-    }
-
-    #[inline(never)]
-    fn map(&mut self) -> Result<Term, ParseError> {
-        let mut m: Vec<(Term, Term)> = Vec::new();
-        self.ws();
-        if self.peek() == Some('}') {
-            self.pos += 1;
-            return Ok(Term::Map(m.into_iter().collect()));
-        }
-        loop {
-            let k = self.term()?;
-            self.ws();
-            if !self.eat("=>") {
-                return Err(self.error("expected '=>'"));
-            }
-            let v = self.term()?;
-            m.push((k, v));
-            self.ws();
-            match self.peek() {
-                Some(',') => self.pos += 1,
-                Some('}') => {
-                    self.pos += 1;
-                    return Ok(Term::Map(m.into_iter().collect()));
-                }
-                _ => return Err(self.error("expected ',' or '}'")),
-            }
         }
     }
 

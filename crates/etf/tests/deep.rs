@@ -7,6 +7,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use erlkube_etf::parse;
+
 use erlkube_etf::{
     decode, decode_body_prefix_with_atom_cache, decode_view, encode, encode_iovec,
     validate_body_prefix_with_atom_cache, Atom, DecodeErrorKind as K, EncodeOptions, EncodedIoVec,
@@ -190,6 +192,12 @@ fn round_trip(name: &str, b: &[u8], levels: usize) {
     let (t2, used) = decode_body_prefix_with_atom_cache(body, &[]).expect("body decodes");
     assert_eq!(used, body.len());
     drop(t2);
+    // printed in Erlang syntax and parsed back
+    let text = t.to_string();
+    assert!(text.len() >= levels, "{name}: printed {} chars", text.len());
+    let parsed = parse(&text).expect("parses");
+    assert!(encode(&parsed) == b, "{name}: print and parse");
+    drop(parsed);
     let ((), peak) = peak_during(|| drop(t));
     assert!(peak < 1 << 20, "{name}: drop used {peak} bytes");
 }
@@ -212,6 +220,15 @@ fn million_nested_maps_round_trip() {
 #[test]
 fn million_mixed_levels_round_trip() {
     round_trip("mixed", &mixed(N), N);
+}
+
+#[test]
+fn printing_matches_the_shells_form() {
+    let t = decode(&lists(3)).unwrap();
+    assert_eq!(t.to_string(), "[[[[]]]]");
+    let t = decode(&mixed(4)).unwrap();
+    assert_eq!(t.to_string(), "{x,[#{1 => [y|<<\"core\">>]},7]}");
+    assert_eq!(parse("{x,[#{1 => [y|<<\"core\">>]},7]}").unwrap(), t);
 }
 
 /// The lazy view recurses and keeps its limit: a deep term is refused,

@@ -317,8 +317,8 @@ fn spawn_moving_echo(node: &Node) {
     tokio::spawn(async move {
         while let Some(mut m) = p.recv().await {
             if let Term::Tuple(v) = &mut m {
-                if let (Some(msg), Some(Term::Pid(to))) = (v.pop(), v.pop()) {
-                    let _ = node.send(&to, msg).await;
+                if let (Some(msg), Some(Term::Pid(ref to))) = (v.pop(), v.pop()) {
+                    let _ = node.send(to, msg).await;
                 }
             }
         }
