@@ -483,7 +483,7 @@ impl PartialEq for Map {
 /// with their id vector) are boxed, and the byte fields of `BitBinary` and
 /// `Export` come first so they sit beside the tag. Encoding walks these
 /// nodes, so their size and the cost of their tag are its cost per term.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 #[repr(u8)]
 pub enum Term {
     /// Every integer that fits `i64`.
@@ -537,36 +537,141 @@ pub enum Term {
     Fun(Fun),
 }
 
-/// Dropping a term frees it with an explicit stack on the heap, not by
-/// recursion, so a term of any depth (a list nested a million levels, as
-/// `binary_to_term/1` accepts) is dropped without overflowing the thread's
-/// stack. A term whose elements have no elements of their own (the usual
-/// case) is dropped as before, after one look at its elements.
+/// The derived form (`Tuple([Integer(1), Atom(Atom("a"))])`), written
+/// from an explicit stack so a term of any depth prints without recursion
+/// (`{:#?}` prints the same one-line form).
+impl fmt::Debug for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        enum Dbg<'t> {
+            Term(&'t Term),
+            Text(&'static str),
+        }
+        fn seq<'t>(stack: &mut Vec<Dbg<'t>>, items: &'t [Term]) {
+            for (i, e) in items.iter().enumerate().rev() {
+                stack.push(Dbg::Term(e));
+                if i > 0 {
+                    stack.push(Dbg::Text(", "));
+                }
+            }
+        }
+        let mut stack = vec![Dbg::Term(self)];
+        while let Some(d) = stack.pop() {
+            let t = match d {
+                Dbg::Text(s) => {
+                    f.write_str(s)?;
+                    continue;
+                }
+                Dbg::Term(t) => t,
+            };
+            match t {
+                Term::Integer(i) => write!(f, "Integer({i:?})")?,
+                Term::BigInt(b) => write!(f, "BigInt({b:?})")?,
+                Term::Float(x) => write!(f, "Float({x:?})")?,
+                Term::Atom(a) => write!(f, "Atom({a:?})")?,
+                Term::Binary(b) => write!(f, "Binary({b:?})")?,
+                Term::BitBinary { bits, bytes } => {
+                    write!(f, "BitBinary {{ bits: {bits:?}, bytes: {bytes:?} }}")?
+                }
+                Term::Tuple(v) => {
+                    f.write_str("Tuple([")?;
+                    stack.push(Dbg::Text("])"));
+                    seq(&mut stack, v);
+                }
+                Term::List(v) => {
+                    f.write_str("List([")?;
+                    stack.push(Dbg::Text("])"));
+                    seq(&mut stack, v);
+                }
+                Term::ImproperList { elems, tail } => {
+                    f.write_str("ImproperList { elems: [")?;
+                    stack.push(Dbg::Text(" }"));
+                    stack.push(Dbg::Term(tail));
+                    stack.push(Dbg::Text("], tail: "));
+                    seq(&mut stack, elems);
+                }
+                Term::Map(m) => {
+                    f.write_str("Map(Map { entries: [")?;
+                    stack.push(Dbg::Text("] })"));
+                    for (i, (k, v)) in m.entries.iter().enumerate().rev() {
+                        stack.push(Dbg::Text(")"));
+                        stack.push(Dbg::Term(v));
+                        stack.push(Dbg::Text(", "));
+                        stack.push(Dbg::Term(k));
+                        stack.push(Dbg::Text("("));
+                        if i > 0 {
+                            stack.push(Dbg::Text(", "));
+                        }
+                    }
+                }
+                Term::Pid(p) => write!(f, "Pid({p:?})")?,
+                Term::Port(p) => write!(f, "Port({p:?})")?,
+                Term::Reference(r) => write!(f, "Reference({r:?})")?,
+                Term::Export {
+                    arity,
+                    module,
+                    function,
+                } => write!(
+                    f,
+                    "Export {{ arity: {arity:?}, module: {module:?}, function: {function:?} }}"
+                )?,
+                Term::Fun(x) => {
+                    write!(
+                        f,
+                        "Fun(Fun(FunData {{ arity: {:?}, uniq: {:?}, index: {:?}, module: {:?}, \
+                         old_index: {:?}, old_uniq: {:?}, pid: {:?}, free_vars: [",
+                        x.arity, x.uniq, x.index, x.module, x.old_index, x.old_uniq, x.pid
+                    )?;
+                    stack.push(Dbg::Text("] }))"));
+                    seq(&mut stack, &x.free_vars);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+thread_local! {
+    /// Containers of this thread being dropped inside each other.
+    static DROP_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Dropping a term never recurses deeper than
+/// [`crate::decode::RECURSION_DEPTH`] levels: below that, elements are
+/// freed from an explicit stack on the heap, so a term of any depth (a list
+/// nested a million levels, as `binary_to_term/1` accepts) is dropped
+/// without overflowing the thread's stack. Shallower terms are dropped as
+/// the drop glue would, with a per-thread depth count around each
+/// container.
 impl Drop for Term {
     #[inline]
     fn drop(&mut self) {
-        if self.nests() {
-            drop_nested(self);
+        if !self.has_elements() {
+            return;
         }
+        let depth = DROP_DEPTH.with(|d| d.get());
+        if depth >= crate::decode::RECURSION_DEPTH {
+            return drop_deep(self);
+        }
+        DROP_DEPTH.with(|d| d.set(depth + 1));
+        self.clear_elements();
+        DROP_DEPTH.with(|d| d.set(depth));
     }
 }
 
 impl Term {
-    /// True if some element of this term has elements (or a map entry,
-    /// an improper tail, a fun's free variables) of its own.
+    /// Drops this term's elements (in place: the containers keep their
+    /// buffers, which the drop glue frees).
     #[inline]
-    fn nests(&self) -> bool {
+    fn clear_elements(&mut self) {
         match self {
-            Term::Tuple(v) | Term::List(v) => v.iter().any(Term::has_elements),
+            Term::Tuple(v) | Term::List(v) => v.clear(),
             Term::ImproperList { elems, tail } => {
-                tail.has_elements() || elems.iter().any(Term::has_elements)
+                elems.clear();
+                **tail = Term::Integer(0);
             }
-            Term::Map(m) => m
-                .entries
-                .iter()
-                .any(|(k, v)| k.has_elements() || v.has_elements()),
-            Term::Fun(f) => f.free_vars.iter().any(Term::has_elements),
-            _ => false,
+            Term::Map(m) => m.entries.clear(),
+            Term::Fun(f) => f.free_vars.clear(),
+            _ => {}
         }
     }
 
@@ -613,7 +718,7 @@ impl Term {
 /// each is dropped once it holds nothing nested.
 #[cold]
 #[inline(never)]
-fn drop_nested(t: &mut Term) {
+fn drop_deep(t: &mut Term) {
     let mut pending = Vec::new();
     t.detach(&mut pending);
     while let Some(mut c) = pending.pop() {

@@ -192,6 +192,7 @@ fn round_trip(name: &str, b: &[u8], levels: usize) {
     let (t2, used) = decode_body_prefix_with_atom_cache(body, &[]).expect("body decodes");
     assert_eq!(used, body.len());
     drop(t2);
+    assert!(format!("{t:?}").len() > levels, "{name}: Debug");
     // printed in Erlang syntax and parsed back
     let text = t.to_string();
     assert!(text.len() >= levels, "{name}: printed {} chars", text.len());
@@ -229,6 +230,16 @@ fn printing_matches_the_shells_form() {
     let t = decode(&mixed(4)).unwrap();
     assert_eq!(t.to_string(), "{x,[#{1 => [y|<<\"core\">>]},7]}");
     assert_eq!(parse("{x,[#{1 => [y|<<\"core\">>]},7]}").unwrap(), t);
+}
+
+#[test]
+fn debug_is_the_derived_form() {
+    let t = parse("{1, [a | b], #{k => <<1>>}, 2.5}").unwrap();
+    assert_eq!(
+        format!("{t:?}"),
+        "Tuple([Integer(1), ImproperList { elems: [Atom(Atom(\"a\"))], tail: Atom(Atom(\"b\")) }, \
+         Map(Map { entries: [(Atom(Atom(\"k\")), Binary([1]))] }), Float(2.5)])"
+    );
 }
 
 /// The lazy view recurses and keeps its limit: a deep term is refused,
