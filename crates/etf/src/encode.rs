@@ -696,7 +696,7 @@ impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
         self.depth -= 1;
     }
 
-    /// [`Enc::elems_packed`] past [`crate::decode::RECURSION_DEPTH`] levels:
+    /// [`Enc::elems_packed`] past [`crate::RECURSION_DEPTH`] levels:
     /// the header, then each term with an explicit stack of what is left
     /// to write (on the heap, one entry per pending element), so a term of
     /// any depth costs no thread stack.

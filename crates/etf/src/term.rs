@@ -636,7 +636,7 @@ thread_local! {
 }
 
 /// Dropping a term never recurses deeper than
-/// [`crate::decode::RECURSION_DEPTH`] levels: below that, elements are
+/// [`crate::RECURSION_DEPTH`] levels: below that, elements are
 /// freed from an explicit stack on the heap, so a term of any depth (a list
 /// nested a million levels, as `binary_to_term/1` accepts) is dropped
 /// without overflowing the thread's stack. Shallower terms are dropped as
