@@ -56,7 +56,8 @@
 //! levels, say), and so do the owned decoder ([`decode`],
 //! [`decode_body_prefix_with_atom_cache`]), the payload check
 //! ([`validate_body_prefix_with_atom_cache`]), every encoder (contiguous,
-//! iovec, [`Encoder::term`]), `Drop`, `Display`, `Debug` and [`parse`]:
+//! iovec, [`Encoder::term`]), `Drop`, `Clone`, `Display`, `Debug` and
+//! [`parse`]:
 //! none of them recurses per level. The decoders and the encoder recurse
 //! over the first [`RECURSION_DEPTH`] (128) levels, which is all that
 //! real terms use, and continue deeper levels with an explicit stack on
@@ -65,8 +66,8 @@
 //! The borrowed tree ([`decode_ref`]) and the lazy view
 //! ([`decode_view`]) stop at [`BORROWED_MAX_DEPTH`] (512) with
 //! [`DecodeErrorKind::DepthLimit`]; so does their conversion to owned
-//! terms. `Clone`, `==`, term order, `Hash` and serde still recurse: use
-//! them on terms of up to a few thousand levels.
+//! terms. `==`, term order, `Hash` and serde still recurse: use them on
+//! terms of up to a few thousand levels.
 //!
 //! # The hot path: a lazy view
 //!

@@ -483,7 +483,7 @@ impl PartialEq for Map {
 /// with their id vector) are boxed, and the byte fields of `BitBinary` and
 /// `Export` come first so they sit beside the tag. Encoding walks these
 /// nodes, so their size and the cost of their tag are its cost per term.
-#[derive(Clone, PartialEq)]
+#[derive(PartialEq)]
 #[repr(u8)]
 pub enum Term {
     /// Every integer that fits `i64`.
@@ -627,6 +627,161 @@ impl fmt::Debug for Term {
             }
         }
         Ok(())
+    }
+}
+
+/// Cloning recurses over the first [`crate::RECURSION_DEPTH`] levels and
+/// clones deeper ones from an explicit stack on the heap, so a term of
+/// any depth clones without overflowing the thread's stack.
+impl Clone for Term {
+    #[inline]
+    fn clone(&self) -> Term {
+        clone_at(self, 0)
+    }
+}
+
+/// Clones `t`, which is at nesting `depth` of the clone under way.
+fn clone_at(t: &Term, depth: usize) -> Term {
+    match t {
+        Term::Integer(i) => Term::Integer(*i),
+        Term::BigInt(b) => Term::BigInt(b.clone()),
+        Term::Float(f) => Term::Float(*f),
+        Term::Atom(a) => Term::Atom(a.clone()),
+        Term::Binary(b) => Term::Binary(b.clone()),
+        Term::BitBinary { bits, bytes } => Term::BitBinary {
+            bits: *bits,
+            bytes: bytes.clone(),
+        },
+        Term::Pid(p) => Term::Pid(p.clone()),
+        Term::Port(p) => Term::Port(p.clone()),
+        Term::Reference(r) => Term::Reference(r.clone()),
+        Term::Export {
+            arity,
+            module,
+            function,
+        } => Term::Export {
+            arity: *arity,
+            module: module.clone(),
+            function: function.clone(),
+        },
+        _ if depth >= crate::decode::RECURSION_DEPTH => clone_deep(t),
+        Term::Tuple(v) => Term::Tuple(v.iter().map(|e| clone_at(e, depth + 1)).collect()),
+        Term::List(v) => Term::List(v.iter().map(|e| clone_at(e, depth + 1)).collect()),
+        Term::ImproperList { elems, tail } => Term::ImproperList {
+            elems: elems.iter().map(|e| clone_at(e, depth + 1)).collect(),
+            tail: Box::new(clone_at(tail, depth + 1)),
+        },
+        Term::Map(m) => Term::Map(Map {
+            entries: m
+                .entries
+                .iter()
+                .map(|(k, v)| (clone_at(k, depth + 1), clone_at(v, depth + 1)))
+                .collect(),
+        }),
+        Term::Fun(f) => Term::Fun(Fun(Box::new(fun_with(
+            f,
+            f.free_vars.iter().map(|e| clone_at(e, depth + 1)).collect(),
+        )))),
+    }
+}
+
+/// `f`'s fields with other free variables.
+fn fun_with(f: &FunData, free_vars: Vec<Term>) -> FunData {
+    FunData {
+        arity: f.arity,
+        uniq: f.uniq,
+        index: f.index,
+        module: f.module.clone(),
+        old_index: f.old_index,
+        old_uniq: f.old_uniq,
+        pid: f.pid.clone(),
+        free_vars,
+    }
+}
+
+/// The elements of a container in order (a map's keys and values
+/// alternating, an improper list's tail last).
+fn element(t: &Term, i: usize) -> Option<&Term> {
+    match t {
+        Term::Tuple(v) | Term::List(v) => v.get(i),
+        Term::ImproperList { elems, tail } => {
+            elems.get(i).or((i == elems.len()).then_some(&**tail))
+        }
+        Term::Map(m) => m
+            .entries
+            .get(i / 2)
+            .map(|(k, v)| if i % 2 == 0 { k } else { v }),
+        Term::Fun(f) => f.free_vars.get(i),
+        _ => None,
+    }
+}
+
+fn element_count(t: &Term) -> usize {
+    match t {
+        Term::Tuple(v) | Term::List(v) => v.len(),
+        Term::ImproperList { elems, .. } => elems.len() + 1,
+        Term::Map(m) => 2 * m.entries.len(),
+        Term::Fun(f) => f.free_vars.len(),
+        _ => 0,
+    }
+}
+
+/// A container like `src` with the elements `elems` (as [`element`]
+/// lists them).
+fn rebuild(src: &Term, mut elems: Vec<Term>) -> Term {
+    match src {
+        Term::Tuple(_) => Term::Tuple(elems),
+        Term::List(_) => Term::List(elems),
+        Term::ImproperList { .. } => {
+            let tail = elems.pop().unwrap_or(Term::Integer(0));
+            Term::ImproperList {
+                elems,
+                tail: Box::new(tail),
+            }
+        }
+        Term::Map(_) => {
+            let mut entries = Vec::with_capacity(elems.len() / 2);
+            let mut it = elems.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                entries.push((k, v));
+            }
+            Term::Map(Map { entries })
+        }
+        Term::Fun(f) => Term::Fun(Fun(Box::new(fun_with(f, elems)))),
+        other => clone_at(other, 0),
+    }
+}
+
+/// Clones `root` from a stack of the containers being copied (on the
+/// heap): each entry is the source, the next element to copy, and the
+/// copies so far.
+#[cold]
+#[inline(never)]
+fn clone_deep(root: &Term) -> Term {
+    let mut stack: Vec<(&Term, usize, Vec<Term>)> =
+        vec![(root, 0, Vec::with_capacity(element_count(root)))];
+    loop {
+        let Some(top) = stack.last_mut() else {
+            return Term::Integer(0);
+        };
+        if let Some(e) = element(top.0, top.1) {
+            top.1 += 1;
+            if e.has_elements() {
+                stack.push((e, 0, Vec::with_capacity(element_count(e))));
+            } else {
+                // nothing nested: no recursion
+                top.2.push(clone_at(e, 0));
+            }
+            continue;
+        }
+        let Some((src, _, elems)) = stack.pop() else {
+            return Term::Integer(0);
+        };
+        let t = rebuild(src, elems);
+        match stack.last_mut() {
+            Some(parent) => parent.2.push(t),
+            None => return t,
+        }
     }
 }
 

@@ -193,6 +193,9 @@ fn round_trip(name: &str, b: &[u8], levels: usize) {
     assert_eq!(used, body.len());
     drop(t2);
     assert!(format!("{t:?}").len() > levels, "{name}: Debug");
+    let c = t.clone();
+    assert!(encode(&c) == b, "{name}: clone");
+    drop(c);
     // printed in Erlang syntax and parsed back
     let text = t.to_string();
     assert!(text.len() >= levels, "{name}: printed {} chars", text.len());
