@@ -710,7 +710,7 @@ fn element(t: &Term, i: usize) -> Option<&Term> {
         Term::Map(m) => m
             .entries
             .get(i / 2)
-            .map(|(k, v)| if i % 2 == 0 { k } else { v }),
+            .map(|(k, v)| if i.is_multiple_of(2) { k } else { v }),
         Term::Fun(f) => f.free_vars.get(i),
         _ => None,
     }
