@@ -8,10 +8,26 @@ use crate::intern;
 use crate::tags::*;
 use crate::term::{Atom, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
 
-/// Nesting limit of the decoder (tuples, lists, maps, funs inside each
-/// other). A list's elements and its tail chain do not count as nesting.
-/// Deeper input fails with [`K::DepthLimit`] instead of overflowing the stack.
-pub const DEFAULT_MAX_DEPTH: usize = 512;
+/// Nesting limit of the owned decoder ([`decode`]) and of the payload
+/// check ([`validate_body_prefix_with_atom_cache`]): none, as on the BEAM.
+/// Nesting means tuples, lists, maps and funs inside each other; a list's
+/// elements and its tail chain do not nest. Both decode the first
+/// [`RECURSION_DEPTH`] levels by recursion and deeper levels with an
+/// explicit stack on the heap, so any depth costs no thread stack and
+/// memory in proportion to the input (every level takes input bytes).
+/// [`DecodeOptions::max_depth`] sets a limit ([`K::DepthLimit`]).
+pub const DEFAULT_MAX_DEPTH: usize = usize::MAX;
+
+/// Nesting limit of the borrowed tree ([`decode_ref`]) and the lazy view
+/// ([`crate::decode_view`]), which recurse: deeper input fails with
+/// [`K::DepthLimit`] instead of overflowing the stack. Use [`decode`] for
+/// deeper terms.
+pub const BORROWED_MAX_DEPTH: usize = 512;
+
+/// Levels the owned decoder and the payload check decode by recursion
+/// before they continue with an explicit stack: enough for every term
+/// seen in practice, so those pay nothing for the deep path.
+pub const RECURSION_DEPTH: usize = 128;
 
 /// Limit on the declared uncompressed size of a compressed term (64 MiB).
 pub const DEFAULT_MAX_UNCOMPRESSED: usize = 64 << 20;
@@ -19,8 +35,8 @@ pub const DEFAULT_MAX_UNCOMPRESSED: usize = 64 << 20;
 /// Decoder limits.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeOptions {
-    /// Maximum nesting depth (see [`DEFAULT_MAX_DEPTH`]). Values above the
-    /// default risk the stack of small threads.
+    /// Maximum nesting depth (see [`DEFAULT_MAX_DEPTH`]: none by default).
+    /// The borrowed decoder never goes beyond [`BORROWED_MAX_DEPTH`].
     pub max_depth: usize,
     /// Maximum declared uncompressed size of a compressed term.
     pub max_uncompressed: usize,
@@ -291,8 +307,8 @@ fn owned_map(entries: &[(TermRef<'_>, TermRef<'_>)], cx: &mut Owner) -> Term {
 
 #[inline(never)]
 fn owned_fun(f: &FunRef<'_>, cx: &mut Owner) -> Term {
-    let pid = match f.pid.owned(cx) {
-        Term::Pid(p) => p,
+    let pid = match &f.pid.owned(cx) {
+        Term::Pid(p) => p.clone(),
         // the decoder only puts pids here
         _ => Pid {
             node: Atom::new(""),
@@ -389,12 +405,26 @@ struct Decoder<'a> {
     buf: &'a [u8],
     pos: usize,
     cache: Option<&'a [Atom]>,
+    /// The nesting limit ([`K::DepthLimit`] beyond).
     max_depth: usize,
+    /// Where the recursive owned decoder and checker hand over to the
+    /// iterative ones: `min(max_depth, RECURSION_DEPTH)`.
+    deep_at: usize,
 }
 
 type R<T> = Result<T, DecodeError>;
 
 impl<'a> Decoder<'a> {
+    fn new(buf: &'a [u8], pos: usize, cache: Option<&'a [Atom]>, max_depth: usize) -> Self {
+        Decoder {
+            buf,
+            pos,
+            cache,
+            max_depth,
+            deep_at: max_depth.min(RECURSION_DEPTH),
+        }
+    }
+
     #[inline]
     fn err<T>(&self, at: usize, kind: K) -> R<T> {
         Err(DecodeError::new(at, kind))
@@ -1013,8 +1043,8 @@ impl<'a> Decoder<'a> {
         } else {
             self.u32()? as usize
         };
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.skip_deep(start, depth);
         }
         self.skip_seq(n, depth + 1)
     }
@@ -1022,8 +1052,8 @@ impl<'a> Decoder<'a> {
     #[inline(never)]
     fn skip_map(&mut self, start: usize, depth: usize) -> R<()> {
         let n = self.u32()? as usize;
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.skip_deep(start, depth);
         }
         if n > self.remaining() / 2 {
             return self.err(self.pos, K::Truncated);
@@ -1037,8 +1067,8 @@ impl<'a> Decoder<'a> {
 
     #[inline(never)]
     fn skip_list(&mut self, start: usize, depth: usize) -> R<()> {
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.skip_deep(start, depth);
         }
         let mut n = self.u32()? as usize;
         loop {
@@ -1067,8 +1097,8 @@ impl<'a> Decoder<'a> {
 
     #[inline(never)]
     fn skip_fun(&mut self, start: usize, depth: usize) -> R<()> {
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.skip_deep(start, depth);
         }
         let size = self.u32()? as usize;
         self.u8()?;
@@ -1090,12 +1120,7 @@ impl<'a> Decoder<'a> {
 /// Checks the term at the start of `input` (no version byte) as the
 /// borrowed decoder would; returns the bytes it spans.
 pub(crate) fn validate_body(input: &[u8], cache: Option<&[Atom]>, max_depth: usize) -> R<usize> {
-    let mut d = Decoder {
-        buf: input,
-        pos: 0,
-        cache,
-        max_depth,
-    };
+    let mut d = Decoder::new(input, 0, cache, max_depth);
     d.skip(0)?;
     Ok(d.pos)
 }
@@ -1103,12 +1128,7 @@ pub(crate) fn validate_body(input: &[u8], cache: Option<&[Atom]>, max_depth: usi
 /// The borrowed decoding of the term at the start of `input` (no version
 /// byte) with the default depth limit.
 pub(crate) fn term_ref_body(input: &[u8]) -> R<TermRef<'_>> {
-    let mut d = Decoder {
-        buf: input,
-        pos: 0,
-        cache: None,
-        max_depth: DEFAULT_MAX_DEPTH,
-    };
+    let mut d = Decoder::new(input, 0, None, BORROWED_MAX_DEPTH);
     d.term(0)
 }
 
@@ -1317,9 +1337,10 @@ impl<'a> Decoder<'a> {
 
     #[inline(never)]
     fn fun_owned(&mut self, start: usize, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
-        let f = self.fun(start, depth)?;
-        put(slot, f.owned(cx));
-        Ok(())
+        // funs are rare: the iterative decoder takes them (and their free
+        // variables, however deep) whole
+        self.pos = start;
+        self.owned_deep(start, depth, slot, cx)
     }
 
     #[inline]
@@ -1346,8 +1367,8 @@ impl<'a> Decoder<'a> {
         } else {
             self.u32()? as usize
         };
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.owned_deep(start, depth, slot, cx);
         }
         if n > self.remaining() {
             return self.err(self.pos, K::Truncated);
@@ -1364,8 +1385,8 @@ impl<'a> Decoder<'a> {
     #[inline(never)]
     fn map_owned(&mut self, start: usize, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
         let n = self.u32()? as usize;
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.owned_deep(start, depth, slot, cx);
         }
         if n > self.remaining() / 2 {
             return self.err(self.pos, K::Truncated);
@@ -1386,8 +1407,8 @@ impl<'a> Decoder<'a> {
 
     #[inline(never)]
     fn list_owned(&mut self, start: usize, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.owned_deep(start, depth, slot, cx);
         }
         let mut n = self.u32()? as usize;
         if n > self.remaining() {
@@ -1449,12 +1470,7 @@ fn decode_ref_inner<'a>(
     opts: &DecodeOptions,
 ) -> R<(TermRef<'a>, usize)> {
     check_version(input)?;
-    let mut d = Decoder {
-        buf: input,
-        pos: 1,
-        cache,
-        max_depth: opts.max_depth,
-    };
+    let mut d = Decoder::new(input, 1, cache, opts.max_depth.min(BORROWED_MAX_DEPTH));
     let t = d.term(0)?;
     Ok((t, d.pos))
 }
@@ -1533,12 +1549,7 @@ fn decode_owned(
         return Ok(used);
     }
     // uncompressed (the usual case): no envelope to account for
-    let mut d = Decoder {
-        buf: input,
-        pos: 1,
-        cache,
-        max_depth: opts.max_depth,
-    };
+    let mut d = Decoder::new(input, 1, cache, opts.max_depth);
     intern::with_table(|atoms| d.owned_into(0, out, &mut Owner::new(atoms)))?;
     if whole && d.pos != input.len() {
         return Err(DecodeError::new(d.pos, K::TrailingBytes));
@@ -1568,12 +1579,7 @@ fn decode_owned_compressed(
 ) -> R<(Term, usize)> {
     let (buf, consumed) = decompress_with(input, opts)?;
     let compressed = matches!(buf, Cow::Owned(_));
-    let mut d = Decoder {
-        buf: &buf,
-        pos: 1,
-        cache,
-        max_depth: opts.max_depth,
-    };
+    let mut d = Decoder::new(&buf, 1, cache, opts.max_depth);
     let r = intern::with_table(|atoms| d.owned_term(0, &mut Owner::new(atoms)));
     let used = d.pos;
     // offsets inside inflated data are reported past the 6-byte header
@@ -1607,12 +1613,7 @@ pub fn decode_body_prefix_with_atom_cache(
     input: &[u8],
     cache: &[Atom],
 ) -> Result<(Term, usize), DecodeError> {
-    let mut d = Decoder {
-        buf: input,
-        pos: 0,
-        cache: Some(cache),
-        max_depth: DEFAULT_MAX_DEPTH,
-    };
+    let mut d = Decoder::new(input, 0, Some(cache), DEFAULT_MAX_DEPTH);
     let mut t = Term::Integer(0);
     intern::with_table(|atoms| d.owned_into(0, &mut t, &mut Owner::new(atoms)))?;
     Ok((t, d.pos))
@@ -1623,12 +1624,7 @@ pub fn decode_ref_body_prefix_with_atom_cache<'a>(
     input: &'a [u8],
     cache: &'a [Atom],
 ) -> Result<(TermRef<'a>, usize), DecodeError> {
-    let mut d = Decoder {
-        buf: input,
-        pos: 0,
-        cache: Some(cache),
-        max_depth: DEFAULT_MAX_DEPTH,
-    };
+    let mut d = Decoder::new(input, 0, Some(cache), BORROWED_MAX_DEPTH);
     let t = d.term(0)?;
     Ok((t, d.pos))
 }
@@ -1678,4 +1674,402 @@ pub fn validate_body_prefix_with_atom_cache(
     cache: &[Atom],
 ) -> Result<usize, DecodeError> {
     validate_body(input, Some(cache), DEFAULT_MAX_DEPTH)
+}
+
+/// A container the iterative checker is inside of.
+enum SkipFrame {
+    /// Terms left (tuple elements, map keys and values).
+    Seq(usize),
+    /// List elements left, then the tail.
+    List(usize),
+    /// Free variables left of the fun at `start` whose size field says
+    /// `size`.
+    Fun {
+        left: usize,
+        start: usize,
+        size: usize,
+    },
+}
+
+/// A container the iterative owned decoder is inside of (40 bytes: one
+/// per open level is what a deep term costs beyond the term itself).
+enum OwnedFrame {
+    /// Elements so far, elements in all.
+    Tuple(Vec<Term>, usize),
+    /// Entries so far (the last one's value a placeholder while
+    /// `key_pending`), entries in all, `key_pending`, and where the map
+    /// starts (for a duplicate key).
+    Map(Vec<(Term, Term)>, u32, bool, usize),
+    /// Elements so far and elements left before the tail.
+    List(Vec<Term>, usize),
+    /// Elements of a list whose tail (not a list) is being decoded.
+    Tail(Vec<Term>),
+    /// The fun, its free variables in all, its size field, where it starts.
+    Fun(Box<FunData>, u32, u32, usize),
+}
+
+impl OwnedFrame {
+    fn wants_child(&self) -> bool {
+        match self {
+            OwnedFrame::Tuple(v, n) => v.len() < *n,
+            OwnedFrame::Map(v, n, pending, _) => *pending || v.len() < *n as usize,
+            OwnedFrame::List(_, left) => *left > 0,
+            OwnedFrame::Tail(_) => true,
+            OwnedFrame::Fun(f, n, _, _) => f.free_vars.len() < *n as usize,
+        }
+    }
+
+    /// Takes a decoded child; a list's tail completes the list, which is
+    /// returned.
+    fn deliver(&mut self, t: Term) -> Option<Term> {
+        match self {
+            OwnedFrame::Tuple(v, _) => v.push(t),
+            OwnedFrame::Map(v, _, pending, _) => {
+                if *pending {
+                    if let Some(e) = v.last_mut() {
+                        put(&mut e.1, t);
+                    }
+                } else {
+                    v.push((t, Term::Integer(0)));
+                }
+                *pending = !*pending;
+            }
+            OwnedFrame::List(v, left) => {
+                v.push(t);
+                *left -= 1;
+            }
+            OwnedFrame::Tail(v) => {
+                let elems = std::mem::take(v);
+                return Some(if elems.is_empty() {
+                    t
+                } else {
+                    Term::ImproperList {
+                        elems,
+                        tail: Box::new(t),
+                    }
+                });
+            }
+            OwnedFrame::Fun(f, _, _, _) => f.free_vars.push(t),
+        }
+        None
+    }
+}
+
+/// The deep paths: the recursive checker and owned decoder hand a
+/// container over to these at [`RECURSION_DEPTH`]; they decode it whole
+/// with an explicit stack (one small frame per open container, on the
+/// heap), with the checks, errors and offsets of the recursive code.
+impl<'a> Decoder<'a> {
+    #[inline]
+    fn depth_check(&self, start: usize, depth: usize) -> R<()> {
+        if depth >= self.max_depth {
+            return self.err(start, K::DepthLimit);
+        }
+        Ok(())
+    }
+
+    /// Checks the container at `start` (at nesting `depth`) and all of
+    /// it, as [`Self::skip`] does.
+    #[cold]
+    #[inline(never)]
+    fn skip_deep(&mut self, start: usize, depth: usize) -> R<()> {
+        self.pos = start;
+        let mut stack: Vec<SkipFrame> = Vec::new();
+        loop {
+            // one term, a child of the top frame (or the root)
+            let d = depth + stack.len();
+            let start = self.pos;
+            let tag = self.u8()?;
+            match tag {
+                SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
+                    let n = if tag == SMALL_TUPLE_EXT {
+                        self.u8()? as usize
+                    } else {
+                        self.u32()? as usize
+                    };
+                    self.depth_check(start, d)?;
+                    if n > self.remaining() {
+                        return self.err(self.pos, K::Truncated);
+                    }
+                    stack.push(SkipFrame::Seq(n));
+                }
+                MAP_EXT => {
+                    let n = self.u32()? as usize;
+                    self.depth_check(start, d)?;
+                    if n > self.remaining() / 2 {
+                        return self.err(self.pos, K::Truncated);
+                    }
+                    stack.push(SkipFrame::Seq(2 * n));
+                }
+                LIST_EXT => {
+                    self.depth_check(start, d)?;
+                    let n = self.u32()? as usize;
+                    if n > self.remaining() {
+                        return self.err(self.pos, K::Truncated);
+                    }
+                    stack.push(SkipFrame::List(n));
+                }
+                NEW_FUN_EXT => {
+                    self.depth_check(start, d)?;
+                    let size = self.u32()? as usize;
+                    self.u8()?;
+                    self.take(16)?;
+                    self.u32()?;
+                    let nfree = self.u32()? as usize;
+                    self.skip_atom()?;
+                    self.small_int_term()?;
+                    self.small_int_term()?;
+                    self.pid()?;
+                    if nfree > self.remaining() {
+                        return self.err(self.pos, K::Truncated);
+                    }
+                    stack.push(SkipFrame::Fun {
+                        left: nfree,
+                        start,
+                        size,
+                    });
+                }
+                _ => {
+                    // not a container: the recursive checker does not recurse
+                    self.pos = start;
+                    self.skip(d)?;
+                }
+            }
+            // close what is complete; stop at a frame that wants a child
+            loop {
+                match stack.last_mut() {
+                    None => return Ok(()),
+                    Some(SkipFrame::Seq(0)) => {
+                        stack.pop();
+                    }
+                    Some(SkipFrame::Seq(n)) => {
+                        *n -= 1;
+                        break;
+                    }
+                    Some(SkipFrame::List(0)) => {
+                        let tstart = self.pos;
+                        match self.buf.get(self.pos) {
+                            Some(&NIL_EXT) => {
+                                self.pos += 1;
+                                stack.pop();
+                            }
+                            Some(&LIST_EXT) => {
+                                self.pos += 1;
+                                let n = self.u32()? as usize;
+                                if n > self.remaining() {
+                                    return self.err(self.pos, K::Truncated);
+                                }
+                                stack.pop();
+                                stack.push(SkipFrame::List(n));
+                            }
+                            Some(&STRING_EXT) => {
+                                self.pos += 1;
+                                let k = self.u16()? as usize;
+                                self.take(k)?;
+                                stack.pop();
+                            }
+                            // the tail, one level below the list
+                            Some(_) => {
+                                stack.pop();
+                                stack.push(SkipFrame::Seq(0));
+                                break;
+                            }
+                            None => return self.err(tstart, K::Truncated),
+                        }
+                    }
+                    Some(SkipFrame::List(n)) => {
+                        *n -= 1;
+                        break;
+                    }
+                    Some(SkipFrame::Fun {
+                        left: 0,
+                        start,
+                        size,
+                    }) => {
+                        let (start, size) = (*start, *size);
+                        if self.pos - (start + 1) != size {
+                            return self.err(start, K::InvalidFunSize);
+                        }
+                        stack.pop();
+                    }
+                    Some(SkipFrame::Fun { left, .. }) => {
+                        *left -= 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decodes the container at `start` (at nesting `depth`) whole into
+    /// `slot`, as the recursive owned decoder does.
+    #[cold]
+    #[inline(never)]
+    fn owned_deep(&mut self, start: usize, depth: usize, slot: &mut Term, cx: &mut Owner) -> R<()> {
+        self.pos = start;
+        let mut stack: Vec<OwnedFrame> = Vec::new();
+        let mut value = self.open_deep(depth, &mut stack, cx)?;
+        loop {
+            if let Some(t) = value.take() {
+                match stack.last_mut() {
+                    None => {
+                        put(slot, t);
+                        return Ok(());
+                    }
+                    Some(f) => value = f.deliver(t),
+                }
+                if value.is_some() {
+                    // a list's tail completed it
+                    stack.pop();
+                    continue;
+                }
+            }
+            let top = stack.last_mut().expect("an open container");
+            if top.wants_child() {
+                value = self.open_deep(depth + stack.len(), &mut stack, cx)?;
+                continue;
+            }
+            if let OwnedFrame::List(elems, left) = top {
+                let tstart = self.pos;
+                match self.buf.get(self.pos) {
+                    Some(&NIL_EXT) => {
+                        self.pos += 1;
+                        value = Some(Term::List(std::mem::take(elems)));
+                    }
+                    Some(&LIST_EXT) => {
+                        self.pos += 1;
+                        let n = self.u32()? as usize;
+                        if n > self.remaining() {
+                            return self.err(self.pos, K::Truncated);
+                        }
+                        elems.reserve(n);
+                        *left = n;
+                        continue;
+                    }
+                    Some(&STRING_EXT) => {
+                        self.pos += 1;
+                        let k = self.u16()? as usize;
+                        let b = self.take(k)?;
+                        elems.extend(b.iter().map(|&x| Term::Integer(x as i64)));
+                        value = Some(Term::List(std::mem::take(elems)));
+                    }
+                    Some(_) => {
+                        let elems = std::mem::take(elems);
+                        *top = OwnedFrame::Tail(elems);
+                        continue;
+                    }
+                    None => return self.err(tstart, K::Truncated),
+                }
+                stack.pop();
+                continue;
+            }
+            // complete
+            value = Some(match stack.pop().expect("an open container") {
+                OwnedFrame::Tuple(v, _) => Term::Tuple(v),
+                OwnedFrame::Map(v, _, _, start) => {
+                    let m = dedup_map(v, cx);
+                    if !cx.ok {
+                        return self.err(start, K::DuplicateMapKey);
+                    }
+                    Term::Map(m)
+                }
+                OwnedFrame::Fun(f, _, size, start) => {
+                    if self.pos - (start + 1) != size as usize {
+                        return self.err(start, K::InvalidFunSize);
+                    }
+                    Term::Fun(Fun(f))
+                }
+                OwnedFrame::List(..) | OwnedFrame::Tail(_) => unreachable!("handled above"),
+            });
+        }
+    }
+
+    /// Reads one term at nesting `depth`: a scalar is returned, a
+    /// container's head opens a frame.
+    fn open_deep(
+        &mut self,
+        depth: usize,
+        stack: &mut Vec<OwnedFrame>,
+        cx: &mut Owner,
+    ) -> R<Option<Term>> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        match tag {
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
+                let n = if tag == SMALL_TUPLE_EXT {
+                    self.u8()? as usize
+                } else {
+                    self.u32()? as usize
+                };
+                self.depth_check(start, depth)?;
+                if n > self.remaining() {
+                    return self.err(self.pos, K::Truncated);
+                }
+                stack.push(OwnedFrame::Tuple(Vec::with_capacity(n), n));
+            }
+            MAP_EXT => {
+                let n = self.u32()? as usize;
+                self.depth_check(start, depth)?;
+                if n > self.remaining() / 2 {
+                    return self.err(self.pos, K::Truncated);
+                }
+                stack.push(OwnedFrame::Map(
+                    Vec::with_capacity(n),
+                    n as u32,
+                    false,
+                    start,
+                ));
+            }
+            LIST_EXT => {
+                self.depth_check(start, depth)?;
+                let n = self.u32()? as usize;
+                if n > self.remaining() {
+                    return self.err(self.pos, K::Truncated);
+                }
+                stack.push(OwnedFrame::List(Vec::with_capacity(n), n));
+            }
+            NEW_FUN_EXT => {
+                self.depth_check(start, depth)?;
+                let size = self.u32()? as usize;
+                let arity = self.u8()?;
+                let uniq: [u8; 16] = self.take(16)?.try_into().expect("16 bytes");
+                let index = self.u32()?;
+                let nfree = self.u32()? as usize;
+                let module = self.atom()?.to_atom_cached(cx);
+                let old_index = self.small_int_term()?;
+                let old_uniq = self.small_int_term()?;
+                let pid = match &self.pid()?.owned_scalar(cx) {
+                    Term::Pid(p) => p.clone(),
+                    _ => return self.err(start, K::UnexpectedType),
+                };
+                if nfree > self.remaining() {
+                    return self.err(self.pos, K::Truncated);
+                }
+                let f = FunData {
+                    arity,
+                    uniq,
+                    index,
+                    module,
+                    old_index,
+                    old_uniq,
+                    pid,
+                    free_vars: Vec::with_capacity(nfree),
+                };
+                stack.push(OwnedFrame::Fun(
+                    Box::new(f),
+                    nfree as u32,
+                    size as u32,
+                    start,
+                ));
+            }
+            _ => {
+                // not a container: the recursive decoder does not recurse
+                self.pos = start;
+                let mut t = Term::Integer(0);
+                self.fill_owned(depth, &mut t, cx)?;
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
 }

@@ -400,6 +400,18 @@ impl<'t> Iterator for Pairs<'t> {
     }
 }
 
+/// What [`Enc::deep_elems`] has left to write.
+enum Pending<'t> {
+    Term(&'t Term),
+    /// The `NIL_EXT` after a proper list's elements.
+    Nil,
+    /// The size field of a fun, once its free variables are written.
+    FunSize {
+        size_at: usize,
+        refs_at: usize,
+    },
+}
+
 /// A container header: up to 5 bytes and how many of them count.
 type Head = ([u8; 5], usize);
 
@@ -411,6 +423,9 @@ type Head = ([u8; 5], usize);
 /// `UTF8` is minor version 2 (every atom as UTF-8).
 struct Enc<'o, const UTF8: bool, R> {
     out: &'o mut Vec<u8>,
+    /// Element loops ([`Enc::elems_packed`]) under way: containers this
+    /// deep are written by [`Enc::deep_elems`], without recursion.
+    depth: usize,
     /// Where binaries go that are referenced, not copied: nowhere (`()`)
     /// for the contiguous encoding, a vector for the iovec form.
     refs: R,
@@ -489,7 +504,11 @@ pub(crate) fn run_iovec<'t>(
 impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
     #[inline(always)]
     fn run(term: &'t Term, version: bool, out: &'o mut Vec<u8>, refs: R) {
-        let mut e = Enc::<UTF8, R> { out, refs };
+        let mut e = Enc::<UTF8, R> {
+            out,
+            depth: 0,
+            refs,
+        };
         match term {
             // the common top-level term: the version byte and the tuple's
             // header in one store, then straight to the element loop
@@ -581,6 +600,10 @@ impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
     /// `head`, of which `head_len` count.
     #[inline(never)]
     fn elems_packed(&mut self, head: u64, head_len: usize, it: impl Iterator<Item = &'t Term>) {
+        if self.depth >= crate::decode::RECURSION_DEPTH {
+            return self.deep_elems(head, head_len, it);
+        }
+        self.depth += 1;
         if self.out.capacity() - self.out.len() < 64 {
             self.out.reserve(64);
         }
@@ -678,6 +701,74 @@ impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
         }
         let written = total - d.len();
         self.commit(written);
+        self.depth -= 1;
+    }
+
+    /// [`Enc::elems_packed`] past [`crate::RECURSION_DEPTH`] levels:
+    /// the header, then each term with an explicit stack of what is left
+    /// to write (on the heap, one entry per pending element), so a term of
+    /// any depth costs no thread stack.
+    #[cold]
+    #[inline(never)]
+    fn deep_elems(&mut self, head: u64, head_len: usize, it: impl Iterator<Item = &'t Term>) {
+        self.out.extend_from_slice(&head.to_le_bytes()[..head_len]);
+        let mut stack: Vec<Pending<'t>> = Vec::new();
+        for t in it {
+            stack.push(Pending::Term(t));
+            while let Some(p) = stack.pop() {
+                match p {
+                    Pending::Term(t) => self.deep_node(t, &mut stack),
+                    Pending::Nil => self.u8(NIL_EXT),
+                    Pending::FunSize { size_at, refs_at } => self.fun_size(size_at, refs_at),
+                }
+            }
+        }
+    }
+
+    /// Writes `t`'s head (a container's) or all of it (anything else) and
+    /// pushes what follows the head, last first.
+    fn deep_node(&mut self, t: &'t Term, stack: &mut Vec<Pending<'t>>) {
+        match t {
+            Term::Tuple(v) => {
+                if v.len() < 256 {
+                    self.put([SMALL_TUPLE_EXT, v.len() as u8]);
+                } else {
+                    self.tag_u32(LARGE_TUPLE_EXT, v.len() as u32);
+                }
+                stack.extend(v.iter().rev().map(Pending::Term));
+            }
+            Term::List(v) if !v.is_empty() => {
+                if v.len() <= u16::MAX as usize && matches!(v[0], Term::Integer(0..=255)) {
+                    self.out.reserve(3 + v.len());
+                    if byte_list(v, self.out.spare_capacity_mut()) {
+                        self.commit(3 + v.len());
+                        return;
+                    }
+                }
+                self.tag_u32(LIST_EXT, v.len() as u32);
+                stack.push(Pending::Nil);
+                stack.extend(v.iter().rev().map(Pending::Term));
+            }
+            Term::ImproperList { elems, tail } => {
+                self.tag_u32(LIST_EXT, elems.len() as u32);
+                stack.push(Pending::Term(tail));
+                stack.extend(elems.iter().rev().map(Pending::Term));
+            }
+            Term::Map(m) => {
+                self.tag_u32(MAP_EXT, m.len() as u32);
+                for (k, v) in m.entries().iter().rev() {
+                    stack.push(Pending::Term(v));
+                    stack.push(Pending::Term(k));
+                }
+            }
+            Term::Fun(f) => {
+                let (size_at, refs_at) = self.fun_head(f);
+                stack.push(Pending::FunSize { size_at, refs_at });
+                stack.extend(f.free_vars.iter().rev().map(Pending::Term));
+            }
+            // `[]` and every term without elements: no recursion
+            _ => self.node(t),
+        }
     }
 
     #[inline(never)]
@@ -733,6 +824,14 @@ impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
     }
 
     fn fun(&mut self, f: &'t Fun) {
+        let (size_at, refs_at) = self.fun_head(f);
+        self.elems(([0; 5], 0), f.free_vars.iter());
+        self.fun_size(size_at, refs_at);
+    }
+
+    /// A fun up to its free variables; returns where its size field is
+    /// and how many binaries were referenced before them.
+    fn fun_head(&mut self, f: &'t Fun) -> (usize, usize) {
         self.u8(NEW_FUN_EXT);
         let size_at = self.out.len();
         self.u32(0);
@@ -744,8 +843,11 @@ impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
         self.int(f.old_index);
         self.int(f.old_uniq);
         self.pid(&f.pid);
-        let refs_at = self.refs.count();
-        self.elems(([0; 5], 0), f.free_vars.iter());
+        (size_at, self.refs.count())
+    }
+
+    /// Fills in the size field of the fun whose free variables end here.
+    fn fun_size(&mut self, size_at: usize, refs_at: usize) {
         // the free variables' borrowed binaries count too
         let size = self.out.len() - size_at + self.refs.bytes_since(refs_at);
         let size = size as u32;
@@ -793,7 +895,12 @@ impl<'o, 't, const UTF8: bool, R: Refs<'t>> Enc<'o, UTF8, R> {
             Term::ImproperList { elems, tail } => {
                 let [a, b, c, d] = (elems.len() as u32).to_be_bytes();
                 self.elems(([LIST_EXT, a, b, c, d], 5), elems.iter());
-                self.node(tail);
+                // a tail that is an improper list itself (not canonical,
+                // but buildable) in the next element loop, not by recursion
+                match &**tail {
+                    Term::ImproperList { .. } => self.elems(([0; 5], 0), std::iter::once(&**tail)),
+                    _ => self.node(tail),
+                }
             }
             Term::Integer(i) => self.int(*i),
             Term::Float(f) => {

@@ -46,13 +46,28 @@
 //! [`DecodeError`] carries the byte offset and a [`DecodeErrorKind`]. Terms
 //! after a distribution header lack the version byte:
 //! [`decode_body_prefix_with_atom_cache`] and [`encode_body_into`]. The
-//! decoder never panics; nesting is limited to [`DEFAULT_MAX_DEPTH`] (512)
-//! levels (list elements and list tails do not nest), lengths are checked against
-//! the remaining input before anything is reserved, and compressed terms
-//! must declare at most [`DEFAULT_MAX_UNCOMPRESSED`] bytes. Because decoded
-//! terms are bounded in depth, the recursive `Drop`, `Clone`, `Display` and
-//! encoder are too; a `Term` built by hand with millions of nesting levels
-//! is the caller's responsibility.
+//! decoder never panics; lengths are checked against the remaining input
+//! before anything is reserved, and compressed terms must declare at most
+//! [`DEFAULT_MAX_UNCOMPRESSED`] bytes.
+//!
+//! # Nesting depth
+//!
+//! The BEAM accepts terms nested to any depth (a list nested a million
+//! levels, say), and so do the owned decoder ([`decode`],
+//! [`decode_body_prefix_with_atom_cache`]), the payload check
+//! ([`validate_body_prefix_with_atom_cache`]), every encoder (contiguous,
+//! iovec, [`Encoder::term`]), `Drop`, `Clone`, `Display`, `Debug` and
+//! [`parse`]:
+//! none of them recurses per level. The decoders and the encoder recurse
+//! over the first [`RECURSION_DEPTH`] (128) levels, which is all that
+//! real terms use, and continue deeper levels with an explicit stack on
+//! the heap (one small entry per open level), so memory stays in
+//! proportion to the input. [`DecodeOptions::max_depth`] sets a limit.
+//! The borrowed tree ([`decode_ref`]) and the lazy view
+//! ([`decode_view`]) stop at [`BORROWED_MAX_DEPTH`] (512) with
+//! [`DecodeErrorKind::DepthLimit`]; so does their conversion to owned
+//! terms. `==`, term order, `Hash` and serde still recurse: use them on
+//! terms of up to a few thousand levels.
 //!
 //! # The hot path: a lazy view
 //!
@@ -151,7 +166,7 @@ pub use decode::{
     decode, decode_body_prefix_with_atom_cache, decode_prefix, decode_prefix_with_atom_cache,
     decode_ref, decode_ref_body_prefix_with_atom_cache, decode_ref_prefix,
     decode_ref_prefix_with_atom_cache, decode_with, decompress, AtomRef, DecodeOptions, FunRef,
-    TermRef, DEFAULT_MAX_DEPTH, DEFAULT_MAX_UNCOMPRESSED,
+    TermRef, BORROWED_MAX_DEPTH, DEFAULT_MAX_DEPTH, DEFAULT_MAX_UNCOMPRESSED, RECURSION_DEPTH,
 };
 pub use encode::{
     encode, encode_body_into, encode_into, encode_with, EncodeOptions, IOVEC_MIN_BORROWED,

@@ -261,7 +261,7 @@ pub struct Reference {
 /// called from Rust. Boxed so that funs, which are rare, do not make every
 /// [`Term`] bigger; the fields are reached through `Deref` ([`FunData`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Fun(Box<FunData>);
+pub struct Fun(pub(crate) Box<FunData>);
 
 impl Fun {
     /// Wraps the fun's fields.
@@ -483,7 +483,7 @@ impl PartialEq for Map {
 /// with their id vector) are boxed, and the byte fields of `BitBinary` and
 /// `Export` come first so they sit beside the tag. Encoding walks these
 /// nodes, so their size and the cost of their tag are its cost per term.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(PartialEq)]
 #[repr(u8)]
 pub enum Term {
     /// Every integer that fits `i64`.
@@ -535,6 +535,350 @@ pub enum Term {
     },
     /// A closure, kept as data.
     Fun(Fun),
+}
+
+/// The derived form (`Tuple([Integer(1), Atom(Atom("a"))])`), written
+/// from an explicit stack so a term of any depth prints without recursion
+/// (`{:#?}` prints the same one-line form).
+impl fmt::Debug for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        enum Dbg<'t> {
+            Term(&'t Term),
+            Text(&'static str),
+        }
+        fn seq<'t>(stack: &mut Vec<Dbg<'t>>, items: &'t [Term]) {
+            for (i, e) in items.iter().enumerate().rev() {
+                stack.push(Dbg::Term(e));
+                if i > 0 {
+                    stack.push(Dbg::Text(", "));
+                }
+            }
+        }
+        let mut stack = vec![Dbg::Term(self)];
+        while let Some(d) = stack.pop() {
+            let t = match d {
+                Dbg::Text(s) => {
+                    f.write_str(s)?;
+                    continue;
+                }
+                Dbg::Term(t) => t,
+            };
+            match t {
+                Term::Integer(i) => write!(f, "Integer({i:?})")?,
+                Term::BigInt(b) => write!(f, "BigInt({b:?})")?,
+                Term::Float(x) => write!(f, "Float({x:?})")?,
+                Term::Atom(a) => write!(f, "Atom({a:?})")?,
+                Term::Binary(b) => write!(f, "Binary({b:?})")?,
+                Term::BitBinary { bits, bytes } => {
+                    write!(f, "BitBinary {{ bits: {bits:?}, bytes: {bytes:?} }}")?
+                }
+                Term::Tuple(v) => {
+                    f.write_str("Tuple([")?;
+                    stack.push(Dbg::Text("])"));
+                    seq(&mut stack, v);
+                }
+                Term::List(v) => {
+                    f.write_str("List([")?;
+                    stack.push(Dbg::Text("])"));
+                    seq(&mut stack, v);
+                }
+                Term::ImproperList { elems, tail } => {
+                    f.write_str("ImproperList { elems: [")?;
+                    stack.push(Dbg::Text(" }"));
+                    stack.push(Dbg::Term(tail));
+                    stack.push(Dbg::Text("], tail: "));
+                    seq(&mut stack, elems);
+                }
+                Term::Map(m) => {
+                    f.write_str("Map(Map { entries: [")?;
+                    stack.push(Dbg::Text("] })"));
+                    for (i, (k, v)) in m.entries.iter().enumerate().rev() {
+                        stack.push(Dbg::Text(")"));
+                        stack.push(Dbg::Term(v));
+                        stack.push(Dbg::Text(", "));
+                        stack.push(Dbg::Term(k));
+                        stack.push(Dbg::Text("("));
+                        if i > 0 {
+                            stack.push(Dbg::Text(", "));
+                        }
+                    }
+                }
+                Term::Pid(p) => write!(f, "Pid({p:?})")?,
+                Term::Port(p) => write!(f, "Port({p:?})")?,
+                Term::Reference(r) => write!(f, "Reference({r:?})")?,
+                Term::Export {
+                    arity,
+                    module,
+                    function,
+                } => write!(
+                    f,
+                    "Export {{ arity: {arity:?}, module: {module:?}, function: {function:?} }}"
+                )?,
+                Term::Fun(x) => {
+                    write!(
+                        f,
+                        "Fun(Fun(FunData {{ arity: {:?}, uniq: {:?}, index: {:?}, module: {:?}, \
+                         old_index: {:?}, old_uniq: {:?}, pid: {:?}, free_vars: [",
+                        x.arity, x.uniq, x.index, x.module, x.old_index, x.old_uniq, x.pid
+                    )?;
+                    stack.push(Dbg::Text("] }))"));
+                    seq(&mut stack, &x.free_vars);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Cloning recurses over the first [`crate::RECURSION_DEPTH`] levels and
+/// clones deeper ones from an explicit stack on the heap, so a term of
+/// any depth clones without overflowing the thread's stack.
+impl Clone for Term {
+    #[inline]
+    fn clone(&self) -> Term {
+        clone_at(self, 0)
+    }
+}
+
+/// Clones `t`, which is at nesting `depth` of the clone under way.
+fn clone_at(t: &Term, depth: usize) -> Term {
+    match t {
+        Term::Integer(i) => Term::Integer(*i),
+        Term::BigInt(b) => Term::BigInt(b.clone()),
+        Term::Float(f) => Term::Float(*f),
+        Term::Atom(a) => Term::Atom(a.clone()),
+        Term::Binary(b) => Term::Binary(b.clone()),
+        Term::BitBinary { bits, bytes } => Term::BitBinary {
+            bits: *bits,
+            bytes: bytes.clone(),
+        },
+        Term::Pid(p) => Term::Pid(p.clone()),
+        Term::Port(p) => Term::Port(p.clone()),
+        Term::Reference(r) => Term::Reference(r.clone()),
+        Term::Export {
+            arity,
+            module,
+            function,
+        } => Term::Export {
+            arity: *arity,
+            module: module.clone(),
+            function: function.clone(),
+        },
+        _ if depth >= crate::decode::RECURSION_DEPTH => clone_deep(t),
+        Term::Tuple(v) => Term::Tuple(v.iter().map(|e| clone_at(e, depth + 1)).collect()),
+        Term::List(v) => Term::List(v.iter().map(|e| clone_at(e, depth + 1)).collect()),
+        Term::ImproperList { elems, tail } => Term::ImproperList {
+            elems: elems.iter().map(|e| clone_at(e, depth + 1)).collect(),
+            tail: Box::new(clone_at(tail, depth + 1)),
+        },
+        Term::Map(m) => Term::Map(Map {
+            entries: m
+                .entries
+                .iter()
+                .map(|(k, v)| (clone_at(k, depth + 1), clone_at(v, depth + 1)))
+                .collect(),
+        }),
+        Term::Fun(f) => Term::Fun(Fun(Box::new(fun_with(
+            f,
+            f.free_vars.iter().map(|e| clone_at(e, depth + 1)).collect(),
+        )))),
+    }
+}
+
+/// `f`'s fields with other free variables.
+fn fun_with(f: &FunData, free_vars: Vec<Term>) -> FunData {
+    FunData {
+        arity: f.arity,
+        uniq: f.uniq,
+        index: f.index,
+        module: f.module.clone(),
+        old_index: f.old_index,
+        old_uniq: f.old_uniq,
+        pid: f.pid.clone(),
+        free_vars,
+    }
+}
+
+/// The elements of a container in order (a map's keys and values
+/// alternating, an improper list's tail last).
+fn element(t: &Term, i: usize) -> Option<&Term> {
+    match t {
+        Term::Tuple(v) | Term::List(v) => v.get(i),
+        Term::ImproperList { elems, tail } => {
+            elems.get(i).or((i == elems.len()).then_some(&**tail))
+        }
+        Term::Map(m) => m
+            .entries
+            .get(i / 2)
+            .map(|(k, v)| if i.is_multiple_of(2) { k } else { v }),
+        Term::Fun(f) => f.free_vars.get(i),
+        _ => None,
+    }
+}
+
+fn element_count(t: &Term) -> usize {
+    match t {
+        Term::Tuple(v) | Term::List(v) => v.len(),
+        Term::ImproperList { elems, .. } => elems.len() + 1,
+        Term::Map(m) => 2 * m.entries.len(),
+        Term::Fun(f) => f.free_vars.len(),
+        _ => 0,
+    }
+}
+
+/// A container like `src` with the elements `elems` (as [`element`]
+/// lists them).
+fn rebuild(src: &Term, mut elems: Vec<Term>) -> Term {
+    match src {
+        Term::Tuple(_) => Term::Tuple(elems),
+        Term::List(_) => Term::List(elems),
+        Term::ImproperList { .. } => {
+            let tail = elems.pop().unwrap_or(Term::Integer(0));
+            Term::ImproperList {
+                elems,
+                tail: Box::new(tail),
+            }
+        }
+        Term::Map(_) => {
+            let mut entries = Vec::with_capacity(elems.len() / 2);
+            let mut it = elems.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                entries.push((k, v));
+            }
+            Term::Map(Map { entries })
+        }
+        Term::Fun(f) => Term::Fun(Fun(Box::new(fun_with(f, elems)))),
+        other => clone_at(other, 0),
+    }
+}
+
+/// Clones `root` from a stack of the containers being copied (on the
+/// heap): each entry is the source, the next element to copy, and the
+/// copies so far.
+#[cold]
+#[inline(never)]
+fn clone_deep(root: &Term) -> Term {
+    let mut stack: Vec<(&Term, usize, Vec<Term>)> =
+        vec![(root, 0, Vec::with_capacity(element_count(root)))];
+    loop {
+        let Some(top) = stack.last_mut() else {
+            return Term::Integer(0);
+        };
+        if let Some(e) = element(top.0, top.1) {
+            top.1 += 1;
+            if e.has_elements() {
+                stack.push((e, 0, Vec::with_capacity(element_count(e))));
+            } else {
+                // nothing nested: no recursion
+                top.2.push(clone_at(e, 0));
+            }
+            continue;
+        }
+        let Some((src, _, elems)) = stack.pop() else {
+            return Term::Integer(0);
+        };
+        let t = rebuild(src, elems);
+        match stack.last_mut() {
+            Some(parent) => parent.2.push(t),
+            None => return t,
+        }
+    }
+}
+
+thread_local! {
+    /// Containers of this thread being dropped inside each other.
+    static DROP_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Dropping a term never recurses deeper than
+/// [`crate::RECURSION_DEPTH`] levels: below that, elements are
+/// freed from an explicit stack on the heap, so a term of any depth (a list
+/// nested a million levels, as `binary_to_term/1` accepts) is dropped
+/// without overflowing the thread's stack. Shallower terms are dropped as
+/// the drop glue would, with a per-thread depth count around each
+/// container.
+impl Drop for Term {
+    #[inline]
+    fn drop(&mut self) {
+        if !self.has_elements() {
+            return;
+        }
+        let depth = DROP_DEPTH.with(|d| d.get());
+        if depth >= crate::decode::RECURSION_DEPTH {
+            return drop_deep(self);
+        }
+        DROP_DEPTH.with(|d| d.set(depth + 1));
+        self.clear_elements();
+        DROP_DEPTH.with(|d| d.set(depth));
+    }
+}
+
+impl Term {
+    /// Drops this term's elements (in place: the containers keep their
+    /// buffers, which the drop glue frees).
+    #[inline]
+    fn clear_elements(&mut self) {
+        match self {
+            Term::Tuple(v) | Term::List(v) => v.clear(),
+            Term::ImproperList { elems, tail } => {
+                elems.clear();
+                **tail = Term::Integer(0);
+            }
+            Term::Map(m) => m.entries.clear(),
+            Term::Fun(f) => f.free_vars.clear(),
+            _ => {}
+        }
+    }
+
+    /// True for a container with at least one element.
+    #[inline]
+    fn has_elements(&self) -> bool {
+        match self {
+            Term::Tuple(v) | Term::List(v) => !v.is_empty(),
+            Term::ImproperList { .. } => true,
+            Term::Map(m) => !m.entries.is_empty(),
+            Term::Fun(f) => !f.free_vars.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Moves this term's elements that have elements of their own to
+    /// `out` and drops the others (which nest nothing), leaving it
+    /// without any.
+    fn detach(&mut self, out: &mut Vec<Term>) {
+        let mut keep = |t: Term| {
+            if t.has_elements() {
+                out.push(t);
+            }
+        };
+        match self {
+            Term::Tuple(v) | Term::List(v) => v.drain(..).for_each(keep),
+            Term::ImproperList { elems, tail } => {
+                elems.drain(..).for_each(&mut keep);
+                keep(std::mem::replace(&mut **tail, Term::Integer(0)));
+            }
+            Term::Map(m) => {
+                for (k, v) in m.entries.drain(..) {
+                    keep(k);
+                    keep(v);
+                }
+            }
+            Term::Fun(f) => f.free_vars.drain(..).for_each(keep),
+            _ => {}
+        }
+    }
+}
+
+/// Frees the nodes under `t` one by one from a stack of detached terms;
+/// each is dropped once it holds nothing nested.
+#[cold]
+#[inline(never)]
+fn drop_deep(t: &mut Term) {
+    let mut pending = Vec::new();
+    t.detach(&mut pending);
+    while let Some(mut c) = pending.pop() {
+        c.detach(&mut pending);
+    }
 }
 
 impl Term {

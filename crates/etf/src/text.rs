@@ -171,16 +171,6 @@ pub fn format_float(x: f64) -> String {
     }
 }
 
-fn write_seq(f: &mut fmt::Formatter<'_>, v: &[Term]) -> fmt::Result {
-    for (i, e) in v.iter().enumerate() {
-        if i > 0 {
-            f.write_char(',')?;
-        }
-        write!(f, "{e}")?;
-    }
-    Ok(())
-}
-
 fn write_node_id(f: &mut fmt::Formatter<'_>, kind: &str, node: &Atom, nums: &[u64]) -> fmt::Result {
     write!(f, "#{kind}<")?;
     write_atom(f, node.as_str())?;
@@ -213,86 +203,151 @@ fn write_bin(f: &mut fmt::Formatter<'_>, bytes: &[u8], bits: u8) -> fmt::Result 
     f.write_str(">>")
 }
 
+/// `[elems | tail]`: a list tail joins the elements.
+fn improper(mut elems: Vec<Term>, mut tail: Term) -> Term {
+    match &mut tail {
+        Term::List(rest) => {
+            elems.append(rest);
+            Term::List(elems)
+        }
+        Term::ImproperList { elems: more, tail } => {
+            elems.append(more);
+            let tail = std::mem::replace(tail, Box::new(Term::Integer(0)));
+            Term::ImproperList { elems, tail }
+        }
+        _ => Term::ImproperList {
+            elems,
+            tail: Box::new(tail),
+        },
+    }
+}
+
+/// What the printer has left to write: a term, or punctuation.
+enum Print<'t> {
+    Term(&'t Term),
+    Text(&'static str),
+}
+
+/// Pushes `items` (last first) to print with `sep` between them.
+fn push_seq<'t>(stack: &mut Vec<Print<'t>>, items: &'t [Term]) {
+    for (i, e) in items.iter().enumerate().rev() {
+        stack.push(Print::Term(e));
+        if i > 0 {
+            stack.push(Print::Text(","));
+        }
+    }
+}
+
+/// True for a proper list printed as `"text"`.
+fn is_printable_list(v: &[Term]) -> bool {
+    !v.is_empty()
+        && v.iter().all(
+            |e| matches!(e, Term::Integer(i) if printable_char(*i as u32) && *i >= 0 && *i < 256),
+        )
+}
+
+/// Erlang syntax as the shell's `~p` prints on one line. Containers are
+/// printed from an explicit stack (on the heap), so a term of any depth
+/// prints without recursion.
 impl fmt::Display for Term {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Term::Integer(i) => write!(f, "{i}"),
-            Term::BigInt(b) => write!(f, "{b}"),
-            Term::Float(x) => f.write_str(&format_float(*x)),
-            Term::Atom(a) => write_atom(f, a.as_str()),
-            Term::Binary(b) => write_bin(f, b, 8),
-            Term::BitBinary { bytes, bits } => write_bin(f, bytes, *bits),
-            Term::Tuple(v) => {
-                f.write_char('{')?;
-                write_seq(f, v)?;
-                f.write_char('}')
-            }
-            Term::List(v) => {
-                if !v.is_empty()
-                    && v.iter().all(|e| matches!(e, Term::Integer(i) if printable_char(*i as u32) && *i >= 0 && *i < 256))
-                {
+        let mut stack = vec![Print::Term(self)];
+        while let Some(p) = stack.pop() {
+            let t = match p {
+                Print::Text(s) => {
+                    f.write_str(s)?;
+                    continue;
+                }
+                Print::Term(t) => t,
+            };
+            match t {
+                Term::Tuple(v) => {
+                    f.write_char('{')?;
+                    stack.push(Print::Text("}"));
+                    push_seq(&mut stack, v);
+                }
+                Term::List(v) if is_printable_list(v) => {
                     f.write_char('"')?;
                     for e in v {
                         if let Term::Integer(i) = e {
                             write_escaped_char(f, char::from(*i as u8), '"')?;
                         }
                     }
-                    return f.write_char('"');
+                    f.write_char('"')?;
                 }
-                f.write_char('[')?;
-                write_seq(f, v)?;
-                f.write_char(']')
-            }
-            Term::ImproperList { elems, tail } => {
-                f.write_char('[')?;
-                write_seq(f, elems)?;
-                write!(f, "|{tail}]")
-            }
-            Term::Map(m) => {
-                f.write_str("#{")?;
-                for (i, (k, v)) in m.sorted_entries().into_iter().enumerate() {
-                    if i > 0 {
-                        f.write_char(',')?;
+                Term::List(v) => {
+                    f.write_char('[')?;
+                    stack.push(Print::Text("]"));
+                    push_seq(&mut stack, v);
+                }
+                Term::ImproperList { elems, tail } => {
+                    f.write_char('[')?;
+                    stack.push(Print::Text("]"));
+                    stack.push(Print::Term(tail));
+                    stack.push(Print::Text("|"));
+                    push_seq(&mut stack, elems);
+                }
+                Term::Map(m) => {
+                    f.write_str("#{")?;
+                    stack.push(Print::Text("}"));
+                    let entries = m.sorted_entries();
+                    for (i, (k, v)) in entries.into_iter().enumerate().rev() {
+                        stack.push(Print::Term(v));
+                        stack.push(Print::Text(" => "));
+                        stack.push(Print::Term(k));
+                        if i > 0 {
+                            stack.push(Print::Text(","));
+                        }
                     }
-                    write!(f, "{k} => {v}")?;
                 }
-                f.write_char('}')
-            }
-            Term::Pid(p) => write_node_id(
-                f,
-                "Pid",
-                &p.node,
-                &[p.id as u64, p.serial as u64, p.creation as u64],
-            ),
-            Term::Port(p) => write_node_id(f, "Port", &p.node, &[p.id, p.creation as u64]),
-            Term::Reference(r) => {
-                let mut nums = vec![r.creation as u64];
-                nums.extend(r.ids.iter().map(|&i| i as u64));
-                write_node_id(f, "Ref", &r.node, &nums)
-            }
-            Term::Export {
-                module,
-                function,
-                arity,
-            } => {
-                f.write_str("fun ")?;
-                write_atom(f, module.as_str())?;
-                f.write_char(':')?;
-                write_atom(f, function.as_str())?;
-                write!(f, "/{arity}")
-            }
-            Term::Fun(fun) => {
-                f.write_str("#Fun<")?;
-                write_atom(f, fun.module.as_str())?;
-                write!(f, ".{}.{}>", fun.old_index, fun.old_uniq)
+                _ => write_scalar(f, t)?,
             }
         }
+        Ok(())
     }
 }
 
-/// Maximum nesting the parser accepts (the decoder's limit, counting the
-/// innermost scalar as a level).
-const MAX_PARSE_DEPTH: usize = crate::decode::DEFAULT_MAX_DEPTH + 1;
+/// A term without elements (a fun prints without its free variables).
+fn write_scalar(f: &mut fmt::Formatter<'_>, t: &Term) -> fmt::Result {
+    match t {
+        Term::Integer(i) => write!(f, "{i}"),
+        Term::BigInt(b) => write!(f, "{b}"),
+        Term::Float(x) => f.write_str(&format_float(*x)),
+        Term::Atom(a) => write_atom(f, a.as_str()),
+        Term::Binary(b) => write_bin(f, b, 8),
+        Term::BitBinary { bytes, bits } => write_bin(f, bytes, *bits),
+        Term::Pid(p) => write_node_id(
+            f,
+            "Pid",
+            &p.node,
+            &[p.id as u64, p.serial as u64, p.creation as u64],
+        ),
+        Term::Port(p) => write_node_id(f, "Port", &p.node, &[p.id, p.creation as u64]),
+        Term::Reference(r) => {
+            let mut nums = vec![r.creation as u64];
+            nums.extend(r.ids.iter().map(|&i| i as u64));
+            write_node_id(f, "Ref", &r.node, &nums)
+        }
+        Term::Export {
+            module,
+            function,
+            arity,
+        } => {
+            f.write_str("fun ")?;
+            write_atom(f, module.as_str())?;
+            f.write_char(':')?;
+            write_atom(f, function.as_str())?;
+            write!(f, "/{arity}")
+        }
+        Term::Fun(fun) => {
+            f.write_str("#Fun<")?;
+            write_atom(f, fun.module.as_str())?;
+            write!(f, ".{}.{}>", fun.old_index, fun.old_uniq)
+        }
+        // containers are printed by `Display`
+        Term::Tuple(_) | Term::List(_) | Term::ImproperList { .. } | Term::Map(_) => Ok(()),
+    }
+}
 
 /// Parses one literal Erlang term, optionally followed by a `.`.
 ///
@@ -305,7 +360,6 @@ pub fn parse(text: &str) -> Result<Term, ParseError> {
     let mut p = Parser {
         chars: text.chars().collect(),
         pos: 0,
-        depth: 0,
     };
     p.ws();
     let t = p.term()?;
@@ -323,7 +377,16 @@ pub fn parse(text: &str) -> Result<Term, ParseError> {
 struct Parser {
     chars: Vec<char>,
     pos: usize,
-    depth: usize,
+}
+
+/// A container the parser is inside of.
+enum Open {
+    Tuple(Vec<Term>),
+    List(Vec<Term>),
+    /// A list's elements, after the `|`: the tail comes next.
+    Tail(Vec<Term>),
+    /// Entries so far and the key waiting for `=>` and its value.
+    Map(Vec<(Term, Term)>, Option<Term>),
 }
 
 impl Parser {
@@ -397,44 +460,123 @@ impl Parser {
         }
     }
 
+    /// One term. Containers are parsed with an explicit stack of the
+    /// open ones (on the heap), so any nesting parses without recursion.
     fn term(&mut self) -> Result<Term, ParseError> {
-        self.depth += 1;
-        if self.depth > MAX_PARSE_DEPTH {
-            return Err(self.error("nesting too deep"));
+        let mut stack: Vec<Open> = Vec::new();
+        loop {
+            let mut value = match self.open_or_scalar(&mut stack)? {
+                Some(t) => t,
+                None => continue,
+            };
+            // hand the value to the innermost open container, closing
+            // those it completes
+            loop {
+                let Some(top) = stack.last_mut() else {
+                    return Ok(value);
+                };
+                let closed = match top {
+                    Open::Tuple(v) => {
+                        v.push(value);
+                        self.ws();
+                        match self.peek() {
+                            Some(',') => None,
+                            Some('}') => Some(Term::Tuple(std::mem::take(v))),
+                            _ => return Err(self.error("expected ',' or '}'")),
+                        }
+                    }
+                    Open::List(v) => {
+                        v.push(value);
+                        self.ws();
+                        match self.peek() {
+                            Some(',') => None,
+                            Some(']') => Some(Term::List(std::mem::take(v))),
+                            Some('|') => {
+                                *top = Open::Tail(std::mem::take(v));
+                                None
+                            }
+                            _ => return Err(self.error("expected ',', '|' or ']'")),
+                        }
+                    }
+                    Open::Tail(v) => {
+                        self.expect(']')?;
+                        self.pos -= 1;
+                        Some(improper(std::mem::take(v), value))
+                    }
+                    Open::Map(entries, key) => match key.take() {
+                        None => {
+                            self.ws();
+                            if !self.eat("=>") {
+                                return Err(self.error("expected '=>'"));
+                            }
+                            *key = Some(value);
+                            break;
+                        }
+                        Some(k) => {
+                            entries.push((k, value));
+                            self.ws();
+                            match self.peek() {
+                                Some(',') => None,
+                                Some('}') => {
+                                    Some(Term::Map(std::mem::take(entries).into_iter().collect()))
+                                }
+                                _ => return Err(self.error("expected ',' or '}'")),
+                            }
+                        }
+                    },
+                };
+                // past the `,`, `|` or closing bracket
+                self.pos += 1;
+                match closed {
+                    Some(t) => {
+                        stack.pop();
+                        value = t;
+                    }
+                    None => break,
+                }
+            }
         }
-        let r = self.term_inner();
-        self.depth -= 1;
-        r
     }
 
-    /// Dispatch only: the arms live in their own functions so the recursive
-    /// path keeps a small stack frame.
-    fn term_inner(&mut self) -> Result<Term, ParseError> {
+    /// Starts the next term: a container's opening bracket opens it on
+    /// `stack` (`None`; an empty one is returned whole), anything else is
+    /// parsed and returned.
+    fn open_or_scalar(&mut self, stack: &mut Vec<Open>) -> Result<Option<Term>, ParseError> {
         self.ws();
-        match self.peek() {
-            Some('{') => {
-                self.pos += 1;
-                self.tuple()
-            }
-            Some('[') => {
-                self.pos += 1;
-                self.list()
-            }
+        let (open, close) = match self.peek() {
+            Some('{') => (1, '}'),
+            Some('[') => (1, ']'),
+            Some('#') if self.peek_at(1) == Some('{') => (2, '}'),
             Some('<') if self.peek_at(1) == Some('<') => {
                 self.pos += 2;
-                self.binary()
+                return self.binary().map(Some);
             }
-            Some('#') if self.peek_at(1) == Some('{') => {
-                self.pos += 2;
-                self.map()
-            }
-            _ => self.simple_term(),
+            _ => return self.simple_term().map(Some),
+        };
+        let kind = self.peek();
+        self.pos += open;
+        self.ws();
+        let empty = self.peek() == Some(close);
+        if empty {
+            self.pos += 1;
         }
-    }
-
-    #[inline(never)]
-    fn tuple(&mut self) -> Result<Term, ParseError> {
-        Ok(Term::Tuple(self.elems('}')?))
+        Ok(match (kind, empty) {
+            (Some('{'), true) => Some(Term::Tuple(Vec::new())),
+            (Some('['), true) => Some(Term::List(Vec::new())),
+            (_, true) => Some(Term::Map(crate::Map::new())),
+            (Some('{'), false) => {
+                stack.push(Open::Tuple(Vec::new()));
+                None
+            }
+            (Some('['), false) => {
+                stack.push(Open::List(Vec::new()));
+                None
+            }
+            (_, false) => {
+                stack.push(Open::Map(Vec::new(), None));
+                None
+            }
+        })
     }
 
     #[inline(never)]
@@ -597,97 +739,6 @@ impl Parser {
         }
     }
 
-    #[inline(never)]
-    fn elems(&mut self, close: char) -> Result<Vec<Term>, ParseError> {
-        let mut v = Vec::new();
-        self.ws();
-        if self.peek() == Some(close) {
-            self.pos += 1;
-            return Ok(v);
-        }
-        loop {
-            v.push(self.term()?);
-            self.ws();
-            match self.peek() {
-                Some(',') => self.pos += 1,
-                Some(c) if c == close => {
-                    self.pos += 1;
-                    return Ok(v);
-                }
-                _ => return Err(self.error(&format!("expected ',' or {close:?}"))),
-            }
-        }
-    }
-
-    #[inline(never)]
-    fn list(&mut self) -> Result<Term, ParseError> {
-        let mut v = Vec::new();
-        self.ws();
-        if self.peek() == Some(']') {
-            self.pos += 1;
-            return Ok(Term::List(v));
-        }
-        loop {
-            v.push(self.term()?);
-            self.ws();
-            match self.peek() {
-                Some(',') => self.pos += 1,
-                Some(']') => {
-                    self.pos += 1;
-                    return Ok(Term::List(v));
-                }
-                Some('|') => {
-                    self.pos += 1;
-                    let tail = self.term()?;
-                    self.expect(']')?;
-                    return Ok(match tail {
-                        Term::List(rest) => {
-                            v.extend(rest);
-                            Term::List(v)
-                        }
-                        Term::ImproperList { elems, tail } => {
-                            v.extend(elems);
-                            Term::ImproperList { elems: v, tail }
-                        }
-                        t => Term::ImproperList {
-                            elems: v,
-                            tail: Box::new(t),
-                        },
-                    });
-                }
-                _ => return Err(self.error("expected ',', '|' or ']'")),
-            }
-        }
-    }
-
-    #[inline(never)]
-    fn map(&mut self) -> Result<Term, ParseError> {
-        let mut m: Vec<(Term, Term)> = Vec::new();
-        self.ws();
-        if self.peek() == Some('}') {
-            self.pos += 1;
-            return Ok(Term::Map(m.into_iter().collect()));
-        }
-        loop {
-            let k = self.term()?;
-            self.ws();
-            if !self.eat("=>") {
-                return Err(self.error("expected '=>'"));
-            }
-            let v = self.term()?;
-            m.push((k, v));
-            self.ws();
-            match self.peek() {
-                Some(',') => self.pos += 1,
-                Some('}') => {
-                    self.pos += 1;
-                    return Ok(Term::Map(m.into_iter().collect()));
-                }
-                _ => return Err(self.error("expected ',' or '}'")),
-            }
-        }
-    }
-
     fn binary(&mut self) -> Result<Term, ParseError> {
         // bit accumulator
         let mut bytes: Vec<u8> = Vec::new();
@@ -719,9 +770,9 @@ impl Parser {
                     push_bits(&BigInt::from(c), 8, &mut bytes, &mut nbits);
                 }
             } else {
-                let v = match self.number()? {
-                    Term::Integer(i) => BigInt::from(i),
-                    Term::BigInt(b) => b,
+                let v = match &mut self.number()? {
+                    Term::Integer(i) => BigInt::from(*i),
+                    Term::BigInt(b) => std::mem::take(b),
                     _ => {
                         return Err(self.error_at(
                             seg_start,

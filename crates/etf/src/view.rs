@@ -5,11 +5,11 @@
 
 use std::borrow::Cow;
 
+use crate::decode::BORROWED_MAX_DEPTH;
 use crate::decode::{term_ref_body, validate_body, AtomRef, TermRef};
 use crate::error::{DecodeError, DecodeErrorKind as K};
 use crate::tags::*;
 use crate::term::Term;
-use crate::DEFAULT_MAX_DEPTH;
 
 /// A validated term inside the input buffer: a slice that starts at the
 /// term's tag byte (and runs to the end of the input). `Copy`, 16 bytes.
@@ -74,7 +74,7 @@ pub fn decode_view_prefix(input: &[u8]) -> Result<(TermView<'_>, usize), DecodeE
         Some(&v) => return Err(DecodeError::new(0, K::BadVersion(v))),
     }
     let body = &input[1..];
-    let used = validate_body(body, None, DEFAULT_MAX_DEPTH)
+    let used = validate_body(body, None, BORROWED_MAX_DEPTH)
         .map_err(|e| DecodeError::new(e.offset + 1, e.kind))?;
     Ok((TermView { b: body }, used + 1))
 }
@@ -195,7 +195,7 @@ fn list_len(b: &[u8]) -> usize {
 #[inline(never)]
 fn rare_len(b: &[u8]) -> usize {
     // validated already: the checked scanner cannot fail here
-    validate_body(b, None, DEFAULT_MAX_DEPTH).unwrap_or(b.len())
+    validate_body(b, None, BORROWED_MAX_DEPTH).unwrap_or(b.len())
 }
 
 impl<'a> TermView<'a> {

@@ -165,18 +165,19 @@ fn arb_term() -> impl Strategy<Value = Term> {
             3 => prop::collection::vec(inner.clone(), 0..8).prop_map(Term::Tuple),
             3 => prop::collection::vec(inner.clone(), 0..8).prop_map(Term::List),
             1 => (prop::collection::vec(inner.clone(), 1..4), inner.clone())
-                .prop_map(|(elems, tail)| match tail {
+                .prop_map(|(elems, mut tail)| match &mut tail {
                     Term::List(rest) => {
                         let mut e = elems;
-                        e.extend(rest);
+                        e.append(rest);
                         Term::List(e)
                     }
                     Term::ImproperList { elems: e2, tail } => {
                         let mut e = elems;
-                        e.extend(e2);
+                        e.append(e2);
+                        let tail = std::mem::replace(tail, Box::new(Term::nil()));
                         Term::ImproperList { elems: e, tail }
                     }
-                    t => Term::ImproperList { elems, tail: Box::new(t) },
+                    _ => Term::ImproperList { elems, tail: Box::new(tail) },
                 }),
             2 => prop::collection::vec((inner.clone(), inner.clone()), 0..10)
                 .prop_map(|kv| Term::Map(kv.into_iter().collect::<Map>())),

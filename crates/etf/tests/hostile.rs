@@ -8,7 +8,7 @@ use std::io::Write;
 
 use erlkube_etf::{
     decode, decode_prefix, decode_prefix_with_atom_cache, decode_ref, decode_with, encode, Atom,
-    DecodeErrorKind as K, DecodeOptions, Term, DEFAULT_MAX_DEPTH,
+    DecodeErrorKind as K, DecodeOptions, Term, BORROWED_MAX_DEPTH,
 };
 
 struct Counting;
@@ -45,44 +45,42 @@ fn kind(input: &[u8]) -> K {
     decode(input).expect_err("must fail").kind()
 }
 
-#[test]
-fn million_nested_lists_hit_the_depth_limit() {
-    let n = 1_000_000;
+/// `[[[...[]...]]]` nested `n` deep, as `term_to_binary/1` writes it.
+fn nested_lists(n: usize) -> Vec<u8> {
     let mut b = vec![131];
     for _ in 0..n {
         b.extend_from_slice(&[108, 0, 0, 0, 1]);
     }
     b.push(106);
     b.extend(std::iter::repeat_n(106, n));
-    let e = decode(&b).unwrap_err();
+    b
+}
+
+/// The borrowed tree keeps its limit (it recurses) and says so; the owned
+/// decoder takes a limit when one is asked for.
+#[test]
+fn million_nested_lists_hit_the_limits_that_are_asked_for() {
+    let b = nested_lists(1_000_000);
+    let e = decode_ref(&b).unwrap_err();
     assert_eq!(e.kind(), K::DepthLimit);
-    assert_eq!(e.offset(), 1 + 5 * DEFAULT_MAX_DEPTH);
-    assert_eq!(decode_ref(&b).unwrap_err().kind(), K::DepthLimit);
+    assert_eq!(e.offset(), 1 + 5 * BORROWED_MAX_DEPTH);
+    for limit in [10, 200, 5000] {
+        let opts = DecodeOptions {
+            max_depth: limit,
+            ..DecodeOptions::default()
+        };
+        let e = decode_with(&b, &opts).unwrap_err();
+        assert_eq!(e.kind(), K::DepthLimit);
+        assert_eq!(e.offset(), 1 + 5 * limit);
+    }
 }
 
 #[test]
-fn million_nested_tuples_and_maps_hit_the_depth_limit() {
-    let n = 1_000_000;
+fn deepest_borrowed_term_is_usable_on_a_test_thread() {
+    // BORROWED_MAX_DEPTH levels decode; the recursive Clone, Display,
+    // comparison and parser then stay within a 2 MiB test-thread stack.
     let mut b = vec![131];
-    for _ in 0..n {
-        b.extend_from_slice(&[104, 1]);
-    }
-    b.push(106);
-    assert_eq!(kind(&b), K::DepthLimit);
-    let mut b = vec![131];
-    for _ in 0..n {
-        b.extend_from_slice(&[116, 0, 0, 0, 1, 97, 1]);
-    }
-    b.push(106);
-    assert_eq!(kind(&b), K::DepthLimit);
-}
-
-#[test]
-fn deepest_allowed_term_is_usable_on_a_test_thread() {
-    // DEFAULT_MAX_DEPTH levels decode; the recursive Drop, Clone, Display,
-    // comparison and encoder then stay within a 2 MiB test-thread stack.
-    let mut b = vec![131];
-    for _ in 0..DEFAULT_MAX_DEPTH {
+    for _ in 0..BORROWED_MAX_DEPTH {
         b.extend_from_slice(&[104, 1]);
     }
     b.push(106);
@@ -96,25 +94,25 @@ fn deepest_allowed_term_is_usable_on_a_test_thread() {
     drop(c);
     // nested lists and maps at the limit decode too
     let mut b = vec![131];
-    for _ in 0..DEFAULT_MAX_DEPTH {
+    for _ in 0..BORROWED_MAX_DEPTH {
         b.extend_from_slice(&[108, 0, 0, 0, 1]);
     }
     b.push(106);
-    b.extend(std::iter::repeat_n(106, DEFAULT_MAX_DEPTH));
+    b.extend(std::iter::repeat_n(106, BORROWED_MAX_DEPTH));
     assert_eq!(encode(&decode(&b).unwrap()), b);
     let mut b = vec![131];
-    for _ in 0..DEFAULT_MAX_DEPTH {
+    for _ in 0..BORROWED_MAX_DEPTH {
         b.extend_from_slice(&[116, 0, 0, 0, 1, 97, 1]);
     }
     b.push(106);
     assert_eq!(encode(&decode(&b).unwrap()), b);
-    // one level more is refused
+    // one level more is refused by the borrowed decoder
     let mut b = vec![131];
-    for _ in 0..=DEFAULT_MAX_DEPTH {
+    for _ in 0..=BORROWED_MAX_DEPTH {
         b.extend_from_slice(&[104, 1]);
     }
     b.push(106);
-    assert_eq!(kind(&b), K::DepthLimit);
+    assert_eq!(decode_ref(&b).unwrap_err().kind(), K::DepthLimit);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::cell::Cell;
 
 use erlkube_etf::{
     decode_ref, decode_view, decode_view_prefix, encode, parse, AtomRef, Cursor,
-    DecodeErrorKind as K, TermRef, TermView, ViewKind, Visit, DEFAULT_MAX_DEPTH,
+    DecodeErrorKind as K, TermRef, TermView, ViewKind, Visit, BORROWED_MAX_DEPTH,
 };
 
 struct Counting;
@@ -203,7 +203,7 @@ fn view_keeps_the_depth_limit_and_its_offset() {
         (&[104u8, 1][..], &[][..]),
         (&[108, 0, 0, 0, 1][..], &[106][..]),
     ] {
-        for depth in [DEFAULT_MAX_DEPTH, DEFAULT_MAX_DEPTH + 1, 1_000_000] {
+        for depth in [BORROWED_MAX_DEPTH, BORROWED_MAX_DEPTH + 1, 1_000_000] {
             let mut b = vec![131];
             for _ in 0..depth {
                 b.extend_from_slice(head);
@@ -213,7 +213,7 @@ fn view_keeps_the_depth_limit_and_its_offset() {
                 b.extend_from_slice(tail);
             }
             let r = decode_view(&b);
-            if depth <= DEFAULT_MAX_DEPTH {
+            if depth <= BORROWED_MAX_DEPTH {
                 assert!(r.is_ok());
             } else {
                 let e = r.unwrap_err();

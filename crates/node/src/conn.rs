@@ -718,6 +718,11 @@ async fn connection_loop(
     }
 }
 
+/// Payloads of reassembled messages from this size on are moved to the
+/// mailbox with their buffer instead of copied (peak memory of a large
+/// message: see BENCHMARKS.md).
+const MOVE_PAYLOAD_MIN: usize = 1 << 20;
+
 /// Messages of the current read staged for one local process's mailbox.
 #[derive(Default)]
 struct Staged {
@@ -746,6 +751,16 @@ impl Staged {
         atoms: &[Atom],
         source: &Arc<Notify>,
     ) -> bool {
+        if !self.select(inner, key) {
+            return false;
+        }
+        self.batch.push_encoded(body, atoms, source);
+        true
+    }
+
+    /// Makes `key`'s mailbox the one staged for; false when it is not a
+    /// plain mailbox (see [`Staged::stage`]).
+    fn select(&mut self, inner: &Inner, key: StageKey) -> bool {
         if self.key.as_ref() != Some(&key) {
             self.flush();
             let Some(mb) = mailbox_for(inner, &key) else {
@@ -754,7 +769,6 @@ impl Staged {
             self.key = Some(key);
             self.mailbox = Some(mb);
         }
-        self.batch.push_encoded(body, atoms, source);
         true
     }
 
@@ -799,7 +813,11 @@ fn dispatch_all(
     source: &Arc<Notify>,
 ) -> Result<(), String> {
     use ControlMessage as C;
-    while let Some(raw) = conn.poll_message_ref() {
+    loop {
+        let reassembled = conn.next_is_reassembled();
+        let Some(raw) = conn.poll_message_ref() else {
+            break;
+        };
         let LazyMessage { control, payload } = match DistMessage::decode_lazy(&raw) {
             Ok(m) => m,
             Err(e) => {
@@ -824,7 +842,17 @@ fn dispatch_all(
                 _ => None,
             };
             if let Some(key) = key {
-                if staged.stage(inner, key, body, atoms, source) {
+                if reassembled && body.len() >= MOVE_PAYLOAD_MIN {
+                    // a large reassembled payload is moved to the mailbox
+                    let start = body.as_ptr() as usize - raw.data.as_ptr() as usize;
+                    let atoms = atoms.to_vec();
+                    if staged.select(inner, key) {
+                        let buf = conn.take_reassembled();
+                        staged.batch.push_owned(buf, start, &atoms, source);
+                        continue;
+                    }
+                    // not a plain mailbox: the general path, as below
+                } else if staged.stage(inner, key, body, atoms, source) {
                     continue;
                 }
             }
@@ -943,11 +971,11 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
             req_id, to, result, ..
         } => {
             let msg = match result {
-                Term::Pid(p) => vec![
+                Term::Pid(ref p) => vec![
                     Term::atom("spawn_reply"),
                     Term::from(req_id),
                     Term::atom("ok"),
-                    Term::Pid(p),
+                    Term::Pid(p.clone()),
                 ],
                 other => vec![
                     Term::atom("spawn_reply"),

@@ -32,6 +32,10 @@ pub(crate) struct Batch {
     terms: VecDeque<Term>,
     /// Encoded payloads back to back.
     bytes: Vec<u8>,
+    /// Payloads moved in with their own buffer (large reassembled
+    /// messages, see [`Batch::push_owned`]): the buffer and where the
+    /// payload starts in it, for the [`Slot::OWNED`] slots in order.
+    owned: VecDeque<(Vec<u8>, usize)>,
     /// Their atom cache atoms back to back.
     atoms: Vec<Atom>,
     /// The connections encoded payloads came from (a payload that fails
@@ -54,6 +58,8 @@ struct Slot {
 
 impl Slot {
     const TERM: u32 = u32::MAX;
+    /// `end` of a slot whose payload is the next of [`Batch::owned`].
+    const OWNED: usize = usize::MAX;
 }
 
 impl Batch {
@@ -74,6 +80,25 @@ impl Batch {
     /// atom cache atoms, from the connection `source` kills.
     pub(crate) fn push_encoded(&mut self, body: &[u8], atoms: &[Atom], source: &Arc<Notify>) {
         self.bytes.extend_from_slice(body);
+        let end = self.bytes.len();
+        self.push_slot(end, body, atoms, source);
+    }
+
+    /// Like [`Batch::push_encoded`] for the payload `buf[start..]`, whose
+    /// buffer is moved in rather than copied (a large reassembled
+    /// message: copying it would hold it twice).
+    pub(crate) fn push_owned(
+        &mut self,
+        buf: Vec<u8>,
+        start: usize,
+        atoms: &[Atom],
+        source: &Arc<Notify>,
+    ) {
+        self.push_slot(Slot::OWNED, buf.get(start..).unwrap_or(&[]), atoms, source);
+        self.owned.push_back((buf, start));
+    }
+
+    fn push_slot(&mut self, end: usize, body: &[u8], atoms: &[Atom], source: &Arc<Notify>) {
         // A payload refers to the atoms only through ATOM_CACHE_REF.
         if !atoms.is_empty() && body.contains(&erlkube_proto::dist::frame::ATOM_CACHE_REF) {
             self.atoms.extend_from_slice(atoms);
@@ -86,7 +111,7 @@ impl Batch {
             }
         };
         self.slots.push_back(Slot {
-            end: self.bytes.len(),
+            end,
             atoms_end: self.atoms.len(),
             source: source as u32,
         });
@@ -109,12 +134,17 @@ impl Batch {
             .extend_from_slice(&other.atoms[other.atoms_pos..]);
         self.sources.append(&mut other.sources);
         self.terms.append(&mut other.terms);
+        self.owned.append(&mut other.owned);
         self.slots.extend(other.slots.drain(..).map(|s| {
             if s.source == Slot::TERM {
                 s
             } else {
                 Slot {
-                    end: s.end + b0,
+                    end: if s.end == Slot::OWNED {
+                        Slot::OWNED
+                    } else {
+                        s.end + b0
+                    },
                     atoms_end: s.atoms_end + a0,
                     source: s.source + s0,
                 }
@@ -127,6 +157,7 @@ impl Batch {
     fn clear(&mut self) {
         self.slots.clear();
         self.terms.clear();
+        self.owned.clear();
         self.bytes.clear();
         self.atoms.clear();
         self.sources.clear();
@@ -158,11 +189,17 @@ impl Batch {
             if s.source == Slot::TERM {
                 return self.terms.pop_front();
             }
-            let body = &self.bytes[self.bytes_pos..s.end];
             let atoms = &self.atoms[self.atoms_pos..s.atoms_end];
-            self.bytes_pos = s.end;
             self.atoms_pos = s.atoms_end;
-            match erlkube_proto::dist::control::decode_payload_body(body, atoms) {
+            let decoded = if s.end == Slot::OWNED {
+                let (buf, start) = self.owned.pop_front().unwrap_or_default();
+                decode_owned_payload(buf, start, atoms)
+            } else {
+                let body = &self.bytes[self.bytes_pos..s.end];
+                self.bytes_pos = s.end;
+                erlkube_proto::dist::control::decode_payload_body(body, atoms)
+            };
+            match decoded {
                 Ok(t) => return Some(t),
                 Err(e) => {
                     tracing::warn!(error = %e, "closing connection: bad message payload");
@@ -173,6 +210,26 @@ impl Batch {
             }
         }
     }
+}
+
+/// Decodes the payload `buf[start..]`. A payload that is one binary
+/// running to the end of the buffer (the usual large message) becomes
+/// that binary in the buffer itself, moved down over what preceded it:
+/// no second copy of a large binary.
+fn decode_owned_payload(
+    mut buf: Vec<u8>,
+    start: usize,
+    atoms: &[Atom],
+) -> Result<Term, erlkube_proto::dist::control::ControlError> {
+    const BINARY_EXT: u8 = 109;
+    if let Some([BINARY_EXT, a, b, c, d]) = buf.get(start..start + 5) {
+        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+        if start + 5 + len == buf.len() {
+            buf.drain(..start + 5);
+            return Ok(Term::Binary(buf));
+        }
+    }
+    erlkube_proto::dist::control::decode_payload_body(buf.get(start..).unwrap_or(&[]), atoms)
 }
 
 /// The shared end of a mailbox.
@@ -300,6 +357,49 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Payloads moved in with their buffers keep their place among the
+    /// copied ones and the terms, across appends; a lone binary becomes
+    /// the buffer itself (no second allocation of its size).
+    #[test]
+    fn owned_payloads_keep_order_and_binaries_keep_their_buffer() {
+        let src = Arc::new(Notify::new());
+        let atoms = [Atom::new("cached")];
+        let with_prefix = |t: &Term, atoms: &[Atom]| {
+            let mut b = b"control".to_vec();
+            b.extend(body(t, atoms));
+            b
+        };
+        let bin = Term::Binary(vec![9; 5000]);
+        let tuple = Term::tuple(vec![Term::atom("big"), Term::Binary(vec![1; 10])]);
+        let mut staged = Batch::default();
+        staged.push_encoded(&body(&Term::Integer(1), &[]), &[], &src);
+        staged.push_owned(with_prefix(&bin, &[]), 7, &[], &src);
+        staged.push_term(Term::Integer(2));
+        let mut shared = Batch::default();
+        shared.push_encoded(&body(&Term::Integer(0), &[]), &[], &src);
+        shared.append(&mut staged);
+        let mut more = Batch::default();
+        more.push_owned(with_prefix(&tuple, &[]), 7, &[], &src);
+        more.push_owned(with_prefix(&Term::atom("cached"), &atoms), 7, &atoms, &src);
+        more.push_encoded(&body(&Term::Integer(3), &[]), &[], &src);
+        shared.append(&mut more);
+        assert_eq!(shared.pop(), Some(Term::Integer(0)));
+        assert_eq!(shared.pop(), Some(Term::Integer(1)));
+        match &shared.pop() {
+            Some(Term::Binary(v)) => {
+                assert!(v.len() == 5000 && v.iter().all(|&x| x == 9));
+                // the message's buffer: room for the prefix and the head
+                assert!(v.capacity() >= 5000 + 7 + 5);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(shared.pop(), Some(Term::Integer(2)));
+        assert_eq!(shared.pop(), Some(tuple));
+        assert_eq!(shared.pop(), Some(Term::atom("cached")));
+        assert_eq!(shared.pop(), Some(Term::Integer(3)));
+        assert_eq!(shared.pop(), None);
     }
 
     #[test]

@@ -409,7 +409,9 @@ impl Inner {
                 for ids in fired {
                     if let Some((target, _)) = s.monitors.remove(&ids) {
                         let object = match target {
-                            Term::Atom(a) => Term::tuple(vec![Term::Atom(a), Term::atom(node)]),
+                            Term::Atom(ref a) => {
+                                Term::tuple(vec![Term::Atom(a.clone()), Term::atom(node)])
+                            }
                             t => t,
                         };
                         out.push(Action::Deliver(

@@ -3,10 +3,8 @@
 //! erlkube's own epmd in-process, BEAM nodes that evaluate expressions,
 //! children killed on drop. Tests fail (not skip) when erl is missing.
 //!
-//! The deep term (400 levels of nesting) stays within erlkube-etf's
-//! default decode depth (512);
-//! deeper terms close the connection with a named decode error, as the
-//! BEAM does with bad terms.
+//! Terms of any depth round-trip: a million levels of lists, tuples and
+//! maps made by `erl` are received, decoded, encoded and sent back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -310,4 +308,53 @@ async fn reconnect_after_disconnect() {
         assert!(rust.disconnect(b.node_name()));
         next_nodedown(&mut events, b.node_name()).await;
     }
+}
+
+/// The echo process, taking the message apart instead of cloning it.
+fn spawn_moving_echo(node: &Node) {
+    let mut p = node.spawn_registered("echo").unwrap();
+    let node = node.clone();
+    tokio::spawn(async move {
+        while let Some(mut m) = p.recv().await {
+            if let Term::Tuple(v) = &mut m {
+                if let (Some(msg), Some(Term::Pid(ref to))) = (v.pop(), v.pop()) {
+                    let _ = node.send(to, msg).await;
+                }
+            }
+        }
+    });
+}
+
+/// A million levels of nesting, as the BEAM builds and accepts them
+/// (lists, tuples, maps, and the three mixed), sent by `erl` to a Rust
+/// process and echoed back equal (`=:=` on the BEAM side). Before, a term
+/// deeper than 512 closed the connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn echo_round_trips_million_level_terms() {
+    let epmd = OtpEpmd::start().unwrap();
+    let rust = rust_node(epmd.port(), "c", false, MINUTE).await;
+    spawn_moving_echo(&rust);
+    let mut events = rust.subscribe();
+    let b = beam(epmd.port(), "c", &[]).await;
+    let echo = format!(
+        "Echo = fun(M) -> {{echo, '{}'}} ! {{self(), M}}, receive R -> R =:= M after 60000 -> timeout end end",
+        rust.name()
+    );
+    for build in [
+        "lists:foldl(fun(_, A) -> [A] end, [], lists:seq(1, 1000000))",
+        "lists:foldl(fun(_, A) -> {A} end, {}, lists:seq(1, 1000000))",
+        "lists:foldl(fun(_, A) -> #{a => A} end, #{}, lists:seq(1, 1000000))",
+        "lists:foldl(fun(I, A) -> case I rem 3 of 0 -> [I, A]; 1 -> {x, A}; 2 -> #{I => A} end end, <<\"core\">>, lists:seq(1, 1000000))",
+    ] {
+        assert_eq!(eval(&b, format!("{echo}, Echo({build})")).await, "true", "{build}");
+    }
+    // the connection stayed up throughout
+    assert!(
+        !matches!(events.try_recv(), Ok(NodeEvent::NodeDown { .. })),
+        "a connection went down"
+    );
+    assert_eq!(
+        eval(&b, format!("lists:member('{}', nodes())", rust.name())).await,
+        "true"
+    );
 }

@@ -516,3 +516,65 @@ async fn known_addr_dials_a_peer_whose_host_does_not_resolve() {
     assert_eq!(b.connected_nodes(), vec![a2.name().to_owned()]);
     drop(a);
 }
+
+/// A hostile peer starts fragmented messages and never finishes them,
+/// each first fragment well under the message limit: the connection's
+/// budget for unfinished messages (`limits.max_partial_total`) refuses it
+/// with `PartialBudgetExceeded` and closes that connection; the node
+/// keeps serving others.
+#[tokio::test]
+async fn unfinished_fragments_past_the_budget_close_the_connection() {
+    use tokio::io::AsyncWriteExt;
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = config("a", "c", pa);
+    let mut b = config("b", "c", pb);
+    a.known_ports.insert(b.name.clone(), pb);
+    b.known_ports.insert(a.name.clone(), pa);
+    b.limits.max_partial_total = 1 << 20;
+    let (a, b) = (Node::start(a).await.unwrap(), Node::start(b).await.unwrap());
+
+    let mut events = b.subscribe();
+    let (mut s, _enc, name) = raw_peer(&b, "frag").await;
+    let chunk = vec![0u8; 256 << 10];
+    // Four first fragments (of messages announced as 1000 fragments) fill
+    // the 1 MiB budget exactly; each is accepted.
+    for seq in 1..=4u64 {
+        s.write_all(&first_fragment(seq, 1000, &chunk))
+            .await
+            .unwrap();
+    }
+    // The fifth would hold 1.25 MiB: the connection is closed.
+    s.write_all(&first_fragment(5, 1000, &chunk)).await.unwrap();
+    assert!(closed_by_peer(&mut s).await, "connection not closed");
+    let reason = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let NodeEvent::NodeDown { node, reason } = events.recv().await.unwrap() {
+                if node == name {
+                    return reason;
+                }
+            }
+        }
+    })
+    .await
+    .expect("no nodedown for the hostile peer");
+    assert!(
+        reason.to_string().contains("over the connection's budget"),
+        "{reason}"
+    );
+
+    // The node is up and serves others.
+    a.ping(b.name()).await.unwrap();
+}
+
+/// A framed first fragment (`131 'E' Seq Frag`, an empty atom cache
+/// header) carrying `data`.
+fn first_fragment(seq: u64, frags: u64, data: &[u8]) -> Vec<u8> {
+    let mut body = vec![131, b'E'];
+    body.extend_from_slice(&seq.to_be_bytes());
+    body.extend_from_slice(&frags.to_be_bytes());
+    body.push(0);
+    body.extend_from_slice(data);
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend(body);
+    out
+}

@@ -48,7 +48,7 @@ pub struct RpcArgs {
 pub fn main(args: RpcArgs) -> ExitCode {
     super::node::init_tracing("error");
     let call_args = match erlkube_etf::parse(&args.args) {
-        Ok(Term::List(items)) => items,
+        Ok(Term::List(ref mut items)) => std::mem::take(items),
         Ok(other) => {
             eprintln!("erlkube rpc: ARGS must be a list, got {other}");
             return ExitCode::from(2);

@@ -202,6 +202,10 @@ impl Connection {
     /// buffers (no allocation per message); valid until the next call
     /// that changes the connection.
     pub fn poll_message_ref(&mut self) -> Option<InboundRef<'_>> {
+        // the previous reassembled message (if any) is done with: free it
+        // now rather than at the next read, so a large message is not held
+        // twice while its copy is decoded
+        self.current = Vec::new();
         let p = self.messages.pop_front()?;
         let atoms = &self.atoms[self.atoms_pos..p.atoms_end];
         self.atoms_pos = p.atoms_end;
@@ -221,6 +225,26 @@ impl Connection {
             data,
             versioned: p.versioned,
         })
+    }
+
+    /// True if the next message [`Connection::poll_message_ref`] returns
+    /// was reassembled from fragments (its data is a buffer of its own,
+    /// which [`Connection::take_reassembled`] can then take).
+    pub fn next_is_reassembled(&self) -> bool {
+        matches!(
+            self.messages.front(),
+            Some(Pending {
+                data: PendingData::Owned(_),
+                ..
+            })
+        )
+    }
+
+    /// The buffer of the reassembled message [`Connection::poll_message_ref`]
+    /// returned last (empty if it was not reassembled): its `data`, which
+    /// the caller may keep instead of copying it.
+    pub fn take_reassembled(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.current)
     }
 
     /// Queues a message: `control` and `payload` are versioned ETF.

@@ -44,6 +44,15 @@ pub struct Limits {
     pub max_message_len: usize,
     /// Most fragmented messages in flight at once.
     pub max_in_flight: usize,
+    /// Most bytes of unfinished fragmented messages held at once, all
+    /// sequences of the connection together. Without it a peer could pin
+    /// `max_in_flight` × `max_message_len` (16 GiB by default) by starting
+    /// messages it never finishes. The default, 256 MiB, lets one message
+    /// of the largest accepted size through (a 100 MB binary from `erl`
+    /// arrives as one fragmented message) while capping what one
+    /// connection can pin at a size that fits a pod with a memory limit of
+    /// 512 MiB or more; lower it for smaller pods.
+    pub max_partial_total: usize,
 }
 
 impl Default for Limits {
@@ -52,6 +61,7 @@ impl Default for Limits {
             max_frame_len: 64 << 20,
             max_message_len: 256 << 20,
             max_in_flight: 64,
+            max_partial_total: 256 << 20,
         }
     }
 }
@@ -111,6 +121,15 @@ pub enum FrameError {
     /// More fragmented messages in flight than [`Limits::max_in_flight`].
     #[error("more than {0} fragmented messages in flight")]
     TooManyInFlight(usize),
+    /// Unfinished fragmented messages holding more than
+    /// [`Limits::max_partial_total`] bytes together.
+    #[error("unfinished fragmented messages would hold {total} bytes, over the connection's budget of {budget}")]
+    PartialBudgetExceeded {
+        /// Bytes the unfinished messages would hold with this fragment.
+        total: usize,
+        /// The budget.
+        budget: usize,
+    },
     /// A message larger than [`Limits::max_message_len`].
     #[error("message of at least {len} bytes exceeds the maximum of {max}")]
     MessageTooLarge {
@@ -358,6 +377,8 @@ pub struct InboundDecoder {
     limits: Limits,
     cache: AtomCache,
     in_flight: HashMap<u64, Partial>,
+    /// Bytes held by `in_flight`, under [`Limits::max_partial_total`].
+    partial_bytes: usize,
 }
 
 impl InboundDecoder {
@@ -368,6 +389,7 @@ impl InboundDecoder {
             limits,
             cache: AtomCache::default(),
             in_flight: HashMap::new(),
+            partial_bytes: 0,
         }
     }
 
@@ -379,6 +401,24 @@ impl InboundDecoder {
     /// Fragmented messages waiting for more fragments.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Bytes held by fragmented messages waiting for more fragments.
+    pub fn partial_bytes(&self) -> usize {
+        self.partial_bytes
+    }
+
+    /// Takes `n` more bytes of the partial-message budget.
+    fn reserve_partial(&mut self, n: usize) -> Result<(), FrameError> {
+        let total = self.partial_bytes.saturating_add(n);
+        if total > self.limits.max_partial_total {
+            return Err(FrameError::PartialBudgetExceeded {
+                total,
+                budget: self.limits.max_partial_total,
+            });
+        }
+        self.partial_bytes = total;
+        Ok(())
     }
 
     /// Decodes one frame body; `Ok(None)` when it was a fragment of an
@@ -489,6 +529,7 @@ impl InboundDecoder {
         }
         let data = rest[used..].to_vec();
         self.check_size(data.len())?;
+        self.reserve_partial(data.len())?;
         self.in_flight.insert(
             seq,
             Partial {
@@ -510,7 +551,7 @@ impl InboundDecoder {
         let max = self.limits.max_message_len;
         let partial = self
             .in_flight
-            .get_mut(&seq)
+            .get(&seq)
             .ok_or(FrameError::UnknownSequence(seq))?;
         if frag != partial.next_frag {
             return Err(FrameError::FragmentOutOfOrder {
@@ -523,10 +564,13 @@ impl InboundDecoder {
         if len > max {
             return Err(FrameError::MessageTooLarge { len, max });
         }
+        self.reserve_partial(rest.len())?;
+        let partial = self.in_flight.get_mut(&seq).expect("present");
         partial.data.extend_from_slice(rest);
         partial.next_frag -= 1;
         if frag == 1 {
             let mut p = self.in_flight.remove(&seq).expect("present");
+            self.partial_bytes -= p.data.len();
             atoms.append(&mut p.atoms);
             return Ok(Some((DecodedBody::Reassembled(p.data), false)));
         }

@@ -345,6 +345,57 @@ fn fragment_violations() {
     );
 }
 
+/// Unfinished fragmented messages share one budget per connection: each
+/// message may stay under `max_message_len` and the count under
+/// `max_in_flight`, yet together they are refused past
+/// `max_partial_total`; a completed message gives its bytes back.
+#[test]
+fn partial_messages_share_one_budget() {
+    let limits = Limits {
+        max_in_flight: 64,
+        max_message_len: 200,
+        max_partial_total: 250,
+        ..Limits::default()
+    };
+    let mut dec = InboundDecoder::new(HDR, limits);
+    let chunk = [7u8; 60];
+    // Two messages of 60 + 60 bytes so far: 240 bytes held.
+    for seq in 1..=2u64 {
+        assert_eq!(dec.decode(frag(b'E', seq, 9, &chunk)), Ok(None));
+        assert_eq!(dec.decode(frag(b'F', seq, 8, &chunk)), Ok(None));
+    }
+    assert_eq!(dec.partial_bytes(), 240);
+    // A third message's first fragment would make it 300 bytes.
+    assert_eq!(
+        dec.decode(frag(b'E', 3, 9, &chunk)),
+        Err(FrameError::PartialBudgetExceeded {
+            total: 300,
+            budget: 250
+        })
+    );
+    assert_eq!(dec.partial_bytes(), 240);
+
+    // Finishing a message returns its bytes to the budget.
+    let mut dec = InboundDecoder::new(HDR, limits);
+    assert_eq!(dec.decode(frag(b'E', 1, 2, &chunk)), Ok(None));
+    assert_eq!(dec.decode(frag(b'E', 2, 3, &chunk)), Ok(None));
+    assert_eq!(dec.partial_bytes(), 120);
+    let m = dec.decode(frag(b'F', 1, 1, &chunk)).unwrap().unwrap();
+    assert_eq!(m.data.len(), 120);
+    assert_eq!(dec.partial_bytes(), 60);
+    // ...so a continuation that would not have fit before fits now.
+    assert_eq!(dec.decode(frag(b'F', 2, 2, &chunk)), Ok(None));
+    assert_eq!(dec.decode(frag(b'E', 3, 2, &chunk)), Ok(None));
+    assert_eq!(dec.partial_bytes(), 180);
+    assert_eq!(
+        dec.decode(frag(b'F', 3, 1, &[1u8; 71])),
+        Err(FrameError::PartialBudgetExceeded {
+            total: 251,
+            budget: 250
+        })
+    );
+}
+
 /// `encode_terms` writes the same bytes as encoding the terms first and
 /// framing them with `encode`, for every header form (pass-through, the
 /// normal header, fragments).
