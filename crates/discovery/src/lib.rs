@@ -34,12 +34,14 @@ pub mod engine;
 pub mod gossip;
 pub mod kubernetes;
 pub mod plan;
+pub mod quorum;
 pub mod rust_node;
 pub mod strategy;
 
 pub use actor::{Actor, ConnectError};
 pub use engine::{Engine, EngineConfig, Formation, Metrics};
 pub use plan::{Action, Event, Plan, PlanConfig};
+pub use quorum::{Quorum, QuorumState};
 
 /// A node name as Erlang spells it: `name@host`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -86,6 +88,10 @@ pub struct Answer {
     /// True when the answer is the whole truth (so nodes absent from it have
     /// left); false when it may be partial (truncated DNS answer).
     pub complete: bool,
+    /// Nodes the source still lists but that must not be dialled (a
+    /// Kubernetes endpoint that is terminating or not ready): an existing
+    /// connection is kept, none is made. Disjoint from `nodes`.
+    pub passive: BTreeSet<NodeName>,
     /// How long the round took to answer (for metrics), when measured.
     pub elapsed: Option<Duration>,
 }
@@ -96,6 +102,7 @@ impl Answer {
         Answer {
             nodes,
             complete,
+            passive: BTreeSet::new(),
             elapsed: None,
         }
     }
