@@ -1,8 +1,10 @@
-//! A minimal HTTP/1.1 server for the agent's four GET endpoints: one
+//! A minimal HTTP/1.1 server for the agent's GET endpoints: one
 //! request per connection (`Connection: close`), request heads up to 8 KiB,
 //! 5 s to send one, at most 64 connections at once. Enough for kubelet
-//! probes and a Prometheus scraper without a web framework.
+//! probes and a Prometheus scraper without a web framework. Handlers are
+//! async, so one may wait (`/drain` answers when the drain is over).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,9 +51,10 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// Serves `handler(path)` on `listener` until the task is dropped.
-pub async fn serve<H>(listener: TcpListener, handler: H)
+pub async fn serve<H, F>(listener: TcpListener, handler: H)
 where
-    H: Fn(&str) -> Response + Send + Sync + 'static,
+    H: Fn(String) -> F + Send + Sync + 'static,
+    F: Future<Output = Response> + Send,
 {
     let handler = Arc::new(handler);
     let limit = Arc::new(Semaphore::new(64));
@@ -78,9 +81,10 @@ where
     }
 }
 
-async fn one<H>(mut stream: TcpStream, _peer: SocketAddr, handler: &H) -> std::io::Result<()>
+async fn one<H, F>(mut stream: TcpStream, _peer: SocketAddr, handler: &H) -> std::io::Result<()>
 where
-    H: Fn(&str) -> Response,
+    H: Fn(String) -> F,
+    F: Future<Output = Response>,
 {
     let mut buf = Vec::with_capacity(512);
     let head_end = loop {
@@ -112,7 +116,7 @@ where
             match (parts.next(), parts.next(), parts.next()) {
                 (Some(m @ ("GET" | "HEAD")), Some(target), Some(v)) if v.starts_with("HTTP/1.") => {
                     let path = target.split('?').next().unwrap_or(target);
-                    (handler(path), m == "HEAD")
+                    (handler(path.to_owned()).await, m == "HEAD")
                 }
                 (Some(_), Some(_), Some(v)) if v.starts_with("HTTP/1.") => (
                     Response::new(405, "text/plain", "only GET and HEAD\n"),
@@ -155,9 +159,11 @@ mod tests {
     async fn answers_get_head_and_rejects_the_rest() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let task = tokio::spawn(serve(l, |p| match p {
-            "/healthz" => Response::new(200, "text/plain", "ok\n"),
-            _ => Response::new(404, "text/plain", "no\n"),
+        let task = tokio::spawn(serve(l, |p: String| async move {
+            match p.as_str() {
+                "/healthz" => Response::new(200, "text/plain", "ok\n"),
+                _ => Response::new(404, "text/plain", "no\n"),
+            }
         }));
         let r = request(addr, b"GET /healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").await;
         assert!(

@@ -22,19 +22,20 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use erlkube_discovery::{Answer, Engine, Formation, Metrics, NodeName, Update};
 use erlkube_etf::Term;
 use erlkube_node::{Listen, Node, NodeConfig, NodeEvent};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::beam::{BeamNode, Seen};
 use crate::config::AgentConfig;
 use crate::http::{self, Response};
 use crate::monitor::{MonitorMessage, Subscription};
-use crate::status::Status;
+use crate::status::{Drain, Status};
 use crate::throttle::{Throttle, Verdict};
 
 /// Starting the agent failed.
@@ -62,9 +63,67 @@ pub enum AgentError {
 pub struct Agent {
     config: AgentConfig,
     status: Arc<Mutex<Status>>,
+    drain: DrainControl,
     local: Node,
     http_addr: SocketAddr,
     http_task: tokio::task::JoinHandle<()>,
+}
+
+/// The drain, shared by `GET /drain`, the shutdown signal and the
+/// supervisor: started once, over once the node has left.
+#[derive(Clone)]
+pub struct DrainControl {
+    status: Arc<Mutex<Status>>,
+    grace: Duration,
+    /// The phase, for waiters.
+    phase: watch::Sender<Drain>,
+    /// Set when the grace is over: the supervisor makes the node leave.
+    leave: watch::Sender<bool>,
+    /// `GET /drain` requests waiting for their answer.
+    waiting: Arc<AtomicUsize>,
+}
+
+impl DrainControl {
+    fn new(status: Arc<Mutex<Status>>, grace: Duration) -> DrainControl {
+        DrainControl {
+            status,
+            grace,
+            phase: watch::channel(Drain::Serving).0,
+            leave: watch::channel(false).0,
+            waiting: Arc::default(),
+        }
+    }
+
+    /// Starts the drain unless one has started: `/readyz` turns 503 at
+    /// once; the node leaves when the grace is over. Needs a tokio runtime.
+    pub fn start(&self, why: &str) {
+        {
+            let mut s = self.status.lock().unwrap();
+            if s.drain != Drain::Serving {
+                return;
+            }
+            s.drain = Drain::Draining;
+        }
+        self.phase.send_replace(Drain::Draining);
+        tracing::info!(trigger = why, grace = ?self.grace, "drain started: /readyz 503; the node stays connected for the grace, then leaves");
+        let leave = self.leave.clone();
+        let grace = self.grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            leave.send_replace(true);
+        });
+    }
+
+    /// Waits until the node has left.
+    pub async fn left(&self) {
+        let mut rx = self.phase.subscribe();
+        let _ = rx.wait_for(|p| *p == Drain::Left).await;
+    }
+
+    fn mark_left(&self) {
+        self.status.lock().unwrap().drain = Drain::Left;
+        self.phase.send_replace(Drain::Left);
+    }
 }
 
 impl Agent {
@@ -99,15 +158,26 @@ impl Agent {
         let status = Arc::new(Mutex::new(Status {
             node: config.node.to_string(),
             agent: local.name().to_owned(),
-            ready_min_peers: config.ready_min_peers,
+            quorum: config.quorum,
             ..Status::default()
         }));
-        let s = status.clone();
-        let http_task = tokio::spawn(http::serve(listener, move |path| endpoint(&s, path)));
+        let drain = DrainControl::new(status.clone(), config.drain_grace);
+        let (s, d) = (status.clone(), drain.clone());
+        let http_task = tokio::spawn(http::serve(listener, move |path: String| {
+            let (s, d) = (s.clone(), d.clone());
+            async move {
+                if path == "/drain" {
+                    drain_endpoint(&d).await
+                } else {
+                    endpoint(&s, &path)
+                }
+            }
+        }));
         tracing::info!(node = %config.node, agent = %local.name(), http = %http_addr, "agent started");
         Ok(Agent {
             config,
             status,
+            drain,
             local,
             http_addr,
             http_task,
@@ -124,8 +194,15 @@ impl Agent {
         self.status.lock().unwrap().clone()
     }
 
-    /// Runs until `shutdown` completes; then, if configured, disconnects the
-    /// node from its peers, and returns.
+    /// The drain (what `GET /drain` and the shutdown signal start).
+    pub fn drain(&self) -> DrainControl {
+        self.drain.clone()
+    }
+
+    /// Runs until `shutdown` completes; then drains (unless a drain is
+    /// over already: `/readyz` 503, the node connected for
+    /// `agent.drain_grace`, then disconnected from every peer), answers the
+    /// `GET /drain` requests still waiting, and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let beam = BeamNode::new(
@@ -153,27 +230,26 @@ impl Agent {
             last_answer,
             self.status.clone(),
             seen,
+            self.drain.clone(),
         );
+        tokio::pin!(supervisor);
         tokio::select! {
-            _ = supervisor => {}
-            _ = shutdown => {}
+            _ = &mut supervisor => {}
+            _ = shutdown => {
+                self.drain.start("signal");
+                tokio::select! {
+                    _ = &mut supervisor => {}
+                    _ = self.drain.left() => {}
+                }
+            }
         }
         forwarder.abort();
-        if self.config.disconnect_on_shutdown && self.status.lock().unwrap().beam_up {
-            match beam.nodes().await {
-                Ok(peers) => {
-                    for p in &peers {
-                        let _ = beam
-                            .call("erlang", "disconnect_node", vec![Term::atom(p.as_str())])
-                            .await;
-                    }
-                    tracing::info!(
-                        peers = peers.len(),
-                        "shutdown: disconnected the node from its peers"
-                    );
-                }
-                Err(e) => tracing::warn!(error = %e, "shutdown: cannot read the node's peers"),
-            }
+        // Let the `GET /drain` requests of a preStop hook get their answer
+        // (bounded: the kubelet kills the pod at the end of its grace).
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.drain.waiting.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.http_task.abort();
         self.local.shutdown();
@@ -182,18 +258,51 @@ impl Agent {
     }
 }
 
+/// `GET /drain`: starts the drain (or joins the one under way) and answers
+/// once the node has left the cluster (a preStop hook's request).
+async fn drain_endpoint(d: &DrainControl) -> Response {
+    d.waiting.fetch_add(1, Ordering::SeqCst);
+    d.start("GET /drain");
+    d.left().await;
+    let r = Response::new(
+        200,
+        "text/plain",
+        format!(
+            "drained: the node left the cluster after a grace of {:?}\n",
+            d.grace
+        ),
+    );
+    // Counted down once the answer is built; the shutdown path gives the
+    // server a moment to write it.
+    d.waiting.fetch_sub(1, Ordering::SeqCst);
+    r
+}
+
 fn endpoint(status: &Mutex<Status>, path: &str) -> Response {
     let s = status.lock().unwrap();
     match path {
         "/healthz" => Response::new(200, "text/plain", "ok\n"),
         "/readyz" => {
+            let q = s.quorum_state();
             if s.ready() {
-                Response::new(200, "text/plain", "ready\n")
+                Response::new(200, "text/plain", format!("ready: {q}\n"))
+            } else if s.drain == Drain::Draining {
+                Response::new(
+                    503,
+                    "text/plain",
+                    "not ready: draining (the node stays connected for agent.drain_grace, then leaves)\n",
+                )
+            } else if s.drain == Drain::Left {
+                Response::new(
+                    503,
+                    "text/plain",
+                    "not ready: drained (the node left the cluster)\n",
+                )
             } else if !s.beam_up {
                 Response::new(503, "text/plain", "not ready: the node is not up\n")
             } else if s.discovered.is_none() {
                 Response::new(503, "text/plain", "not ready: no discovery answer yet\n")
-            } else {
+            } else if s.quorum == erlkube_discovery::Quorum::All {
                 Response::new(
                     503,
                     "text/plain",
@@ -203,6 +312,8 @@ fn endpoint(status: &Mutex<Status>, path: &str) -> Response {
                         s.discovered.as_ref().map_or(0, |d| d.len())
                     ),
                 )
+            } else {
+                Response::new(503, "text/plain", format!("not ready: {q}\n"))
             }
         }
         "/metrics" => Response::new(200, "text/plain; version=0.0.4", s.prometheus()),
@@ -210,7 +321,7 @@ fn endpoint(status: &Mutex<Status>, path: &str) -> Response {
         _ => Response::new(
             404,
             "text/plain",
-            "not found; try /healthz /readyz /metrics /cluster\n",
+            "not found; try /healthz /readyz /metrics /cluster /drain\n",
         ),
     }
 }
@@ -279,7 +390,9 @@ async fn forward(
                     }
                     let mut peers: BTreeSet<NodeName> =
                         a.nodes.iter().filter(|n| **n != me).cloned().collect();
-                    if !a.complete {
+                    if a.complete {
+                        s.complete_peers = Some(peers.len());
+                    } else {
                         // A partial answer never prunes: merge as the engine does.
                         if let Some(prev) = &s.discovered {
                             peers.extend(prev.iter().cloned());
@@ -323,8 +436,10 @@ async fn supervise(
     last_answer: Arc<Mutex<Option<Answer>>>,
     status: Arc<Mutex<Status>>,
     seen: Arc<Mutex<Seen>>,
+    drain: DrainControl,
 ) {
     let target = config.node.to_string();
+    let mut leave = drain.leave.subscribe();
     let mut events = beam.local().subscribe();
     let mut throttle = Throttle::new(Duration::from_secs(5), Duration::from_secs(300));
     loop {
@@ -332,7 +447,15 @@ async fn supervise(
         let mut wait = tokio::time::interval(config.wait_interval);
         wait.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let first = loop {
-            wait.tick().await;
+            tokio::select! {
+                _ = wait.tick() => {}
+                _ = leave.wait_for(|l| *l), if status.lock().unwrap().drain != Drain::Left => {
+                    // Nothing to disconnect: the node is not up.
+                    tracing::info!(node = %target, "drain over while the node is down");
+                    drain.mark_left();
+                    continue;
+                }
+            }
             match beam.nodes().await {
                 Ok(set) => break set,
                 Err(e) => {
@@ -386,8 +509,14 @@ async fn supervise(
         *engine_tx.lock().unwrap() = Some(tx);
         let formation = engine.spawn(rx);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut engine_left = false;
         loop {
             tokio::select! {
+                _ = leave.wait_for(|l| *l), if !engine_left => {
+                    engine_left = true;
+                    leave_cluster(&beam, &formation, &status, &seen).await;
+                    drain.mark_left();
+                }
                 ev = events.recv() => match ev {
                     Ok(NodeEvent::NodeDown { node, reason }) if node == target => {
                         tracing::warn!(node = %target, %reason, "the node went down; waiting for it");
@@ -448,6 +577,44 @@ async fn supervise(
         s.engine_base = add(&s.engine_base, &m);
         s.connected.clear();
     }
+}
+
+/// The end of a drain: the node accepts no new distribution connection
+/// but the agent's (`net_kernel:allow/1`), so peers that still list it
+/// cannot dial it back; the engine stops dialling for good and disconnects
+/// every peer; a last read of `nodes()` catches any connection made
+/// meanwhile. Peers see a nodedown at once.
+async fn leave_cluster(
+    beam: &BeamNode,
+    formation: &Formation,
+    status: &Mutex<Status>,
+    seen: &Mutex<Seen>,
+) {
+    let me = Term::atom(beam.local().name());
+    if let Err(e) = beam
+        .call("net_kernel", "allow", vec![Term::list(vec![me])])
+        .await
+    {
+        tracing::warn!(error = %e, "leave: net_kernel:allow/1 failed; peers may dial the node again");
+    }
+    let mut gone = formation.leave().await;
+    match beam.nodes().await {
+        Ok(rest) => {
+            for p in &rest {
+                let _ = beam
+                    .call("erlang", "disconnect_node", vec![Term::atom(p.as_str())])
+                    .await;
+                seen.lock().unwrap().connected.remove(p);
+            }
+            gone += rest.len();
+        }
+        Err(e) => tracing::warn!(error = %e, "leave: cannot read the node's peers"),
+    }
+    status.lock().unwrap().connected = seen.lock().unwrap().connected.clone();
+    tracing::info!(
+        peers = gone,
+        "drain over: disconnected the node from its peers; nothing is dialled any more"
+    );
 }
 
 /// A running subscriber and when it started.

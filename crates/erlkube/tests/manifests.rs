@@ -387,6 +387,58 @@ fn probes_and_the_metrics_port_use_the_agents_configured_http_port() {
 }
 
 #[test]
+fn the_release_drains_from_a_prestop_hook_within_the_pods_termination_grace() {
+    for (extra, grace) in [(&[][..], 5u64), (&["--drain-grace", "20s"][..], 20)] {
+        for strategy in ["dns", "kubernetes"] {
+            for wl in ["deployment", "statefulset"] {
+                let mut args = extra.to_vec();
+                args.extend(["--workload", wl]);
+                let o = objects(&generate(strategy, &args));
+                let t = template(&o);
+                let agent = agent_container(t);
+                let env = resolved_env(agent, "prod");
+                assert_eq!(get(&env, "ERLKUBE_AGENT_DRAIN_GRACE"), format!("{grace}s"));
+                let http: i32 = get(&env, "ERLKUBE_AGENT_HTTP")
+                    .rsplit_once(':')
+                    .unwrap()
+                    .1
+                    .parse()
+                    .unwrap();
+                // The release container's preStop (a release stops on
+                // SIGTERM) GETs the agent's /drain on the pod's network.
+                let release = release_container(t);
+                let pre_stop = release
+                    .lifecycle
+                    .as_ref()
+                    .and_then(|l| l.pre_stop.as_ref())
+                    .and_then(|h| h.http_get.as_ref())
+                    .expect("a preStop httpGet on the release container");
+                assert_eq!(pre_stop.path.as_deref(), Some("/drain"));
+                assert_eq!(pre_stop.port, IntOrString::Int(http));
+                assert!(pre_stop.host.is_none(), "the pod's own address");
+                // The kubelet kills the pod at the end of its grace: the
+                // drain and then the release's stop must fit.
+                let tgps = t
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .termination_grace_period_seconds
+                    .expect("terminationGracePeriodSeconds");
+                assert!(tgps as u64 >= grace + 30, "{tgps} for a grace of {grace}s");
+                // Readiness turns 503 at the drain's start: probed often
+                // enough to notice within the grace; liveness is /healthz,
+                // which a drain leaves at 200.
+                let r = agent.readiness_probe.as_ref().unwrap();
+                let noticed = r.period_seconds.unwrap_or(10) * r.failure_threshold.unwrap_or(3);
+                assert!(noticed as u64 <= grace, "readiness notices after {noticed}s");
+                let live = agent.liveness_probe.as_ref().unwrap().http_get.as_ref();
+                assert_eq!(live.unwrap().path.as_deref(), Some("/healthz"));
+            }
+        }
+    }
+}
+
+#[test]
 fn the_role_binding_names_the_pods_service_account_and_the_role_has_the_documented_rules() {
     let o = objects(&generate("kubernetes", &[]));
     let sa = &o.service_accounts[0];
@@ -789,6 +841,9 @@ fn bad_flag_values_exit_2_with_one_line_naming_the_flag() {
         ("--http-port", "0", "--http-port:"),
         ("--cookie-key", "a b", "--cookie-key:"),
         ("--ready-min-peers", "most", "--ready-min-peers:"),
+        ("--drain-grace", "11m", "--drain-grace: must be a duration"),
+        ("--drain-grace", "-1s", "--drain-grace: must be a duration"),
+        ("--drain-grace", "soon", "--drain-grace: must be a duration"),
     ];
     for (flag, value, want) in cases {
         let mut args = vec!["manifests", *flag, *value];

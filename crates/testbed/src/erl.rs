@@ -259,6 +259,12 @@ impl PodErl {
         self.guard.lock().unwrap().is_running()
     }
 
+    /// Sends `signal` to the node's process (SIGTERM: a BEAM stops as by
+    /// `init:stop()`, as when the kubelet stops its container).
+    pub fn signal(&self, signal: i32) {
+        self.guard.lock().unwrap().signal(signal);
+    }
+
     /// SIGKILL (a crash: no goodbyes).
     pub fn kill(&self) {
         self.guard.lock().unwrap().kill();

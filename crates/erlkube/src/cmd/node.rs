@@ -39,8 +39,19 @@ pub struct NodeArgs {
     /// Seconds without anything read before a peer counts as dead.
     #[arg(long, default_value_t = 60)]
     net_ticktime: u64,
+    /// On SIGTERM/SIGINT, keep serving this long (`500ms`, `5s`, at most
+    /// `10m`), then leave the cluster (every peer disconnected, nothing
+    /// dialled) and stop.
+    #[arg(long, default_value = "0s", value_parser = parse_drain_grace)]
+    drain_grace: Duration,
     #[command(flatten)]
     discovery: super::node_discovery::DiscoveryArgs,
+}
+
+fn parse_drain_grace(text: &str) -> Result<Duration, String> {
+    erlkube_discovery::config::parse_duration(text)
+        .filter(|d| *d <= erlkube_agent::config::MAX_DRAIN_GRACE)
+        .ok_or_else(|| format!("must be a duration from 0s to 10m like \"5s\", got {text:?}"))
 }
 
 pub fn main(args: NodeArgs) -> ExitCode {
@@ -135,13 +146,25 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     // announced (and peers looked for) once the services above answer: a
     // client that waits for this line must not find `demo` undefined
     println!("{} listening on port {}", node.name(), node.port());
-    let _formation = super::node_discovery::start(&node, &args.discovery, args.epmd_port).await?;
+    let formation = super::node_discovery::start(&node, &args.discovery, args.epmd_port).await?;
 
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down");
+    // Drain: still connected and serving for the grace, then leave
+    // cleanly so that peers see a nodedown at once.
+    tracing::info!(grace = ?args.drain_grace, "draining");
+    tokio::time::sleep(args.drain_grace).await;
+    let peers = match &formation {
+        Some(f) => f._engine.leave().await,
+        None => 0,
+    };
+    let rest = node.nodes();
+    for n in &rest {
+        node.disconnect(n);
+    }
+    tracing::info!(peers = peers + rest.len(), "left the cluster; shutting down");
     node.shutdown();
     Ok(())
 }

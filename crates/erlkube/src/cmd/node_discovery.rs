@@ -81,7 +81,9 @@ pub async fn start(
     let strategy = config
         .spawn_strategy(tx)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let formation = Engine::new(RustNode(node.clone()), config.engine.clone()).spawn(rx);
+    let formation = Engine::new(RustNode(node.clone()), config.engine.clone())
+        .with_quorum(config.quorum)
+        .spawn(rx);
     Ok(Some(Running {
         _engine: formation,
         strategy,
