@@ -640,11 +640,15 @@ mod tests {
         };
         assert_eq!(with(&[]).unwrap().quorum, Quorum::All);
         assert_eq!(
-            with(&[("ERLKUBE_FORMATION_QUORUM", "majority")]).unwrap().quorum,
+            with(&[("ERLKUBE_FORMATION_QUORUM", "majority")])
+                .unwrap()
+                .quorum,
             Quorum::Majority
         );
         assert_eq!(
-            with(&[("ERLKUBE_AGENT_READY_MIN_PEERS", "all")]).unwrap().quorum,
+            with(&[("ERLKUBE_AGENT_READY_MIN_PEERS", "all")])
+                .unwrap()
+                .quorum,
             Quorum::All
         );
         let err = with(&[
@@ -658,7 +662,9 @@ mod tests {
             "{err}"
         );
         assert_eq!(
-            with(&[("ERLKUBE_AGENT_DRAIN_GRACE", "0s")]).unwrap().drain_grace,
+            with(&[("ERLKUBE_AGENT_DRAIN_GRACE", "0s")])
+                .unwrap()
+                .drain_grace,
             Duration::ZERO
         );
         assert!(with(&[("ERLKUBE_AGENT_DISCONNECT_ON_SHUTDOWN", "true")]).is_ok());

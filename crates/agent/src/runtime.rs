@@ -247,8 +247,7 @@ impl Agent {
         // Let the `GET /drain` requests of a preStop hook get their answer
         // (bounded: the kubelet kills the pod at the end of its grace).
         let until = tokio::time::Instant::now() + Duration::from_secs(2);
-        while self.drain.waiting.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until
-        {
+        while self.drain.waiting.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.http_task.abort();
@@ -579,17 +578,50 @@ async fn supervise(
     }
 }
 
-/// The end of a drain: the node accepts no new distribution connection
-/// but the agent's (`net_kernel:allow/1`), so peers that still list it
-/// cannot dial it back; the engine stops dialling for good and disconnects
-/// every peer; a last read of `nodes()` catches any connection made
-/// meanwhile. Peers see a nodedown at once.
+/// The end of a drain. First `global` on the node is told that the node is
+/// shutting down (`{prepare_shutdown, From, Ref}`, what `init:stop/0` sends
+/// it): otherwise each disconnect below makes it report a lost connection
+/// to the peer, and with `prevent_overlapping_partitions` (the OTP 25+
+/// default) every other node would then disconnect that peer: the
+/// cluster would fall apart instead of losing one node. Then the node
+/// accepts no new distribution connection but the agent's
+/// (`net_kernel:allow/1`), so peers that still list it cannot dial it back;
+/// the engine stops dialling for good and disconnects every peer; a last
+/// read of `nodes()` catches any connection made meanwhile. Peers see a
+/// nodedown at once.
 async fn leave_cluster(
     beam: &BeamNode,
     formation: &Formation,
     status: &Mutex<Status>,
     seen: &Mutex<Seen>,
 ) {
+    let mut reply_to = beam.local().spawn_process();
+    let r = Term::Reference(Box::new(beam.local().make_ref()));
+    let told = beam
+        .call(
+            "erlang",
+            "send",
+            vec![
+                Term::atom("global_name_server"),
+                Term::tuple(vec![
+                    Term::atom("prepare_shutdown"),
+                    Term::Pid(reply_to.pid().clone()),
+                    r.clone(),
+                ]),
+            ],
+        )
+        .await;
+    match told {
+        // Answered `{Ref, ok}` (older OTP releases do not answer).
+        Ok(_) => match reply_to.recv_timeout(Duration::from_secs(2)).await {
+            Some(m) if m.as_tuple().is_some_and(|t| t.first() == Some(&r)) => {}
+            other => {
+                tracing::warn!(answer = ?other.map(|t| t.to_string()), "leave: global did not confirm prepare_shutdown; peers may disconnect each other (prevent_overlapping_partitions)")
+            }
+        },
+        Err(e) => tracing::warn!(error = %e, "leave: cannot tell global the node is leaving"),
+    }
+    drop(reply_to);
     let me = Term::atom(beam.local().name());
     if let Err(e) = beam
         .call("net_kernel", "allow", vec![Term::list(vec![me])])

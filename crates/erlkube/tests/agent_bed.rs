@@ -32,6 +32,16 @@ fn bed(naming: Naming) -> Bed {
     .expect("test bed")
 }
 
+/// A bed whose nodes run with OTP's default `-connect_all true`, as a
+/// release does (`global` syncs names across the cluster).
+fn global_bed() -> Bed {
+    Bed::new(BedConfig {
+        connect_all: true,
+        ..BedConfig::default()
+    })
+    .expect("test bed")
+}
+
 /// An `erlkube agent` process inside a pod; killed on drop.
 struct AgentProc {
     guard: Guard,
@@ -562,6 +572,7 @@ fn spec(bed: &Bed, index: u32) -> ErlSpec {
         net_ticktime: c.net_ticktime,
         inetrc: None,
         ipv6: false,
+        connect_all: c.connect_all,
     }
 }
 
@@ -737,7 +748,10 @@ async fn cold_start_with_quorum_3_no_pod_is_ready_before_it_is_connected_to_2_ot
     }
     let mut agents = BTreeMap::new();
     for i in &pods {
-        agents.insert(*i, spawn_agent(&bed, *i, &[("ERLKUBE_FORMATION_QUORUM", "3")]));
+        agents.insert(
+            *i,
+            spawn_agent(&bed, *i, &[("ERLKUBE_FORMATION_QUORUM", "3")]),
+        );
     }
     let name = |i: u32| bed.pod(i).node_name.clone();
     let mut w = Observed::default();
@@ -782,7 +796,10 @@ async fn cold_start_with_quorum_3_no_pod_is_ready_before_it_is_connected_to_2_ot
     }
     mesh(&bed, &pods, &agents).await;
     observe(&bed, &agents, &pods, &mut w).await;
-    println!("cold start, quorum 3 of 5: {} observations of (/readyz, nodes()), no 200 before 2 peers", w.count);
+    println!(
+        "cold start, quorum 3 of 5: {} observations of (/readyz, nodes()), no 200 before 2 peers",
+        w.count
+    );
     let a1 = agents[&pods[0]].http;
     wait_for("/cluster to show the quorum met by 5 members", || async move {
         matches!(get(a1, "/cluster").await, Ok((200, b)) if b.contains("\"quorum\":{\"rule\":\"3\",\"members\":5,\"needed\":3,\"met\":true}"))
@@ -832,12 +849,27 @@ async fn drain_and_check(
         assert!(started.elapsed() < FORM, "/readyz never turned 503");
     };
     // During the grace: still connected and serving.
-    let ping = bed.pod(peers[0]).beam().eval(&format!("net_adm:ping('{me}')"), Duration::from_secs(5)).await;
-    assert_eq!(ping.as_deref(), Ok("pong"), "the draining node answers ping");
+    let ping = bed
+        .pod(peers[0])
+        .beam()
+        .eval(&format!("net_adm:ping('{me}')"), Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        ping.as_deref(),
+        Ok("pong"),
+        "the draining node answers ping"
+    );
     for p in peers {
-        assert!(pod_nodes(bed, *p).await.contains(&me), "pod {p} still connected during the grace");
+        assert!(
+            pod_nodes(bed, *p).await.contains(&me),
+            "pod {p} still connected during the grace"
+        );
     }
-    assert_eq!(get(addr, "/healthz").await.unwrap().0, 200, "healthy while draining");
+    assert_eq!(
+        get(addr, "/healthz").await.unwrap().0,
+        200,
+        "healthy while draining"
+    );
     let still_draining = match &drain {
         Some(t) => !t.is_finished(),
         None => agents.get_mut(&i).unwrap().guard.is_running(),
@@ -862,11 +894,17 @@ async fn drain_and_check(
     let over = tokio::time::Instant::now();
     let mut nodedown = Duration::ZERO;
     for p in peers {
-        wait_for("the peers' nodedown", || async { !pod_nodes(bed, *p).await.contains(&me) }).await;
+        wait_for("the peers' nodedown", || async {
+            !pod_nodes(bed, *p).await.contains(&me)
+        })
+        .await;
         nodedown = over.elapsed();
     }
     assert!(bed.pod(i).beam().is_running(), "the node itself still runs");
-    assert!(pod_nodes(bed, i).await.is_empty(), "the node left every peer");
+    assert!(
+        pod_nodes(bed, i).await.is_empty(),
+        "the node left every peer"
+    );
     // The peers still find it in DNS and dial it again: refused.
     for (p, before) in peers.iter().zip(failures_before) {
         let a = &agents[p];
@@ -874,11 +912,17 @@ async fn drain_and_check(
             metrics(a).await["erlkube_agent_connect_failures_total"] > before
         })
         .await;
-        assert!(!pod_nodes(bed, *p).await.contains(&me), "pod {p} dialled the drained node back");
+        assert!(
+            !pod_nodes(bed, *p).await.contains(&me),
+            "pod {p} dialled the drained node back"
+        );
     }
     if how != "SIGTERM" {
         let (status, body) = get(addr, "/readyz").await.unwrap();
-        assert_eq!((status, body.as_str()), (503, "not ready: drained (the node left the cluster)\n"));
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "not ready: drained (the node left the cluster)\n")
+        );
         let (_, cluster) = get(addr, "/cluster").await.unwrap();
         assert!(cluster.contains("\"drain\":\"left\""), "{cluster}");
     }
@@ -892,17 +936,25 @@ async fn drain_by_get_and_by_sigterm_unready_at_once_serving_for_the_grace_then_
     let pods = bed.add_pods(4).unwrap();
     let mut agents = BTreeMap::new();
     for i in &pods {
-        agents.insert(*i, spawn_agent(&bed, *i, &[("ERLKUBE_AGENT_DRAIN_GRACE", "3s")]));
+        agents.insert(
+            *i,
+            spawn_agent(&bed, *i, &[("ERLKUBE_AGENT_DRAIN_GRACE", "3s")]),
+        );
     }
     mesh(&bed, &pods, &agents).await;
     for i in &pods {
         let a = agents[i].http;
-        wait_for("/readyz 200", || async move { matches!(get(a, "/readyz").await, Ok((200, _))) }).await;
+        wait_for("/readyz 200", || async move {
+            matches!(get(a, "/readyz").await, Ok((200, _)))
+        })
+        .await;
     }
     let (r1, d1) = drain_and_check(&bed, &mut agents, pods[3], &pods[..3], "GET /drain").await;
     println!("drain by GET /drain: /readyz 503 after {r1:?}; peers' nodedown {d1:?} after the drain answered");
     let (r2, d2) = drain_and_check(&bed, &mut agents, pods[2], &pods[..2], "SIGTERM").await;
-    println!("drain by SIGTERM: /readyz 503 after {r2:?}; peers' nodedown {d2:?} after the agent exited");
+    println!(
+        "drain by SIGTERM: /readyz 503 after {r2:?}; peers' nodedown {d2:?} after the agent exited"
+    );
     assert!(
         agents[&pods[2]].count("drain over: disconnected the node from its peers") == 1,
         "{}",
@@ -940,7 +992,7 @@ async fn terminate_like_the_kubelet(bed: &Bed, agents: &mut BTreeMap<u32, AgentP
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_restart_with_drains_fails_no_call_to_a_global_server() {
     let _g = SERIAL.lock().await;
-    let mut bed = bed(Naming::Ipv4);
+    let mut bed = global_bed();
     let pods = bed.add_pods(7).unwrap();
     let (server, client, restarted) = (pods[0], pods[1], pods[2..].to_vec());
     let mut agents = BTreeMap::new();
@@ -965,7 +1017,15 @@ async fn a_rolling_restart_with_drains_fails_no_call_to_a_global_server() {
     wait_for("the client to resolve the global name", || {
         let c = c.clone();
         async move {
-            matches!(c.eval("is_pid(global:whereis_name(erlkube_echo))", Duration::from_secs(10)).await.as_deref(), Ok("true"))
+            matches!(
+                c.eval(
+                    "is_pid(global:whereis_name(erlkube_echo))",
+                    Duration::from_secs(10)
+                )
+                .await
+                .as_deref(),
+                Ok("true")
+            )
         }
     })
     .await;

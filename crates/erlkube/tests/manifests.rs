@@ -430,7 +430,10 @@ fn the_release_drains_from_a_prestop_hook_within_the_pods_termination_grace() {
                 // which a drain leaves at 200.
                 let r = agent.readiness_probe.as_ref().unwrap();
                 let noticed = r.period_seconds.unwrap_or(10) * r.failure_threshold.unwrap_or(3);
-                assert!(noticed as u64 <= grace, "readiness notices after {noticed}s");
+                assert!(
+                    noticed as u64 <= grace,
+                    "readiness notices after {noticed}s"
+                );
                 let live = agent.liveness_probe.as_ref().unwrap().http_get.as_ref();
                 assert_eq!(live.unwrap().path.as_deref(), Some("/healthz"));
             }
@@ -1202,6 +1205,105 @@ async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // Terminate the last pod the way the kubelet does with these objects:
+    // the release container's preStop hook (GET on the pod's address) and,
+    // at the same moment, SIGTERM to the agent container, which has no
+    // hook; SIGTERM to the release once its hook has answered; all within
+    // the pod's terminationGracePeriodSeconds. The API marks the endpoint
+    // terminating at once (its peers stop dialling it).
+    let hook = release_container(d)
+        .lifecycle
+        .clone()
+        .and_then(|l| l.pre_stop)
+        .and_then(|h| h.http_get)
+        .expect("release preStop httpGet");
+    let tgps = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .termination_grace_period_seconds
+        .unwrap();
+    let victim = *pods.last().unwrap();
+    let victim_name = bed.pod(victim).node_name.clone();
+    let others = &pods[..pods.len() - 1];
+    if let Some((emu, model)) = &emulator {
+        model.set_state(emu, &pod_name(bed.pod(victim)), EndpointState::TERMINATING);
+    }
+    let started = tokio::time::Instant::now();
+    let ip = IpAddr::V4(bed.pod(victim).ipv4);
+    let hook_addr = SocketAddr::new(ip, port_number(&hook.port, &agent) as u16);
+    let path = hook.path.clone().unwrap();
+    let pre_stop = tokio::spawn(async move { get_async(hook_addr, &path).await });
+    let agent_pid = running.last().unwrap().1.id();
+    running.last().unwrap().1.signal(15);
+    // Running and not a zombie.
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    // While the hook runs: unready, still connected and answering pings.
+    loop {
+        match get_async(SocketAddr::new(ip, ready_port), &ready_path).await {
+            Ok((503, _)) => break,
+            r => assert!(
+                started.elapsed() < FORM,
+                "readiness during the drain: {r:?}"
+            ),
+        }
+    }
+    let ping = bed
+        .pod(others[0])
+        .beam()
+        .eval(
+            &format!("net_adm:ping('{victim_name}')"),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(
+        ping.as_deref(),
+        Ok("pong"),
+        "{strategy}: serving during the drain"
+    );
+    assert!(
+        !pre_stop.is_finished(),
+        "{strategy}: the checks ran during the grace"
+    );
+    let (status, body) = pre_stop.await.unwrap().expect("preStop answered");
+    assert_eq!(status, 200, "{strategy}: preStop: {body}\n{}", logs());
+    // The node left its peers before its release got SIGTERM.
+    for p in others {
+        loop {
+            let nodes = bed.pod(*p).beam().nodes().await.unwrap();
+            if !nodes.contains(&victim_name) {
+                break;
+            }
+            assert!(
+                started.elapsed() < FORM,
+                "{strategy}: still connected: {nodes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let erl = bed.pod(victim).beam().clone();
+    assert!(erl.is_running(), "the release runs until its SIGTERM");
+    erl.signal(15);
+    loop {
+        if !alive(agent_pid) && !erl.is_running() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(tgps as u64),
+            "{strategy}: the pod outlived terminationGracePeriodSeconds ({tgps}s): the kubelet would kill it\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "{strategy}/{wl}: kubelet-style termination (preStop /drain, SIGTERM) over in {:?} of {tgps}s",
+        started.elapsed()
+    );
     drop(running);
     drop(emulator);
     drop(dirs);

@@ -164,7 +164,10 @@ async fn run(args: NodeArgs) -> anyhow::Result<()> {
     for n in &rest {
         node.disconnect(n);
     }
-    tracing::info!(peers = peers + rest.len(), "left the cluster; shutting down");
+    tracing::info!(
+        peers = peers + rest.len(),
+        "left the cluster; shutting down"
+    );
     node.shutdown();
     Ok(())
 }
