@@ -845,7 +845,7 @@ fn bad_flag_values_exit_2_with_one_line_naming_the_flag() {
         ("--cookie-key", "a b", "--cookie-key:"),
         ("--ready-min-peers", "most", "--ready-min-peers:"),
         ("--drain-grace", "11m", "--drain-grace: must be a duration"),
-        ("--drain-grace", "-1s", "--drain-grace: must be a duration"),
+        ("--drain-grace", "1h", "--drain-grace: must be a duration"),
         ("--drain-grace", "soon", "--drain-grace: must be a duration"),
     ];
     for (flag, value, want) in cases {
@@ -1226,7 +1226,7 @@ async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
     let victim = *pods.last().unwrap();
     let victim_name = bed.pod(victim).node_name.clone();
     let others = &pods[..pods.len() - 1];
-    if let Some((emu, model)) = &emulator {
+    if let Some((emu, model)) = &mut emulator {
         model.set_state(emu, &pod_name(bed.pod(victim)), EndpointState::TERMINATING);
     }
     let started = tokio::time::Instant::now();
