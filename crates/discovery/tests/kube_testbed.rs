@@ -391,9 +391,23 @@ async fn kube_terminating_or_not_ready_peers_are_not_dialled_and_not_cut() {
         for i in &rest {
             assert!(!c.engine(*i).desired().contains(&NodeName::new(&name)));
         }
+        // Ready again: a member to dial again.
+        c.model.set_state(&c.emu, &pod_name(t), EndpointState::READY);
+        for i in &rest {
+            let start = tokio::time::Instant::now();
+            while !c.engine(*i).desired().contains(&NodeName::new(&name)) {
+                assert!(start.elapsed() < FORM, "pod {i} never wanted {name} again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
-    // Its own engine gone (as after a drain), the pod's node drops its
-    // connections: the others do not dial it back.
+    // Its own engine gone (as after a drain), terminating, the pod's node
+    // drops its connections: the others do not dial it back.
+    let mut events: Vec<_> = rest.iter().map(|i| c.engine(*i).subscribe()).collect();
+    c.model.set_state(&c.emu, &pod_name(t), EndpointState::TERMINATING);
+    for rx in events.iter_mut() {
+        wait_passive(rx, &name).await;
+    }
     c.stop_engine(t);
     let attempts: Vec<u64> = rest
         .iter()
