@@ -951,6 +951,16 @@ async fn drain_by_get_and_by_sigterm_unready_at_once_serving_for_the_grace_then_
     }
     let (r1, d1) = drain_and_check(&bed, &mut agents, pods[3], &pods[..3], "GET /drain").await;
     println!("drain by GET /drain: /readyz 503 after {r1:?}; peers' nodedown {d1:?} after the drain answered");
+    // The drained pod goes (its records leave DNS, as when Kubernetes
+    // deletes the pod): the others are ready again under quorum `all`.
+    bed.unpublish(pods[3]).unwrap();
+    for i in &pods[..3] {
+        let a = agents[i].http;
+        wait_for("/readyz 200 again", || async move {
+            matches!(get(a, "/readyz").await, Ok((200, _)))
+        })
+        .await;
+    }
     let (r2, d2) = drain_and_check(&bed, &mut agents, pods[2], &pods[..2], "SIGTERM").await;
     println!(
         "drain by SIGTERM: /readyz 503 after {r2:?}; peers' nodedown {d2:?} after the agent exited"
