@@ -448,7 +448,7 @@ async fn supervise(
         let first = loop {
             tokio::select! {
                 _ = wait.tick() => {}
-                _ = leave.wait_for(|l| *l), if status.lock().unwrap().drain != Drain::Left => {
+                _ = leave_requested(&mut leave), if status.lock().unwrap().drain != Drain::Left => {
                     // Nothing to disconnect: the node is not up.
                     tracing::info!(node = %target, "drain over while the node is down");
                     drain.mark_left();
@@ -511,7 +511,7 @@ async fn supervise(
         let mut engine_left = false;
         loop {
             tokio::select! {
-                _ = leave.wait_for(|l| *l), if !engine_left => {
+                _ = leave_requested(&mut leave), if !engine_left => {
                     engine_left = true;
                     leave_cluster(&beam, &formation, &status, &seen).await;
                     drain.mark_left();
@@ -576,6 +576,12 @@ async fn supervise(
         s.engine_base = add(&s.engine_base, &m);
         s.connected.clear();
     }
+}
+
+/// Waits until the drain's grace is over (the `watch::Ref` is dropped
+/// here, so the caller's future stays `Send`).
+async fn leave_requested(leave: &mut watch::Receiver<bool>) {
+    let _ = leave.wait_for(|l| *l).await;
 }
 
 /// The end of a drain. First `global` on the node is told that the node is

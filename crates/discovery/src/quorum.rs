@@ -80,7 +80,11 @@ impl QuorumState {
             match quorum {
                 Quorum::All => Some(discovered_peers + 1),
                 Quorum::Members(n) => Some(n),
-                Quorum::Majority => complete_peers.map(|p| (p + 1) / 2 + 1),
+                // More than half of the members (the peers and this node).
+                Quorum::Majority => complete_peers.map(|p| {
+                    let members = p + 1;
+                    members / 2 + 1
+                }),
             }
         };
         QuorumState {

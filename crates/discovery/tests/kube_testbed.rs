@@ -392,7 +392,8 @@ async fn kube_terminating_or_not_ready_peers_are_not_dialled_and_not_cut() {
             assert!(!c.engine(*i).desired().contains(&NodeName::new(&name)));
         }
         // Ready again: a member to dial again.
-        c.model.set_state(&c.emu, &pod_name(t), EndpointState::READY);
+        c.model
+            .set_state(&c.emu, &pod_name(t), EndpointState::READY);
         for i in &rest {
             let start = tokio::time::Instant::now();
             while !c.engine(*i).desired().contains(&NodeName::new(&name)) {
@@ -404,7 +405,8 @@ async fn kube_terminating_or_not_ready_peers_are_not_dialled_and_not_cut() {
     // Its own engine gone (as after a drain), terminating, the pod's node
     // drops its connections: the others do not dial it back.
     let mut events: Vec<_> = rest.iter().map(|i| c.engine(*i).subscribe()).collect();
-    c.model.set_state(&c.emu, &pod_name(t), EndpointState::TERMINATING);
+    c.model
+        .set_state(&c.emu, &pod_name(t), EndpointState::TERMINATING);
     for rx in events.iter_mut() {
         wait_passive(rx, &name).await;
     }

@@ -166,7 +166,10 @@ async fn watch_sees_pods_added_ready_terminating_and_deleted() {
     s.model
         .set_state(&s.emu, "app-0", EndpointState::TERMINATING);
     let seen = collect(&mut rx, Duration::from_millis(500)).await;
-    assert!(seen.answers.is_empty(), "nothing changed for formation: {seen:#?}");
+    assert!(
+        seen.answers.is_empty(),
+        "nothing changed for formation: {seen:#?}"
+    );
     s.model.remove_pod(&s.emu, "app-0");
     s.model.remove_pod(&s.emu, "app-2");
     let seen = until(&mut rx, &names(&["10.1.0.11"])).await;
