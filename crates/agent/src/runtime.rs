@@ -22,7 +22,7 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,6 +81,11 @@ pub struct DrainControl {
     leave: watch::Sender<bool>,
     /// `GET /drain` requests waiting for their answer.
     waiting: Arc<AtomicUsize>,
+    /// Set by `GET /drain` (a preStop hook: the pod is going): the leave
+    /// also fences the node. A drain by the signal alone (the agent's
+    /// container restarted, the node staying) does not, so that the next
+    /// agent can cluster the node again.
+    fence: Arc<AtomicBool>,
 }
 
 impl DrainControl {
@@ -91,6 +96,7 @@ impl DrainControl {
             phase: watch::channel(Drain::Serving).0,
             leave: watch::channel(false).0,
             waiting: Arc::default(),
+            fence: Arc::default(),
         }
     }
 
@@ -261,6 +267,7 @@ impl Agent {
 /// once the node has left the cluster (a preStop hook's request).
 async fn drain_endpoint(d: &DrainControl) -> Response {
     d.waiting.fetch_add(1, Ordering::SeqCst);
+    d.fence.store(true, Ordering::SeqCst);
     d.start("GET /drain");
     d.left().await;
     let r = Response::new(
@@ -513,7 +520,8 @@ async fn supervise(
             tokio::select! {
                 _ = leave_requested(&mut leave), if !engine_left => {
                     engine_left = true;
-                    leave_cluster(&beam, &formation, &status, &seen).await;
+                    let fence = drain.fence.load(Ordering::SeqCst);
+                    leave_cluster(&beam, &formation, &status, &seen, fence).await;
                     drain.mark_left();
                 }
                 ev = events.recv() => match ev {
@@ -589,10 +597,10 @@ async fn leave_requested(leave: &mut watch::Receiver<bool>) {
 /// it): otherwise each disconnect below makes it report a lost connection
 /// to the peer, and with `prevent_overlapping_partitions` (the OTP 25+
 /// default) every other node would then disconnect that peer: the
-/// cluster would fall apart instead of losing one node. Then the node
-/// accepts no new distribution connection but the agent's
-/// (`net_kernel:allow/1`), so peers that still list it cannot dial it back;
-/// the engine stops dialling for good and disconnects every peer; a last
+/// cluster would fall apart instead of losing one node. Then, with
+/// `fence` (a drain by `GET /drain`), the node accepts no new distribution
+/// connection but the agent's (`net_kernel:allow/1`, for good), so peers
+/// that still list it cannot dial it back; the engine stops dialling for good and disconnects every peer; a last
 /// read of `nodes()` catches any connection made meanwhile. Peers see a
 /// nodedown at once.
 async fn leave_cluster(
@@ -600,6 +608,7 @@ async fn leave_cluster(
     formation: &Formation,
     status: &Mutex<Status>,
     seen: &Mutex<Seen>,
+    fence: bool,
 ) {
     let mut reply_to = beam.local().spawn_process();
     let r = Term::Reference(Box::new(beam.local().make_ref()));
@@ -629,11 +638,13 @@ async fn leave_cluster(
     }
     drop(reply_to);
     let me = Term::atom(beam.local().name());
-    if let Err(e) = beam
-        .call("net_kernel", "allow", vec![Term::list(vec![me])])
-        .await
-    {
-        tracing::warn!(error = %e, "leave: net_kernel:allow/1 failed; peers may dial the node again");
+    if fence {
+        if let Err(e) = beam
+            .call("net_kernel", "allow", vec![Term::list(vec![me])])
+            .await
+        {
+            tracing::warn!(error = %e, "leave: net_kernel:allow/1 failed; peers may dial the node again");
+        }
     }
     let mut gone = formation.leave().await;
     match beam.nodes().await {
@@ -651,6 +662,7 @@ async fn leave_cluster(
     status.lock().unwrap().connected = seen.lock().unwrap().connected.clone();
     tracing::info!(
         peers = gone,
+        fenced = fence,
         "drain over: disconnected the node from its peers; nothing is dialled any more"
     );
 }

@@ -829,6 +829,19 @@ async fn drain_and_check(
         }
         v
     };
+    // Each peer records its first nodedown of the node (a peer may dial
+    // it again later, when nothing fences it).
+    for p in peers {
+        let r = bed
+            .pod(*p)
+            .beam()
+            .eval(
+                &format!("W = spawn(fun() -> ok = net_kernel:monitor_nodes(true), receive {{nodedown, '{me}'}} -> receive {{get, F}} -> F ! down end end end), register(erlkube_drain_watch, W), ok"),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(r.as_deref(), Ok("ok"));
+    }
     let started = tokio::time::Instant::now();
     let drain = if how == "SIGTERM" {
         agents[&i].guard.signal(15);
@@ -894,18 +907,37 @@ async fn drain_and_check(
     let over = tokio::time::Instant::now();
     let mut nodedown = Duration::ZERO;
     for p in peers {
-        wait_for("the peers' nodedown", || async {
-            !pod_nodes(bed, *p).await.contains(&me)
-        })
-        .await;
+        let r = bed
+            .pod(*p)
+            .beam()
+            .eval(
+                "erlkube_drain_watch ! {get, self()}, receive down -> down after 60000 -> no_nodedown end",
+                Duration::from_secs(70),
+            )
+            .await;
+        assert_eq!(r.as_deref(), Ok("down"), "pod {p}");
         nodedown = over.elapsed();
     }
     assert!(bed.pod(i).beam().is_running(), "the node itself still runs");
+    if how == "SIGTERM" {
+        // A drain by the signal alone does not fence the node (it may be
+        // the agent's container alone that restarts); in a terminating pod
+        // the release gets its SIGTERM too.
+        let erl = bed.pod(i).beam().clone();
+        erl.signal(15);
+        wait_for("the release to stop", || {
+            let running = erl.is_running();
+            async move { !running }
+        })
+        .await;
+        return (to_503, nodedown);
+    }
     assert!(
         pod_nodes(bed, i).await.is_empty(),
         "the node left every peer"
     );
-    // The peers still find it in DNS and dial it again: refused.
+    // The peers still find it in DNS and dial it again: refused (a drain by
+    // GET /drain, a preStop hook, fences the node).
     for (p, before) in peers.iter().zip(failures_before) {
         let a = &agents[p];
         wait_for("a refused redial", || async {
