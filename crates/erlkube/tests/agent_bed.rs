@@ -847,7 +847,7 @@ async fn drain_and_check(
         agents[&i].guard.signal(15);
         None
     } else {
-        Some(tokio::spawn(get(addr, "/drain")))
+        Some(tokio::spawn(common::http_drain_async(addr)))
     };
     // /readyz turns 503 (polled as fast as answers come).
     let to_503 = loop {
@@ -1012,7 +1012,7 @@ async fn drain_by_get_and_by_sigterm_unready_at_once_serving_for_the_grace_then_
 /// Returns when both are gone.
 async fn terminate_like_the_kubelet(bed: &Bed, agents: &mut BTreeMap<u32, AgentProc>, i: u32) {
     let addr = agents[&i].http;
-    let hook = tokio::spawn(get(addr, "/drain"));
+    let hook = tokio::spawn(common::http_drain_async(addr));
     agents[&i].guard.signal(15);
     let (status, body) = hook.await.unwrap().expect("preStop GET /drain answered");
     assert_eq!(status, 200, "{body}");

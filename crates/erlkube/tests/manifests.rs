@@ -1233,7 +1233,8 @@ async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
     let ip = IpAddr::V4(bed.pod(victim).ipv4);
     let hook_addr = SocketAddr::new(ip, port_number(&hook.port, &agent) as u16);
     let path = hook.path.clone().unwrap();
-    let pre_stop = tokio::spawn(async move { get_async(hook_addr, &path).await });
+    assert_eq!(path, "/drain");
+    let pre_stop = tokio::spawn(common::http_drain_async(hook_addr));
     let agent_pid = running.last().unwrap().1.id();
     running.last().unwrap().1.signal(15);
     // Running and not a zombie.
