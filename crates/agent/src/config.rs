@@ -12,7 +12,7 @@ use std::time::Duration;
 use erlkube_discovery::config::{
     env_name, parse_duration, resolve_with, ConfigError, Defaults, Entry, FormationConfig, Source,
 };
-use erlkube_discovery::NodeName;
+use erlkube_discovery::{NodeName, Quorum};
 use erlkube_node::{lookup_cookie, Cookie, CookieFile, CookieLookup};
 
 use crate::nodename::{node_name, NamingInput};
@@ -52,8 +52,8 @@ pub const AGENT_KEYS: &[AgentKey] = &[
     },
     AgentKey {
         name: "agent.ready_min_peers",
-        default: Some("all"),
-        doc: "connected peers needed for /readyz: all (every discovered peer) or a number",
+        default: None,
+        doc: "older form of formation.quorum: connected peers needed for /readyz, all or a number N (= quorum N+1); not together with formation.quorum",
     },
     AgentKey {
         name: "agent.rpc_timeout",
@@ -82,10 +82,20 @@ pub const AGENT_KEYS: &[AgentKey] = &[
     },
     AgentKey {
         name: "agent.disconnect_on_shutdown",
-        default: Some("false"),
-        doc: "on SIGTERM, disconnect the node from every peer before exiting",
+        default: None,
+        doc: "older key: a drain (SIGTERM, GET /drain) now always ends by disconnecting the node; true is accepted, false is an error",
+    },
+    AgentKey {
+        name: "agent.drain_grace",
+        default: Some("5s"),
+        doc: "drain (GET /drain, SIGTERM): /readyz 503 at once, the node stays connected this long, then leaves (disconnected from every peer); at most 10m",
     },
 ];
+
+/// Longest `agent.drain_grace` accepted: the pod's
+/// `terminationGracePeriodSeconds` must exceed it, and a grace of more than
+/// ten minutes is a typo (`5m` for `5s`), not a plan.
+pub const MAX_DRAIN_GRACE: Duration = Duration::from_secs(600);
 
 /// Every `[nodename]` key (see `erlkube nodename`).
 pub const NODENAME_KEYS: &[AgentKey] = &[
@@ -144,14 +154,15 @@ pub struct AgentConfig {
     pub agent_name: String,
     /// HTTP listen address.
     pub http: SocketAddr,
-    /// Peers needed for readiness (`None`: all discovered).
-    pub ready_min_peers: Option<usize>,
+    /// Readiness rule: `formation.quorum`, or the older
+    /// `agent.ready_min_peers` N as a quorum of N + 1.
+    pub quorum: Quorum,
+    /// How long a drain keeps the node connected before it leaves.
+    pub drain_grace: Duration,
     /// RPC bound.
     pub rpc_timeout: Duration,
     /// Retry interval while the node is absent.
     pub wait_interval: Duration,
-    /// Disconnect the node from its peers on SIGTERM.
-    pub disconnect_on_shutdown: bool,
     /// Follow the node's nodeup/nodedown events (else poll `nodes()`).
     pub node_events: bool,
     /// Safety-net re-read of `nodes()` while events arrive (the runtime
@@ -373,27 +384,63 @@ pub fn resolve_agent(
             format!("must be ip:port such as \"0.0.0.0:9568\" or \"[::]:9568\", got {http_text:?}"),
         )
     })?;
-    let rmp = get(&entries, "agent.ready_min_peers").unwrap_or_default();
-    let ready_min_peers = match rmp.as_str() {
-        "all" => None,
-        n => Some(n.parse::<usize>().map_err(|_| {
+    let epmd_port = match env.get("ERL_EPMD_PORT").filter(|v| !v.is_empty()) {
+        None => 4369,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
             invalid(
-                "agent.ready_min_peers",
-                format!("must be \"all\" or a whole number, got {rmp:?}"),
+                "ERL_EPMD_PORT",
+                format!("must be a port number 1-65535, got {p:?}"),
             )
-        })?),
+        })?,
     };
-    let dos = get(&entries, "agent.disconnect_on_shutdown").unwrap_or_default();
-    let disconnect_on_shutdown = match dos.as_str() {
-        "true" => true,
-        "false" => false,
-        _ => {
+    let formation = resolve_with(
+        split.formation.as_deref(),
+        env.iter().map(|(k, v)| (k.clone(), v.clone())),
+        &Defaults {
+            hostname: host.to_owned(),
+            epmd_address: Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, epmd_port))),
+        },
+    )?;
+    let quorum_set = formation
+        .entries
+        .iter()
+        .any(|e| e.key == "formation.quorum" && e.source != Source::Default);
+    let quorum = match get(&entries, "agent.ready_min_peers") {
+        None => formation.quorum,
+        Some(_) if quorum_set => {
             return Err(invalid(
-                "agent.disconnect_on_shutdown",
-                format!("must be true or false, got {dos:?}"),
+                "agent.ready_min_peers",
+                "set together with formation.quorum, which replaces it: keep only formation.quorum (ERLKUBE_FORMATION_QUORUM), a count of members including the node (ready_min_peers N is quorum N+1)",
             ))
         }
+        Some(rmp) => match rmp.as_str() {
+            "all" => Quorum::All,
+            n => Quorum::Members(n.parse::<usize>().map(|n| n.saturating_add(1)).map_err(|_| {
+                invalid(
+                    "agent.ready_min_peers",
+                    format!("must be \"all\" or a whole number, got {rmp:?} (formation.quorum replaces this key)"),
+                )
+            })?),
+        },
     };
+    match get(&entries, "agent.disconnect_on_shutdown").as_deref() {
+        None | Some("true") => {}
+        Some(other) => {
+            return Err(invalid(
+                "agent.disconnect_on_shutdown",
+                format!("a drain now always ends by disconnecting the node from its peers (after agent.drain_grace); remove this key (got {other:?})"),
+            ))
+        }
+    }
+    let dg = get(&entries, "agent.drain_grace").unwrap_or_default();
+    let drain_grace = parse_duration(&dg)
+        .filter(|d| *d <= MAX_DRAIN_GRACE)
+        .ok_or_else(|| {
+            invalid(
+                "agent.drain_grace",
+                format!("must be a duration from 0s to 10m like \"5s\" (the pod's terminationGracePeriodSeconds must be longer), got {dg:?}"),
+            )
+        })?;
     let ne = get(&entries, "agent.node_events").unwrap_or_default();
     let node_events = match ne.as_str() {
         "true" => true,
@@ -416,23 +463,6 @@ pub fn resolve_agent(
     if cookie_entry.value.is_none() {
         cookie_entry.value = Some(format!("(not used: cookie from {cookie_source})"));
     }
-    let epmd_port = match env.get("ERL_EPMD_PORT").filter(|v| !v.is_empty()) {
-        None => 4369,
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-            invalid(
-                "ERL_EPMD_PORT",
-                format!("must be a port number 1-65535, got {p:?}"),
-            )
-        })?,
-    };
-    let formation = resolve_with(
-        split.formation.as_deref(),
-        env.iter().map(|(k, v)| (k.clone(), v.clone())),
-        &Defaults {
-            hostname: host.to_owned(),
-            epmd_address: Some(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, epmd_port))),
-        },
-    )?;
     Ok(AgentConfig {
         formation,
         entries,
@@ -441,10 +471,10 @@ pub fn resolve_agent(
         cookie,
         agent_name,
         http,
-        ready_min_peers,
+        quorum,
+        drain_grace,
         rpc_timeout,
         wait_interval,
-        disconnect_on_shutdown,
         node_events,
         nodes_poll_interval,
         net_ticktime,
@@ -504,7 +534,8 @@ mod tests {
         assert_eq!(c.node.as_str(), "app@10.0.0.5");
         assert_eq!(c.agent_name, "erlkube_agent_7@10.0.0.5");
         assert_eq!(c.http.to_string(), "127.0.0.1:9000");
-        assert_eq!(c.ready_min_peers, Some(2));
+        assert_eq!(c.quorum, Quorum::Members(3));
+        assert_eq!(c.drain_grace, Duration::from_secs(5));
         assert_eq!(c.nodes_poll_interval, Duration::from_secs(30));
         assert_eq!(c.formation.strategy_name, "static");
         let d = c.describe();
@@ -562,9 +593,15 @@ mod tests {
             ),
             (
                 "ERLKUBE_AGENT_DISCONNECT_ON_SHUTDOWN",
-                "yes",
+                "false",
                 "agent.disconnect_on_shutdown",
             ),
+            ("ERLKUBE_AGENT_DRAIN_GRACE", "11m", "agent.drain_grace"),
+            ("ERLKUBE_AGENT_DRAIN_GRACE", "-1s", "agent.drain_grace"),
+            ("ERLKUBE_AGENT_DRAIN_GRACE", "soon", "agent.drain_grace"),
+            ("ERLKUBE_FORMATION_QUORUM", "0", "formation.quorum"),
+            ("ERLKUBE_FORMATION_QUORUM", "-3", "formation.quorum"),
+            ("ERLKUBE_FORMATION_QUORUM", "many", "formation.quorum"),
             ("ERLKUBE_AGENT_NODE", "nohost", "agent.node"),
             ("ERLKUBE_AGENT_BOGUS", "1", "ERLKUBE_AGENT_BOGUS"),
             ("ERLKUBE_DISCOVERY_STRATEGY", "magic", "discovery.strategy"),
@@ -587,6 +624,46 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("agent.nodes: unknown key"), "{err}");
+    }
+
+    #[test]
+    fn quorum_comes_from_formation_or_the_older_key_but_not_both() {
+        let base = [("RELEASE_NODE", "a@h"), ("RELEASE_COOKIE", "c")];
+        let with = |extra: &[(&str, &str)]| {
+            let mut e = env(&base);
+            e.extend(env(extra));
+            resolve_agent(None, e, "h", no_file, 1)
+        };
+        assert_eq!(with(&[]).unwrap().quorum, Quorum::All);
+        assert_eq!(
+            with(&[("ERLKUBE_FORMATION_QUORUM", "majority")])
+                .unwrap()
+                .quorum,
+            Quorum::Majority
+        );
+        assert_eq!(
+            with(&[("ERLKUBE_AGENT_READY_MIN_PEERS", "all")])
+                .unwrap()
+                .quorum,
+            Quorum::All
+        );
+        let err = with(&[
+            ("ERLKUBE_AGENT_READY_MIN_PEERS", "1"),
+            ("ERLKUBE_FORMATION_QUORUM", "2"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("agent.ready_min_peers:") && err.contains("ERLKUBE_FORMATION_QUORUM"),
+            "{err}"
+        );
+        assert_eq!(
+            with(&[("ERLKUBE_AGENT_DRAIN_GRACE", "0s")])
+                .unwrap()
+                .drain_grace,
+            Duration::ZERO
+        );
+        assert!(with(&[("ERLKUBE_AGENT_DISCONNECT_ON_SHUTDOWN", "true")]).is_ok());
     }
 
     #[test]

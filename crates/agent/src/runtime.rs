@@ -22,19 +22,20 @@
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use erlkube_discovery::{Answer, Engine, Formation, Metrics, NodeName, Update};
 use erlkube_etf::Term;
 use erlkube_node::{Listen, Node, NodeConfig, NodeEvent};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::beam::{BeamNode, Seen};
 use crate::config::AgentConfig;
 use crate::http;
 use crate::monitor::{MonitorMessage, Subscription};
-use crate::status::Status;
+use crate::status::{Drain, Status};
 use crate::throttle::{Throttle, Verdict};
 
 /// Starting the agent failed.
@@ -62,9 +63,73 @@ pub enum AgentError {
 pub struct Agent {
     config: AgentConfig,
     status: Arc<Mutex<Status>>,
+    drain: DrainControl,
     local: Node,
     http_addr: SocketAddr,
     http_task: tokio::task::JoinHandle<()>,
+}
+
+/// The drain, shared by `GET /drain`, the shutdown signal and the
+/// supervisor: started once, over once the node has left.
+#[derive(Clone)]
+pub struct DrainControl {
+    status: Arc<Mutex<Status>>,
+    pub(crate) grace: Duration,
+    /// The phase, for waiters.
+    phase: watch::Sender<Drain>,
+    /// Set when the grace is over: the supervisor makes the node leave.
+    leave: watch::Sender<bool>,
+    /// `GET /drain` requests waiting for their answer.
+    pub(crate) waiting: Arc<AtomicUsize>,
+    /// Set by `GET /drain` (a preStop hook: the pod is going): the leave
+    /// also fences the node. A drain by the signal alone (the agent's
+    /// container restarted, the node staying) does not, so that the next
+    /// agent can cluster the node again.
+    pub(crate) fence: Arc<AtomicBool>,
+}
+
+impl DrainControl {
+    fn new(status: Arc<Mutex<Status>>, grace: Duration) -> DrainControl {
+        DrainControl {
+            status,
+            grace,
+            phase: watch::channel(Drain::Serving).0,
+            leave: watch::channel(false).0,
+            waiting: Arc::default(),
+            fence: Arc::default(),
+        }
+    }
+
+    /// Starts the drain unless one has started: `/readyz` turns 503 at
+    /// once; the node leaves when the grace is over. Needs a tokio runtime.
+    pub fn start(&self, why: &str) {
+        {
+            let mut s = self.status.lock().unwrap();
+            if s.drain != Drain::Serving {
+                return;
+            }
+            s.drain = Drain::Draining;
+        }
+        self.phase.send_replace(Drain::Draining);
+        tracing::info!(trigger = why, grace = ?self.grace, "drain started: /readyz 503; the node stays connected for the grace, then leaves");
+        let leave = self.leave.clone();
+        let grace = self.grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            leave.send_replace(true);
+        });
+    }
+
+    /// Waits until the node has left.
+    pub async fn left(&self) {
+        let mut rx = self.phase.subscribe();
+        let _ = rx.wait_for(|p| *p == Drain::Left).await;
+    }
+
+    fn mark_left(&self) {
+        self.status.lock().unwrap().drain = Drain::Left;
+        self.phase.send_replace(Drain::Left);
+    }
 }
 
 impl Agent {
@@ -103,15 +168,16 @@ impl Agent {
         let status = Arc::new(Mutex::new(Status {
             node: config.node.to_string(),
             agent: local.name().to_owned(),
-            ready_min_peers: config.ready_min_peers,
+            quorum: config.quorum,
             ..Status::default()
         }));
-        let s = status.clone();
-        let http_task = tokio::spawn(http::serve(listener, s));
+        let drain = DrainControl::new(status.clone(), config.drain_grace);
+        let http_task = tokio::spawn(http::serve(listener, status.clone(), drain.clone()));
         tracing::info!(node = %config.node, agent = %local.name(), http = %http_addr, "agent started");
         Ok(Agent {
             config,
             status,
+            drain,
             local,
             http_addr,
             http_task,
@@ -128,8 +194,15 @@ impl Agent {
         self.status.lock().unwrap().clone()
     }
 
-    /// Runs until `shutdown` completes; then, if configured, disconnects the
-    /// node from its peers, and returns.
+    /// The drain (what `GET /drain` and the shutdown signal start).
+    pub fn drain(&self) -> DrainControl {
+        self.drain.clone()
+    }
+
+    /// Runs until `shutdown` completes; then drains (unless a drain is
+    /// over already: `/readyz` 503, the node connected for
+    /// `agent.drain_grace`, then disconnected from every peer), answers the
+    /// `GET /drain` requests still waiting, and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let beam = BeamNode::new(
@@ -157,27 +230,25 @@ impl Agent {
             last_answer,
             self.status.clone(),
             seen,
+            self.drain.clone(),
         );
+        tokio::pin!(supervisor);
         tokio::select! {
-            _ = supervisor => {}
-            _ = shutdown => {}
+            _ = &mut supervisor => {}
+            _ = shutdown => {
+                self.drain.start("signal");
+                tokio::select! {
+                    _ = &mut supervisor => {}
+                    _ = self.drain.left() => {}
+                }
+            }
         }
         forwarder.abort();
-        if self.config.disconnect_on_shutdown && self.status.lock().unwrap().beam_up {
-            match beam.nodes().await {
-                Ok(peers) => {
-                    for p in &peers {
-                        let _ = beam
-                            .call("erlang", "disconnect_node", vec![Term::atom(p.as_str())])
-                            .await;
-                    }
-                    tracing::info!(
-                        peers = peers.len(),
-                        "shutdown: disconnected the node from its peers"
-                    );
-                }
-                Err(e) => tracing::warn!(error = %e, "shutdown: cannot read the node's peers"),
-            }
+        // Let the `GET /drain` requests of a preStop hook get their answer
+        // (bounded: the kubelet kills the pod at the end of its grace).
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.drain.waiting.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.http_task.abort();
         self.local.shutdown();
@@ -250,7 +321,9 @@ async fn forward(
                     }
                     let mut peers: BTreeSet<NodeName> =
                         a.nodes.iter().filter(|n| **n != me).cloned().collect();
-                    if !a.complete {
+                    if a.complete {
+                        s.complete_peers = Some(peers.len());
+                    } else {
                         // A partial answer never prunes: merge as the engine does.
                         if let Some(prev) = &s.discovered {
                             peers.extend(prev.iter().cloned());
@@ -294,8 +367,10 @@ async fn supervise(
     last_answer: Arc<Mutex<Option<Answer>>>,
     status: Arc<Mutex<Status>>,
     seen: Arc<Mutex<Seen>>,
+    drain: DrainControl,
 ) {
     let target = config.node.to_string();
+    let mut leave = drain.leave.subscribe();
     let mut events = beam.local().subscribe();
     let mut throttle = Throttle::new(Duration::from_secs(5), Duration::from_secs(300));
     loop {
@@ -303,7 +378,15 @@ async fn supervise(
         let mut wait = tokio::time::interval(config.wait_interval);
         wait.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let first = loop {
-            wait.tick().await;
+            tokio::select! {
+                _ = wait.tick() => {}
+                _ = leave_requested(&mut leave), if status.lock().unwrap().drain != Drain::Left => {
+                    // Nothing to disconnect: the node is not up.
+                    tracing::info!(node = %target, "drain over while the node is down");
+                    drain.mark_left();
+                    continue;
+                }
+            }
             match beam.nodes().await {
                 Ok(set) => break set,
                 Err(e) => {
@@ -357,8 +440,15 @@ async fn supervise(
         *engine_tx.lock().unwrap() = Some(tx);
         let formation = engine.spawn(rx);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut engine_left = false;
         loop {
             tokio::select! {
+                _ = leave_requested(&mut leave), if !engine_left => {
+                    engine_left = true;
+                    let fence = drain.fence.load(Ordering::SeqCst);
+                    leave_cluster(&beam, &formation, &status, &seen, fence).await;
+                    drain.mark_left();
+                }
                 ev = events.recv() => match ev {
                     Ok(NodeEvent::NodeDown { node, reason }) if node == target => {
                         tracing::warn!(node = %target, %reason, "the node went down; waiting for it");
@@ -419,6 +509,87 @@ async fn supervise(
         s.engine_base = add(&s.engine_base, &m);
         s.connected.clear();
     }
+}
+
+/// Waits until the drain's grace is over (the `watch::Ref` is dropped
+/// here, so the caller's future stays `Send`).
+async fn leave_requested(leave: &mut watch::Receiver<bool>) {
+    let _ = leave.wait_for(|l| *l).await;
+}
+
+/// The end of a drain. First `global` on the node is told that the node is
+/// shutting down (`{prepare_shutdown, From, Ref}`, what `init:stop/0` sends
+/// it): otherwise each disconnect below makes it report a lost connection
+/// to the peer, and with `prevent_overlapping_partitions` (the OTP 25+
+/// default) every other node would then disconnect that peer: the
+/// cluster would fall apart instead of losing one node. Then, with
+/// `fence` (a drain by `GET /drain`), the node accepts no new distribution
+/// connection but the agent's (`net_kernel:allow/1`, for good), so peers
+/// that still list it cannot dial it back; the engine stops dialling for good and disconnects every peer; a last
+/// read of `nodes()` catches any connection made meanwhile. Peers see a
+/// nodedown at once.
+async fn leave_cluster(
+    beam: &BeamNode,
+    formation: &Formation,
+    status: &Mutex<Status>,
+    seen: &Mutex<Seen>,
+    fence: bool,
+) {
+    let mut reply_to = beam.local().spawn_process();
+    let r = Term::Reference(Box::new(beam.local().make_ref()));
+    let told = beam
+        .call(
+            "erlang",
+            "send",
+            vec![
+                Term::atom("global_name_server"),
+                Term::tuple(vec![
+                    Term::atom("prepare_shutdown"),
+                    Term::Pid(reply_to.pid().clone()),
+                    r.clone(),
+                ]),
+            ],
+        )
+        .await;
+    match told {
+        // Answered `{Ref, ok}` (older OTP releases do not answer).
+        Ok(_) => match reply_to.recv_timeout(Duration::from_secs(2)).await {
+            Some(m) if m.as_tuple().is_some_and(|t| t.first() == Some(&r)) => {}
+            other => {
+                tracing::warn!(answer = ?other.map(|t| t.to_string()), "leave: global did not confirm prepare_shutdown; peers may disconnect each other (prevent_overlapping_partitions)")
+            }
+        },
+        Err(e) => tracing::warn!(error = %e, "leave: cannot tell global the node is leaving"),
+    }
+    drop(reply_to);
+    let me = Term::atom(beam.local().name());
+    if fence {
+        if let Err(e) = beam
+            .call("net_kernel", "allow", vec![Term::list(vec![me])])
+            .await
+        {
+            tracing::warn!(error = %e, "leave: net_kernel:allow/1 failed; peers may dial the node again");
+        }
+    }
+    let mut gone = formation.leave().await;
+    match beam.nodes().await {
+        Ok(rest) => {
+            for p in &rest {
+                let _ = beam
+                    .call("erlang", "disconnect_node", vec![Term::atom(p.as_str())])
+                    .await;
+                seen.lock().unwrap().connected.remove(p);
+            }
+            gone += rest.len();
+        }
+        Err(e) => tracing::warn!(error = %e, "leave: cannot read the node's peers"),
+    }
+    status.lock().unwrap().connected = seen.lock().unwrap().connected.clone();
+    tracing::info!(
+        peers = gone,
+        fenced = fence,
+        "drain over: disconnected the node from its peers; nothing is dialled any more"
+    );
 }
 
 /// A running subscriber and when it started.

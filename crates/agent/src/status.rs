@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::{self, Write};
 use std::time::Duration;
 
-use erlkube_discovery::{Metrics, NodeName};
+use erlkube_discovery::{Metrics, NodeName, Quorum, QuorumState};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -38,6 +38,30 @@ impl Histogram {
         }
         self.sum += s;
         self.count += 1;
+    }
+}
+
+/// Where a drain (`GET /drain`, SIGTERM) stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Drain {
+    /// No drain: `/readyz` follows the quorum.
+    #[default]
+    Serving,
+    /// Draining: `/readyz` 503, the node still connected and serving.
+    Draining,
+    /// The grace is over: the node was disconnected from every peer and
+    /// nothing is dialled any more. Final.
+    Left,
+}
+
+impl Drain {
+    /// `serving`, `draining`, `left`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drain::Serving => "serving",
+            Drain::Draining => "draining",
+            Drain::Left => "left",
+        }
     }
 }
 
@@ -81,8 +105,12 @@ pub struct Status {
     pub last_discovery_error: Option<String>,
     /// Discovery latency.
     pub discovery_latency: Histogram,
-    /// Peers needed for readiness (`None`: all discovered).
-    pub ready_min_peers: Option<usize>,
+    /// Readiness rule.
+    pub quorum: Quorum,
+    /// Peers of the last complete discovery answer (self excluded).
+    pub complete_peers: Option<usize>,
+    /// The drain.
+    pub drain: Drain,
 }
 
 impl Status {
@@ -94,20 +122,23 @@ impl Status {
         }
     }
 
-    /// Ready: the node is up, discovery has answered, and the node is
-    /// connected to every discovered peer (or to `ready_min_peers`).
+    /// The node against its quorum (discovered peers it is connected to,
+    /// counting the node itself).
+    pub fn quorum_state(&self) -> QuorumState {
+        QuorumState::new(
+            self.quorum,
+            self.discovered.is_some(),
+            self.connected_discovered(),
+            self.discovered.as_ref().map_or(0, |d| d.len()),
+            self.complete_peers,
+        )
+    }
+
+    /// Ready: the node is up, discovery has answered, the quorum is met
+    /// (by default: connected to every discovered peer), and no drain has
+    /// started.
     pub fn ready(&self) -> bool {
-        let Some(d) = &self.discovered else {
-            return false;
-        };
-        if !self.beam_up {
-            return false;
-        }
-        let c = self.connected_discovered();
-        match self.ready_min_peers {
-            None => c == d.len(),
-            Some(m) => c >= m,
-        }
+        self.beam_up && self.drain == Drain::Serving && self.quorum_state().met()
     }
 
     fn total(&self, f: impl Fn(&Metrics) -> u64) -> u64 {
@@ -132,12 +163,23 @@ impl Status {
             format!("[{}]", items.join(","))
         };
         format!(
-            "{{\"node\":{},\"agent\":{},\"beam_up\":{},\"membership\":{},\"ready\":{},\"discovered\":{},\"connected\":{},\"visible\":{},\"last_discovery_error\":{}}}\n",
+            "{{\"node\":{},\"agent\":{},\"beam_up\":{},\"membership\":{},\"ready\":{},\"quorum\":{},\"drain\":{},\"discovered\":{},\"connected\":{},\"visible\":{},\"last_discovery_error\":{}}}\n",
             json_string(&self.node),
             json_string(&self.agent),
             self.beam_up,
             json_string(if self.node_events { "events" } else { "polling" }),
             self.ready(),
+            {
+                let q = self.quorum_state();
+                format!(
+                    "{{\"rule\":{},\"members\":{},\"needed\":{},\"met\":{}}}",
+                    json_string(&q.quorum.to_string()),
+                    q.members,
+                    q.needed.map_or("null".into(), |n| n.to_string()),
+                    q.met()
+                )
+            },
+            json_string(self.drain.as_str()),
             self.discovered.as_ref().map_or("null".into(), list),
             list(&match &self.discovered {
                 Some(d) => d.intersection(&self.connected).cloned().collect(),
@@ -183,6 +225,25 @@ impl Collector for Snapshot {
             "erlkube_agent_ready",
             "1 when /readyz answers ready.",
             s.ready() as u64,
+        )?;
+        let q = s.quorum_state();
+        gauge(
+            e,
+            "erlkube_agent_quorum_members",
+            "Members connected, counting the node: 1 + discovered peers connected.",
+            q.members as u64,
+        )?;
+        gauge(
+            e,
+            "erlkube_agent_quorum_needed",
+            "Members formation.quorum needs (0 before a discovery answer).",
+            q.needed.unwrap_or(0) as u64,
+        )?;
+        gauge(
+            e,
+            "erlkube_agent_draining",
+            "1 from the start of a drain (GET /drain, SIGTERM) on.",
+            (s.drain != Drain::Serving) as u64,
         )?;
         counter(
             e,
@@ -328,10 +389,17 @@ mod tests {
         assert!(!s.ready());
         s.beam_up = true;
         s.connected = set(&["a@h"]);
-        s.ready_min_peers = Some(1);
+        s.quorum = Quorum::Members(2);
         assert!(s.ready());
+        s.drain = Drain::Draining;
+        assert!(!s.ready(), "a drain makes the node unready at once");
+        s.drain = Drain::Serving;
+        s.quorum = Quorum::Majority;
+        assert!(!s.ready(), "no complete answer yet");
+        s.complete_peers = Some(2);
+        assert!(s.ready(), "2 of 3 members");
         s.discovered = Some(BTreeSet::new());
-        s.ready_min_peers = None;
+        s.quorum = Quorum::All;
         assert!(s.ready(), "a cluster of one is formed");
     }
 

@@ -25,7 +25,11 @@ mod common;
 /// [`common::local_config`] with the safety-net poll pushed out to 10 min,
 /// so every change a test sees comes from an event.
 fn config(node: &str, overrides: &[(&str, &str)]) -> AgentConfig {
-    let mut all = vec![("ERLKUBE_AGENT_NODES_POLL_INTERVAL", "10m")];
+    // Stopping an agent drains its node: no grace here.
+    let mut all = vec![
+        ("ERLKUBE_AGENT_NODES_POLL_INTERVAL", "10m"),
+        ("ERLKUBE_AGENT_DRAIN_GRACE", "0s"),
+    ];
     all.extend_from_slice(overrides);
     common::local_config(node, COOKIE, &all)
 }
@@ -247,6 +251,14 @@ fn the_safety_net_agrees_with_the_events_and_polling_still_works() {
     assert!(
         wait_until(WAIT, || subscribers(&app) == "0"),
         "the subscriber outlived the agent"
+    );
+    // The stopped agent drained the node: it left its peer. Not fenced (no
+    // GET /drain): the peer can connect again.
+    assert!(wait_until(WAIT, || app.eval("nodes()").unwrap() == "[]"));
+    assert_eq!(
+        peer.eval(&format!("net_kernel:connect_node('{a}')"))
+            .unwrap(),
+        "true"
     );
 
     // agent.node_events = false: nodes() polled, nothing left on the node.

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::EngineConfig;
 use crate::plan::PlanConfig;
+use crate::quorum::Quorum;
 use crate::strategy::{
     poll, DnsA, DnsSettings, DnsSrv, EmptyAnswer, HostsFile, IpVersion, LocalEpmd, StaticList,
 };
@@ -179,8 +180,8 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "discovery.kubernetes.terminating",
-        default: Some("while_serving"),
-        doc: "while_serving | drop | keep: terminating endpoints",
+        default: Some("keep"),
+        doc: "keep | while_serving | drop: terminating endpoints (never dialled; kept connected while listed, while serving, or cut)",
         strategy: Some(KUBE),
     },
     Key {
@@ -303,6 +304,12 @@ pub const KEYS: &[Key] = &[
         doc: "upper bound of one connect attempt",
         strategy: None,
     },
+    Key {
+        name: "formation.quorum",
+        default: Some("all"),
+        doc: "members (counting this node) connected before the node is ready: a number, majority (of the last complete discovered set) or all (every discovered peer)",
+        strategy: None,
+    },
 ];
 
 /// The environment variable of a key: `ERLKUBE_` + the dotted name in
@@ -423,6 +430,8 @@ pub struct FormationConfig {
     pub timeout: Duration,
     /// The engine's settings.
     pub engine: EngineConfig,
+    /// Readiness rule (`formation.quorum`).
+    pub quorum: Quorum,
 }
 
 fn flatten(prefix: &str, table: &toml::Table, out: &mut BTreeMap<String, toml::Value>) {
@@ -757,6 +766,8 @@ pub fn resolve_with(
         return Err(invalid("formation.check_interval", "must be more than 0s"));
     }
     let connect_timeout = duration("formation.connect_timeout")?;
+    let quorum = Quorum::parse(&get("formation.quorum").unwrap_or_default())
+        .map_err(|m| invalid("formation.quorum", m))?;
     let engine = EngineConfig {
         plan: PlanConfig {
             backoff_base,
@@ -784,6 +795,7 @@ pub fn resolve_with(
         interval,
         timeout,
         engine,
+        quorum,
     })
 }
 
@@ -1016,6 +1028,24 @@ server = "10.0.0.2:5353"
             e.to_string().starts_with(
                 "discovery.static.nodes: invalid node name \"bad\": it needs a host part"
             ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn quorum_is_a_positive_count_majority_or_all() {
+        assert_eq!(resolve(None, env(&[]), "h").unwrap().quorum, Quorum::All);
+        let q = |v: &str| resolve(None, env(&[("ERLKUBE_FORMATION_QUORUM", v)]), "h");
+        assert_eq!(q("3").unwrap().quorum, Quorum::Members(3));
+        assert_eq!(q("majority").unwrap().quorum, Quorum::Majority);
+        for bad in ["0", "-2", "three"] {
+            let e = q(bad).unwrap_err().to_string();
+            assert!(e.starts_with("formation.quorum: must be"), "{bad}: {e}");
+        }
+        let e = resolve(Some("[formation]\nquorum = 0\n"), env(&[]), "h").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("formation.quorum: must be at least 1"),
             "{e}"
         );
     }

@@ -15,11 +15,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::plan::{Action, Event, Plan, PlanConfig};
+use crate::quorum::{Quorum, QuorumState};
 use crate::{Actor, ConnectError, NodeName, Update};
 
 /// Engine settings: the plan's knobs plus the driver's timers.
@@ -72,8 +73,16 @@ pub struct Metrics {
 pub struct Engine<A: Actor> {
     actor: Arc<A>,
     config: EngineConfig,
+    quorum: Quorum,
     events: broadcast::Sender<Event>,
     metrics: Arc<Mutex<Metrics>>,
+}
+
+/// What a [`Formation`] asks its running engine.
+#[derive(Debug)]
+enum Command {
+    /// Stop dialling for good, disconnect every peer, answer how many.
+    Leave(oneshot::Sender<usize>),
 }
 
 /// A running engine. Dropping it stops the engine (in-flight attempts are
@@ -83,6 +92,8 @@ pub struct Formation {
     events: broadcast::Sender<Event>,
     metrics: Arc<Mutex<Metrics>>,
     desired: watch::Receiver<BTreeSet<NodeName>>,
+    quorum: watch::Receiver<QuorumState>,
+    commands: mpsc::Sender<Command>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -100,6 +111,28 @@ impl Formation {
     /// The current desired set.
     pub fn desired(&self) -> BTreeSet<NodeName> {
         self.desired.borrow().clone()
+    }
+
+    /// Where the node stands against its quorum (`formation.quorum`), as a
+    /// watch: `borrow()` for now, `changed()` to wait. Ready-gating code
+    /// waits for [`QuorumState::met`].
+    pub fn quorum(&self) -> watch::Receiver<QuorumState> {
+        self.quorum.clone()
+    }
+
+    /// Leaves the cluster cleanly: the engine stops dialling for good
+    /// (also nodes that connect later, by a late attempt, are disconnected)
+    /// and disconnects every connected peer, so that they see a nodedown
+    /// at once rather than after `net_ticktime`. Returns the number of
+    /// peers disconnected (0 when the engine is gone). Peers that still
+    /// list this node may dial it again: shut the node down (or fence it)
+    /// next.
+    pub async fn leave(&self) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Leave(tx)).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
     }
 
     /// Stops the engine.
@@ -134,9 +167,17 @@ impl<A: Actor> Engine<A> {
         Engine {
             actor: Arc::new(actor),
             config,
+            quorum: Quorum::All,
             events,
             metrics: Arc::default(),
         }
+    }
+
+    /// Sets the quorum rule of [`Formation::quorum`] (default
+    /// [`Quorum::All`]).
+    pub fn with_quorum(mut self, quorum: Quorum) -> Engine<A> {
+        self.quorum = quorum;
+        self
     }
 
     /// Subscribes to events before the engine starts (so none are missed).
@@ -147,13 +188,17 @@ impl<A: Actor> Engine<A> {
     /// Starts the engine on the current runtime, fed by `updates`.
     pub fn spawn(self, updates: mpsc::Receiver<Update>) -> Formation {
         let (desired_tx, desired) = watch::channel(BTreeSet::new());
+        let (quorum_tx, quorum) = watch::channel(QuorumState::new(self.quorum, false, 0, 0, None));
+        let (commands, commands_rx) = mpsc::channel(4);
         let events = self.events.clone();
         let metrics = self.metrics.clone();
-        let task = tokio::spawn(self.run(updates, desired_tx));
+        let task = tokio::spawn(self.run(updates, desired_tx, quorum_tx, commands_rx));
         Formation {
             events,
             metrics,
             desired,
+            quorum,
+            commands,
             task,
         }
     }
@@ -162,6 +207,8 @@ impl<A: Actor> Engine<A> {
         self,
         mut updates: mpsc::Receiver<Update>,
         desired: watch::Sender<BTreeSet<NodeName>>,
+        quorum: watch::Sender<QuorumState>,
+        mut commands: mpsc::Receiver<Command>,
     ) {
         let seed = self.config.seed.unwrap_or_else(|| fastrand::u64(..));
         let mut plan = Plan::new(self.config.plan.clone(), self.actor.self_name(), seed);
@@ -208,6 +255,19 @@ impl<A: Actor> Engine<A> {
                         Err(e) => tracing::warn!(error = %e, "cannot read the connected set"),
                     }
                 }
+                Some(Command::Leave(reply)) = commands.recv() => {
+                    plan.leave();
+                    let peers = match self.actor.connected().await {
+                        Ok(set) => set,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "leave: cannot read the connected set");
+                            plan.connected().clone()
+                        }
+                    };
+                    let gone = disconnect_all(&self.actor, &peers).await;
+                    tracing::info!(peers = gone, "left the cluster: disconnected every peer, dialling stopped");
+                    let _ = reply.send(gone);
+                }
                 _ = sleep_until(deadline) => {}
             }
             let (actions, removals) = plan.poll(Instant::now());
@@ -242,6 +302,15 @@ impl<A: Actor> Engine<A> {
                 *d = now;
                 changed
             });
+            quorum.send_if_modified(|q| {
+                let now = plan.quorum(self.quorum);
+                let changed = *q != now;
+                if changed && now.met() != q.met() {
+                    tracing::info!(quorum = %now, met = now.met(), "quorum");
+                }
+                *q = now;
+                changed
+            });
             let c = plan.counters();
             let snapshot = Metrics {
                 discovered: plan.desired().len() as u64,
@@ -256,6 +325,17 @@ impl<A: Actor> Engine<A> {
             *self.metrics.lock().unwrap() = snapshot;
         }
     }
+}
+
+/// Disconnects every node of `peers` at once; returns how many.
+async fn disconnect_all<A: Actor>(actor: &Arc<A>, peers: &BTreeSet<NodeName>) -> usize {
+    let mut set = JoinSet::new();
+    for p in peers {
+        let (actor, p) = (actor.clone(), p.clone());
+        set.spawn(async move { actor.disconnect(&p).await });
+    }
+    while set.join_next().await.is_some() {}
+    peers.len()
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -278,6 +358,9 @@ fn log_event(e: &Event) {
             tracing::debug!(node = %node, %reason, failures, ?retry_in, "connect failed")
         }
         Event::Lost(n) => tracing::info!(node = %n, "connection lost; reconnecting"),
+        Event::Passive(n) => {
+            tracing::info!(node = %n, "listed as terminating or not ready: not dialled, connection kept")
+        }
         Event::Absent(n) => tracing::info!(node = %n, "absent from a complete answer"),
         Event::Removed(n) => tracing::info!(node = %n, "removed"),
         Event::DiscoveryError(_) => {}
@@ -293,7 +376,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::{Answer, DiscoveryError};
+    use crate::{Answer, DiscoveryError, Quorum};
 
     /// An in-memory node: connects succeed to reachable nodes.
     #[derive(Clone, Default)]
@@ -451,6 +534,47 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(actor.state.lock().unwrap().attempts.len(), attempts);
         assert_eq!(f.metrics().removed, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quorum_is_watched_and_leave_disconnects_everyone_for_good() {
+        let actor = MemActor::default();
+        actor.state.lock().unwrap().reachable = set(&["a@h", "b@h"]);
+        let engine =
+            Engine::new(actor.clone(), config(Duration::ZERO)).with_quorum(Quorum::Members(3));
+        let (tx, rx) = mpsc::channel(8);
+        let f = engine.spawn(rx);
+        let mut q = f.quorum();
+        assert!(!q.borrow().met());
+        tx.send(Update::Answer(Answer::new(
+            set(&["a@h", "b@h", "c@h"]),
+            true,
+        )))
+        .await
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), q.wait_for(|s| s.met()))
+            .await
+            .expect("quorum met")
+            .unwrap();
+        let s = *f.quorum().borrow();
+        assert_eq!((s.members, s.discovered, s.needed), (3, 4, Some(3)));
+        // Someone else connected to us too (not discovered).
+        actor
+            .state
+            .lock()
+            .unwrap()
+            .connected
+            .insert(NodeName::new("x@h"));
+        assert_eq!(f.leave().await, 3);
+        assert!(actor.state.lock().unwrap().connected.is_empty());
+        let attempts = actor.state.lock().unwrap().attempts.len();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            actor.state.lock().unwrap().attempts.len(),
+            attempts,
+            "no redial"
+        );
+        assert!(!f.quorum().borrow().met());
     }
 
     #[tokio::test(start_paused = true)]

@@ -35,6 +35,7 @@ pub mod form;
 pub mod gossip;
 pub mod kubernetes;
 pub mod plan;
+pub mod quorum;
 pub mod rust_node;
 pub mod strategy;
 
@@ -42,6 +43,7 @@ pub use actor::{Actor, ConnectError};
 pub use engine::{Engine, EngineConfig, Formation, Metrics};
 pub use form::HostForm;
 pub use plan::{Action, Event, Plan, PlanConfig};
+pub use quorum::{Quorum, QuorumState};
 
 /// A node name as Erlang spells it: `name@host`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -91,6 +93,10 @@ pub struct Answer {
     /// True when the answer is the whole truth (so nodes absent from it have
     /// left); false when it may be partial (truncated DNS answer).
     pub complete: bool,
+    /// Nodes the source still lists but that must not be dialled (a
+    /// Kubernetes endpoint that is terminating or not ready): an existing
+    /// connection is kept, none is made. Disjoint from `nodes`.
+    pub passive: BTreeSet<NodeName>,
     /// How long the round took to answer (for metrics), when measured.
     pub elapsed: Option<Duration>,
 }
@@ -101,6 +107,7 @@ impl Answer {
         Answer {
             nodes,
             complete,
+            passive: BTreeSet::new(),
             elapsed: None,
         }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::quorum::{Quorum, QuorumState};
 use crate::{Answer, NodeName};
 
 /// Knobs of the formation decision (see `docs/configuration.md`, section
@@ -65,6 +66,9 @@ pub enum Event {
     },
     /// A desired node that was connected is no longer (it will be retried).
     Lost(NodeName),
+    /// The source lists the node as terminating or not ready: it is no
+    /// longer dialled, an existing connection is kept.
+    Passive(NodeName),
     /// A complete answer no longer names the node; removal waits the grace.
     Absent(NodeName),
     /// The node left the desired set (positive evidence, grace elapsed).
@@ -81,6 +85,9 @@ struct Member {
     /// Earliest time of the next connect attempt.
     not_before: Option<Instant>,
     in_flight: bool,
+    /// Listed but not to be dialled (terminating, not ready): kept if
+    /// connected, never dialled.
+    passive: bool,
 }
 
 /// The formation state machine.
@@ -94,6 +101,12 @@ pub struct Plan {
     counters: Counters,
     /// Nodes connected by an attempt that finished after their removal.
     strays: Vec<NodeName>,
+    /// Set by [`Plan::leave`]: nothing is dialled any more.
+    leaving: bool,
+    /// Whether any answer arrived.
+    answered: bool,
+    /// Nodes (self excluded) of the last complete answer.
+    complete_size: Option<usize>,
 }
 
 /// Counters kept by the plan (the engine adds timing figures).
@@ -123,12 +136,53 @@ impl Plan {
             rng: fastrand::Rng::with_seed(seed),
             counters: Counters::default(),
             strays: Vec::new(),
+            leaving: false,
+            answered: false,
+            complete_size: None,
         }
     }
 
-    /// The desired set (nodes the plan wants connected).
+    /// The desired set (nodes the plan wants connected; passive ones not
+    /// included).
     pub fn desired(&self) -> BTreeSet<NodeName> {
-        self.desired.keys().cloned().collect()
+        self.desired
+            .iter()
+            .filter(|(_, m)| !m.passive)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Nodes listed but not dialled ([`Answer::passive`]): kept if
+    /// connected.
+    pub fn passive(&self) -> BTreeSet<NodeName> {
+        self.desired
+            .iter()
+            .filter(|(_, m)| m.passive)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Stops dialling for good (the node is leaving the cluster): no
+    /// connect is started any more, and one that finishes later is undone.
+    pub fn leave(&mut self) {
+        self.leaving = true;
+    }
+
+    /// True after [`Plan::leave`].
+    pub fn leaving(&self) -> bool {
+        self.leaving
+    }
+
+    /// Where the node stands against `quorum`: desired nodes connected,
+    /// counting the node itself.
+    pub fn quorum(&self, quorum: Quorum) -> QuorumState {
+        QuorumState::new(
+            quorum,
+            self.answered,
+            self.connected_desired(),
+            self.desired.values().filter(|m| !m.passive).count(),
+            self.complete_size,
+        )
     }
 
     /// The connected set as last reported.
@@ -136,11 +190,11 @@ impl Plan {
         &self.connected
     }
 
-    /// Desired nodes that are connected.
+    /// Desired nodes that are connected (passive ones not counted).
     pub fn connected_desired(&self) -> usize {
         self.desired
-            .keys()
-            .filter(|n| self.connected.contains(*n))
+            .iter()
+            .filter(|(n, m)| !m.passive && self.connected.contains(*n))
             .count()
     }
 
@@ -153,22 +207,50 @@ impl Plan {
     /// the removal grace), incomplete ones only add to it.
     pub fn answer(&mut self, answer: &Answer, now: Instant) -> Vec<Event> {
         self.counters.discovery_answers += 1;
+        self.answered = true;
         let mut events = Vec::new();
         for node in &answer.nodes {
             if *node == self.self_name {
                 continue;
             }
             match self.desired.get_mut(node) {
-                Some(m) => m.absent_since = None,
+                Some(m) => {
+                    m.absent_since = None;
+                    if m.passive {
+                        m.passive = false;
+                        events.push(Event::Discovered(node.clone()));
+                    }
+                }
                 None => {
                     self.desired.insert(node.clone(), Member::default());
                     events.push(Event::Discovered(node.clone()));
                 }
             }
         }
+        for node in &answer.passive {
+            if *node == self.self_name || answer.nodes.contains(node) {
+                continue;
+            }
+            let m = self.desired.entry(node.clone()).or_default();
+            m.absent_since = None;
+            if !m.passive {
+                m.passive = true;
+                events.push(Event::Passive(node.clone()));
+            }
+        }
         if answer.complete {
+            self.complete_size = Some(
+                answer
+                    .nodes
+                    .iter()
+                    .filter(|n| **n != self.self_name)
+                    .count(),
+            );
             for (node, m) in self.desired.iter_mut() {
-                if !answer.nodes.contains(node) && m.absent_since.is_none() {
+                if !answer.nodes.contains(node)
+                    && !answer.passive.contains(node)
+                    && m.absent_since.is_none()
+                {
                     m.absent_since = Some(now);
                     events.push(Event::Absent(node.clone()));
                 }
@@ -187,7 +269,10 @@ impl Plan {
     pub fn connected_set(&mut self, set: BTreeSet<NodeName>) -> Vec<Event> {
         let mut events = Vec::new();
         for node in self.connected.difference(&set) {
-            if let Some(m) = self.desired.get_mut(node) {
+            if self.leaving {
+                break;
+            }
+            if let Some(m) = self.desired.get_mut(node).filter(|m| !m.passive) {
                 // Dropped by the peer or the network: retry right away, then
                 // back off if that fails.
                 m.failures = 0;
@@ -206,6 +291,16 @@ impl Plan {
         result: Result<(), String>,
         now: Instant,
     ) -> Vec<Event> {
+        if self.leaving {
+            // Left while the attempt ran: undo a late success.
+            if result.is_ok() {
+                self.strays.push(node.clone());
+            }
+            if let Some(m) = self.desired.get_mut(node) {
+                m.in_flight = false;
+            }
+            return Vec::new();
+        }
         let Some(m) = self.desired.get_mut(node) else {
             // Removed while the attempt ran: a late success is undone by
             // the next `poll` (when removal disconnects).
@@ -257,7 +352,7 @@ impl Plan {
             }
         }
         for (node, m) in self.desired.iter_mut() {
-            if self.connected.contains(node) || m.in_flight {
+            if self.leaving || m.passive || self.connected.contains(node) || m.in_flight {
                 continue;
             }
             if m.not_before.is_some_and(|t| now < t) {
@@ -278,11 +373,12 @@ impl Plan {
             .iter()
             .filter_map(|(node, m)| {
                 let removal = m.absent_since.map(|t| t + grace);
-                let retry = if self.connected.contains(node) || m.in_flight {
-                    None
-                } else {
-                    m.not_before
-                };
+                let retry =
+                    if self.leaving || m.passive || self.connected.contains(node) || m.in_flight {
+                        None
+                    } else {
+                        m.not_before
+                    };
                 match (removal, retry) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -468,6 +564,75 @@ mod tests {
         assert_eq!(p.poll(t0).1, vec![Event::Removed(n("a@h"))]);
         p.connect_result(&n("a@h"), Ok(()), t0);
         assert_eq!(p.poll(t0).0, vec![Action::Disconnect(n("a@h"))]);
+    }
+
+    #[test]
+    fn passive_nodes_are_not_dialled_and_not_cut() {
+        let t0 = Instant::now();
+        let mut p = plan(Duration::ZERO);
+        p.answer(&answer(&["a@h", "b@h"], true), t0);
+        for a in p.poll(t0).0 {
+            let Action::Connect(node) = a else { panic!() };
+            p.connect_result(&node, Ok(()), t0);
+        }
+        // b terminates (listed, not to be dialled); c starts, not ready.
+        let mut a = answer(&["a@h"], true);
+        a.passive = [n("b@h"), n("c@h")].into();
+        let ev = p.answer(&a, t0);
+        assert_eq!(ev, vec![Event::Passive(n("b@h")), Event::Passive(n("c@h"))]);
+        // Nothing dialled, nothing cut, even long after the grace.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(p.poll(later), (vec![], vec![]));
+        assert_eq!(p.desired(), [n("a@h")].into());
+        assert_eq!(p.passive(), [n("b@h"), n("c@h")].into());
+        // b's connection drops: not redialled either.
+        assert!(p.connected_set([n("a@h")].into()).is_empty());
+        assert!(p.poll(later).0.is_empty());
+        assert_eq!(p.next_deadline(), None);
+        // c becomes ready: dialled.
+        let mut a = answer(&["a@h", "c@h"], true);
+        a.passive = [n("b@h")].into();
+        assert_eq!(p.answer(&a, later), vec![Event::Discovered(n("c@h"))]);
+        assert_eq!(p.poll(later).0, vec![Action::Connect(n("c@h"))]);
+        // b disappears from the source: removed after the grace.
+        assert_eq!(
+            p.answer(&answer(&["a@h", "c@h"], true), later),
+            vec![Event::Absent(n("b@h"))]
+        );
+        assert_eq!(p.poll(later).1, vec![Event::Removed(n("b@h"))]);
+    }
+
+    #[test]
+    fn leave_stops_dialling_and_undoes_late_connects() {
+        let t0 = Instant::now();
+        let mut p = plan(Duration::ZERO);
+        p.answer(&answer(&["a@h", "b@h"], true), t0);
+        assert_eq!(p.poll(t0).0.len(), 2);
+        p.connect_result(&n("a@h"), Ok(()), t0);
+        p.leave();
+        p.connect_result(&n("b@h"), Ok(()), t0);
+        assert_eq!(p.poll(t0).0, vec![Action::Disconnect(n("b@h"))]);
+        p.connected_set(BTreeSet::new());
+        p.answer(&answer(&["a@h", "b@h", "c@h"], true), t0);
+        assert!(p.poll(t0 + Duration::from_secs(60)).0.is_empty());
+        assert_eq!(p.next_deadline(), None);
+    }
+
+    #[test]
+    fn quorum_counts_connected_desired_members() {
+        let t0 = Instant::now();
+        let mut p = plan(Duration::ZERO);
+        assert!(!p.quorum(Quorum::Members(1)).met(), "no answer yet");
+        p.answer(&answer(&["a@h", "b@h", "c@h", "d@h", "me@h"], true), t0);
+        p.poll(t0);
+        p.connect_result(&n("a@h"), Ok(()), t0);
+        let q = p.quorum(Quorum::Members(3));
+        assert_eq!((q.members, q.discovered, q.needed), (2, 5, Some(3)));
+        assert!(!q.met());
+        p.connect_result(&n("b@h"), Ok(()), t0);
+        assert!(p.quorum(Quorum::Members(3)).met());
+        assert!(p.quorum(Quorum::Majority).met());
+        assert!(!p.quorum(Quorum::All).met());
     }
 
     #[test]

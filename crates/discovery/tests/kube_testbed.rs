@@ -350,3 +350,91 @@ async fn kube_an_api_outage_keeps_the_cluster() {
     assert!(members.contains(&new[0]));
     wait_full_mesh(&c.bed, &members, FORM).await.unwrap();
 }
+
+/// Waits (liveness bound) for `Event::Passive(node)` on `rx`.
+async fn wait_passive(rx: &mut tokio::sync::broadcast::Receiver<Event>, node: &str) {
+    let want = NodeName::new(node);
+    tokio::time::timeout(FORM, async {
+        loop {
+            match rx.recv().await {
+                Ok(Event::Passive(n)) if n == want => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the peer marked passive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kube_terminating_or_not_ready_peers_are_not_dialled_and_not_cut() {
+    let _g = SERIAL.lock().await;
+    let mut c = Cluster::new("passive").await;
+    let pods = c.add_pods(3).await;
+    wait_full_mesh(&c.bed, &pods, FORM).await.unwrap();
+    let (rest, t) = (pods[..2].to_vec(), pods[2]);
+    let name = c.bed.pod(t).node_name.clone();
+    for state in [EndpointState::TERMINATING, EndpointState::STARTING] {
+        let mut events: Vec<_> = rest.iter().map(|i| c.engine(*i).subscribe()).collect();
+        c.model.set_state(&c.emu, &pod_name(t), state);
+        for rx in events.iter_mut() {
+            wait_passive(rx, &name).await;
+        }
+        // Well past formation.removal_grace (1 s) and two checks: the
+        // connections are not cut.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            is_full_mesh(&c.bed, &pods).await,
+            "{state:?}: a connection was cut"
+        );
+        for i in &rest {
+            assert!(!c.engine(*i).desired().contains(&NodeName::new(&name)));
+        }
+        // Ready again: a member to dial again.
+        c.model
+            .set_state(&c.emu, &pod_name(t), EndpointState::READY);
+        for i in &rest {
+            let start = tokio::time::Instant::now();
+            while !c.engine(*i).desired().contains(&NodeName::new(&name)) {
+                assert!(start.elapsed() < FORM, "pod {i} never wanted {name} again");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // Its own engine gone (as after a drain), terminating, the pod's node
+    // drops its connections: the others do not dial it back.
+    let mut events: Vec<_> = rest.iter().map(|i| c.engine(*i).subscribe()).collect();
+    c.model
+        .set_state(&c.emu, &pod_name(t), EndpointState::TERMINATING);
+    for rx in events.iter_mut() {
+        wait_passive(rx, &name).await;
+    }
+    c.stop_engine(t);
+    let attempts: Vec<u64> = rest
+        .iter()
+        .map(|i| c.engine(*i).metrics().connect_attempts)
+        .collect();
+    c.bed
+        .pod(t)
+        .beam()
+        .eval(
+            "[erlang:disconnect_node(N) || N <- nodes()]",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (i, before) in rest.iter().zip(attempts) {
+        let nodes = c.bed.pod(*i).beam().nodes().await.unwrap();
+        assert!(
+            !nodes.contains(&name),
+            "pod {i} dialled a passive peer: {nodes:?}"
+        );
+        assert_eq!(c.engine(*i).metrics().connect_attempts, before, "pod {i}");
+    }
+    // Ready again: dialled again.
+    c.model
+        .set_state(&c.emu, &pod_name(t), EndpointState::READY);
+    wait_full_mesh(&c.bed, &pods, FORM).await.unwrap();
+}

@@ -96,6 +96,8 @@ async fn start(k: KubeSettings) -> mpsc::Receiver<Update> {
 struct Seen {
     answers: Vec<(BTreeSet<NodeName>, bool)>,
     errors: Vec<String>,
+    /// The passive nodes of the last answer.
+    passive: BTreeSet<NodeName>,
 }
 
 /// Waits until a complete answer equals `want`; every update on the way is
@@ -107,6 +109,7 @@ async fn until(rx: &mut mpsc::Receiver<Update>, want: &BTreeSet<NodeName>) -> Se
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(Update::Answer(a))) => {
                 let done = a.complete && a.nodes == *want;
+                seen.passive = a.passive;
                 seen.answers.push((a.nodes, a.complete));
                 if done {
                     return seen;
@@ -154,18 +157,23 @@ async fn watch_sees_pods_added_ready_terminating_and_deleted() {
     s.model
         .set_pod(&s.emu, "app-2", "10.1.0.12", None, EndpointState::READY);
     until(&mut rx, &names(&["10.1.0.10", "10.1.0.11", "10.1.0.12"])).await;
-    // Terminating but still serving: kept (default policy).
+    // Terminating: no longer dialled, but listed as passive (a connection
+    // is kept), serving or not (default policy `keep`).
     s.model
         .set_state(&s.emu, "app-0", EndpointState::TERMINATING_SERVING);
-    let seen = collect(&mut rx, Duration::from_millis(500)).await;
-    assert_never_below(&seen, &names(&["10.1.0.10", "10.1.0.11", "10.1.0.12"]));
-    // Stopped serving: dropped.
+    let seen = until(&mut rx, &names(&["10.1.0.11", "10.1.0.12"])).await;
+    assert_eq!(seen.passive, names(&["10.1.0.10"]), "{seen:#?}");
     s.model
         .set_state(&s.emu, "app-0", EndpointState::TERMINATING);
-    until(&mut rx, &names(&["10.1.0.11", "10.1.0.12"])).await;
+    let seen = collect(&mut rx, Duration::from_millis(500)).await;
+    assert!(
+        seen.answers.is_empty(),
+        "nothing changed for formation: {seen:#?}"
+    );
     s.model.remove_pod(&s.emu, "app-0");
     s.model.remove_pod(&s.emu, "app-2");
-    until(&mut rx, &names(&["10.1.0.11"])).await;
+    let seen = until(&mut rx, &names(&["10.1.0.11"])).await;
+    assert!(seen.passive.is_empty(), "{seen:#?}");
     let st = s.emu.stats();
     assert_eq!(st.lists, 1, "changes must come from the watch: {st:?}");
     assert!(st.watches >= 1, "{st:?}");

@@ -32,6 +32,16 @@ fn bed(naming: Naming) -> Bed {
     .expect("test bed")
 }
 
+/// A bed whose nodes run with OTP's default `-connect_all true`, as a
+/// release does (`global` syncs names across the cluster).
+fn global_bed() -> Bed {
+    Bed::new(BedConfig {
+        connect_all: true,
+        ..BedConfig::default()
+    })
+    .expect("test bed")
+}
+
 /// An `erlkube agent` process inside a pod; killed on drop.
 struct AgentProc {
     guard: Guard,
@@ -562,6 +572,7 @@ fn spec(bed: &Bed, index: u32) -> ErlSpec {
         net_ticktime: c.net_ticktime,
         inetrc: None,
         ipv6: false,
+        connect_all: c.connect_all,
     }
 }
 
@@ -687,47 +698,422 @@ async fn ipv6_and_srv_named_pods_form_one_cluster() {
     }
 }
 
+/// `nodes()` of pod `i`'s node (empty when it cannot be read).
+async fn pod_nodes(bed: &Bed, i: u32) -> BTreeSet<String> {
+    nodes_of(bed.pod(i).beam()).await
+}
+
+/// What the cold-start test saw.
+#[derive(Default)]
+struct Observed {
+    count: u32,
+    /// Pods seen ready.
+    ready: BTreeSet<u32>,
+    /// Pods seen answering 503 with "N of 3 members".
+    short: BTreeSet<u32>,
+}
+
+/// One observation of every pod: `/readyz`, then `nodes()`. Connections
+/// only grow in the cold-start test, so a `nodes()` read after a 200 that
+/// holds fewer than 2 peers proves the 200 came too early.
+async fn observe(bed: &Bed, agents: &BTreeMap<u32, AgentProc>, pods: &[u32], w: &mut Observed) {
+    for i in pods {
+        let Ok((status, body)) = get(agents[i].http, "/readyz").await else {
+            continue;
+        };
+        let peers = pod_nodes(bed, *i).await;
+        w.count += 1;
+        if status == 200 {
+            assert!(
+                peers.len() >= 2,
+                "pod {i}: /readyz 200 ({body:?}) while connected to {peers:?}"
+            );
+            w.ready.insert(*i);
+        } else if body.contains(" of 3 members connected") {
+            w.short.insert(*i);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigterm_with_disconnect_on_shutdown_leaves_the_cluster() {
+async fn cold_start_with_quorum_3_no_pod_is_ready_before_it_is_connected_to_2_others() {
     let _g = SERIAL.lock().await;
     let mut bed = bed(Naming::Ipv4);
-    let pods = bed.add_pods(3).unwrap();
-    let mut agents = BTreeMap::new();
-    start_agents(&bed, &pods[..2], &mut agents);
-    agents.insert(
-        pods[2],
-        spawn_agent(
-            &bed,
-            pods[2],
-            &[("ERLKUBE_AGENT_DISCONNECT_ON_SHUTDOWN", "true")],
-        ),
-    );
-    mesh(&bed, &pods, &agents).await;
-    // The others must not reconnect to it: take it out of DNS first (as
-    // Kubernetes does for a terminating pod), then SIGTERM its agent.
-    bed.unpublish(pods[2]).unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let a = agents.get_mut(&pods[2]).unwrap();
-    a.guard.signal(15);
-    let mut exited = false;
-    for _ in 0..100 {
-        if !a.guard.is_running() {
-            exited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let pods = bed.add_pods(5).unwrap();
+    // Three of the five are unreachable at first, so the two others can
+    // reach only each other (2 members: short of the quorum) for a while;
+    // then they come back one at a time.
+    for p in &pods[2..] {
+        bed.partition(*p).unwrap();
     }
-    assert!(exited, "the agent exits on SIGTERM");
-    assert!(
-        a.count("disconnected the node from its peers") == 1,
-        "{}",
-        a.lines().join("\n")
-    );
-    let erl = bed.pod(pods[2]).erl.as_ref().expect("erl");
-    assert!(erl.is_running(), "the node itself is not stopped");
-    wait_for("the node alone", || async {
-        nodes_of(erl).await.is_empty()
+    let mut agents = BTreeMap::new();
+    for i in &pods {
+        agents.insert(
+            *i,
+            spawn_agent(&bed, *i, &[("ERLKUBE_FORMATION_QUORUM", "3")]),
+        );
+    }
+    let name = |i: u32| bed.pod(i).node_name.clone();
+    let mut w = Observed::default();
+    // Pods 1 and 2 connect to each other and fail to reach the others.
+    wait_for("pods 1 and 2 connected", || async {
+        pod_nodes(&bed, pods[0]).await.contains(&name(pods[1]))
     })
     .await;
+    for i in &pods[..2] {
+        let a = &agents[i];
+        wait_for("a failed connect to a cut-off peer", || async {
+            metrics(a).await["erlkube_agent_connect_failures_total"] >= 1.0
+        })
+        .await;
+    }
+    for _ in 0..10 {
+        observe(&bed, &agents, &pods, &mut w).await;
+    }
+    assert!(w.ready.is_empty(), "{:?} ready with 2 members", w.ready);
+    assert!(
+        w.short.contains(&pods[0]) && w.short.contains(&pods[1]),
+        "the 503 says how many of how many: {:?}",
+        w.short
+    );
+    // Back one at a time; every pod becomes ready once it has 2 peers.
+    for p in &pods[2..] {
+        bed.heal(*p).unwrap();
+        let start = tokio::time::Instant::now();
+        loop {
+            observe(&bed, &agents, &pods, &mut w).await;
+            let healed = pods.iter().take_while(|q| *q <= p).count();
+            if healed >= 3 && pods[..healed].iter().all(|q| w.ready.contains(q)) {
+                break;
+            }
+            assert!(
+                start.elapsed() < FORM,
+                "not ready after heal: {:?}\n{}",
+                w.ready,
+                dump(&agents)
+            );
+        }
+    }
+    mesh(&bed, &pods, &agents).await;
+    observe(&bed, &agents, &pods, &mut w).await;
+    println!(
+        "cold start, quorum 3 of 5: {} observations of (/readyz, nodes()), no 200 before 2 peers",
+        w.count
+    );
+    let a1 = agents[&pods[0]].http;
+    wait_for("/cluster to show the quorum met by 5 members", || async move {
+        matches!(get(a1, "/cluster").await, Ok((200, b)) if b.contains("\"quorum\":{\"rule\":\"3\",\"members\":5,\"needed\":3,\"met\":true}"))
+    })
+    .await;
+}
+
+/// Drains pod `i` by `how` (`"GET /drain"` or `"SIGTERM"`) with the others
+/// (`peers`) watching: `/readyz` turns 503 before the drain is over, the
+/// node answers `net_adm:ping` and stays in its peers' `nodes()` during the
+/// grace, and after the drain every peer has dropped it and cannot dial it
+/// back (still listed in DNS). Returns (drain start → /readyz 503, drain
+/// over → last peer's nodedown observed).
+async fn drain_and_check(
+    bed: &Bed,
+    agents: &mut BTreeMap<u32, AgentProc>,
+    i: u32,
+    peers: &[u32],
+    how: &str,
+) -> (Duration, Duration) {
+    let me = bed.pod(i).node_name.clone();
+    let addr = agents[&i].http;
+    let failures_before: Vec<f64> = {
+        let mut v = Vec::new();
+        for p in peers {
+            v.push(metrics(&agents[p]).await["erlkube_agent_connect_failures_total"]);
+        }
+        v
+    };
+    // Each peer records its first nodedown of the node (a peer may dial
+    // it again later, when nothing fences it).
+    for p in peers {
+        let r = bed
+            .pod(*p)
+            .beam()
+            .eval(
+                &format!("W = spawn(fun() -> ok = net_kernel:monitor_nodes(true), receive {{nodedown, '{me}'}} -> receive {{get, F}} -> F ! down end end end), register(erlkube_drain_watch, W), ok"),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(r.as_deref(), Ok("ok"));
+    }
+    let started = tokio::time::Instant::now();
+    let drain = if how == "SIGTERM" {
+        agents[&i].guard.signal(15);
+        None
+    } else {
+        Some(tokio::spawn(common::http_drain_async(addr)))
+    };
+    // /readyz turns 503 (polled as fast as answers come).
+    let to_503 = loop {
+        match get(addr, "/readyz").await {
+            Ok((503, b)) => {
+                assert!(b.contains("draining"), "{b}");
+                break started.elapsed();
+            }
+            Ok((200, _)) => {}
+            other => panic!("/readyz during the drain: {other:?}"),
+        }
+        assert!(started.elapsed() < FORM, "/readyz never turned 503");
+    };
+    // During the grace: still connected and serving.
+    let ping = bed
+        .pod(peers[0])
+        .beam()
+        .eval(&format!("net_adm:ping('{me}')"), Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        ping.as_deref(),
+        Ok("pong"),
+        "the draining node answers ping"
+    );
+    for p in peers {
+        assert!(
+            pod_nodes(bed, *p).await.contains(&me),
+            "pod {p} still connected during the grace"
+        );
+    }
+    assert_eq!(
+        get(addr, "/healthz").await.unwrap().0,
+        200,
+        "healthy while draining"
+    );
+    let still_draining = match &drain {
+        Some(t) => !t.is_finished(),
+        None => agents.get_mut(&i).unwrap().guard.is_running(),
+    };
+    assert!(still_draining, "the checks above ran during the grace");
+    // The drain's end.
+    match drain {
+        Some(t) => {
+            let (status, body) = t.await.unwrap().expect("GET /drain answered");
+            assert_eq!(status, 200, "{body}");
+            assert!(body.starts_with("drained"), "{body}");
+        }
+        None => {
+            let a = agents.get_mut(&i).unwrap();
+            wait_for("the agent to exit after its drain", || {
+                let running = a.guard.is_running();
+                async move { !running }
+            })
+            .await;
+        }
+    }
+    let over = tokio::time::Instant::now();
+    let mut nodedown = Duration::ZERO;
+    for p in peers {
+        let r = bed
+            .pod(*p)
+            .beam()
+            .eval(
+                "erlkube_drain_watch ! {get, self()}, receive down -> down after 60000 -> no_nodedown end",
+                Duration::from_secs(70),
+            )
+            .await;
+        assert_eq!(r.as_deref(), Ok("down"), "pod {p}");
+        nodedown = over.elapsed();
+    }
+    assert!(bed.pod(i).beam().is_running(), "the node itself still runs");
+    if how == "SIGTERM" {
+        // A drain by the signal alone does not fence the node (it may be
+        // the agent's container alone that restarts); in a terminating pod
+        // the release gets its SIGTERM too.
+        let erl = bed.pod(i).beam().clone();
+        erl.signal(15);
+        wait_for("the release to stop", || {
+            let running = erl.is_running();
+            async move { !running }
+        })
+        .await;
+        return (to_503, nodedown);
+    }
+    assert!(
+        pod_nodes(bed, i).await.is_empty(),
+        "the node left every peer"
+    );
+    // The peers still find it in DNS and dial it again: refused (a drain by
+    // GET /drain, a preStop hook, fences the node).
+    for (p, before) in peers.iter().zip(failures_before) {
+        let a = &agents[p];
+        wait_for("a refused redial", || async {
+            metrics(a).await["erlkube_agent_connect_failures_total"] > before
+        })
+        .await;
+        assert!(
+            !pod_nodes(bed, *p).await.contains(&me),
+            "pod {p} dialled the drained node back"
+        );
+    }
+    if how != "SIGTERM" {
+        let (status, body) = get(addr, "/readyz").await.unwrap();
+        assert_eq!(
+            (status, body.as_str()),
+            (503, "not ready: drained (the node left the cluster)\n")
+        );
+        let (_, cluster) = get(addr, "/cluster").await.unwrap();
+        assert!(cluster.contains("\"drain\":\"left\""), "{cluster}");
+    }
+    (to_503, nodedown)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_by_get_and_by_sigterm_unready_at_once_serving_for_the_grace_then_gone() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Naming::Ipv4);
+    let pods = bed.add_pods(4).unwrap();
+    let mut agents = BTreeMap::new();
+    for i in &pods {
+        agents.insert(
+            *i,
+            spawn_agent(&bed, *i, &[("ERLKUBE_AGENT_DRAIN_GRACE", "3s")]),
+        );
+    }
+    mesh(&bed, &pods, &agents).await;
+    for i in &pods {
+        let a = agents[i].http;
+        wait_for("/readyz 200", || async move {
+            matches!(get(a, "/readyz").await, Ok((200, _)))
+        })
+        .await;
+    }
+    let (r1, d1) = drain_and_check(&bed, &mut agents, pods[3], &pods[..3], "GET /drain").await;
+    println!("drain by GET /drain: /readyz 503 after {r1:?}; peers' nodedown {d1:?} after the drain answered");
+    // The drained pod goes (its records leave DNS, as when Kubernetes
+    // deletes the pod): the others are ready again under quorum `all`.
+    bed.unpublish(pods[3]).unwrap();
+    for i in &pods[..3] {
+        let a = agents[i].http;
+        wait_for("/readyz 200 again", || async move {
+            matches!(get(a, "/readyz").await, Ok((200, _)))
+        })
+        .await;
+    }
+    let (r2, d2) = drain_and_check(&bed, &mut agents, pods[2], &pods[..2], "SIGTERM").await;
+    println!(
+        "drain by SIGTERM: /readyz 503 after {r2:?}; peers' nodedown {d2:?} after the agent exited"
+    );
+    assert!(
+        agents[&pods[2]].count("drain over: disconnected the node from its peers") == 1,
+        "{}",
+        agents[&pods[2]].lines().join("\n")
+    );
     mesh(&bed, &pods[..2], &agents).await;
+}
+
+/// Terminates pod `i` as the kubelet does with the generated manifests:
+/// the release container's preStop `GET /drain` and, at the same moment,
+/// SIGTERM to the agent container (it has no hook); once the hook has
+/// answered, SIGTERM to the release (the BEAM stops as by `init:stop()`).
+/// Returns when both are gone.
+async fn terminate_like_the_kubelet(bed: &Bed, agents: &mut BTreeMap<u32, AgentProc>, i: u32) {
+    let addr = agents[&i].http;
+    let hook = tokio::spawn(common::http_drain_async(addr));
+    agents[&i].guard.signal(15);
+    let (status, body) = hook.await.unwrap().expect("preStop GET /drain answered");
+    assert_eq!(status, 200, "{body}");
+    let erl = bed.pod(i).beam().clone();
+    erl.signal(15);
+    wait_for("the release to stop on SIGTERM", || {
+        let running = erl.is_running();
+        async move { !running }
+    })
+    .await;
+    let a = agents.get_mut(&i).unwrap();
+    wait_for("the agent to exit", || {
+        let running = a.guard.is_running();
+        async move { !running }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_restart_with_drains_fails_no_call_to_a_global_server() {
+    let _g = SERIAL.lock().await;
+    let mut bed = global_bed();
+    let pods = bed.add_pods(7).unwrap();
+    let (server, client, restarted) = (pods[0], pods[1], pods[2..].to_vec());
+    let mut agents = BTreeMap::new();
+    let grace = [("ERLKUBE_AGENT_DRAIN_GRACE", "2s")];
+    for i in &pods {
+        agents.insert(*i, spawn_agent(&bed, *i, &grace));
+    }
+    mesh(&bed, &pods, &agents).await;
+    let t = Duration::from_secs(10);
+    // A gen_server-protocol server registered with `global` on a pod that
+    // is not restarted.
+    let r = bed
+        .pod(server)
+        .beam()
+        .eval(
+            "P = spawn(fun() -> L = fun L() -> receive {'$gen_call', From, Req} -> gen:reply(From, {pong, Req}), L() end end, L() end), yes = global:register_name(erlkube_echo, P)",
+            t,
+        )
+        .await;
+    assert_eq!(r.as_deref(), Ok("yes"));
+    let c = bed.pod(client).beam().clone();
+    wait_for("the client to resolve the global name", || {
+        let c = c.clone();
+        async move {
+            matches!(
+                c.eval(
+                    "is_pid(global:whereis_name(erlkube_echo))",
+                    Duration::from_secs(10)
+                )
+                .await
+                .as_deref(),
+                Ok("true")
+            )
+        }
+    })
+    .await;
+    // The client: gen_server:call every 10 ms, counting answers and failures.
+    let r = c
+        .eval(
+            "C = spawn(fun() -> L = fun L(Ok, Fail, Errs) -> receive {get, F} -> F ! {counts, Ok, Fail, Errs}, L(Ok, Fail, Errs) after 10 -> try gen_server:call({global, erlkube_echo}, ping, 2000) of {pong, ping} -> L(Ok + 1, Fail, Errs) catch K:E -> L(Ok, Fail + 1, lists:sublist([{K, E} | Errs], 5)) end end end, L(0, 0, []) end), register(erlkube_caller, C), ok",
+            t,
+        )
+        .await;
+    assert_eq!(r.as_deref(), Ok("ok"));
+    let counts = || async {
+        c.eval(
+            "erlkube_caller ! {get, self()}, receive {counts, O, F, E} -> {O, F, E} after 5000 -> timeout end",
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap()
+    };
+    let mut gaps = Vec::new();
+    for old in restarted {
+        let sigterm = tokio::time::Instant::now();
+        terminate_like_the_kubelet(&bed, &mut agents, old).await;
+        agents.remove(&old);
+        bed.kill_pod(old).unwrap();
+        let new = bed.add_pods(1).unwrap()[0];
+        agents.insert(new, spawn_agent(&bed, new, &grace));
+        let a = agents[&new].http;
+        wait_for("the replacement ready", || async move {
+            matches!(get(a, "/readyz").await, Ok((200, _)))
+        })
+        .await;
+        gaps.push(sigterm.elapsed());
+    }
+    mesh(&bed, &bed.indexes(), &agents).await;
+    let text = counts().await;
+    let inner = text.trim_start_matches('{');
+    let mut parts = inner.splitn(3, ',');
+    let ok: u64 = parts.next().unwrap().trim().parse().unwrap();
+    let failed: u64 = parts.next().unwrap().trim().parse().unwrap();
+    let mut sorted = gaps.clone();
+    sorted.sort();
+    println!(
+        "rolling restart of 5 pods (drain grace 2s): {ok} calls answered, {failed} failed; SIGTERM -> replacement ready: {gaps:?} (median {:?})",
+        sorted[sorted.len() / 2]
+    );
+    assert!(ok > 0, "{text}");
+    assert_eq!(failed, 0, "failed calls: {text}");
 }

@@ -387,6 +387,61 @@ fn probes_and_the_metrics_port_use_the_agents_configured_http_port() {
 }
 
 #[test]
+fn the_release_drains_from_a_prestop_hook_within_the_pods_termination_grace() {
+    for (extra, grace) in [(&[][..], 5u64), (&["--drain-grace", "20s"][..], 20)] {
+        for strategy in ["dns", "kubernetes"] {
+            for wl in ["deployment", "statefulset"] {
+                let mut args = extra.to_vec();
+                args.extend(["--workload", wl]);
+                let o = objects(&generate(strategy, &args));
+                let t = template(&o);
+                let agent = agent_container(t);
+                let env = resolved_env(agent, "prod");
+                assert_eq!(get(&env, "ERLKUBE_AGENT_DRAIN_GRACE"), format!("{grace}s"));
+                let http: i32 = get(&env, "ERLKUBE_AGENT_HTTP")
+                    .rsplit_once(':')
+                    .unwrap()
+                    .1
+                    .parse()
+                    .unwrap();
+                // The release container's preStop (a release stops on
+                // SIGTERM) GETs the agent's /drain on the pod's network.
+                let release = release_container(t);
+                let pre_stop = release
+                    .lifecycle
+                    .as_ref()
+                    .and_then(|l| l.pre_stop.as_ref())
+                    .and_then(|h| h.http_get.as_ref())
+                    .expect("a preStop httpGet on the release container");
+                assert_eq!(pre_stop.path.as_deref(), Some("/drain"));
+                assert_eq!(pre_stop.port, IntOrString::Int(http));
+                assert!(pre_stop.host.is_none(), "the pod's own address");
+                // The kubelet kills the pod at the end of its grace: the
+                // drain and then the release's stop must fit.
+                let tgps = t
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .termination_grace_period_seconds
+                    .expect("terminationGracePeriodSeconds");
+                assert!(tgps as u64 >= grace + 30, "{tgps} for a grace of {grace}s");
+                // Readiness turns 503 at the drain's start: probed often
+                // enough to notice within the grace; liveness is /healthz,
+                // which a drain leaves at 200.
+                let r = agent.readiness_probe.as_ref().unwrap();
+                let noticed = r.period_seconds.unwrap_or(10) * r.failure_threshold.unwrap_or(3);
+                assert!(
+                    noticed as u64 <= grace,
+                    "readiness notices after {noticed}s"
+                );
+                let live = agent.liveness_probe.as_ref().unwrap().http_get.as_ref();
+                assert_eq!(live.unwrap().path.as_deref(), Some("/healthz"));
+            }
+        }
+    }
+}
+
+#[test]
 fn the_role_binding_names_the_pods_service_account_and_the_role_has_the_documented_rules() {
     let o = objects(&generate("kubernetes", &[]));
     let sa = &o.service_accounts[0];
@@ -789,6 +844,9 @@ fn bad_flag_values_exit_2_with_one_line_naming_the_flag() {
         ("--http-port", "0", "--http-port:"),
         ("--cookie-key", "a b", "--cookie-key:"),
         ("--ready-min-peers", "most", "--ready-min-peers:"),
+        ("--drain-grace", "11m", "--drain-grace: must be a duration"),
+        ("--drain-grace", "1h", "--drain-grace: must be a duration"),
+        ("--drain-grace", "soon", "--drain-grace: must be a duration"),
     ];
     for (flag, value, want) in cases {
         let mut args = vec!["manifests", *flag, *value];
@@ -1147,6 +1205,106 @@ async fn generated_pods_form_in_the_bed(strategy: &str, wl: &str) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // Terminate the last pod the way the kubelet does with these objects:
+    // the release container's preStop hook (GET on the pod's address) and,
+    // at the same moment, SIGTERM to the agent container, which has no
+    // hook; SIGTERM to the release once its hook has answered; all within
+    // the pod's terminationGracePeriodSeconds. The API marks the endpoint
+    // terminating at once (its peers stop dialling it).
+    let hook = release_container(d)
+        .lifecycle
+        .clone()
+        .and_then(|l| l.pre_stop)
+        .and_then(|h| h.http_get)
+        .expect("release preStop httpGet");
+    let tgps = d
+        .spec
+        .as_ref()
+        .unwrap()
+        .termination_grace_period_seconds
+        .unwrap();
+    let victim = *pods.last().unwrap();
+    let victim_name = bed.pod(victim).node_name.clone();
+    let others = &pods[..pods.len() - 1];
+    if let Some((emu, model)) = &mut emulator {
+        model.set_state(emu, &pod_name(bed.pod(victim)), EndpointState::TERMINATING);
+    }
+    let started = tokio::time::Instant::now();
+    let ip = IpAddr::V4(bed.pod(victim).ipv4);
+    let hook_addr = SocketAddr::new(ip, port_number(&hook.port, &agent) as u16);
+    let path = hook.path.clone().unwrap();
+    assert_eq!(path, "/drain");
+    let pre_stop = tokio::spawn(common::http_drain_async(hook_addr));
+    let agent_pid = running.last().unwrap().1.id();
+    running.last().unwrap().1.signal(15);
+    // Running and not a zombie.
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    // While the hook runs: unready, still connected and answering pings.
+    loop {
+        match get_async(SocketAddr::new(ip, ready_port), &ready_path).await {
+            Ok((503, _)) => break,
+            r => assert!(
+                started.elapsed() < FORM,
+                "readiness during the drain: {r:?}"
+            ),
+        }
+    }
+    let ping = bed
+        .pod(others[0])
+        .beam()
+        .eval(
+            &format!("net_adm:ping('{victim_name}')"),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert_eq!(
+        ping.as_deref(),
+        Ok("pong"),
+        "{strategy}: serving during the drain"
+    );
+    assert!(
+        !pre_stop.is_finished(),
+        "{strategy}: the checks ran during the grace"
+    );
+    let (status, body) = pre_stop.await.unwrap().expect("preStop answered");
+    assert_eq!(status, 200, "{strategy}: preStop: {body}\n{}", logs());
+    // The node left its peers before its release got SIGTERM.
+    for p in others {
+        loop {
+            let nodes = bed.pod(*p).beam().nodes().await.unwrap();
+            if !nodes.contains(&victim_name) {
+                break;
+            }
+            assert!(
+                started.elapsed() < FORM,
+                "{strategy}: still connected: {nodes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let erl = bed.pod(victim).beam().clone();
+    assert!(erl.is_running(), "the release runs until its SIGTERM");
+    erl.signal(15);
+    loop {
+        if !alive(agent_pid) && !erl.is_running() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(tgps as u64),
+            "{strategy}: the pod outlived terminationGracePeriodSeconds ({tgps}s): the kubelet would kill it\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "{strategy}/{wl}: kubelet-style termination (preStop /drain, SIGTERM) over in {:?} of {tgps}s",
+        started.elapsed()
+    );
     drop(running);
     drop(emulator);
     drop(dirs);

@@ -174,3 +174,62 @@ fn monitors_see_shutdown_on_sigterm_and_noconnection_on_kill() {
         drop(node);
     }
 }
+
+#[test]
+fn sigterm_drains_for_the_grace_then_leaves_and_stops() {
+    let epmd = OtpEpmd::start().unwrap();
+    let rust = long("cli_drain");
+    let mut node = rust_node(epmd.port(), &rust, "cc", &["--drain-grace", "3s"]);
+    let b = beam(epmd.port(), "cc", &[]);
+    assert_eq!(b.eval(&format!("net_adm:ping('{rust}')")).unwrap(), "pong");
+    assert_eq!(
+        b.eval("net_kernel:monitor_nodes(true, [nodedown_reason])")
+            .unwrap(),
+        "ok"
+    );
+    let pid = node.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // During the grace the node still answers; then it leaves (nodedown).
+    let verdict = b
+        .eval(&format!(
+            "P = net_adm:ping('{rust}'), \
+             D = receive {{nodedown, '{rust}', _}} -> nodedown after 30000 -> still_up end, \
+             {{P, D}}"
+        ))
+        .unwrap();
+    assert_eq!(verdict, "{pong,nodedown}");
+    assert!(
+        wait_until(Duration::from_secs(30), || matches!(
+            node.try_wait(),
+            Ok(Some(_))
+        )),
+        "the node did not exit after its drain"
+    );
+    assert!(node.wait().unwrap().success());
+}
+
+#[test]
+fn a_drain_grace_out_of_range_is_refused() {
+    let out = Command::new(ERLKUBE)
+        .args([
+            "node",
+            "--name",
+            &long("cli_badgrace"),
+            "--cookie",
+            "cc",
+            "--drain-grace",
+            "11m",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--drain-grace") && err.contains("10m"),
+        "{err}"
+    );
+}

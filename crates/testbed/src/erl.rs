@@ -80,6 +80,8 @@ pub struct ErlSpec {
     pub inetrc: Option<std::path::PathBuf>,
     /// IPv6 distribution (`-proto_dist inet6_tcp`).
     pub ipv6: bool,
+    /// `-connect_all true` (else `false`).
+    pub connect_all: bool,
 }
 
 /// A running node (killed with its process group on drop).
@@ -105,7 +107,8 @@ impl PodErl {
         let mut cmd = crate::net::in_netns(ns, "erl");
         cmd.env("ERL_EPMD_PORT", spec.epmd_port.to_string())
             .args(["-noshell", "-name", &spec.name, "-setcookie", &spec.cookie])
-            .args(["-start_epmd", "false", "-connect_all", "false"])
+            .args(["-start_epmd", "false", "-connect_all"])
+            .arg(if spec.connect_all { "true" } else { "false" })
             .args(["+S", "1:1", "+A", "1", "+sbwt", "none"])
             .args(["-kernel", "net_ticktime", &spec.net_ticktime.to_string()])
             .args([
@@ -257,6 +260,12 @@ impl PodErl {
     /// True while the process runs.
     pub fn is_running(&self) -> bool {
         self.guard.lock().unwrap().is_running()
+    }
+
+    /// Sends `signal` to the node's process (SIGTERM: a BEAM stops as by
+    /// `init:stop()`, as when the kubelet stops its container).
+    pub fn signal(&self, signal: i32) {
+        self.guard.lock().unwrap().signal(signal);
     }
 
     /// SIGKILL (a crash: no goodbyes).

@@ -126,6 +126,10 @@ pub struct BedConfig {
     /// the published pods, as cluster DNS does for a headless Service's
     /// named ports.
     pub srv_ports: Vec<String>,
+    /// Start the nodes with `-connect_all true` (OTP's default: `global`
+    /// syncs names and keeps the mesh); the bed's default is `false`, so
+    /// that only the formation under test connects nodes.
+    pub connect_all: bool,
 }
 
 impl Default for BedConfig {
@@ -141,6 +145,7 @@ impl Default for BedConfig {
             naming: Naming::Ipv4,
             pod_prefix: "pod".into(),
             srv_ports: Vec::new(),
+            connect_all: false,
         }
     }
 }
@@ -529,6 +534,7 @@ impl Bed {
             net_ticktime: c.net_ticktime,
             inetrc,
             ipv6,
+            connect_all: c.connect_all,
         })
     }
 

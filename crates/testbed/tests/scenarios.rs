@@ -273,3 +273,44 @@ async fn a_dns_outage_of_30s_keeps_the_cluster_and_discovery_recovers() {
     }
     assert!(members.contains(&new[0]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_engines_quorum_watch_follows_real_connections_and_leave_disconnects_them() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Naming::Ipv4);
+    let pods = bed.add_pods(3).unwrap();
+    // The third pod is cut off: the others discover it but cannot reach it.
+    bed.partition(pods[2]).unwrap();
+    let mut engines = Engines::default();
+    engines.start_all(&bed, &Strategy::DnsA, &fast_engine(), POLL);
+    wait_full_mesh(&bed, &pods[..2], FORM).await.unwrap();
+    let mut q = engines.get(pods[0]).quorum();
+    // Default rule `all`: 2 of 3 members connected, not met (the failed
+    // connect to the cut-off pod is on record before the state is read).
+    let mut events = engines.get(pods[0]).subscribe();
+    tokio::time::timeout(FORM, async {
+        loop {
+            if let Ok(Event::ConnectFailed { .. }) = events.recv().await {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a failed connect to the cut-off pod");
+    let s = *q.borrow_and_update();
+    assert_eq!((s.members, s.discovered, s.needed), (2, 3, Some(3)), "{s}");
+    assert!(!s.met());
+    bed.heal(pods[2]).unwrap();
+    tokio::time::timeout(FORM, q.wait_for(|s| s.met()))
+        .await
+        .expect("quorum met after the heal")
+        .unwrap();
+    wait_full_mesh(&bed, &pods, FORM).await.unwrap();
+    // Leave: every peer disconnected at once, and the node's own engine
+    // never dials again (the others do: it is still in DNS).
+    assert_eq!(engines.get(pods[0]).leave().await, 2);
+    let attempts = engines.get(pods[0]).metrics().connect_attempts;
+    // Four check intervals: the others dial it back; it dials nobody.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(engines.get(pods[0]).metrics().connect_attempts, attempts);
+}

@@ -91,7 +91,7 @@ pub fn settings(
             return Err(invalid(
                 &k("terminating"),
                 format!(
-                    "must be while_serving, drop or keep; got {:?}",
+                    "must be keep, while_serving or drop; got {:?}",
                     other.unwrap_or("")
                 ),
             ))

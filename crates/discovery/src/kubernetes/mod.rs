@@ -61,17 +61,33 @@ pub enum ResourceKind {
     Pods,
 }
 
-/// What happens to terminating endpoints (pods being deleted).
+/// What happens to terminating endpoints (pods being deleted). A
+/// terminating endpoint is never dialled; this says how long an existing
+/// connection to it is kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Terminating {
-    /// Kept while they still serve (readiness passing), dropped when they
-    /// stop serving (default: a graceful shutdown keeps its connections
-    /// until the pod says it is done).
+    /// Kept while they still serve (readiness passing); once they stop
+    /// serving they count as gone (disconnected after
+    /// `formation.removal_grace`).
     WhileServing,
-    /// Dropped as soon as deletion starts.
+    /// Gone as soon as deletion starts (disconnected after
+    /// `formation.removal_grace`).
     Drop,
-    /// Kept until the endpoint disappears.
+    /// Kept until the endpoint disappears (default: a draining pod leaves
+    /// by itself; its peers never cut it for terminating alone).
     Keep,
+}
+
+/// How an endpoint counts for formation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// A member to dial.
+    Dial,
+    /// Listed, not dialled, an existing connection kept
+    /// ([`crate::Answer::passive`]): terminating, or not ready.
+    Passive,
+    /// Not a member.
+    Absent,
 }
 
 /// How the API server is reached.
@@ -143,7 +159,7 @@ impl KubeSettings {
             watch: true,
             poll_interval: Duration::from_secs(5),
             include_not_ready: false,
-            terminating: Terminating::WhileServing,
+            terminating: Terminating::Keep,
             cluster_domain: "cluster.local".into(),
             api: ApiAccess::InCluster {
                 api_server: None,
@@ -241,16 +257,25 @@ pub struct Endpoint {
 }
 
 impl KubeSettings {
-    /// Whether the endpoint belongs in the set under the policy.
+    /// Whether the endpoint is dialled under the policy.
     pub fn admits(&self, e: &Endpoint) -> bool {
+        self.standing(e) == Standing::Dial
+    }
+
+    /// How the endpoint counts: terminating endpoints are never dialled
+    /// (kept or gone by `terminating`); not-ready ones are dialled with
+    /// `include_not_ready`, else kept without being dialled.
+    pub fn standing(&self, e: &Endpoint) -> Standing {
         if e.terminating {
             match self.terminating {
-                Terminating::Drop => false,
-                Terminating::WhileServing => e.serving,
-                Terminating::Keep => true,
+                Terminating::Drop => Standing::Absent,
+                Terminating::WhileServing if !e.serving => Standing::Absent,
+                Terminating::WhileServing | Terminating::Keep => Standing::Passive,
             }
+        } else if e.ready || self.include_not_ready {
+            Standing::Dial
         } else {
-            e.ready || self.include_not_ready
+            Standing::Passive
         }
     }
 
@@ -396,6 +421,8 @@ impl Debug for Kubernetes {
 #[derive(Clone, Debug, Default)]
 struct Contribution {
     nodes: BTreeSet<NodeName>,
+    /// Listed, not to be dialled ([`Standing::Passive`]).
+    passive: BTreeSet<NodeName>,
     /// Admitted endpoints that could not be named.
     unnamed: usize,
 }
@@ -462,11 +489,19 @@ impl Kubernetes {
 
     fn contribution(&self, eps: Vec<Endpoint>) -> Contribution {
         let mut c = Contribution::default();
-        for e in eps.iter().filter(|e| self.settings.admits(e)) {
+        for e in &eps {
+            let standing = self.settings.standing(e);
+            if standing == Standing::Absent {
+                continue;
+            }
             match self.settings.node_name(e, &self.namespace) {
-                Ok(n) => {
+                Ok(n) if standing == Standing::Dial => {
                     c.nodes.insert(n);
                 }
+                Ok(n) => {
+                    c.passive.insert(n);
+                }
+                Err(_) if standing == Standing::Passive => {}
                 Err(reason) => {
                     tracing::debug!(%reason, "endpoint without a usable name");
                     c.unnamed += 1;
@@ -630,10 +665,9 @@ impl Kubernetes {
                         }
                     }
                     let mut a = answer_of(&state);
-                    if last_sent
-                        .as_ref()
-                        .is_some_and(|l| l.nodes == a.nodes && l.complete == a.complete)
-                    {
+                    if last_sent.as_ref().is_some_and(|l| {
+                        l.nodes == a.nodes && l.passive == a.passive && l.complete == a.complete
+                    }) {
                         continue;
                     }
                     a.elapsed = Some(started.elapsed());
@@ -658,14 +692,18 @@ fn key_of<K: kube::Resource>(o: &K) -> String {
 
 fn answer_of(state: &BTreeMap<String, Contribution>) -> Answer {
     let mut nodes = BTreeSet::new();
+    let mut passive = BTreeSet::new();
     let mut unnamed = 0;
     for c in state.values() {
         nodes.extend(c.nodes.iter().cloned());
+        passive.extend(c.passive.iter().cloned());
         unnamed += c.unnamed;
     }
     // An admitted endpoint we could not name might be a member: the
     // answer then proves nothing about absences.
-    Answer::new(nodes, unnamed == 0)
+    let mut a = Answer::new(nodes, unnamed == 0);
+    a.passive = passive.difference(&a.nodes).cloned().collect();
+    a
 }
 
 async fn send_error(updates: &mpsc::Sender<Update>, reason: String) -> bool {
@@ -791,16 +829,25 @@ mod tests {
         let ready = ep("10.0.0.2", true, true, false);
         let term_serving = ep("10.0.0.3", false, true, true);
         let term_done = ep("10.0.0.4", false, false, true);
-        assert!(!s.admits(&starting));
-        assert!(s.admits(&ready));
-        assert!(s.admits(&term_serving));
-        assert!(!s.admits(&term_done));
-        s.terminating = Terminating::Drop;
+        use Standing::*;
+        // Default: terminating and not-ready endpoints are kept, never dialled.
+        assert_eq!(s.standing(&starting), Passive);
+        assert_eq!(s.standing(&ready), Dial);
+        assert_eq!(s.standing(&term_serving), Passive);
+        assert_eq!(s.standing(&term_done), Passive);
         assert!(!s.admits(&term_serving));
-        s.terminating = Terminating::Keep;
-        assert!(s.admits(&term_done));
+        s.terminating = Terminating::WhileServing;
+        assert_eq!(s.standing(&term_serving), Passive);
+        assert_eq!(s.standing(&term_done), Absent);
+        s.terminating = Terminating::Drop;
+        assert_eq!(s.standing(&term_serving), Absent);
         s.include_not_ready = true;
-        assert!(s.admits(&starting));
+        assert_eq!(s.standing(&starting), Dial);
+        assert_eq!(
+            s.standing(&term_serving),
+            Absent,
+            "terminating is never dialled"
+        );
     }
 
     #[test]

@@ -105,6 +105,12 @@ pub struct ManifestsArgs {
     /// pod cannot make every other pod unready.
     #[arg(long)]
     pub ready_min_peers: Option<String>,
+    /// How long a terminating pod's node stays connected and serving after
+    /// its drain starts (`agent.drain_grace`; `5s`, `500ms`, at most `10m`).
+    /// The release's preStop hook runs the drain; the pod's
+    /// terminationGracePeriodSeconds is this plus 30 s for the release to stop.
+    #[arg(long, default_value = "5s")]
+    pub drain_grace: String,
 }
 
 /// Validated settings the objects are made from.
@@ -136,7 +142,15 @@ pub struct Spec {
     pub cluster_domain: String,
     /// `agent.ready_min_peers`: `all` or a number.
     pub ready_min_peers: String,
+    /// `agent.drain_grace` as given.
+    pub drain_grace: String,
+    /// The same, in whole seconds rounded up.
+    pub drain_grace_secs: u64,
 }
+
+/// What the release gets after SIGTERM to stop (the Kubernetes default
+/// grace), on top of the drain.
+const STOP_SECONDS: u64 = 30;
 
 /// The suffix of the headless Service's name.
 const SERVICE_SUFFIX: &str = "-headless";
@@ -256,7 +270,17 @@ pub fn validate(a: &ManifestsArgs) -> Result<Spec, String> {
             ))
         }
     };
+    let grace = erlkube_discovery::config::parse_duration(&a.drain_grace)
+        .filter(|d| *d <= erlkube_agent::config::MAX_DRAIN_GRACE)
+        .ok_or_else(|| {
+            format!(
+                "--drain-grace: must be a duration from 0s to 10m such as \"5s\" (terminationGracePeriodSeconds is this plus {STOP_SECONDS}s); got {:?}",
+                a.drain_grace
+            )
+        })?;
     Ok(Spec {
+        drain_grace: a.drain_grace.trim().to_owned(),
+        drain_grace_secs: grace.as_secs() + u64::from(grace.subsec_nanos() > 0),
         app: app.clone(),
         image: a.image.clone(),
         agent_image: a.agent_image.clone(),
@@ -510,6 +534,7 @@ impl Spec {
     fn workload(&self, out: &mut String) {
         let app = &self.app;
         let port = self.http_port;
+        let period = (self.drain_grace_secs / 2).clamp(1, 10);
         match self.workload {
             Workload::Deployment => out.push_str(
                 "---\n# The release and, beside it, the erlkube agent that clusters it.\n\
@@ -549,6 +574,14 @@ impl Spec {
         }
         let _ = writeln!(
             out,
+            "      # The drain (preStop, below) takes agent.drain_grace ({}); the release then has\n\
+             \x20     # {STOP_SECONDS} s to stop after SIGTERM before the kubelet kills it.\n\
+             \x20     terminationGracePeriodSeconds: {}",
+            self.drain_grace,
+            self.drain_grace_secs + STOP_SECONDS
+        );
+        let _ = writeln!(
+            out,
             "      containers:\n\
              \x20       # The unmodified release. Mix releases read RELEASE_DISTRIBUTION, RELEASE_NODE and\n\
              \x20       # RELEASE_COOKIE; for rebar3 releases use them in vm.args.src\n\
@@ -564,6 +597,15 @@ impl Spec {
             Env::Value("RELEASE_NODE", self.release_node()),
         ]);
         env_block(out, self, &release);
+        let _ = writeln!(
+            out,
+            "          # A release stops on SIGTERM, which the kubelet sends to every container at\n\
+             \x20         # once after their preStop hooks: so the drain starts here. GET /drain on the\n\
+             \x20         # agent turns /readyz 503, keeps the node connected and serving for\n\
+             \x20         # agent.drain_grace, disconnects it from every peer (they see a nodedown at\n\
+             \x20         # once) and answers; then the kubelet sends SIGTERM.\n\
+             \x20         lifecycle:\n            preStop:\n              httpGet:\n                path: /drain\n                port: {port}"
+        );
         let _ = writeln!(
             out,
             "        # The agent: connects to the node above as a hidden node with the same cookie\n\
@@ -582,6 +624,7 @@ impl Spec {
                 "ERLKUBE_AGENT_READY_MIN_PEERS",
                 self.ready_min_peers.clone(),
             ),
+            Env::Value("ERLKUBE_AGENT_DRAIN_GRACE", self.drain_grace.clone()),
         ]);
         let service_fqdn = format!(
             "{}.{}.svc.{}",
@@ -657,7 +700,9 @@ impl Spec {
         let _ = writeln!(
             out,
             "          ports:\n            - name: metrics\n              containerPort: {port}\n\
-             \x20         readinessProbe:\n            httpGet:\n              path: /readyz\n              port: {port}\n\
+             \x20         # Probed often enough to turn unready within the drain grace; /healthz\n\
+             \x20         # stays 200 while draining.\n\
+             \x20         readinessProbe:\n            httpGet:\n              path: /readyz\n              port: {port}\n            periodSeconds: {period}\n            failureThreshold: 1\n\
              \x20         livenessProbe:\n            httpGet:\n              path: /healthz\n              port: {port}"
         );
     }
@@ -696,6 +741,7 @@ mod tests {
             http_port: 9568,
             cluster_domain: "cluster.local".into(),
             ready_min_peers: None,
+            drain_grace: "5s".into(),
         }
     }
 

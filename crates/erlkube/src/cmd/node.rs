@@ -44,8 +44,19 @@ pub struct NodeArgs {
     /// seconds (`60`) or a duration with its unit (`1m`).
     #[arg(long, default_value = "60", value_parser = super::parse_seconds_or_duration)]
     net_ticktime: Duration,
+    /// On SIGTERM/SIGINT, keep serving this long (`500ms`, `5s`, at most
+    /// `10m`), then leave the cluster (every peer disconnected, nothing
+    /// dialled) and stop.
+    #[arg(long, default_value = "0s", value_parser = parse_drain_grace)]
+    drain_grace: Duration,
     #[command(flatten)]
     discovery: super::node_discovery::DiscoveryArgs,
+}
+
+fn parse_drain_grace(text: &str) -> Result<Duration, String> {
+    erlkube_discovery::config::parse_duration(text)
+        .filter(|d| *d <= erlkube_agent::config::MAX_DRAIN_GRACE)
+        .ok_or_else(|| format!("must be a duration from 0s to 10m like \"5s\", got {text:?}"))
 }
 
 pub fn main(args: NodeArgs) -> ExitCode {
@@ -214,7 +225,7 @@ async fn run(args: NodeArgs, prepared: Prepared) -> anyhow::Result<()> {
     // announced (and peers looked for) once the services above answer: a
     // client that waits for this line must not find `demo` undefined
     println!("{} listening on port {}", node.name(), node.port());
-    let _formation = match &formation {
+    let formation = match &formation {
         Some(f) => Some(super::node_discovery::start(&node, f)?),
         None => None,
     };
@@ -223,10 +234,18 @@ async fn run(args: NodeArgs, prepared: Prepared) -> anyhow::Result<()> {
         _ = int.recv() => {}
         _ = term.recv() => {}
     }
-    tracing::info!("shutting down");
-    // Processes exit with `shutdown` (what BEAM monitors see when a BEAM
-    // node stops with init:stop()); wait, bounded, for the connections to
-    // write that and close before the runtime goes.
+    // Drain: still connected and serving for the grace (the EndpointSlice
+    // drops the pod, in-flight calls finish), then leave.
+    if !args.drain_grace.is_zero() {
+        tracing::info!(grace = ?args.drain_grace, "draining");
+        tokio::time::sleep(args.drain_grace).await;
+    }
+    // Leave: nothing is dialled any more; processes exit with `shutdown`
+    // (what BEAM monitors see when a BEAM node stops with init:stop()) and
+    // every connection closes once it has written that, so peers see a
+    // nodedown at once. Wait, bounded, for that before the runtime goes.
+    drop(formation);
+    tracing::info!("leaving the cluster; shutting down");
     let mut down = node.subscribe();
     node.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {

@@ -87,7 +87,9 @@ pub fn start(node: &Node, config: &FormationConfig) -> anyhow::Result<Running> {
     let strategy = config
         .spawn_strategy(tx)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let formation = Engine::new(RustNode(node.clone()), config.engine.clone()).spawn(rx);
+    let formation = Engine::new(RustNode(node.clone()), config.engine.clone())
+        .with_quorum(config.quorum)
+        .spawn(rx);
     Ok(Running {
         _engine: formation,
         strategy,

@@ -39,8 +39,18 @@ pub fn outcome(out: Output) -> (i32, String, String) {
 
 /// GET over a fresh connection: (status, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_within(addr, path, Duration::from_secs(5))
+}
+
+/// [`http_get`] waiting up to `read` for the answer (`/drain` answers when
+/// the drain is over).
+pub fn http_get_within(
+    addr: SocketAddr,
+    path: &str,
+    read: Duration,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_read_timeout(Some(read))?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
@@ -51,6 +61,14 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     Ok((status, body.to_owned()))
+}
+
+/// `GET /drain` on a blocking thread (answered when the drain is over,
+/// bounded by a minute).
+pub async fn http_drain_async(addr: SocketAddr) -> std::io::Result<(u16, String)> {
+    tokio::task::spawn_blocking(move || http_get_within(addr, "/drain", Duration::from_secs(60)))
+        .await
+        .expect("http thread")
 }
 
 /// [`http_get`] on a blocking thread, for async tests.
