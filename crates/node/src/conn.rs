@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use erlkube_etf::{Atom, EncodeOptions, Pid, Term};
+use erlkube_etf::{Atom, Term};
 use erlkube_proto::dist::control::{ControlMessage, DistMessage, LazyMessage, LazyPayload};
 use erlkube_proto::dist::frame::OutboundEncoder;
 use erlkube_proto::dist::handshake::{
@@ -1133,32 +1133,8 @@ impl OutQueue {
 
     /// Queues the frames of a message, waiting while the queue is full.
     pub(crate) async fn send_msg(&self, m: &DistMessage) -> Result<(), ()> {
-        let opts = EncodeOptions::utf8_atoms();
         self.push(|e, out| {
-            let payload = m
-                .payload
-                .as_ref()
-                .map(|p| move |o: &mut Vec<u8>| erlkube_etf::encode_body_into(p, &opts, o));
-            let empty = empty_atom();
-            match &m.control {
-                ControlMessage::Send { to } if to.node != *empty => e.encode_parts_cached(
-                    out,
-                    &[empty, &to.node],
-                    |o, refs| control_body_refs(&m.control, refs, o),
-                    payload,
-                ),
-                ControlMessage::RegSend { from, to_name }
-                    if from.node != *empty && from.node != *to_name && to_name != empty =>
-                {
-                    e.encode_parts_cached(
-                        out,
-                        &[&from.node, empty, to_name],
-                        |o, refs| control_body_refs(&m.control, refs, o),
-                        payload,
-                    )
-                }
-                c => e.encode_parts(out, |o| control_body(c, o), payload),
-            };
+            m.encode_frames(e, out);
         })
         .await
     }
@@ -1246,76 +1222,6 @@ impl OutQueue {
     }
 }
 
-/// The atom '' (the unused field of SEND and REG_SEND), allocated once.
-fn empty_atom() -> &'static Atom {
-    static EMPTY: std::sync::OnceLock<Atom> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| Atom::new(""))
-}
-
-/// SEND or REG_SEND's control body; with `refs`, its atoms are atom cache
-/// references in the order given to `encode_parts_cached` (SEND: '' then
-/// the pid's node; REG_SEND: the pid's node, '', the name).
-fn control_body_refs(c: &ControlMessage, refs: bool, out: &mut Vec<u8>) {
-    const SMALL_TUPLE: u8 = 104;
-    const SMALL_INTEGER: u8 = 97;
-    const NEW_PID: u8 = 88;
-    const R: u8 = erlkube_proto::dist::frame::ATOM_CACHE_REF;
-    if !refs {
-        return control_body(c, out);
-    }
-    let pid = |p: &Pid, ix: u8, out: &mut Vec<u8>| {
-        out.extend_from_slice(&[NEW_PID, R, ix]);
-        out.extend_from_slice(&p.id.to_be_bytes());
-        out.extend_from_slice(&p.serial.to_be_bytes());
-        out.extend_from_slice(&p.creation.to_be_bytes());
-    };
-    match c {
-        ControlMessage::Send { to } => {
-            out.extend_from_slice(&[SMALL_TUPLE, 3, SMALL_INTEGER, c.op(), R, 0]);
-            pid(to, 1, out);
-        }
-        ControlMessage::RegSend { from, .. } => {
-            out.extend_from_slice(&[SMALL_TUPLE, 4, SMALL_INTEGER, c.op()]);
-            pid(from, 0, out);
-            out.extend_from_slice(&[R, 1, R, 2]);
-        }
-        other => control_body(other, out),
-    }
-}
-
-/// Writes the control message's term body (no version byte). The
-/// message-carrying operations are written directly, without building
-/// the control tuple as a `Term`; the same bytes as encoding
-/// [`ControlMessage::to_term`].
-pub(crate) fn control_body(c: &ControlMessage, out: &mut Vec<u8>) {
-    const SMALL_TUPLE: u8 = 104;
-    const SMALL_INTEGER: u8 = 97;
-    const SMALL_ATOM_UTF8: u8 = 119;
-    let opts = EncodeOptions::utf8_atoms();
-    let pid = |p: &Pid, out: &mut Vec<u8>| {
-        erlkube_etf::encode_body_into(&Term::Pid(p.clone()), &opts, out)
-    };
-    match c {
-        ControlMessage::Send { to } => {
-            out.extend_from_slice(&[SMALL_TUPLE, 3, SMALL_INTEGER, c.op(), SMALL_ATOM_UTF8, 0]);
-            pid(to, out);
-        }
-        ControlMessage::RegSend { from, to_name } => {
-            out.extend_from_slice(&[SMALL_TUPLE, 4, SMALL_INTEGER, c.op()]);
-            pid(from, out);
-            out.extend_from_slice(&[SMALL_ATOM_UTF8, 0]);
-            let name = to_name.as_str().as_bytes();
-            if name.len() < 256 {
-                out.extend_from_slice(&[SMALL_ATOM_UTF8, name.len() as u8]);
-                out.extend_from_slice(name);
-            } else {
-                erlkube_etf::encode_body_into(&Term::Atom(to_name.clone()), &opts, out);
-            }
-        }
-        other => erlkube_etf::encode_body_into(&other.to_term(), &opts, out),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1357,43 +1263,6 @@ mod tests {
         match connect_any("n@h", &addrs, std::time::Duration::from_secs(5)).await {
             Err(ConnectError::Connect { addr, .. }) => assert_eq!(addr, addrs[1]),
             other => panic!("expected a refusal of the last address, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn control_body_matches_the_generic_encoding() {
-        let me = Pid {
-            node: Atom::new("a@host"),
-            id: 7,
-            serial: 0,
-            creation: 3,
-        };
-        let long = "x".repeat(255);
-        let cases = [
-            ControlMessage::Send { to: me.clone() },
-            ControlMessage::RegSend {
-                from: me.clone(),
-                to_name: Atom::new("sink"),
-            },
-            ControlMessage::RegSend {
-                from: me.clone(),
-                to_name: Atom::new(&long),
-            },
-            ControlMessage::RegSend {
-                from: me.clone(),
-                to_name: Atom::new("\u{e9}t\u{e9}"),
-            },
-            ControlMessage::Link {
-                from: me.clone(),
-                to: me,
-            },
-        ];
-        for c in cases {
-            let mut want = Vec::new();
-            erlkube_etf::encode_body_into(&c.to_term(), &EncodeOptions::utf8_atoms(), &mut want);
-            let mut got = Vec::new();
-            control_body(&c, &mut got);
-            assert_eq!(got, want, "{c:?}");
         }
     }
 }
