@@ -21,12 +21,24 @@
 //! ```
 
 pub mod config;
-mod conn;
 pub mod demo;
 pub mod epmd;
+
+// The connection layer, bottom up: handshake driver, outbound queue,
+// dispatch (services register with it), the connection loop, and the two
+// ways a connection starts (accept, dial).
+mod accept;
+mod connection;
+mod dial;
+mod dispatch;
+mod handshake;
+mod outq;
+
+// The runtime and the built-in services; they register with `dispatch`.
 mod gen;
 mod global;
 mod mailbox;
+mod net_kernel;
 mod rpc;
 mod server;
 mod signals;
@@ -195,7 +207,7 @@ pub(crate) struct Outbound {
 #[derive(Clone)]
 pub(crate) struct ConnHandle {
     pub id: u64,
-    pub tx: Arc<conn::OutQueue>,
+    pub tx: Arc<outq::OutQueue>,
     pub published: bool,
     pub peer_flags: erlkube_proto::dist::flags::DistFlags,
     pub kill: Arc<Notify>,
@@ -239,6 +251,8 @@ pub(crate) struct Inner {
     pub global: Mutex<global::GlobalState>,
     pub gen_calls: std::sync::RwLock<HashMap<u32, gen::InlineCall>>,
     pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::Registered>>,
+    /// What dispatch hands messages to besides mailboxes.
+    pub services: dispatch::Services,
     _registration: Mutex<Option<erlkube_epmd::Registration>>,
 }
 
@@ -256,6 +270,16 @@ impl Drop for ShutdownGuard {
     fn drop(&mut self) {
         let _ = self.0.send(true);
     }
+}
+
+/// The services every node answers itself.
+fn builtin_services() -> dispatch::Services {
+    let mut s = dispatch::Services::default();
+    net_kernel::register(&mut s);
+    server::register(&mut s);
+    global::register(&mut s);
+    gen::register(&mut s);
+    s
 }
 
 pub(crate) fn random_u32() -> u32 {
@@ -323,10 +347,11 @@ impl Node {
             fns: Default::default(),
             global: Default::default(),
             gen_calls: Default::default(),
+            services: builtin_services(),
             _registration: Mutex::new(registration),
         });
         tracing::info!(node = %name, port, creation, "node started");
-        tokio::spawn(conn::accept_loop(
+        tokio::spawn(accept::accept_loop(
             Arc::downgrade(&inner),
             listener,
             shutdown.subscribe(),
@@ -427,7 +452,7 @@ impl Node {
 
     /// Connects to `node` unless already connected.
     pub async fn connect(&self, node: &str) -> Result<(), ConnectError> {
-        conn::connect(&self.inner, node).await.map(|_| ())
+        dial::connect(&self.inner, node).await.map(|_| ())
     }
 
     /// Closes the connection to `node`, if any.
@@ -679,19 +704,6 @@ impl Inner {
         }
     }
 
-    pub(crate) fn is_alive_proc(&self, t: &Term) -> bool {
-        let procs = self.procs.lock().expect("procs");
-        match t {
-            Term::Atom(a) => procs.names.contains_key(a),
-            Term::Pid(p) => {
-                p.node == self.name
-                    && p.creation == self.creation
-                    && procs.by_id.contains_key(&p.id)
-            }
-            _ => false,
-        }
-    }
-
     /// Queues a message to `node` without waiting: on the current
     /// connection's queue if there is room, else from a task (which may
     /// connect first). For signals sent from synchronous code.
@@ -727,12 +739,25 @@ impl Inner {
         }
     }
 
+    /// Sends `msg` to `to` from synchronous code (SEND, without waiting).
+    pub(crate) fn send_to(self: &Arc<Self>, to: &Pid, msg: Term) {
+        if to.node == self.name {
+            self.deliver_local(to, msg);
+        } else {
+            self.send_signal_msg(
+                to.node.as_str(),
+                ControlMessage::Send { to: to.clone() },
+                Some(msg),
+            );
+        }
+    }
+
     pub(crate) async fn send_dist(
         self: &Arc<Self>,
         node: &str,
         m: &DistMessage,
     ) -> Result<(), SendError> {
-        let tx = conn::out_queue(self, node).await?;
+        let tx = dial::out_queue(self, node).await?;
         tx.send_msg(m)
             .await
             .map_err(|()| SendError::Closed(node.to_owned()))
