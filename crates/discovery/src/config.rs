@@ -407,6 +407,22 @@ pub enum StrategyConfig {
     Gossip(crate::gossip::GossipSettings),
 }
 
+impl StrategyConfig {
+    /// Which strategy this configures.
+    pub fn kind(&self) -> crate::strategy::StrategyKind {
+        use crate::strategy::StrategyKind as K;
+        match self {
+            StrategyConfig::Static(_) => K::Static,
+            StrategyConfig::Epmd { .. } => K::Epmd,
+            StrategyConfig::HostsFile { .. } => K::HostsFile,
+            StrategyConfig::DnsA(_) => K::DnsA,
+            StrategyConfig::DnsSrv(_) => K::DnsSrv,
+            StrategyConfig::Kubernetes(_) => K::Kubernetes,
+            StrategyConfig::Gossip(_) => K::Gossip,
+        }
+    }
+}
+
 /// Everything resolved: the entries (for `erlkube formation --check`) and
 /// the typed settings.
 #[derive(Clone, Debug)]

@@ -353,7 +353,7 @@ mod tests {
         settle().await;
         assert_eq!(actor.state.lock().unwrap().connected, set(&["a@h", "b@h"]));
         tx.send(Update::Error(DiscoveryError::Unavailable {
-            strategy: "test",
+            strategy: crate::strategy::StrategyKind::Static,
             reason: "timeout".into(),
         }))
         .await
@@ -376,7 +376,7 @@ mod tests {
             "{seen:?}"
         );
         assert!(seen.contains(&Event::DiscoveryError(
-            "test: source unavailable: timeout".into()
+            "static: source unavailable: timeout".into()
         )));
     }
 

@@ -118,7 +118,7 @@ pub enum DiscoveryError {
     #[error("{strategy}: source unavailable: {reason}")]
     Unavailable {
         /// Strategy name, e.g. `dns_a`.
-        strategy: &'static str,
+        strategy: crate::strategy::StrategyKind,
         /// Human-readable reason (no secrets).
         reason: String,
     },
@@ -126,7 +126,7 @@ pub enum DiscoveryError {
     #[error("{strategy}: bad answer: {reason}")]
     BadAnswer {
         /// Strategy name.
-        strategy: &'static str,
+        strategy: crate::strategy::StrategyKind,
         /// Human-readable reason (no secrets).
         reason: String,
     },

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::dispatch::{dispatch_all, Staged};
 use crate::handshake::now;
 use crate::outq::OutQueue;
-use crate::{ConnHandle, Inner, NodeEvent};
+use crate::{ConnHandle, DownReason, Inner, NodeEvent};
 
 pub(crate) fn start_connection(
     inner: Arc<Inner>,
@@ -130,14 +130,14 @@ fn read_available(
     stream: &TcpStream,
     buf: &mut Vec<u8>,
     conn: &mut Connection,
-) -> Result<bool, String> {
+) -> Result<bool, DownReason> {
     for _ in 0..8 {
         match read_once(stream, buf) {
             Ok(0) => return Ok(false),
             Ok(n) => {
                 if let Err(e) = conn.handle_input(&buf[..n], now()) {
                     tracing::warn!(error = %e, "closing connection: bad input");
-                    return Err(e.to_string());
+                    return Err(e.into());
                 }
                 if n == buf.len() && buf.len() < READ_MAX {
                     buf.resize(buf.len() * 2, 0);
@@ -148,7 +148,7 @@ fn read_available(
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(format!("read error: {e}")),
+            Err(e) => return Err(DownReason::read(&e)),
         }
     }
     Ok(true)
@@ -159,7 +159,7 @@ async fn connection_loop(
     stream: &TcpStream,
     conn: &mut Connection,
     handle: &ConnHandle,
-) -> String {
+) -> DownReason {
     let outq = &handle.tx;
     let mut buf = vec![0u8; READ_MIN];
     // The batch being written and its progress.
@@ -168,11 +168,11 @@ async fn connection_loop(
     let mut shutdown = inner.shutdown.subscribe();
     // Messages the core decoded before the loop (handshake leftovers).
     if let Some(e) = conn.error() {
-        return e.to_string();
+        return e.clone().into();
     }
     let mut staged = Staged::default();
     if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
-        return e;
+        return e.into();
     }
     let mut deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
     let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
@@ -192,7 +192,7 @@ async fn connection_loop(
                 Ok(n) => written += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return format!("write error: {e}"),
+                Err(e) => return DownReason::write(&e),
             }
             if written == batch.len() {
                 conn.note_write(now());
@@ -212,34 +212,34 @@ async fn connection_loop(
         tokio::select! {
             r = stream.readable() => {
                 if let Err(e) = r {
-                    return format!("read error: {e}");
+                    return DownReason::read(&e);
                 }
                 match read_available(stream, &mut buf, conn) {
                     Ok(true) => {}
-                    Ok(false) => return "connection closed by peer".into(),
+                    Ok(false) => return DownReason::ClosedByPeer,
                     Err(e) => return e,
                 }
                 outq.arm_direct();
                 if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
-                    return e;
+                    return e.into();
                 }
             },
             r = stream.writable(), if writing => {
                 if let Err(e) = r {
-                    return format!("write error: {e}");
+                    return DownReason::write(&e);
                 }
             },
             _ = outq.wake.notified(), if !writing => {},
             _ = &mut sleep, if deadline.is_some() => {
                 if let Err(e) = conn.handle_timeout(now()) {
                     tracing::warn!(error = %e, "closing connection");
-                    return e.to_string();
+                    return e.into();
                 }
                 // Re-arm at the next deadline (the same value would not).
                 deadline = None;
             }
-            _ = handle.kill.notified() => return "disconnected".into(),
-            _ = shutdown.changed() => return "node shutting down".into(),
+            _ = handle.kill.notified() => return DownReason::Disconnected,
+            _ = shutdown.changed() => return DownReason::Shutdown,
         }
     }
 }

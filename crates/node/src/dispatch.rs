@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use erlkube_etf::{Atom, Pid, Reference, Term};
-use erlkube_proto::dist::control::{ControlMessage, DistMessage, LazyMessage, LazyPayload, Mfa};
+use erlkube_proto::dist::control::{
+    ControlError, ControlMessage, DistMessage, LazyMessage, LazyPayload, Mfa,
+};
 use erlkube_proto::dist::Connection;
 use tokio::sync::Notify;
 
@@ -158,7 +160,7 @@ pub(crate) fn dispatch_all(
     conn: &mut Connection,
     staged: &mut Staged,
     source: &Arc<Notify>,
-) -> Result<(), String> {
+) -> Result<(), ControlError> {
     use ControlMessage as C;
     while let Some(raw) = conn.poll_message_ref() {
         let LazyMessage { control, payload } = match DistMessage::decode_lazy(&raw) {
@@ -166,7 +168,7 @@ pub(crate) fn dispatch_all(
             Err(e) => {
                 tracing::warn!(error = %e, "closing connection: bad control message");
                 staged.flush();
-                return Err(e.to_string());
+                return Err(e);
             }
         };
         if let Some(LazyPayload::Encoded { body, atoms }) = &payload {
@@ -195,7 +197,7 @@ pub(crate) fn dispatch_all(
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "closing connection: bad message payload");
-                return Err(e.to_string());
+                return Err(e);
             }
         };
         dispatch(inner, conn, DistMessage { control, payload });

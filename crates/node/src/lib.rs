@@ -43,6 +43,7 @@ mod rpc;
 mod server;
 mod signals;
 
+
 pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
 pub use rpc::{ExceptionClass, RpcError};
 
@@ -61,7 +62,7 @@ pub use config::{find_cookie, long_name, short_name, ConfigError, Listen, NodeCo
 pub use erlkube_proto::dist::Cookie;
 
 /// A peer came or went.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum NodeEvent {
     /// A connection is up.
     NodeUp {
@@ -75,8 +76,79 @@ pub enum NodeEvent {
         /// The peer.
         node: String,
         /// Why.
-        reason: String,
+        reason: DownReason,
     },
+}
+
+/// Why a connection ended: the reason of [`NodeEvent::NodeDown`], typed
+/// where it arises. `Display` is the text for logs; [`DownReason::label`]
+/// a fixed word for metrics labels.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// The peer closed the TCP connection.
+    #[error("connection closed by peer")]
+    ClosedByPeer,
+    /// Reading the socket failed.
+    #[error("read error: {message}")]
+    Read {
+        /// The error's kind.
+        kind: std::io::ErrorKind,
+        /// The error's text.
+        message: String,
+    },
+    /// Writing the socket failed.
+    #[error("write error: {message}")]
+    Write {
+        /// The error's kind.
+        kind: std::io::ErrorKind,
+        /// The error's text.
+        message: String,
+    },
+    /// The peer broke the framing, or sent nothing for a tick window.
+    #[error(transparent)]
+    Connection(#[from] erlkube_proto::dist::ConnectionError),
+    /// A control message or payload that does not decode.
+    #[error(transparent)]
+    BadMessage(#[from] erlkube_proto::dist::ControlError),
+    /// This node closed it ([`Node::disconnect`], or a newer connection
+    /// to the same peer replaced it).
+    #[error("disconnected")]
+    Disconnected,
+    /// This node is shutting down.
+    #[error("node shutting down")]
+    Shutdown,
+}
+
+impl DownReason {
+    fn read(e: &std::io::Error) -> Self {
+        DownReason::Read {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
+    fn write(e: &std::io::Error) -> Self {
+        DownReason::Write {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
+    /// A fixed word per kind of reason, for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DownReason::ClosedByPeer => "closed_by_peer",
+            DownReason::Read { .. } | DownReason::Write { .. } => "io_error",
+            DownReason::Connection(erlkube_proto::dist::ConnectionError::NotResponding(_)) => {
+                "not_responding"
+            }
+            DownReason::Connection(_) => "protocol_error",
+            DownReason::BadMessage(_) => "bad_message",
+            DownReason::Disconnected => "disconnected",
+            DownReason::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// Starting the node failed.
@@ -327,29 +399,8 @@ impl Node {
         } else {
             (None, random_u32().max(4))
         };
-        let (shutdown, _) = watch::channel(false);
-        let (events, _) = broadcast::channel(256);
-        static NEXT_UID: AtomicU64 = AtomicU64::new(1);
-        let inner = Arc::new(Inner {
-            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
-            name: Atom::new(&name),
-            config,
-            creation,
-            port,
-            procs: Mutex::new(Procs::default()),
-            conns: Mutex::new(Conns::default()),
-            events,
-            accept_done: tokio::sync::watch::channel(()).0,
-            next_pid: AtomicU32::new(1),
-            next_ref: AtomicU64::new(1),
-            next_conn: AtomicU64::new(1),
-            shutdown: shutdown.clone(),
-            fns: Default::default(),
-            global: Default::default(),
-            gen_calls: Default::default(),
-            services: builtin_services(),
-            _registration: Mutex::new(registration),
-        });
+        let inner = Inner::new(&name, config, creation, port, registration);
+        let shutdown = inner.shutdown.clone();
         tracing::info!(node = %name, port, creation, "node started");
         tokio::spawn(accept::accept_loop(
             Arc::downgrade(&inner),
@@ -632,6 +683,38 @@ impl Node {
 }
 
 impl Inner {
+    /// The state of a node named `name` (checked) that listens on `port`;
+    /// no task is started, no socket opened.
+    fn new(
+        name: &str,
+        config: NodeConfig,
+        creation: u32,
+        port: u16,
+        registration: Option<erlkube_epmd::Registration>,
+    ) -> Arc<Inner> {
+        static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+        Arc::new(Inner {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            name: Atom::new(name),
+            config,
+            creation,
+            port,
+            procs: Mutex::new(Procs::default()),
+            conns: Mutex::new(Conns::default()),
+            events: broadcast::channel(256).0,
+            accept_done: tokio::sync::watch::channel(()).0,
+            next_pid: AtomicU32::new(1),
+            next_ref: AtomicU64::new(1),
+            next_conn: AtomicU64::new(1),
+            shutdown: watch::channel(false).0,
+            fns: Default::default(),
+            global: Default::default(),
+            gen_calls: Default::default(),
+            services: builtin_services(),
+            _registration: Mutex::new(registration),
+        })
+    }
+
     pub(crate) fn pid(&self, id: u32) -> Pid {
         Pid {
             node: self.name.clone(),
