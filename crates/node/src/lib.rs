@@ -43,6 +43,9 @@ mod rpc;
 mod server;
 mod signals;
 
+#[cfg(test)]
+mod sans_io_tests;
+
 
 pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
 pub use rpc::{ExceptionClass, RpcError};
