@@ -119,6 +119,18 @@ async fn until(rx: &mut mpsc::Receiver<Update>, want: &BTreeSet<NodeName>) -> Se
 }
 
 /// Collects updates for `d`.
+/// The next error the strategy reports (answers on the way are skipped).
+async fn next_error(rx: &mut mpsc::Receiver<Update>) -> String {
+    let deadline = tokio::time::Instant::now() + LIVENESS;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(Update::Error(e))) => return e.to_string(),
+            Ok(Some(Update::Answer(_))) => {}
+            Ok(None) | Err(_) => panic!("no error reported within {LIVENESS:?}"),
+        }
+    }
+}
+
 async fn collect(rx: &mut mpsc::Receiver<Update>, d: Duration) -> Seen {
     let mut seen = Seen::default();
     let end = tokio::time::Instant::now() + d;
@@ -268,7 +280,10 @@ async fn api_faults_never_shrink_the_set_and_are_recovered_from() {
     // comes back, a change made meanwhile is found by the re-list.
     s.emu.fail_always(503);
     s.emu.drop_watches();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The strategy has noticed: its attempt to resume failed.
+    let failed = next_error(&mut rx).await;
+    assert!(failed.contains("503"), "{failed}");
+    let gone_before = s.emu.stats().gone;
     s.model
         .set_pod(&s.emu, "app-10", "10.1.2.100", None, EndpointState::READY);
     live.push("10.1.2.100".into());
@@ -276,6 +291,10 @@ async fn api_faults_never_shrink_the_set_and_are_recovered_from() {
     s.emu.clear_faults();
     let seen = until(&mut rx, &set(&live)).await;
     assert_never_below(&seen, &set(&live[..live.len() - 1]));
+    assert!(
+        s.emu.stats().gone > gone_before,
+        "the resumed watch was not answered 410: {seen:#?}"
+    );
 
     // Slow answers (longer than the client's timeout): errors, no shrink,
     // then recovery.

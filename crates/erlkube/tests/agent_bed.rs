@@ -705,8 +705,18 @@ async fn sigterm_with_disconnect_on_shutdown_leaves_the_cluster() {
     mesh(&bed, &pods, &agents).await;
     // The others must not reconnect to it: take it out of DNS first (as
     // Kubernetes does for a terminating pod), then SIGTERM its agent.
+    let discovered = "erlkube_agent_discovered_nodes";
+    let mut before = Vec::new();
+    for p in &pods[..2] {
+        before.push(metrics(&agents[p]).await[discovered]);
+    }
     bed.unpublish(pods[2]).unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (p, before) in pods[..2].iter().zip(before) {
+        wait_for("the others' discovery without the leaving pod", || async {
+            metrics(&agents[p]).await[discovered] < before
+        })
+        .await;
+    }
     let a = agents.get_mut(&pods[2]).unwrap();
     a.guard.signal(15);
     let mut exited = false;
