@@ -11,14 +11,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::engine::EngineConfig;
 use crate::plan::PlanConfig;
-use crate::strategy::{
-    poll, DnsA, DnsSettings, DnsSrv, EmptyAnswer, HostsFile, IpVersion, LocalEpmd, StaticList,
-};
-use crate::{NodeName, Update};
+use crate::strategy::{DnsSettings, EmptyAnswer, IpVersion};
+use crate::NodeName;
 
 /// One configuration key.
 #[derive(Debug)]
@@ -804,40 +800,6 @@ pub fn resolve_with(
 }
 
 impl FormationConfig {
-    /// Starts the strategy as a task on the current runtime, polling every
-    /// `interval` and sending to `updates`.
-    pub fn spawn_strategy(
-        &self,
-        updates: mpsc::Sender<Update>,
-    ) -> Result<tokio::task::JoinHandle<()>, ConfigError> {
-        let interval = self.interval;
-        Ok(match &self.strategy {
-            StrategyConfig::Static(nodes) => {
-                tokio::spawn(poll(StaticList::new(nodes.clone()), interval, updates))
-            }
-            StrategyConfig::Epmd { address, host } => tokio::spawn(poll(
-                LocalEpmd::new(*address, host.clone(), self.timeout),
-                interval,
-                updates,
-            )),
-            StrategyConfig::HostsFile { path, epmd_port } => tokio::spawn(poll(
-                HostsFile::new(path.clone(), *epmd_port, self.timeout),
-                interval,
-                updates,
-            )),
-            StrategyConfig::DnsA(s) => {
-                let d = DnsA::new(s.clone()).map_err(|e| invalid("discovery.dns.server", e))?;
-                tokio::spawn(poll(d, interval, updates))
-            }
-            StrategyConfig::DnsSrv(s) => {
-                let d = DnsSrv::new(s.clone()).map_err(|e| invalid("discovery.dns.server", e))?;
-                tokio::spawn(poll(d, interval, updates))
-            }
-            StrategyConfig::Kubernetes(s) => crate::kubernetes::config::spawn(s.clone(), updates)?,
-            StrategyConfig::Gossip(s) => crate::gossip::config::spawn(s.clone(), updates)?,
-        })
-    }
-
     /// The resolved plan as text: one line per key with value and source.
     pub fn describe(&self) -> String {
         let mut out = format!("strategy: {}\n", self.strategy_name);

@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! strategy::poll(Discover) --Update--> Engine(Plan) --connect/disconnect--> Actor
-//!                                          |                          (rust_node::RustNode,
-//!                                          +--> Event broadcast,        a BEAM via RPC, ...)
+//!                                          |                          (erlkube_agent's RustNode
+//!                                          +--> Event broadcast,        and BeamNode, ...)
 //!                                               Metrics snapshot
 //! ```
 //!
@@ -31,11 +31,11 @@ use std::time::Duration;
 pub mod actor;
 pub mod config;
 pub mod engine;
-pub mod gossip;
-pub mod kubernetes;
 pub mod plan;
-pub mod rust_node;
+mod start;
 pub mod strategy;
+
+pub use strategy::{gossip, kubernetes};
 
 pub use actor::{Actor, ConnectError};
 pub use engine::{Engine, EngineConfig, Formation, Metrics};

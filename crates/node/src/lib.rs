@@ -46,7 +46,6 @@ mod signals;
 #[cfg(test)]
 mod sans_io_tests;
 
-
 pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
 pub use rpc::{ExceptionClass, RpcError};
 

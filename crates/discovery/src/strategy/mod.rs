@@ -9,6 +9,8 @@
 //! | [`HostsFile`] | `ErlangHosts` | `.hosts.erlang`, then each host's epmd |
 //! | [`DnsA`] | `Kubernetes.DNS` / `DNSPoll` | A/AAAA of a headless Service |
 //! | [`DnsSrv`] | `Kubernetes.DNSSRV` | SRV of a headless Service |
+//! | [`kubernetes`] | `Kubernetes` (watching) | EndpointSlices of a Service, watched |
+//! | [`gossip`] | `Gossip` | authenticated UDP multicast heartbeats |
 
 use std::future::Future;
 use std::time::Duration;
@@ -19,7 +21,9 @@ use crate::{Answer, DiscoveryError, Update};
 
 mod dns;
 mod epmd;
+pub mod gossip;
 mod hosts_file;
+pub mod kubernetes;
 mod static_list;
 
 pub use dns::{DnsA, DnsSettings, DnsSrv, EmptyAnswer, IpVersion};

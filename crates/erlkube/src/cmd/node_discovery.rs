@@ -11,8 +11,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use anyhow::Context;
+use erlkube_agent::rust_node::RustNode;
 use erlkube_discovery::config::{resolve_with, Defaults};
-use erlkube_discovery::rust_node::RustNode;
 use erlkube_discovery::{Engine, Formation};
 use erlkube_node::Node;
 use tokio::sync::mpsc;
