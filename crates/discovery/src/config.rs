@@ -477,6 +477,31 @@ fn value_text(key: &str, v: &toml::Value) -> Result<String, ConfigError> {
     })
 }
 
+/// Fails on the first variable of `env` that starts with `prefix` but is
+/// not the variable of one of `keys` (an error naming them all): a typo
+/// in an `ERLKUBE_…` variable is an error, not silence. Shared by every
+/// configuration section (formation here, the agent's sections there).
+pub fn check_env_keys<'a>(
+    env: impl IntoIterator<Item = &'a String>,
+    prefix: &str,
+    keys: &[&str],
+) -> Result<(), ConfigError> {
+    for k in env {
+        if k.starts_with(prefix) && !keys.iter().any(|key| env_name(key) == *k) {
+            return Err(ConfigError::Unknown {
+                key: k.clone(),
+                origin: "environment".into(),
+                known: keys
+                    .iter()
+                    .map(|k| env_name(k))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn known_keys() -> String {
     KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
 }
@@ -545,19 +570,11 @@ pub fn resolve_with(
         .into_iter()
         .filter(|(k, _)| k.starts_with("ERLKUBE_DISCOVERY_") || k.starts_with("ERLKUBE_FORMATION_"))
         .collect();
-    for k in env.keys() {
-        if !KEYS.iter().any(|key| env_name(key.name) == *k) {
-            return Err(ConfigError::Unknown {
-                key: k.clone(),
-                origin: "environment".into(),
-                known: KEYS
-                    .iter()
-                    .map(|k| env_name(k.name))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-    }
+    check_env_keys(
+        env.keys(),
+        "",
+        &KEYS.iter().map(|k| k.name).collect::<Vec<_>>(),
+    )?;
     let mut entries = Vec::new();
     for key in KEYS {
         let var = env_name(key.name);
