@@ -685,7 +685,7 @@ impl Node {
 }
 
 impl Inner {
-    /// The state of a node named `name` (checked) that listens on `port`;
+    /// The state of a node named `name` (already checked) that listens on `port`;
     /// no task is started, no socket opened.
     fn new(
         name: &str,

@@ -107,6 +107,14 @@ impl Pair {
         out
     }
 
+    /// The public handle of our node (for the APIs that register things).
+    fn node(&self) -> crate::Node {
+        crate::Node {
+            inner: self.inner.clone(),
+            _guard: Arc::new(crate::ShutdownGuard(self.inner.shutdown.clone())),
+        }
+    }
+
     fn process(&self) -> Process {
         self.inner.spawn_process()
     }
@@ -417,10 +425,7 @@ fn nodedown_turns_links_into_noconnection() {
 #[tokio::test]
 async fn gen_server_calls_are_answered_inline() {
     let mut pair = pair();
-    let node = crate::Node {
-        inner: pair.inner.clone(),
-        _guard: Arc::new(crate::ShutdownGuard(pair.inner.shutdown.clone())),
-    };
+    let node = pair.node();
     let task = node
         .serve_gen_server(
             "echo",
@@ -461,10 +466,7 @@ async fn gen_server_calls_are_answered_inline() {
 #[test]
 fn erpc_calls_of_registered_functions_reply_with_spawn_reply_and_monitor_exit() {
     let mut pair = pair();
-    let node = crate::Node {
-        inner: pair.inner.clone(),
-        _guard: Arc::new(crate::ShutdownGuard(pair.inner.shutdown.clone())),
-    };
+    let node = pair.node();
     node.register_fn("math", "double", 1, |args| match args.as_slice() {
         [Term::Integer(n)] => Ok(Term::Integer(n * 2)),
         _ => Err(RpcError::error(Term::atom("badarg"))),

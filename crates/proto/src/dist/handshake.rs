@@ -521,10 +521,38 @@ pub trait Side {
 
 impl Side for Initiator {
     fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), HandshakeError> {
-        Initiator::handle_input(self, data, now)
+        self.c.check_usable()?;
+        if self.state == InitState::Done {
+            self.c.input.push(data);
+            return Ok(());
+        }
+        self.c.input.push(data);
+        while self.state != InitState::Done {
+            let Some(body) = self.c.input.next() else {
+                break;
+            };
+            if let Err(e) = self.handle_frame(&body, now) {
+                return Err(self.c.fail(e));
+            }
+        }
+        if self.state == InitState::Done && !self.c.done {
+            let est = Established {
+                peer_node: self.peer_node.clone(),
+                peer_flags: self.peer_flags,
+                flags: negotiate(self.c.config.flags, self.peer_flags),
+                peer_creation: self.peer_creation,
+                leftover: Vec::new(),
+            };
+            self.c.establish(est);
+        }
+        Ok(())
     }
     fn step(&self) -> Step {
-        Initiator::step(self)
+        match self.state {
+            InitState::Status => Step::Status,
+            InitState::Challenge => Step::Challenge,
+            InitState::Ack | InitState::Done => Step::ChallengeAck,
+        }
     }
     fn common(&self) -> &Common {
         &self.c
@@ -539,10 +567,18 @@ impl Side for Initiator {
 
 impl Side for Acceptor {
     fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), HandshakeError> {
-        Acceptor::handle_input(self, data, now)
+        self.c.check_usable()?;
+        self.c.input.push(data);
+        self.process(now)
     }
     fn step(&self) -> Step {
-        Acceptor::step(self)
+        match self.state {
+            AccState::Name => Step::Name,
+            AccState::StatusDecision => Step::StatusDecision,
+            AccState::AliveReply => Step::AliveReply,
+            AccState::Complement => Step::Complement,
+            AccState::Reply | AccState::Done => Step::ChallengeReply,
+        }
     }
     fn common(&self) -> &Common {
         &self.c
@@ -621,16 +657,8 @@ impl Initiator {
         challenge: u32,
         now: Instant,
     ) -> Self {
-        let mut i = Initiator {
-            c: Common::new(config, now),
-            state: InitState::Status,
-            peer_node: peer_node.into(),
-            my_challenge: challenge,
-            legacy_name: true,
-            answer_alive: true,
-            peer_flags: DistFlags::EMPTY,
-            peer_creation: 0,
-        };
+        let mut i = Initiator::new(config, peer_node, challenge, now);
+        i.legacy_name = true;
         i.c.transmits.clear();
         i.queue_name();
         i
@@ -660,45 +688,6 @@ impl Initiator {
             b.extend_from_slice(name);
         }
         self.c.send(&b);
-    }
-
-    /// The step the handshake is in (what it waits for).
-    pub fn step(&self) -> Step {
-        match self.state {
-            InitState::Status => Step::Status,
-            InitState::Challenge => Step::Challenge,
-            InitState::Ack | InitState::Done => Step::ChallengeAck,
-        }
-    }
-
-    /// Feeds bytes read from the socket. After an error, the connection must
-    /// be closed once `poll_transmit` is drained.
-    pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), HandshakeError> {
-        self.c.check_usable()?;
-        if self.state == InitState::Done {
-            self.c.input.push(data);
-            return Ok(());
-        }
-        self.c.input.push(data);
-        while self.state != InitState::Done {
-            let Some(body) = self.c.input.next() else {
-                break;
-            };
-            if let Err(e) = self.handle_frame(&body, now) {
-                return Err(self.c.fail(e));
-            }
-        }
-        if self.state == InitState::Done && !self.c.done {
-            let est = Established {
-                peer_node: self.peer_node.clone(),
-                peer_flags: self.peer_flags,
-                flags: negotiate(self.c.config.flags, self.peer_flags),
-                peer_creation: self.peer_creation,
-                leftover: Vec::new(),
-            };
-            self.c.establish(est);
-        }
-        Ok(())
     }
 
     fn handle_frame(&mut self, body: &[u8], now: Instant) -> Result<(), HandshakeError> {
@@ -815,24 +804,6 @@ impl Acceptor {
             my_challenge: challenge,
             peer: None,
         }
-    }
-
-    /// The step the handshake is in (what it waits for).
-    pub fn step(&self) -> Step {
-        match self.state {
-            AccState::Name => Step::Name,
-            AccState::StatusDecision => Step::StatusDecision,
-            AccState::AliveReply => Step::AliveReply,
-            AccState::Complement => Step::Complement,
-            AccState::Reply | AccState::Done => Step::ChallengeReply,
-        }
-    }
-
-    /// Feeds bytes read from the socket.
-    pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), HandshakeError> {
-        self.c.check_usable()?;
-        self.c.input.push(data);
-        self.process(now)
     }
 
     fn process(&mut self, now: Instant) -> Result<(), HandshakeError> {
