@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use erlkube_discovery::config::{
-    env_name, parse_duration, resolve_with, ConfigError, Defaults, Entry, FormationConfig, Source,
+    check_env_keys, env_name, parse_duration, resolve_with, ConfigError, Defaults, Entry,
+    FormationConfig, Source,
 };
 use erlkube_discovery::{NodeName, Quorum};
 use erlkube_node::{lookup_cookie, Cookie, CookieFile, CookieLookup};
@@ -268,23 +269,12 @@ pub fn resolve_agent(
 ) -> Result<AgentConfig, ConfigError> {
     let env: BTreeMap<String, String> = env.into_iter().collect();
     let split = split_file(file)?;
-    for k in env.keys() {
-        for (prefix, keys) in [
-            ("ERLKUBE_AGENT_", AGENT_KEYS),
-            ("ERLKUBE_NODENAME_", NODENAME_KEYS),
-        ] {
-            if k.starts_with(prefix) && !keys.iter().any(|key| env_name(key.name) == *k) {
-                return Err(ConfigError::Unknown {
-                    key: k.clone(),
-                    origin: "environment".into(),
-                    known: keys
-                        .iter()
-                        .map(|k| env_name(k.name))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                });
-            }
-        }
+    for (prefix, keys) in [
+        ("ERLKUBE_AGENT_", AGENT_KEYS),
+        ("ERLKUBE_NODENAME_", NODENAME_KEYS),
+    ] {
+        let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
+        check_env_keys(env.keys(), prefix, &names)?;
     }
     let mut entries = Vec::new();
     for key in AGENT_KEYS {

@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod nodename;
 pub mod rpc;
 pub mod runtime;
+pub mod rust_node;
 pub mod status;
 pub mod throttle;
 

@@ -276,10 +276,7 @@ async fn forward(
     let mut throttle = Throttle::new(Duration::from_secs(5), Duration::from_secs(300));
     // Only polling strategies answer every round; watching ones (kubernetes,
     // gossip) may rightly stay silent, so they get no stall watchdog.
-    let polling = matches!(
-        formation.strategy_name.as_str(),
-        "static" | "epmd" | "hosts_file" | "dns_a" | "dns_srv"
-    );
+    let polling = formation.strategy.kind().answers_every_round();
     let stall = if polling {
         (formation.interval + formation.timeout) * 3
     } else {

@@ -11,15 +11,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::engine::EngineConfig;
 use crate::plan::PlanConfig;
 use crate::quorum::Quorum;
-use crate::strategy::{
-    poll, DnsA, DnsSettings, DnsSrv, EmptyAnswer, HostsFile, IpVersion, LocalEpmd, StaticList,
-};
-use crate::{NodeName, Update};
+use crate::strategy::{DnsSettings, EmptyAnswer, IpVersion};
+use crate::NodeName;
 
 /// One configuration key.
 #[derive(Debug)]
@@ -414,6 +410,22 @@ pub enum StrategyConfig {
     Gossip(crate::gossip::GossipSettings),
 }
 
+impl StrategyConfig {
+    /// Which strategy this configures.
+    pub fn kind(&self) -> crate::strategy::StrategyKind {
+        use crate::strategy::StrategyKind as K;
+        match self {
+            StrategyConfig::Static(_) => K::Static,
+            StrategyConfig::Epmd { .. } => K::Epmd,
+            StrategyConfig::HostsFile { .. } => K::HostsFile,
+            StrategyConfig::DnsA(_) => K::DnsA,
+            StrategyConfig::DnsSrv(_) => K::DnsSrv,
+            StrategyConfig::Kubernetes(_) => K::Kubernetes,
+            StrategyConfig::Gossip(_) => K::Gossip,
+        }
+    }
+}
+
 /// Everything resolved: the entries (for `erlkube formation --check`) and
 /// the typed settings.
 #[derive(Clone, Debug)]
@@ -472,6 +484,31 @@ fn value_text(key: &str, v: &toml::Value) -> Result<String, ConfigError> {
         }
         other => return Err(invalid(key, format!("unsupported value {other}"))),
     })
+}
+
+/// Fails on the first variable of `env` that starts with `prefix` but is
+/// not the variable of one of `keys` (an error naming them all): a typo
+/// in an `ERLKUBE_…` variable is an error, not silence. Shared by every
+/// configuration section (formation here, the agent's sections there).
+pub fn check_env_keys<'a>(
+    env: impl IntoIterator<Item = &'a String>,
+    prefix: &str,
+    keys: &[&str],
+) -> Result<(), ConfigError> {
+    for k in env {
+        if k.starts_with(prefix) && !keys.iter().any(|key| env_name(key) == *k) {
+            return Err(ConfigError::Unknown {
+                key: k.clone(),
+                origin: "environment".into(),
+                known: keys
+                    .iter()
+                    .map(|k| env_name(k))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn known_keys() -> String {
@@ -542,19 +579,11 @@ pub fn resolve_with(
         .into_iter()
         .filter(|(k, _)| k.starts_with("ERLKUBE_DISCOVERY_") || k.starts_with("ERLKUBE_FORMATION_"))
         .collect();
-    for k in env.keys() {
-        if !KEYS.iter().any(|key| env_name(key.name) == *k) {
-            return Err(ConfigError::Unknown {
-                key: k.clone(),
-                origin: "environment".into(),
-                known: KEYS
-                    .iter()
-                    .map(|k| env_name(k.name))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-    }
+    check_env_keys(
+        env.keys(),
+        "",
+        &KEYS.iter().map(|k| k.name).collect::<Vec<_>>(),
+    )?;
     let mut entries = Vec::new();
     for key in KEYS {
         let var = env_name(key.name);
@@ -800,40 +829,6 @@ pub fn resolve_with(
 }
 
 impl FormationConfig {
-    /// Starts the strategy as a task on the current runtime, polling every
-    /// `interval` and sending to `updates`.
-    pub fn spawn_strategy(
-        &self,
-        updates: mpsc::Sender<Update>,
-    ) -> Result<tokio::task::JoinHandle<()>, ConfigError> {
-        let interval = self.interval;
-        Ok(match &self.strategy {
-            StrategyConfig::Static(nodes) => {
-                tokio::spawn(poll(StaticList::new(nodes.clone()), interval, updates))
-            }
-            StrategyConfig::Epmd { address, host } => tokio::spawn(poll(
-                LocalEpmd::new(*address, host.clone(), self.timeout),
-                interval,
-                updates,
-            )),
-            StrategyConfig::HostsFile { path, epmd_port } => tokio::spawn(poll(
-                HostsFile::new(path.clone(), *epmd_port, self.timeout),
-                interval,
-                updates,
-            )),
-            StrategyConfig::DnsA(s) => {
-                let d = DnsA::new(s.clone()).map_err(|e| invalid("discovery.dns.server", e))?;
-                tokio::spawn(poll(d, interval, updates))
-            }
-            StrategyConfig::DnsSrv(s) => {
-                let d = DnsSrv::new(s.clone()).map_err(|e| invalid("discovery.dns.server", e))?;
-                tokio::spawn(poll(d, interval, updates))
-            }
-            StrategyConfig::Kubernetes(s) => crate::kubernetes::config::spawn(s.clone(), updates)?,
-            StrategyConfig::Gossip(s) => crate::gossip::config::spawn(s.clone(), updates)?,
-        })
-    }
-
     /// The resolved plan as text: one line per key with value and source.
     pub fn describe(&self) -> String {
         let mut out = format!("strategy: {}\n", self.strategy_name);

@@ -148,17 +148,19 @@ impl Drop for Formation {
 impl<A: Actor> Engine<A> {
     /// An engine acting through `actor`.
     ///
-    /// Formation for a Rust node, with settings from the `ERLKUBE_*`
-    /// environment (docs/configuration.md):
+    /// Formation with settings from the `ERLKUBE_*` environment
+    /// (docs/configuration.md), acting through any [`Actor`] (the agent
+    /// crate's `RustNode` for a local Rust node, its `BeamNode` for a BEAM
+    /// node driven over RPC):
     ///
     /// ```no_run
-    /// use erlkube_discovery::{config::resolve, rust_node::RustNode, Engine};
+    /// use erlkube_discovery::{config::resolve, Actor, Engine};
     ///
-    /// # async fn demo(node: erlkube_node::Node) -> Result<(), Box<dyn std::error::Error>> {
+    /// # async fn demo(actor: impl Actor) -> Result<(), Box<dyn std::error::Error>> {
     /// let formation = resolve(None, std::env::vars(), "127.0.0.1")?;
     /// let (updates, rx) = tokio::sync::mpsc::channel(16);
     /// let _strategy = formation.spawn_strategy(updates)?;
-    /// let _running = Engine::new(RustNode(node), formation.engine.clone()).spawn(rx);
+    /// let _running = Engine::new(actor, formation.engine.clone()).spawn(rx);
     /// # Ok(())
     /// # }
     /// ```
@@ -460,7 +462,7 @@ mod tests {
         settle().await;
         assert_eq!(actor.state.lock().unwrap().connected, set(&["a@h", "b@h"]));
         tx.send(Update::Error(DiscoveryError::Unavailable {
-            strategy: "test",
+            strategy: crate::strategy::StrategyKind::Static,
             reason: "timeout".into(),
         }))
         .await
@@ -483,7 +485,7 @@ mod tests {
             "{seen:?}"
         );
         assert!(seen.contains(&Event::DiscoveryError(
-            "test: source unavailable: timeout".into()
+            "static: source unavailable: timeout".into()
         )));
     }
 

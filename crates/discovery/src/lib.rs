@@ -6,8 +6,8 @@
 //!
 //! ```text
 //! strategy::poll(Discover) --Update--> Engine(Plan) --connect/disconnect--> Actor
-//!                                          |                          (rust_node::RustNode,
-//!                                          +--> Event broadcast,        a BEAM via RPC, ...)
+//!                                          |                          (erlkube_agent's RustNode
+//!                                          +--> Event broadcast,        and BeamNode, ...)
 //!                                               Metrics snapshot
 //! ```
 //!
@@ -32,12 +32,12 @@ pub mod actor;
 pub mod config;
 pub mod engine;
 pub mod form;
-pub mod gossip;
-pub mod kubernetes;
 pub mod plan;
 pub mod quorum;
-pub mod rust_node;
+mod start;
 pub mod strategy;
+
+pub use strategy::{gossip, kubernetes};
 
 pub use actor::{Actor, ConnectError};
 pub use engine::{Engine, EngineConfig, Formation, Metrics};
@@ -130,7 +130,7 @@ pub enum DiscoveryError {
     #[error("{strategy}: source unavailable: {reason}")]
     Unavailable {
         /// Strategy name, e.g. `dns_a`.
-        strategy: &'static str,
+        strategy: crate::strategy::StrategyKind,
         /// Human-readable reason (no secrets).
         reason: String,
     },
@@ -138,7 +138,7 @@ pub enum DiscoveryError {
     #[error("{strategy}: bad answer: {reason}")]
     BadAnswer {
         /// Strategy name.
-        strategy: &'static str,
+        strategy: crate::strategy::StrategyKind,
         /// Human-readable reason (no secrets).
         reason: String,
     },

@@ -55,6 +55,21 @@ struct Member {
 
 /// Waits (liveness bound `FORM`) until every member's engine wants
 /// exactly `n` nodes.
+/// Checks `cond` every 50 ms until it holds (true) or `timeout` passes
+/// (false): waits for what the test expects instead of sleeping.
+async fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn wait_desired(members: &[Member], n: usize) {
     let start = tokio::time::Instant::now();
     for (i, m) in members.iter().enumerate() {
@@ -205,14 +220,15 @@ async fn five_pods_form_one_cluster_by_gossip_and_strangers_are_ignored() {
             s.send_to(&buf, group).unwrap();
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // 8 garbage datagrams on top of the strangers' ongoing heartbeats.
+    let all_dropped = until(FORM, || {
+        good.iter()
+            .enumerate()
+            .all(|(k, m)| m.counters.dropped() >= before[k] + 8)
+    })
+    .await;
     for (k, m) in good.iter().enumerate() {
-        // 8 garbage datagrams on top of the strangers' ongoing heartbeats.
-        assert!(
-            m.counters.dropped() >= before[k] + 8,
-            "member {k}: {:?}",
-            m.counters
-        );
+        assert!(all_dropped, "member {k}: {:?}", m.counters);
     }
     wait_full_mesh(&bed, members, FORM).await.unwrap();
 
@@ -245,13 +261,15 @@ async fn five_pods_form_one_cluster_by_gossip_and_strangers_are_ignored() {
             s.send_to(&packet, probe.group).unwrap();
         }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let replayed_after: u64 = good
-        .iter()
-        .map(|m| m.counters.replayed.load(Ordering::Relaxed))
-        .sum();
+    let replayed = || -> u64 {
+        good.iter()
+            .map(|m| m.counters.replayed.load(Ordering::Relaxed))
+            .sum()
+    };
     // 3 copies reach the 4 members that are not the sender (or all 5 when
     // the sender also hears its own).
+    until(FORM, || replayed() >= replayed_before + 12).await;
+    let replayed_after = replayed();
     assert!(
         replayed_after >= replayed_before + 12,
         "replays not refused: {replayed_before} -> {replayed_after}"

@@ -274,9 +274,19 @@ async fn api_faults_never_shrink_the_set_and_are_recovered_from() {
 
     // 410 when resuming: the watch is dropped, history compacted before it
     // comes back, a change made meanwhile is found by the re-list.
+    let injected = s.emu.stats().injected;
     s.emu.fail_always(503);
     s.emu.drop_watches();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The strategy has noticed: an attempt to come back was refused.
+    let deadline = tokio::time::Instant::now() + LIVENESS;
+    while s.emu.stats().injected == injected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no request after the watch was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let gone_before = s.emu.stats().gone;
     s.model
         .set_pod(&s.emu, "app-10", "10.1.2.100", None, EndpointState::READY);
     live.push("10.1.2.100".into());
@@ -284,6 +294,10 @@ async fn api_faults_never_shrink_the_set_and_are_recovered_from() {
     s.emu.clear_faults();
     let seen = until(&mut rx, &set(&live)).await;
     assert_never_below(&seen, &set(&live[..live.len() - 1]));
+    assert!(
+        s.emu.stats().gone > gone_before,
+        "the resumed watch was not answered 410: {seen:#?}"
+    );
 
     // Slow answers (longer than the client's timeout): errors, no shrink,
     // then recovery.

@@ -156,7 +156,7 @@ mod iovec;
 #[cfg(feature = "serde")]
 mod serde_impl;
 mod stream;
-mod tags;
+pub mod tags;
 mod term;
 pub mod text;
 mod view;

@@ -1,4 +1,5 @@
-//! Tag bytes of the external term format.
+//! Tag bytes of the external term format (`*_EXT` in OTP's
+//! `erl_ext_dist`), for code that reads or writes terms by hand.
 #![allow(missing_docs)]
 
 pub const VERSION: u8 = 131;

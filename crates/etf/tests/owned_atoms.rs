@@ -7,10 +7,7 @@
 
 use erlkube_etf::{decode, decode_ref, Term};
 
-const SMALL_ATOM_UTF8_EXT: u8 = 119;
-const ATOM_UTF8_EXT: u8 = 118;
-const SMALL_ATOM_EXT: u8 = 115;
-const ATOM_EXT: u8 = 100;
+use erlkube_etf::tags::{ATOM_EXT, ATOM_UTF8_EXT, SMALL_ATOM_EXT, SMALL_ATOM_UTF8_EXT};
 
 /// `{Atom, Atom}` in one encoding, version byte first.
 fn pair(tag: u8, text: &[u8]) -> Vec<u8> {

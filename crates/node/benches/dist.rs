@@ -225,7 +225,7 @@ async fn raw_connections(
     k: usize,
     tag: &str,
 ) -> Vec<tokio::net::TcpStream> {
-    use erlkube_proto::dist::handshake::{HandshakeConfig, Initiator};
+    use erlkube_proto::dist::handshake::{HandshakeConfig, Initiator, Side};
     use erlkube_proto::dist::HandshakeEvent;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut out = Vec::with_capacity(k);

@@ -331,8 +331,13 @@ pub(crate) fn reply_from(inner: &std::sync::Arc<crate::Inner>, from: &GenFrom, r
             },
             Some(msg),
         ),
-        None => crate::server::send_to(inner, &from.pid, msg),
+        None => inner.send_to(&from.pid, msg),
     }
+}
+
+/// Answers `$gen_call`s to Rust gen_servers inline.
+pub(crate) fn register(services: &mut crate::dispatch::Services) {
+    services.register_inline(inline_call);
 }
 
 /// A handler for `$gen_call`s to a Rust gen_server, run inline.
@@ -341,11 +346,7 @@ pub(crate) type InlineCall = std::sync::Arc<dyn Fn(Term) -> Term + Send + Sync>;
 /// Answers a `$gen_call` to local process `id` inline when it is a Rust
 /// gen_server; returns the reply to send (control message and payload),
 /// or gives the message back.
-pub(crate) fn inline_call(
-    inner: &crate::Inner,
-    id: u32,
-    msg: Term,
-) -> Result<(ControlMessage, Term), Term> {
+fn inline_call(inner: &crate::Inner, id: u32, msg: Term) -> Result<(ControlMessage, Term), Term> {
     let handler = inner.gen_calls.read().expect("gen_calls").get(&id).cloned();
     let Some(handler) = handler else {
         return Err(msg);

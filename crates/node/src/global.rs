@@ -62,8 +62,15 @@ impl Inner {
     }
 }
 
+/// Serves the registered name `global_name_server`.
+pub(crate) fn register(services: &mut crate::dispatch::Services) {
+    services.register_name("global_name_server", |inner, peer, _from, msg| {
+        handle(inner, peer.node(), msg)
+    });
+}
+
 /// A message to `global_name_server` on this node.
-pub(crate) fn handle(inner: &Arc<Inner>, peer: &str, msg: Term) {
+fn handle(inner: &Arc<Inner>, peer: &str, msg: Term) {
     let Some(t) = msg.as_tuple() else { return };
     match t {
         [label, req] if atom_is(label, "$gen_cast") => cast(inner, peer, req),

@@ -21,15 +21,30 @@
 //! ```
 
 pub mod config;
-mod conn;
 pub mod demo;
 pub mod epmd;
+
+// The connection layer, bottom up: handshake driver, outbound queue,
+// dispatch (services register with it), the connection loop, and the two
+// ways a connection starts (accept, dial).
+mod accept;
+mod connection;
+mod dial;
+mod dispatch;
+mod handshake;
+mod outq;
+
+// The runtime and the built-in services; they register with `dispatch`.
 mod gen;
 mod global;
 mod mailbox;
+mod net_kernel;
 mod rpc;
 mod server;
 mod signals;
+
+#[cfg(test)]
+mod sans_io_tests;
 
 pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
 pub use rpc::{ExceptionClass, RpcError};
@@ -52,7 +67,7 @@ pub use config::{
 pub use erlkube_proto::dist::Cookie;
 
 /// A peer came or went.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum NodeEvent {
     /// A connection is up.
     NodeUp {
@@ -66,8 +81,79 @@ pub enum NodeEvent {
         /// The peer.
         node: String,
         /// Why.
-        reason: String,
+        reason: DownReason,
     },
+}
+
+/// Why a connection ended: the reason of [`NodeEvent::NodeDown`], typed
+/// where it arises. `Display` is the text for logs; [`DownReason::label`]
+/// a fixed word for metrics labels.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// The peer closed the TCP connection.
+    #[error("connection closed by peer")]
+    ClosedByPeer,
+    /// Reading the socket failed.
+    #[error("read error: {message}")]
+    Read {
+        /// The error's kind.
+        kind: std::io::ErrorKind,
+        /// The error's text.
+        message: String,
+    },
+    /// Writing the socket failed.
+    #[error("write error: {message}")]
+    Write {
+        /// The error's kind.
+        kind: std::io::ErrorKind,
+        /// The error's text.
+        message: String,
+    },
+    /// The peer broke the framing, or sent nothing for a tick window.
+    #[error(transparent)]
+    Connection(#[from] erlkube_proto::dist::ConnectionError),
+    /// A control message or payload that does not decode.
+    #[error(transparent)]
+    BadMessage(#[from] erlkube_proto::dist::ControlError),
+    /// This node closed it ([`Node::disconnect`], or a newer connection
+    /// to the same peer replaced it).
+    #[error("disconnected")]
+    Disconnected,
+    /// This node is shutting down.
+    #[error("node shutting down")]
+    Shutdown,
+}
+
+impl DownReason {
+    fn read(e: &std::io::Error) -> Self {
+        DownReason::Read {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
+    fn write(e: &std::io::Error) -> Self {
+        DownReason::Write {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+
+    /// A fixed word per kind of reason, for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DownReason::ClosedByPeer => "closed_by_peer",
+            DownReason::Read { .. } | DownReason::Write { .. } => "io_error",
+            DownReason::Connection(erlkube_proto::dist::ConnectionError::NotResponding(_)) => {
+                "not_responding"
+            }
+            DownReason::Connection(_) => "protocol_error",
+            DownReason::BadMessage(_) => "bad_message",
+            DownReason::Disconnected => "disconnected",
+            DownReason::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// Starting the node failed.
@@ -201,7 +287,7 @@ pub(crate) struct Outbound {
 #[derive(Clone)]
 pub(crate) struct ConnHandle {
     pub id: u64,
-    pub tx: Arc<conn::OutQueue>,
+    pub tx: Arc<outq::OutQueue>,
     pub published: bool,
     pub peer_flags: erlkube_proto::dist::flags::DistFlags,
     pub kill: Arc<Notify>,
@@ -245,6 +331,8 @@ pub(crate) struct Inner {
     pub global: Mutex<global::GlobalState>,
     pub gen_calls: std::sync::RwLock<HashMap<u32, gen::InlineCall>>,
     pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::Registered>>,
+    /// What dispatch hands messages to besides mailboxes.
+    pub services: dispatch::Services,
     _registration: Mutex<Option<erlkube_epmd::Registration>>,
 }
 
@@ -292,6 +380,16 @@ impl Drop for ShutdownGuard {
     fn drop(&mut self) {
         let _ = self.0.send(true);
     }
+}
+
+/// The services every node answers itself.
+fn builtin_services() -> dispatch::Services {
+    let mut s = dispatch::Services::default();
+    net_kernel::register(&mut s);
+    server::register(&mut s);
+    global::register(&mut s);
+    gen::register(&mut s);
+    s
 }
 
 pub(crate) fn random_u32() -> u32 {
@@ -342,30 +440,10 @@ impl Node {
         } else {
             (None, random_u32().max(4))
         };
-        let (shutdown, _) = watch::channel(false);
-        let (events, _) = broadcast::channel(256);
-        static NEXT_UID: AtomicU64 = AtomicU64::new(1);
-        let inner = Arc::new(Inner {
-            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
-            name: Atom::new(&name),
-            config,
-            creation,
-            port,
-            procs: Mutex::new(Procs::default()),
-            conns: Mutex::new(Conns::default()),
-            events,
-            accept_done: tokio::sync::watch::channel(()).0,
-            next_pid: AtomicU32::new(1),
-            next_ref: AtomicU64::new(1),
-            next_conn: AtomicU64::new(1),
-            shutdown: shutdown.clone(),
-            fns: Default::default(),
-            global: Default::default(),
-            gen_calls: Default::default(),
-            _registration: Mutex::new(registration),
-        });
+        let inner = Inner::new(&name, config, creation, port, registration);
+        let shutdown = inner.shutdown.clone();
         tracing::info!(node = %name, port, creation, "node started");
-        tokio::spawn(conn::accept_loop(
+        tokio::spawn(accept::accept_loop(
             Arc::downgrade(&inner),
             listener,
             shutdown.subscribe(),
@@ -466,7 +544,7 @@ impl Node {
 
     /// Connects to `node` unless already connected.
     pub async fn connect(&self, node: &str) -> Result<(), ConnectError> {
-        conn::connect(&self.inner, node).await.map(|_| ())
+        dial::connect(&self.inner, node).await.map(|_| ())
     }
 
     /// Closes the connection to `node`, if any.
@@ -664,6 +742,38 @@ impl Node {
 }
 
 impl Inner {
+    /// The state of a node named `name` (already checked) that listens on `port`;
+    /// no task is started, no socket opened.
+    fn new(
+        name: &str,
+        config: NodeConfig,
+        creation: u32,
+        port: u16,
+        registration: Option<erlkube_epmd::Registration>,
+    ) -> Arc<Inner> {
+        static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+        Arc::new(Inner {
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
+            name: Atom::new(name),
+            config,
+            creation,
+            port,
+            procs: Mutex::new(Procs::default()),
+            conns: Mutex::new(Conns::default()),
+            events: broadcast::channel(256).0,
+            accept_done: tokio::sync::watch::channel(()).0,
+            next_pid: AtomicU32::new(1),
+            next_ref: AtomicU64::new(1),
+            next_conn: AtomicU64::new(1),
+            shutdown: watch::channel(false).0,
+            fns: Default::default(),
+            global: Default::default(),
+            gen_calls: Default::default(),
+            services: builtin_services(),
+            _registration: Mutex::new(registration),
+        })
+    }
+
     pub(crate) fn pid(&self, id: u32) -> Pid {
         Pid {
             node: self.name.clone(),
@@ -736,19 +846,6 @@ impl Inner {
         }
     }
 
-    pub(crate) fn is_alive_proc(&self, t: &Term) -> bool {
-        let procs = self.procs.lock().expect("procs");
-        match t {
-            Term::Atom(a) => procs.names.contains_key(a),
-            Term::Pid(p) => {
-                p.node == self.name
-                    && p.creation == self.creation
-                    && procs.by_id.contains_key(&p.id)
-            }
-            _ => false,
-        }
-    }
-
     /// Queues a message to `node` without waiting: on the current
     /// connection's queue if there is room, else from a task (which may
     /// connect first). For signals sent from synchronous code.
@@ -784,12 +881,25 @@ impl Inner {
         }
     }
 
+    /// Sends `msg` to `to` from synchronous code (SEND, without waiting).
+    pub(crate) fn send_to(self: &Arc<Self>, to: &Pid, msg: Term) {
+        if to.node == self.name {
+            self.deliver_local(to, msg);
+        } else {
+            self.send_signal_msg(
+                to.node.as_str(),
+                ControlMessage::Send { to: to.clone() },
+                Some(msg),
+            );
+        }
+    }
+
     pub(crate) async fn send_dist(
         self: &Arc<Self>,
         node: &str,
         m: &DistMessage,
     ) -> Result<(), SendError> {
-        let tx = conn::out_queue(self, node).await?;
+        let tx = dial::out_queue(self, node).await?;
         tx.send_msg(m)
             .await
             .map_err(|()| SendError::Closed(node.to_owned()))

@@ -219,7 +219,7 @@ impl Node {
         let mut events = self.subscribe();
         let handle = match tokio::time::timeout_at(
             deadline,
-            crate::conn::connect(&self.inner, node),
+            crate::dial::connect(&self.inner, node),
         )
         .await
         {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use erlkube_etf::{Atom, Pid, Reference, Term};
 use erlkube_proto::dist::control::{ControlMessage, Mfa};
 
+use crate::dispatch::Services;
 use crate::rpc::{ExceptionClass, RpcError};
 use crate::signals::LinkState;
 use crate::Inner;
@@ -60,7 +61,7 @@ fn crash_reason(e: &RpcError) -> Term {
 /// when an `erpc` call of a synchronous (or missing) function was run
 /// inline, the process's exit (link EXIT, MONITOR_P_EXIT). Otherwise the
 /// process runs in a task and exits later.
-pub(crate) fn spawn_request(
+fn spawn_request(
     inner: &Arc<Inner>,
     req_id: Reference,
     from: Pid,
@@ -209,8 +210,14 @@ fn inline_erpc(inner: &Inner, mfa: &Mfa, args: &[Term]) -> Option<Term> {
     })
 }
 
+/// Serves the registered name `rex` and erpc's spawn requests.
+pub(crate) fn register(services: &mut Services) {
+    services.register_name("rex", |inner, _peer, _from, msg| rex(inner, msg));
+    services.register_spawn(spawn_request);
+}
+
 /// Messages to the registered name `rex`.
-pub(crate) fn rex(inner: &Arc<Inner>, msg: Term) {
+fn rex(inner: &Arc<Inner>, msg: Term) {
     let Some(t) = msg.as_tuple() else { return };
     match t {
         // {From, features_request}
@@ -220,14 +227,14 @@ pub(crate) fn rex(inner: &Arc<Inner>, msg: Term) {
                 Term::Atom(inner.name.clone()),
                 Term::list(vec![Term::atom("erpc")]),
             ]);
-            send_to(inner, from, reply);
+            inner.send_to(from, reply);
         }
         // {From, {call, M, F, A, GL}}: erl_call, JInterface, ei_rpc.
         [Term::Pid(from), call] => {
             if let Some((m, f, a)) = call_of(call) {
                 let from = from.clone();
                 run_rex(inner, m, f, a, move |inner, result| {
-                    send_to(inner, &from, Term::tuple(vec![Term::atom("rex"), result]))
+                    inner.send_to(&from, Term::tuple(vec![Term::atom("rex"), result]))
                 });
             }
         }
@@ -291,16 +298,4 @@ fn run_rex(
             reply(&inner, result);
         }
     });
-}
-
-pub(crate) fn send_to(inner: &Arc<Inner>, to: &Pid, msg: Term) {
-    if to.node == inner.name {
-        inner.deliver_local(to, msg);
-    } else {
-        inner.send_signal_msg(
-            to.node.as_str(),
-            ControlMessage::Send { to: to.clone() },
-            Some(msg),
-        );
-    }
 }

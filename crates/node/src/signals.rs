@@ -46,11 +46,6 @@ fn atom_is(t: &Term, s: &str) -> bool {
     t.as_atom().map(Atom::as_str) == Some(s)
 }
 
-/// Names served by the node itself (no process of their own).
-pub(crate) fn is_builtin_name(name: &str) -> bool {
-    matches!(name, "net_kernel" | "rex" | "global_name_server")
-}
-
 fn dest_of(sig: &ControlMessage) -> Option<&Pid> {
     use ControlMessage as C;
     match sig {
@@ -204,7 +199,7 @@ impl Inner {
                         .monitored_by
                         .push((from, reference, to)),
                     None => {
-                        let builtin = to.as_atom().is_some_and(|a| is_builtin_name(a.as_str()));
+                        let builtin = to.as_atom().is_some_and(|a| self.services.serves(a));
                         if !builtin {
                             out.push(Action::Signal(C::MonitorPExit {
                                 from: to,

@@ -41,6 +41,16 @@ fn beam(test: &str, epmd: &OtpEpmd, runtime: Runtime) -> Arc<ErlNode> {
 
 /// Evaluates on the BEAM node from a blocking thread, so the in-process
 /// Rust node keeps serving meanwhile.
+/// An expression that waits on the BEAM node, at most 10 s, until
+/// `cond` is true, and gives `true` (or `false` if it never was): waits
+/// for an event there instead of sleeping here.
+fn until_true(cond: &str) -> String {
+    format!(
+        "W = fun W(0) -> false; W(K) -> case {cond} of true -> true; \
+         false -> receive after 20 -> W(K - 1) end end end, W(500)"
+    )
+}
+
 fn eval(n: &Arc<ErlNode>, expr: &str) -> impl std::future::Future<Output = String> + 'static {
     let n = n.clone();
     let expr = expr.to_owned();
@@ -128,7 +138,12 @@ async fn rust_rpc_client_calls_beam() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The call is running on the BEAM (a process sleeps in it) before
+    // the node goes.
+    assert_eq!(
+        eval(&b, &until_true("[P || P <- processes(), erlang:process_info(P, current_function) =:= {current_function, {timer, sleep, 1}}] =/= []")).await,
+        "true"
+    );
     let _ = eval(&b, "spawn(fun() -> timer:sleep(50), erlang:halt() end), ok").await;
     let r = call.await.unwrap();
     assert!(matches!(r, Err(RpcError::NoConnection(_))), "{r:?}");
@@ -726,7 +741,15 @@ async fn rust_gen_call_timeout_and_nodedown() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The call has reached `mute` before the node goes.
+    assert_eq!(
+        eval(
+            &b,
+            &until_true("element(2, erlang:process_info(whereis(mute), message_queue_len)) > 0")
+        )
+        .await,
+        "true"
+    );
     let _ = eval(&b, "spawn(fun() -> timer:sleep(50), erlang:halt() end), ok").await;
     let r = call.await.unwrap();
     assert_eq!(

@@ -137,7 +137,7 @@ async fn malformed_frame_closes_only_that_connection() {
 /// without bound.
 #[tokio::test]
 async fn slow_peer_applies_backpressure() {
-    use erlkube_proto::dist::handshake::{Acceptor, HandshakeConfig, Status};
+    use erlkube_proto::dist::handshake::{Acceptor, HandshakeConfig, Side, Status};
     use erlkube_proto::dist::HandshakeEvent;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -361,7 +361,7 @@ async fn raw_handshake(
     node: &Node,
     cfg: erlkube_proto::dist::handshake::HandshakeConfig,
 ) -> (tokio::net::TcpStream, erlkube_proto::dist::Established) {
-    use erlkube_proto::dist::handshake::Initiator;
+    use erlkube_proto::dist::handshake::{Initiator, Side};
     use erlkube_proto::dist::HandshakeEvent;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node.port()))

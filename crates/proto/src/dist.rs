@@ -27,5 +27,5 @@ pub use flags::DistFlags;
 pub use frame::{FrameError, InboundMessage, InboundRef, Limits};
 pub use handshake::{
     Acceptor, Cookie, Established, HandshakeConfig, HandshakeError, HandshakeEvent, Initiator,
-    PeerName, Status, Step,
+    PeerName, Side, Status, Step,
 };

@@ -6,7 +6,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use erlkube_discovery::rust_node::RustNode;
+use erlkube_agent::rust_node::RustNode;
 use erlkube_discovery::strategy::{poll, DnsA, StaticList};
 use erlkube_discovery::{Engine, EngineConfig, Event};
 use erlkube_node::{Cookie, Node, NodeConfig};

@@ -15,8 +15,8 @@
 //!
 //! It prints `nodeup NAME` for each node it joins.
 
+use erlkube_agent::rust_node::RustNode;
 use erlkube_discovery::config::{resolve_with, Defaults};
-use erlkube_discovery::rust_node::RustNode;
 use erlkube_discovery::Engine;
 use erlkube_node::{Node, NodeConfig, NodeEvent};
 

@@ -14,7 +14,7 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 
-use super::Discover;
+use super::{Discover, StrategyKind};
 use crate::{Answer, DiscoveryError, NodeName};
 
 /// What an answer with no records at all (NXDOMAIN or NODATA) means.
@@ -93,7 +93,7 @@ fn resolver(s: &DnsSettings) -> Result<TokioResolver, String> {
 /// dnsmasq forks a child per TCP connection that answers from a snapshot —
 /// and a system resolver picks up `resolv.conf` changes this way.
 fn round_resolver(
-    strategy: &'static str,
+    strategy: StrategyKind,
     s: &DnsSettings,
 ) -> Result<TokioResolver, DiscoveryError> {
     resolver(s).map_err(|reason| DiscoveryError::Unavailable { strategy, reason })
@@ -114,7 +114,7 @@ async fn lookup(r: &TokioResolver, name: &str, t: RecordType) -> Result<Got, Net
 }
 
 fn finish(
-    strategy: &'static str,
+    strategy: StrategyKind,
     s: &DnsSettings,
     nodes: BTreeSet<NodeName>,
     records: usize,
@@ -133,7 +133,7 @@ fn finish(
 }
 
 fn unavailable(
-    strategy: &'static str,
+    strategy: StrategyKind,
     s: &DnsSettings,
     e: impl std::fmt::Display,
 ) -> DiscoveryError {
@@ -159,8 +159,8 @@ impl DnsA {
 }
 
 impl Discover for DnsA {
-    fn name(&self) -> &'static str {
-        "dns_a"
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::DnsA
     }
 
     async fn discover(&mut self) -> Result<Answer, DiscoveryError> {
@@ -172,7 +172,7 @@ impl Discover for DnsA {
         if s.ip_version != IpVersion::V4 {
             types.push(RecordType::AAAA);
         }
-        let resolver = round_resolver("dns_a", s)?;
+        let resolver = round_resolver(StrategyKind::DnsA, s)?;
         let results = futures_join(types.iter().map(|t| lookup(&resolver, &s.query, *t))).await;
         let mut ips: BTreeSet<IpAddr> = BTreeSet::new();
         let mut complete = true;
@@ -195,7 +195,7 @@ impl Discover for DnsA {
         }
         if !errors.is_empty() {
             if ips.is_empty() {
-                return Err(unavailable("dns_a", s, &errors[0]));
+                return Err(unavailable(StrategyKind::DnsA, s, &errors[0]));
             }
             // One family answered, the other failed: use what we have,
             // but it proves nothing about absent nodes.
@@ -205,7 +205,7 @@ impl Discover for DnsA {
             .iter()
             .map(|ip| NodeName::new(format!("{}@{ip}", s.basename)))
             .collect();
-        finish("dns_a", s, nodes, ips.len(), complete)
+        finish(StrategyKind::DnsA, s, nodes, ips.len(), complete)
     }
 }
 
@@ -224,16 +224,16 @@ impl DnsSrv {
 }
 
 impl Discover for DnsSrv {
-    fn name(&self) -> &'static str {
-        "dns_srv"
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::DnsSrv
     }
 
     async fn discover(&mut self) -> Result<Answer, DiscoveryError> {
         let s = &self.settings;
-        let resolver = round_resolver("dns_srv", s)?;
+        let resolver = round_resolver(StrategyKind::DnsSrv, s)?;
         let got = lookup(&resolver, &s.query, RecordType::SRV)
             .await
-            .map_err(|e| unavailable("dns_srv", s, e))?;
+            .map_err(|e| unavailable(StrategyKind::DnsSrv, s, e))?;
         let mut hosts = BTreeSet::new();
         let mut complete = true;
         if let Got::Records(l) = got {
@@ -252,7 +252,7 @@ impl Discover for DnsSrv {
             .iter()
             .map(|h| NodeName::new(format!("{}@{h}", s.basename)))
             .collect();
-        finish("dns_srv", s, nodes, hosts.len(), complete)
+        finish(StrategyKind::DnsSrv, s, nodes, hosts.len(), complete)
     }
 }
 

@@ -2,7 +2,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::Discover;
+use super::{Discover, StrategyKind};
 use crate::{Answer, DiscoveryError, NodeName};
 
 /// Asks the epmd at `addr` for its registered names (NAMES, through
@@ -37,15 +37,15 @@ impl LocalEpmd {
 }
 
 impl Discover for LocalEpmd {
-    fn name(&self) -> &'static str {
-        "epmd"
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::Epmd
     }
 
     async fn discover(&mut self) -> Result<Answer, DiscoveryError> {
         let names = epmd_names(self.addr, self.timeout)
             .await
             .map_err(|reason| DiscoveryError::Unavailable {
-                strategy: "epmd",
+                strategy: StrategyKind::Epmd,
                 reason: format!("epmd at {}: {reason}", self.addr),
             })?;
         let nodes: BTreeSet<NodeName> = names

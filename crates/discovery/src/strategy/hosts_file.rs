@@ -3,7 +3,7 @@ use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{epmd_names, Discover};
+use super::{epmd_names, Discover, StrategyKind};
 use crate::{Answer, DiscoveryError, NodeName};
 
 /// Parses a `.hosts.erlang` file: Erlang terms, each a host atom followed
@@ -67,19 +67,19 @@ impl HostsFile {
 }
 
 impl Discover for HostsFile {
-    fn name(&self) -> &'static str {
-        "hosts_file"
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::HostsFile
     }
 
     async fn discover(&mut self) -> Result<Answer, DiscoveryError> {
         let text = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
             DiscoveryError::Unavailable {
-                strategy: "hosts_file",
+                strategy: StrategyKind::HostsFile,
                 reason: format!("{}: {e}", self.path.display()),
             }
         })?;
         let hosts = parse_hosts_erlang(&text).map_err(|reason| DiscoveryError::BadAnswer {
-            strategy: "hosts_file",
+            strategy: StrategyKind::HostsFile,
             reason: format!("{}: {reason}", self.path.display()),
         })?;
         let mut nodes = BTreeSet::new();
@@ -114,7 +114,7 @@ impl Discover for HostsFile {
         }
         if !hosts.is_empty() && failed.len() == hosts.len() {
             return Err(DiscoveryError::Unavailable {
-                strategy: "hosts_file",
+                strategy: StrategyKind::HostsFile,
                 reason: failed.join("; "),
             });
         }

@@ -1,6 +1,6 @@
 use std::collections::BTreeSet;
 
-use super::Discover;
+use super::{Discover, StrategyKind};
 use crate::{Answer, DiscoveryError, NodeName};
 
 /// A fixed list of nodes (libcluster's `Epmd` strategy). Always a complete
@@ -20,8 +20,8 @@ impl StaticList {
 }
 
 impl Discover for StaticList {
-    fn name(&self) -> &'static str {
-        "static"
+    fn kind(&self) -> StrategyKind {
+        StrategyKind::Static
     }
 
     async fn discover(&mut self) -> Result<Answer, DiscoveryError> {

@@ -10,8 +10,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use erlkube_agent::rust_node::RustNode;
 use erlkube_discovery::config::{resolve_with, Defaults, FormationConfig};
-use erlkube_discovery::rust_node::RustNode;
 use erlkube_discovery::{Engine, Formation};
 use erlkube_node::Node;
 use tokio::sync::mpsc;

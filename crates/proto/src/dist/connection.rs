@@ -327,7 +327,7 @@ impl Connection {
 mod tests {
     use super::*;
     use crate::dist::handshake::{
-        Acceptor, Cookie, HandshakeConfig, HandshakeEvent, Initiator, Status,
+        Acceptor, Cookie, HandshakeConfig, HandshakeEvent, Initiator, Side, Status,
     };
 
     /// Runs a real handshake in memory and returns both sides' outcomes.

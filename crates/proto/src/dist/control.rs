@@ -3,9 +3,12 @@
 //! followed by a second term, the payload (the message sent, an exit
 //! reason, spawn arguments).
 
+use erlkube_etf::tags::{NEW_PID_EXT, SMALL_ATOM_UTF8_EXT, SMALL_INTEGER_EXT, SMALL_TUPLE_EXT};
 use erlkube_etf::{Atom, DecodeError, EncodeOptions, Pid, Reference, Term};
 
-use super::frame::{InboundMessage, InboundRef};
+use super::frame::{InboundMessage, InboundRef, ATOM_CACHE_REF};
+
+mod encode;
 
 /// Operation numbers (`DOP_*` in OTP's `dist.h`).
 pub mod op {
@@ -190,14 +193,12 @@ pub enum ControlError {
     #[error("unknown control message operation {0}")]
     UnknownOperation(i64),
     /// A tuple with the wrong number of elements for its operation.
-    #[error("control message {op} has {got} elements, expected {expected}")]
+    #[error("control message {op} has {got} elements, which is not that operation's size")]
     WrongArity {
         /// The operation.
         op: u8,
         /// Elements received (including the operation).
         got: usize,
-        /// Elements expected.
-        expected: usize,
     },
     /// A field of the wrong type.
     #[error("control message {op}: field {field} has the wrong type")]
@@ -234,6 +235,10 @@ fn atom(op: u8, field: &'static str, t: &Term) -> Result<Atom, ControlError> {
     t.as_atom()
         .cloned()
         .ok_or(ControlError::BadField { op, field })
+}
+
+fn integer(op: u8, field: &'static str, t: &Term) -> Result<i64, ControlError> {
+    t.as_integer().ok_or(ControlError::BadField { op, field })
 }
 
 fn proc(op: u8, field: &'static str, t: &Term) -> Result<Term, ControlError> {
@@ -467,209 +472,178 @@ impl ControlMessage {
         Term::tuple(items)
     }
 
-    /// Reads a control tuple.
+    /// Reads a control tuple. Each operation's fields are a slice
+    /// pattern, so a tuple of the wrong size falls through to an error
+    /// and no field is read by index.
     pub fn from_term(term: &Term) -> Result<ControlMessage, ControlError> {
         use ControlMessage as C;
         let not_ctl =
             || ControlError::NotAControlTuple(format!("{term:?}").chars().take(200).collect());
         let items = term.as_tuple().ok_or_else(not_ctl)?;
-        let first = items
-            .first()
-            .and_then(Term::as_integer)
-            .ok_or_else(not_ctl)?;
+        let Some((Term::Integer(first), fields)) = items.split_first() else {
+            return Err(not_ctl());
+        };
+        let first = *first;
         let o = u8::try_from(first).map_err(|_| ControlError::UnknownOperation(first))?;
-        let expected = arity(o).ok_or(ControlError::UnknownOperation(first))?;
-        if items.len() != expected {
-            return Err(ControlError::WrongArity {
-                op: o,
-                got: items.len(),
-                expected,
-            });
-        }
-        let t = items;
-        let msg = match o {
-            op::LINK => C::Link {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
+        let msg = match (o, fields) {
+            (op::LINK, [from, to]) => C::Link {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
             },
-            op::SEND => C::Send {
-                to: pid(o, "to", &t[2])?,
+            (op::SEND, [_unused, to]) => C::Send {
+                to: pid(o, "to", to)?,
             },
-            op::EXIT => C::Exit {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                reason: t[3].clone(),
+            (op::EXIT, [from, to, reason]) => C::Exit {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
+                reason: reason.clone(),
             },
-            op::UNLINK => C::Unlink {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
+            (op::UNLINK, [from, to]) => C::Unlink {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
             },
-            op::NODE_LINK => C::NodeLink,
-            op::REG_SEND => C::RegSend {
-                from: pid(o, "from", &t[1])?,
-                to_name: atom(o, "to_name", &t[3])?,
+            (op::NODE_LINK, []) => C::NodeLink,
+            (op::REG_SEND, [from, _unused, to_name]) => C::RegSend {
+                from: pid(o, "from", from)?,
+                to_name: atom(o, "to_name", to_name)?,
             },
-            op::GROUP_LEADER => C::GroupLeader {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
+            (op::GROUP_LEADER, [from, to]) => C::GroupLeader {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
             },
-            op::EXIT2 => C::Exit2 {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                reason: t[3].clone(),
+            (op::EXIT2, [from, to, reason]) => C::Exit2 {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
+                reason: reason.clone(),
             },
-            op::SEND_TT => C::SendTt {
-                to: pid(o, "to", &t[2])?,
-                token: t[3].clone(),
+            (op::SEND_TT, [_unused, to, token]) => C::SendTt {
+                to: pid(o, "to", to)?,
+                token: token.clone(),
             },
-            op::EXIT_TT => C::ExitTt {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                token: t[3].clone(),
-                reason: t[4].clone(),
+            (op::EXIT_TT, [from, to, token, reason]) => C::ExitTt {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
+                token: token.clone(),
+                reason: reason.clone(),
             },
-            op::REG_SEND_TT => C::RegSendTt {
-                from: pid(o, "from", &t[1])?,
-                to_name: atom(o, "to_name", &t[3])?,
-                token: t[4].clone(),
+            (op::REG_SEND_TT, [from, _unused, to_name, token]) => C::RegSendTt {
+                from: pid(o, "from", from)?,
+                to_name: atom(o, "to_name", to_name)?,
+                token: token.clone(),
             },
-            op::EXIT2_TT => C::Exit2Tt {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                token: t[3].clone(),
-                reason: t[4].clone(),
+            (op::EXIT2_TT, [from, to, token, reason]) => C::Exit2Tt {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
+                token: token.clone(),
+                reason: reason.clone(),
             },
-            op::MONITOR_P => C::MonitorP {
-                from: pid(o, "from", &t[1])?,
-                to: proc(o, "to", &t[2])?,
-                reference: reference(o, "ref", &t[3])?,
+            (op::MONITOR_P, [from, to, r]) => C::MonitorP {
+                from: pid(o, "from", from)?,
+                to: proc(o, "to", to)?,
+                reference: reference(o, "ref", r)?,
             },
-            op::DEMONITOR_P => C::DemonitorP {
-                from: pid(o, "from", &t[1])?,
-                to: proc(o, "to", &t[2])?,
-                reference: reference(o, "ref", &t[3])?,
+            (op::DEMONITOR_P, [from, to, r]) => C::DemonitorP {
+                from: pid(o, "from", from)?,
+                to: proc(o, "to", to)?,
+                reference: reference(o, "ref", r)?,
             },
-            op::MONITOR_P_EXIT => C::MonitorPExit {
-                from: proc(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                reference: reference(o, "ref", &t[3])?,
-                reason: t[4].clone(),
+            (op::MONITOR_P_EXIT, [from, to, r, reason]) => C::MonitorPExit {
+                from: proc(o, "from", from)?,
+                to: pid(o, "to", to)?,
+                reference: reference(o, "ref", r)?,
+                reason: reason.clone(),
             },
-            op::SEND_SENDER => C::SendSender {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
+            (op::SEND_SENDER, [from, to]) => C::SendSender {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
             },
-            op::SEND_SENDER_TT => C::SendSenderTt {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                token: t[3].clone(),
+            (op::SEND_SENDER_TT, [from, to, token]) => C::SendSenderTt {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
+                token: token.clone(),
             },
-            op::PAYLOAD_EXIT => C::PayloadExit {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
+            (op::PAYLOAD_EXIT, [from, to]) => C::PayloadExit {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
             },
-            op::PAYLOAD_EXIT_TT => C::PayloadExitTt {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                token: t[3].clone(),
+            (op::PAYLOAD_EXIT_TT, [from, to, token]) => C::PayloadExitTt {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
+                token: token.clone(),
             },
-            op::PAYLOAD_EXIT2 => C::PayloadExit2 {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
+            (op::PAYLOAD_EXIT2, [from, to]) => C::PayloadExit2 {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
             },
-            op::PAYLOAD_EXIT2_TT => C::PayloadExit2Tt {
-                from: pid(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                token: t[3].clone(),
+            (op::PAYLOAD_EXIT2_TT, [from, to, token]) => C::PayloadExit2Tt {
+                from: pid(o, "from", from)?,
+                to: pid(o, "to", to)?,
+                token: token.clone(),
             },
-            op::PAYLOAD_MONITOR_P_EXIT => C::PayloadMonitorPExit {
-                from: proc(o, "from", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                reference: reference(o, "ref", &t[3])?,
+            (op::PAYLOAD_MONITOR_P_EXIT, [from, to, r]) => C::PayloadMonitorPExit {
+                from: proc(o, "from", from)?,
+                to: pid(o, "to", to)?,
+                reference: reference(o, "ref", r)?,
             },
-            op::SPAWN_REQUEST => C::SpawnRequest {
-                req_id: reference(o, "req_id", &t[1])?,
-                from: pid(o, "from", &t[2])?,
-                group_leader: pid(o, "group_leader", &t[3])?,
-                mfa: Mfa::from_term(o, &t[4])?,
-                options: t[5].clone(),
+            (op::SPAWN_REQUEST, [req_id, from, gl, mfa, options]) => C::SpawnRequest {
+                req_id: reference(o, "req_id", req_id)?,
+                from: pid(o, "from", from)?,
+                group_leader: pid(o, "group_leader", gl)?,
+                mfa: Mfa::from_term(o, mfa)?,
+                options: options.clone(),
             },
-            op::SPAWN_REQUEST_TT => C::SpawnRequestTt {
-                req_id: reference(o, "req_id", &t[1])?,
-                from: pid(o, "from", &t[2])?,
-                group_leader: pid(o, "group_leader", &t[3])?,
-                mfa: Mfa::from_term(o, &t[4])?,
-                options: t[5].clone(),
-                token: t[6].clone(),
+            (op::SPAWN_REQUEST_TT, [req_id, from, gl, mfa, options, token]) => C::SpawnRequestTt {
+                req_id: reference(o, "req_id", req_id)?,
+                from: pid(o, "from", from)?,
+                group_leader: pid(o, "group_leader", gl)?,
+                mfa: Mfa::from_term(o, mfa)?,
+                options: options.clone(),
+                token: token.clone(),
             },
-            op::SPAWN_REPLY => C::SpawnReply {
-                req_id: reference(o, "req_id", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                flags: t[3].as_integer().ok_or(ControlError::BadField {
-                    op: o,
-                    field: "flags",
-                })?,
-                result: t[4].clone(),
+            (op::SPAWN_REPLY, [req_id, to, flags, result]) => C::SpawnReply {
+                req_id: reference(o, "req_id", req_id)?,
+                to: pid(o, "to", to)?,
+                flags: integer(o, "flags", flags)?,
+                result: result.clone(),
             },
-            op::SPAWN_REPLY_TT => C::SpawnReplyTt {
-                req_id: reference(o, "req_id", &t[1])?,
-                to: pid(o, "to", &t[2])?,
-                flags: t[3].as_integer().ok_or(ControlError::BadField {
-                    op: o,
-                    field: "flags",
-                })?,
-                result: t[4].clone(),
-                token: t[5].clone(),
+            (op::SPAWN_REPLY_TT, [req_id, to, flags, result, token]) => C::SpawnReplyTt {
+                req_id: reference(o, "req_id", req_id)?,
+                to: pid(o, "to", to)?,
+                flags: integer(o, "flags", flags)?,
+                result: result.clone(),
+                token: token.clone(),
             },
-            op::ALIAS_SEND => C::AliasSend {
-                from: pid(o, "from", &t[1])?,
-                alias: reference(o, "alias", &t[2])?,
+            (op::ALIAS_SEND, [from, alias]) => C::AliasSend {
+                from: pid(o, "from", from)?,
+                alias: reference(o, "alias", alias)?,
             },
-            op::ALIAS_SEND_TT => C::AliasSendTt {
-                from: pid(o, "from", &t[1])?,
-                alias: reference(o, "alias", &t[2])?,
-                token: t[3].clone(),
+            (op::ALIAS_SEND_TT, [from, alias, token]) => C::AliasSendTt {
+                from: pid(o, "from", from)?,
+                alias: reference(o, "alias", alias)?,
+                token: token.clone(),
             },
-            op::UNLINK_ID | op::UNLINK_ID_ACK => {
-                let id = match &t[1] {
-                    Term::Integer(_) | Term::BigInt(_) => t[1].clone(),
+            (op::UNLINK_ID | op::UNLINK_ID_ACK, [id, from, to]) => {
+                let id = match id {
+                    Term::Integer(_) | Term::BigInt(_) => id.clone(),
                     _ => return Err(ControlError::BadField { op: o, field: "id" }),
                 };
-                let (from, to) = (pid(o, "from", &t[2])?, pid(o, "to", &t[3])?);
+                let (from, to) = (pid(o, "from", from)?, pid(o, "to", to)?);
                 if o == op::UNLINK_ID {
                     C::UnlinkId { id, from, to }
                 } else {
                     C::UnlinkIdAck { id, from, to }
                 }
             }
+            (1..=8 | 12 | 13 | 16 | 18..=36, _) => {
+                return Err(ControlError::WrongArity {
+                    op: o,
+                    got: items.len(),
+                })
+            }
             _ => return Err(ControlError::UnknownOperation(first)),
         };
         Ok(msg)
     }
-}
-
-/// The tuple size of each operation (including the operation number).
-fn arity(o: u8) -> Option<usize> {
-    Some(match o {
-        op::NODE_LINK => 1,
-        op::LINK
-        | op::UNLINK
-        | op::GROUP_LEADER
-        | op::SEND
-        | op::SEND_SENDER
-        | op::PAYLOAD_EXIT => 3,
-        op::PAYLOAD_EXIT2 | op::ALIAS_SEND => 3,
-        op::EXIT | op::EXIT2 | op::REG_SEND | op::SEND_TT | op::MONITOR_P | op::DEMONITOR_P => 4,
-        op::SEND_SENDER_TT
-        | op::PAYLOAD_EXIT_TT
-        | op::PAYLOAD_EXIT2_TT
-        | op::PAYLOAD_MONITOR_P_EXIT => 4,
-        op::ALIAS_SEND_TT | op::UNLINK_ID | op::UNLINK_ID_ACK => 4,
-        op::EXIT_TT | op::REG_SEND_TT | op::EXIT2_TT | op::MONITOR_P_EXIT | op::SPAWN_REPLY => 5,
-        op::SPAWN_REQUEST | op::SPAWN_REPLY_TT => 6,
-        op::SPAWN_REQUEST_TT => 7,
-        _ => return None,
-    })
 }
 
 /// True when operation `o` is followed by a payload term.
@@ -700,16 +674,14 @@ pub fn op_has_payload(o: u8) -> bool {
 /// the generic decoder then handles (and rejects, if it is malformed).
 /// Returns the control message and the bytes it used.
 fn fast_control(data: &[u8], atoms: &[Atom]) -> Option<(ControlMessage, usize)> {
-    const SMALL_TUPLE: u8 = 104;
-    const SMALL_INTEGER: u8 = 97;
     match data {
-        [SMALL_TUPLE, 3, SMALL_INTEGER, op::SEND, ..] => {
+        [SMALL_TUPLE_EXT, 3, SMALL_INTEGER_EXT, op::SEND, ..] => {
             let mut r = Reader { data, pos: 4 };
             r.atom(atoms)?;
             let to = r.pid(atoms)?;
             Some((ControlMessage::Send { to }, r.pos))
         }
-        [SMALL_TUPLE, 4, SMALL_INTEGER, op::REG_SEND, ..] => {
+        [SMALL_TUPLE_EXT, 4, SMALL_INTEGER_EXT, op::REG_SEND, ..] => {
             let mut r = Reader { data, pos: 4 };
             let from = r.pid(atoms)?;
             r.atom(atoms)?;
@@ -739,11 +711,9 @@ impl Reader<'_> {
     }
 
     fn atom(&mut self, atoms: &[Atom]) -> Option<Atom> {
-        const ATOM_CACHE_REF: u8 = 82;
-        const SMALL_ATOM_UTF8: u8 = 119;
         match self.byte()? {
             ATOM_CACHE_REF => atoms.get(self.byte()? as usize).cloned(),
-            SMALL_ATOM_UTF8 => {
+            SMALL_ATOM_UTF8_EXT => {
                 let n = self.byte()? as usize;
                 let b = self.data.get(self.pos..self.pos + n)?;
                 // At most 255 bytes, so at most 255 characters.
@@ -756,8 +726,7 @@ impl Reader<'_> {
     }
 
     fn pid(&mut self, atoms: &[Atom]) -> Option<Pid> {
-        const NEW_PID: u8 = 88;
-        if self.byte()? != NEW_PID {
+        if self.byte()? != NEW_PID_EXT {
             return None;
         }
         let node = self.atom(atoms)?;

@@ -19,12 +19,12 @@ use std::collections::HashMap;
 
 /// Frame body tag of a pass-through message.
 pub const PASS_THROUGH: u8 = 112;
-/// The ETF version byte, which also starts a distribution header.
-pub const VERSION_MAGIC: u8 = 131;
-/// Normal distribution header.
-pub const DIST_HEADER: u8 = b'D';
 /// First fragment header.
-pub const DIST_FRAG_HEADER: u8 = b'E';
+pub use erlkube_etf::tags::DIST_FRAG_HEADER;
+/// Normal distribution header.
+pub use erlkube_etf::tags::DIST_HEADER;
+/// The ETF version byte, which also starts a distribution header.
+pub use erlkube_etf::tags::VERSION as VERSION_MAGIC;
 /// Fragment continuation.
 pub const DIST_FRAG_CONT: u8 = b'F';
 /// Entries in a connection's atom cache (8 segments of 256).
@@ -610,7 +610,7 @@ pub struct OutboundEncoder {
 
 /// ETF tag of an atom cache reference (an index into the message's
 /// atom cache header).
-pub const ATOM_CACHE_REF: u8 = 82;
+pub use erlkube_etf::tags::ATOM_CACHE_REF;
 
 impl OutboundEncoder {
     /// An encoder for a connection with these negotiated flags.

@@ -372,8 +372,9 @@ fn parse_node_name(raw: &[u8]) -> Result<String, HandshakeError> {
 }
 
 /// State shared by both sides: output frames, events, timer, failure.
+/// Opaque; reached through [`Side`].
 #[derive(Debug)]
-struct Common {
+pub struct Common {
     config: HandshakeConfig,
     input: FrameBuf,
     transmits: std::collections::VecDeque<Vec<u8>>,
@@ -461,6 +462,141 @@ impl Common {
     }
 }
 
+/// Either side of the handshake, as a driver sees it: bytes in
+/// ([`Side::handle_input`]), frames and events out, a timer. The outputs,
+/// timer and failure are one piece of code for both sides (they live in
+/// [`Common`]); each side brings its input handling and step, and answers
+/// the one question only it is asked ([`Side::decide`] for the acceptor,
+/// [`Side::set_alive`] for the initiator).
+pub trait Side {
+    /// Feeds bytes read from the socket. After an error, the connection
+    /// must be closed once [`Side::poll_transmit`] is drained.
+    fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), HandshakeError>;
+
+    /// The step the handshake is in (what it waits for).
+    fn step(&self) -> Step;
+
+    /// The state both sides share.
+    fn common(&self) -> &Common;
+
+    /// The state both sides share, to change.
+    fn common_mut(&mut self) -> &mut Common;
+
+    /// The acceptor's answer to [`HandshakeEvent::NameReceived`]
+    /// ([`Acceptor::set_status`]); an initiator is never asked.
+    fn decide(&mut self, _status: Status, _now: Instant) -> Result<(), HandshakeError> {
+        Ok(())
+    }
+
+    /// The initiator's answer if the peer says "alive"
+    /// ([`Initiator::set_alive_answer`]); an acceptor is never asked.
+    fn set_alive(&mut self, _answer: bool) {}
+
+    /// The next frame to write to the socket.
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.common_mut().transmits.pop_front()
+    }
+
+    /// The next event ([`HandshakeEvent::NameReceived`] on an acceptor,
+    /// then the [`HandshakeEvent::Established`] outcome).
+    fn poll_event(&mut self) -> Option<HandshakeEvent> {
+        self.common_mut().events.pop_front()
+    }
+
+    /// When [`Side::handle_timeout`] must be called next.
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.common().next_deadline()
+    }
+
+    /// Fails the handshake if the current step's deadline has passed.
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
+        let step = self.step();
+        self.common_mut().timeout(now, step)
+    }
+
+    /// True once established.
+    fn is_established(&self) -> bool {
+        self.common().done
+    }
+
+    /// The failure, if the handshake failed.
+    fn error(&self) -> Option<&HandshakeError> {
+        self.common().failed.as_ref()
+    }
+}
+
+impl Side for Initiator {
+    fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), HandshakeError> {
+        self.c.check_usable()?;
+        if self.state == InitState::Done {
+            self.c.input.push(data);
+            return Ok(());
+        }
+        self.c.input.push(data);
+        while self.state != InitState::Done {
+            let Some(body) = self.c.input.next() else {
+                break;
+            };
+            if let Err(e) = self.handle_frame(&body, now) {
+                return Err(self.c.fail(e));
+            }
+        }
+        if self.state == InitState::Done && !self.c.done {
+            let est = Established {
+                peer_node: self.peer_node.clone(),
+                peer_flags: self.peer_flags,
+                flags: negotiate(self.c.config.flags, self.peer_flags),
+                peer_creation: self.peer_creation,
+                leftover: Vec::new(),
+            };
+            self.c.establish(est);
+        }
+        Ok(())
+    }
+    fn step(&self) -> Step {
+        match self.state {
+            InitState::Status => Step::Status,
+            InitState::Challenge => Step::Challenge,
+            InitState::Ack | InitState::Done => Step::ChallengeAck,
+        }
+    }
+    fn common(&self) -> &Common {
+        &self.c
+    }
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.c
+    }
+    fn set_alive(&mut self, answer: bool) {
+        self.set_alive_answer(answer);
+    }
+}
+
+impl Side for Acceptor {
+    fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), HandshakeError> {
+        self.c.check_usable()?;
+        self.c.input.push(data);
+        self.process(now)
+    }
+    fn step(&self) -> Step {
+        match self.state {
+            AccState::Name => Step::Name,
+            AccState::StatusDecision => Step::StatusDecision,
+            AccState::AliveReply => Step::AliveReply,
+            AccState::Complement => Step::Complement,
+            AccState::Reply | AccState::Done => Step::ChallengeReply,
+        }
+    }
+    fn common(&self) -> &Common {
+        &self.c
+    }
+    fn common_mut(&mut self) -> &mut Common {
+        &mut self.c
+    }
+    fn decide(&mut self, status: Status, now: Instant) -> Result<(), HandshakeError> {
+        self.set_status(status, now)
+    }
+}
+
 fn challenge_reply_body(challenge: u32, digest: [u8; 16]) -> Vec<u8> {
     let mut b = Vec::with_capacity(21);
     b.push(b'r');
@@ -527,16 +663,8 @@ impl Initiator {
         challenge: u32,
         now: Instant,
     ) -> Self {
-        let mut i = Initiator {
-            c: Common::new(config, now),
-            state: InitState::Status,
-            peer_node: peer_node.into(),
-            my_challenge: challenge,
-            legacy_name: true,
-            answer_alive: true,
-            peer_flags: DistFlags::EMPTY,
-            peer_creation: 0,
-        };
+        let mut i = Initiator::new(config, peer_node, challenge, now);
+        i.legacy_name = true;
         i.c.transmits.clear();
         i.queue_name();
         i
@@ -566,45 +694,6 @@ impl Initiator {
             b.extend_from_slice(name);
         }
         self.c.send(&b);
-    }
-
-    /// The step the handshake is in (what it waits for).
-    pub fn step(&self) -> Step {
-        match self.state {
-            InitState::Status => Step::Status,
-            InitState::Challenge => Step::Challenge,
-            InitState::Ack | InitState::Done => Step::ChallengeAck,
-        }
-    }
-
-    /// Feeds bytes read from the socket. After an error, the connection must
-    /// be closed once `poll_transmit` is drained.
-    pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), HandshakeError> {
-        self.c.check_usable()?;
-        if self.state == InitState::Done {
-            self.c.input.push(data);
-            return Ok(());
-        }
-        self.c.input.push(data);
-        while self.state != InitState::Done {
-            let Some(body) = self.c.input.next() else {
-                break;
-            };
-            if let Err(e) = self.handle_frame(&body, now) {
-                return Err(self.c.fail(e));
-            }
-        }
-        if self.state == InitState::Done && !self.c.done {
-            let est = Established {
-                peer_node: self.peer_node.clone(),
-                peer_flags: self.peer_flags,
-                flags: negotiate(self.c.config.flags, self.peer_flags),
-                peer_creation: self.peer_creation,
-                leftover: Vec::new(),
-            };
-            self.c.establish(est);
-        }
-        Ok(())
     }
 
     fn handle_frame(&mut self, body: &[u8], now: Instant) -> Result<(), HandshakeError> {
@@ -694,37 +783,6 @@ impl Initiator {
             _ => Err(HandshakeError::UnexpectedMessage { step, tag }),
         }
     }
-
-    /// The next frame to write to the socket.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.c.transmits.pop_front()
-    }
-
-    /// The next event (the [`HandshakeEvent::Established`] outcome).
-    pub fn poll_event(&mut self) -> Option<HandshakeEvent> {
-        self.c.events.pop_front()
-    }
-
-    /// When [`Initiator::handle_timeout`] must be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.c.next_deadline()
-    }
-
-    /// Fails the handshake if the current step's deadline has passed.
-    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
-        let step = self.step();
-        self.c.timeout(now, step)
-    }
-
-    /// True once established.
-    pub fn is_established(&self) -> bool {
-        self.c.done
-    }
-
-    /// The failure, if the handshake failed.
-    pub fn error(&self) -> Option<&HandshakeError> {
-        self.c.failed.as_ref()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -755,24 +813,6 @@ impl Acceptor {
             my_challenge: challenge,
             peer: None,
         }
-    }
-
-    /// The step the handshake is in (what it waits for).
-    pub fn step(&self) -> Step {
-        match self.state {
-            AccState::Name => Step::Name,
-            AccState::StatusDecision => Step::StatusDecision,
-            AccState::AliveReply => Step::AliveReply,
-            AccState::Complement => Step::Complement,
-            AccState::Reply | AccState::Done => Step::ChallengeReply,
-        }
-    }
-
-    /// Feeds bytes read from the socket.
-    pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), HandshakeError> {
-        self.c.check_usable()?;
-        self.c.input.push(data);
-        self.process(now)
     }
 
     fn process(&mut self, now: Instant) -> Result<(), HandshakeError> {
@@ -975,37 +1015,6 @@ impl Acceptor {
         self.c.reset_timer(now);
         self.c.events.push_back(HandshakeEvent::NameReceived(peer));
         Ok(())
-    }
-
-    /// The next frame to write to the socket.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.c.transmits.pop_front()
-    }
-
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<HandshakeEvent> {
-        self.c.events.pop_front()
-    }
-
-    /// When [`Acceptor::handle_timeout`] must be called next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.c.next_deadline()
-    }
-
-    /// Fails the handshake if the current step's deadline has passed.
-    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
-        let step = self.step();
-        self.c.timeout(now, step)
-    }
-
-    /// True once established.
-    pub fn is_established(&self) -> bool {
-        self.c.done
-    }
-
-    /// The failure, if the handshake failed.
-    pub fn error(&self) -> Option<&HandshakeError> {
-        self.c.failed.as_ref()
     }
 
     /// The initiator, once its name has arrived.

@@ -34,7 +34,7 @@ use crate::{Answer, DiscoveryError, NodeName, Update};
 pub mod client;
 pub mod config;
 
-const STRATEGY: &str = "kubernetes";
+const STRATEGY: crate::strategy::StrategyKind = crate::strategy::StrategyKind::Kubernetes;
 
 /// How node names are made from endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -161,7 +161,7 @@ pub fn spawn(
                 Ok(k) => return k.run(updates).await,
                 Err(e) => {
                     let err = DiscoveryError::Unavailable {
-                        strategy: "kubernetes",
+                        strategy: crate::strategy::StrategyKind::Kubernetes,
                         reason: e.to_string(),
                     };
                     if updates.send(Update::Error(err)).await.is_err() {

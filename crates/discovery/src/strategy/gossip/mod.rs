@@ -422,7 +422,7 @@ impl Gossip {
                             let text = format!("send to {dest}: {e}");
                             if last_send_error.as_deref() != Some(&text) {
                                 last_send_error = Some(text.clone());
-                                let err = DiscoveryError::Unavailable { strategy: "gossip", reason: text };
+                                let err = DiscoveryError::Unavailable { strategy: crate::strategy::StrategyKind::Gossip, reason: text };
                                 if updates.send(Update::Error(err)).await.is_err() {
                                     return;
                                 }

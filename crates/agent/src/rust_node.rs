@@ -1,10 +1,14 @@
-//! The [`Actor`] for a local Rust node (`erlkube-node`).
+//! The formation engine's [`Actor`] for a local Rust node
+//! (`erlkube-node`). It lives here, beside [`crate::beam::BeamNode`] (the
+//! actor for a BEAM node), because this crate is where the node runtime
+//! and discovery meet: `erlkube-discovery` does not depend on the node
+//! runtime, and the binary and the test bed take both actors from here.
 
 use std::collections::BTreeSet;
 
 use erlkube_node::Node;
 
-use crate::{Actor, ConnectError, NodeName};
+use erlkube_discovery::{Actor, ConnectError, NodeName};
 
 /// Drives a local [`Node`]: connect/disconnect are the node's own, the
 /// connected set is its visible peers (`nodes()`).

@@ -1,0 +1,268 @@
+//! The connection loop: one task per peer that reads into the sans-IO
+//! [`Connection`] (framing, ticks, atom cache, fragments), hands what it
+//! decoded to [`crate::dispatch`], and writes the outbound queue in
+//! batches. Records the connection in the table (nodeup) and removes it
+//! when the loop ends (nodedown with its reason).
+
+use std::sync::Arc;
+
+use erlkube_proto::dist::frame::OutboundEncoder;
+use erlkube_proto::dist::{Connection, ConnectionConfig, Established};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::Instrument;
+
+use crate::dispatch::{dispatch_all, Staged};
+use crate::handshake::now;
+use crate::outq::OutQueue;
+use crate::{ConnHandle, DownReason, Inner, NodeEvent};
+
+pub(crate) fn start_connection(
+    inner: Arc<Inner>,
+    stream: TcpStream,
+    est: Established,
+) -> ConnHandle {
+    let stream = Arc::new(stream);
+    let tx = Arc::new(OutQueue::new(
+        stream.clone(),
+        OutboundEncoder::new(est.flags),
+        inner.config.write_high_water,
+    ));
+    let id = inner
+        .next_conn
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let handle = ConnHandle {
+        id,
+        tx,
+        published: est.is_published(),
+        peer_flags: est.flags,
+        kill: Arc::new(Notify::new()),
+    };
+    let peer = est.peer_node.clone();
+    {
+        // The event is sent under the lock that changes `up`, so nodeup and
+        // nodedown of one peer reach subscribers in the order they happened.
+        let mut conns = inner.conns.lock().expect("conns");
+        conns.up.insert(peer.clone(), handle.clone());
+        let _ = inner.events.send(NodeEvent::NodeUp {
+            node: peer.clone(),
+            hidden: !handle.published,
+        });
+    }
+    tracing::info!(peer = %peer, hidden = !handle.published, flags = %est.flags, "nodeup");
+    let span = tracing::info_span!("dist", peer = %peer, conn = id);
+    let cfg = ConnectionConfig {
+        net_ticktime: inner.config.net_ticktime,
+        limits: inner.config.limits,
+    };
+    let conn = Connection::new(&est, cfg, now());
+    tokio::spawn(run_connection(inner, stream, conn, handle.clone()).instrument(span));
+    handle
+}
+
+async fn run_connection(
+    inner: Arc<Inner>,
+    stream: Arc<TcpStream>,
+    mut conn: Connection,
+    handle: ConnHandle,
+) {
+    let peer = conn.peer_node().to_owned();
+    let reason = connection_loop(&inner, &stream, &mut conn, &handle).await;
+    handle.tx.close();
+    drop(stream);
+    let was_up = {
+        let mut conns = inner.conns.lock().expect("conns");
+        if conns.up.get(&peer).is_some_and(|h| h.id == handle.id) {
+            conns.up.remove(&peer);
+            let _ = inner.events.send(NodeEvent::NodeDown {
+                node: peer.clone(),
+                reason: reason.clone(),
+            });
+            true
+        } else {
+            false
+        }
+    };
+    if was_up {
+        inner.global_node_down(&peer);
+        inner.node_down(&peer);
+        tracing::info!(reason = %reason, "nodedown");
+    } else {
+        // A connection already replaced by a newer one to the same node
+        // (after "alive"): the node is still up, so no nodedown.
+        tracing::info!(reason = %reason, "replaced connection closed");
+    }
+}
+
+/// Smallest and largest read buffer: an idle connection holds the small
+/// one (frames of any size are assembled in the decoder, not here); it
+/// doubles while reads fill it.
+const READ_MIN: usize = 16 * 1024;
+const READ_MAX: usize = 256 * 1024;
+
+/// One read. A short read (fewer bytes than asked) means the socket had
+/// nothing more at that moment, so tokio's read readiness is cleared
+/// right away instead of by a second read that would fail with
+/// WouldBlock: a syscall less per wake-up, which counts on request and
+/// answer traffic. (tokio clears it only if no readiness event arrived
+/// since the read began, so data that comes in meanwhile still wakes the
+/// task.)
+fn read_once(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut short = None;
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        let n = (&*socket2::SockRef::from(stream)).read(buf)?;
+        if n > 0 && n < buf.len() {
+            short = Some(n);
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match short {
+        Some(n) => Ok(n),
+        None => r,
+    }
+}
+
+/// Reads until the socket would block (or a budget is spent), feeding
+/// the core. `Ok(false)`: the peer closed.
+fn read_available(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    conn: &mut Connection,
+) -> Result<bool, DownReason> {
+    for _ in 0..8 {
+        match read_once(stream, buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                if let Err(e) = conn.handle_input(&buf[..n], now()) {
+                    tracing::warn!(error = %e, "closing connection: bad input");
+                    return Err(e.into());
+                }
+                if n == buf.len() && buf.len() < READ_MAX {
+                    buf.resize(buf.len() * 2, 0);
+                } else if n < buf.len() {
+                    // Drained (a short read): the socket has nothing more.
+                    return Ok(true);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(DownReason::read(&e)),
+        }
+    }
+    Ok(true)
+}
+
+async fn connection_loop(
+    inner: &Arc<Inner>,
+    stream: &TcpStream,
+    conn: &mut Connection,
+    handle: &ConnHandle,
+) -> DownReason {
+    let outq = &handle.tx;
+    let mut buf = vec![0u8; READ_MIN];
+    // The batch being written and its progress.
+    let mut batch: Vec<u8> = Vec::new();
+    let mut written = 0usize;
+    let mut shutdown = inner.shutdown.subscribe();
+    // Messages the core decoded before the loop (handshake leftovers).
+    if let Some(e) = conn.error() {
+        return e.clone().into();
+    }
+    let mut staged = Staged::default();
+    if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
+        return e.into();
+    }
+    let mut deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
+    let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
+    let sleep = tokio::time::sleep_until(deadline.unwrap_or(far));
+    tokio::pin!(sleep);
+    loop {
+        // The core's own frames (ticks, replies) go through the queue.
+        if let Some(t) = conn.poll_transmit() {
+            outq.push_raw(&t);
+        }
+        // Write what is queued before waiting: one syscall per batch.
+        if written == batch.len() && outq.take(&mut batch) {
+            written = 0;
+        }
+        while written < batch.len() {
+            match stream.try_write(&batch[written..]) {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return DownReason::write(&e),
+            }
+            if written == batch.len() {
+                conn.note_write(now());
+                if outq.take(&mut batch) {
+                    written = 0;
+                }
+            }
+        }
+        let writing = written < batch.len();
+        let next = conn.poll_timeout().map(tokio::time::Instant::from_std);
+        if next != deadline {
+            deadline = next;
+            if let Some(d) = deadline {
+                sleep.as_mut().reset(d);
+            }
+        }
+        tokio::select! {
+            r = stream.readable() => {
+                if let Err(e) = r {
+                    return DownReason::read(&e);
+                }
+                match read_available(stream, &mut buf, conn) {
+                    Ok(true) => {}
+                    Ok(false) => return DownReason::ClosedByPeer,
+                    Err(e) => return e,
+                }
+                outq.arm_direct();
+                if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
+                    return e.into();
+                }
+            },
+            r = stream.writable(), if writing => {
+                if let Err(e) = r {
+                    return DownReason::write(&e);
+                }
+            },
+            _ = outq.wake.notified(), if !writing => {},
+            _ = &mut sleep, if deadline.is_some() => {
+                if let Err(e) = conn.handle_timeout(now()) {
+                    tracing::warn!(error = %e, "closing connection");
+                    return e.into();
+                }
+                // Re-arm at the next deadline (the same value would not).
+                deadline = None;
+            }
+            _ = handle.kill.notified() => return DownReason::Disconnected,
+            _ = shutdown.changed() => {
+                // What the node queued before stopping (its processes'
+                // `shutdown` exits) goes out before the connection closes.
+                let flush = async {
+                    loop {
+                        while written < batch.len() {
+                            if stream.writable().await.is_err() {
+                                return;
+                            }
+                            match stream.try_write(&batch[written..]) {
+                                Ok(n) => written += n,
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                Err(_) => return,
+                            }
+                        }
+                        if !outq.take(&mut batch) {
+                            return;
+                        }
+                        written = 0;
+                    }
+                };
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), flush).await;
+                return DownReason::Shutdown;
+            }
+        }
+    }
+}
