@@ -19,7 +19,9 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::partition::PartitionStatus;
 use crate::plan::{Action, Event, Plan, PlanConfig};
+use crate::probe::{Probe, Step};
 use crate::{Actor, ConnectError, NodeName, Update};
 
 /// Engine settings: the plan's knobs plus the driver's timers.
@@ -34,6 +36,9 @@ pub struct EngineConfig {
     pub connect_timeout: Duration,
     /// Seed of the backoff jitter (`None`: random).
     pub seed: Option<u64>,
+    /// How often connected peers are asked for their `nodes()` to detect
+    /// partitions ([`crate::partition`]); `None`: never.
+    pub partition_check: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -43,6 +48,7 @@ impl Default for EngineConfig {
             check_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             seed: None,
+            partition_check: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -74,6 +80,7 @@ pub struct Engine<A: Actor> {
     config: EngineConfig,
     events: broadcast::Sender<Event>,
     metrics: Arc<Mutex<Metrics>>,
+    partition: Arc<Mutex<PartitionStatus>>,
 }
 
 /// A running engine. Dropping it stops the engine (in-flight attempts are
@@ -83,6 +90,7 @@ pub struct Formation {
     events: broadcast::Sender<Event>,
     metrics: Arc<Mutex<Metrics>>,
     desired: watch::Receiver<BTreeSet<NodeName>>,
+    partition: Arc<Mutex<PartitionStatus>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -100,6 +108,12 @@ impl Formation {
     /// The current desired set.
     pub fn desired(&self) -> BTreeSet<NodeName> {
         self.desired.borrow().clone()
+    }
+
+    /// The partition view of the last check (components, suspicion,
+    /// partitions seen); empty while `partition_check` is off.
+    pub fn partition(&self) -> PartitionStatus {
+        self.partition.lock().unwrap().clone()
     }
 
     /// Stops the engine.
@@ -121,6 +135,7 @@ impl<A: Actor> Engine<A> {
             config,
             events,
             metrics: Arc::default(),
+            partition: Arc::default(),
         }
     }
 
@@ -134,11 +149,13 @@ impl<A: Actor> Engine<A> {
         let (desired_tx, desired) = watch::channel(BTreeSet::new());
         let events = self.events.clone();
         let metrics = self.metrics.clone();
+        let partition = self.partition.clone();
         let task = tokio::spawn(self.run(updates, desired_tx));
         Formation {
             events,
             metrics,
             desired,
+            partition,
             task,
         }
     }
@@ -155,6 +172,7 @@ impl<A: Actor> Engine<A> {
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut updates_open = true;
         let mut latency = None;
+        let mut probe = Probe::new(self.config.partition_check);
         loop {
             let deadline = plan.next_deadline();
             let mut events = Vec::new();
@@ -184,6 +202,10 @@ impl<A: Actor> Engine<A> {
                         Err(e) => tracing::warn!(error = %e, "cannot read the connected set"),
                     }
                 }
+                step = probe.next() => match step {
+                    Step::Tick => probe.start(&self.actor, self.config.connect_timeout),
+                    Step::Done(c) => probe.apply(c, &mut plan, &self.partition, Instant::now()),
+                },
                 _ = sleep_until(deadline) => {}
             }
             let (actions, removals) = plan.poll(Instant::now());
@@ -327,6 +349,7 @@ mod tests {
             check_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
             seed: Some(3),
+            partition_check: None,
         }
     }
 

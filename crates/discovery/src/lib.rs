@@ -33,7 +33,9 @@ pub mod config;
 pub mod engine;
 pub mod gossip;
 pub mod kubernetes;
+pub mod partition;
 pub mod plan;
+mod probe;
 pub mod rust_node;
 pub mod strategy;
 
