@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::time::Duration;
 
+use erlkube_discovery::partition::PartitionStatus;
 use erlkube_discovery::{Metrics, NodeName};
 
 /// Upper bounds of the discovery latency histogram, seconds.
@@ -77,6 +78,10 @@ pub struct Status {
     pub discovery_latency: Histogram,
     /// Peers needed for readiness (`None`: all discovered).
     pub ready_min_peers: Option<usize>,
+    /// The running engine's partition view (components, suspicion).
+    pub partition: PartitionStatus,
+    /// Partitions seen by past engine incarnations.
+    pub partitions_base: u64,
 }
 
 impl Status {
@@ -213,6 +218,24 @@ impl Status {
             "Failed discovery rounds.",
             self.discovery_errors,
         );
+        metric(
+            "erlkube_cluster_components",
+            "gauge",
+            "Connected components of the cluster graph at the last partition check (discovered nodes nobody here reaches count as one; 0 before the first check).",
+            self.partition.components as u64,
+        );
+        metric(
+            "erlkube_partition_suspected",
+            "gauge",
+            "1 while a discovered node is not connected to this node, or the cluster graph has more than one component.",
+            self.partition.suspected as u64,
+        );
+        metric(
+            "erlkube_partitions_total",
+            "counter",
+            "Times a whole cluster was seen split into more than one component.",
+            self.partitions_base + self.partition.partitions,
+        );
         let h = &self.discovery_latency;
         let name = "erlkube_agent_discovery_duration_seconds";
         let _ = writeln!(
@@ -237,7 +260,7 @@ impl Status {
             format!("[{}]", items.join(","))
         };
         format!(
-            "{{\"node\":{},\"agent\":{},\"beam_up\":{},\"membership\":{},\"ready\":{},\"discovered\":{},\"connected\":{},\"visible\":{},\"last_discovery_error\":{}}}\n",
+            "{{\"node\":{},\"agent\":{},\"beam_up\":{},\"membership\":{},\"ready\":{},\"discovered\":{},\"connected\":{},\"visible\":{},\"last_discovery_error\":{},\"partition\":{}}}\n",
             json_string(&self.node),
             json_string(&self.agent),
             self.beam_up,
@@ -250,6 +273,28 @@ impl Status {
             }),
             list(&self.connected),
             self.last_discovery_error.as_deref().map_or("null".into(), json_string),
+            self.partition_json(),
+        )
+    }
+
+    /// The `partition` object of `/cluster`: components as lists of node
+    /// names (the unreached discovered nodes as one more, flagged).
+    fn partition_json(&self) -> String {
+        let list = |s: &BTreeSet<NodeName>| {
+            let items: Vec<String> = s.iter().map(|n| json_string(n.as_str())).collect();
+            format!("[{}]", items.join(","))
+        };
+        let p = &self.partition;
+        let comps: Vec<String> = p.view.components.iter().map(list).collect();
+        format!(
+            "{{\"checks\":{},\"components\":{},\"suspected\":{},\"partitions\":{},\"groups\":[{}],\"unreached\":{},\"not_connected\":{}}}",
+            p.checks,
+            p.components,
+            p.suspected,
+            self.partitions_base + p.partitions,
+            comps.join(","),
+            list(&p.view.unreached),
+            list(&p.view.not_connected),
         )
     }
 }
@@ -324,5 +369,33 @@ mod tests {
     fn json_escapes() {
         assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
         assert_eq!(json_string("\u{7f}\u{85}é"), "\"\\u007f\\u0085é\"");
+    }
+
+    #[test]
+    fn partition_shows_in_metrics_and_cluster() {
+        use erlkube_discovery::partition::{view, PartitionTracker, PeerViews};
+        let mut t = PartitionTracker::default();
+        let mut views = PeerViews::new();
+        views.insert(NodeName::new("b@h"), Ok(set(&["me@h"])));
+        t.observe(view(
+            &NodeName::new("me@h"),
+            &set(&["b@h"]),
+            &views,
+            &set(&["b@h", "c@h"]),
+        ));
+        let s = Status {
+            partition: t.status(),
+            partitions_base: 2,
+            ..Status::default()
+        };
+        let text = s.prometheus();
+        assert!(text.contains("\nerlkube_cluster_components 2\n"), "{text}");
+        assert!(text.contains("\nerlkube_partition_suspected 1\n"), "{text}");
+        assert!(text.contains("\nerlkube_partitions_total 2\n"), "{text}");
+        let json = s.json();
+        assert!(
+            json.contains("\"partition\":{\"checks\":1,\"components\":2,\"suspected\":true,\"partitions\":2,\"groups\":[[\"b@h\",\"me@h\"]],\"unreached\":[\"c@h\"],\"not_connected\":[\"c@h\"]}"),
+            "{json}"
+        );
     }
 }
