@@ -94,6 +94,10 @@ pub struct ErlRuntime {
     /// Extra `erl` arguments (e.g. `-kernel prevent_overlapping_partitions
     /// false`).
     pub args: Vec<String>,
+    /// `-connect_all true`: `global` runs its connect protocol with every
+    /// peer and connects to the nodes its peers know (a release's default).
+    /// False (the bed's default): only the engine under test connects.
+    pub connect_all: bool,
 }
 
 /// A running node (killed with its process group on drop).
@@ -134,7 +138,8 @@ impl PodErl {
         cmd.args(&runtime.args);
         cmd.env("ERL_EPMD_PORT", spec.epmd_port.to_string())
             .args(["-noshell", "-name", &spec.name, "-setcookie", &spec.cookie])
-            .args(["-start_epmd", "false", "-connect_all", "false"])
+            .args(["-start_epmd", "false", "-connect_all"])
+            .arg(if runtime.connect_all { "true" } else { "false" })
             .args(["+S", "1:1", "+A", "1", "+sbwt", "none"])
             .args(["-kernel", "net_ticktime", &spec.net_ticktime.to_string()])
             .args([
