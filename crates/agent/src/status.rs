@@ -376,6 +376,13 @@ mod tests {
         use erlkube_discovery::partition::{view, PartitionTracker, PeerViews};
         let mut t = PartitionTracker::default();
         let mut views = PeerViews::new();
+        views.insert(NodeName::new("b@h"), Ok(set(&["me@h", "c@h"])));
+        t.observe(view(
+            &NodeName::new("me@h"),
+            &set(&["b@h", "c@h"]),
+            &views,
+            &set(&["b@h", "c@h"]),
+        ));
         views.insert(NodeName::new("b@h"), Ok(set(&["me@h"])));
         t.observe(view(
             &NodeName::new("me@h"),
@@ -391,10 +398,10 @@ mod tests {
         let text = s.prometheus();
         assert!(text.contains("\nerlkube_cluster_components 2\n"), "{text}");
         assert!(text.contains("\nerlkube_partition_suspected 1\n"), "{text}");
-        assert!(text.contains("\nerlkube_partitions_total 2\n"), "{text}");
+        assert!(text.contains("\nerlkube_partitions_total 3\n"), "{text}");
         let json = s.json();
         assert!(
-            json.contains("\"partition\":{\"checks\":1,\"components\":2,\"suspected\":true,\"partitions\":2,\"groups\":[[\"b@h\",\"me@h\"]],\"unreached\":[\"c@h\"],\"not_connected\":[\"c@h\"]}"),
+            json.contains("\"partition\":{\"checks\":2,\"components\":2,\"suspected\":true,\"partitions\":3,\"groups\":[[\"b@h\",\"me@h\"]],\"unreached\":[\"c@h\"],\"not_connected\":[\"c@h\"]}"),
             "{json}"
         );
     }

@@ -9,7 +9,10 @@
 //! peer reports; its edges are "A is connected to B" (taken as symmetric).
 //! Discovered nodes that no vertex is connected to cannot be seen from
 //! here; they count as one more component (`unreached`), since their own
-//! links are invisible from this side of a cut.
+//! links are invisible from this side of a cut. The [`PartitionTracker`]
+//! counts only nodes it has seen in the graph before that way: a node
+//! never seen (a new pod, not yet connected) is `pending`, not a
+//! partition.
 //!
 //! The view is advice: the engine never disconnects anyone on its strength.
 //! It only shortens the reconnect backoff toward nodes that discovery still
@@ -33,8 +36,12 @@ pub struct PartitionView {
     /// Discovered nodes that no node of the graph is connected to (counted
     /// as one more component when not empty).
     pub unreached: BTreeSet<NodeName>,
-    /// Discovered nodes this node is not connected to (in `unreached`, or
-    /// reachable through a peer only).
+    /// Discovered nodes never seen in the graph (new pods): not counted as
+    /// a component ([`PartitionTracker::observe`] moves them here from
+    /// `unreached`).
+    pub pending: BTreeSet<NodeName>,
+    /// Discovered nodes this node is not connected to (unreached, pending,
+    /// or reachable through a peer only).
     pub not_connected: BTreeSet<NodeName>,
     /// Peers whose probe failed (with the reason); their links are unknown.
     pub unprobed: BTreeMap<NodeName, String>,
@@ -44,6 +51,14 @@ impl PartitionView {
     /// Number of components, counting the unreached nodes as one.
     pub fn component_count(&self) -> usize {
         self.components.len() + usize::from(!self.unreached.is_empty())
+    }
+
+    /// A formed cluster: one component of more than this node, and every
+    /// discovered node connected.
+    pub fn whole(&self) -> bool {
+        self.component_count() == 1
+            && self.not_connected.is_empty()
+            && self.components.first().is_some_and(|c| c.len() > 1)
     }
 
     /// True while some discovered node is not connected to this node, or
@@ -121,6 +136,7 @@ pub fn view(
     PartitionView {
         components,
         unreached,
+        pending: BTreeSet::new(),
         not_connected,
         unprobed,
     }
@@ -162,6 +178,8 @@ pub struct PartitionTracker {
     partitions: u64,
     was_whole: bool,
     split: bool,
+    /// Every node seen in a component so far.
+    known: BTreeSet<NodeName>,
 }
 
 /// A snapshot of the tracker (for metrics and the library API).
@@ -181,10 +199,19 @@ pub struct PartitionStatus {
 
 impl PartitionTracker {
     /// Takes a new view; returns the transition it makes, if any. A split
-    /// is counted only after the cluster was whole at least once (a cold
-    /// start, before every node is connected, is no partition).
-    pub fn observe(&mut self, view: PartitionView) -> Option<Transition> {
+    /// is counted only after the cluster was [`PartitionView::whole`] at
+    /// least once (a node alone before its first discovery answer, or a
+    /// cold start before every node is connected, is no partition).
+    pub fn observe(&mut self, mut view: PartitionView) -> Option<Transition> {
         self.checks += 1;
+        for c in &view.components {
+            self.known.extend(c.iter().cloned());
+        }
+        let (seen, new) = std::mem::take(&mut view.unreached)
+            .into_iter()
+            .partition(|n| self.known.contains(n));
+        view.unreached = seen;
+        view.pending.extend::<BTreeSet<NodeName>>(new);
         let count = view.component_count();
         self.last = view;
         let mut t = None;
@@ -193,7 +220,7 @@ impl PartitionTracker {
                 t = Some(Transition::Healed);
             }
             self.split = false;
-            self.was_whole = true;
+            self.was_whole |= self.last.whole();
         } else if self.was_whole && !self.split {
             self.split = true;
             self.partitions += 1;
@@ -307,10 +334,11 @@ mod tests {
     }
 
     #[test]
-    fn alone_and_nothing_discovered_is_whole() {
+    fn alone_with_nothing_discovered_is_one_component_but_no_cluster() {
         let v = view(&n("a"), &set(&[]), &views(&[]), &set(&["a"]));
         assert_eq!(v.component_count(), 1);
         assert!(!v.suspected());
+        assert!(!v.whole());
     }
 
     #[test]
@@ -322,12 +350,17 @@ mod tests {
             &set(&["b"]),
         );
         let cut = view(&n("a"), &set(&[]), &views(&[]), &set(&["b"]));
+        let alone = view(&n("a"), &set(&[]), &views(&[]), &set(&[]));
         let mut t = PartitionTracker::default();
         assert_eq!(t.status().components, 0);
-        // Cold start: not yet whole, so no partition.
+        // Before the first discovery answer: one component, but no cluster.
+        assert_eq!(t.observe(alone), None);
+        assert!(!t.status().suspected);
+        // Cold start: b discovered, never seen: pending, not a component.
         assert_eq!(t.observe(cut.clone()), None);
-        assert_eq!(t.status().partitions, 0);
-        assert!(t.status().suspected);
+        let s = t.status();
+        assert_eq!((s.components, s.suspected, s.partitions), (1, true, 0));
+        assert_eq!(s.view.pending, set(&["b"]));
         assert_eq!(t.observe(whole.clone()), None);
         assert_eq!(
             t.observe(cut.clone()),
@@ -339,6 +372,6 @@ mod tests {
         assert_eq!(t.observe(whole), Some(Transition::Healed));
         let s = t.status();
         assert_eq!((s.components, s.suspected, s.partitions), (1, false, 1));
-        assert_eq!(s.checks, 5);
+        assert_eq!(s.checks, 6);
     }
 }

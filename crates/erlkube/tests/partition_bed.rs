@@ -252,6 +252,12 @@ async fn partition_heals(otp: Otp, prevent_overlapping: bool) {
                 && metric(a, "erlkube_partition_suspected").await == 0.0
         })
         .await;
+        assert_eq!(
+            metric(a, "erlkube_partitions_total").await,
+            0.0,
+            "a cold start is no partition\n{}",
+            dump()
+        );
     }
     let waiter = "spawn(fun() -> receive stop -> ok end end)";
     assert_eq!(
