@@ -8,7 +8,10 @@
 //! other (each pod's `nodes()` read at once, every 20 ms).
 //!
 //! A program: `cargo bench -p erlkube --bench partition_heal` (root).
-//! `PARTITION_HEAL_TRIALS` sets the trials per variant (default 10).
+//! `PARTITION_HEAL_TRIALS` sets the trials per variant (default 10);
+//! `PARTITION_HEAL_CONNECT_ALL=false` runs the nodes with `-connect_all
+//! false`, so that `global` does not connect the nodes its peers know and
+//! every pair must be reconnected by the engines themselves.
 //!
 //! Variants, measured in the same run on the same BEAM nodes (the agents are
 //! restarted between variants):
@@ -149,10 +152,14 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    println!("load average at start: {}", loadavg());
+    let connect_all = std::env::var("PARTITION_HEAL_CONNECT_ALL").as_deref() != Ok("false");
+    println!(
+        "load average at start: {}; -connect_all {connect_all}",
+        loadavg()
+    );
     let mut bed = Bed::new(BedConfig {
         erl: ErlRuntime {
-            connect_all: true,
+            connect_all,
             ..ErlRuntime::default()
         },
         ..BedConfig::default()
