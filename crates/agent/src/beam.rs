@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use erlkube_discovery::partition::{self, PeerViews};
 use erlkube_discovery::{Actor, ConnectError, NodeName};
 use erlkube_etf::Term;
 use erlkube_node::Node;
@@ -130,5 +131,93 @@ impl Actor for BeamNode {
         let set = self.nodes().await.map_err(unavailable)?;
         self.seen.lock().unwrap().connected = set.clone();
         Ok(set)
+    }
+
+    /// The BEAM node asks its peers itself, over its own connections:
+    /// `erpc:multicall(Peers, erlang, nodes, [], Timeout)`, driven by one
+    /// RPC from the agent.
+    async fn peer_views(&self, peers: &BTreeSet<NodeName>, timeout: Duration) -> PeerViews {
+        if peers.is_empty() {
+            return PeerViews::new();
+        }
+        let ms = timeout.as_millis().min(u32::MAX as u128) as i64;
+        let list = Term::List(peers.iter().map(|p| Term::atom(p.as_str())).collect());
+        let args = vec![
+            list,
+            Term::atom("erlang"),
+            Term::atom("nodes"),
+            Term::nil(),
+            Term::Integer(ms),
+        ];
+        let r = rpc::call(
+            &self.local,
+            self.target.as_str(),
+            "erpc",
+            "multicall",
+            args,
+            timeout + Duration::from_secs(1),
+        )
+        .await;
+        match r {
+            Ok(answers) => multicall_views(peers, &answers),
+            Err(e) => {
+                let reason = e.to_string();
+                peers
+                    .iter()
+                    .map(|p| (p.clone(), Err(reason.clone())))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Reads `erpc:multicall/5`'s answer (one `{ok, Nodes}` or `{Class,
+/// Reason}` per peer, in the order asked) into the peers' views.
+pub fn multicall_views(peers: &BTreeSet<NodeName>, answers: &Term) -> PeerViews {
+    let items = answers.as_list().unwrap_or(&[]);
+    peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let view = match items.get(i).and_then(Term::as_tuple) {
+                Some([ok, nodes]) if *ok == Term::atom("ok") => partition::node_list(nodes),
+                Some(_) => Err(format!("erpc:multicall: {}", items[i])),
+                None => Err(format!("erpc:multicall answered {answers}")),
+            };
+            (p.clone(), view)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multicall_answers_become_views_in_the_order_asked() {
+        let peers: BTreeSet<NodeName> = ["a@h", "b@h", "c@h"].map(NodeName::new).into();
+        let answers = Term::List(vec![
+            Term::tuple(vec![
+                Term::atom("ok"),
+                Term::List(vec![Term::atom("me@h"), Term::atom("b@h")]),
+            ]),
+            Term::tuple(vec![
+                Term::atom("error"),
+                Term::tuple(vec![Term::atom("erpc"), Term::atom("timeout")]),
+            ]),
+        ]);
+        let v = multicall_views(&peers, &answers);
+        assert_eq!(
+            v[&NodeName::new("a@h")],
+            Ok(["me@h", "b@h"].map(NodeName::new).into())
+        );
+        assert!(v[&NodeName::new("b@h")]
+            .as_ref()
+            .unwrap_err()
+            .contains("timeout"));
+        assert!(
+            v[&NodeName::new("c@h")].is_err(),
+            "a short answer fails the rest"
+        );
     }
 }

@@ -504,6 +504,8 @@ async fn supervise(
         s.beam_up = false;
         let m = std::mem::take(&mut s.engine);
         s.engine_base = add(&s.engine_base, &m);
+        let p = std::mem::take(&mut s.partition);
+        s.partitions_base += p.partitions;
         s.connected.clear();
     }
 }
@@ -698,9 +700,11 @@ async fn safety_net(beam: &BeamNode, status: &Mutex<Status>, seen: &Mutex<Seen>)
 
 fn publish(formation: &Formation, status: &Mutex<Status>, seen: &Mutex<Seen>) {
     let m = formation.metrics();
+    let p = formation.partition();
     let connected = seen.lock().unwrap().connected.clone();
     let mut s = status.lock().unwrap();
     s.engine = m;
+    s.partition = p;
     s.connected = connected;
 }
 

@@ -5,9 +5,11 @@
 //! runtime, and the binary and the test bed take both actors from here.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use erlkube_node::Node;
 
+use erlkube_discovery::partition::{self, PeerViews};
 use erlkube_discovery::{Actor, ConnectError, NodeName};
 
 /// Drives a local [`Node`]: connect/disconnect are the node's own, the
@@ -36,5 +38,21 @@ impl Actor for RustNode {
 
     async fn connected(&self) -> Result<BTreeSet<NodeName>, ConnectError> {
         Ok(self.0.nodes().into_iter().map(NodeName::new).collect())
+    }
+
+    async fn peer_views(&self, peers: &BTreeSet<NodeName>, timeout: Duration) -> PeerViews {
+        let calls = peers.iter().map(|p| async move {
+            let r = self
+                .0
+                .rpc_call(p.as_str(), "erlang", "nodes", Vec::new(), timeout)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|t| partition::node_list(&t));
+            (p.clone(), r)
+        });
+        futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .collect()
     }
 }

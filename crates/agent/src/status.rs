@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt::{self, Write};
 use std::time::Duration;
 
+use erlkube_discovery::partition::PartitionStatus;
 use erlkube_discovery::{Metrics, NodeName, Quorum, QuorumState};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -111,6 +112,10 @@ pub struct Status {
     pub complete_peers: Option<usize>,
     /// The drain.
     pub drain: Drain,
+    /// The running engine's partition view (components, suspicion).
+    pub partition: PartitionStatus,
+    /// Partitions seen by past engine incarnations.
+    pub partitions_base: u64,
 }
 
 impl Status {
@@ -163,7 +168,7 @@ impl Status {
             format!("[{}]", items.join(","))
         };
         format!(
-            "{{\"node\":{},\"agent\":{},\"beam_up\":{},\"membership\":{},\"ready\":{},\"quorum\":{},\"drain\":{},\"discovered\":{},\"connected\":{},\"visible\":{},\"last_discovery_error\":{}}}\n",
+            "{{\"node\":{},\"agent\":{},\"beam_up\":{},\"membership\":{},\"ready\":{},\"quorum\":{},\"drain\":{},\"discovered\":{},\"connected\":{},\"visible\":{},\"last_discovery_error\":{},\"partition\":{}}}\n",
             json_string(&self.node),
             json_string(&self.agent),
             self.beam_up,
@@ -187,6 +192,28 @@ impl Status {
             }),
             list(&self.connected),
             self.last_discovery_error.as_deref().map_or("null".into(), json_string),
+            self.partition_json(),
+        )
+    }
+
+    /// The `partition` object of `/cluster`: components as lists of node
+    /// names (the unreached discovered nodes as one more, flagged).
+    fn partition_json(&self) -> String {
+        let list = |s: &BTreeSet<NodeName>| {
+            let items: Vec<String> = s.iter().map(|n| json_string(n.as_str())).collect();
+            format!("[{}]", items.join(","))
+        };
+        let p = &self.partition;
+        let comps: Vec<String> = p.view.components.iter().map(list).collect();
+        format!(
+            "{{\"checks\":{},\"components\":{},\"suspected\":{},\"partitions\":{},\"groups\":[{}],\"unreached\":{},\"not_connected\":{}}}",
+            p.checks,
+            p.components,
+            p.suspected,
+            self.partitions_base + p.partitions,
+            comps.join(","),
+            list(&p.view.unreached),
+            list(&p.view.not_connected),
         )
     }
 }
@@ -329,6 +356,24 @@ impl Collector for Snapshot {
             "Failed discovery rounds.",
             s.discovery_errors,
         )?;
+        gauge(
+            e,
+            "erlkube_cluster_components",
+            "Connected components of the cluster graph at the last partition check (discovered nodes nobody here reaches count as one; 0 before the first check).",
+            s.partition.components as u64,
+        )?;
+        gauge(
+            e,
+            "erlkube_partition_suspected",
+            "1 while a discovered node is not connected to this node, or the cluster graph has more than one component.",
+            s.partition.suspected as u64,
+        )?;
+        counter(
+            e,
+            "erlkube_partitions",
+            "Times a whole cluster was seen split into more than one component.",
+            s.partitions_base + s.partition.partitions,
+        )?;
         let h = &s.discovery_latency;
         let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()
@@ -418,9 +463,10 @@ mod tests {
         assert!(text.contains("erlkube_agent_discovery_duration_seconds_count 3\n"));
     }
 
-    /// The exposition is exactly what the hand-written renderer wrote
-    /// before `prometheus-client` (golden text made by that renderer):
-    /// every name, type, help text and value kept.
+    /// The exposition is what the hand-written renderer wrote before
+    /// `prometheus-client` (golden text first made by that renderer):
+    /// every name, type, help text and value kept. The quorum, drain and
+    /// partition metrics added since stand in it too, at their places.
     #[test]
     fn metrics_text_is_unchanged_by_the_library() {
         let mut s = Status {
@@ -446,5 +492,40 @@ mod tests {
     fn json_escapes() {
         assert_eq!(json_string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
         assert_eq!(json_string("\u{7f}\u{85}é"), "\"\\u007f\\u0085é\"");
+    }
+
+    #[test]
+    fn partition_shows_in_metrics_and_cluster() {
+        use erlkube_discovery::partition::{view, PartitionTracker, PeerViews};
+        let mut t = PartitionTracker::default();
+        let mut views = PeerViews::new();
+        views.insert(NodeName::new("b@h"), Ok(set(&["me@h", "c@h"])));
+        t.observe(view(
+            &NodeName::new("me@h"),
+            &set(&["b@h", "c@h"]),
+            &views,
+            &set(&["b@h", "c@h"]),
+        ));
+        views.insert(NodeName::new("b@h"), Ok(set(&["me@h"])));
+        t.observe(view(
+            &NodeName::new("me@h"),
+            &set(&["b@h"]),
+            &views,
+            &set(&["b@h", "c@h"]),
+        ));
+        let s = Status {
+            partition: t.status(),
+            partitions_base: 2,
+            ..Status::default()
+        };
+        let text = s.prometheus();
+        assert!(text.contains("\nerlkube_cluster_components 2\n"), "{text}");
+        assert!(text.contains("\nerlkube_partition_suspected 1\n"), "{text}");
+        assert!(text.contains("\nerlkube_partitions_total 3\n"), "{text}");
+        let json = s.json();
+        assert!(
+            json.contains("\"partition\":{\"checks\":2,\"components\":2,\"suspected\":true,\"partitions\":3,\"groups\":[[\"b@h\",\"me@h\"]],\"unreached\":[\"c@h\"],\"not_connected\":[\"c@h\"]}"),
+            "{json}"
+        );
     }
 }

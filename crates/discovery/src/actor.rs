@@ -44,4 +44,22 @@ pub trait Actor: Send + Sync + 'static {
 
     /// The nodes currently connected (`nodes()`, visible nodes).
     fn connected(&self) -> impl Future<Output = Result<BTreeSet<NodeName>, ConnectError>> + Send;
+
+    /// Asks each of `peers` (connected nodes) for its own `nodes()`, over
+    /// the distribution connection (an RPC of `erlang:nodes/0`), for
+    /// partition detection ([`crate::partition`]). A peer that cannot be
+    /// asked (or does not answer within `timeout`) maps to an error text.
+    /// The default asks nobody.
+    fn peer_views(
+        &self,
+        peers: &BTreeSet<NodeName>,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = crate::partition::PeerViews> + Send {
+        let _ = timeout;
+        let views = peers
+            .iter()
+            .map(|p| (p.clone(), Err("this actor cannot probe peers".to_owned())))
+            .collect();
+        std::future::ready(views)
+    }
 }

@@ -306,6 +306,12 @@ pub const KEYS: &[Key] = &[
         doc: "members (counting this node) connected before the node is ready: a number, majority (of the last complete discovered set) or all (every discovered peer)",
         strategy: None,
     },
+    Key {
+        name: "formation.partition_check",
+        default: Some("2s"),
+        doc: "how often connected peers are asked for their nodes() to detect partitions (off: never)",
+        strategy: None,
+    },
 ];
 
 /// The environment variable of a key: `ERLKUBE_` + the dotted name in
@@ -797,6 +803,17 @@ pub fn resolve_with(
     let connect_timeout = duration("formation.connect_timeout")?;
     let quorum = Quorum::parse(&get("formation.quorum").unwrap_or_default())
         .map_err(|m| invalid("formation.quorum", m))?;
+    let pc = get("formation.partition_check").unwrap_or_default();
+    let partition_check = match (pc.as_str(), parse_duration(&pc)) {
+        ("off", _) => None,
+        (_, Some(d)) if !d.is_zero() => Some(d),
+        _ => {
+            return Err(invalid(
+                "formation.partition_check",
+                format!("must be a duration above 0s like \"2s\", or off; got {pc:?}"),
+            ))
+        }
+    };
     let engine = EngineConfig {
         plan: PlanConfig {
             backoff_base,
@@ -807,6 +824,7 @@ pub fn resolve_with(
         check_interval,
         connect_timeout,
         seed: None,
+        partition_check,
     };
     let entries = entries
         .into_iter()
@@ -1069,5 +1087,38 @@ server = "10.0.0.2:5353"
         assert_eq!(parse_duration("2"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("1h"), None);
+    }
+
+    #[test]
+    fn partition_check_defaults_to_2s_takes_off_and_refuses_bad_values() {
+        let c = resolve(None, env(&[]), "h").unwrap();
+        assert_eq!(c.engine.partition_check, Some(Duration::from_secs(2)));
+        let c = resolve(
+            None,
+            env(&[("ERLKUBE_FORMATION_PARTITION_CHECK", "500ms")]),
+            "h",
+        )
+        .unwrap();
+        assert_eq!(c.engine.partition_check, Some(Duration::from_millis(500)));
+        let c = resolve(
+            Some("[formation]\npartition_check = \"off\"\n"),
+            env(&[]),
+            "h",
+        )
+        .unwrap();
+        assert_eq!(c.engine.partition_check, None);
+        for bad in ["0s", "soon", "-1s"] {
+            let e = resolve(
+                None,
+                env(&[("ERLKUBE_FORMATION_PARTITION_CHECK", bad)]),
+                "h",
+            )
+            .unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("formation.partition_check: must be a duration above 0s"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 }

@@ -19,7 +19,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::partition::PartitionStatus;
 use crate::plan::{Action, Event, Plan, PlanConfig};
+use crate::probe::{Probe, Step};
 use crate::quorum::{Quorum, QuorumState};
 use crate::{Actor, ConnectError, NodeName, Update};
 
@@ -35,6 +37,9 @@ pub struct EngineConfig {
     pub connect_timeout: Duration,
     /// Seed of the backoff jitter (`None`: random).
     pub seed: Option<u64>,
+    /// How often connected peers are asked for their `nodes()` to detect
+    /// partitions ([`crate::partition`]); `None`: never.
+    pub partition_check: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +49,7 @@ impl Default for EngineConfig {
             check_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             seed: None,
+            partition_check: Some(Duration::from_secs(2)),
         }
     }
 }
@@ -76,6 +82,7 @@ pub struct Engine<A: Actor> {
     quorum: Quorum,
     events: broadcast::Sender<Event>,
     metrics: Arc<Mutex<Metrics>>,
+    partition: Arc<Mutex<PartitionStatus>>,
 }
 
 /// What a [`Formation`] asks its running engine.
@@ -94,6 +101,7 @@ pub struct Formation {
     desired: watch::Receiver<BTreeSet<NodeName>>,
     quorum: watch::Receiver<QuorumState>,
     commands: mpsc::Sender<Command>,
+    partition: Arc<Mutex<PartitionStatus>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -135,6 +143,12 @@ impl Formation {
         rx.await.unwrap_or(0)
     }
 
+    /// The partition view of the last check (components, suspicion,
+    /// partitions seen); empty while `partition_check` is off.
+    pub fn partition(&self) -> PartitionStatus {
+        self.partition.lock().unwrap().clone()
+    }
+
     /// Stops the engine.
     pub fn stop(self) {}
 }
@@ -172,6 +186,7 @@ impl<A: Actor> Engine<A> {
             quorum: Quorum::All,
             events,
             metrics: Arc::default(),
+            partition: Arc::default(),
         }
     }
 
@@ -194,6 +209,7 @@ impl<A: Actor> Engine<A> {
         let (commands, commands_rx) = mpsc::channel(4);
         let events = self.events.clone();
         let metrics = self.metrics.clone();
+        let partition = self.partition.clone();
         let task = tokio::spawn(self.run(updates, desired_tx, quorum_tx, commands_rx));
         Formation {
             events,
@@ -201,6 +217,7 @@ impl<A: Actor> Engine<A> {
             desired,
             quorum,
             commands,
+            partition,
             task,
         }
     }
@@ -223,6 +240,7 @@ impl<A: Actor> Engine<A> {
         // The last warning about names this node cannot reach, so a
         // steady state logs it once.
         let mut form_warning: Option<String> = None;
+        let mut probe = Probe::new(self.config.partition_check);
         loop {
             let deadline = plan.next_deadline();
             let mut events = Vec::new();
@@ -270,6 +288,10 @@ impl<A: Actor> Engine<A> {
                     tracing::info!(peers = gone, "left the cluster: disconnected every peer, dialling stopped");
                     let _ = reply.send(gone);
                 }
+                step = probe.next() => match step {
+                    Step::Tick => probe.start(&self.actor, self.config.connect_timeout),
+                    Step::Done(c) => probe.apply(c, &mut plan, &self.partition, Instant::now()),
+                },
                 _ = sleep_until(deadline) => {}
             }
             let (actions, removals) = plan.poll(Instant::now());
@@ -436,6 +458,7 @@ mod tests {
             check_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
             seed: Some(3),
+            partition_check: None,
         }
     }
 

@@ -365,6 +365,27 @@ impl Plan {
         (actions, events)
     }
 
+    /// Brings the next connect attempt to each of `nodes` (those desired
+    /// and not connected) forward to `at` at the latest, whatever their
+    /// backoff says; the failure count stays (a failure after `at` backs
+    /// off as before). Used by partition detection so that a healed cut
+    /// is crossed again at once. Returns how many nodes it moved.
+    pub fn retry_by(&mut self, nodes: &BTreeSet<NodeName>, at: Instant) -> usize {
+        let mut moved = 0;
+        for node in nodes {
+            if self.connected.contains(node) {
+                continue;
+            }
+            if let Some(m) = self.desired.get_mut(node) {
+                if m.not_before.is_some_and(|t| t > at) {
+                    m.not_before = Some(at);
+                    moved += 1;
+                }
+            }
+        }
+        moved
+    }
+
     /// When [`Plan::poll`] next has something to do (a backoff expiring or a
     /// grace elapsing), if anything is pending.
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -647,5 +668,37 @@ mod tests {
             let d = backoff_delay(&c, f, &mut rng);
             assert!(d <= Duration::from_secs(30), "{f}: {d:?}");
         }
+    }
+
+    #[test]
+    fn retry_by_brings_a_backed_off_attempt_forward_and_only_that() {
+        let mut p = plan(Duration::ZERO);
+        let t0 = Instant::now();
+        p.answer(&answer(&["a@h", "b@h"], true), t0);
+        let (actions, _) = p.poll(t0);
+        assert_eq!(actions.len(), 2);
+        p.connect_result(&n("a@h"), Err("pang".into()), t0);
+        p.connect_result(&n("b@h"), Ok(()), t0);
+        for _ in 0..5 {
+            let next = p.next_deadline().expect("a retry is pending");
+            assert_eq!(p.poll(next).0, vec![Action::Connect(n("a@h"))]);
+            p.connect_result(&n("a@h"), Err("pang".into()), next);
+        }
+        let late = p.next_deadline().unwrap();
+        let now = late - Duration::from_millis(400);
+        assert!(p.poll(now).0.is_empty(), "backed off");
+        let wanted = [n("a@h"), n("b@h"), n("gone@h")].into_iter().collect();
+        assert_eq!(
+            p.retry_by(&wanted, now),
+            1,
+            "b is connected, gone is not desired"
+        );
+        assert_eq!(p.next_deadline(), Some(now));
+        assert_eq!(p.poll(now).0, vec![Action::Connect(n("a@h"))]);
+        // A later deadline never postpones an earlier one.
+        p.connect_result(&n("a@h"), Err("pang".into()), now);
+        let due = p.next_deadline().unwrap();
+        assert_eq!(p.retry_by(&wanted, due + Duration::from_secs(1)), 0);
+        assert_eq!(p.next_deadline(), Some(due));
     }
 }

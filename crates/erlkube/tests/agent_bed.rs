@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use erlkube_testbed::harness::{dns_env, is_full_mesh, membership, wait_full_mesh};
 use erlkube_testbed::process::Guard;
-use erlkube_testbed::{Bed, BedConfig, ErlSpec, Naming, PodErl};
+use erlkube_testbed::{Bed, BedConfig, ErlRuntime, ErlSpec, Naming, PodErl};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -36,7 +36,10 @@ fn bed(naming: Naming) -> Bed {
 /// release does (`global` syncs names across the cluster).
 fn global_bed() -> Bed {
     Bed::new(BedConfig {
-        connect_all: true,
+        erl: ErlRuntime {
+            connect_all: true,
+            ..ErlRuntime::default()
+        },
         ..BedConfig::default()
     })
     .expect("test bed")
@@ -572,7 +575,6 @@ fn spec(bed: &Bed, index: u32) -> ErlSpec {
         net_ticktime: c.net_ticktime,
         inetrc: None,
         ipv6: false,
-        connect_all: c.connect_all,
     }
 }
 
@@ -619,7 +621,8 @@ async fn an_agent_started_before_its_node_waits_and_survives_node_restarts() {
             .collect()
     };
     for round in 1..=2u32 {
-        let erl = PodErl::start(&late_ns, &spec(&bed, late)).expect("start the node");
+        let erl = PodErl::start_with(&late_ns, &spec(&bed, late), &bed.config().erl)
+            .expect("start the node");
         wait_for("the late node in the cluster", || async {
             nodes_of(&erl).await == want(late)
         })

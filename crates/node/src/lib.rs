@@ -392,6 +392,19 @@ fn builtin_services() -> dispatch::Services {
     s
 }
 
+/// Peers seen through visible connections, sorted (`nodes()`).
+fn visible_nodes(inner: &Inner) -> Vec<String> {
+    let conns = inner.conns.lock().expect("conns");
+    let mut v: Vec<String> = conns
+        .up
+        .iter()
+        .filter(|(_, h)| h.published)
+        .map(|(n, _)| n.clone())
+        .collect();
+    v.sort();
+    v
+}
+
 pub(crate) fn random_u32() -> u32 {
     getrandom::u32().unwrap_or_else(|_| {
         let t = std::time::SystemTime::now()
@@ -448,10 +461,22 @@ impl Node {
             listener,
             shutdown.subscribe(),
         ));
-        Ok(Node {
+        let node = Node {
             inner,
             _guard: Arc::new(ShutdownGuard(shutdown)),
-        })
+        };
+        // `erlang:nodes/0` over RPC, as any BEAM node answers it: peers'
+        // formation engines probe it to see partitions. A weak reference,
+        // so the registry does not keep the node alive.
+        let weak = Arc::downgrade(&node.inner);
+        node.register_fn("erlang", "nodes", 0, move |_| {
+            let names = weak
+                .upgrade()
+                .map(|i| visible_nodes(&i))
+                .unwrap_or_default();
+            Ok(Term::List(names.iter().map(|n| Term::atom(n)).collect()))
+        });
+        Ok(node)
     }
 
     /// The full node name.
@@ -511,15 +536,7 @@ impl Node {
 
     /// Peers this node sees (visible connections), like `nodes()`.
     pub fn nodes(&self) -> Vec<String> {
-        let conns = self.inner.conns.lock().expect("conns");
-        let mut v: Vec<String> = conns
-            .up
-            .iter()
-            .filter(|(_, h)| h.published)
-            .map(|(n, _)| n.clone())
-            .collect();
-        v.sort();
-        v
+        visible_nodes(&self.inner)
     }
 
     /// Every connected peer, visible or hidden, like `nodes(connected)`.

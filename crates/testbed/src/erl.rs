@@ -80,7 +80,23 @@ pub struct ErlSpec {
     pub inetrc: Option<std::path::PathBuf>,
     /// IPv6 distribution (`-proto_dist inet6_tcp`).
     pub ipv6: bool,
-    /// `-connect_all true` (else `false`).
+}
+
+/// How to run `erl` beyond the [`ErlSpec`]: another OTP in a chroot, extra
+/// arguments.
+#[derive(Clone, Debug, Default)]
+pub struct ErlRuntime {
+    /// Root of a chroot holding another OTP (e.g. testkit's OTP 27 rootfs):
+    /// `erl` runs as `chroot ROOT env … erl` inside the pod's namespace (a
+    /// chroot keeps the network namespace, so the pod's epmd serves it).
+    /// `None`: the host's `erl`.
+    pub root: Option<std::path::PathBuf>,
+    /// Extra `erl` arguments (e.g. `-kernel prevent_overlapping_partitions
+    /// false`).
+    pub args: Vec<String>,
+    /// `-connect_all true`: `global` runs its connect protocol with every
+    /// peer and connects to the nodes its peers know (a release's default).
+    /// False (the bed's default): only the engine under test connects.
     pub connect_all: bool,
 }
 
@@ -104,11 +120,26 @@ impl PodErl {
     /// Starts `erl` inside network namespace `ns` and waits until its loop
     /// is ready.
     pub fn start(ns: &str, spec: &ErlSpec) -> io::Result<PodErl> {
-        let mut cmd = crate::net::in_netns(ns, "erl");
+        PodErl::start_with(ns, spec, &ErlRuntime::default())
+    }
+
+    /// [`PodErl::start`] with another OTP or extra arguments.
+    pub fn start_with(ns: &str, spec: &ErlSpec, runtime: &ErlRuntime) -> io::Result<PodErl> {
+        let mut cmd = match &runtime.root {
+            None => crate::net::in_netns(ns, "erl"),
+            Some(root) => {
+                let mut c = crate::net::in_netns(ns, "chroot");
+                // The host's HOME need not exist in the chroot; the cookie
+                // comes from -setcookie.
+                c.arg(root).args(["env", "HOME=/tmp", "erl"]);
+                c
+            }
+        };
+        cmd.args(&runtime.args);
         cmd.env("ERL_EPMD_PORT", spec.epmd_port.to_string())
             .args(["-noshell", "-name", &spec.name, "-setcookie", &spec.cookie])
             .args(["-start_epmd", "false", "-connect_all"])
-            .arg(if spec.connect_all { "true" } else { "false" })
+            .arg(if runtime.connect_all { "true" } else { "false" })
             .args(["+S", "1:1", "+A", "1", "+sbwt", "none"])
             .args(["-kernel", "net_ticktime", &spec.net_ticktime.to_string()])
             .args([

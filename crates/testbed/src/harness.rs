@@ -38,6 +38,7 @@ pub fn fast_engine() -> EngineConfig {
         check_interval: Duration::from_millis(500),
         connect_timeout: Duration::from_secs(10),
         seed: None,
+        partition_check: None,
     }
 }
 
@@ -283,6 +284,8 @@ pub fn bench_variants() -> Vec<BenchVariant> {
             disconnect_on_removal: true,
         },
         check_interval: Duration::from_secs(5),
+        // libcluster has no partition detection.
+        partition_check: None,
         ..EngineConfig::default()
     };
     vec![

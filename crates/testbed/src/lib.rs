@@ -36,7 +36,7 @@ pub mod rust;
 pub mod sys;
 
 pub use actor::BeamActor;
-pub use erl::{ErlSpec, EvalError, PodErl};
+pub use erl::{ErlRuntime, ErlSpec, EvalError, PodErl};
 
 use net::{in_netns, ip, run};
 use process::Guard;
@@ -126,10 +126,9 @@ pub struct BedConfig {
     /// the published pods, as cluster DNS does for a headless Service's
     /// named ports.
     pub srv_ports: Vec<String>,
-    /// Start the nodes with `-connect_all true` (OTP's default: `global`
-    /// syncs names and keeps the mesh); the bed's default is `false`, so
-    /// that only the formation under test connects nodes.
-    pub connect_all: bool,
+    /// How pods' `erl` runs (the host's OTP by default; another OTP in a
+    /// chroot, extra arguments).
+    pub erl: ErlRuntime,
 }
 
 impl Default for BedConfig {
@@ -145,7 +144,7 @@ impl Default for BedConfig {
             naming: Naming::Ipv4,
             pod_prefix: "pod".into(),
             srv_ports: Vec::new(),
-            connect_all: false,
+            erl: ErlRuntime::default(),
         }
     }
 }
@@ -534,7 +533,6 @@ impl Bed {
             net_ticktime: c.net_ticktime,
             inetrc,
             ipv6,
-            connect_all: c.connect_all,
         })
     }
 
@@ -581,6 +579,7 @@ impl Bed {
             staged.push((index, ns, veth, v4, v6, hostname, spec, epmd));
         }
         // Host records first, so Hostname-named nodes resolve each other.
+        let runtime = &self.config.erl;
         let started: Vec<io::Result<Option<PodErl>>> = std::thread::scope(|s| {
             let hs: Vec<_> = staged
                 .iter()
@@ -589,7 +588,7 @@ impl Bed {
                         // epmd needs a moment to listen.
                         std::thread::sleep(Duration::from_millis(100));
                         if with_erl {
-                            PodErl::start(ns, spec).map(Some)
+                            PodErl::start_with(ns, spec, runtime).map(Some)
                         } else {
                             Ok(None)
                         }
@@ -721,6 +720,47 @@ impl Bed {
     /// Reconnects a partitioned pod.
     pub fn heal(&self, index: u32) -> io::Result<()> {
         ip(&["link", "set", &self.pod(index).veth, "up"]).map(|_| ())
+    }
+
+    /// Cuts every pod of `a` off every pod of `b` and back: blackhole
+    /// routes to the other side's IPv4 and IPv6 addresses inside each pod's
+    /// namespace, so their traffic is dropped while each side (and DNS)
+    /// stays reachable. Nothing outside the bed's namespaces is touched.
+    pub fn cut(&self, a: &[u32], b: &[u32]) -> io::Result<()> {
+        self.cut_routes("add", a, b)
+    }
+
+    /// Removes the routes of [`Bed::cut`].
+    pub fn mend(&self, a: &[u32], b: &[u32]) -> io::Result<()> {
+        self.cut_routes("del", a, b)
+    }
+
+    fn cut_routes(&self, op: &str, a: &[u32], b: &[u32]) -> io::Result<()> {
+        for (from, to) in a
+            .iter()
+            .flat_map(|x| b.iter().map(move |y| (*x, *y)))
+            .chain(b.iter().flat_map(|y| a.iter().map(move |x| (*y, *x))))
+        {
+            let (ns, peer) = (&self.pod(from).netns, self.pod(to));
+            ip(&[
+                "-n",
+                ns,
+                "route",
+                op,
+                "blackhole",
+                &format!("{}/32", peer.ipv4),
+            ])?;
+            ip(&[
+                "-n",
+                ns,
+                "-6",
+                "route",
+                op,
+                "blackhole",
+                &format!("{}/128", peer.ipv6),
+            ])?;
+        }
+        Ok(())
     }
 
     /// A command that runs inside the pod's namespace.

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use erlkube_agent::rust_node::RustNode;
+use erlkube_discovery::partition::PartitionStatus;
 use erlkube_discovery::strategy::{poll, DnsA, StaticList};
-use erlkube_discovery::{Engine, EngineConfig, Event};
+use erlkube_discovery::{Engine, EngineConfig, Event, Formation};
 use erlkube_node::{Cookie, Node, NodeConfig};
 use tokio::sync::{broadcast, oneshot};
 
@@ -23,6 +24,7 @@ pub struct RustPod {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     node: Node,
+    formation: Arc<Mutex<Option<Formation>>>,
     /// The engine's events from its start.
     pub events: broadcast::Receiver<Event>,
 }
@@ -48,6 +50,8 @@ impl RustPod {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (engine_stop_tx, engine_stop_rx) = oneshot::channel::<()>();
+        let formation_slot: Arc<Mutex<Option<Formation>>> = Arc::default();
+        let slot_in = formation_slot.clone();
         let thread = net::spawn_in_netns(&netns, move || {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -89,11 +93,11 @@ impl RustPod {
                 };
                 let engine = Engine::new(RustNode(node.clone()), engine);
                 let events = engine.subscribe();
-                let formation = engine.spawn(rx);
+                *slot_in.lock().unwrap() = Some(engine.spawn(rx));
                 let _ = ready_tx.send(Ok((node.clone(), events)));
                 let _ = engine_stop_rx.await;
                 task.abort();
-                drop(formation);
+                drop(slot_in.lock().unwrap().take());
                 let _ = stop_rx.await;
                 node.shutdown();
             });
@@ -122,8 +126,18 @@ impl RustPod {
             stop: Some(stop_tx),
             thread: Some(thread),
             node,
+            formation: formation_slot,
             events,
         })
+    }
+
+    /// The engine's partition view (`None` once the engine is stopped).
+    pub fn partition(&self) -> Option<PartitionStatus> {
+        self.formation
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(Formation::partition)
     }
 
     /// The node.
