@@ -12,9 +12,9 @@
 //! `global:sync()` returns on every BEAM node with the Rust node in the
 //! cluster.
 //!
-//! The cut lasts 10 s, not the issue's 30 s: detection takes one
-//! `net_ticktime` (4 s here) and the engine's backoff reaches its 10 s cap
-//! within the cut either way, so a longer cut only costs time.
+//! The cut lasts 30 s, as the issue asks: long enough for detection (one
+//! `net_ticktime`, 4 s here), for every engine's backoff to reach its 10 s
+//! cap, and for `global` on both sides to settle its own view of the split.
 //!
 //! Needs root and erl (CI has both); the OTP 27 cases build the chroot on
 //! first use (debootstrap). One scenario at a time (a lock).
@@ -40,7 +40,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Liveness bound of each wait (not a performance assertion).
 const LIMIT: Duration = Duration::from_secs(90);
 /// How long the cut is held.
-const CUT: Duration = Duration::from_secs(10);
+const CUT: Duration = Duration::from_secs(30);
 const HTTP_PORT: u16 = 9568;
 const EVAL: Duration = Duration::from_secs(30);
 
