@@ -341,7 +341,7 @@ async fn forward(
                 {
                     let mut s = status.lock().unwrap();
                     s.discovery_errors += 1;
-                    s.last_discovery_error = Some(text.clone());
+                    s.last_discovery_error = Some(e);
                 }
                 match throttle.failure(&text, now) {
                     Verdict::First => {

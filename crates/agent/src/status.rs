@@ -6,7 +6,7 @@ use std::fmt::{self, Write};
 use std::time::Duration;
 
 use erlkube_discovery::partition::PartitionStatus;
-use erlkube_discovery::{Metrics, NodeName, Quorum, QuorumState};
+use erlkube_discovery::{DiscoveryError, Metrics, NodeName, Quorum, QuorumState};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -103,7 +103,7 @@ pub struct Status {
     /// Times the strategy was restarted because it made no progress.
     pub discovery_restarts: u64,
     /// The last discovery error, if the last round failed.
-    pub last_discovery_error: Option<String>,
+    pub last_discovery_error: Option<DiscoveryError>,
     /// Discovery latency.
     pub discovery_latency: Histogram,
     /// Readiness rule.
@@ -191,7 +191,9 @@ impl Status {
                 None => BTreeSet::new(),
             }),
             list(&self.connected),
-            self.last_discovery_error.as_deref().map_or("null".into(), json_string),
+            self.last_discovery_error
+                .as_ref()
+                .map_or("null".into(), |e| json_string(&e.to_string())),
             self.partition_json(),
         )
     }

@@ -259,7 +259,7 @@ impl<A: Actor> Engine<A> {
                     }
                     Some(Update::Error(e)) => {
                         tracing::warn!(error = %e, "discovery failed; keeping the last good set");
-                        events.extend(plan.discovery_error(e.to_string()));
+                        events.extend(plan.discovery_error(e));
                     }
                     None => updates_open = false,
                 },
@@ -485,8 +485,11 @@ mod tests {
         settle().await;
         assert_eq!(actor.state.lock().unwrap().connected, set(&["a@h", "b@h"]));
         tx.send(Update::Error(DiscoveryError::Unavailable {
-            strategy: crate::strategy::StrategyKind::Static,
-            reason: "timeout".into(),
+            strategy: crate::strategy::StrategyKind::Kubernetes,
+            reason: crate::Reason::KubeApi {
+                op: crate::reason::KubeOp::List,
+                failure: crate::reason::KubeFailure::NoAnswer(Duration::from_secs(3)),
+            },
         }))
         .await
         .unwrap();
@@ -507,9 +510,17 @@ mod tests {
             seen.contains(&Event::Connected(NodeName::new("a@h"))),
             "{seen:?}"
         );
-        assert!(seen.contains(&Event::DiscoveryError(
-            "static: source unavailable: timeout".into()
-        )));
+        let errors: Vec<String> = seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::DiscoveryError(e) => Some(e.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            errors,
+            ["kubernetes: source unavailable: list: no answer within 3s"]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -36,6 +36,7 @@ pub mod partition;
 pub mod plan;
 mod probe;
 pub mod quorum;
+pub mod reason;
 mod start;
 pub mod strategy;
 
@@ -46,6 +47,7 @@ pub use engine::{Engine, EngineConfig, Formation, Metrics};
 pub use form::HostForm;
 pub use plan::{Action, Event, Plan, PlanConfig};
 pub use quorum::{Quorum, QuorumState};
+pub use reason::Reason;
 
 /// A node name as Erlang spells it: `name@host`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -125,7 +127,7 @@ pub enum Update {
 }
 
 /// Why a discovery round failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DiscoveryError {
     /// The source could not be reached or did not answer in time.
@@ -133,15 +135,33 @@ pub enum DiscoveryError {
     Unavailable {
         /// Strategy name, e.g. `dns_a`.
         strategy: crate::strategy::StrategyKind,
-        /// Human-readable reason (no secrets).
-        reason: String,
+        /// Why (no secrets).
+        reason: Reason,
     },
     /// The source answered with something that cannot be used.
     #[error("{strategy}: bad answer: {reason}")]
     BadAnswer {
         /// Strategy name.
         strategy: crate::strategy::StrategyKind,
-        /// Human-readable reason (no secrets).
-        reason: String,
+        /// Why (no secrets).
+        reason: Reason,
     },
+}
+
+impl DiscoveryError {
+    /// The strategy that failed.
+    pub fn strategy(&self) -> strategy::StrategyKind {
+        match self {
+            DiscoveryError::Unavailable { strategy, .. }
+            | DiscoveryError::BadAnswer { strategy, .. } => *strategy,
+        }
+    }
+
+    /// Why it failed.
+    pub fn reason(&self) -> &Reason {
+        match self {
+            DiscoveryError::Unavailable { reason, .. }
+            | DiscoveryError::BadAnswer { reason, .. } => reason,
+        }
+    }
 }

@@ -74,7 +74,7 @@ pub enum Event {
     /// The node left the desired set (positive evidence, grace elapsed).
     Removed(NodeName),
     /// A discovery round failed; the desired set is unchanged.
-    DiscoveryError(String),
+    DiscoveryError(crate::DiscoveryError),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -260,9 +260,9 @@ impl Plan {
     }
 
     /// A failed discovery round: counted, nothing else changes.
-    pub fn discovery_error(&mut self, reason: String) -> Vec<Event> {
+    pub fn discovery_error(&mut self, error: crate::DiscoveryError) -> Vec<Event> {
         self.counters.discovery_errors += 1;
-        vec![Event::DiscoveryError(reason)]
+        vec![Event::DiscoveryError(error)]
     }
 
     /// The actor's current connected set.
@@ -507,7 +507,13 @@ mod tests {
         let now = Instant::now();
         let mut p = plan(Duration::ZERO);
         p.answer(&answer(&["a@h", "b@h"], true), now);
-        p.discovery_error("timeout".into());
+        p.discovery_error(crate::DiscoveryError::Unavailable {
+            strategy: crate::strategy::StrategyKind::Epmd,
+            reason: crate::Reason::Epmd {
+                addr: "127.0.0.1:4369".parse().unwrap(),
+                error: "timed out".into(),
+            },
+        });
         p.answer(&answer(&["c@h"], false), now);
         p.answer(&answer(&[], false), now);
         let (_, ev) = p.poll(now);

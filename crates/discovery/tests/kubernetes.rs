@@ -10,7 +10,8 @@ use std::time::Duration;
 use erlkube_discovery::kubernetes::{
     ApiAccess, KubeError, KubeSettings, Kubernetes, NameMode, ResourceKind,
 };
-use erlkube_discovery::{NodeName, Update};
+use erlkube_discovery::reason::{KubeFailure, KubeOp};
+use erlkube_discovery::{NodeName, Reason, Update};
 use erlkube_kube_emulator::{Access, Emulator, EmulatorConfig, EndpointState, ServiceModel};
 use tokio::sync::mpsc;
 
@@ -96,6 +97,8 @@ async fn start(k: KubeSettings) -> mpsc::Receiver<Update> {
 struct Seen {
     answers: Vec<(BTreeSet<NodeName>, bool)>,
     errors: Vec<String>,
+    /// The typed reasons of `errors`.
+    reasons: Vec<Reason>,
     /// The passive nodes of the last answer.
     passive: BTreeSet<NodeName>,
 }
@@ -115,7 +118,10 @@ async fn until(rx: &mut mpsc::Receiver<Update>, want: &BTreeSet<NodeName>) -> Se
                     return seen;
                 }
             }
-            Ok(Some(Update::Error(e))) => seen.errors.push(e.to_string()),
+            Ok(Some(Update::Error(e))) => {
+                seen.errors.push(e.to_string());
+                seen.reasons.push(e.reason().clone());
+            }
             other => panic!("no answer {want:?} (got {other:?}); seen so far: {seen:#?}"),
         }
     }
@@ -128,7 +134,10 @@ async fn collect(rx: &mut mpsc::Receiver<Update>, d: Duration) -> Seen {
     while let Ok(Some(u)) = tokio::time::timeout_at(end, rx.recv()).await {
         match u {
             Update::Answer(a) => seen.answers.push((a.nodes, a.complete)),
-            Update::Error(e) => seen.errors.push(e.to_string()),
+            Update::Error(e) => {
+                seen.errors.push(e.to_string());
+                seen.reasons.push(e.reason().clone());
+            }
         }
     }
     seen
@@ -308,6 +317,16 @@ async fn api_faults_never_shrink_the_set_and_are_recovered_from() {
         seen.errors.iter().any(|e| e.contains("no answer within")),
         "{seen:#?}"
     );
+    assert!(
+        seen.reasons.iter().any(|r| matches!(
+            r,
+            Reason::KubeApi {
+                failure: KubeFailure::NoAnswer(_),
+                ..
+            }
+        )),
+        "{seen:#?}"
+    );
     assert_never_below(&seen, &set(&live));
     s.emu.clear_faults();
     s.model.remove_pod(&s.emu, "app-1");
@@ -364,6 +383,16 @@ async fn a_token_without_rights_gets_a_forbidden_error_naming_the_rbac() {
     assert!(seen.answers.is_empty(), "{seen:#?}");
     assert!(
         seen.errors[0].contains("403 Forbidden") && seen.errors[0].contains("docs/kubernetes.md"),
+        "{seen:#?}"
+    );
+    assert!(
+        matches!(
+            &seen.reasons[0],
+            Reason::KubeApi {
+                op: KubeOp::List,
+                failure: KubeFailure::Forbidden { .. }
+            }
+        ),
         "{seen:#?}"
     );
     // Rights granted: discovery recovers.

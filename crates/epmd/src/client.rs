@@ -27,7 +27,10 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
-    /// Reading or writing failed.
+    /// Writing the request failed.
+    #[error("cannot write to epmd")]
+    Write(#[source] io::Error),
+    /// Reading the answer failed.
     #[error("epmd connection failed")]
     Io(#[from] io::Error),
     /// No complete answer within the client's timeout.
@@ -195,10 +198,30 @@ impl Client {
             .map_err(|_| ClientError::Timeout)?
     }
 
+    /// Connects and writes the request.
+    async fn open(&self, req: &Request) -> Result<TcpStream, ClientError> {
+        let mut s = self.connect().await?;
+        s.write_all(&req.to_bytes())
+            .await
+            .map_err(ClientError::Write)?;
+        Ok(s)
+    }
+
+    /// Sends `req` and hands back the connection, for callers that read
+    /// the answer their own way (erlkube's `epmd -names`, `-kill` and
+    /// `-stop` print it byte for byte as OTP's `epmd` does). Connecting and
+    /// writing share the client's timeout; each read has its own.
+    pub async fn send(&self, req: &Request) -> Result<Exchange, ClientError> {
+        let stream = self.timed(self.open(req)).await?;
+        Ok(Exchange {
+            stream,
+            timeout: self.timeout,
+        })
+    }
+
     async fn request_to_eof(&self, req: Request) -> Result<Vec<u8>, ClientError> {
         self.timed(async {
-            let mut s = self.connect().await?;
-            s.write_all(&req.to_bytes()).await?;
+            let mut s = self.open(&req).await?;
             let mut out = Vec::new();
             s.read_to_end(&mut out).await?;
             Ok(out)
@@ -210,8 +233,7 @@ impl Client {
     pub async fn register(&self, info: NodeInfo) -> Result<Registration, ClientError> {
         let name = info.name.clone();
         self.timed(async {
-            let mut s = self.connect().await?;
-            s.write_all(&Request::Alive2(info).to_bytes()).await?;
+            let mut s = self.open(&Request::Alive2(info)).await?;
             let mut buf = Vec::with_capacity(8);
             loop {
                 if let Some((reply, _)) = decode_alive2_response(&buf)? {
@@ -283,6 +305,47 @@ impl Client {
             Some(b"NOEXIST") => Ok(StopReply::NoSuchName),
             _ => Err(ClientError::NoAnswer),
         }
+    }
+}
+
+/// A request sent with [`Client::send`], its answer still to read.
+#[derive(Debug)]
+pub struct Exchange {
+    stream: TcpStream,
+    timeout: Duration,
+}
+
+impl Exchange {
+    /// Reads until `n` bytes have arrived or the daemon closed the
+    /// connection (fewer bytes then). A failed read, or none within the
+    /// client's timeout, is an error even after some bytes.
+    pub async fn read_up_to(&mut self, n: usize) -> Result<Vec<u8>, ClientError> {
+        let mut buf = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            match tokio::time::timeout(self.timeout, self.stream.read(&mut buf[got..])).await {
+                Ok(Ok(0)) => break,
+                Ok(Ok(k)) => got += k,
+                Ok(Err(e)) => return Err(ClientError::Io(e)),
+                Err(_) => return Err(ClientError::Timeout),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    /// Reads to the end of the answer, keeping what arrived before a failed
+    /// read or a read that timed out.
+    pub async fn read_rest(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(k)) = tokio::time::timeout(self.timeout, self.stream.read(&mut buf)).await {
+            if k == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..k]);
+        }
+        out
     }
 }
 

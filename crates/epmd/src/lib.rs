@@ -18,7 +18,9 @@
 //!   `127.0.0.1:0`), [`server::Config`], [`server::bind_default`].
 //! - [`client::Client`]: register (a [`client::Registration`] guard that
 //!   holds the connection and the creation), `port_please`, `names`,
-//!   `dump`, `kill`, `stop`.
+//!   `dump`, `kill`, `stop`, and `send` (a [`client::Exchange`] whose
+//!   answer the caller reads byte for byte: the `erlkube epmd` command
+//!   line prints it as OTP's `epmd` does).
 //! - [`metrics::Metrics`]: counters rendered in Prometheus text format.
 
 pub mod client;
@@ -26,6 +28,6 @@ pub mod metrics;
 pub mod server;
 pub mod sys;
 
-pub use client::{Client, ClientError, KillReply, Names, Registration, StopReply};
+pub use client::{Client, ClientError, Exchange, KillReply, Names, Registration, StopReply};
 pub use erlkube_proto::epmd::{NameEntry, NodeInfo};
 pub use server::{is_local_peer, run, Config, Exit};

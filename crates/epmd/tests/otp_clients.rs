@@ -185,3 +185,31 @@ fn erlkube_client_against_erlkube_daemon() {
     });
     assert_eq!(d.join(), Exit::Killed);
 }
+
+#[test]
+fn send_hands_back_otp_epmds_answer_byte_for_byte() {
+    use erlkube_proto::epmd::Request;
+    let otp = OtpEpmd::start().expect("OTP epmd");
+    let c = Client::local(otp.port());
+    block_on(async {
+        let _reg = c.register(node_info("raw_test", 40124)).await.unwrap();
+        let mut x = c.send(&Request::Names).await.unwrap();
+        let head = x.read_up_to(4).await.unwrap();
+        assert_eq!(head, (otp.port() as u32).to_be_bytes());
+        assert_eq!(x.read_rest().await, b"name raw_test at port 40124\n");
+        // KILL with a node registered: "NO"; STOP unrelaxed: closed, no bytes.
+        let mut x = c.send(&Request::Kill).await.unwrap();
+        assert_eq!(x.read_up_to(2).await.unwrap(), b"NO");
+        let stop = Request::Stop {
+            name: "raw_test".into(),
+        };
+        let mut x = c.send(&stop).await.unwrap();
+        assert_eq!(x.read_up_to(7).await.unwrap(), b"");
+    });
+    // Nothing listens any more once OTP's epmd is gone: a connect error.
+    let port = otp.port();
+    drop(otp);
+    let gone = Client::local(port).with_timeout(Duration::from_secs(5));
+    let r = block_on(gone.send(&erlkube_proto::epmd::Request::Names));
+    assert!(matches!(r, Err(ClientError::Connect { .. })), "{r:?}");
+}

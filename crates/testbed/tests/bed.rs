@@ -103,7 +103,7 @@ async fn a_partitioned_pod_loses_its_connections_and_heals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dns_strategies_treat_empty_short_and_failed_answers_safely() {
     use erlkube_discovery::strategy::EmptyAnswer;
-    use erlkube_discovery::DiscoveryError;
+    use erlkube_discovery::{DiscoveryError, Reason};
     let mut bed = Bed::new(BedConfig::default()).unwrap();
     let pods = bed.add_pods(2).unwrap();
     // Fewer records than expected: an incomplete answer (never prunes).
@@ -121,6 +121,10 @@ async fn dns_strategies_treat_empty_short_and_failed_answers_safely() {
         .await
         .unwrap_err();
     assert!(matches!(err, DiscoveryError::BadAnswer { .. }), "{err}");
+    assert!(
+        matches!(err.reason(), Reason::DnsNoRecords { .. }),
+        "{err:?}"
+    );
     let err = DnsSrv::new(dns_settings(&bed))
         .unwrap()
         .discover()
@@ -139,6 +143,7 @@ async fn dns_strategies_treat_empty_short_and_failed_answers_safely() {
         .await
         .unwrap_err();
     assert!(matches!(err, DiscoveryError::Unavailable { .. }), "{err}");
+    assert!(matches!(err.reason(), Reason::DnsQuery { .. }), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -15,7 +15,7 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 
 use super::{Discover, StrategyKind};
-use crate::{Answer, DiscoveryError, NodeName};
+use crate::{Answer, DiscoveryError, NodeName, Reason};
 
 /// What an answer with no records at all (NXDOMAIN or NODATA) means.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,7 +96,10 @@ fn round_resolver(
     strategy: StrategyKind,
     s: &DnsSettings,
 ) -> Result<TokioResolver, DiscoveryError> {
-    resolver(s).map_err(|reason| DiscoveryError::Unavailable { strategy, reason })
+    resolver(s).map_err(|e| DiscoveryError::Unavailable {
+        strategy,
+        reason: Reason::DnsResolver(e),
+    })
 }
 
 /// The outcome of one lookup.
@@ -123,7 +126,9 @@ fn finish(
     if records == 0 && s.empty_answer == EmptyAnswer::Error {
         return Err(DiscoveryError::BadAnswer {
             strategy,
-            reason: format!("{}: no records (empty_answer = \"error\")", s.query),
+            reason: Reason::DnsNoRecords {
+                query: s.query.clone(),
+            },
         });
     }
     if records < s.min_expected {
@@ -139,7 +144,10 @@ fn unavailable(
 ) -> DiscoveryError {
     DiscoveryError::Unavailable {
         strategy,
-        reason: format!("{}: {e}", s.query),
+        reason: Reason::DnsQuery {
+            query: s.query.clone(),
+            error: e.to_string(),
+        },
     }
 }
 

@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{Discover, StrategyKind};
-use crate::{Answer, DiscoveryError, NodeName};
+use crate::{Answer, DiscoveryError, NodeName, Reason};
 
 /// Asks the epmd at `addr` for its registered names (NAMES, through
 /// `erlkube-epmd`'s client). Returns the names.
@@ -42,12 +42,15 @@ impl Discover for LocalEpmd {
     }
 
     async fn discover(&mut self) -> Result<Answer, DiscoveryError> {
-        let names = epmd_names(self.addr, self.timeout)
-            .await
-            .map_err(|reason| DiscoveryError::Unavailable {
+        let names = epmd_names(self.addr, self.timeout).await.map_err(|error| {
+            DiscoveryError::Unavailable {
                 strategy: StrategyKind::Epmd,
-                reason: format!("epmd at {}: {reason}", self.addr),
-            })?;
+                reason: Reason::Epmd {
+                    addr: self.addr,
+                    error,
+                },
+            }
+        })?;
         let nodes: BTreeSet<NodeName> = names
             .into_iter()
             .map(|n| NodeName::new(format!("{n}@{}", self.host)))

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{epmd_names, Discover, StrategyKind};
-use crate::{Answer, DiscoveryError, NodeName};
+use crate::reason::HostFailure;
+use crate::{Answer, DiscoveryError, NodeName, Reason};
 
 /// Parses a `.hosts.erlang` file: Erlang terms, each a host atom followed
 /// by a full stop (`'host1.example'.`), `%` comments. Returns the hosts or
@@ -75,12 +76,18 @@ impl Discover for HostsFile {
         let text = tokio::fs::read_to_string(&self.path).await.map_err(|e| {
             DiscoveryError::Unavailable {
                 strategy: StrategyKind::HostsFile,
-                reason: format!("{}: {e}", self.path.display()),
+                reason: Reason::HostsFileRead {
+                    path: self.path.clone(),
+                    error: e.to_string(),
+                },
             }
         })?;
-        let hosts = parse_hosts_erlang(&text).map_err(|reason| DiscoveryError::BadAnswer {
+        let hosts = parse_hosts_erlang(&text).map_err(|e| DiscoveryError::BadAnswer {
             strategy: StrategyKind::HostsFile,
-            reason: format!("{}: {reason}", self.path.display()),
+            reason: Reason::HostsFileParse {
+                path: self.path.clone(),
+                error: e.to_string(),
+            },
         })?;
         let mut nodes = BTreeSet::new();
         let mut failed = Vec::new();
@@ -109,13 +116,13 @@ impl Discover for HostsFile {
                         .into_iter()
                         .map(|n| NodeName::new(format!("{n}@{host}"))),
                 ),
-                Err(e) => failed.push(format!("{host}: {e}")),
+                Err(error) => failed.push(HostFailure { host, error }),
             }
         }
         if !hosts.is_empty() && failed.len() == hosts.len() {
             return Err(DiscoveryError::Unavailable {
                 strategy: StrategyKind::HostsFile,
-                reason: failed.join("; "),
+                reason: Reason::HostsUnreachable(failed),
             });
         }
         // A host that did not answer may still run nodes: partial answer.
@@ -126,6 +133,7 @@ impl Discover for HostsFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::Discover;
 
     #[test]
     fn parses_quoted_and_bare_atoms_and_comments() {
@@ -145,5 +153,63 @@ mod tests {
         assert!(parse_hosts_erlang("'a.\n")
             .unwrap_err()
             .contains("unterminated"));
+    }
+
+    /// A file in this test's own directory under the system temp dir.
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("erlkube-hosts-file-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(".hosts.erlang")
+    }
+
+    #[tokio::test]
+    async fn failures_carry_typed_reasons_from_where_they_arise() {
+        // A port on loopback where nothing listens: the epmd query fails.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let t = Duration::from_secs(2);
+
+        let missing = scratch("missing");
+        let _ = std::fs::remove_file(&missing);
+        let e = HostsFile::new(&missing, port, t)
+            .discover()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e.reason(), Reason::HostsFileRead { path, .. } if *path == missing),
+            "{e:?}"
+        );
+
+        let bad = scratch("bad");
+        std::fs::write(&bad, "{a,b}.\n").unwrap();
+        let e = HostsFile::new(&bad, port, t).discover().await.unwrap_err();
+        assert!(
+            matches!(e.reason(), Reason::HostsFileParse { error, .. } if error.contains("line 1")),
+            "{e:?}"
+        );
+
+        let dead = scratch("dead");
+        std::fs::write(&dead, "'127.0.0.1'.\n").unwrap();
+        let e = HostsFile::new(&dead, port, t).discover().await.unwrap_err();
+        let Reason::HostsUnreachable(failures) = e.reason() else {
+            panic!("{e:?}");
+        };
+        assert_eq!(failures.len(), 1, "{e:?}");
+        assert_eq!(failures[0].host, "127.0.0.1");
+        // The log text keeps its shape: strategy, kind, host, error.
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "hosts_file: source unavailable: 127.0.0.1: {}",
+                failures[0].error
+            )
+        );
+        for f in [missing, bad, dead] {
+            let _ = std::fs::remove_dir_all(f.parent().unwrap());
+        }
     }
 }

@@ -9,7 +9,7 @@
 //! Client output and exit codes match OTP's `epmd`.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use erlkube_epmd::metrics::Metrics;
 use erlkube_epmd::server::{bind_default, Config, Exit};
+use erlkube_epmd::{Client, ClientError, Exchange};
 use erlkube_proto::epmd::{Request, DEFAULT_PORT};
 
 /// Set in the environment of the detached child started by `-daemon`.
@@ -219,97 +220,103 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 
 // ---------------------------------------------------------------- client
 
-fn connect_local(port: u16) -> Option<TcpStream> {
-    [
-        SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
-        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-    ]
-    .iter()
-    .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(5)).ok())
-    .inspect(|s| {
-        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    })
-}
+/// How long the command waits to connect and write, and for each read of
+/// the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn send_request(port: u16, req: &Request, silent: bool) -> Result<TcpStream, ExitCode> {
-    let Some(mut s) = connect_local(port) else {
-        if !silent {
-            eprintln!("epmd: Cannot connect to local epmd");
-        }
-        return Err(ExitCode::from(1));
-    };
-    if s.write_all(&req.to_bytes()).is_err() {
-        println!("epmd: Can't write to epmd");
-        return Err(ExitCode::from(1));
-    }
-    Ok(s)
-}
-
-fn read_up_to(s: &mut TcpStream, n: usize) -> Result<Vec<u8>, ()> {
-    let mut buf = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        match s.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(_) => return Err(()),
+/// Runs one client command on a runtime of its own (the command line is
+/// not inside one).
+fn run_client(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("erlkube epmd: cannot start the runtime: {e}");
+            ExitCode::from(1)
         }
     }
-    buf.truncate(got);
-    Ok(buf)
+}
+
+/// Sends `req` to the local daemon (::1, then 127.0.0.1), with OTP's
+/// messages when that fails.
+async fn send_request(port: u16, req: &Request, silent: bool) -> Result<Exchange, ExitCode> {
+    match Client::local(port)
+        .with_timeout(CLIENT_TIMEOUT)
+        .send(req)
+        .await
+    {
+        Ok(x) => Ok(x),
+        Err(ClientError::Write(_)) => {
+            println!("epmd: Can't write to epmd");
+            Err(ExitCode::from(1))
+        }
+        Err(_) => {
+            if !silent {
+                eprintln!("epmd: Cannot connect to local epmd");
+            }
+            Err(ExitCode::from(1))
+        }
+    }
 }
 
 fn client_text(port: u16, req: Request, silent: bool) -> ExitCode {
-    let mut s = match send_request(port, &req, silent) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    let head = read_up_to(&mut s, 4).unwrap_or_default();
-    if head.len() != 4 {
-        if !silent {
-            println!("epmd: no response from local epmd");
+    run_client(async move {
+        let mut x = match send_request(port, &req, silent).await {
+            Ok(x) => x,
+            Err(c) => return c,
+        };
+        let head = x.read_up_to(4).await.unwrap_or_default();
+        if head.len() != 4 {
+            if !silent {
+                println!("epmd: no response from local epmd");
+            }
+            return ExitCode::from(1);
         }
-        return ExitCode::from(1);
+        if silent {
+            return ExitCode::SUCCESS;
+        }
+        let p = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let rest = x.read_rest().await;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "epmd: up and running on port {p} with data:");
+        let _ = out.write_all(&rest);
+        let _ = out.flush();
+        ExitCode::SUCCESS
+    })
+}
+
+/// OTP's messages for an answer too short, or none.
+fn bad_answer(r: Result<Vec<u8>, ClientError>) -> ExitCode {
+    match r {
+        Ok(b) => println!(
+            "epmd: local epmd responded with <{}>",
+            String::from_utf8_lossy(&b)
+        ),
+        Err(_) => println!("epmd: failed to read answer from local epmd"),
     }
-    if silent {
-        return ExitCode::SUCCESS;
-    }
-    let p = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "epmd: up and running on port {p} with data:");
-    let mut rest = Vec::new();
-    let _ = s.read_to_end(&mut rest);
-    let _ = out.write_all(&rest);
-    let _ = out.flush();
-    ExitCode::SUCCESS
+    ExitCode::from(1)
 }
 
 fn client_kill(port: u16) -> ExitCode {
-    let mut s = match send_request(port, &Request::Kill, false) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    match read_up_to(&mut s, 2) {
-        Ok(b) if b.as_slice() == b"OK" => {
-            println!("Killed");
-            ExitCode::SUCCESS
+    run_client(async move {
+        let mut x = match send_request(port, &Request::Kill, false).await {
+            Ok(x) => x,
+            Err(c) => return c,
+        };
+        match x.read_up_to(2).await {
+            Ok(b) if b.as_slice() == b"OK" => {
+                println!("Killed");
+                ExitCode::SUCCESS
+            }
+            Ok(b) if b.len() == 2 => {
+                println!("Killing not allowed - living nodes in database.");
+                ExitCode::from(1)
+            }
+            r => bad_answer(r),
         }
-        Ok(b) if b.len() == 2 => {
-            println!("Killing not allowed - living nodes in database.");
-            ExitCode::from(1)
-        }
-        Ok(b) => {
-            println!(
-                "epmd: local epmd responded with <{}>",
-                String::from_utf8_lossy(&b)
-            );
-            ExitCode::from(1)
-        }
-        Err(()) => {
-            println!("epmd: failed to read answer from local epmd");
-            ExitCode::from(1)
-        }
-    }
+    })
 }
 
 fn client_stop(port: u16, name: &str) -> ExitCode {
@@ -317,30 +324,34 @@ fn client_stop(port: u16, name: &str) -> ExitCode {
         print!("epmd: Name too long!");
         return ExitCode::from(1);
     }
-    let mut s = match send_request(port, &Request::Stop { name: name.into() }, false) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
-    match read_up_to(&mut s, 7) {
-        Ok(b) if b.len() == 7 => {
-            println!("{}", String::from_utf8_lossy(&b));
-            ExitCode::SUCCESS
+    let req = Request::Stop { name: name.into() };
+    run_client(async move {
+        let mut x = match send_request(port, &req, false).await {
+            Ok(x) => x,
+            Err(c) => return c,
+        };
+        match x.read_up_to(7).await {
+            Ok(b) if b.len() == 7 => {
+                println!("{}", String::from_utf8_lossy(&b));
+                ExitCode::SUCCESS
+            }
+            r => bad_answer(r),
         }
-        Ok(b) => {
-            println!(
-                "epmd: local epmd responded with <{}>",
-                String::from_utf8_lossy(&b)
-            );
-            ExitCode::from(1)
-        }
-        Err(()) => {
-            println!("epmd: failed to read answer from local epmd");
-            ExitCode::from(1)
-        }
-    }
+    })
 }
 
 // ---------------------------------------------------------------- daemon
+
+/// Whether something accepts connections on the local port (::1 or
+/// 127.0.0.1): a probe, no request.
+fn local_listening(port: u16) -> bool {
+    [
+        SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+    ]
+    .iter()
+    .any(|a| TcpStream::connect_timeout(a, Duration::from_secs(5)).is_ok())
+}
 
 /// `-daemon`: re-executes this binary detached (new process group, stdio
 /// on /dev/null) and returns once it listens, or with its exit code if it
@@ -358,7 +369,7 @@ fn daemonize(args: &[String], port: u16) -> ExitCode {
     // Something already serves the port: like OTP's epmd, report success
     // without starting a second daemon. (Starting one anyway raced: it
     // could bind the port after the first was killed and stay behind.)
-    if connect_local(port).is_some() {
+    if local_listening(port) {
         return ExitCode::SUCCESS;
     }
     let mut cmd = Command::new(exe);
@@ -382,7 +393,7 @@ fn daemonize(args: &[String], port: u16) -> ExitCode {
         if let Ok(Some(st)) = child.try_wait() {
             return ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8);
         }
-        if connect_local(port).is_some() {
+        if local_listening(port) {
             return ExitCode::SUCCESS;
         }
         std::thread::sleep(Duration::from_millis(50));

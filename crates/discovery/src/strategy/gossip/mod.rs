@@ -407,7 +407,7 @@ impl Gossip {
         let mut sweep = tokio::time::interval(sweep_every);
         let mut last: Option<Answer> = None;
         let mut buf = vec![0u8; MAX_LEN + 1];
-        let mut last_send_error = None::<String>;
+        let mut last_send_error = None::<crate::Reason>;
         loop {
             let mut changed = false;
             tokio::select! {
@@ -419,10 +419,10 @@ impl Gossip {
                         }
                         Err(e) => {
                             c.send_errors.fetch_add(1, Ordering::Relaxed);
-                            let text = format!("send to {dest}: {e}");
-                            if last_send_error.as_deref() != Some(&text) {
-                                last_send_error = Some(text.clone());
-                                let err = DiscoveryError::Unavailable { strategy: crate::strategy::StrategyKind::Gossip, reason: text };
+                            let reason = crate::Reason::GossipSend { dest, error: e.to_string() };
+                            if last_send_error.as_ref() != Some(&reason) {
+                                last_send_error = Some(reason.clone());
+                                let err = DiscoveryError::Unavailable { strategy: crate::strategy::StrategyKind::Gossip, reason };
                                 if updates.send(Update::Error(err)).await.is_err() {
                                     return;
                                 }

@@ -162,7 +162,7 @@ pub fn spawn(
                 Err(e) => {
                     let err = DiscoveryError::Unavailable {
                         strategy: crate::strategy::StrategyKind::Kubernetes,
-                        reason: e.to_string(),
+                        reason: crate::Reason::KubeClient(e),
                     };
                     if updates.send(Update::Error(err)).await.is_err() {
                         return;

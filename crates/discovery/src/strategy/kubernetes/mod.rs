@@ -29,7 +29,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::{Answer, DiscoveryError, NodeName, Update};
+use crate::reason::{KubeFailure, KubeOp};
+use crate::{Answer, DiscoveryError, NodeName, Reason, Update};
 
 pub mod client;
 pub mod config;
@@ -537,15 +538,18 @@ impl Kubernetes {
             let listed = match tokio::time::timeout(s.timeout, api.list(&lp)).await {
                 Ok(Ok(l)) => l,
                 Ok(Err(e)) => {
-                    if !send_error(&updates, describe(&e, "list")).await {
+                    if !send_error(&updates, describe(&e, KubeOp::List)).await {
                         return;
                     }
                     tokio::time::sleep(backoff.next(s)).await;
                     continue 'relist;
                 }
                 Err(_) => {
-                    if !send_error(&updates, format!("list: no answer within {:?}", s.timeout))
-                        .await
+                    if !send_error(
+                        &updates,
+                        api_error(KubeOp::List, KubeFailure::NoAnswer(s.timeout)),
+                    )
+                    .await
                     {
                         return;
                     }
@@ -581,7 +585,7 @@ impl Kubernetes {
                     Ok(Ok(st)) => st,
                     Ok(Err(e)) => {
                         let gone = is_gone(&e);
-                        if !send_error(&updates, describe(&e, "watch")).await {
+                        if !send_error(&updates, describe(&e, KubeOp::Watch)).await {
                             return;
                         }
                         if gone {
@@ -591,8 +595,11 @@ impl Kubernetes {
                         continue;
                     }
                     Err(_) => {
-                        if !send_error(&updates, format!("watch: no answer within {:?}", s.timeout))
-                            .await
+                        if !send_error(
+                            &updates,
+                            api_error(KubeOp::Watch, KubeFailure::NoAnswer(s.timeout)),
+                        )
+                        .await
                         {
                             return;
                         }
@@ -607,7 +614,7 @@ impl Kubernetes {
                         Err(_) => {
                             if !send_error(
                                 &updates,
-                                format!("watch: silent for {:?}; re-watching", s.watch_idle),
+                                api_error(KubeOp::Watch, KubeFailure::Silent(s.watch_idle)),
                             )
                             .await
                             {
@@ -622,7 +629,7 @@ impl Kubernetes {
                         // resume from the last version seen.
                         None => break,
                         Some(Err(e)) => {
-                            if !send_error(&updates, describe(&e, "watch stream broke")).await {
+                            if !send_error(&updates, describe(&e, KubeOp::WatchStream)).await {
                                 return;
                             }
                             tokio::time::sleep(backoff.next(s)).await;
@@ -650,8 +657,14 @@ impl Kubernetes {
                         }
                         WatchEvent::Error(st) => {
                             let gone = st.code == 410;
-                            let reason =
-                                format!("watch: {} {} ({})", st.code, st.reason, st.message);
+                            let reason = api_error(
+                                KubeOp::Watch,
+                                KubeFailure::Status {
+                                    code: st.code,
+                                    reason: st.reason.clone(),
+                                    message: st.message.clone(),
+                                },
+                            );
                             if !send_error(&updates, reason).await {
                                 return;
                             }
@@ -706,7 +719,7 @@ fn answer_of(state: &BTreeMap<String, Contribution>) -> Answer {
     a
 }
 
-async fn send_error(updates: &mpsc::Sender<Update>, reason: String) -> bool {
+async fn send_error(updates: &mpsc::Sender<Update>, reason: Reason) -> bool {
     tracing::warn!(%reason, "kubernetes discovery error; keeping the last good set");
     updates
         .send(Update::Error(DiscoveryError::Unavailable {
@@ -721,28 +734,35 @@ fn is_gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 410)
 }
 
-/// A one-line description of a client error (no token in it).
-fn describe(e: &kube::Error, what: &str) -> String {
-    match e {
-        kube::Error::Api(s) if s.code == 403 => format!(
-            "{what}: 403 Forbidden ({}); the service account needs get/list/watch on this resource (see docs/kubernetes.md)",
-            s.message
-        ),
-        kube::Error::Api(s) if s.code == 401 => format!(
-            "{what}: 401 Unauthorized ({}); the token was rejected",
-            s.message
-        ),
-        kube::Error::Api(s) => format!("{what}: {} {} ({})", s.code, s.reason, s.message),
+fn api_error(op: KubeOp, failure: KubeFailure) -> Reason {
+    Reason::KubeApi { op, failure }
+}
+
+/// The typed reason of a client error (no token in it).
+fn describe(e: &kube::Error, op: KubeOp) -> Reason {
+    let failure = match e {
+        kube::Error::Api(s) if s.code == 403 => KubeFailure::Forbidden {
+            message: s.message.clone(),
+        },
+        kube::Error::Api(s) if s.code == 401 => KubeFailure::Unauthorized {
+            message: s.message.clone(),
+        },
+        kube::Error::Api(s) => KubeFailure::Status {
+            code: s.code,
+            reason: s.reason.clone(),
+            message: s.message.clone(),
+        },
         other => {
-            let mut text = format!("{what}: {other}");
+            let mut text = other.to_string();
             let mut src = std::error::Error::source(other);
             while let Some(s) = src {
                 text.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            text
+            KubeFailure::Transport(text)
         }
-    }
+    };
+    api_error(op, failure)
 }
 
 /// Retry delay after errors: 200 ms doubling to 5 s.
