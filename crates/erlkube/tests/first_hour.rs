@@ -45,16 +45,8 @@ fn rust_node(args: &[&str], env: &[(&str, &str)]) -> ChildGuard {
         .args(args)
         .env_remove("ERL_EPMD_PORT")
         .envs(env.iter().copied())
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut guard = ChildGuard::spawn(&mut cmd).unwrap();
-    let stdout = guard.child_mut().stdout.take().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on port"), "{line}");
-    guard
+    common::spawn_until_listening(&mut cmd)
 }
 
 fn erlkube(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {

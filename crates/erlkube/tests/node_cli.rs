@@ -2,13 +2,13 @@
 //! through erlkube-testkit (private OTP epmd on a free port, BEAM nodes
 //! evaluating expressions, children killed on drop).
 
-use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use erlkube_testkit::{free_port, unique_name, wait_until, ChildGuard, ErlNode, OtpEpmd};
 
-const ERLKUBE: &str = env!("CARGO_BIN_EXE_erlkube");
+mod common;
+use common::ERLKUBE;
 
 /// Starts `erlkube node` and waits for its "listening" line.
 fn rust_node(epmd_port: u16, name: &str, cookie: &str, extra: &[&str]) -> ChildGuard {
@@ -16,16 +16,8 @@ fn rust_node(epmd_port: u16, name: &str, cookie: &str, extra: &[&str]) -> ChildG
     cmd.args(["node", "--name", name, "--cookie", cookie])
         .args(["--epmd-port", &epmd_port.to_string()])
         .args(extra)
-        .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let mut guard = ChildGuard::spawn(&mut cmd).unwrap();
-    let stdout = guard.child_mut().stdout.take().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on port"), "{line}");
-    guard
+    common::spawn_until_listening(&mut cmd)
 }
 
 fn beam(epmd_port: u16, cookie: &str, args: &[&str]) -> ErlNode {

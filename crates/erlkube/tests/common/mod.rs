@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// The binary under test.
@@ -77,4 +77,18 @@ pub async fn http_get_async(addr: SocketAddr, path: &str) -> std::io::Result<(u1
     tokio::task::spawn_blocking(move || http_get(addr, &path))
         .await
         .expect("http thread")
+}
+
+/// Spawns `cmd` (an `erlkube node`) with its stdout piped and waits for its
+/// "listening on port" line, which it prints once its services answer.
+pub fn spawn_until_listening(cmd: &mut Command) -> erlkube_testkit::ChildGuard {
+    use std::io::BufRead;
+    let mut guard = erlkube_testkit::ChildGuard::spawn(cmd.stdout(Stdio::piped())).unwrap();
+    let stdout = guard.child_mut().stdout.take().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on port"), "{line}");
+    guard
 }
