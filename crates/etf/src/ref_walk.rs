@@ -1,8 +1,8 @@
 //! `Drop`, `Clone`, `Debug` and `==` for the borrowed tree ([`TermRef`]),
 //! for any nesting depth: each recurses over the first
-//! [`RECURSION_DEPTH`] levels (what real terms use, at the cost of the
-//! derived forms) and continues deeper levels from an explicit stack on
-//! the heap, so a term a million levels deep costs no thread stack.
+//! [`RECURSION_DEPTH`] levels (what real terms use) and continues deeper
+//! levels from an explicit stack on the heap (`Debug` uses one
+//! throughout), so a term a million levels deep costs no thread stack.
 
 use std::fmt;
 
@@ -48,53 +48,102 @@ fn is_container(t: &TermRef<'_>) -> bool {
 
 // ---------------------------------------------------------------- Drop
 
-/// Dropping empties the containers under the term first, recursing over
-/// [`RECURSION_DEPTH`] levels and freeing deeper ones from a heap stack;
-/// the drop glue then finds only empty containers below the top.
+thread_local! {
+    /// Containers of this thread being dropped inside each other.
+    static DROP_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Dropping a term never recurses deeper than [`RECURSION_DEPTH`]
+/// levels: below that, elements are freed from an explicit stack on the
+/// heap. Shallower terms are dropped as the drop glue would, with a
+/// per-thread depth count around each non-empty container.
 impl Drop for TermRef<'_> {
     #[inline]
     fn drop(&mut self) {
-        if element_count(self) > 0 {
-            empty_at(self, 0);
+        if element_count(self) == 0 {
+            return;
+        }
+        let depth = DROP_DEPTH.with(|d| d.get());
+        if depth >= RECURSION_DEPTH {
+            return empty_deep(self);
+        }
+        DROP_DEPTH.with(|d| d.set(depth + 1));
+        clear(self);
+        DROP_DEPTH.with(|d| d.set(depth));
+    }
+}
+
+/// Drops `t`'s elements in place (the containers keep their buffers,
+/// which the drop glue frees).
+#[inline]
+fn clear(t: &mut TermRef<'_>) {
+    match t {
+        TermRef::Tuple(v) | TermRef::List(v) => clear_terms(v),
+        TermRef::ImproperList { elems, tail } => {
+            clear_terms(elems);
+            **tail = TermRef::Integer(0);
+        }
+        TermRef::Map(m) => clear_entries(m),
+        TermRef::Fun(f) => f.free_vars.clear(),
+        _ => {}
+    }
+}
+
+/// Drops one element of a vector being cleared: the variants that own
+/// nothing (they borrow the input) are skipped, an atom drops its text,
+/// only the others go through the drop glue (a call per element).
+///
+/// # Safety
+///
+/// `e` points at an initialised `TermRef` that is never used again.
+#[inline(always)]
+unsafe fn drop_element(e: *mut TermRef<'_>) {
+    // SAFETY: as the caller promises; each arm drops the field it names
+    // (or the whole term) exactly once, or nothing for variants without
+    // owned fields.
+    unsafe {
+        match &mut *e {
+            TermRef::Integer(_)
+            | TermRef::Float(_)
+            | TermRef::Binary(_)
+            | TermRef::ByteList(_)
+            | TermRef::BigInt { .. }
+            | TermRef::BitBinary { .. } => {}
+            TermRef::Atom(a) => std::ptr::drop_in_place(a),
+            _ => std::ptr::drop_in_place(e),
         }
     }
 }
 
-/// Frees everything under `t` (at nesting `depth`), leaving `t` without
-/// elements.
-fn empty_at(t: &mut TermRef<'_>, depth: usize) {
-    if depth >= RECURSION_DEPTH {
-        return empty_deep(t);
+/// `v.clear()` with the elements dropped by [`drop_element`].
+#[inline]
+fn clear_terms(v: &mut Vec<TermRef<'_>>) {
+    let len = v.len();
+    let p = v.as_mut_ptr();
+    // SAFETY: the length is set to 0 first, so the elements, dropped
+    // below exactly once each, are never reached through `v` again;
+    // `p.add(i)` for `i < len` points at an initialised element.
+    unsafe {
+        v.set_len(0);
+        for i in 0..len {
+            drop_element(p.add(i));
+        }
     }
-    let mut each = |c: &mut TermRef<'_>| {
-        if element_count(c) > 0 {
-            empty_at(c, depth + 1);
+}
+
+/// [`clear_terms`] for a map's entries.
+#[inline]
+fn clear_entries(v: &mut Vec<(TermRef<'_>, TermRef<'_>)>) {
+    let len = v.len();
+    let p = v.as_mut_ptr();
+    // SAFETY: as in `clear_terms`, for each entry's key and value.
+    unsafe {
+        v.set_len(0);
+        for i in 0..len {
+            let e = p.add(i);
+            drop_element(&raw mut (*e).0);
+            drop_element(&raw mut (*e).1);
         }
-    };
-    match t {
-        TermRef::Tuple(v) | TermRef::List(v) => {
-            v.iter_mut().for_each(&mut each);
-            v.clear();
-        }
-        TermRef::ImproperList { elems, tail } => {
-            elems.iter_mut().for_each(&mut each);
-            elems.clear();
-            // emptied here, so dropping it below does not start over
-            each(tail);
-            **tail = TermRef::Integer(0);
-        }
-        TermRef::Map(m) => {
-            for (k, v) in m.iter_mut() {
-                each(k);
-                each(v);
-            }
-            m.clear();
-        }
-        TermRef::Fun(f) => {
-            f.free_vars.iter_mut().for_each(&mut each);
-            f.free_vars.clear();
-        }
-        _ => {}
     }
 }
 
