@@ -1,22 +1,22 @@
 //! decode → encode → decode → equal, for both minor versions and with
-//! compression; the borrowed decoder must agree with the owned one (or
-//! refuse a term nested past its limit), and printing then parsing must
-//! give the term back. Terms of any depth: nothing here recurses per
-//! level (equality of deep terms is checked on their encodings).
+//! compression; the borrowed decoder and the lazy view must agree with
+//! the owned decoder (on the term and on the bytes it spans), `==`, term
+//! order and `Hash` must agree with each other, and printing then parsing
+//! must give the term back. Terms of any depth: nothing here or in the
+//! codec recurses per level.
 #![no_main]
 
-use erlkube_etf::{
-    decode, decode_ref, encode_with, parse, DecodeErrorKind, EncodeOptions, Term,
-    BORROWED_MAX_DEPTH,
-};
+use std::cmp::Ordering;
+use std::hash::{BuildHasher, RandomState};
+
+use erlkube_etf::{decode, decode_ref, decode_view, encode_with, parse, EncodeOptions, Term};
 use libfuzzer_sys::fuzz_target;
 
-/// Nesting depth and whether a fun occurs, without recursion.
-fn shape(t: &Term) -> (usize, bool) {
-    let (mut depth, mut fun) = (0, false);
+/// Whether a fun occurs, without recursion.
+fn has_fun(t: &Term) -> bool {
+    let mut fun = false;
     let mut stack = vec![(t, 1usize)];
     while let Some((t, d)) = stack.pop() {
-        depth = depth.max(d);
         match t {
             Term::Fun(f) => {
                 fun = true;
@@ -36,25 +36,30 @@ fn shape(t: &Term) -> (usize, bool) {
             _ => {}
         }
     }
-    (depth, fun)
+    fun
 }
 
 fuzz_target!(|data: &[u8]| {
     let Ok(t) = decode(data) else {
         return;
     };
-    let (depth, fun) = shape(&t);
-    // `==` recurses: only on shallow terms (`depth` counts the innermost
-    // scalar as a level)
-    let shallow = depth <= BORROWED_MAX_DEPTH + 1;
+    let fun = has_fun(&t);
     if data.get(1) != Some(&80) {
-        match decode_ref(data) {
-            // the borrowed tree is bounded by its limit
-            Ok(r) => assert_eq!(r.to_owned(), t),
-            Err(e) if e.kind() == DecodeErrorKind::DepthLimit && depth > BORROWED_MAX_DEPTH => {}
-            Err(e) => panic!("owned decode succeeded, borrowed failed: {e}"),
-        }
+        let r = decode_ref(data)
+            .unwrap_or_else(|e| panic!("owned decode succeeded, borrowed failed: {e}"));
+        assert!(r.to_owned() == t, "borrowed decode differs");
+        assert!(r.clone() == r, "borrowed clone differs");
+        let v = decode_view(data)
+            .unwrap_or_else(|e| panic!("owned decode succeeded, view failed: {e}"));
+        assert!(v.encoded() == &data[1..], "view spans other bytes");
+        assert!(v.to_owned() == t, "view differs");
     }
+    let h = RandomState::new();
+    let c = t.clone();
+    assert!(c == t, "clone differs");
+    assert_eq!(t.cmp_term(&c), Ordering::Equal);
+    assert_eq!(t.cmp_exact(&c), Ordering::Equal);
+    assert_eq!(h.hash_one(&t), h.hash_one(&c));
     for opts in [
         EncodeOptions::default(),
         EncodeOptions::utf8_atoms(),
@@ -66,21 +71,11 @@ fuzz_target!(|data: &[u8]| {
         let mut out = Vec::new();
         encode_with(&t, &opts, &mut out);
         let u = decode(&out).expect("our own encoding must decode");
-        if shallow {
-            assert_eq!(u, t);
-        } else {
-            let mut again = Vec::new();
-            encode_with(&u, &opts, &mut again);
-            assert!(again == out, "re-encoding a deep term changed it");
-        }
+        assert!(u == t, "encode then decode differs");
     }
     if !fun {
         let text = t.to_string();
         let p = parse(&text).unwrap_or_else(|e| panic!("printed text must parse: {e}: {text}"));
-        if shallow {
-            assert_eq!(p, t, "{text}");
-        } else {
-            assert!(p.to_string() == text, "print, parse, print changed a deep term");
-        }
+        assert!(p == t, "print then parse differs: {text}");
     }
 });

@@ -8,24 +8,20 @@ use crate::intern;
 use crate::tags::*;
 use crate::term::{Atom, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS};
 
-/// Nesting limit of the owned decoder ([`decode`]) and of the payload
+/// Nesting limit of every decoder (owned [`decode`], borrowed
+/// [`decode_ref`], the lazy [`crate::decode_view`]) and of the payload
 /// check ([`validate_body_prefix_with_atom_cache`]): none, as on the BEAM.
 /// Nesting means tuples, lists, maps and funs inside each other; a list's
-/// elements and its tail chain do not nest. Both decode the first
+/// elements and its tail chain do not nest. They decode the first
 /// [`RECURSION_DEPTH`] levels by recursion and deeper levels with an
 /// explicit stack on the heap, so any depth costs no thread stack and
 /// memory in proportion to the input (every level takes input bytes).
 /// [`DecodeOptions::max_depth`] sets a limit ([`K::DepthLimit`]).
 pub const DEFAULT_MAX_DEPTH: usize = usize::MAX;
 
-/// Nesting limit of the borrowed tree ([`decode_ref`]) and the lazy view
-/// ([`crate::decode_view`]), which recurse: deeper input fails with
-/// [`K::DepthLimit`] instead of overflowing the stack. Use [`decode`] for
-/// deeper terms.
-pub const BORROWED_MAX_DEPTH: usize = 512;
-
-/// Levels the owned decoder and the payload check decode by recursion
-/// before they continue with an explicit stack: enough for every term
+/// Levels the decoders, the payload check and the walks over terms
+/// (`Drop`, `Clone`, `==`, conversions) take by recursion before they
+/// continue with an explicit stack on the heap: enough for every term
 /// seen in practice, so those pay nothing for the deep path.
 pub const RECURSION_DEPTH: usize = 128;
 
@@ -36,7 +32,6 @@ pub const DEFAULT_MAX_UNCOMPRESSED: usize = 64 << 20;
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeOptions {
     /// Maximum nesting depth (see [`DEFAULT_MAX_DEPTH`]: none by default).
-    /// The borrowed decoder never goes beyond [`BORROWED_MAX_DEPTH`].
     pub max_depth: usize,
     /// Maximum declared uncompressed size of a compressed term.
     pub max_uncompressed: usize,
@@ -68,7 +63,7 @@ impl<'a> AtomRef<'a> {
 }
 
 /// A closure, borrowed form.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct FunRef<'a> {
     /// Arity.
     pub arity: u8,
@@ -91,7 +86,10 @@ pub struct FunRef<'a> {
 /// A borrowed view of a term: binaries, byte strings and atoms refer to the
 /// input buffer. Made by [`decode_ref`]; [`TermRef::to_owned`] gives a
 /// [`Term`].
-#[derive(Debug, Clone, PartialEq)]
+///
+/// `Drop`, `Clone`, `Debug`, `==` and [`TermRef::to_owned`] take any
+/// nesting depth: they recurse over the first [`RECURSION_DEPTH`] levels
+/// and continue with an explicit stack on the heap.
 pub enum TermRef<'a> {
     /// An integer that fits `i64`.
     Integer(i64),
@@ -185,18 +183,32 @@ impl<'a> TermRef<'a> {
     fn to_owned_checked(&self) -> (Term, bool) {
         intern::with_table(|atoms| {
             let mut cx = Owner::new(atoms);
-            let t = self.owned(&mut cx);
+            let t = self.owned(&mut cx, 0);
             (t, cx.ok)
         })
     }
 
-    fn owned(&self, cx: &mut Owner) -> Term {
+    /// The owned form of this term, which is at nesting `depth` of the
+    /// conversion under way.
+    fn owned(&self, cx: &mut Owner, depth: usize) -> Term {
         match self {
-            TermRef::Tuple(v) => Term::Tuple(owned_seq(v, cx)),
-            TermRef::List(v) => Term::List(owned_seq(v, cx)),
-            TermRef::ImproperList { elems, tail } => owned_improper(elems, tail, cx),
-            TermRef::Map(entries) => owned_map(entries, cx),
-            TermRef::Fun(f) => owned_fun(f, cx),
+            TermRef::Tuple(_)
+            | TermRef::List(_)
+            | TermRef::ImproperList { .. }
+            | TermRef::Map(_)
+            | TermRef::Fun(_)
+                if depth >= RECURSION_DEPTH =>
+            {
+                owned_deep(self, cx)
+            }
+            TermRef::Tuple(v) => Term::Tuple(owned_seq(v, cx, depth + 1)),
+            TermRef::List(v) => Term::List(owned_seq(v, cx, depth + 1)),
+            TermRef::ImproperList { elems, tail } => owned_improper(elems, tail, cx, depth + 1),
+            TermRef::Map(entries) => owned_map(entries, cx, depth + 1),
+            TermRef::Fun(f) => {
+                let free_vars = owned_seq(&f.free_vars, cx, depth + 1);
+                owned_fun(f, free_vars, cx)
+            }
             _ => self.owned_scalar(cx),
         }
     }
@@ -277,37 +289,99 @@ impl<'a> TermRef<'a> {
     }
 }
 
+/// Elements at nesting `depth`.
 #[inline(never)]
-fn owned_seq(v: &[TermRef<'_>], cx: &mut Owner) -> Vec<Term> {
+fn owned_seq(v: &[TermRef<'_>], cx: &mut Owner, depth: usize) -> Vec<Term> {
     let mut out = Vec::with_capacity(v.len());
     for t in v {
-        out.push(t.owned(cx));
+        out.push(t.owned(cx, depth));
     }
     out
 }
 
 #[inline(never)]
-fn owned_improper(elems: &[TermRef<'_>], tail: &TermRef<'_>, cx: &mut Owner) -> Term {
+fn owned_improper(elems: &[TermRef<'_>], tail: &TermRef<'_>, cx: &mut Owner, depth: usize) -> Term {
     Term::ImproperList {
-        elems: owned_seq(elems, cx),
-        tail: Box::new(tail.owned(cx)),
+        elems: owned_seq(elems, cx, depth),
+        tail: Box::new(tail.owned(cx, depth)),
     }
 }
 
 #[inline(never)]
-fn owned_map(entries: &[(TermRef<'_>, TermRef<'_>)], cx: &mut Owner) -> Term {
+fn owned_map(entries: &[(TermRef<'_>, TermRef<'_>)], cx: &mut Owner, depth: usize) -> Term {
     let mut v = Vec::with_capacity(entries.len());
     for (k, val) in entries {
-        let k = k.owned(cx);
-        let val = val.owned(cx);
+        let k = k.owned(cx, depth);
+        let val = val.owned(cx, depth);
         v.push((k, val));
     }
     Term::Map(dedup_map(v, cx))
 }
 
+/// The owned container like `src` with the (converted) elements `elems`,
+/// as [`crate::ref_walk::element`] lists them.
+fn owned_rebuild(src: &TermRef<'_>, mut elems: Vec<Term>, cx: &mut Owner) -> Term {
+    match src {
+        TermRef::Tuple(_) => Term::Tuple(elems),
+        TermRef::List(_) => Term::List(elems),
+        TermRef::ImproperList { .. } => {
+            let tail = elems.pop().unwrap_or(Term::Integer(0));
+            Term::ImproperList {
+                elems,
+                tail: Box::new(tail),
+            }
+        }
+        TermRef::Map(_) => {
+            let mut v = Vec::with_capacity(elems.len() / 2);
+            let mut it = elems.into_iter();
+            while let (Some(k), Some(val)) = (it.next(), it.next()) {
+                v.push((k, val));
+            }
+            Term::Map(dedup_map(v, cx))
+        }
+        TermRef::Fun(f) => owned_fun(f, elems, cx),
+        other => other.owned_scalar(cx),
+    }
+}
+
+/// Converts `root` from a stack of the containers being converted (on
+/// the heap): each entry is the source, the next element, and the
+/// elements converted so far.
+#[cold]
 #[inline(never)]
-fn owned_fun(f: &FunRef<'_>, cx: &mut Owner) -> Term {
-    let pid = match &f.pid.owned(cx) {
+fn owned_deep(root: &TermRef<'_>, cx: &mut Owner) -> Term {
+    use crate::ref_walk::{element, element_count};
+    let mut stack: Vec<(&TermRef<'_>, usize, Vec<Term>)> =
+        vec![(root, 0, Vec::with_capacity(element_count(root)))];
+    loop {
+        let Some(top) = stack.last_mut() else {
+            return Term::Integer(0);
+        };
+        if let Some(e) = element(top.0, top.1) {
+            top.1 += 1;
+            if element_count(e) > 0 {
+                stack.push((e, 0, Vec::with_capacity(element_count(e))));
+            } else {
+                // nothing nested: no recursion
+                top.2.push(e.owned(cx, 0));
+            }
+            continue;
+        }
+        let Some((src, _, elems)) = stack.pop() else {
+            return Term::Integer(0);
+        };
+        let t = owned_rebuild(src, elems, cx);
+        match stack.last_mut() {
+            Some(parent) => parent.2.push(t),
+            None => return t,
+        }
+    }
+}
+
+/// A fun with its free variables already converted.
+#[inline(never)]
+fn owned_fun(f: &FunRef<'_>, free_vars: Vec<Term>, cx: &mut Owner) -> Term {
+    let pid = match &f.pid.owned_scalar(cx) {
         Term::Pid(p) => p.clone(),
         // the decoder only puts pids here
         _ => Pid {
@@ -325,7 +399,7 @@ fn owned_fun(f: &FunRef<'_>, cx: &mut Owner) -> Term {
         old_index: f.old_index,
         old_uniq: f.old_uniq,
         pid,
-        free_vars: owned_seq(&f.free_vars, cx),
+        free_vars,
     }))
 }
 
@@ -681,8 +755,8 @@ impl<'a> Decoder<'a> {
         } else {
             self.u32()? as usize
         };
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.ref_deep(start, depth);
         }
         Ok(TermRef::Tuple(self.seq(n, depth + 1)?))
     }
@@ -690,8 +764,8 @@ impl<'a> Decoder<'a> {
     #[inline(never)]
     fn map(&mut self, start: usize, depth: usize) -> R<TermRef<'a>> {
         let n = self.u32()? as usize;
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.ref_deep(start, depth);
         }
         if n > self.remaining() / 2 {
             return self.err(self.pos, K::Truncated);
@@ -707,8 +781,8 @@ impl<'a> Decoder<'a> {
 
     #[inline(never)]
     fn fun(&mut self, start: usize, depth: usize) -> R<TermRef<'a>> {
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.ref_deep(start, depth);
         }
         let size = self.u32()? as usize;
         let arity = self.u8()?;
@@ -880,8 +954,8 @@ impl<'a> Decoder<'a> {
     /// tails cost no stack.
     #[inline(never)]
     fn list(&mut self, start: usize, depth: usize) -> R<TermRef<'a>> {
-        if depth >= self.max_depth {
-            return self.err(start, K::DepthLimit);
+        if depth >= self.deep_at {
+            return self.ref_deep(start, depth);
         }
         let mut n = self.u32()? as usize;
         let mut elems = Vec::new();
@@ -1128,7 +1202,7 @@ pub(crate) fn validate_body(input: &[u8], cache: Option<&[Atom]>, max_depth: usi
 /// The borrowed decoding of the term at the start of `input` (no version
 /// byte) with the default depth limit.
 pub(crate) fn term_ref_body(input: &[u8]) -> R<TermRef<'_>> {
-    let mut d = Decoder::new(input, 0, None, BORROWED_MAX_DEPTH);
+    let mut d = Decoder::new(input, 0, None, DEFAULT_MAX_DEPTH);
     d.term(0)
 }
 
@@ -1470,7 +1544,7 @@ fn decode_ref_inner<'a>(
     opts: &DecodeOptions,
 ) -> R<(TermRef<'a>, usize)> {
     check_version(input)?;
-    let mut d = Decoder::new(input, 1, cache, opts.max_depth.min(BORROWED_MAX_DEPTH));
+    let mut d = Decoder::new(input, 1, cache, opts.max_depth);
     let t = d.term(0)?;
     Ok((t, d.pos))
 }
@@ -1479,6 +1553,18 @@ fn decode_ref_inner<'a>(
 /// Compressed input fails with [`K::CompressedInput`]; see [`decompress`].
 pub fn decode_ref(input: &[u8]) -> Result<TermRef<'_>, DecodeError> {
     let (t, used) = decode_ref_inner(input, None, &DecodeOptions::default())?;
+    if used != input.len() {
+        return Err(DecodeError::new(used, K::TrailingBytes));
+    }
+    Ok(t)
+}
+
+/// [`decode_ref`] with explicit limits ([`DecodeOptions::max_depth`]).
+pub fn decode_ref_with<'a>(
+    input: &'a [u8],
+    opts: &DecodeOptions,
+) -> Result<TermRef<'a>, DecodeError> {
+    let (t, used) = decode_ref_inner(input, None, opts)?;
     if used != input.len() {
         return Err(DecodeError::new(used, K::TrailingBytes));
     }
@@ -1624,7 +1710,7 @@ pub fn decode_ref_body_prefix_with_atom_cache<'a>(
     input: &'a [u8],
     cache: &'a [Atom],
 ) -> Result<(TermRef<'a>, usize), DecodeError> {
-    let mut d = Decoder::new(input, 0, Some(cache), BORROWED_MAX_DEPTH);
+    let mut d = Decoder::new(input, 0, Some(cache), DEFAULT_MAX_DEPTH);
     let t = d.term(0)?;
     Ok((t, d.pos))
 }
@@ -2067,6 +2153,221 @@ impl<'a> Decoder<'a> {
                 self.pos = start;
                 let mut t = Term::Integer(0);
                 self.fill_owned(depth, &mut t, cx)?;
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A container the iterative borrowed decoder is inside of.
+enum RefFrame<'a> {
+    /// Elements so far, elements in all.
+    Tuple(Vec<TermRef<'a>>, usize),
+    /// Entries so far (the last one's value a placeholder while
+    /// `key_pending`), entries in all, `key_pending`.
+    Map(Vec<(TermRef<'a>, TermRef<'a>)>, usize, bool),
+    /// Elements so far and elements left before the tail.
+    List(Vec<TermRef<'a>>, usize),
+    /// Elements of a list whose tail (not a list) is being decoded.
+    Tail(Vec<TermRef<'a>>),
+    /// The fun, its free variables in all, its size field, where it starts.
+    Fun(Box<FunRef<'a>>, usize, usize, usize),
+}
+
+impl<'a> RefFrame<'a> {
+    fn wants_child(&self) -> bool {
+        match self {
+            RefFrame::Tuple(v, n) => v.len() < *n,
+            RefFrame::Map(v, n, pending) => *pending || v.len() < *n,
+            RefFrame::List(_, left) => *left > 0,
+            RefFrame::Tail(_) => true,
+            RefFrame::Fun(f, n, _, _) => f.free_vars.len() < *n,
+        }
+    }
+
+    /// Takes a decoded child; a list's tail completes the list, which is
+    /// returned.
+    fn deliver(&mut self, t: TermRef<'a>) -> Option<TermRef<'a>> {
+        match self {
+            RefFrame::Tuple(v, _) => v.push(t),
+            RefFrame::Map(v, _, pending) => {
+                if *pending {
+                    if let Some(e) = v.last_mut() {
+                        e.1 = t;
+                    }
+                } else {
+                    v.push((t, TermRef::Integer(0)));
+                }
+                *pending = !*pending;
+            }
+            RefFrame::List(v, left) => {
+                v.push(t);
+                *left -= 1;
+            }
+            RefFrame::Tail(v) => {
+                let elems = std::mem::take(v);
+                return Some(if elems.is_empty() {
+                    t
+                } else {
+                    TermRef::ImproperList {
+                        elems,
+                        tail: Box::new(t),
+                    }
+                });
+            }
+            RefFrame::Fun(f, _, _, _) => f.free_vars.push(t),
+        }
+        None
+    }
+}
+
+/// The deep path of the borrowed decoder: it hands a container over to
+/// this at [`RECURSION_DEPTH`], which decodes it whole with an explicit
+/// stack (one frame per open container, on the heap), with the checks,
+/// errors and offsets of the recursive code.
+impl<'a> Decoder<'a> {
+    #[cold]
+    #[inline(never)]
+    fn ref_deep(&mut self, start: usize, depth: usize) -> R<TermRef<'a>> {
+        self.pos = start;
+        let mut stack: Vec<RefFrame<'a>> = Vec::new();
+        let mut value = self.open_ref_deep(depth, &mut stack)?;
+        loop {
+            if let Some(t) = value.take() {
+                match stack.last_mut() {
+                    None => return Ok(t),
+                    Some(f) => value = f.deliver(t),
+                }
+                if value.is_some() {
+                    // a list's tail completed it
+                    stack.pop();
+                    continue;
+                }
+            }
+            let top = stack.last_mut().expect("an open container");
+            if top.wants_child() {
+                value = self.open_ref_deep(depth + stack.len(), &mut stack)?;
+                continue;
+            }
+            if let RefFrame::List(elems, left) = top {
+                let tstart = self.pos;
+                match self.buf.get(self.pos) {
+                    Some(&NIL_EXT) => {
+                        self.pos += 1;
+                        value = Some(TermRef::List(std::mem::take(elems)));
+                    }
+                    Some(&LIST_EXT) => {
+                        self.pos += 1;
+                        let n = self.u32()? as usize;
+                        if n > self.remaining() {
+                            return self.err(self.pos, K::Truncated);
+                        }
+                        elems.reserve(n);
+                        *left = n;
+                        continue;
+                    }
+                    Some(&STRING_EXT) => {
+                        self.pos += 1;
+                        let k = self.u16()? as usize;
+                        let b = self.take(k)?;
+                        elems.extend(b.iter().map(|&x| TermRef::Integer(x as i64)));
+                        value = Some(TermRef::List(std::mem::take(elems)));
+                    }
+                    Some(_) => {
+                        let elems = std::mem::take(elems);
+                        *top = RefFrame::Tail(elems);
+                        continue;
+                    }
+                    None => return self.err(tstart, K::Truncated),
+                }
+                stack.pop();
+                continue;
+            }
+            // complete
+            value = Some(match stack.pop().expect("an open container") {
+                RefFrame::Tuple(v, _) => TermRef::Tuple(v),
+                RefFrame::Map(v, _, _) => TermRef::Map(v),
+                RefFrame::Fun(f, _, size, start) => {
+                    if self.pos - (start + 1) != size {
+                        return self.err(start, K::InvalidFunSize);
+                    }
+                    TermRef::Fun(f)
+                }
+                RefFrame::List(..) | RefFrame::Tail(_) => unreachable!("handled above"),
+            });
+        }
+    }
+
+    /// Reads one term at nesting `depth`: a scalar is returned, a
+    /// container's head opens a frame.
+    fn open_ref_deep(
+        &mut self,
+        depth: usize,
+        stack: &mut Vec<RefFrame<'a>>,
+    ) -> R<Option<TermRef<'a>>> {
+        let start = self.pos;
+        let tag = self.u8()?;
+        match tag {
+            SMALL_TUPLE_EXT | LARGE_TUPLE_EXT => {
+                let n = if tag == SMALL_TUPLE_EXT {
+                    self.u8()? as usize
+                } else {
+                    self.u32()? as usize
+                };
+                self.depth_check(start, depth)?;
+                if n > self.remaining() {
+                    return self.err(self.pos, K::Truncated);
+                }
+                stack.push(RefFrame::Tuple(Vec::with_capacity(n), n));
+            }
+            MAP_EXT => {
+                let n = self.u32()? as usize;
+                self.depth_check(start, depth)?;
+                if n > self.remaining() / 2 {
+                    return self.err(self.pos, K::Truncated);
+                }
+                stack.push(RefFrame::Map(Vec::with_capacity(n), n, false));
+            }
+            LIST_EXT => {
+                self.depth_check(start, depth)?;
+                let n = self.u32()? as usize;
+                if n > self.remaining() {
+                    return self.err(self.pos, K::Truncated);
+                }
+                stack.push(RefFrame::List(Vec::with_capacity(n), n));
+            }
+            NEW_FUN_EXT => {
+                self.depth_check(start, depth)?;
+                let size = self.u32()? as usize;
+                let arity = self.u8()?;
+                let uniq: [u8; 16] = self.take(16)?.try_into().expect("16 bytes");
+                let index = self.u32()?;
+                let nfree = self.u32()? as usize;
+                let module = self.atom()?;
+                let old_index = self.small_int_term()?;
+                let old_uniq = self.small_int_term()?;
+                let pid = self.pid()?;
+                if nfree > self.remaining() {
+                    return self.err(self.pos, K::Truncated);
+                }
+                let f = FunRef {
+                    arity,
+                    uniq,
+                    index,
+                    module,
+                    old_index,
+                    old_uniq,
+                    pid,
+                    free_vars: Vec::with_capacity(nfree),
+                };
+                stack.push(RefFrame::Fun(Box::new(f), nfree, size, start));
+            }
+            _ => {
+                // not a container: the recursive decoder does not recurse
+                self.pos = start;
+                let mut t = TermRef::Integer(0);
+                self.fill_term(depth, &mut t)?;
                 return Ok(Some(t));
             }
         }

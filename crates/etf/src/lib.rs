@@ -53,21 +53,23 @@
 //! # Nesting depth
 //!
 //! The BEAM accepts terms nested to any depth (a list nested a million
-//! levels, say), and so do the owned decoder ([`decode`],
-//! [`decode_body_prefix_with_atom_cache`]), the payload check
+//! levels, say), and so does everything here: the owned decoder
+//! ([`decode`], [`decode_body_prefix_with_atom_cache`]), the borrowed
+//! one ([`decode_ref`]) and the lazy view ([`decode_view`], its
+//! iterators, [`Cursor`] and [`TermView::encoded`]), the payload check
 //! ([`validate_body_prefix_with_atom_cache`]), every encoder (contiguous,
-//! iovec, [`Encoder::term`]), `Drop`, `Clone`, `Display`, `Debug` and
-//! [`parse`]:
-//! none of them recurses per level. The decoders and the encoder recurse
-//! over the first [`RECURSION_DEPTH`] (128) levels, which is all that
-//! real terms use, and continue deeper levels with an explicit stack on
-//! the heap (one small entry per open level), so memory stays in
-//! proportion to the input. [`DecodeOptions::max_depth`] sets a limit.
-//! The borrowed tree ([`decode_ref`]) and the lazy view
-//! ([`decode_view`]) stop at [`BORROWED_MAX_DEPTH`] (512) with
-//! [`DecodeErrorKind::DepthLimit`]; so does their conversion to owned
-//! terms. `==`, term order, `Hash` and serde still recurse: use them on
-//! terms of up to a few thousand levels.
+//! iovec, [`Encoder::term`]), [`parse`], and on [`Term`] and [`TermRef`]
+//! `Drop`, `Clone`, `Display`, `Debug`, `==`, term order
+//! ([`Term::cmp_term`], [`Term::cmp_exact`]), `Hash` and the conversion
+//! to owned terms: none of them recurses per level. They recurse over
+//! the first [`RECURSION_DEPTH`] (128) levels, which is all that real
+//! terms use, and continue deeper levels with an explicit stack on the
+//! heap (one small entry per open level), so memory stays in proportion
+//! to the input; the view's scans keep only a count.
+//! [`DecodeOptions::max_depth`] sets a limit. Serde (`to_term`,
+//! `from_term`) cannot avoid its own recursion per level: it refuses
+//! values nested past `SERDE_MAX_DEPTH` (128, as serde_json) with
+//! `SerdeError::DepthLimit`.
 //!
 //! # The hot path: a lazy view
 //!
@@ -153,6 +155,7 @@ mod encode;
 mod error;
 pub mod intern;
 mod iovec;
+mod ref_walk;
 #[cfg(feature = "serde")]
 mod serde_impl;
 mod stream;
@@ -165,8 +168,8 @@ pub use decode::validate_body_prefix_with_atom_cache;
 pub use decode::{
     decode, decode_body_prefix_with_atom_cache, decode_prefix, decode_prefix_with_atom_cache,
     decode_ref, decode_ref_body_prefix_with_atom_cache, decode_ref_prefix,
-    decode_ref_prefix_with_atom_cache, decode_with, decompress, AtomRef, DecodeOptions, FunRef,
-    TermRef, BORROWED_MAX_DEPTH, DEFAULT_MAX_DEPTH, DEFAULT_MAX_UNCOMPRESSED, RECURSION_DEPTH,
+    decode_ref_prefix_with_atom_cache, decode_ref_with, decode_with, decompress, AtomRef,
+    DecodeOptions, FunRef, TermRef, DEFAULT_MAX_DEPTH, DEFAULT_MAX_UNCOMPRESSED, RECURSION_DEPTH,
 };
 pub use encode::{
     encode, encode_body_into, encode_into, encode_with, EncodeOptions, IOVEC_MIN_BORROWED,
@@ -174,7 +177,9 @@ pub use encode::{
 pub use error::{DecodeError, DecodeErrorKind, ParseError};
 pub use iovec::{encode_iovec, EncodedIoVec};
 #[cfg(feature = "serde")]
-pub use serde_impl::{from_term, to_term, Deserializer, Error, Error as SerdeError, Serializer};
+pub use serde_impl::{
+    from_term, to_term, Deserializer, Error, Error as SerdeError, Serializer, SERDE_MAX_DEPTH,
+};
 pub use stream::Encoder;
 pub use term::{
     Atom, AtomTooLong, BigInt, Fun, FunData, Map, Pid, Port, Reference, Term, MAX_ATOM_CHARS,
@@ -182,5 +187,6 @@ pub use term::{
 };
 pub use text::parse;
 pub use view::{
-    decode_view, decode_view_prefix, Cursor, ListView, MapView, SeqView, TermView, ViewKind, Visit,
+    decode_view, decode_view_prefix, decode_view_with, Cursor, ListView, MapView, SeqView,
+    TermView, ViewKind, Visit,
 };

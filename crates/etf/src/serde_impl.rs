@@ -31,6 +31,49 @@ pub enum Error {
     /// A field or variant name longer than 255 characters (atoms cannot be).
     #[error("atom too long: {0}")]
     AtomTooLong(String),
+    /// The value nests deeper than [`SERDE_MAX_DEPTH`] levels. Serde's
+    /// `Serialize` and `Deserialize` recurse once per level on the thread's
+    /// stack, so deeper values are refused instead of overflowing it (as
+    /// serde_json does); encode and decode the [`Term`] itself, which
+    /// takes any depth.
+    #[error(
+        "value nested deeper than {0} levels (serde recurses per level; \
+         use the Term directly for deeper terms)"
+    )]
+    DepthLimit(usize),
+}
+
+/// Nesting limit of [`to_term`] and [`from_term`] (as serde_json's 128),
+/// counted in serde's levels: each element of a sequence, tuple, map or
+/// struct, each newtype and each `Some` is one. Past it they fail with [`Error::DepthLimit`] instead of overflowing
+/// the thread's stack in serde's own recursion.
+pub const SERDE_MAX_DEPTH: usize = 128;
+
+thread_local! {
+    /// Levels of this thread's serde conversions open inside each other.
+    static SERDE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One level of nesting of a serde conversion, held while a nested value
+/// is (de)serialized; refused past [`SERDE_MAX_DEPTH`].
+struct Nest;
+
+impl Nest {
+    fn enter() -> Result<Nest, Error> {
+        SERDE_DEPTH.with(|d| {
+            if d.get() >= SERDE_MAX_DEPTH {
+                return Err(Error::DepthLimit(SERDE_MAX_DEPTH));
+            }
+            d.set(d.get() + 1);
+            Ok(Nest)
+        })
+    }
+}
+
+impl Drop for Nest {
+    fn drop(&mut self) {
+        SERDE_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
 }
 
 impl ser::Error for Error {
@@ -172,6 +215,7 @@ impl ser::Serializer for Serializer {
         Ok(Term::atom("nil"))
     }
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Term, Error> {
+        let _level = Nest::enter()?;
         value.serialize(self)
     }
     fn serialize_unit(self) -> Result<Term, Error> {
@@ -193,6 +237,7 @@ impl ser::Serializer for Serializer {
         _name: &'static str,
         value: &T,
     ) -> Result<Term, Error> {
+        let _level = Nest::enter()?;
         value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
@@ -202,6 +247,7 @@ impl ser::Serializer for Serializer {
         variant: &'static str,
         value: &T,
     ) -> Result<Term, Error> {
+        let _level = Nest::enter()?;
         Ok(Term::Tuple(vec![atom(variant)?, value.serialize(self)?]))
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<SeqBuilder, Error> {
@@ -261,6 +307,7 @@ impl ser::Serializer for Serializer {
 
 impl SeqBuilder {
     fn push<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), Error> {
+        let _level = Nest::enter()?;
         self.elems.push(v.serialize(Serializer)?);
         Ok(())
     }
@@ -328,6 +375,7 @@ impl MapBuilder {
         }
     }
     fn field<T: Serialize + ?Sized>(&mut self, key: &'static str, v: &T) -> Result<(), Error> {
+        let _level = Nest::enter()?;
         self.map.push((atom(key)?, v.serialize(Serializer)?));
         Ok(())
     }
@@ -337,6 +385,7 @@ impl ser::SerializeMap for MapBuilder {
     type Ok = Term;
     type Error = Error;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
+        let _level = Nest::enter()?;
         self.key = Some(key.serialize(Serializer)?);
         Ok(())
     }
@@ -345,6 +394,7 @@ impl ser::SerializeMap for MapBuilder {
             .key
             .take()
             .ok_or_else(|| Error::Message("map value without a key".into()))?;
+        let _level = Nest::enter()?;
         self.map.push((k, v.serialize(Serializer)?));
         Ok(())
     }
@@ -408,7 +458,10 @@ impl<'de, 't> SeqAccess<'de> for Seq<'t> {
         seed: S,
     ) -> Result<Option<S::Value>, Error> {
         match self.iter.next() {
-            Some(t) => seed.deserialize(Deserializer(t)).map(Some),
+            Some(t) => {
+                let _level = Nest::enter()?;
+                seed.deserialize(Deserializer(t)).map(Some)
+            }
             None => Ok(None),
         }
     }
@@ -431,6 +484,7 @@ impl<'de, 't> MapAccess<'de> for MapAcc<'t> {
         match self.iter.next() {
             Some((k, v)) => {
                 self.value = Some(v);
+                let _level = Nest::enter()?;
                 seed.deserialize(KeyDeserializer(k)).map(Some)
             }
             None => Ok(None),
@@ -438,7 +492,10 @@ impl<'de, 't> MapAccess<'de> for MapAcc<'t> {
     }
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
         match self.value.take() {
-            Some(v) => seed.deserialize(Deserializer(v)),
+            Some(v) => {
+                let _level = Nest::enter()?;
+                seed.deserialize(Deserializer(v))
+            }
             None => Err(Error::Message("map value requested before its key".into())),
         }
     }
@@ -504,7 +561,10 @@ impl<'de, 't> VariantAccess<'de> for Enum<'t> {
     }
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, Error> {
         match self.rest {
-            [v] => seed.deserialize(Deserializer(v)),
+            [v] => {
+                let _level = Nest::enter()?;
+                seed.deserialize(Deserializer(v))
+            }
             _ => Err(Error::Message(format!(
                 "variant {} expects {{{}, Value}}",
                 self.variant.as_str(),
@@ -629,6 +689,7 @@ impl<'de, 't> de::Deserializer<'de> for Deserializer<'t> {
         if is_nil_atom(self.0) {
             visitor.visit_none()
         } else {
+            let _level = Nest::enter()?;
             visitor.visit_some(self)
         }
     }
@@ -652,6 +713,7 @@ impl<'de, 't> de::Deserializer<'de> for Deserializer<'t> {
         _name: &'static str,
         visitor: V,
     ) -> Result<V::Value, Error> {
+        let _level = Nest::enter()?;
         visitor.visit_newtype_struct(self)
     }
 
@@ -834,5 +896,55 @@ mod tests {
             Err(Error::Mismatch { .. })
         ));
         assert!(matches!(to_term(&f64::NAN), Err(Error::NonFiniteFloat(_))));
+    }
+
+    /// `[[[...]]]`: a list of itself.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Nested(Vec<Nested>);
+
+    /// Always `Some` on a term that is not `nil`: without a limit its
+    /// deserialization would never end.
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Chain(Option<Box<Chain>>);
+
+    fn nested(levels: usize) -> Nested {
+        let mut n = Nested(Vec::new());
+        for _ in 0..levels {
+            n = Nested(vec![n]);
+        }
+        n
+    }
+
+    /// Within [`SERDE_MAX_DEPTH`] deep values convert both ways; past it
+    /// both directions refuse with [`Error::DepthLimit`] (a million-level
+    /// term included) instead of overflowing the stack, and the thread's
+    /// count is back to zero afterwards.
+    #[test]
+    fn serde_refuses_values_nested_past_its_limit() {
+        // a newtype and a sequence element are two serde levels per list
+        let fits = nested(SERDE_MAX_DEPTH / 2 - 1);
+        let t = to_term(&fits).unwrap();
+        assert_eq!(from_term::<Nested>(&t).unwrap(), fits);
+        let mut deep = Term::nil();
+        for _ in 0..SERDE_MAX_DEPTH / 2 - 1 {
+            deep = Term::List(vec![deep]);
+        }
+        assert_eq!(t, deep);
+
+        let too_deep = nested(SERDE_MAX_DEPTH);
+        assert_eq!(to_term(&too_deep), Err(Error::DepthLimit(SERDE_MAX_DEPTH)));
+        let mut million = Term::nil();
+        for _ in 0..1_000_000 {
+            million = Term::List(vec![million]);
+        }
+        let e = from_term::<Nested>(&million).unwrap_err();
+        assert_eq!(e, Error::DepthLimit(SERDE_MAX_DEPTH));
+        assert!(e.to_string().contains("128"), "{e}");
+        let e = from_term::<Chain>(&Term::atom("x")).unwrap_err();
+        assert_eq!(e, Error::DepthLimit(SERDE_MAX_DEPTH));
+        // the count unwound: shallow values still convert
+        assert_eq!(SERDE_DEPTH.with(|d| d.get()), 0);
+        assert_eq!(from_term::<Nested>(&deep).unwrap(), fits);
+        drop(million);
     }
 }

@@ -483,7 +483,10 @@ impl PartialEq for Map {
 /// with their id vector) are boxed, and the byte fields of `BitBinary` and
 /// `Export` come first so they sit beside the tag. Encoding walks these
 /// nodes, so their size and the cost of their tag are its cost per term.
-#[derive(PartialEq)]
+///
+/// `Drop`, `Clone`, `Debug`, `Display`, `==`, [`Term::cmp_term`],
+/// [`Term::cmp_exact`] and `Hash` take any nesting depth without
+/// recursion per level.
 #[repr(u8)]
 pub enum Term {
     /// Every integer that fits `i64`.
@@ -819,12 +822,12 @@ impl Term {
     #[inline]
     fn clear_elements(&mut self) {
         match self {
-            Term::Tuple(v) | Term::List(v) => v.clear(),
+            Term::Tuple(v) | Term::List(v) => clear_terms(v),
             Term::ImproperList { elems, tail } => {
                 elems.clear();
                 **tail = Term::Integer(0);
             }
-            Term::Map(m) => m.entries.clear(),
+            Term::Map(m) => clear_entries(&mut m.entries),
             Term::Fun(f) => f.free_vars.clear(),
             _ => {}
         }
@@ -865,6 +868,63 @@ impl Term {
             }
             Term::Fun(f) => f.free_vars.drain(..).for_each(keep),
             _ => {}
+        }
+    }
+}
+
+/// `v.clear()` with the commonest elements dropped inline: integers and
+/// floats own nothing, an atom is one reference count and a binary one
+/// deallocation, so only the others go through `Term`'s drop glue (a
+/// call per element otherwise, and most elements of real terms are
+/// these four).
+#[inline]
+fn clear_terms(v: &mut Vec<Term>) {
+    let len = v.len();
+    let p = v.as_mut_ptr();
+    // SAFETY: the length is set to 0 first, so the elements, dropped
+    // below exactly once each, are never reached through `v` again (a
+    // panic while dropping one would leak the rest, not free them twice);
+    // `p.add(i)` for `i < len` points at an initialised element.
+    unsafe {
+        v.set_len(0);
+        for i in 0..len {
+            drop_element(p.add(i));
+        }
+    }
+}
+
+/// Drops one element of a vector being cleared (see [`clear_terms`]).
+///
+/// # Safety
+///
+/// `e` points at an initialised `Term` that is never used again.
+#[inline(always)]
+unsafe fn drop_element(e: *mut Term) {
+    // SAFETY: as the caller promises; each arm drops the field it names
+    // (or the whole term) exactly once.
+    unsafe {
+        match &mut *e {
+            Term::Integer(_) | Term::Float(_) => {}
+            Term::Atom(a) => std::ptr::drop_in_place(a),
+            Term::Binary(b) => std::ptr::drop_in_place(b),
+            _ => std::ptr::drop_in_place(e),
+        }
+    }
+}
+
+/// [`clear_terms`] for a map's entries.
+#[inline]
+fn clear_entries(v: &mut Vec<(Term, Term)>) {
+    let len = v.len();
+    let p = v.as_mut_ptr();
+    // SAFETY: as in `clear_terms`: the length is 0 before any entry is
+    // dropped, and each initialised entry's key and value are dropped once.
+    unsafe {
+        v.set_len(0);
+        for i in 0..len {
+            let e = p.add(i);
+            drop_element(&raw mut (*e).0);
+            drop_element(&raw mut (*e).1);
         }
     }
 }
@@ -1102,22 +1162,28 @@ fn node_cmp(a: &Atom, b: &Atom) -> Ordering {
     a.as_str().cmp(b.as_str())
 }
 
-fn seq_cmp(a: &[Term], b: &[Term], exact: bool) -> Ordering {
-    for (x, y) in a.iter().zip(b) {
-        match term_cmp(x, y, exact) {
-            Ordering::Equal => {}
-            o => return o,
-        }
-    }
-    a.len().cmp(&b.len())
+/// Pids order by serial, number, node, creation (the BEAM's order).
+fn pid_cmp(x: &Pid, y: &Pid) -> Ordering {
+    x.serial
+        .cmp(&y.serial)
+        .then(x.id.cmp(&y.id))
+        .then_with(|| node_cmp(&x.node, &y.node))
+        .then(x.creation.cmp(&y.creation))
 }
 
-fn term_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
+/// True for the terms whose order depends on their elements.
+#[inline]
+fn nests(t: &Term) -> bool {
+    matches!(
+        t,
+        Term::Tuple(_) | Term::Map(_) | Term::List(_) | Term::ImproperList { .. } | Term::Fun(_)
+    )
+}
+
+/// The order of two terms of the same rank that do not nest (numbers,
+/// atoms, references, ports, pids, binaries, exports).
+fn scalar_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
     use Term::*;
-    let (ra, rb) = (a.type_rank(), b.type_rank());
-    if ra != rb {
-        return ra.cmp(&rb);
-    }
     match (a, b) {
         (Integer(_) | BigInt(_) | Float(_), _) => num_cmp(a, b, exact),
         (Atom(x), Atom(y)) => x.as_str().cmp(y.as_str()),
@@ -1128,31 +1194,7 @@ fn term_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
         (Port(x), Port(y)) => node_cmp(&x.node, &y.node)
             .then(x.creation.cmp(&y.creation))
             .then(x.id.cmp(&y.id)),
-        (Pid(x), Pid(y)) => x
-            .serial
-            .cmp(&y.serial)
-            .then(x.id.cmp(&y.id))
-            .then_with(|| node_cmp(&x.node, &y.node))
-            .then(x.creation.cmp(&y.creation)),
-        (Tuple(x), Tuple(y)) => x.len().cmp(&y.len()).then_with(|| seq_cmp(x, y, exact)),
-        (Map(x), Map(y)) => x.len().cmp(&y.len()).then_with(|| {
-            let xs = x.sorted_entries();
-            let ys = y.sorted_entries();
-            for (p, q) in xs.iter().zip(&ys) {
-                match term_cmp(&p.0, &q.0, true) {
-                    Ordering::Equal => {}
-                    o => return o,
-                }
-            }
-            for (p, q) in xs.iter().zip(&ys) {
-                match term_cmp(&p.1, &q.1, exact) {
-                    Ordering::Equal => {}
-                    o => return o,
-                }
-            }
-            Ordering::Equal
-        }),
-        (List(_) | ImproperList { .. }, _) => list_cmp(a, b, exact),
+        (Pid(x), Pid(y)) => pid_cmp(x, y),
         (Binary(_) | BitBinary { .. }, _) => {
             let (xb, xbits) = bits_of(a);
             let (yb, ybits) = bits_of(b);
@@ -1175,9 +1217,178 @@ fn term_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
             let yt = (yb.len() as u64) * 8;
             xt.cmp(&yt)
         }
-        (Fun(_) | Export { .. }, _) => fun_cmp(a, b, exact),
+        (
+            Export {
+                module: m1,
+                function: f1,
+                arity: a1,
+            },
+            Export {
+                module: m2,
+                function: f2,
+                arity: a2,
+            },
+        ) => m1
+            .as_str()
+            .cmp(m2.as_str())
+            .then(f1.as_str().cmp(f2.as_str()))
+            .then(a1.cmp(a2)),
+        // local funs sort before exports
+        (Fun(_), _) => Ordering::Less,
+        (Export { .. }, Fun(_)) => Ordering::Greater,
         _ => Ordering::Equal,
     }
+}
+
+/// What is left of a list to compare: elements, then a tail (`None` for
+/// `[]`).
+type ListRest<'t> = (&'t [Term], Option<&'t Term>);
+
+/// A list's rest, seen as a term: a non-empty list, `[]`, or a term that
+/// is not a list (an improper tail).
+enum RestKind<'t> {
+    List(ListRest<'t>),
+    Nil,
+    Other(&'t Term),
+}
+
+fn rest_kind<'t>((elems, tail): ListRest<'t>) -> RestKind<'t> {
+    if !elems.is_empty() {
+        return RestKind::List((elems, tail));
+    }
+    match tail {
+        None => RestKind::Nil,
+        Some(Term::List(v)) if v.is_empty() => RestKind::Nil,
+        Some(Term::List(v)) => RestKind::List((v, None)),
+        Some(Term::ImproperList { elems, tail }) => RestKind::List((elems, Some(tail))),
+        Some(t) => RestKind::Other(t),
+    }
+}
+
+fn list_rest(t: &Term) -> ListRest<'_> {
+    match t {
+        Term::List(v) => (v, None),
+        Term::ImproperList { elems, tail } => (elems, Some(tail)),
+        _ => (&[], None),
+    }
+}
+
+/// A comparison still to make, on the stack of [`term_cmp`].
+enum Cmp<'t> {
+    Terms(&'t Term, &'t Term, bool),
+    Lists(ListRest<'t>, ListRest<'t>, bool),
+    /// An order already known, which counts once everything pushed
+    /// above it compared equal.
+    Then(Ordering),
+    /// Two funs' fields after their free variables.
+    FunRest(&'t FunData, &'t FunData),
+}
+
+/// Erlang term order (`exact`: map-key order), from an explicit stack of
+/// comparisons still to make, so any nesting depth costs no thread stack.
+/// Terms that do not nest compare without touching the heap.
+fn term_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
+    let (ra, rb) = (a.type_rank(), b.type_rank());
+    if ra != rb {
+        return ra.cmp(&rb);
+    }
+    if !nests(a) || !nests(b) {
+        return scalar_cmp(a, b, exact);
+    }
+    let mut stack = vec![Cmp::Terms(a, b, exact)];
+    while let Some(c) = stack.pop() {
+        let o = match c {
+            Cmp::Then(o) => o,
+            Cmp::FunRest(x, y) => x
+                .index
+                .cmp(&y.index)
+                .then(x.uniq.cmp(&y.uniq))
+                .then(x.arity.cmp(&y.arity))
+                .then_with(|| pid_cmp(&x.pid, &y.pid)),
+            Cmp::Lists(x, y, exact) => match (rest_kind(x), rest_kind(y)) {
+                (RestKind::List((xe, xt)), RestKind::List((ye, yt))) => {
+                    stack.push(Cmp::Lists((&xe[1..], xt), (&ye[1..], yt), exact));
+                    stack.push(Cmp::Terms(&xe[0], &ye[0], exact));
+                    Ordering::Equal
+                }
+                (RestKind::Nil, RestKind::Nil) => Ordering::Equal,
+                (RestKind::Other(p), RestKind::Other(q)) => {
+                    stack.push(Cmp::Terms(p, q, exact));
+                    Ordering::Equal
+                }
+                // a non-empty list (rank 9) against [] (rank 8) or a
+                // term of another type
+                (p, q) => {
+                    let rank = |k: &RestKind<'_>| match k {
+                        RestKind::List(_) => 9,
+                        RestKind::Nil => 8,
+                        RestKind::Other(t) => t.type_rank(),
+                    };
+                    rank(&p).cmp(&rank(&q))
+                }
+            },
+            Cmp::Terms(a, b, exact) => {
+                let (ra, rb) = (a.type_rank(), b.type_rank());
+                if ra != rb {
+                    return ra.cmp(&rb);
+                }
+                match (a, b) {
+                    (Term::Tuple(x), Term::Tuple(y)) => {
+                        let o = x.len().cmp(&y.len());
+                        if o == Ordering::Equal {
+                            for (p, q) in x.iter().zip(y).rev() {
+                                stack.push(Cmp::Terms(p, q, exact));
+                            }
+                        }
+                        o
+                    }
+                    (Term::Map(x), Term::Map(y)) => {
+                        let o = x.len().cmp(&y.len());
+                        if o == Ordering::Equal {
+                            // keys (in map-key order) first, then values
+                            let xs = x.sorted_entries();
+                            let ys = y.sorted_entries();
+                            for (p, q) in xs.iter().zip(&ys).rev() {
+                                stack.push(Cmp::Terms(&p.1, &q.1, exact));
+                            }
+                            for (p, q) in xs.iter().zip(&ys).rev() {
+                                stack.push(Cmp::Terms(&p.0, &q.0, true));
+                            }
+                        }
+                        o
+                    }
+                    (Term::List(_) | Term::ImproperList { .. }, _) => {
+                        stack.push(Cmp::Lists(list_rest(a), list_rest(b), exact));
+                        Ordering::Equal
+                    }
+                    (Term::Fun(x), Term::Fun(y)) => {
+                        let o = x
+                            .module
+                            .as_str()
+                            .cmp(y.module.as_str())
+                            .then(x.old_index.cmp(&y.old_index))
+                            .then(x.old_uniq.cmp(&y.old_uniq));
+                        if o == Ordering::Equal {
+                            // free variables pairwise, then their
+                            // counts, then the rest (only to make Equal
+                            // mean identical)
+                            stack.push(Cmp::FunRest(x, y));
+                            stack.push(Cmp::Then(x.free_vars.len().cmp(&y.free_vars.len())));
+                            for (p, q) in x.free_vars.iter().zip(&y.free_vars).rev() {
+                                stack.push(Cmp::Terms(p, q, exact));
+                            }
+                        }
+                        o
+                    }
+                    _ => scalar_cmp(a, b, exact),
+                }
+            }
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
 }
 
 fn bits_of(t: &Term) -> (&[u8], u8) {
@@ -1188,114 +1399,169 @@ fn bits_of(t: &Term) -> (&[u8], u8) {
     }
 }
 
-fn fun_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
+/// Structural equality (`=:=`: `1 == 1.0` is false; maps compare
+/// regardless of their entries' order). Recurses over the first
+/// [`crate::RECURSION_DEPTH`] levels and continues from an explicit stack.
+impl PartialEq for Term {
+    fn eq(&self, other: &Term) -> bool {
+        eq_at(self, other, 0)
+    }
+}
+
+/// Same variant, same fields apart from elements, same element count.
+fn head_eq(a: &Term, b: &Term) -> bool {
+    use Term::*;
     match (a, b) {
+        (Integer(x), Integer(y)) => x == y,
+        (BigInt(x), BigInt(y)) => x == y,
+        (Float(x), Float(y)) => x == y,
+        (Atom(x), Atom(y)) => x == y,
+        (Binary(x), Binary(y)) => x == y,
         (
-            Term::Export {
+            BitBinary {
+                bits: t1,
+                bytes: b1,
+            },
+            BitBinary {
+                bits: t2,
+                bytes: b2,
+            },
+        ) => t1 == t2 && b1 == b2,
+        (Tuple(x), Tuple(y)) | (List(x), List(y)) => x.len() == y.len(),
+        (ImproperList { elems: x, .. }, ImproperList { elems: y, .. }) => x.len() == y.len(),
+        (Map(x), Map(y)) => x.len() == y.len(),
+        (Pid(x), Pid(y)) => x == y,
+        (Port(x), Port(y)) => x == y,
+        (Reference(x), Reference(y)) => x == y,
+        (
+            Export {
+                arity: a1,
                 module: m1,
                 function: f1,
-                arity: a1,
             },
-            Term::Export {
+            Export {
+                arity: a2,
                 module: m2,
                 function: f2,
-                arity: a2,
             },
-        ) => m1
-            .as_str()
-            .cmp(m2.as_str())
-            .then(f1.as_str().cmp(f2.as_str()))
-            .then(a1.cmp(a2)),
-        (Term::Fun(x), Term::Fun(y)) => x
-            .module
-            .as_str()
-            .cmp(y.module.as_str())
-            .then(x.old_index.cmp(&y.old_index))
-            .then(x.old_uniq.cmp(&y.old_uniq))
-            .then_with(|| seq_cmp(&x.free_vars, &y.free_vars, exact))
-            // the rest only to make Equal mean identical
-            .then(x.index.cmp(&y.index))
-            .then(x.uniq.cmp(&y.uniq))
-            .then(x.arity.cmp(&y.arity))
-            .then_with(|| term_cmp(&Term::Pid(x.pid.clone()), &Term::Pid(y.pid.clone()), exact)),
-        // local funs sort before exports
-        (Term::Fun(_), _) => Ordering::Less,
-        _ => Ordering::Greater,
+        ) => a1 == a2 && m1 == m2 && f1 == f2,
+        (Fun(x), Fun(y)) => {
+            x.arity == y.arity
+                && x.uniq == y.uniq
+                && x.index == y.index
+                && x.module == y.module
+                && x.old_index == y.old_index
+                && x.old_uniq == y.old_uniq
+                && x.pid == y.pid
+                && x.free_vars.len() == y.free_vars.len()
+        }
+        _ => false,
     }
 }
 
-fn list_cmp(a: &Term, b: &Term, exact: bool) -> Ordering {
-    let (xe, xt) = list_parts(a);
-    let (ye, yt) = list_parts(b);
-    for (x, y) in xe.iter().zip(ye) {
-        match term_cmp(x, y, exact) {
-            Ordering::Equal => {}
-            o => return o,
+/// The element pairs two containers with equal heads compare by: maps'
+/// entries in key order, everything else in [`element`] order.
+fn eq_children<'t>(a: &'t Term, b: &'t Term, out: &mut Vec<(&'t Term, &'t Term)>) {
+    if let (Term::Map(x), Term::Map(y)) = (a, b) {
+        for (p, q) in x.sorted_entries().into_iter().zip(y.sorted_entries()) {
+            out.push((&p.0, &q.0));
+            out.push((&p.1, &q.1));
+        }
+        return;
+    }
+    let n = element_count(a);
+    out.extend((0..n).filter_map(|i| Some((element(a, i)?, element(b, i)?))));
+}
+
+fn eq_at(a: &Term, b: &Term, depth: usize) -> bool {
+    if !head_eq(a, b) {
+        return false;
+    }
+    if !a.has_elements() {
+        return true;
+    }
+    if depth >= crate::decode::RECURSION_DEPTH {
+        return eq_deep(a, b);
+    }
+    match (a, b) {
+        (Term::Tuple(x), Term::Tuple(y)) | (Term::List(x), Term::List(y)) => {
+            x.iter().zip(y).all(|(p, q)| eq_at(p, q, depth + 1))
+        }
+        _ => {
+            let mut pairs = Vec::new();
+            eq_children(a, b, &mut pairs);
+            pairs.into_iter().all(|(p, q)| eq_at(p, q, depth + 1))
         }
     }
-    let n = xe.len().min(ye.len());
-    // compare the rest: either remaining elements or tails
-    let nil = Term::List(Vec::new());
-    let xrest: Term = if xe.len() > n {
-        rest_term(&xe[n..], xt)
-    } else {
-        xt.cloned().unwrap_or_else(|| nil.clone())
-    };
-    let yrest: Term = if ye.len() > n {
-        rest_term(&ye[n..], yt)
-    } else {
-        yt.cloned().unwrap_or_else(|| nil.clone())
-    };
-    if xrest == nil && yrest == nil {
-        return Ordering::Equal;
-    }
-    if xe.len() == n && ye.len() == n {
-        return term_cmp(&xrest, &yrest, exact);
-    }
-    term_cmp(&xrest, &yrest, exact)
 }
 
-fn rest_term(elems: &[Term], tail: Option<&Term>) -> Term {
-    match tail {
-        None => Term::List(elems.to_vec()),
-        Some(t) => Term::ImproperList {
-            elems: elems.to_vec(),
-            tail: Box::new(t.clone()),
-        },
+#[cold]
+#[inline(never)]
+fn eq_deep(a: &Term, b: &Term) -> bool {
+    let mut stack = vec![(a, b)];
+    let mut pairs = Vec::new();
+    while let Some((a, b)) = stack.pop() {
+        if !head_eq(a, b) {
+            return false;
+        }
+        eq_children(a, b, &mut pairs);
+        stack.extend(pairs.drain(..).rev());
     }
+    true
 }
 
-fn list_parts(t: &Term) -> (&[Term], Option<&Term>) {
-    match t {
-        Term::List(v) => (v, None),
-        Term::ImproperList { elems, tail } => (elems, Some(tail)),
-        _ => (&[], None),
-    }
-}
-
+/// Hashes the nodes in pre-order from an explicit stack (any depth).
+/// Equal terms hash alike: a map's entries are hashed in key order (the
+/// order they are stored in may differ between equal maps), a fun
+/// contributes only its identity.
 impl Hash for Term {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        std::mem::discriminant(self).hash(state);
-        match self {
-            Term::Integer(i) => i.hash(state),
-            Term::BigInt(b) => b.hash(state),
-            // 0.0 == -0.0, so they must hash alike
-            Term::Float(f) => (if *f == 0.0 { 0.0f64 } else { *f }).to_bits().hash(state),
-            Term::Atom(a) => a.hash(state),
-            Term::Binary(b) => b.hash(state),
-            Term::BitBinary { bytes, bits } => (bytes, bits).hash(state),
-            Term::Tuple(v) | Term::List(v) => v.hash(state),
-            Term::ImproperList { elems, tail } => (elems, tail).hash(state),
-            Term::Map(m) => m.len().hash(state),
-            Term::Pid(p) => p.hash(state),
-            Term::Port(p) => p.hash(state),
-            Term::Reference(r) => r.hash(state),
-            Term::Export {
-                module,
-                function,
-                arity,
-            } => (module, function, arity).hash(state),
-            Term::Fun(f) => (&f.module, f.index, f.uniq).hash(state),
+        fn node<H: Hasher>(t: &Term, state: &mut H) {
+            std::mem::discriminant(t).hash(state);
+            match t {
+                Term::Integer(i) => i.hash(state),
+                Term::BigInt(b) => b.hash(state),
+                // 0.0 == -0.0, so they must hash alike
+                Term::Float(f) => (if *f == 0.0 { 0.0f64 } else { *f }).to_bits().hash(state),
+                Term::Atom(a) => a.hash(state),
+                Term::Binary(b) => b.hash(state),
+                Term::BitBinary { bytes, bits } => (bytes, bits).hash(state),
+                Term::Tuple(v) | Term::List(v) => v.len().hash(state),
+                Term::ImproperList { elems, .. } => elems.len().hash(state),
+                Term::Map(m) => m.len().hash(state),
+                Term::Pid(p) => p.hash(state),
+                Term::Port(p) => p.hash(state),
+                Term::Reference(r) => r.hash(state),
+                Term::Export {
+                    module,
+                    function,
+                    arity,
+                } => (module, function, arity).hash(state),
+                Term::Fun(f) => (&f.module, f.index, f.uniq).hash(state),
+            }
+        }
+        if !self.has_elements() {
+            return node(self, state);
+        }
+        let mut stack = vec![self];
+        while let Some(t) = stack.pop() {
+            node(t, state);
+            match t {
+                Term::Tuple(v) | Term::List(v) => stack.extend(v.iter().rev()),
+                Term::ImproperList { elems, tail } => {
+                    stack.push(tail);
+                    stack.extend(elems.iter().rev());
+                }
+                // in key order: equal maps may store entries in
+                // different orders
+                Term::Map(m) => {
+                    for (k, v) in m.sorted_entries().into_iter().rev() {
+                        stack.push(v);
+                        stack.push(k);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 }

@@ -5,8 +5,8 @@
 
 use std::borrow::Cow;
 
-use crate::decode::BORROWED_MAX_DEPTH;
 use crate::decode::{term_ref_body, validate_body, AtomRef, TermRef};
+use crate::decode::{DecodeOptions, DEFAULT_MAX_DEPTH};
 use crate::error::{DecodeError, DecodeErrorKind as K};
 use crate::tags::*;
 use crate::term::Term;
@@ -68,14 +68,31 @@ pub fn decode_view(input: &[u8]) -> Result<TermView<'_>, DecodeError> {
 /// Like [`decode_view`] for the term at the start of `input`; returns the
 /// view and the bytes used (version byte included).
 pub fn decode_view_prefix(input: &[u8]) -> Result<(TermView<'_>, usize), DecodeError> {
+    view_prefix(input, DEFAULT_MAX_DEPTH)
+}
+
+/// [`decode_view`] with explicit limits ([`DecodeOptions::max_depth`];
+/// compressed input is refused whatever the options say).
+pub fn decode_view_with<'a>(
+    input: &'a [u8],
+    opts: &DecodeOptions,
+) -> Result<TermView<'a>, DecodeError> {
+    let (v, used) = view_prefix(input, opts.max_depth)?;
+    if used != input.len() {
+        return Err(DecodeError::new(used, K::TrailingBytes));
+    }
+    Ok(v)
+}
+
+fn view_prefix(input: &[u8], max_depth: usize) -> Result<(TermView<'_>, usize), DecodeError> {
     match input.first() {
         None => return Err(DecodeError::new(0, K::Truncated)),
         Some(&VERSION) => {}
         Some(&v) => return Err(DecodeError::new(0, K::BadVersion(v))),
     }
     let body = &input[1..];
-    let used = validate_body(body, None, BORROWED_MAX_DEPTH)
-        .map_err(|e| DecodeError::new(e.offset + 1, e.kind))?;
+    let used =
+        validate_body(body, None, max_depth).map_err(|e| DecodeError::new(e.offset + 1, e.kind))?;
     Ok((TermView { b: body }, used + 1))
 }
 
@@ -148,54 +165,57 @@ fn term_len(b: &[u8]) -> usize {
     }
 }
 
+/// Length of a term that is not a common scalar: a container is scanned
+/// in pre-order with a count of the nodes still to step over (each head
+/// adds its children), so any nesting depth costs no stack.
 #[inline(never)]
 fn var_len(b: &[u8]) -> usize {
-    match at(b, 0) {
-        SMALL_INTEGER_EXT => 2,
-        INTEGER_EXT => 5,
-        NEW_FLOAT_EXT => 9,
-        SMALL_ATOM_UTF8_EXT | SMALL_ATOM_EXT => 2 + at(b, 1) as usize,
-        ATOM_UTF8_EXT | ATOM_EXT => 3 + be16(b, 1),
-        NIL_EXT => 1,
-        STRING_EXT => 3 + be16(b, 1),
-        BINARY_EXT => 5 + be32(b, 1) as usize,
-        SMALL_TUPLE_EXT => 2 + seq_len(rest(b, 2), at(b, 1) as usize),
-        LARGE_TUPLE_EXT => 5 + seq_len(rest(b, 5), be32(b, 1) as usize),
-        MAP_EXT => 5 + seq_len(rest(b, 5), 2 * be32(b, 1) as usize),
-        LIST_EXT => list_len(b),
-        _ => rare_len(b),
-    }
-}
-
-/// Bytes spanned by `n` consecutive validated terms.
-#[inline]
-fn seq_len(b: &[u8], n: usize) -> usize {
     let mut p = 0;
-    for _ in 0..n {
-        p += term_len(rest(b, p));
+    let mut pending = 1usize;
+    while pending > 0 {
+        pending -= 1;
+        let t = rest(b, p);
+        let fixed = FIXED_LEN[at(t, 0) as usize];
+        if fixed != 0 {
+            p += fixed as usize;
+            continue;
+        }
+        p += match at(t, 0) {
+            SMALL_ATOM_UTF8_EXT | SMALL_ATOM_EXT => 2 + at(t, 1) as usize,
+            ATOM_UTF8_EXT | ATOM_EXT => 3 + be16(t, 1),
+            STRING_EXT => 3 + be16(t, 1),
+            BINARY_EXT => 5 + be32(t, 1) as usize,
+            SMALL_TUPLE_EXT => {
+                pending += at(t, 1) as usize;
+                2
+            }
+            LARGE_TUPLE_EXT => {
+                pending += be32(t, 1) as usize;
+                5
+            }
+            MAP_EXT => {
+                pending += 2 * be32(t, 1) as usize;
+                5
+            }
+            LIST_EXT => {
+                // the elements, then the tail
+                pending += be32(t, 1) as usize + 1;
+                5
+            }
+            // the size field covers the whole fun, free variables too
+            NEW_FUN_EXT => 1 + be32(t, 1) as usize,
+            _ => rare_len(t),
+        };
     }
     p
 }
 
-/// A `LIST_EXT` chain (a loop: tails do not nest).
-fn list_len(b: &[u8]) -> usize {
-    let mut p = 0;
-    loop {
-        match at(b, p) {
-            LIST_EXT => {
-                let n = be32(b, p + 1) as usize;
-                p += 5;
-                p += seq_len(rest(b, p), n);
-            }
-            _ => return p + term_len(rest(b, p)),
-        }
-    }
-}
-
+/// Length of a validated scalar with a rare tag (big integers, pids,
+/// references, ...): the checked scanner, which does not nest for them.
 #[inline(never)]
 fn rare_len(b: &[u8]) -> usize {
     // validated already: the checked scanner cannot fail here
-    validate_body(b, None, BORROWED_MAX_DEPTH).unwrap_or(b.len())
+    validate_body(b, None, DEFAULT_MAX_DEPTH).unwrap_or(b.len())
 }
 
 impl<'a> TermView<'a> {
@@ -247,7 +267,9 @@ impl<'a> TermView<'a> {
             _ => match self.to_term_ref() {
                 TermRef::Integer(i) => ViewKind::Integer(i),
                 TermRef::Float(f) => ViewKind::Float(f),
-                TermRef::Atom(a) => ViewKind::Atom(a),
+                TermRef::Atom(ref mut a) => {
+                    ViewKind::Atom(std::mem::replace(a, AtomRef(Cow::Borrowed(""))))
+                }
                 TermRef::Binary(b) => ViewKind::Binary(b),
                 t => ViewKind::Other(t),
             },

@@ -1,18 +1,25 @@
 //! Terms nested a million levels deep, which `binary_to_term/1` accepts:
-//! the owned decoder, the payload check, every encoder and `Drop` take
-//! them on a 2 MiB test thread (no recursion per level), with memory in
+//! the owned and borrowed decoders, the lazy view, the payload check,
+//! every encoder, `Drop`, `Clone`, `==`, term order and `Hash` take them
+//! on a 2 MiB test thread (no recursion per level), with memory in
 //! proportion to the input; errors deep inside keep their kind and offset.
-//! (The live `erl` round trip is in the node crate's interop tests.)
+//! Terms made by a real `erl` go through the borrowed paths and back to
+//! `erl` (the node's live round trip is in the node crate's interop
+//! tests).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use erlkube_etf::parse;
 
+use std::cmp::Ordering;
+use std::hash::{BuildHasher, RandomState};
+use std::process::Command;
+
 use erlkube_etf::{
-    decode, decode_body_prefix_with_atom_cache, decode_view, encode, encode_iovec,
+    decode, decode_body_prefix_with_atom_cache, decode_ref, decode_view, encode, encode_iovec,
     validate_body_prefix_with_atom_cache, Atom, DecodeErrorKind as K, EncodeOptions, EncodedIoVec,
-    Encoder, Fun, FunData, Pid, Term, RECURSION_DEPTH,
+    Encoder, Fun, FunData, Pid, Term, ViewKind, RECURSION_DEPTH,
 };
 
 /// Live and peak heap bytes of this thread.
@@ -98,6 +105,11 @@ fn maps(n: usize) -> Vec<u8> {
 /// Levels cycling through a tuple `{x, _}`, a list `[_, 7]`, a map
 /// `#{1 => _}` and an improper list `[y | _]`, around `<<"core">>`.
 fn mixed(n: usize) -> Vec<u8> {
+    mixed_around(n, b"core")
+}
+
+/// [`mixed`] around another binary of four bytes.
+fn mixed_around(n: usize, core: &[u8; 4]) -> Vec<u8> {
     let mut b = vec![131];
     let mut tails: Vec<&[u8]> = Vec::new();
     for i in 0..n {
@@ -121,7 +133,7 @@ fn mixed(n: usize) -> Vec<u8> {
         }
     }
     b.extend_from_slice(&[109, 0, 0, 0, 4]);
-    b.extend_from_slice(b"core");
+    b.extend_from_slice(core);
     for t in tails.iter().rev() {
         b.extend_from_slice(t);
     }
@@ -245,11 +257,166 @@ fn debug_is_the_derived_form() {
     );
 }
 
-/// The lazy view recurses and keeps its limit: a deep term is refused,
-/// not a crash.
+/// The borrowed tree and the lazy view of `b` (a term `levels` deep):
+/// decoded with memory in proportion to the input, converted, cloned,
+/// compared, printed and dropped without recursion per level.
+fn borrowed_round_trip(name: &str, b: &[u8], levels: usize) {
+    let (r, peak) = peak_during(|| decode_ref(b).expect("decode_ref"));
+    eprintln!(
+        "{name}: decode_ref peak {peak} bytes ({:.1}x the input)",
+        peak as f64 / b.len() as f64
+    );
+    // a 56-byte `TermRef` and a one-element vector per level at most,
+    // plus the decoder's stack of open levels
+    assert!(
+        peak <= 128 * b.len() + (1 << 20),
+        "{name}: decode_ref peaked at {peak} bytes for {} input bytes",
+        b.len()
+    );
+    let owned = r.to_owned();
+    assert!(encode(&owned) == b, "{name}: decode_ref then to_owned");
+    drop(owned);
+    let c = r.clone();
+    assert!(c == r, "{name}: clone equals");
+    drop(c);
+    assert!(format!("{r:?}").len() > levels, "{name}: Debug");
+    let ((), peak) = peak_during(|| drop(r));
+    assert!(peak < 1 << 20, "{name}: drop used {peak} bytes");
+
+    let (v, peak) = peak_during(|| decode_view(b).expect("decode_view"));
+    // the check keeps one small entry per open level beyond the recursion
+    assert!(peak <= 32 * b.len(), "{name}: decode_view peaked at {peak}");
+    // lengths are a scan with a count, without allocating
+    let (e, peak) = peak_during(|| v.encoded());
+    assert!(e == &b[1..], "{name}: encoded");
+    assert_eq!(peak, 0, "{name}: encoded allocated");
+    // the iterators step over deep elements, the cursor reads every node
+    let first = match v.kind() {
+        ViewKind::Tuple(mut it) => it.next(),
+        ViewKind::List(mut it) => it.next(),
+        ViewKind::Map(mut it) => it.next().map(|(_, v)| v),
+        _ => None,
+    }
+    .expect("a non-empty container");
+    assert!(first.encoded().len() < b.len() - 1);
+    if let ViewKind::List(l) = v.kind() {
+        // past the (deep) elements to the tail
+        let _ = l.tail();
+    }
+    let nodes = v.cursor().count();
+    assert!(nodes > levels, "{name}: cursor read {nodes} nodes");
+    assert!(encode(&v.to_owned()) == b, "{name}: view to_owned");
+    assert!(
+        v.to_term_ref() == decode_ref(b).unwrap(),
+        "{name}: to_term_ref"
+    );
+    assert!(format!("{v:?}").len() > levels, "{name}: view Debug");
+}
+
 #[test]
-fn view_refuses_deep_terms() {
-    assert_eq!(decode_view(&lists(N)).unwrap_err().kind(), K::DepthLimit);
+fn million_nested_lists_borrowed() {
+    borrowed_round_trip("lists", &lists(N), N);
+}
+
+#[test]
+fn million_nested_tuples_borrowed() {
+    borrowed_round_trip("tuples", &tuples(N), N);
+}
+
+#[test]
+fn million_nested_maps_borrowed() {
+    borrowed_round_trip("maps", &maps(N), N);
+}
+
+#[test]
+fn million_mixed_levels_borrowed() {
+    borrowed_round_trip("mixed", &mixed(N), N);
+}
+
+fn hash(t: &Term, h: &RandomState) -> u64 {
+    h.hash_one(t)
+}
+
+/// `==`, term order and `Hash` on two separately decoded terms a million
+/// levels deep, equal and differing only at the bottom.
+#[test]
+fn million_level_terms_compare_and_hash() {
+    let h = RandomState::new();
+    for b in [lists(N), tuples(N), maps(N), mixed(N)] {
+        let (x, y) = (decode(&b).unwrap(), decode(&b).unwrap());
+        assert!(x == y);
+        assert_eq!(x.cmp_term(&y), Ordering::Equal);
+        assert_eq!(x.cmp_exact(&y), Ordering::Equal);
+        assert_eq!(hash(&x, &h), hash(&y, &h));
+    }
+    let core = decode(&mixed(N)).unwrap();
+    let cora = decode(&mixed_around(N, b"cora")).unwrap();
+    assert!(core != cora);
+    // <<"core">> > <<"cora">>, a million levels down
+    assert_eq!(core.cmp_term(&cora), Ordering::Greater);
+    assert_eq!(cora.cmp_exact(&core), Ordering::Less);
+    assert_ne!(hash(&core, &h), hash(&cora, &h));
+    // the borrowed trees compare too
+    let (p, q) = (mixed(N), mixed_around(N, b"cora"));
+    let (rp, rq) = (decode_ref(&p).unwrap(), decode_ref(&q).unwrap());
+    assert!(rp == decode_ref(&p).unwrap());
+    assert!(rp != rq);
+    // a shallower term of the same shape sorts before a deeper one
+    let shallow = decode(&lists(N - 1)).unwrap();
+    let deep = decode(&lists(N)).unwrap();
+    assert_eq!(shallow.cmp_term(&deep), Ordering::Less);
+    assert!(shallow != deep);
+}
+
+/// Runs `erl` with `expr`, which must evaluate to a binary that is
+/// written to stdout as is.
+fn erl_output(expr: &str) -> Vec<u8> {
+    let eval = format!("ok = file:write(standard_io, ({expr})), halt(0).");
+    let out = Command::new("erl")
+        .args(["-noshell", "-noinput", "-eval", &eval])
+        .output()
+        .expect("erl must be installed (tests use the real BEAM)");
+    assert!(out.status.success(), "erl failed: {out:?}");
+    out.stdout
+}
+
+/// Terms a million levels deep made by a real `erl` (`term_to_binary/1`):
+/// the nested lists, tuples and maps are byte for byte the inputs the
+/// tests above build; the borrowed tree and the view take them all; the
+/// owned term made from the borrowed tree, encoded here, is `=:=` to the
+/// original on `erl`.
+#[test]
+fn million_level_terms_from_erl_through_the_borrowed_paths() {
+    let dir = std::env::temp_dir().join(format!("etf-deep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let builds = [
+        "lists:foldl(fun(_, A) -> [A] end, [], lists:seq(1, 1000000))",
+        "lists:foldl(fun(_, A) -> {A} end, {}, lists:seq(1, 1000000))",
+        "lists:foldl(fun(_, A) -> #{a => A} end, #{}, lists:seq(1, 1000000))",
+        "lists:foldl(fun(I, A) -> case I rem 4 of 0 -> [I, A]; 1 -> {x, A}; \
+         2 -> #{I => A}; 3 -> [y | A] end end, <<\"core\">>, lists:seq(1, 1000000))",
+    ];
+    let built = [lists(N), tuples(N), maps(N)];
+    for (i, build) in builds.iter().enumerate() {
+        let b = erl_output(&format!("term_to_binary({build})"));
+        assert!(b.len() > 1_000_000, "{build}: {} bytes", b.len());
+        match built.get(i) {
+            Some(ours) => assert!(*ours == b, "{build}: not the bytes the tests build"),
+            None => borrowed_round_trip(build, &b, N),
+        }
+        let r = decode_ref(&b).expect("decode_ref");
+        let ours = encode(&r.to_owned());
+        drop(r);
+        let path = dir.join(format!("t{i}"));
+        std::fs::write(&path, &ours).unwrap();
+        let same = erl_output(&format!(
+            "begin {{ok, B}} = file:read_file(\"{}\"), \
+             atom_to_binary(binary_to_term(B) =:= ({build})) end",
+            path.display()
+        ));
+        assert_eq!(String::from_utf8_lossy(&same), "true", "{build}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn pid() -> Pid {

@@ -7,9 +7,12 @@ use std::cell::Cell;
 use std::io::Write;
 
 use erlkube_etf::{
-    decode, decode_prefix, decode_prefix_with_atom_cache, decode_ref, decode_with, encode, Atom,
-    DecodeErrorKind as K, DecodeOptions, Term, BORROWED_MAX_DEPTH,
+    decode, decode_prefix, decode_prefix_with_atom_cache, decode_ref, decode_ref_with, decode_view,
+    decode_view_with, decode_with, encode, Atom, DecodeErrorKind as K, DecodeOptions, Term,
 };
+
+/// The depth the borrowed decoder used to stop at.
+const OLD_BORROWED_LIMIT: usize = 512;
 
 struct Counting;
 
@@ -56,15 +59,15 @@ fn nested_lists(n: usize) -> Vec<u8> {
     b
 }
 
-/// The borrowed tree keeps its limit (it recurses) and says so; the owned
-/// decoder takes a limit when one is asked for.
+/// Every decoder takes a million levels by default, and a limit when
+/// one is asked for: the same error (kind and offset) from each, on
+/// either side of the recursion's hand-over to the explicit stack.
 #[test]
 fn million_nested_lists_hit_the_limits_that_are_asked_for() {
     let b = nested_lists(1_000_000);
-    let e = decode_ref(&b).unwrap_err();
-    assert_eq!(e.kind(), K::DepthLimit);
-    assert_eq!(e.offset(), 1 + 5 * BORROWED_MAX_DEPTH);
-    for limit in [10, 200, 5000] {
+    assert!(decode_ref(&b).is_ok());
+    assert!(decode_view(&b).is_ok());
+    for limit in [10, 127, 128, 129, 200, 5000, 999_999] {
         let opts = DecodeOptions {
             max_depth: limit,
             ..DecodeOptions::default()
@@ -72,15 +75,24 @@ fn million_nested_lists_hit_the_limits_that_are_asked_for() {
         let e = decode_with(&b, &opts).unwrap_err();
         assert_eq!(e.kind(), K::DepthLimit);
         assert_eq!(e.offset(), 1 + 5 * limit);
+        assert_eq!(decode_ref_with(&b, &opts).map(|_| ()), Err(e));
+        assert_eq!(decode_view_with(&b, &opts).map(|_| ()), Err(e));
     }
+    let opts = DecodeOptions {
+        max_depth: 1_000_000,
+        ..DecodeOptions::default()
+    };
+    assert!(decode_ref_with(&b, &opts).is_ok());
+    assert!(decode_view_with(&b, &opts).is_ok());
 }
 
 #[test]
-fn deepest_borrowed_term_is_usable_on_a_test_thread() {
-    // BORROWED_MAX_DEPTH levels decode; the recursive Clone, Display,
-    // comparison and parser then stay within a 2 MiB test-thread stack.
+fn terms_past_the_old_borrowed_limit_are_usable_on_a_test_thread() {
+    // levels past the old limit of the borrowed decoder decode; Clone,
+    // Display, comparison and the parser then stay within a 2 MiB
+    // test-thread stack.
     let mut b = vec![131];
-    for _ in 0..BORROWED_MAX_DEPTH {
+    for _ in 0..OLD_BORROWED_LIMIT {
         b.extend_from_slice(&[104, 1]);
     }
     b.push(106);
@@ -94,25 +106,25 @@ fn deepest_borrowed_term_is_usable_on_a_test_thread() {
     drop(c);
     // nested lists and maps at the limit decode too
     let mut b = vec![131];
-    for _ in 0..BORROWED_MAX_DEPTH {
+    for _ in 0..OLD_BORROWED_LIMIT {
         b.extend_from_slice(&[108, 0, 0, 0, 1]);
     }
     b.push(106);
-    b.extend(std::iter::repeat_n(106, BORROWED_MAX_DEPTH));
+    b.extend(std::iter::repeat_n(106, OLD_BORROWED_LIMIT));
     assert_eq!(encode(&decode(&b).unwrap()), b);
     let mut b = vec![131];
-    for _ in 0..BORROWED_MAX_DEPTH {
+    for _ in 0..OLD_BORROWED_LIMIT {
         b.extend_from_slice(&[116, 0, 0, 0, 1, 97, 1]);
     }
     b.push(106);
     assert_eq!(encode(&decode(&b).unwrap()), b);
-    // one level more is refused by the borrowed decoder
+    // one level more is taken by the borrowed decoder too
     let mut b = vec![131];
-    for _ in 0..=BORROWED_MAX_DEPTH {
+    for _ in 0..=OLD_BORROWED_LIMIT {
         b.extend_from_slice(&[104, 1]);
     }
     b.push(106);
-    assert_eq!(decode_ref(&b).unwrap_err().kind(), K::DepthLimit);
+    assert_eq!(decode_ref(&b).unwrap().to_owned(), decode(&b).unwrap());
 }
 
 #[test]

@@ -6,8 +6,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use erlkube_etf::{
-    decode_ref, decode_view, decode_view_prefix, encode, parse, AtomRef, Cursor,
-    DecodeErrorKind as K, TermRef, TermView, ViewKind, Visit, BORROWED_MAX_DEPTH,
+    decode_ref, decode_ref_with, decode_view, decode_view_prefix, decode_view_with, encode, parse,
+    AtomRef, Cursor, DecodeErrorKind as K, DecodeOptions, TermRef, TermView, ViewKind, Visit,
 };
 
 struct Counting;
@@ -114,9 +114,12 @@ fn rebuild_cursor<'a>(c: &mut Cursor<'a>) -> TermRef<'a> {
         Visit::List(n) => {
             let elems: Vec<_> = (0..n).map(|_| rebuild_cursor(c)).collect();
             // the tail is the next node; joined like decode_ref does
-            let tail = rebuild_cursor(c);
-            match tail {
-                TermRef::List(rest) => TermRef::List(elems.into_iter().chain(rest).collect()),
+            // (`TermRef` has a `Drop` impl: parts are taken, not moved out)
+            let mut tail = rebuild_cursor(c);
+            match &mut tail {
+                TermRef::List(rest) => {
+                    TermRef::List(elems.into_iter().chain(std::mem::take(rest)).collect())
+                }
                 TermRef::ByteList(b) => TermRef::List(
                     elems
                         .into_iter()
@@ -124,12 +127,12 @@ fn rebuild_cursor<'a>(c: &mut Cursor<'a>) -> TermRef<'a> {
                         .collect(),
                 ),
                 TermRef::ImproperList { elems: more, tail } => TermRef::ImproperList {
-                    elems: elems.into_iter().chain(more).collect(),
-                    tail,
+                    elems: elems.into_iter().chain(std::mem::take(more)).collect(),
+                    tail: std::mem::replace(tail, Box::new(TermRef::Integer(0))),
                 },
-                t => TermRef::ImproperList {
+                _ => TermRef::ImproperList {
                     elems,
-                    tail: Box::new(t),
+                    tail: Box::new(tail),
                 },
             }
         }
@@ -197,13 +200,20 @@ fn view_agrees_with_decode_ref_on_mutated_and_truncated_input() {
     }
 }
 
+/// Any depth by default; a limit asked for gives the borrowed decoder's
+/// error (kind and offset).
 #[test]
-fn view_keeps_the_depth_limit_and_its_offset() {
+fn view_takes_any_depth_and_keeps_a_limit_and_its_offset() {
     for (head, tail) in [
         (&[104u8, 1][..], &[][..]),
         (&[108, 0, 0, 0, 1][..], &[106][..]),
     ] {
-        for depth in [BORROWED_MAX_DEPTH, BORROWED_MAX_DEPTH + 1, 1_000_000] {
+        const LIMIT: usize = 512;
+        let opts = DecodeOptions {
+            max_depth: LIMIT,
+            ..DecodeOptions::default()
+        };
+        for depth in [LIMIT, LIMIT + 1, 1_000_000] {
             let mut b = vec![131];
             for _ in 0..depth {
                 b.extend_from_slice(head);
@@ -212,13 +222,15 @@ fn view_keeps_the_depth_limit_and_its_offset() {
             for _ in 0..depth {
                 b.extend_from_slice(tail);
             }
-            let r = decode_view(&b);
-            if depth <= BORROWED_MAX_DEPTH {
+            let v = decode_view(&b).expect("any depth");
+            assert_eq!(v.encoded(), &b[1..]);
+            let r = decode_view_with(&b, &opts);
+            if depth <= LIMIT {
                 assert!(r.is_ok());
             } else {
                 let e = r.unwrap_err();
                 assert_eq!(e.kind(), K::DepthLimit);
-                assert_eq!(Err(e), decode_ref(&b).map(|_| ()));
+                assert_eq!(Err(e), decode_ref_with(&b, &opts).map(|_| ()));
             }
         }
     }
