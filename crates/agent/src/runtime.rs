@@ -387,6 +387,9 @@ async fn supervise(
             match beam.nodes().await {
                 Ok(set) => break set,
                 Err(e) => {
+                    if matches!(e, crate::rpc::RpcError::WrongCookie { .. }) {
+                        status.lock().unwrap().cookie_rejections += 1;
+                    }
                     let text = e.to_string();
                     match throttle.failure(&text, std::time::Instant::now()) {
                         Verdict::First => {

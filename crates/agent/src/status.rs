@@ -77,6 +77,10 @@ pub struct Status {
     pub beam_up: bool,
     /// Times the node came up (first start and every restart).
     pub beam_ups: u64,
+    /// Connection attempts to the node that it refused for a wrong cookie
+    /// (the agent retries every `agent.wait_interval`; the log says so
+    /// once, then at doubling intervals).
+    pub cookie_rejections: u64,
     /// The nodes of the last successful discovery answer (self excluded).
     pub discovered: Option<BTreeSet<NodeName>>,
     /// The node's `nodes()`: the last read, kept current by its events.
@@ -280,6 +284,12 @@ impl Collector for Snapshot {
             "Times the local BEAM node came up (start and restarts).",
             s.beam_ups,
         )?;
+        counter(
+            e,
+            "erlkube_agent_beam_cookie_rejections",
+            "Connection attempts to the local BEAM node refused for a wrong cookie.",
+            s.cookie_rejections,
+        )?;
         gauge(
             e,
             "erlkube_agent_discovered_nodes",
@@ -357,6 +367,12 @@ impl Collector for Snapshot {
             "erlkube_agent_discovery_errors",
             "Failed discovery rounds.",
             s.discovery_errors,
+        )?;
+        counter(
+            e,
+            "erlkube_agent_discovery_restarts",
+            "Times the discovery strategy was restarted because no round finished in time.",
+            s.discovery_restarts,
         )?;
         gauge(
             e,
@@ -474,6 +490,7 @@ mod tests {
         let mut s = Status {
             beam_up: true,
             beam_ups: 2,
+            cookie_rejections: 4,
             discovered: Some(set(&["a@h"])),
             connected: set(&["a@h", "b@h"]),
             node_events: true,

@@ -283,6 +283,12 @@ pub const KEYS: &[Key] = &[
         strategy: None,
     },
     Key {
+        name: "formation.removal_probe",
+        default: Some("on"),
+        doc: "on: a node absent from discovery whose distribution port does not answer (probed at once, then every check) is removed without the grace; off: every absent node waits out removal_grace. Port mappers are asked on ERL_EPMD_PORT (default 4369)",
+        strategy: None,
+    },
+    Key {
         name: "formation.disconnect_on_removal",
         default: Some("true"),
         doc: "disconnect removed nodes",
@@ -576,6 +582,11 @@ pub fn resolve_with(
         }
     }
     let env: Vec<(String, String)> = env.into_iter().collect();
+    let epmd_port_env = env
+        .iter()
+        .find(|(k, _)| k == "ERL_EPMD_PORT")
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.trim().is_empty());
     let cluster_domain_env = env
         .iter()
         .find(|(k, _)| k == "CLUSTER_DOMAIN")
@@ -814,6 +825,32 @@ pub fn resolve_with(
             ))
         }
     };
+    let removal_probe = match get("formation.removal_probe").as_deref() {
+        Some("on") => {
+            let epmd_port = match &epmd_port_env {
+                None => 4369,
+                Some(p) => p
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| {
+                        invalid(
+                            "ERL_EPMD_PORT",
+                            format!("must be a port number 1-65535, got {p:?}"),
+                        )
+                    })?,
+            };
+            Some(crate::liveness::RemovalProbe { epmd_port })
+        }
+        Some("off") => None,
+        other => {
+            return Err(invalid(
+                "formation.removal_probe",
+                format!("must be on or off; got {:?}", other.unwrap_or_default()),
+            ))
+        }
+    };
     let engine = EngineConfig {
         plan: PlanConfig {
             backoff_base,
@@ -825,6 +862,7 @@ pub fn resolve_with(
         connect_timeout,
         seed: None,
         partition_check,
+        removal_probe,
     };
     let entries = entries
         .into_iter()
@@ -1087,6 +1125,43 @@ server = "10.0.0.2:5353"
         assert_eq!(parse_duration("2"), None);
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("1h"), None);
+    }
+
+    #[test]
+    fn removal_probe_is_on_by_default_asks_erl_epmd_port_and_takes_off() {
+        use crate::liveness::RemovalProbe;
+        let c = resolve(None, env(&[]), "h").unwrap();
+        assert_eq!(
+            c.engine.removal_probe,
+            Some(RemovalProbe { epmd_port: 4369 })
+        );
+        let c = resolve(None, env(&[("ERL_EPMD_PORT", "4400")]), "h").unwrap();
+        assert_eq!(
+            c.engine.removal_probe,
+            Some(RemovalProbe { epmd_port: 4400 })
+        );
+        let c = resolve(
+            Some("[formation]\nremoval_probe = \"off\"\n"),
+            env(&[]),
+            "h",
+        )
+        .unwrap();
+        assert_eq!(c.engine.removal_probe, None);
+        let e = resolve(
+            None,
+            env(&[("ERLKUBE_FORMATION_REMOVAL_PROBE", "yes")]),
+            "h",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("formation.removal_probe") && e.contains("on or off"),
+            "{e}"
+        );
+        let e = resolve(None, env(&[("ERL_EPMD_PORT", "x")]), "h")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ERL_EPMD_PORT"), "{e}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::liveness::{Done, Liveness, RemovalProbe, Verdict};
 use crate::partition::PartitionStatus;
 use crate::plan::{Action, Event, Plan, PlanConfig};
 use crate::probe::{Probe, Step};
@@ -40,6 +41,10 @@ pub struct EngineConfig {
     /// How often connected peers are asked for their `nodes()` to detect
     /// partitions ([`crate::partition`]); `None`: never.
     pub partition_check: Option<Duration>,
+    /// Probe the distribution port of a node absent from discovery, and
+    /// remove it at once when nothing answers ([`crate::liveness`]);
+    /// `None`: every absent node waits out the grace.
+    pub removal_probe: Option<RemovalProbe>,
 }
 
 impl Default for EngineConfig {
@@ -50,6 +55,7 @@ impl Default for EngineConfig {
             connect_timeout: Duration::from_secs(5),
             seed: None,
             partition_check: Some(Duration::from_secs(2)),
+            removal_probe: Some(RemovalProbe::default()),
         }
     }
 }
@@ -241,6 +247,12 @@ impl<A: Actor> Engine<A> {
         // steady state logs it once.
         let mut form_warning: Option<String> = None;
         let mut probe = Probe::new(self.config.partition_check);
+        // A probe of an absent node ends well within one check interval,
+        // so a silent node is gone within one check of its absence.
+        let mut liveness = Liveness::new(
+            self.config.removal_probe,
+            (self.config.check_interval / 2).min(self.config.connect_timeout),
+        );
         loop {
             let deadline = plan.next_deadline();
             let mut events = Vec::new();
@@ -255,7 +267,12 @@ impl<A: Actor> Engine<A> {
                             tracing::warn!("{text}");
                         }
                         form_warning = w;
-                        events.extend(plan.answer(&a, Instant::now()));
+                        let found = plan.answer(&a, Instant::now());
+                        liveness.probe(found.iter().filter_map(|e| match e {
+                            Event::Absent(n) => Some(n.clone()),
+                            _ => None,
+                        }));
+                        events.extend(found);
                     }
                     Some(Update::Error(e)) => {
                         tracing::warn!(error = %e, "discovery failed; keeping the last good set");
@@ -274,7 +291,19 @@ impl<A: Actor> Engine<A> {
                         Ok(set) => events.extend(plan.connected_set(set)),
                         Err(e) => tracing::warn!(error = %e, "cannot read the connected set"),
                     }
+                    let desired = plan.desired();
+                    liveness.learn(plan.connected().intersection(&desired));
+                    liveness.probe(plan.absent());
                 }
+                done = liveness.next() => match done {
+                    Done::Located(..) => {}
+                    Done::Probed(node, Verdict::Silent(reason)) => {
+                        events.extend(plan.silent(&node, reason));
+                    }
+                    Done::Probed(node, v) => {
+                        tracing::debug!(node = %node, verdict = ?v, "absent node probed; it keeps the grace");
+                    }
+                },
                 Some(Command::Leave(reply)) = commands.recv() => {
                     plan.leave();
                     let peers = match self.actor.connected().await {
@@ -296,6 +325,11 @@ impl<A: Actor> Engine<A> {
             }
             let (actions, removals) = plan.poll(Instant::now());
             events.extend(removals);
+            for e in &events {
+                if let Event::Lost(n) | Event::Removed(n) = e {
+                    liveness.forget(n);
+                }
+            }
             for action in actions {
                 match action {
                     Action::Connect(node) => {
@@ -386,6 +420,9 @@ fn log_event(e: &Event) {
             tracing::info!(node = %n, "listed as terminating or not ready: not dialled, connection kept")
         }
         Event::Absent(n) => tracing::info!(node = %n, "absent from a complete answer"),
+        Event::Silent { node, reason } => {
+            tracing::info!(node = %node, %reason, "absent, and its distribution port does not answer: removed without waiting for the grace")
+        }
         Event::Removed(n) => tracing::info!(node = %n, "removed"),
         Event::DiscoveryError(_) => {}
     }
@@ -459,6 +496,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             seed: Some(3),
             partition_check: None,
+            removal_probe: None,
         }
     }
 

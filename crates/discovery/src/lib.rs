@@ -32,6 +32,7 @@ pub mod actor;
 pub mod config;
 pub mod engine;
 pub mod form;
+pub mod liveness;
 pub mod partition;
 pub mod plan;
 mod probe;

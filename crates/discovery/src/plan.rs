@@ -71,6 +71,14 @@ pub enum Event {
     Passive(NodeName),
     /// A complete answer no longer names the node; removal waits the grace.
     Absent(NodeName),
+    /// An absent node's distribution port does not answer: it is removed
+    /// without waiting out the grace.
+    Silent {
+        /// The node.
+        node: NodeName,
+        /// What the probe found ([`crate::liveness`]).
+        reason: String,
+    },
     /// The node left the desired set (positive evidence, grace elapsed).
     Removed(NodeName),
     /// A discovery round failed; the desired set is unchanged.
@@ -81,6 +89,9 @@ pub enum Event {
 struct Member {
     /// Set while the node is missing from complete answers.
     absent_since: Option<Instant>,
+    /// Absent, and its distribution port does not answer: removed without
+    /// the grace.
+    silent: bool,
     failures: u32,
     /// Earliest time of the next connect attempt.
     not_before: Option<Instant>,
@@ -216,6 +227,7 @@ impl Plan {
             match self.desired.get_mut(node) {
                 Some(m) => {
                     m.absent_since = None;
+                    m.silent = false;
                     if m.passive {
                         m.passive = false;
                         events.push(Event::Discovered(node.clone()));
@@ -233,6 +245,7 @@ impl Plan {
             }
             let m = self.desired.entry(node.clone()).or_default();
             m.absent_since = None;
+            m.silent = false;
             if !m.passive {
                 m.passive = true;
                 events.push(Event::Passive(node.clone()));
@@ -257,6 +270,31 @@ impl Plan {
             }
         }
         events
+    }
+
+    /// Nodes absent from complete answers, waiting out the grace.
+    pub fn absent(&self) -> Vec<NodeName> {
+        self.desired
+            .iter()
+            .filter(|(_, m)| m.absent_since.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// An absent node's distribution port does not answer: the next
+    /// [`Plan::poll`] removes it without waiting out the grace. Nothing
+    /// happens to a node listed again meanwhile (or not desired).
+    pub fn silent(&mut self, node: &NodeName, reason: String) -> Vec<Event> {
+        match self.desired.get_mut(node) {
+            Some(m) if m.absent_since.is_some() && !m.silent => {
+                m.silent = true;
+                vec![Event::Silent {
+                    node: node.clone(),
+                    reason,
+                }]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// A failed discovery round: counted, nothing else changes.
@@ -340,7 +378,7 @@ impl Plan {
         let gone: Vec<NodeName> = self
             .desired
             .iter()
-            .filter(|(_, m)| m.absent_since.is_some_and(|t| now >= t + grace))
+            .filter(|(_, m)| m.absent_since.is_some_and(|t| m.silent || now >= t + grace))
             .map(|(n, _)| n.clone())
             .collect();
         for node in gone {
@@ -393,7 +431,7 @@ impl Plan {
         self.desired
             .iter()
             .filter_map(|(node, m)| {
-                let removal = m.absent_since.map(|t| t + grace);
+                let removal = m.absent_since.map(|t| if m.silent { t } else { t + grace });
                 let retry =
                     if self.leaving || m.passive || self.connected.contains(node) || m.in_flight {
                         None
@@ -540,6 +578,43 @@ mod tests {
         assert_eq!(acts, vec![Action::Disconnect(n("b@h"))]);
         assert_eq!(ev, vec![Event::Removed(n("b@h"))]);
         assert_eq!(p.desired(), [n("a@h")].into());
+    }
+
+    #[test]
+    fn a_silent_absent_node_is_removed_at_once_and_a_listed_one_is_not() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(5);
+        let mut p = plan(grace);
+        p.answer(&answer(&["a@h", "b@h", "c@h"], true), t0);
+        for a in p.poll(t0).0 {
+            let Action::Connect(node) = a else { panic!() };
+            p.connect_result(&node, Ok(()), t0);
+        }
+        // Listed nodes are never removed for a probe's verdict.
+        assert!(p.silent(&n("a@h"), "refused".into()).is_empty());
+        p.answer(&answer(&["a@h"], true), t0);
+        assert_eq!(p.absent(), vec![n("b@h"), n("c@h")]);
+        let ev = p.silent(&n("b@h"), "refused".into());
+        assert_eq!(
+            ev,
+            vec![Event::Silent {
+                node: n("b@h"),
+                reason: "refused".into()
+            }]
+        );
+        assert_eq!(p.next_deadline(), Some(t0));
+        let (acts, ev) = p.poll(t0);
+        assert_eq!(acts, vec![Action::Disconnect(n("b@h"))]);
+        assert_eq!(ev, vec![Event::Removed(n("b@h"))]);
+        // c (still answering) keeps the grace.
+        assert!(p.poll(t0 + grace - Duration::from_millis(1)).1.is_empty());
+        assert_eq!(p.poll(t0 + grace).1, vec![Event::Removed(n("c@h"))]);
+        // A verdict that arrives after the node is listed again is void.
+        p.answer(&answer(&["a@h", "d@h"], true), t0);
+        p.answer(&answer(&["a@h"], true), t0);
+        p.answer(&answer(&["a@h", "d@h"], true), t0);
+        assert!(p.silent(&n("d@h"), "late".into()).is_empty());
+        assert!(p.poll(t0 + grace * 2).1.is_empty());
     }
 
     #[test]

@@ -262,6 +262,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 seed: Some(1),
                 partition_check: Some(check),
+                removal_probe: None,
             },
         );
         let (tx, rx) = mpsc::channel(8);

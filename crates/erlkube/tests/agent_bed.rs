@@ -645,6 +645,80 @@ async fn an_agent_started_before_its_node_waits_and_survives_node_restarts() {
     }
 }
 
+/// A pod lost silently (cut off the network, its record removed) is dropped
+/// by its peers without waiting out `formation.removal_grace`: its
+/// distribution port does not answer. A pod whose record is removed at the
+/// same moment while its node still answers keeps the grace: it is still
+/// connected when the lost one is gone, and it is removed by the grace,
+/// never by the probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_absent_node_is_dropped_before_the_grace_an_answering_one_keeps_it() {
+    let _g = SERIAL.lock().await;
+    // OTP's default tick, so that the BEAMs' own tick (60 s) is not what
+    // drops the lost pod.
+    let mut bed = Bed::new(BedConfig {
+        naming: Naming::Ipv4,
+        net_ticktime: 60,
+        ..BedConfig::default()
+    })
+    .expect("test bed");
+    let pods = bed.add_pods(4).unwrap();
+    let mut agents = BTreeMap::new();
+    for i in &pods {
+        agents.insert(
+            *i,
+            spawn_agent(&bed, *i, &[("ERLKUBE_FORMATION_REMOVAL_GRACE", "30s")]),
+        );
+    }
+    mesh(&bed, &pods, &agents).await;
+    let (keep, lost, unlisted) = (&pods[..2], pods[2], pods[3]);
+    let lost_name = bed.pod(lost).node_name.clone();
+    let unlisted_name = bed.pod(unlisted).node_name.clone();
+    // The unlisted pod's agent stops (a pod leaving the Service: nothing
+    // on it dials the others back); its node keeps running and answering.
+    agents.remove(&unlisted);
+    // One DNS update drops both records; the lost pod's traffic is
+    // dropped from then on (no RST, no FIN: as when its host vanishes).
+    bed.partition(lost).unwrap();
+    bed.set_published(&[lost, unlisted], false).unwrap();
+    for i in keep {
+        wait_for("the lost pod dropped", || async {
+            !pod_nodes(&bed, *i).await.contains(&lost_name)
+        })
+        .await;
+        let now = pod_nodes(&bed, *i).await;
+        assert!(
+            now.contains(&unlisted_name),
+            "pod {i}: the answering pod, absent as long as the lost one, must keep the grace: {now:?}\n{}",
+            dump(&agents)
+        );
+        let a = &agents[i];
+        let probed = |name: &str| {
+            a.lines()
+                .iter()
+                .filter(|l| l.contains("removed without waiting for the grace") && l.contains(name))
+                .count()
+        };
+        assert_eq!(probed(&lost_name), 1, "{}", a.lines().join("\n"));
+    }
+    // The answering pod goes when its grace is over, by the grace.
+    for i in keep {
+        wait_for("the unlisted pod removed after the grace", || async {
+            !pod_nodes(&bed, *i).await.contains(&unlisted_name)
+        })
+        .await;
+        let lines = agents[i].lines();
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("removed without waiting for the grace")
+                    && l.contains(&unlisted_name)),
+            "{}",
+            lines.join("\n")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_wrong_cookie_is_named_once_and_retried_quietly() {
     let _g = SERIAL.lock().await;
@@ -656,9 +730,13 @@ async fn a_wrong_cookie_is_named_once_and_retried_quietly() {
         a.count("rejected the cookie") >= 1
     })
     .await;
-    // 200 ms retries for 4 s: about 20 attempts, one line (the next one
-    // is due 5 s after the first).
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Retried every 200 ms: wait until the node has refused 10 attempts
+    // (counted by the agent), then there is still one line (the next one
+    // is due 5 s after the first, 25 attempts later).
+    wait_for("10 attempts refused for the cookie", || async {
+        metrics(&a).await["erlkube_agent_beam_cookie_rejections_total"] >= 10.0
+    })
+    .await;
     assert_eq!(
         a.count("rejected the cookie"),
         1,

@@ -4,12 +4,13 @@
 //! `@@testbed@@ ID ok <~0tp of the value>` or `@@testbed@@ ID error <~0tp>`.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::process::{ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use erlkube_testkit::erl_output::{self, Outcome};
 use tokio::sync::oneshot;
 
 use crate::process::Guard;
@@ -167,71 +168,35 @@ impl PodErl {
         let child = guard.child_mut();
         let stdin = child.stdin.take().expect("piped");
         let stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
         let pending: Pending = Arc::default();
-        let log = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        {
-            let pending = pending.clone();
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    let Some(rest) = line.strip_prefix(MARKER) else {
-                        if !line.is_empty() {
-                            log.lock().unwrap().push_str(&format!("{line}\n"));
+        let log = {
+            let (answers, gone) = (pending.clone(), pending.clone());
+            erl_output::read_output(
+                stdout,
+                stderr,
+                MARKER,
+                move |m| {
+                    let r = match m.outcome {
+                        Outcome::Ready(_) => {
+                            let _ = ready_tx.send(());
+                            return true;
                         }
-                        continue;
+                        Outcome::Value(v) => v.map_err(EvalError::Raised),
                     };
-                    let mut parts = rest.trim_start().splitn(3, ' ');
-                    let id: u64 = parts
-                        .next()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(u64::MAX);
-                    let kind = parts.next().unwrap_or("");
-                    let value = parts.next().unwrap_or("").to_owned();
-                    if id == 0 {
-                        let _ = ready_tx.send(value);
-                        continue;
-                    }
-                    let r = if kind == "ok" {
-                        Ok(value)
-                    } else {
-                        Err(EvalError::Raised(value))
-                    };
-                    if let Some(tx) = pending.lock().unwrap().remove(&id) {
+                    let waiter = m.id.and_then(|id| answers.lock().unwrap().remove(&id));
+                    if let Some(tx) = waiter {
                         let _ = tx.send(r);
                     }
-                }
+                    true
+                },
                 // The node is gone: fail every waiter.
-                pending.lock().unwrap().clear();
-            });
-        }
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(_) => {}
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(200));
-                return Err(io::Error::other(format!(
-                    "erl {} did not start in pod {ns}; output:\n{}",
-                    spec.name,
-                    log.lock().unwrap()
-                )));
-            }
-        }
+                move || gone.lock().unwrap().clear(),
+            )
+        };
+        let what = format!("erl {} in pod {ns}", spec.name);
+        erl_output::wait_ready(&ready_rx, Duration::from_secs(60), &log, &what)?;
         Ok(PodErl {
             name: spec.name.clone(),
             guard: Mutex::new(guard),

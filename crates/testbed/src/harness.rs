@@ -39,6 +39,7 @@ pub fn fast_engine() -> EngineConfig {
         connect_timeout: Duration::from_secs(10),
         seed: None,
         partition_check: None,
+        removal_probe: None,
     }
 }
 
@@ -284,8 +285,10 @@ pub fn bench_variants() -> Vec<BenchVariant> {
             disconnect_on_removal: true,
         },
         check_interval: Duration::from_secs(5),
-        // libcluster has no partition detection.
+        // libcluster has no partition detection, and removes on the next
+        // poll that misses a node, however it answers.
         partition_check: None,
+        removal_probe: None,
         ..EngineConfig::default()
     };
     vec![

@@ -34,6 +34,7 @@
 mod child;
 pub mod docs;
 mod epmd;
+pub mod erl_output;
 mod node;
 pub mod otp27;
 mod port;

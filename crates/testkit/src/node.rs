@@ -17,12 +17,13 @@
 //! running meanwhile.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::erl_output::{self, Outcome};
 use crate::ChildGuard;
 
 const MARKER: &str = "@@testkit@@";
@@ -283,62 +284,21 @@ impl ErlNodeBuilder {
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(rest) = line.strip_prefix(MARKER) {
-                        if tx.send(rest.trim_start().to_owned()).is_err() {
-                            break;
-                        }
-                    } else if !line.is_empty() {
-                        let mut l = log.lock().unwrap();
-                        l.push_str(&line);
-                        l.push('\n');
-                    }
-                }
-            });
-        }
-        {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut stderr = stderr;
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    log.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        let ready = match rx.recv_timeout(self.start_timeout) {
-            Ok(line) => line,
-            Err(e) => {
-                // Give the stderr thread a moment to collect the reason.
-                std::thread::sleep(Duration::from_millis(200));
-                let out = log.lock().unwrap().clone();
-                let why = match e {
-                    RecvTimeoutError::Timeout => "did not start in time",
-                    RecvTimeoutError::Disconnected => "exited during start",
-                };
-                return Err(io::Error::other(format!(
-                    "{program} node {} {why}; output:\n{out}",
-                    self.name
-                )));
+        let log = erl_output::read_output(
+            stdout,
+            stderr,
+            MARKER,
+            move |m| tx.send(m.outcome).is_ok(),
+            || {},
+        );
+        let what = format!("{program} node {}", self.name);
+        let ready = erl_output::wait_ready(&rx, self.start_timeout, &log, &what)?;
+        let node_name = match ready {
+            Outcome::Ready(name) | Outcome::Value(Ok(name) | Err(name)) => {
+                name.trim().trim_matches('\'').to_owned()
             }
         };
-        let node_name = ready
-            .strip_prefix("ready ")
-            .unwrap_or(&ready)
-            .trim()
-            .trim_matches('\'')
-            .to_owned();
         Ok(ErlNode {
             node_name,
             cookie: self.cookie,
@@ -359,7 +319,7 @@ pub struct ErlNode {
     cookie: String,
     guard: ChildGuard,
     stdin: Mutex<Option<ChildStdin>>,
-    results: Mutex<Receiver<String>>,
+    results: Mutex<Receiver<Outcome>>,
     log: Arc<Mutex<String>>,
     eval_timeout: Duration,
 }
@@ -435,15 +395,8 @@ impl ErlNode {
             }
         }
         match results.recv_timeout(timeout) {
-            Ok(r) => {
-                if let Some(v) = r.strip_prefix("ok ") {
-                    Ok(v.to_owned())
-                } else if let Some(v) = r.strip_prefix("error ") {
-                    Err(EvalError::Raised(v.to_owned()))
-                } else {
-                    Err(EvalError::Raised(r))
-                }
-            }
+            Ok(Outcome::Value(Ok(v))) => Ok(v),
+            Ok(Outcome::Value(Err(r)) | Outcome::Ready(r)) => Err(EvalError::Raised(r)),
             Err(RecvTimeoutError::Timeout) => Err(EvalError::Timeout),
             Err(RecvTimeoutError::Disconnected) => Err(EvalError::Exited(self.output())),
         }
