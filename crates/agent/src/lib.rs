@@ -18,6 +18,7 @@
 pub mod beam;
 pub mod config;
 pub mod http;
+pub mod mnesia;
 pub mod monitor;
 pub mod nodename;
 pub mod rpc;
