@@ -454,6 +454,7 @@ pub async fn run(
         if !heal_pending {
             ctx.set_phase(Phase::Joining);
         }
+        let join_started = Instant::now();
         let (tables, conflicts) = match ctx.join(&peers).await {
             Ok(r) => r,
             Err(e) => {
@@ -472,7 +473,9 @@ pub async fn run(
             tracing::error!(node = %ctx.target, conflict = %c, "mnesia: configured table conflicts with the existing one; nothing was deleted or changed; the node stays unready");
         }
         ctx.update(|m| m.conflicts = conflicts.clone());
+        let joined = join_started.elapsed();
         ctx.set_phase(Phase::Loading(tables.clone()));
+        let load_started = Instant::now();
         if let Err(e) = ctx.wait_tables(&tables).await {
             let text = e.to_string();
             tracing::error!(node = %ctx.target, error = %text, "mnesia: waiting for the tables failed; retrying");
@@ -494,7 +497,7 @@ pub async fn run(
             ctx.update(|m| m.inconsistencies_healed += 1);
             tracing::info!(node = %ctx.target, "mnesia: healed: restarted and reloaded the tables from the other side");
         }
-        tracing::info!(node = %ctx.target, tables = ?tables, conflicts = conflicts.len(), "mnesia: local RAM replicas loaded");
+        tracing::info!(node = %ctx.target, tables = ?tables, conflicts = conflicts.len(), join = ?joined, load = ?load_started.elapsed(), "mnesia: local RAM replicas loaded");
         match steady(&ctx, &mut events, !conflicts.is_empty()).await {
             Next::Rejoin => {}
             Next::Restart { peers, why } => {
