@@ -615,3 +615,50 @@ async fn a_table_of_another_type_is_reported_on_readyz_and_in_the_log_and_left_a
     .await;
     assert!(!ready(&agent).await);
 }
+
+/// docs/mnesia.md's TOML and environment examples pass `erlkube agent
+/// --check`, which lists the `[mnesia]` keys; a bad value names its key.
+#[test]
+fn the_mnesia_doc_examples_check_and_bad_values_name_the_key() {
+    let path = format!("{}/../../docs/mnesia.md", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let toml = erlkube_testkit::docs::code_blocks(&text, "toml");
+    assert_eq!(toml.len(), 1, "one TOML example");
+    let dir = std::env::temp_dir().join(erlkube_testkit::unique_name("mnesia_doc"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("agent.toml");
+    std::fs::write(&file, &toml[0]).unwrap();
+    let base = [
+        ("RELEASE_NODE", "myapp@10.4.2.17"),
+        ("RELEASE_COOKIE", "c"),
+        ("ERLKUBE_DISCOVERY_STRATEGY", "static"),
+        ("ERLKUBE_DISCOVERY_STATIC_NODES", "myapp@10.4.2.18"),
+    ];
+    let (code, out, err) = common::outcome(common::run_clean(
+        &["agent", "--check", "--config", file.to_str().unwrap()],
+        &base,
+    ));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("mnesia.tables") && out.contains("sessions:bag:id/user/at"),
+        "{out}"
+    );
+    let sh = erlkube_testkit::docs::code_blocks(&text, "sh");
+    let mut env: Vec<(&str, &str)> = base.to_vec();
+    for line in sh[0].lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            env.push((k.trim(), v.trim()));
+        }
+    }
+    let (code, out, err) = common::outcome(common::run_clean(&["agent", "--check"], &env));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("env ERLKUBE_MNESIA_TABLES"), "{out}");
+    env.push(("ERLKUBE_MNESIA_PARTITION_POLICY", "heal"));
+    let (code, _, err) = common::outcome(common::run_clean(&["agent", "--check"], &env));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("mnesia.partition_policy: must be restart_minority or log"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
