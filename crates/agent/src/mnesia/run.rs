@@ -469,7 +469,15 @@ pub async fn run(
                 continue;
             }
         };
-        for c in &conflicts {
+        // Logged when they change, not at every re-check.
+        let known = ctx
+            .status
+            .lock()
+            .unwrap()
+            .mnesia
+            .as_ref()
+            .is_some_and(|m| m.conflicts == conflicts);
+        for c in conflicts.iter().filter(|_| !known) {
             tracing::error!(node = %ctx.target, conflict = %c, "mnesia: configured table conflicts with the existing one; nothing was deleted or changed; the node stays unready");
         }
         ctx.update(|m| m.conflicts = conflicts.clone());
