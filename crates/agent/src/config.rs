@@ -171,6 +171,8 @@ pub struct AgentConfig {
     pub nodes_poll_interval: Duration,
     /// The node's `net_ticktime`.
     pub net_ticktime: Duration,
+    /// `[mnesia]`: RAM tables kept replicated on every member (`None`: off).
+    pub mnesia: Option<crate::mnesia::MnesiaConfig>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -200,6 +202,8 @@ pub struct SplitFile {
     pub agent: BTreeMap<String, String>,
     /// `nodename.*` values (key without the section).
     pub nodename: BTreeMap<String, String>,
+    /// The `[mnesia]` table, read by [`crate::mnesia::config::resolve`].
+    pub mnesia: Option<toml::Value>,
 }
 
 fn section(
@@ -239,6 +243,7 @@ pub fn split_file(text: Option<&str>) -> Result<SplitFile, ConfigError> {
             formation: None,
             agent: BTreeMap::new(),
             nodename: BTreeMap::new(),
+            mnesia: None,
         });
     };
     let mut table: toml::Table = text
@@ -246,11 +251,13 @@ pub fn split_file(text: Option<&str>) -> Result<SplitFile, ConfigError> {
         .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string().trim_end().to_owned()))?;
     let agent = section("agent", AGENT_KEYS, table.remove("agent"))?;
     let nodename = section("nodename", NODENAME_KEYS, table.remove("nodename"))?;
+    let mnesia = table.remove("mnesia");
     let formation = toml::to_string(&table).map_err(|e| ConfigError::Syntax(e.to_string()))?;
     Ok(SplitFile {
         formation: Some(formation),
         agent,
         nodename,
+        mnesia,
     })
 }
 
@@ -446,6 +453,8 @@ pub fn resolve_agent(
     let wait_interval = duration(&entries, "agent.wait_interval")?;
     let net_ticktime = duration(&entries, "agent.net_ticktime")?;
     let nodes_poll_interval = duration(&entries, "agent.nodes_poll_interval")?;
+    let (mnesia, mnesia_entries) = crate::mnesia::config::resolve(split.mnesia, &env)?;
+    entries.extend(mnesia_entries);
     let cookie_entry = entries
         .iter_mut()
         .find(|e| e.key == "agent.cookie_file")
@@ -468,6 +477,7 @@ pub fn resolve_agent(
         node_events,
         nodes_poll_interval,
         net_ticktime,
+        mnesia,
     })
 }
 

@@ -65,7 +65,15 @@ pub async fn route(status: Arc<Mutex<Status>>, drain: DrainControl, req: Request
             let unready = |why: String| text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", why);
             let q = s.quorum_state();
             if s.ready() {
-                text(StatusCode::OK, "text/plain", format!("ready: {q}\n"))
+                let tables = match &s.mnesia {
+                    Some(m) => format!("; mnesia: replicas loaded: {}", m.tables.join(", ")),
+                    None => String::new(),
+                };
+                text(
+                    StatusCode::OK,
+                    "text/plain",
+                    format!("ready: {q}{tables}\n"),
+                )
             } else if s.drain == Drain::Draining {
                 unready(
                     "not ready: draining (the node stays connected for agent.drain_grace, then leaves)\n"
@@ -77,6 +85,9 @@ pub async fn route(status: Arc<Mutex<Status>>, drain: DrainControl, req: Request
                 unready("not ready: the node is not up\n".into())
             } else if s.discovered.is_none() {
                 unready("not ready: no discovery answer yet\n".into())
+            } else if let Some(m) = s.mnesia.as_ref().filter(|m| q.met() && !m.ready()) {
+                let why = m.why_not_ready();
+                unready(format!("not ready: mnesia: {why}\n"))
             } else if s.quorum == erlkube_discovery::Quorum::All {
                 unready(format!(
                     "not ready: connected to {} of {} discovered peers\n",

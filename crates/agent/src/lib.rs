@@ -1,8 +1,9 @@
 //! The erlkube agent: clusters an unmodified BEAM node from beside it.
 //! Owns the agent runtime (a hidden Rust node that drives the BEAM node over
 //! RPC as the formation engine's actor), its HTTP endpoints (`/healthz`,
-//! `/readyz`, `/metrics`, `/cluster`), its configuration (`[agent]` and
-//! `[nodename]` next to the formation keys) and node naming from a pod's
+//! `/readyz`, `/metrics`, `/cluster`), its configuration (`[agent]`,
+//! `[nodename]` and `[mnesia]` next to the formation keys), Mnesia RAM
+//! tables that follow membership ([`mnesia`]) and node naming from a pod's
 //! environment. Does IO (tokio: distribution, HTTP, DNS through the
 //! strategies); [`nodename`], [`status`], [`throttle`] and [`config`] are pure.
 //!
@@ -18,6 +19,7 @@
 pub mod beam;
 pub mod config;
 pub mod http;
+pub mod mnesia;
 pub mod monitor;
 pub mod nodename;
 pub mod rpc;

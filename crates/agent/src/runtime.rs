@@ -169,6 +169,7 @@ impl Agent {
             node: config.node.to_string(),
             agent: local.name().to_owned(),
             quorum: config.quorum,
+            mnesia: config.mnesia.as_ref().map(crate::mnesia::MnesiaStatus::new),
             ..Status::default()
         }));
         let drain = DrainControl::new(status.clone(), config.drain_grace);
@@ -439,6 +440,15 @@ async fn supervise(
         }
         *engine_tx.lock().unwrap() = Some(tx);
         let formation = engine.spawn(rx);
+        // The Mnesia work of this incarnation (joins once the quorum is met).
+        let mnesia = config.mnesia.clone().map(|m| {
+            tokio::spawn(crate::mnesia::run::run(
+                beam.clone(),
+                m,
+                config.rpc_timeout,
+                status.clone(),
+            ))
+        });
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut engine_left = false;
         loop {
@@ -499,6 +509,10 @@ async fn supervise(
             }
         }
         drop(live);
+        if let Some(t) = mnesia {
+            t.abort();
+            crate::mnesia::run::node_gone(&status);
+        }
         set_events(&status, &seen, false);
         *engine_tx.lock().unwrap() = None;
         publish(&formation, &status, &seen);

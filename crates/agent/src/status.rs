@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use erlkube_discovery::partition::PartitionStatus;
 use erlkube_discovery::{DiscoveryError, Metrics, NodeName, Quorum, QuorumState};
+
+use crate::mnesia::MnesiaStatus;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -120,6 +122,8 @@ pub struct Status {
     pub partition: PartitionStatus,
     /// Partitions seen by past engine incarnations.
     pub partitions_base: u64,
+    /// The agent's Mnesia work (`None` when no `mnesia.tables`).
+    pub mnesia: Option<MnesiaStatus>,
 }
 
 impl Status {
@@ -147,7 +151,10 @@ impl Status {
     /// (by default: connected to every discovered peer), and no drain has
     /// started.
     pub fn ready(&self) -> bool {
-        self.beam_up && self.drain == Drain::Serving && self.quorum_state().met()
+        self.beam_up
+            && self.drain == Drain::Serving
+            && self.quorum_state().met()
+            && self.mnesia.as_ref().is_none_or(MnesiaStatus::ready)
     }
 
     fn total(&self, f: impl Fn(&Metrics) -> u64) -> u64 {
@@ -172,7 +179,7 @@ impl Status {
             format!("[{}]", items.join(","))
         };
         format!(
-            "{{\"node\":{},\"agent\":{},\"beam_up\":{},\"membership\":{},\"ready\":{},\"quorum\":{},\"drain\":{},\"discovered\":{},\"connected\":{},\"visible\":{},\"last_discovery_error\":{},\"partition\":{}}}\n",
+            "{{\"node\":{},\"agent\":{},\"beam_up\":{},\"membership\":{},\"ready\":{},\"quorum\":{},\"drain\":{},\"discovered\":{},\"connected\":{},\"visible\":{},\"last_discovery_error\":{},\"partition\":{},\"mnesia\":{}}}\n",
             json_string(&self.node),
             json_string(&self.agent),
             self.beam_up,
@@ -199,6 +206,7 @@ impl Status {
                 .as_ref()
                 .map_or("null".into(), |e| json_string(&e.to_string())),
             self.partition_json(),
+            self.mnesia.as_ref().map_or("null".into(), MnesiaStatus::json),
         )
     }
 
@@ -392,6 +400,9 @@ impl Collector for Snapshot {
             "Times a whole cluster was seen split into more than one component.",
             s.partitions_base + s.partition.partitions,
         )?;
+        if let Some(m) = &s.mnesia {
+            mnesia_metrics(e, m)?;
+        }
         let h = &s.discovery_latency;
         let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()
@@ -406,6 +417,52 @@ impl Collector for Snapshot {
         )?
         .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
     }
+}
+
+/// The `erlkube_mnesia_*` metrics (only when `mnesia.tables` is set).
+fn mnesia_metrics(e: &mut DescriptorEncoder, m: &MnesiaStatus) -> fmt::Result {
+    gauge(
+        e,
+        "erlkube_mnesia_ready",
+        "1 when every configured Mnesia table has a loaded local replica and none conflicts.",
+        m.ready() as u64,
+    )?;
+    gauge(
+        e,
+        "erlkube_mnesia_table_conflicts",
+        "Configured tables that exist with another type or attributes (left untouched).",
+        m.conflicts.len() as u64,
+    )?;
+    gauge(
+        e,
+        "erlkube_mnesia_db_nodes",
+        "Members of the Mnesia schema (mnesia:system_info(db_nodes)) at the last check.",
+        m.db_nodes.len() as u64,
+    )?;
+    gauge(
+        e,
+        "erlkube_mnesia_running_db_nodes",
+        "Members running Mnesia with this node (running_db_nodes) at the last check.",
+        m.running_db_nodes.len() as u64,
+    )?;
+    counter(
+        e,
+        "erlkube_mnesia_inconsistencies",
+        "inconsistent_database system events seen on the node.",
+        m.inconsistencies_seen,
+    )?;
+    counter(
+        e,
+        "erlkube_mnesia_inconsistencies_healed",
+        "Restarts of Mnesia on the minority side that ended with the tables reloaded.",
+        m.inconsistencies_healed,
+    )?;
+    counter(
+        e,
+        "erlkube_mnesia_removed_nodes",
+        "Members gone for good removed from the Mnesia schema by this agent.",
+        m.removed_nodes,
+    )
 }
 
 /// A JSON string literal. Every control character is escaped (C1 and DEL
