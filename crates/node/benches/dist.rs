@@ -176,7 +176,10 @@ impl Lat {
     fn parse(s: &str) -> Lat {
         let v: Vec<f64> = s
             .split_whitespace()
-            .map(|x| x.parse::<f64>().unwrap_or_else(|_| panic!("not numbers: {s:?}")))
+            .map(|x| {
+                x.parse::<f64>()
+                    .unwrap_or_else(|_| panic!("not numbers: {s:?}"))
+            })
             .collect();
         assert_eq!(v.len(), 3, "expected p50 p99 mean, got {s:?}");
         Lat {

@@ -126,9 +126,12 @@ fn main() {
         let n = Node::start(c).await.unwrap();
         erlkube_node::demo::install(&n).unwrap();
         // Served by a process per call, as `rpc:call` is on a BEAM.
-        n.register_async_fn("bench", "echo", 1, |mut args| async move {
-            Ok(args.remove(0))
-        });
+        n.register_async_fn(
+            "bench",
+            "echo",
+            1,
+            |mut args| async move { Ok(args.remove(0)) },
+        );
         gen_server_process(&n, "echo_proc");
         n
     });
@@ -206,7 +209,11 @@ fn main() {
             rpc_rust_proc,
             rpc_anchor,
         );
-        line("rpc:call  BEAM->Rust inline (demo:echo/1)", rpc_rust, rpc_anchor);
+        line(
+            "rpc:call  BEAM->Rust inline (demo:echo/1)",
+            rpc_rust,
+            rpc_anchor,
+        );
         line("rpc_call  Rust->BEAM (erlang:abs/1)", rust_rpc, rpc_anchor);
         line(
             "gen_server:call BEAM->BEAM (anchor)",
