@@ -1,14 +1,19 @@
 //! erlkube epmd against OTP's epmd, same load generator, same run.
 //!
-//! Run: `cargo bench -p erlkube-epmd` (builds the `erlkube` binary with the
-//! bench profile first, or uses `$ERLKUBE_BIN`). Both daemons run as
+//! Run: `cargo bench -p erlkube-epmd` (builds the `erlkube` and
+//! `erlkube-epmd` binaries with the bench profile first, or uses
+//! `$ERLKUBE_BIN` and the `erlkube-epmd` beside it). The daemons run as
 //! separate processes on free loopback ports: OTP's `epmd -port P` and
-//! `erlkube epmd -port P`.
+//! `erlkube-epmd -port P` (the lean binary a pod runs) measured in full;
+//! `erlkube epmd -port P` (the same code in the shared binary) for memory
+//! only.
 //!
 //! Measured, for each daemon:
-//! 1. PORT_PLEASE2 requests/s with 1, 64 and 1024 concurrent clients; every
-//!    request on a new TCP connection (as real clients do: connect, send,
-//!    read until the daemon closes).
+//! 1. PORT_PLEASE2 requests/s with one node registered (a pod's port
+//!    mapper holds one or two) at 1 and 64 concurrent clients, then with
+//!    1,000 registered at 1, 64 and 1024 clients; every request on a new
+//!    TCP connection (as real clients do: connect, send, read until the
+//!    daemon closes).
 //! 2. NAMES requests/s with 1,000 registered nodes (64 clients).
 //! 3. Resident memory (VmRSS) with 1,000 nodes registered.
 //! 4. Connections held open at once: how many are accepted and then served
@@ -37,6 +42,7 @@ use tokio::net::TcpStream;
 const PHASE: Duration = Duration::from_secs(3);
 const NODES: usize = 1000;
 
+/// The shared `erlkube` binary; the lean `erlkube-epmd` is beside it.
 fn erlkube_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("ERLKUBE_BIN") {
         return p.into();
@@ -51,6 +57,8 @@ fn erlkube_bin() -> PathBuf {
             "erlkube",
             "--bin",
             "erlkube",
+            "--bin",
+            "erlkube-epmd",
         ])
         .status()
         .expect("run cargo build");
@@ -68,10 +76,17 @@ struct Daemon {
     _otp: Option<OtpEpmd>,
 }
 
-fn start_erlkube(bin: &PathBuf) -> Daemon {
+/// `erlkube-epmd -port P` (lean) or `erlkube epmd -port P` (shared).
+fn start_erlkube(bin: &PathBuf, lean: bool) -> Daemon {
     let port = free_port();
-    let mut cmd = Command::new(bin);
-    cmd.args(["epmd", "-port", &port.to_string()])
+    let mut cmd;
+    if lean {
+        cmd = Command::new(bin.with_file_name("erlkube-epmd"));
+    } else {
+        cmd = Command::new(bin);
+        cmd.arg("epmd");
+    }
+    cmd.args(["-port", &port.to_string()])
         .env_remove("ERL_EPMD_PORT")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -82,7 +97,7 @@ fn start_erlkube(bin: &PathBuf) -> Daemon {
         std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok()
     }));
     Daemon {
-        label: "erlkube",
+        label: if lean { "erlkube-epmd" } else { "erlkube epmd" },
         port,
         pid: g.id(),
         _guard: Some(g),
@@ -238,7 +253,9 @@ async fn hold_connections(port: u16, pid: u32, target: usize) -> (usize, usize, 
 }
 
 struct Figures {
-    /// (clients, req/s, failed, daemon CPU fraction)
+    /// One node registered: (clients, req/s, failed, daemon CPU fraction)
+    pp_one: Vec<(usize, f64, u64, f64)>,
+    /// 1,000 nodes registered: (clients, req/s, failed, daemon CPU fraction)
     pp: Vec<(usize, f64, u64, f64)>,
     names: (f64, u64, f64),
     rss_kib: u64,
@@ -246,28 +263,40 @@ struct Figures {
     held: (usize, usize, u64),
 }
 
-async fn measure(d: &Daemon, held_target: usize) -> Figures {
-    let rss_idle_kib = vm_rss_kib(d.pid);
-    let regs = register_many(d.port, NODES, "bench").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_kib = vm_rss_kib(d.pid);
-    let pp_req = Request::PortPlease2 {
-        name: "bench500".into(),
-    }
-    .to_bytes();
-    let mut pp = Vec::new();
-    for clients in [1, 64, 1024] {
+/// PORT_PLEASE2 for `name` at each client count.
+async fn port_please_phases(
+    d: &Daemon,
+    name: &str,
+    clients: &[usize],
+    what: &str,
+) -> Vec<(usize, f64, u64, f64)> {
+    let req = Request::PortPlease2 { name: name.into() }.to_bytes();
+    let mut out = Vec::new();
+    for &clients in clients {
         let cpu0 = cpu_secs(d.pid);
-        let (rps, failed) = load(d.port, clients, pp_req.clone()).await;
+        let (rps, failed) = load(d.port, clients, req.clone()).await;
         let cpu = (cpu_secs(d.pid) - cpu0) / PHASE.as_secs_f64();
         eprintln!(
-            "  {:8} PORT_PLEASE2 {clients:>5} clients: {rps:>9.0} req/s ({failed} failed), daemon CPU {:.0}%",
+            "  {:8} PORT_PLEASE2 ({what}) {clients:>5} clients: {rps:>9.0} req/s ({failed} failed), daemon CPU {:.0}%",
             d.label,
             cpu * 100.0
         );
-        pp.push((clients, rps, failed, cpu));
+        out.push((clients, rps, failed, cpu));
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    out
+}
+
+async fn measure(d: &Daemon, held_target: usize) -> Figures {
+    let rss_idle_kib = vm_rss_kib(d.pid);
+    let solo = register_many(d.port, 1, "solo").await;
+    let pp_one = port_please_phases(d, "solo0", &[1, 64], "1 node").await;
+    drop(solo);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let regs = register_many(d.port, NODES, "bench").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_kib = vm_rss_kib(d.pid);
+    let pp = port_please_phases(d, "bench500", &[1, 64, 1024], "1000 nodes").await;
     let cpu0 = cpu_secs(d.pid);
     let names = load(d.port, 64, Request::Names.to_bytes()).await;
     let cpu = (cpu_secs(d.pid) - cpu0) / PHASE.as_secs_f64();
@@ -288,6 +317,7 @@ async fn measure(d: &Daemon, held_target: usize) -> Figures {
         d.label, held.0, held.1
     );
     Figures {
+        pp_one,
         pp,
         names,
         rss_kib,
@@ -310,30 +340,40 @@ fn main() {
     eprintln!(
         "erlkube epmd vs OTP epmd, loopback, {PHASE:?} per phase, one connection per request"
     );
-    let (otp, ours) = rt.block_on(async {
+    let (otp, ours, shared) = rt.block_on(async {
         let otp_d = start_otp();
         let otp = measure(&otp_d, held_target).await;
         drop(otp_d);
-        let ours_d = start_erlkube(&bin);
+        let ours_d = start_erlkube(&bin, true);
         let ours = measure(&ours_d, held_target).await;
         drop(ours_d);
-        (otp, ours)
+        // The same daemon in the shared binary: memory only.
+        let shared_d = start_erlkube(&bin, false);
+        let shared_idle = vm_rss_kib(shared_d.pid);
+        let regs = register_many(shared_d.port, NODES, "bench").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let shared_full = vm_rss_kib(shared_d.pid);
+        drop(regs);
+        drop(shared_d);
+        (otp, ours, (shared_idle, shared_full))
     });
     println!();
-    println!("| measure | OTP epmd | erlkube epmd | ratio |");
+    println!("| measure | OTP epmd | erlkube-epmd | ratio |");
     println!("|---|---:|---:|---:|");
-    for ((c, o, of, ocpu), (_, e, ef, ecpu)) in otp.pp.iter().zip(&ours.pp) {
-        println!(
-            "| PORT_PLEASE2 req/s, {c} clients (new conn each) | {o:.0} ({of} failed) | {e:.0} ({ef} failed) | {:.2}x |",
-            e / o
-        );
-        let (oe, ee) = (o / ocpu.max(1e-9), e / ecpu.max(1e-9));
-        println!(
-            "| PORT_PLEASE2 req per daemon CPU-second, {c} clients | {oe:.0} ({:.0}% CPU) | {ee:.0} ({:.0}% CPU) | {:.2}x |",
-            ocpu * 100.0,
-            ecpu * 100.0,
-            ee / oe
-        );
+    for (nodes, o_rows, e_rows) in [(1, &otp.pp_one, &ours.pp_one), (NODES, &otp.pp, &ours.pp)] {
+        for ((c, o, of, ocpu), (_, e, ef, ecpu)) in o_rows.iter().zip(e_rows) {
+            println!(
+                "| PORT_PLEASE2 req/s, {nodes} registered, {c} clients (new conn each) | {o:.0} ({of} failed) | {e:.0} ({ef} failed) | {:.2}x |",
+                e / o
+            );
+            let (oe, ee) = (o / ocpu.max(1e-9), e / ecpu.max(1e-9));
+            println!(
+                "| PORT_PLEASE2 req per daemon CPU-second, {nodes} registered, {c} clients | {oe:.0} ({:.0}% CPU) | {ee:.0} ({:.0}% CPU) | {:.2}x |",
+                ocpu * 100.0,
+                ecpu * 100.0,
+                ee / oe
+            );
+        }
     }
     println!(
         "| NAMES req/s, {NODES} nodes, 64 clients | {:.0} ({} failed) | {:.0} ({} failed) | {:.2}x |",
@@ -378,6 +418,18 @@ fn main() {
         otp.rss_kib,
         ours.rss_kib,
         ours.rss_kib as f64 / otp.rss_kib.max(1) as f64
+    );
+    println!(
+        "| VmRSS idle, shared `erlkube epmd` (KiB) | {} | {} | {:.2}x |",
+        otp.rss_idle_kib,
+        shared.0,
+        shared.0 as f64 / otp.rss_idle_kib.max(1) as f64
+    );
+    println!(
+        "| VmRSS with {NODES} nodes, shared `erlkube epmd` (KiB) | {} | {} | {:.2}x |",
+        otp.rss_kib,
+        shared.1,
+        shared.1 as f64 / otp.rss_kib.max(1) as f64
     );
     println!();
     println!("total bench time: {:.0?}", started.elapsed());

@@ -287,3 +287,65 @@ fn erl_starts_erlkube_as_its_own_epmd() {
     s.read_to_string(&mut body).unwrap();
     assert!(body.contains("erlkube_epmd_registered_nodes 1"), "{body}");
 }
+
+/// The lean `erlkube-epmd` binary (the same code as `erlkube epmd`, alone):
+/// it serves a real `erl` node, its `-names` prints what OTP's client
+/// prints, and `-daemon` (which re-executes the running binary with the
+/// `epmd` subcommand word) detaches a daemon that `-kill` stops.
+#[test]
+fn lean_binary_serves_lists_and_daemonizes_like_erlkube_epmd() {
+    const LEAN: &str = env!("CARGO_BIN_EXE_erlkube-epmd");
+    let port = free_port();
+    let mut cmd = Command::new(LEAN);
+    cmd.args(["-port", &port.to_string()])
+        .env_remove("ERL_EPMD_PORT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let g = ChildGuard::spawn(&mut cmd).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || listening(port)));
+    let node = ErlNode::builder(&unique_name("lean_node"))
+        .epmd_port(port)
+        .start()
+        .expect("erl node");
+    let short = node.node_name().split('@').next().unwrap().to_owned();
+    let (code, otp_out, _) = OtpEpmd::client(port, &["-names"]).unwrap();
+    assert_eq!(code, 0);
+    assert!(
+        otp_out.contains(&format!("name {short} at port ")),
+        "{otp_out}"
+    );
+    let out = Command::new(LEAN)
+        .args(["-port", &port.to_string(), "-names"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), otp_out);
+    drop(node);
+    drop(g);
+
+    let port = free_port();
+    /// Kills the detached daemon even if an assertion fails.
+    struct KillOnDrop(u16);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if listening(self.0) {
+                let _ = OtpEpmd::client(self.0, &["-kill"]);
+            }
+        }
+    }
+    let _cleanup = KillOnDrop(port);
+    let st = Command::new(LEAN)
+        .args(["-port", &port.to_string(), "-daemon"])
+        .env_remove("ERL_EPMD_PORT")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(listening(port), "the detached daemon listens");
+    let out = Command::new(LEAN)
+        .args(["-port", &port.to_string(), "-kill"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Killed\n");
+    assert!(wait_until(Duration::from_secs(10), || !listening(port)));
+}

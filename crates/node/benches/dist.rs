@@ -4,7 +4,17 @@
 //!   cargo bench -p erlkube-node --bench dist
 //!
 //! Needs `erl` and `epmd` (a private epmd on a free port is started).
+//!
+//! Every node runs in its own OS process, as in a pod: the BEAM nodes are
+//! `erl` processes, the serving Rust node is this bench binary started
+//! again as a peer (`ERLKUBE_DIST_BENCH_ROLE=node`), and the measuring Rust
+//! node lives in the bench process. The old figure with both Rust nodes in
+//! one process and one runtime is kept as a secondary line. The floor, a
+//! raw TCP ping-pong between this process and a second one
+//! (`ERLKUBE_DIST_BENCH_ROLE=tcp-echo`, blocking sockets, `TCP_NODELAY`),
+//! is measured in the same run.
 
+use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -16,10 +26,17 @@ const N: usize = 200_000;
 /// One-way throughput is the best of this many rounds, on both sides
 /// (the first round also warms buffers and allocators).
 const ONE_WAY_ROUNDS: usize = 3;
-const ROUND_TRIPS: usize = 20_000;
+/// Round trips per latency figure (p50 and p99 are over these).
+const ROUND_TRIPS: usize = 100_000;
+/// Round trips before each measured series (not counted).
+const WARM_UP: usize = 2_000;
 const HANDSHAKES: usize = 200;
 const IDLE_CONNECTIONS: usize = 200;
 const COOKIE: &str = "bench";
+/// Bytes each way in the raw TCP ping-pong: about what a small
+/// distribution message of the echo bench takes on the wire.
+const TCP_MSG: usize = 48;
+const ROLE: &str = "ERLKUBE_DIST_BENCH_ROLE";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -118,6 +135,159 @@ fn hello(i: usize) -> Term {
     Term::tuple(vec![Term::atom("hello"), Term::Integer(i as i64)])
 }
 
+/// The runtime of a Rust node process: what `#[tokio::main]` gives
+/// (multi-thread, one worker per CPU) unless
+/// `DIST_BENCH_RUNTIME=current_thread` (for comparison only).
+fn runtime() -> tokio::runtime::Runtime {
+    if std::env::var("DIST_BENCH_RUNTIME").as_deref() == Ok("current_thread") {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+}
+
+/// Latency figures of a series of round trips, in microseconds.
+#[derive(Clone, Copy)]
+struct Lat {
+    p50: f64,
+    p99: f64,
+    mean: f64,
+}
+
+impl Lat {
+    fn of(mut ns: Vec<u64>) -> Lat {
+        ns.sort_unstable();
+        let n = ns.len().max(1);
+        let at = |q: usize| ns[(n * q / 100).min(n - 1)] as f64 / 1e3;
+        Lat {
+            p50: at(50),
+            p99: at(99),
+            mean: ns.iter().sum::<u64>() as f64 / n as f64 / 1e3,
+        }
+    }
+
+    /// Parses "P50 P99 MEAN" in nanoseconds (the BEAM's output).
+    fn parse(s: &str) -> Lat {
+        let v: Vec<f64> = s
+            .split_whitespace()
+            .map(|x| {
+                x.parse::<f64>()
+                    .unwrap_or_else(|_| panic!("not numbers: {s:?}"))
+            })
+            .collect();
+        assert_eq!(v.len(), 3, "expected p50 p99 mean, got {s:?}");
+        Lat {
+            p50: v[0] / 1e3,
+            p99: v[1] / 1e3,
+            mean: v[2] / 1e3,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- peers
+
+/// This bench binary, started again in another role.
+fn peer(role: &str, extra: &[(&str, String)]) -> Child {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.env(ROLE, role)
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    c.spawn().unwrap()
+}
+
+/// The first line the peer prints (its port, or "ready").
+async fn peer_line(child: &mut Child) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let out = child.stdout.take().unwrap();
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::io::BufReader::new(out).read_line(&mut line),
+    )
+    .await
+    .expect("peer did not start")
+    .unwrap();
+    line.trim().to_owned()
+}
+
+/// Peer role `node`: a Rust node with `sink` and `echo`, in its own
+/// process, until its stdin closes.
+fn peer_node() {
+    let name = std::env::var("ERLKUBE_DIST_BENCH_NODE").unwrap();
+    let epmd: u16 = std::env::var("ERLKUBE_DIST_BENCH_EPMD")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rt = runtime();
+    let node = rt.block_on(async {
+        let mut c = NodeConfig::new(name, Cookie::new(COOKIE));
+        c.epmd_port = epmd;
+        let node = Node::start(c).await.unwrap();
+        sink(&node, "sink");
+        echo(&node);
+        node
+    });
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    // Runs until the bench closes our stdin (or dies).
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    node.shutdown();
+    drop(rt);
+}
+
+/// Peer role `tcp-echo`: accepts one connection and echoes `TCP_MSG`-byte
+/// messages until it closes (blocking sockets, `TCP_NODELAY`).
+fn peer_tcp_echo() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    println!("{}", l.local_addr().unwrap().port());
+    std::io::stdout().flush().unwrap();
+    let (mut s, _) = l.accept().unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut b = [0u8; TCP_MSG];
+    while s.read_exact(&mut b).is_ok() {
+        if s.write_all(&b).is_err() {
+            break;
+        }
+    }
+}
+
+/// The floor: `ROUND_TRIPS` raw TCP ping-pongs with the `tcp-echo` peer
+/// from a blocking thread.
+async fn tcp_floor() -> Lat {
+    let mut child = peer("tcp-echo", &[]);
+    let port: u16 = peer_line(&mut child).await.parse().unwrap();
+    let lat = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut b = [7u8; TCP_MSG];
+        let mut ns = Vec::with_capacity(ROUND_TRIPS);
+        for i in 0..WARM_UP + ROUND_TRIPS {
+            let t = Instant::now();
+            s.write_all(&b).unwrap();
+            s.read_exact(&mut b).unwrap();
+            if i >= WARM_UP {
+                ns.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+        Lat::of(ns)
+    })
+    .await
+    .unwrap();
+    drop(child);
+    lat
+}
+
+// ---------------------------------------------------------------- measures
+
 /// Rust sends N to `sink` on `target`, waits for {done, N}.
 async fn rust_one_way(node: &Node, target: &str) -> f64 {
     let mut me = node.spawn_process();
@@ -139,25 +309,42 @@ async fn rust_one_way(node: &Node, target: &str) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// The same round trips from a process living in a spawned task (a worker
-/// thread of the runtime), where a service's processes normally run; the
-/// plain version runs on the thread that `block_on`s `main`.
-async fn rust_round_trips_in_task(node: &Node, target: &str) -> f64 {
+/// Rust one-way, best of `ONE_WAY_ROUNDS` rounds (as the anchor), from a
+/// process in a spawned task.
+async fn rust_one_way_best(node: &Node, target: &str) -> f64 {
     let (node, target) = (node.clone(), target.to_owned());
-    tokio::spawn(async move { rust_round_trips(&node, &target).await })
-        .await
-        .unwrap()
+    tokio::spawn(async move {
+        let mut best = f64::MAX;
+        for _ in 0..ONE_WAY_ROUNDS {
+            best = best.min(rust_one_way(&node, &target).await);
+        }
+        best
+    })
+    .await
+    .unwrap()
 }
 
-async fn rust_round_trips(node: &Node, target: &str) -> f64 {
-    let mut me = node.spawn_process();
-    let t = Instant::now();
-    for i in 0..ROUND_TRIPS {
-        let m = Term::tuple(vec![Term::Pid(me.pid().clone()), Term::Integer(i as i64)]);
-        node.send_named(me.pid(), target, "echo", m).await.unwrap();
-        me.recv().await.unwrap();
-    }
-    t.elapsed().as_secs_f64()
+/// `ROUND_TRIPS` round trips through `echo` on `target` from a process
+/// living in a spawned task (a worker thread of the runtime), where a
+/// service's processes run.
+async fn rust_round_trips(node: &Node, target: &str) -> Lat {
+    let (node, target) = (node.clone(), target.to_owned());
+    tokio::spawn(async move {
+        let mut me = node.spawn_process();
+        let mut ns = Vec::with_capacity(ROUND_TRIPS);
+        for i in 0..WARM_UP + ROUND_TRIPS {
+            let m = Term::tuple(vec![Term::Pid(me.pid().clone()), Term::Integer(i as i64)]);
+            let t = Instant::now();
+            node.send_named(me.pid(), &target, "echo", m).await.unwrap();
+            me.recv().await.unwrap();
+            if i >= WARM_UP {
+                ns.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+        Lat::of(ns)
+    })
+    .await
+    .unwrap()
 }
 
 /// BEAM code timing N one-way messages to {sink, Target}, best of
@@ -172,20 +359,17 @@ fn beam_one_way(target: &str) -> String {
     )
 }
 
-/// Rust one-way, best of `ONE_WAY_ROUNDS` rounds (as the anchor).
-async fn rust_one_way_best(node: &Node, target: &str) -> f64 {
-    let mut best = f64::MAX;
-    for _ in 0..ONE_WAY_ROUNDS {
-        best = best.min(rust_one_way(node, target).await);
-    }
-    best
-}
-
+/// BEAM code timing each of `ROUND_TRIPS` round trips through {echo,
+/// Target}; prints "p50 p99 mean" in nanoseconds.
 fn beam_round_trips(target: &str) -> String {
     format!(
-        "T = '{target}', pong = net_adm:ping(T), T0 = erlang:monotonic_time(), \
-         lists:foreach(fun(I) -> {{echo, T}} ! {{self(), I}}, receive I -> ok end end, lists:seq(1, {ROUND_TRIPS})), \
-         io:format(\"~f~n\", [(erlang:monotonic_time() - T0) / erlang:convert_time_unit(1, second, native)])"
+        "T = '{target}', pong = net_adm:ping(T), \
+         Loop = fun L(0, Acc) -> Acc; L(I, Acc) -> T0 = erlang:monotonic_time(nanosecond), \
+            {{echo, T}} ! {{self(), I}}, receive I -> ok end, \
+            L(I - 1, [erlang:monotonic_time(nanosecond) - T0 | Acc]) end, \
+         _ = Loop({WARM_UP}, []), S = lists:sort(Loop({ROUND_TRIPS}, [])), Len = length(S), \
+         At = fun(Q) -> lists:nth(min(Len, Len * Q div 100 + 1), S) end, \
+         io:format(\"~b ~b ~b~n\", [At(50), At(99), lists:sum(S) div Len])"
     )
 }
 
@@ -252,22 +436,17 @@ async fn raw_connections(
     out
 }
 
-/// The runtime `#[tokio::main]` gives (multi-thread, one worker per CPU,
-/// this future on the main thread), which the figures are for;
-/// `DIST_BENCH_RUNTIME=current_thread` runs everything on one thread
-/// instead (for comparison only).
 fn main() {
-    let rt = if std::env::var("DIST_BENCH_RUNTIME").as_deref() == Ok("current_thread") {
-        println!("runtime: current_thread");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-    };
-    rt.unwrap().block_on(run());
+    match std::env::var(ROLE).as_deref() {
+        Ok("node") => return peer_node(),
+        Ok("tcp-echo") => return peer_tcp_echo(),
+        Ok(other) => panic!("unknown {ROLE}: {other}"),
+        Err(_) => {}
+    }
+    if std::env::var("DIST_BENCH_RUNTIME").as_deref() == Ok("current_thread") {
+        println!("runtime: current_thread (bench process and Rust peer)");
+    }
+    runtime().block_on(run());
 }
 
 async fn run() {
@@ -293,51 +472,72 @@ async fn run() {
     // erl execs the emulator, so this is the BEAM's pid.
     let y_pid = y.id().unwrap();
 
-    let a = rust_node("bench_a", epmd_port).await;
-    let b = rust_node("bench_b", epmd_port).await;
-    sink(&b, "sink");
-    echo(&b);
-    wait_pong(&a, &beam_y).await;
-    a.ping(b.name()).await.unwrap();
+    // The serving Rust node, in its own process.
+    let rust_b = format!("bench_b_{pid}@127.0.0.1");
+    let mut b_proc = peer(
+        "node",
+        &[
+            ("ERLKUBE_DIST_BENCH_NODE", rust_b.clone()),
+            ("ERLKUBE_DIST_BENCH_EPMD", epmd_port.to_string()),
+        ],
+    );
+    assert_eq!(peer_line(&mut b_proc).await, "ready");
+    let b_pid = b_proc.id().unwrap();
 
-    // DIST_BENCH_PROFILE=1: only Rust->Rust one-way, repeated (for a
-    // profiler; no anchor, no ratio); DIST_BENCH_PROFILE=rtt: only
-    // Rust<->Rust round trips.
+    // The measuring Rust node, and (secondary lines only) a serving node
+    // in this same process and runtime.
+    let a = rust_node("bench_a", epmd_port).await;
+    let c = rust_node("bench_c", epmd_port).await;
+    sink(&c, "sink");
+    echo(&c);
+    wait_pong(&a, &beam_y).await;
+    wait_pong(&a, &rust_b).await;
+    a.ping(c.name()).await.unwrap();
+
+    // DIST_BENCH_PROFILE=rtt: only Rust<->Rust round trips across
+    // processes, repeated (for strace / perf on the peer; no anchor).
     if std::env::var("DIST_BENCH_PROFILE").as_deref() == Ok("rtt") {
+        println!("peer pid {b_pid}");
         for _ in 0..5 {
-            let s = rust_round_trips(&a, b.name()).await;
-            let t = rust_round_trips_in_task(&a, b.name()).await;
+            let l = rust_round_trips(&a, &rust_b).await;
             println!(
-                "Rust<->Rust {:>8.1} us per round trip (main thread), {:>8.1} us (spawned task)",
-                s / ROUND_TRIPS as f64 * 1e6,
-                t / ROUND_TRIPS as f64 * 1e6
+                "Rust<->Rust across processes: p50 {:.1} us, p99 {:.1} us, mean {:.1} us",
+                l.p50, l.p99, l.mean
             );
         }
         return;
     }
     if std::env::var_os("DIST_BENCH_PROFILE").is_some() {
+        println!("peer pid {b_pid}");
         for _ in 0..10 {
-            let s = rust_one_way(&a, b.name()).await;
+            let s = rust_one_way_best(&a, &rust_b).await;
             println!("Rust->Rust {:>10.0} msg/s", N as f64 / s);
         }
         return;
     }
 
-    // The Rust side of "memory per idle connection" is measured first,
-    // before the throughput runs leave freed memory in the allocator
-    // that new connections would reuse (the delta then reads ~0).
-    let me = std::process::id();
-    let before = rss_kib(me);
-    let held_a = raw_connections(
-        ([127, 0, 0, 1], a.port()).into(),
-        a.name(),
+    // Memory per idle connection, measured first on the Rust peer, before
+    // the throughput runs leave freed memory in its allocator that new
+    // connections would reuse (the delta then reads ~0).
+    let b_port = erlkube_node::epmd::port_please(
+        "127.0.0.1",
+        epmd_port,
+        rust_b.split('@').next().unwrap(),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    let before = rss_kib(b_pid);
+    let held_b = raw_connections(
+        ([127, 0, 0, 1], b_port).into(),
+        &rust_b,
         IDLE_CONNECTIONS,
-        "a",
+        "b",
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rust_per = (rss_kib(me).saturating_sub(before)) as f64 / IDLE_CONNECTIONS as f64;
-    drop(held_a);
+    let rust_per = (rss_kib(b_pid).saturating_sub(before)) as f64 / IDLE_CONNECTIONS as f64;
+    drop(held_b);
 
     // One-way small messages.
     let beam_beam = secs(
@@ -348,33 +548,36 @@ async fn run() {
         )
         .await,
     );
-    let rust_rust = rust_one_way_best(&a, b.name()).await;
+    let rust_rust = rust_one_way_best(&a, &rust_b).await;
     let beam_rust = secs(
         &erl_eval(
             epmd_port,
             &format!("bench_x2_{pid}@127.0.0.1"),
-            &beam_one_way(b.name()),
+            &beam_one_way(&rust_b),
         )
         .await,
     );
     let rust_beam = rust_one_way_best(&a, &beam_y).await;
+    let rust_rust_same = rust_one_way_best(&a, c.name()).await;
     let rate = |s: f64| N as f64 / s;
-    println!("one-way small messages ({N} x {{hello, I}}), msg/s:");
-    println!("  BEAM->BEAM (anchor) {:>10.0}", rate(beam_beam));
+    println!("one-way small messages ({N} x {{hello, I}}), msg/s, best of {ONE_WAY_ROUNDS}:");
+    println!("  BEAM->BEAM (anchor)       {:>10.0}", rate(beam_beam));
     for (label, s) in [
         ("Rust->Rust", rust_rust),
         ("BEAM->Rust", beam_rust),
         ("Rust->BEAM", rust_beam),
+        ("Rust->Rust same process", rust_rust_same),
     ] {
         println!(
-            "  {label:<19} {:>10.0}  ratio {:.2}",
+            "  {label:<25} {:>10.0}  ratio {:.2}",
             rate(s),
             rate(s) / rate(beam_beam)
         );
     }
 
-    // Ping-pong round trips.
-    let bb = secs(
+    // Round trips: p50 / p99 over ROUND_TRIPS each.
+    let floor = tcp_floor().await;
+    let bb = Lat::parse(
         &erl_eval(
             epmd_port,
             &format!("bench_x3_{pid}@127.0.0.1"),
@@ -382,32 +585,46 @@ async fn run() {
         )
         .await,
     );
-    let rr = rust_round_trips(&a, b.name()).await;
-    let rt = rust_round_trips_in_task(&a, b.name()).await;
+    let rr = rust_round_trips(&a, &rust_b).await;
     let rb = rust_round_trips(&a, &beam_y).await;
-    let br = secs(
+    let br = Lat::parse(
         &erl_eval(
             epmd_port,
             &format!("bench_x4_{pid}@127.0.0.1"),
-            &beam_round_trips(b.name()),
+            &beam_round_trips(&rust_b),
         )
         .await,
     );
-    let rtt = |s: f64| s / ROUND_TRIPS as f64 * 1e6;
-    println!("ping-pong round trips ({ROUND_TRIPS}), microseconds each:");
-    println!("  BEAM<->BEAM (anchor) {:>8.1}", rtt(bb));
-    for (label, s) in [
-        ("Rust<->Rust", rr),
-        ("Rust<->Rust in task", rt),
-        ("Rust->BEAM echo", rb),
-        ("BEAM->Rust echo", br),
-    ] {
+    let rs = rust_round_trips(&a, c.name()).await;
+    println!(
+        "round trips ({ROUND_TRIPS} each, after {WARM_UP} not counted), microseconds; \
+         ratio = this / anchor (lower is better)"
+    );
+    println!(
+        "  {:<31} {:>8} {:>8} {:>8}   {:>9} {:>9}",
+        "", "p50", "p99", "mean", "p50 ratio", "p99 ratio"
+    );
+    let row = |label: &str, l: Lat| {
         println!(
-            "  {label:<20} {:>8.1}  ratio (anchor/this) {:.2}",
-            rtt(s),
-            bb / s
-        );
-    }
+            "  {label:<31} {:>8.1} {:>8.1} {:>8.1}   {:>9.2} {:>9.2}",
+            l.p50,
+            l.p99,
+            l.mean,
+            l.p50 / bb.p50,
+            l.p99 / bb.p99
+        )
+    };
+    row("raw TCP ping-pong (floor)", floor);
+    row("BEAM<->BEAM (anchor)", bb);
+    row("Rust<->Rust", rr);
+    row("Rust->BEAM echo", rb);
+    row("BEAM->Rust echo", br);
+    row("Rust<->Rust same process", rs);
+    println!(
+        "  Rust<->Rust above the floor: p50 +{:.1} us ({:.2}x the floor)",
+        rr.p50 - floor.p50,
+        rr.p50 / floor.p50
+    );
 
     // Handshakes: connect + disconnect, from hidden nodes on both sides
     // (a visible node makes the peer's `global` write to it right after
@@ -425,18 +642,18 @@ async fn run() {
     let mut hc = NodeConfig::new(format!("bench_h_{pid}@127.0.0.1"), Cookie::new(COOKIE));
     hc.epmd_port = epmd_port;
     hc.hidden = true;
-    let a = Node::start(hc).await.unwrap();
+    let h = Node::start(hc).await.unwrap();
     let t = Instant::now();
-    let mut events = a.subscribe();
+    let mut events = h.subscribe();
     let mut failed = 0;
     for _ in 0..HANDSHAKES {
         // As on the BEAM, a reconnect racing the peer's teardown of the
         // previous connection can fail; retry until it succeeds.
-        while let Err(e) = a.connect(&beam_y).await {
+        while let Err(e) = h.connect(&beam_y).await {
             tracing::debug!(error = %e, "reconnect failed");
             failed += 1;
         }
-        a.disconnect(&beam_y);
+        h.disconnect(&beam_y);
         loop {
             if let Ok(erlkube_node::NodeEvent::NodeDown { node, .. }) = events.recv().await {
                 if node == beam_y {
@@ -478,8 +695,9 @@ async fn run() {
     println!("memory per idle connection ({IDLE_CONNECTIONS} hidden peers), KiB of VmRSS:");
     println!("  BEAM (anchor)       {beam_per:>8.1}");
     println!(
-        "  Rust node           {rust_per:>8.1}  ratio (anchor/this) {:.2}",
+        "  Rust node process   {rust_per:>8.1}  ratio (anchor/this) {:.2}",
         beam_per / rust_per.max(0.1)
     );
     drop(held_y);
+    drop(b_proc);
 }

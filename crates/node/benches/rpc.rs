@@ -7,12 +7,23 @@
 //! Needs `erl` and `epmd` (OTP's epmd on a free port is started). Every
 //! figure is sequential calls from one caller (latency-bound) and, with
 //! `PAR` callers at once, throughput-bound.
+//!
+//! Each node is its own OS process: the two BEAM nodes are `erl`
+//! processes, the Rust node lives in this bench process (which does
+//! nothing else while the BEAM calls it). A BEAM serves each call in a
+//! process (`rpc:call` spawns one per call; the gen_server is one), so
+//! the Rust node is measured the same way, with a Rust *process* serving
+//! (`bench:echo/1` registered with `register_async_fn`: a process per
+//! call; `echo_proc`: a gen_server loop in a process over its mailbox),
+//! and beside it the inline modes (`demo:echo/1`, a synchronous function,
+//! and `echo_server`, `serve_gen_server`: answered on the connection's
+//! task, no process).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use erlkube_etf::Term;
-use erlkube_node::{Cookie, Node, NodeConfig};
+use erlkube_node::{Cookie, GenMessage, Node, NodeConfig};
 use erlkube_testkit::{unique_name, ErlNode, OtpEpmd};
 
 const COOKIE: &str = "bench_rpc";
@@ -67,9 +78,25 @@ where
 
 fn line(what: &str, rate: f64, anchor: f64) {
     println!(
-        "{what:<46} {rate:>10.0} calls/s   {:.2}x BEAM->BEAM ({anchor:.0})",
+        "{what:<52} {rate:>10.0} calls/s   {:.2}x BEAM->BEAM ({anchor:.0})",
         rate / anchor
     );
+}
+
+/// A gen_server running as a Rust process: its loop takes each
+/// `$gen_call` from its mailbox and answers `{echo, Req}` (what
+/// `serve_gen_server` answers inline, and the BEAM's `ECHO_SERVER`).
+fn gen_server_process(node: &Node, name: &str) {
+    let mut p = node.spawn_registered(name).unwrap();
+    let n = node.clone();
+    tokio::spawn(async move {
+        while let Some(m) = p.recv().await {
+            if let GenMessage::Call { from, request } = GenMessage::parse(m) {
+                let reply = Term::tuple(vec![Term::atom("echo"), request]);
+                let _ = n.gen_reply(p.pid(), &from, reply).await;
+            }
+        }
+    });
 }
 
 fn main() {
@@ -98,6 +125,14 @@ fn main() {
         c.epmd_port = epmd.port();
         let n = Node::start(c).await.unwrap();
         erlkube_node::demo::install(&n).unwrap();
+        // Served by a process per call, as `rpc:call` is on a BEAM.
+        n.register_async_fn(
+            "bench",
+            "echo",
+            1,
+            |mut args| async move { Ok(args.remove(0)) },
+        );
+        gen_server_process(&n, "echo_proc");
         n
     });
     let r = rust.name().to_owned();
@@ -113,10 +148,16 @@ fn main() {
         // Warm up, then the anchor and the Rust-served figures.
         beam_rate(&a, &format!("rpc:call('{bn}', erlang, abs, [1])"), par);
         let rpc_anchor = beam_rate(&a, &format!("rpc:call('{bn}', erlang, abs, [1])"), par);
+        let rpc_rust_proc = beam_rate(&a, &format!("rpc:call('{r}', bench, echo, [1])"), par);
         let rpc_rust = beam_rate(&a, &format!("rpc:call('{r}', demo, echo, [1])"), par);
         let gen_anchor = beam_rate(
             &a,
             &format!("gen_server:call({{echo_server, '{bn}'}}, x)"),
+            par,
+        );
+        let gen_rust_proc = beam_rate(
+            &a,
+            &format!("gen_server:call({{echo_proc, '{r}'}}, x)"),
             par,
         );
         let gen_rust = beam_rate(
@@ -163,7 +204,16 @@ fn main() {
             })
         });
         line("rpc:call  BEAM->BEAM (anchor)", rpc_anchor, rpc_anchor);
-        line("rpc:call  BEAM->Rust (demo:echo/1)", rpc_rust, rpc_anchor);
+        line(
+            "rpc:call  BEAM->Rust process (bench:echo/1)",
+            rpc_rust_proc,
+            rpc_anchor,
+        );
+        line(
+            "rpc:call  BEAM->Rust inline (demo:echo/1)",
+            rpc_rust,
+            rpc_anchor,
+        );
         line("rpc_call  Rust->BEAM (erlang:abs/1)", rust_rpc, rpc_anchor);
         line(
             "gen_server:call BEAM->BEAM (anchor)",
@@ -171,7 +221,12 @@ fn main() {
             gen_anchor,
         );
         line(
-            "gen_server:call BEAM->Rust (echo_server)",
+            "gen_server:call BEAM->Rust process (echo_proc)",
+            gen_rust_proc,
+            gen_anchor,
+        );
+        line(
+            "gen_server:call BEAM->Rust inline (echo_server)",
             gen_rust,
             gen_anchor,
         );

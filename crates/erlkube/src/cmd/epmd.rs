@@ -408,7 +408,7 @@ fn init_logging(debug: u32) {
         2 => "debug",
         _ => "trace",
     };
-    super::node::init_tracing(default);
+    super::log::init_tracing(default);
 }
 
 fn serve(opts: Opts) -> ExitCode {

@@ -4,6 +4,7 @@ pub mod agent;
 pub mod env;
 pub mod epmd;
 pub mod formation;
+pub mod log;
 pub mod manifests;
 pub mod node;
 pub mod node_discovery;
@@ -81,51 +82,5 @@ impl CookieArgs {
             erlkube_node::read_cookie_file,
         )
         .map(|(c, _)| c)
-    }
-}
-
-/// Standard error for log lines, with every control character of a line
-/// escaped (`\n` as `\\n`, others as `\\u{..}`) except its final newline
-/// (and ESC when colours are on): a node name or reason from the network
-/// cannot start a forged log line or drive the terminal.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct EscapingStderr {
-    /// Colours on: keep ESC (the formatter's own colour codes).
-    pub(crate) ansi: bool,
-}
-
-impl std::io::Write for EscapingStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let body = buf.strip_suffix(b"\n").unwrap_or(buf);
-        let mut out = Vec::with_capacity(buf.len() + 8);
-        for &b in body {
-            match b {
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.push(b'\t'),
-                0x1b if self.ansi => out.push(b),
-                b if b < 0x20 || b == 0x7f => {
-                    out.extend_from_slice(format!("\\u{{{b:x}}}").as_bytes())
-                }
-                b => out.push(b),
-            }
-        }
-        if body.len() < buf.len() {
-            out.push(b'\n');
-        }
-        std::io::stderr().lock().write_all(&out)?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        std::io::stderr().flush()
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for EscapingStderr {
-    type Writer = EscapingStderr;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        *self
     }
 }

@@ -157,20 +157,7 @@ fn ensure_epmd(ip: std::net::IpAddr, port: u16, start: bool) -> Result<(), Strin
     Ok(())
 }
 
-/// Logs to stderr, filtered by RUST_LOG (else `default`); colours only on
-/// a terminal, so container logs stay plain text; control characters in a
-/// line escaped (untrusted names and reasons cannot forge lines).
-pub(crate) fn init_tracing(default: &str) {
-    use std::io::IsTerminal;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let ansi = std::io::stderr().is_terminal();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(super::EscapingStderr { ansi })
-        .with_ansi(ansi)
-        .try_init();
-}
+pub(crate) use super::log::init_tracing;
 
 async fn run(args: NodeArgs, prepared: Prepared) -> anyhow::Result<()> {
     // Before anything is announced, so a signal right after the
