@@ -39,6 +39,7 @@ mod gen;
 mod global;
 mod mailbox;
 mod net_kernel;
+mod pg;
 mod rpc;
 mod server;
 mod signals;
@@ -47,6 +48,7 @@ mod signals;
 mod sans_io_tests;
 
 pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
+pub use pg::PgError;
 pub use rpc::{ExceptionClass, RpcError};
 
 use std::collections::{HashMap, HashSet};
@@ -329,6 +331,8 @@ pub(crate) struct Inner {
     pub next_conn: AtomicU64,
     pub shutdown: watch::Sender<bool>,
     pub global: Mutex<global::GlobalState>,
+    /// The pg scopes this node runs.
+    pub pg: std::sync::RwLock<HashMap<Atom, Arc<pg::Scope>>>,
     pub gen_calls: std::sync::RwLock<HashMap<u32, gen::InlineCall>>,
     pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::Registered>>,
     /// What dispatch hands messages to besides mailboxes.
@@ -453,7 +457,13 @@ impl Node {
         } else {
             (None, random_u32().max(4))
         };
+        let scopes = config.pg_scopes.clone();
         let inner = Inner::new(&name, config, creation, port, registration);
+        for scope in &scopes {
+            if let Err(e) = pg::start_scope(&inner, scope) {
+                tracing::warn!(error = %e, "pg scope not started");
+            }
+        }
         let shutdown = inner.shutdown.clone();
         tracing::info!(node = %name, port, creation, "node started");
         tokio::spawn(accept::accept_loop(
@@ -785,6 +795,7 @@ impl Inner {
             shutdown: watch::channel(false).0,
             fns: Default::default(),
             global: Default::default(),
+            pg: Default::default(),
             gen_calls: Default::default(),
             services: builtin_services(),
             _registration: Mutex::new(registration),
