@@ -40,6 +40,7 @@ mod global;
 mod mailbox;
 mod net_kernel;
 mod pg;
+mod pubsub;
 mod rpc;
 mod server;
 mod signals;
@@ -49,6 +50,7 @@ mod sans_io_tests;
 
 pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
 pub use pg::PgError;
+pub use pubsub::{PubSubError, Subscription, PUBSUB_SCOPE};
 pub use rpc::{ExceptionClass, RpcError};
 
 use std::collections::{HashMap, HashSet};
@@ -333,6 +335,8 @@ pub(crate) struct Inner {
     pub global: Mutex<global::GlobalState>,
     /// The pg scopes this node runs.
     pub pg: std::sync::RwLock<HashMap<Atom, Arc<pg::Scope>>>,
+    /// The Phoenix.PubSub servers this node takes part in.
+    pub pubsub: Mutex<HashMap<String, Arc<pubsub::Server>>>,
     pub gen_calls: std::sync::RwLock<HashMap<u32, gen::InlineCall>>,
     pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::Registered>>,
     /// What dispatch hands messages to besides mailboxes.
@@ -796,6 +800,7 @@ impl Inner {
             fns: Default::default(),
             global: Default::default(),
             pg: Default::default(),
+            pubsub: Default::default(),
             gen_calls: Default::default(),
             services: builtin_services(),
             _registration: Mutex::new(registration),

@@ -67,6 +67,28 @@ impl Beam {
         Beam { name, child }
     }
 
+    /// Starts `elixir --name NAME --cookie COOKIE` (the host's Elixir on
+    /// OTP 25), idle until driven over RPC.
+    pub async fn start_elixir(epmd_port: u16, cookie: &str) -> Beam {
+        let name = format!("{}@127.0.0.1", unique_name("ex"));
+        let mut cmd = Command::new("elixir");
+        cmd.args([
+            "--name",
+            &name,
+            "--cookie",
+            cookie,
+            "--erl",
+            "-start_epmd false",
+        ])
+        .args(["-e", "Process.sleep(:infinity)"])
+        .env("ERL_EPMD_PORT", epmd_port.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true);
+        let child = cmd.spawn().expect("elixir must be installed");
+        Beam { name, child }
+    }
+
     /// Kills the BEAM node (as a crash would).
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
