@@ -145,13 +145,18 @@ async fn worker(inner: Weak<Inner>, s: Arc<Server>, mut process: Process) {
 pub struct Subscription {
     process: Process,
     server: Arc<Server>,
-    topic: Vec<u8>,
+    topic: String,
 }
 
 impl Subscription {
     /// The subscribing process (messages for the topic go to its mailbox).
     pub fn pid(&self) -> &Pid {
         self.process.pid()
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
     /// The next message broadcast on the topic; `None` once the node is gone.
@@ -168,10 +173,10 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut subs = self.server.subscribers.lock().expect("pubsub");
-        if let Some(v) = subs.get_mut(&self.topic) {
+        if let Some(v) = subs.get_mut(self.topic.as_bytes()) {
             v.retain(|p| p != self.process.pid());
             if v.is_empty() {
-                subs.remove(&self.topic);
+                subs.remove(self.topic.as_bytes());
             }
         }
     }
@@ -199,7 +204,7 @@ impl Node {
         Ok(Subscription {
             process,
             server: s,
-            topic: topic.as_bytes().to_vec(),
+            topic: topic.to_owned(),
         })
     }
 
