@@ -49,6 +49,7 @@ mod signals;
 mod sans_io_tests;
 
 pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
+pub use global::GlobalError;
 pub use pg::PgError;
 pub use pubsub::{PubSubError, Subscription, PUBSUB_SCOPE};
 pub use rpc::{ExceptionClass, RpcError};
@@ -490,6 +491,7 @@ impl Node {
                 .unwrap_or_default();
             Ok(Term::List(names.iter().map(|n| Term::atom(n)).collect()))
         });
+        global::start(&node);
         Ok(node)
     }
 

@@ -42,9 +42,10 @@ pub enum PgError {
     NotJoined(String),
 }
 
-/// A group name: any term, compared exactly (`=:=`), as ETS keys are.
+/// A group name (or any term used as a key): compared exactly (`=:=`),
+/// as ETS keys are.
 #[derive(Clone, Debug)]
-struct Group(Term);
+pub(crate) struct Group(pub(crate) Term);
 
 impl PartialEq for Group {
     fn eq(&self, other: &Self) -> bool {
@@ -115,7 +116,7 @@ impl Inner {
         }
     }
 
-    fn close_connection(&self, node: &str) {
+    pub(crate) fn close_connection(&self, node: &str) {
         let h = self.conns.lock().expect("conns").up.get(node).cloned();
         if let Some(h) = h {
             h.kill.notify_one();
