@@ -95,12 +95,33 @@ pub(crate) struct GlobalState {
     watcher: Option<Pid>,
 }
 
-/// The default resolve method, `fun global:random_exit_name/3`.
-fn random_exit_name() -> Term {
-    Term::Export {
-        arity: 3,
-        module: Atom::new("global"),
-        function: Atom::new("random_exit_name"),
+/// How a name conflict found when partitions meet is resolved: global's
+/// three methods (the pid on the node whose name sorts first wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResolveMethod {
+    /// `global:random_exit_name/3` (the default): the loser is killed.
+    ExitLoser,
+    /// `global:random_notify_name/3`: the loser is sent
+    /// `{global_name_conflict, Name}` and unregistered.
+    NotifyLoser,
+    /// `global:notify_all_name/3`: both get
+    /// `{global_name_conflict, Name, OtherPid}`; the name is unregistered.
+    NotifyBoth,
+}
+
+impl ResolveMethod {
+    /// The method as `fun global:F/3`.
+    fn export(self) -> Term {
+        let f = match self {
+            ResolveMethod::ExitLoser => "random_exit_name",
+            ResolveMethod::NotifyLoser => "random_notify_name",
+            ResolveMethod::NotifyBoth => "notify_all_name",
+        };
+        Term::Export {
+            arity: 3,
+            module: Atom::new("global"),
+            function: Atom::new(f),
+        }
     }
 }
 
@@ -712,11 +733,23 @@ impl Node {
     /// is registered everywhere, or refused when it is taken or `pid` has
     /// a name already.
     pub async fn global_register(&self, name: Term, pid: &Pid) -> Result<(), GlobalError> {
+        self.global_register_with(name, pid, ResolveMethod::ExitLoser)
+            .await
+    }
+
+    /// `global:register_name(Name, Pid, Method)` with one of global's
+    /// resolve methods.
+    pub async fn global_register_with(
+        &self,
+        name: Term,
+        pid: &Pid,
+        method: ResolveMethod,
+    ) -> Result<(), GlobalError> {
         let req = Term::tuple(vec![
             Term::atom("register"),
             name.clone(),
             Term::Pid(pid.clone()),
-            random_exit_name(),
+            method.export(),
         ]);
         let pid = pid.clone();
         let check = |st: &GlobalState| {

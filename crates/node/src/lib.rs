@@ -49,7 +49,7 @@ mod signals;
 mod sans_io_tests;
 
 pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
-pub use global::GlobalError;
+pub use global::{GlobalError, ResolveMethod};
 pub use pg::PgError;
 pub use pubsub::{PubSubError, Subscription, PUBSUB_SCOPE};
 pub use rpc::{ExceptionClass, RpcError};
