@@ -39,10 +39,10 @@ fn the_demo_echo_is_in_pg_and_global() {
     );
     assert_eq!(b.eval("global:sync()").unwrap(), "ok");
     assert_eq!(
-        b.eval(&format!(
+        b.eval(
             "[P] = pg:get_members(pg, erlkube_demo), \
-             {{node(P), P =:= global:whereis_name(erlkube_demo_echo)}}"
-        ))
+             {node(P), P =:= global:whereis_name(erlkube_demo_echo)}"
+        )
         .unwrap(),
         format!("{{'{rust}',true}}")
     );

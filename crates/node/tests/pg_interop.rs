@@ -81,7 +81,7 @@ async fn pg_both_ways(otp: Otp) {
         Err(PgError::NoScope("nope".into()))
     );
     assert_eq!(
-        rust.pg_join("pg", g(), &[bp.clone()]),
+        rust.pg_join("pg", g(), std::slice::from_ref(&bp)),
         Err(PgError::NotLocal(bp.clone()))
     );
     let stranger = rust.spawn_process();
@@ -105,7 +105,7 @@ async fn pg_both_ways(otp: Otp) {
     // killed leaves on the Rust node.
     let d = rust.spawn_process();
     let dp = d.pid().clone();
-    rust.pg_join("pg", g(), &[dp.clone()]).unwrap();
+    rust.pg_join("pg", g(), std::slice::from_ref(&dp)).unwrap();
     until!(
         "the BEAM sees the second Rust member",
         pids(&eval(&rust, &b, "pg:get_members(pg, g).").await).contains(&dp)
