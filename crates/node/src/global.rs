@@ -169,6 +169,12 @@ impl Inner {
 }
 
 impl GlobalState {
+    /// Our tag and the peer's in the connect protocol with `peer`.
+    #[cfg(test)]
+    pub(crate) fn peer_tags(&self, peer: &str) -> Option<(Term, Term)> {
+        self.peers.get(peer).cloned()
+    }
+
     fn where_(&self, inner: &Inner, name: &Term) -> Option<Pid> {
         let e = self.names.get(&Key(name.clone()))?;
         if e.pid.node == inner.name {
@@ -361,8 +367,8 @@ fn resolve_it(inner: &Arc<Inner>, method: &Term, name: &Term, p1: &Pid, p2: &Pid
 /// Serves the registered name `global_name_server`.
 pub(crate) fn register(services: &mut crate::dispatch::Services) {
     services.register_name("global_name_server", |inner, peer, _from, msg| {
-        let node = peer.node().to_owned();
-        if let Err(why) = handle(inner, &node, &msg) {
+        if let Err(why) = handle(inner, peer, &msg) {
+            let node = peer.node().to_owned();
             tracing::warn!(peer = %node, message = %msg, reason = why, "global: malformed message; closing the connection");
             inner.close_connection(&node);
         }
@@ -405,20 +411,36 @@ pub(crate) fn start(node: &Node) {
 }
 
 /// A message to `global_name_server` on this node; `Err` for a malformed one.
-fn handle(inner: &Arc<Inner>, peer: &str, msg: &Term) -> Result<(), &'static str> {
+fn handle(
+    inner: &Arc<Inner>,
+    peer: &mut crate::dispatch::Peer<'_>,
+    msg: &Term,
+) -> Result<(), &'static str> {
     let t = msg.as_tuple().ok_or("not a tuple")?;
     match t {
-        [label, req] if atom_is(label, "$gen_cast") => cast(inner, peer, req),
+        [label, req] if atom_is(label, "$gen_cast") => {
+            let node = peer.node().to_owned();
+            cast(inner, &node, req)
+        }
         [label, from, req] if atom_is(label, "$gen_call") => {
             let Some([Term::Pid(pid), tag]) = from.as_tuple() else {
                 return Err("a call without {Pid, Tag}");
             };
-            let from = crate::GenFrom {
-                pid: pid.clone(),
-                tag: tag.clone(),
+            let Some(reply) = call(inner, pid, req)? else {
+                return Ok(());
             };
-            let reply = call(inner, pid, req)?;
-            if let Some(reply) = reply {
+            let alias_tag = matches!(tag, Term::List(_) | Term::ImproperList { .. });
+            if pid.node.as_str() == peer.node() && !alias_tag {
+                // answered on this connection, ahead of anything queued later
+                peer.reply(
+                    ControlMessage::Send { to: pid.clone() },
+                    Some(Term::tuple(vec![tag.clone(), reply])),
+                );
+            } else {
+                let from = crate::GenFrom {
+                    pid: pid.clone(),
+                    tag: tag.clone(),
+                };
                 crate::gen::reply_from(inner, &from, reply);
             }
             Ok(())
