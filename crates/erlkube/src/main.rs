@@ -32,6 +32,9 @@ enum Command {
     Ping(cmd::ping::PingArgs),
     /// `rpc:call` a function on a node: prints the result in Erlang syntax.
     Rpc(cmd::rpc::RpcArgs),
+    /// Phoenix.PubSub from the command line: subscribe to or broadcast on a topic.
+    #[command(subcommand)]
+    Pubsub(cmd::pubsub::PubSubCommand),
     /// A remote shell (erl/iex -remsh) on a node reached at --via HOST:PORT.
     Remsh(cmd::remsh::RemshArgs),
     /// The port mapper (OTP `epmd` compatible flags: `erlkube epmd -help`).
@@ -74,6 +77,7 @@ fn main() -> ExitCode {
         Command::Ping(a) => cmd::ping::main(a),
         Command::Rpc(a) => cmd::rpc::main(a),
         Command::Remsh(a) => cmd::remsh::main(a),
+        Command::Pubsub(c) => cmd::pubsub::main(c),
         Command::Formation(a) => cmd::formation::main(a),
         Command::Agent(a) => cmd::agent::main(a),
         Command::Nodename(a) => cmd::nodename::main(a),

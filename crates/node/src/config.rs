@@ -72,6 +72,10 @@ pub struct NodeConfig {
     /// Bytes encoded but not yet written on a connection before senders
     /// wait (backpressure).
     pub write_high_water: usize,
+    /// The `pg` scopes the node runs from the start (OTP's default scope is
+    /// `pg`; Phoenix.PubSub's is `Elixir.Phoenix.PubSub`, started on demand
+    /// by the PubSub API).
+    pub pg_scopes: Vec<String>,
 }
 
 impl NodeConfig {
@@ -98,6 +102,7 @@ impl NodeConfig {
             limits: Limits::default(),
             outbound_queue: 1024,
             write_high_water: 1 << 20,
+            pg_scopes: vec!["pg".to_owned()],
         }
     }
 

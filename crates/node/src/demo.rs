@@ -1,5 +1,7 @@
 //! The demo services of `erlkube node`: `demo:echo/1`, `demo:add/2` over
-//! RPC and a registered gen_server `echo_server` answering `{echo, Req}`.
+//! RPC and a registered gen_server `echo_server` answering `{echo, Req}`;
+//! [`announce`] puts the `echo` process in the pg group `erlkube_demo`
+//! (scope `pg`) and under the global name `erlkube_demo_echo`.
 
 use erlkube_etf::Term;
 
@@ -17,6 +19,34 @@ pub fn install(node: &Node) -> Result<(), &'static str> {
     )
     .ok_or("echo_server is already registered")?;
     Ok(())
+}
+
+/// The pg group and global name of the demo's `echo` process.
+pub const DEMO_GROUP: &str = "erlkube_demo";
+/// See [`DEMO_GROUP`].
+pub const DEMO_GLOBAL_NAME: &str = "erlkube_demo_echo";
+
+/// `echo` joins pg group `erlkube_demo` in scope `pg` (when the node runs
+/// that scope) and registers the global name `erlkube_demo_echo` (when
+/// the name is free). A conflict found later, when partitions meet, is
+/// resolved with `random_notify_name`: the loser is told, never killed.
+/// What could not be done is logged, not fatal.
+pub async fn announce(node: &Node, echo: &erlkube_etf::Pid) {
+    match node.pg_join("pg", Term::atom(DEMO_GROUP), std::slice::from_ref(echo)) {
+        Ok(()) => tracing::info!(group = DEMO_GROUP, "echo joined pg group"),
+        Err(e) => tracing::warn!(error = %e, "echo did not join the demo pg group"),
+    }
+    match node
+        .global_register_with(
+            Term::atom(DEMO_GLOBAL_NAME),
+            echo,
+            crate::ResolveMethod::NotifyLoser,
+        )
+        .await
+    {
+        Ok(()) => tracing::info!(name = DEMO_GLOBAL_NAME, "echo registered globally"),
+        Err(e) => tracing::warn!(error = %e, "echo not registered globally"),
+    }
 }
 
 /// `A + B` for integers and floats; `error:badarith` otherwise, like the BEAM.

@@ -39,6 +39,8 @@ mod gen;
 mod global;
 mod mailbox;
 mod net_kernel;
+mod pg;
+mod pubsub;
 mod rpc;
 mod server;
 mod signals;
@@ -47,6 +49,9 @@ mod signals;
 mod sans_io_tests;
 
 pub use gen::{CallError, CallTarget, GenFrom, GenMessage};
+pub use global::{GlobalError, ResolveMethod};
+pub use pg::PgError;
+pub use pubsub::{PubSubError, Subscription, PUBSUB_SCOPE};
 pub use rpc::{ExceptionClass, RpcError};
 
 use std::collections::{HashMap, HashSet};
@@ -329,6 +334,10 @@ pub(crate) struct Inner {
     pub next_conn: AtomicU64,
     pub shutdown: watch::Sender<bool>,
     pub global: Mutex<global::GlobalState>,
+    /// The pg scopes this node runs.
+    pub pg: std::sync::RwLock<HashMap<Atom, Arc<pg::Scope>>>,
+    /// The Phoenix.PubSub servers this node takes part in.
+    pub pubsub: Mutex<HashMap<String, Arc<pubsub::Server>>>,
     pub gen_calls: std::sync::RwLock<HashMap<u32, gen::InlineCall>>,
     pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::Registered>>,
     /// What dispatch hands messages to besides mailboxes.
@@ -453,7 +462,13 @@ impl Node {
         } else {
             (None, random_u32().max(4))
         };
+        let scopes = config.pg_scopes.clone();
         let inner = Inner::new(&name, config, creation, port, registration);
+        for scope in &scopes {
+            if let Err(e) = pg::start_scope(&inner, scope) {
+                tracing::warn!(error = %e, "pg scope not started");
+            }
+        }
         let shutdown = inner.shutdown.clone();
         tracing::info!(node = %name, port, creation, "node started");
         tokio::spawn(accept::accept_loop(
@@ -476,6 +491,7 @@ impl Node {
                 .unwrap_or_default();
             Ok(Term::List(names.iter().map(|n| Term::atom(n)).collect()))
         });
+        global::start(&node);
         Ok(node)
     }
 
@@ -785,6 +801,8 @@ impl Inner {
             shutdown: watch::channel(false).0,
             fns: Default::default(),
             global: Default::default(),
+            pg: Default::default(),
+            pubsub: Default::default(),
             gen_calls: Default::default(),
             services: builtin_services(),
             _registration: Mutex::new(registration),

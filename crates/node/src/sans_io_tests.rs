@@ -530,3 +530,222 @@ fn erpc_calls_of_registered_functions_reply_with_spawn_reply_and_monitor_exit() 
         other => panic!("not a MONITOR_P_EXIT: {other:?}"),
     }
 }
+
+impl Pair {
+    /// The peer's `caller` makes a `$gen_call` to `global_name_server`;
+    /// returns the reply term, if one came back on the connection.
+    fn global_call(&mut self, caller: &Pid, n: u32, req: Term) -> Option<Term> {
+        let tag = Term::from(remote_ref(n));
+        let call = Term::tuple(vec![
+            Term::atom("$gen_call"),
+            Term::tuple(vec![Term::Pid(caller.clone()), tag.clone()]),
+            req,
+        ]);
+        let out = self.peer_sends(
+            C::RegSend {
+                from: caller.clone(),
+                to_name: Atom::new("global_name_server"),
+            },
+            Some(call),
+        );
+        out.into_iter().find_map(|m| match (m.control, m.payload) {
+            (C::Send { to }, Some(p)) if to == *caller => match p.as_tuple() {
+                Some([t, reply]) if *t == tag => Some(reply.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
+    fn global_cast(&mut self, req: Term) {
+        let out = self.peer_sends(
+            C::RegSend {
+                from: remote(1),
+                to_name: Atom::new("global_name_server"),
+            },
+            Some(Term::tuple(vec![Term::atom("$gen_cast"), req])),
+        );
+        assert!(
+            out.is_empty(),
+            "casts are answered with casts, not on the call path"
+        );
+    }
+}
+
+fn lock_id(resource: &str, requester: &Pid) -> Term {
+    Term::tuple(vec![Term::atom(resource), Term::Pid(requester.clone())])
+}
+
+fn req(op: &str, args: Vec<Term>) -> Term {
+    let mut v = vec![Term::atom(op)];
+    v.extend(args);
+    Term::tuple(v)
+}
+
+/// `global`'s locks as `global_name_server` grants them: one requester
+/// per resource, shared by its pids, released by `del_lock`.
+#[test]
+fn global_locks_admit_one_requester_at_a_time() {
+    let mut pair = pair();
+    let (a, b) = (remote(50), remote(51));
+    let t = Term::atom("true");
+    assert_eq!(
+        pair.global_call(&a, 1, req("set_lock", vec![lock_id("res", &a)])),
+        Some(t.clone())
+    );
+    // the same lock id from another pid joins it; another id is refused
+    assert_eq!(
+        pair.global_call(&b, 2, req("set_lock", vec![lock_id("res", &a)])),
+        Some(t.clone())
+    );
+    assert_eq!(
+        pair.global_call(&b, 3, req("set_lock", vec![lock_id("res", &b)])),
+        Some(Term::atom("false"))
+    );
+    pair.global_call(&a, 4, req("del_lock", vec![lock_id("res", &a)]));
+    assert_eq!(
+        pair.global_call(&b, 5, req("set_lock", vec![lock_id("res", &b)])),
+        Some(Term::atom("false")),
+        "b still holds the lock under a's id"
+    );
+    pair.global_call(&b, 6, req("del_lock", vec![lock_id("res", &a)]));
+    assert_eq!(
+        pair.global_call(&b, 7, req("set_lock", vec![lock_id("res", &b)])),
+        Some(t)
+    );
+}
+
+/// A register is kept only from a caller holding the `global` lock here
+/// (OTP's `lock_still_set/3`); unregister removes it.
+#[test]
+fn global_register_needs_the_global_lock() {
+    let mut pair = pair();
+    let node = pair.node();
+    let (registrar, target) = (remote(60), remote(61));
+    let method = Term::atom("m");
+    let register = req(
+        "register",
+        vec![Term::atom("n"), Term::Pid(target.clone()), method.clone()],
+    );
+    assert_eq!(
+        pair.global_call(&registrar, 1, register.clone()),
+        Some(Term::atom("yes"))
+    );
+    assert_eq!(
+        node.global_whereis(&Term::atom("n")),
+        None,
+        "no lock, no name"
+    );
+    assert_eq!(
+        pair.global_call(
+            &registrar,
+            2,
+            req("set_lock", vec![lock_id("global", &registrar)])
+        ),
+        Some(Term::atom("true"))
+    );
+    pair.global_call(&registrar, 3, register);
+    assert_eq!(node.global_whereis(&Term::atom("n")), Some(target));
+    assert_eq!(
+        pair.global_call(&registrar, 4, req("unregister", vec![Term::atom("n")])),
+        Some(Term::atom("ok"))
+    );
+    assert_eq!(node.global_whereis(&Term::atom("n")), None);
+}
+
+/// The connect protocol merges names: the peer's names we lack are
+/// inserted on its `exchange`, its `resolved` and `new_nodes` operations
+/// applied; a cast with a stale tag is ignored.
+#[test]
+fn global_exchange_and_resolved_merge_names() {
+    let mut pair = pair();
+    let node = pair.node();
+    let his_tag = Term::from(1234i64);
+    pair.global_cast(req(
+        "init_connect",
+        vec![
+            Term::tuple(vec![Term::from(8i64), his_tag]),
+            Term::atom(PEER),
+            Term::tuple(vec![
+                Term::atom("locker"),
+                Term::atom("x"),
+                Term::nil(),
+                Term::Pid(remote(2)),
+            ]),
+        ],
+    ));
+    let my_tag = pair
+        .inner
+        .global
+        .lock()
+        .unwrap()
+        .peer_tags(PEER)
+        .expect("tags kept")
+        .0;
+    let entry = |name: &str, pid: &Pid| {
+        Term::tuple(vec![
+            Term::atom(name),
+            Term::Pid(pid.clone()),
+            Term::atom("m"),
+        ])
+    };
+    // a stale tag changes nothing
+    pair.global_cast(req(
+        "exchange",
+        vec![
+            Term::atom(PEER),
+            Term::list(vec![entry("stale", &remote(70))]),
+            Term::nil(),
+            Term::from(1i64),
+        ],
+    ));
+    assert_eq!(node.global_whereis(&Term::atom("stale")), None);
+    pair.global_cast(req(
+        "exchange",
+        vec![
+            Term::atom(PEER),
+            Term::list(vec![entry("theirs", &remote(71))]),
+            Term::nil(),
+            my_tag.clone(),
+        ],
+    ));
+    assert_eq!(node.global_whereis(&Term::atom("theirs")), Some(remote(71)));
+    let insert = Term::tuple(vec![
+        Term::atom("insert"),
+        entry("resolved_in", &remote(72)),
+    ]);
+    let delete = Term::tuple(vec![Term::atom("delete"), Term::atom("theirs")]);
+    pair.global_cast(req(
+        "resolved",
+        vec![
+            Term::atom(PEER),
+            Term::list(vec![insert, delete]),
+            Term::nil(),
+            Term::atom("unused"),
+            Term::nil(),
+            my_tag,
+        ],
+    ));
+    assert_eq!(
+        node.global_whereis(&Term::atom("resolved_in")),
+        Some(remote(72))
+    );
+    assert_eq!(node.global_whereis(&Term::atom("theirs")), None);
+}
+
+/// A malformed global call gets no answer (the connection is closed,
+/// logged) and changes nothing.
+#[test]
+fn a_malformed_global_call_is_not_answered() {
+    let mut pair = pair();
+    let a = remote(80);
+    assert_eq!(
+        pair.global_call(&a, 1, req("set_lock", vec![Term::atom("not_an_id")])),
+        None
+    );
+    assert_eq!(
+        pair.global_call(&a, 2, req("register", vec![Term::atom("n")])),
+        None
+    );
+    assert!(pair.node().global_names().is_empty());
+}

@@ -441,6 +441,70 @@ impl Inner {
         self.route(out);
     }
 
+    /// `erlang:monitor(process, Target)` held by local process `watcher`
+    /// (a service's process monitoring from its own task).
+    pub(crate) fn monitor_as(
+        self: &Arc<Self>,
+        watcher: &Pid,
+        target: Term,
+        node: String,
+    ) -> Reference {
+        let r = self.make_ref();
+        self.procs
+            .lock()
+            .expect("procs")
+            .state
+            .entry(watcher.id)
+            .or_default()
+            .monitors
+            .insert(r.ids.clone(), (target.clone(), node.clone()));
+        let sig = ControlMessage::MonitorP {
+            from: watcher.clone(),
+            to: target.clone(),
+            reference: r.clone(),
+        };
+        if node == self.name.as_str() {
+            let a = self.handle_signal(sig, None);
+            self.route(a);
+        } else if !self.is_connected(&node) {
+            let a = self.monitor_fired(
+                target,
+                watcher.clone(),
+                r.clone(),
+                Term::atom("noconnection"),
+                Some(&node),
+            );
+            self.route(a);
+        } else {
+            self.send_signal_msg(&node, sig, None);
+        }
+        r
+    }
+
+    /// `erlang:demonitor(Ref)` for a monitor local process `watcher` holds.
+    pub(crate) fn demonitor_as(self: &Arc<Self>, watcher: &Pid, r: &Reference) {
+        let held = self
+            .procs
+            .lock()
+            .expect("procs")
+            .state
+            .get_mut(&watcher.id)
+            .and_then(|s| s.monitors.remove(&r.ids));
+        if let Some((target, node)) = held {
+            let sig = ControlMessage::DemonitorP {
+                from: watcher.clone(),
+                to: target,
+                reference: r.clone(),
+            };
+            if node == self.name.as_str() {
+                let a = self.handle_signal(sig, None);
+                self.route(a);
+            } else {
+                self.send_signal_msg(&node, sig, None);
+            }
+        }
+    }
+
     pub(crate) fn is_connected(&self, node: &str) -> bool {
         self.conns.lock().expect("conns").up.contains_key(node)
     }
@@ -530,37 +594,7 @@ impl crate::Process {
                 ids: vec![0, 0, 0],
             };
         };
-        let r = inner.make_ref();
-        inner
-            .procs
-            .lock()
-            .expect("procs")
-            .state
-            .entry(self.pid.id)
-            .or_default()
-            .monitors
-            .insert(r.ids.clone(), (target.clone(), node.clone()));
-        let sig = ControlMessage::MonitorP {
-            from: self.pid.clone(),
-            to: target.clone(),
-            reference: r.clone(),
-        };
-        if node == inner.name.as_str() {
-            let a = inner.handle_signal(sig, None);
-            inner.route(a);
-        } else if !inner.is_connected(&node) {
-            let a = inner.monitor_fired(
-                target,
-                self.pid.clone(),
-                r.clone(),
-                Term::atom("noconnection"),
-                Some(&node),
-            );
-            inner.route(a);
-        } else {
-            inner.send_signal_msg(&node, sig, None);
-        }
-        r
+        inner.monitor_as(&self.pid, target, node)
     }
 
     /// `erlang:demonitor(Ref)`.

@@ -10,6 +10,7 @@ pub mod node;
 pub mod node_discovery;
 pub mod nodename;
 pub mod ping;
+pub mod pubsub;
 pub mod remsh;
 pub mod rpc;
 pub mod term;

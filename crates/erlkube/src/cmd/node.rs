@@ -3,7 +3,9 @@
 //! The node has a registered process `echo` that sends `Msg` back to `Pid`
 //! for every `{Pid, Msg}` it receives, the demo services `demo:echo/1`,
 //! `demo:add/2` (RPC) and `echo_server` (a gen_server replying
-//! `{echo, Request}`), and logs nodeup/nodedown.
+//! `{echo, Request}`), and logs nodeup/nodedown. `echo` is also in the pg
+//! group `erlkube_demo` (scope `pg`) and holds the global name
+//! `erlkube_demo_echo` when it is free.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -179,6 +181,7 @@ async fn run(args: NodeArgs, prepared: Prepared) -> anyhow::Result<()> {
         Err(e) => return Err(e).context("starting the node"),
     };
     let mut echo = node.spawn_registered("echo").context("registering echo")?;
+    let echo_pid = echo.pid().clone();
     let echo_node = node.clone();
     tokio::spawn(async move {
         while let Some(m) = echo.recv().await {
@@ -198,6 +201,7 @@ async fn run(args: NodeArgs, prepared: Prepared) -> anyhow::Result<()> {
     erlkube_node::demo::install(&node)
         .map_err(anyhow::Error::msg)
         .context("demo services")?;
+    erlkube_node::demo::announce(&node, &echo_pid).await;
 
     let mut events = node.subscribe();
     tokio::spawn(async move {
