@@ -72,6 +72,9 @@ pub struct NodeConfig {
     /// Bytes encoded but not yet written on a connection before senders
     /// wait (backpressure).
     pub write_high_water: usize,
+    /// TLS distribution (OTP's `-proto_dist inet_tls`): every connection,
+    /// both directions, runs inside TLS. `None`: plain TCP.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl NodeConfig {
@@ -98,6 +101,7 @@ impl NodeConfig {
             limits: Limits::default(),
             outbound_queue: 1024,
             write_high_water: 1 << 20,
+            tls: None,
         }
     }
 
