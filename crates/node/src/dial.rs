@@ -189,7 +189,10 @@ async fn dial(
                 reason: refusal.to_string(),
             });
         }
-        Err(_) => return Err(ConnectError::Timeout(node.to_owned())),
+        Err(_) => {
+            tracing::warn!(peer = %node, reason = "tls_timeout", "TLS connection failed: no TLS handshake within the setup time");
+            return Err(ConnectError::Timeout(node.to_owned()));
+        }
     };
     let (s, est) = dial_handshake(inner, node, stream).await?;
     Ok((Transport::Stream(Box::new(s)), est))

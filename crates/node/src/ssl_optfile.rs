@@ -241,6 +241,7 @@ fn parse_side(path: &Path, side: &'static str, opts: &Term) -> Result<TlsOptions
         return Err(shape(format!("expected a list of options, got {opts}")));
     };
     let mut o = TlsOptions::default();
+    let mut renegotiate = false;
     for opt in list {
         let (name, value) = match opt.as_tuple() {
             Some([Term::Atom(a), v]) => (a.as_str(), v),
@@ -291,7 +292,11 @@ fn parse_side(path: &Path, side: &'static str, opts: &Term) -> Result<TlsOptions
                     ),
                 }
             }
-            "secure_renegotiate" | "reuse_sessions" | "honor_cipher_order" => {
+            "secure_renegotiate" => {
+                value.as_bool().ok_or_else(|| bad("true or false"))?;
+                renegotiate = true;
+            }
+            "reuse_sessions" | "honor_cipher_order" => {
                 value.as_bool().ok_or_else(|| bad("true or false"))?;
             }
             "hibernate_after" => {
@@ -310,6 +315,13 @@ fn parse_side(path: &Path, side: &'static str, opts: &Term) -> Result<TlsOptions
                 })
             }
         }
+    }
+    if renegotiate && !o.versions.contains(&TlsVersion::Tls12) {
+        // OTP refuses the file then too ({options, incompatible, ...}).
+        return Err(shape(
+            "secure_renegotiate is a TLS 1.2 option and versions has no 'tlsv1.2'              (OTP refuses this combination too): remove secure_renegotiate or add 'tlsv1.2'"
+                .into(),
+        ));
     }
     Ok(o)
 }
@@ -390,6 +402,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("tlsv1.1 is not supported"), "{e}");
+        let e = parse(r#"[{client, [{versions, ['tlsv1.3']}, {secure_renegotiate, true}]}]."#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secure_renegotiate is a TLS 1.2 option"), "{e}");
         let e = parse(r#"{server, []}."#).unwrap_err().to_string();
         assert!(e.contains("expected a list"), "{e}");
     }

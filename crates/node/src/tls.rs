@@ -544,15 +544,15 @@ fn client_config(
             what: "versions".into(),
             source,
         })?;
-    let builder = match (o.verify, &o.server_name) {
-        (Verify::Peer, ssl_optfile::ServerName::Disable) => builder
+    let builder = match o.verify {
+        Verify::Peer => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly {
+            .with_custom_certificate_verifier(Arc::new(ServerVerifier {
                 roots: Arc::new(roots("client", o, get)?),
                 provider: provider(),
+                check_name: !matches!(o.server_name, ssl_optfile::ServerName::Disable),
             })),
-        (Verify::Peer, _) => builder.with_root_certificates(roots("client", o, get)?),
-        (Verify::None, _) => builder
+        Verify::None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyServer(provider()))),
     };
@@ -572,6 +572,24 @@ fn client_config(
     Ok(c)
 }
 
+/// The dNSName entries of a certificate's subjectAltName.
+fn dns_sans(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, c)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = c.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some((*d).to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// When a certificate expires.
 fn expiry(cert: &CertificateDer<'_>) -> Option<SystemTime> {
     let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
@@ -579,20 +597,25 @@ fn expiry(cert: &CertificateDer<'_>) -> Option<SystemTime> {
     SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(u64::try_from(secs).ok()?))
 }
 
-/// `{server_name_indication, disable}` with `verify_peer`: the chain is
-/// checked against the CA bundle, the name is not (as OTP does then).
+/// `verify_peer` on the client side: the chain against the CA bundle,
+/// then (unless `{server_name_indication, disable}`) the name. A node
+/// named by an IP address matches an IP SAN, or, as OTP's check does
+/// (`inet_tls_dist` passes the host text as the SNI name and OTP matches
+/// it against dNSName entries only), a DNS SAN holding the address as
+/// text, so one certificate serves BEAM and Rust peers.
 #[derive(Debug)]
-struct ChainOnly {
+struct ServerVerifier {
     roots: Arc<RootCertStore>,
     provider: Arc<rustls::crypto::CryptoProvider>,
+    check_name: bool,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
+        server_name: &ServerName<'_>,
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
@@ -604,6 +627,20 @@ impl ServerCertVerifier for ChainOnly {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
+        if self.check_name {
+            if let Err(e) = rustls::client::verify_server_name(&cert, server_name) {
+                let ServerName::IpAddress(ip) = server_name else {
+                    return Err(e);
+                };
+                let text = std::net::IpAddr::from(*ip).to_string();
+                if !dns_sans(end_entity)
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&text))
+                {
+                    return Err(e);
+                }
+            }
+        }
         Ok(ServerCertVerified::assertion())
     }
 

@@ -37,6 +37,7 @@ mod epmd;
 mod node;
 pub mod otp27;
 mod port;
+pub mod tls;
 mod wait;
 
 pub use child::ChildGuard;
