@@ -9,6 +9,7 @@
 //! Certificates are made in the test (rcgen, `erlkube_testkit::tls`).
 //! Loopback only; every child is killed on drop.
 
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -471,4 +472,279 @@ fn agent_over_tls_exports_certificate_expiry() {
     let (_, body) = http_get(http, "/metrics").unwrap();
     let got = expiry(&body);
     assert!((got - until(2041)).abs() < 600, "{got} vs {}", until(2041));
+}
+
+/// `erlkube manifests --tls cert-manager` for a StatefulSet of `replicas`.
+fn tls_manifests(replicas: &str) -> String {
+    let out = common::run_clean(
+        &[
+            "manifests",
+            "--app",
+            "myapp",
+            "--image",
+            "registry.example/myapp:1.2.0",
+            "--agent-image",
+            "registry.example/erlkube:0.1.0",
+            "--namespace",
+            "prod",
+            "--workload",
+            "statefulset",
+            "--replicas",
+            replicas,
+            "--tls",
+            "cert-manager",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    common::text(&out.stdout)
+}
+
+fn yaml_documents(yaml: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).expect("a YAML document"))
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect()
+}
+
+/// Validates every cert-manager object of `yaml` against cert-manager's
+/// published CRD schemas (tests/data/cert-manager, offline) with Python's
+/// jsonschema, plus a strict pass that refuses fields the schema does not
+/// declare (the API server would silently drop them). Returns how many
+/// objects were checked, or the validator's complaint.
+fn validate_cert_manager(yaml: &str) -> Result<usize, String> {
+    const SCRIPT: &str = r#"
+import sys, yaml, jsonschema
+schemas = {}
+for path in sys.argv[1:]:
+    for d in yaml.safe_load_all(open(path)):
+        if d and d.get('kind') == 'CustomResourceDefinition':
+            for v in d['spec']['versions']:
+                key = (d['spec']['group'] + '/' + v['name'], d['spec']['names']['kind'])
+                schemas[key] = v['schema']['openAPIV3Schema']
+def strict(o, s, path):
+    if isinstance(o, dict):
+        props = s.get('properties')
+        if props is not None and not s.get('x-kubernetes-preserve-unknown-fields'):
+            for k, v in o.items():
+                if k not in props:
+                    sys.exit('unknown field %s.%s' % (path, k))
+                strict(v, props[k], path + '.' + k)
+        elif isinstance(s.get('additionalProperties'), dict):
+            for k, v in o.items():
+                strict(v, s['additionalProperties'], path + '.' + k)
+    elif isinstance(o, list) and isinstance(s.get('items'), dict):
+        for i, v in enumerate(o):
+            strict(v, s['items'], '%s[%d]' % (path, i))
+n = 0
+for o in yaml.safe_load_all(sys.stdin):
+    if not o or not o['apiVersion'].startswith('cert-manager.io/'):
+        continue
+    key = (o['apiVersion'], o['kind'])
+    if key not in schemas:
+        sys.exit('no published schema for %s %s' % key)
+    try:
+        jsonschema.validate(o, schemas[key])
+    except jsonschema.ValidationError as e:
+        sys.exit('%s %s: %s' % (o['kind'], o['metadata']['name'], e.message))
+    strict(o, schemas[key], o['kind'])
+    n += 1
+print(n)
+"#;
+    use std::io::Write;
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/cert-manager");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(data.join("cert-manager.io_certificates.yaml"))
+        .arg(data.join("cert-manager.io_issuers.yaml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 with PyYAML and jsonschema (installed with kubernetes-validate)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(common::text(&out.stdout).trim().parse().unwrap())
+    } else {
+        Err(common::text(&out.stderr))
+    }
+}
+
+#[test]
+fn cert_manager_manifests_validate_and_wire_the_secret_into_both_containers() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    let yaml = tls_manifests("3");
+    // Issuer (self-signed), Certificate (CA), Issuer (CA), Certificate (nodes).
+    assert_eq!(validate_cert_manager(&yaml), Ok(4));
+    // The validator fails on what the schema refuses: a misspelled field,
+    // a wrong type.
+    let typo = yaml.replacen("  isCA: true", "  isCa: true", 1);
+    assert!(validate_cert_manager(&typo)
+        .unwrap_err()
+        .contains("unknown field Certificate.spec.isCa"));
+    let wrong = yaml.replacen("  isCA: true", "  isCA: \"yes\"", 1);
+    assert!(validate_cert_manager(&wrong).is_err());
+
+    let docs = yaml_documents(&yaml);
+    let by_kind = |kind: &str| -> Vec<&serde_json::Value> {
+        docs.iter().filter(|d| d["kind"] == kind).collect()
+    };
+    let sts: StatefulSet = erlkube_testkit::docs::round_trip(by_kind("StatefulSet")[0]);
+    let cm: ConfigMap = erlkube_testkit::docs::round_trip(by_kind("ConfigMap")[0]);
+    let _svc: Service = erlkube_testkit::docs::round_trip(by_kind("Service")[0]);
+    let node_cert = by_kind("Certificate")
+        .into_iter()
+        .find(|c| c["spec"]["isCA"].is_null())
+        .expect("the nodes' certificate");
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    // The Secret cert-manager writes is the one mounted.
+    let volumes = pod.volumes.unwrap();
+    let secret = volumes
+        .iter()
+        .find_map(|v| v.secret.as_ref())
+        .and_then(|s| s.secret_name.clone())
+        .unwrap();
+    assert_eq!(node_cert["spec"]["secretName"], secret.as_str());
+    let cm_name = volumes
+        .iter()
+        .find_map(|v| v.config_map.as_ref())
+        .map(|c| c.name.clone())
+        .unwrap();
+    assert_eq!(cm.metadata.name.as_deref(), Some(cm_name.as_str()));
+    // Both containers mount both; the optfile they are told to read is
+    // the ConfigMap's key at its mount path, and names the Secret's files.
+    let optfile_text = &cm.data.as_ref().unwrap()["ssl_dist.conf"];
+    for c in &pod.containers {
+        let mounts = c.volume_mounts.as_ref().expect("mounts");
+        let at = |name: &str| {
+            mounts
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| {
+                    assert!(m.sub_path.is_none(), "a subPath mount is never updated");
+                    m.mount_path.clone()
+                })
+                .unwrap_or_else(|| panic!("{} mounts no {name}", c.name))
+        };
+        let optfile = format!("{}/ssl_dist.conf", at("ssl-dist"));
+        let tls_dir = at("dist-tls");
+        for f in ["tls.crt", "tls.key", "ca.crt"] {
+            assert!(
+                optfile_text.contains(&format!("\"{tls_dir}/{f}\"")),
+                "{optfile_text}"
+            );
+        }
+        let env: BTreeMap<String, String> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect();
+        if c.name == "erlkube-agent" {
+            assert_eq!(env["ERLKUBE_AGENT_PROTO_DIST"], "inet_tls");
+            assert_eq!(env["ERLKUBE_AGENT_SSL_DIST_OPTFILE"], optfile);
+        } else {
+            // ERL_FLAGS reaches every erl the container starts: the release
+            // and `bin/myapp remote`.
+            assert_eq!(
+                env["ERL_FLAGS"],
+                format!("-proto_dist inet_tls -ssl_dist_optfile {optfile}")
+            );
+        }
+    }
+    // The certificate names each pod's node host (RELEASE_NODE expanded
+    // for pod myapp-N in namespace prod).
+    let names: Vec<&str> = node_cert["spec"]["dnsNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for n in 0..3 {
+        let host = format!("myapp-{n}.myapp-headless.prod.svc.cluster.local");
+        assert!(names.contains(&host.as_str()), "{names:?}");
+    }
+    // The CA lasts longer than the nodes' certificate is renewed within.
+    let ca = by_kind("Certificate")
+        .into_iter()
+        .find(|c| c["spec"]["isCA"] == true)
+        .unwrap();
+    assert_eq!(ca["spec"]["duration"], "87600h");
+    // The optfile is erlkube's to read too (and OTP's, next test).
+    let dir = TlsDir::new(None, "tls_manifest_optfile");
+    let f = dir.write("ssl_dist.conf", optfile_text);
+    let parsed = erlkube_node::ssl_optfile::OptFile::read(&f).unwrap();
+    assert!(parsed.server.unwrap().fail_if_no_peer_cert);
+}
+
+#[test]
+fn cert_manager_optfile_connects_otp_and_erlkube() {
+    // The generated file, with the Secret's files as cert-manager writes
+    // them (tls.crt, tls.key, ca.crt) in a test directory.
+    let yaml = tls_manifests("1");
+    let cm = yaml_documents(&yaml)
+        .into_iter()
+        .find(|d| d["kind"] == "ConfigMap")
+        .unwrap();
+    let text = cm["data"]["ssl_dist.conf"].as_str().unwrap().to_owned();
+    let ca = Ca::new("cluster CA");
+    let dir = TlsDir::new(None, "tls_manifest_live");
+    let leaf = ca.issue(HOSTS);
+    dir.write("tls.crt", &leaf.cert_pem);
+    dir.write("tls.key", &leaf.key_pem);
+    dir.write("ca.crt", ca.pem());
+    let conf = dir.write(
+        "ssl_dist.conf",
+        &text.replace("/etc/erlkube/tls", dir.path().to_str().unwrap()),
+    );
+    let epmd = OtpEpmd::start().unwrap();
+    let node = TlsNode::start(&epmd, &conf);
+    let b = beam(&epmd, Some(&conf), "cmbeam");
+    assert_eq!(ping(&b, &node.name), "pong", "{}", node.log());
+    let (code, out, err) = common::outcome(
+        Command::new(ERLKUBE)
+            .args([
+                "ping",
+                b.node_name(),
+                "--proto-dist",
+                "inet_tls",
+                "--ssl-dist-optfile",
+            ])
+            .arg(&conf)
+            .env("RELEASE_COOKIE", COOKIE)
+            .env("ERL_EPMD_PORT", epmd.port().to_string())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!((code, out.as_str()), (0, "pong"), "{err}");
+}
+
+#[test]
+fn tls_manifests_need_a_statefulset() {
+    let out = common::run_clean(
+        &[
+            "manifests",
+            "--app",
+            "myapp",
+            "--image",
+            "i:1",
+            "--agent-image",
+            "a:1",
+            "--tls",
+            "cert-manager",
+        ],
+        &[],
+    );
+    let (code, _, err) = common::outcome(out);
+    assert_eq!(code, 2);
+    assert!(err.contains("--tls: needs --workload statefulset"), "{err}");
 }
