@@ -46,6 +46,9 @@ impl std::fmt::Debug for TlsConfig {
     }
 }
 
+/// The server and client configurations in use.
+type Configs = (Option<Arc<ServerConfig>>, Option<Arc<ClientConfig>>);
+
 /// The rustls configurations made from one set of file contents.
 struct Loaded {
     /// Every file read, with the bytes it held.
@@ -200,7 +203,7 @@ impl TlsConfig {
 
     /// The configurations for the files as they are now: rebuilt when a
     /// file changed; on a failed rebuild the previous ones, with a warning.
-    fn current(&self) -> Result<(Option<Arc<ServerConfig>>, Option<Arc<ClientConfig>>), TlsError> {
+    fn current(&self) -> Result<Configs, TlsError> {
         let files = self.read_files();
         let mut guard = self.loaded.lock().expect("tls");
         let files = match (files, guard.as_ref()) {

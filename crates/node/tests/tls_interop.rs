@@ -210,7 +210,7 @@ async fn exercise(rust: &Node, b: &Arc<ErlNode>) {
     watcher.link(&pid);
     let mut watcher = watcher;
     // The link is set up before the stop is sent (the BEAM sees it).
-    let linked = format!("{{links, L}} = process_info(whereis(linked), links), length(L)");
+    let linked = "{links, L} = process_info(whereis(linked), links), length(L)".to_owned();
     for _ in 0..100 {
         if eval(b, linked.clone()).await == "1" {
             break;
