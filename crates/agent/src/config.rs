@@ -82,6 +82,16 @@ pub const AGENT_KEYS: &[AgentKey] = &[
         doc: "the node's net_ticktime (the agent's connection must tick as often as the node expects)",
     },
     AgentKey {
+        name: "agent.proto_dist",
+        default: Some("inet_tcp"),
+        doc: "the distribution carrier, as the node's -proto_dist: inet_tcp, or inet_tls (TLS, with agent.ssl_dist_optfile)",
+    },
+    AgentKey {
+        name: "agent.ssl_dist_optfile",
+        default: None,
+        doc: "with proto_dist inet_tls: OTP's ssl_dist_optfile (the node's own -ssl_dist_optfile file; its client side is used)",
+    },
+    AgentKey {
         name: "agent.disconnect_on_shutdown",
         default: None,
         doc: "older key: a drain (SIGTERM, GET /drain) now always ends by disconnecting the node; true is accepted, false is an error",
@@ -173,6 +183,8 @@ pub struct AgentConfig {
     pub net_ticktime: Duration,
     /// `[mnesia]`: RAM tables kept replicated on every member (`None`: off).
     pub mnesia: Option<crate::mnesia::MnesiaConfig>,
+    /// TLS distribution (`agent.proto_dist = "inet_tls"`), files loaded.
+    pub tls: Option<erlkube_node::TlsConfig>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -455,6 +467,39 @@ pub fn resolve_agent(
     let nodes_poll_interval = duration(&entries, "agent.nodes_poll_interval")?;
     let (mnesia, mnesia_entries) = crate::mnesia::config::resolve(split.mnesia, &env)?;
     entries.extend(mnesia_entries);
+    let optfile = get(&entries, "agent.ssl_dist_optfile");
+    let tls = match (get(&entries, "agent.proto_dist").as_deref(), optfile) {
+        (Some("inet_tcp") | None, None) => None,
+        (Some("inet_tcp") | None, Some(_)) => return Err(invalid(
+            "agent.ssl_dist_optfile",
+            "is only read with agent.proto_dist = \"inet_tls\"; set that too, or remove this key",
+        )),
+        (Some("inet_tls"), None) => {
+            return Err(invalid(
+                "agent.ssl_dist_optfile",
+                "agent.proto_dist = \"inet_tls\" needs the node's ssl_dist_optfile here",
+            ))
+        }
+        (Some("inet_tls"), Some(f)) => {
+            let t = erlkube_node::TlsConfig::from_optfile(std::path::Path::new(&f))
+                .map_err(|e| invalid("agent.ssl_dist_optfile", e.to_string()))?;
+            if t.client_options().is_none() {
+                return Err(invalid(
+                    "agent.ssl_dist_optfile",
+                    format!(
+                        "{f} has no {{client, [...]}} section: the agent dials its node with it"
+                    ),
+                ));
+            }
+            Some(t)
+        }
+        (Some(other), _) => {
+            return Err(invalid(
+                "agent.proto_dist",
+                format!("must be inet_tcp or inet_tls, got {other:?}"),
+            ))
+        }
+    };
     let cookie_entry = entries
         .iter_mut()
         .find(|e| e.key == "agent.cookie_file")
@@ -478,6 +523,7 @@ pub fn resolve_agent(
         nodes_poll_interval,
         net_ticktime,
         mnesia,
+        tls,
     })
 }
 

@@ -151,6 +151,7 @@ impl Agent {
         nc.listen = Listen::Ephemeral;
         nc.register_with_epmd = false;
         nc.net_ticktime = config.net_ticktime;
+        nc.tls = config.tls.clone();
         // The agent's node only dials out (to its own BEAM node): it
         // listens on loopback, so nothing off the pod can reach it.
         nc.listen_ip = if config
@@ -170,6 +171,7 @@ impl Agent {
             agent: local.name().to_owned(),
             quorum: config.quorum,
             mnesia: config.mnesia.as_ref().map(crate::mnesia::MnesiaStatus::new),
+            tls: config.tls.clone(),
             ..Status::default()
         }));
         let drain = DrainControl::new(status.clone(), config.drain_grace);

@@ -71,6 +71,9 @@ impl Drain {
 /// Everything the endpoints show.
 #[derive(Clone, Debug, Default)]
 pub struct Status {
+    /// TLS distribution settings, when the agent speaks TLS: `/metrics`
+    /// shows when the certificate (as its files are now) expires.
+    pub tls: Option<erlkube_node::TlsConfig>,
     /// The BEAM node driven.
     pub node: String,
     /// The agent's own node name.
@@ -255,6 +258,22 @@ impl Collector for Snapshot {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         let s = &self.0;
         let e = &mut e;
+        // Only with TLS; read from the files as they are now, so a renewed
+        // certificate shows at once.
+        if let Some(not_after) = s.tls.as_ref().and_then(|t| t.not_after()) {
+            let now = std::time::SystemTime::now();
+            let secs = match not_after.duration_since(now) {
+                Ok(d) => d.as_secs() as i64,
+                Err(past) => -(past.duration().as_secs() as i64),
+            };
+            let g = ConstGauge::new(secs);
+            g.encode(e.encode_descriptor(
+                "erlkube_agent_tls_certificate_expiry_seconds",
+                "Seconds until the TLS distribution certificate (ssl_dist_optfile) expires; negative once expired.",
+                None,
+                g.metric_type(),
+            )?)?;
+        }
         gauge(
             e,
             "erlkube_agent_beam_up",

@@ -1,15 +1,17 @@
-//! The listener: accepts TCP connections and runs the acceptor side of
+//! The listener: accepts TCP connections (and runs the server side of TLS
+//! first when the node speaks TLS distribution), then the acceptor side of
 //! the handshake, deciding each attempt against the connection table as
 //! net_kernel does (one connection per peer).
 
 use std::sync::{Arc, Weak};
 
 use erlkube_proto::dist::handshake::{simultaneous_status, Acceptor, Status};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::connection::start_connection;
+use crate::connection::{start_connection, Transport};
 use crate::handshake::{drive, now, HsFail};
 use crate::Inner;
 
@@ -39,8 +41,34 @@ pub(crate) async fn accept_loop(
     }
 }
 
-async fn accept_one(inner: Arc<Inner>, mut stream: TcpStream) {
+async fn accept_one(inner: Arc<Inner>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    let Some(tls) = inner.config.tls.clone() else {
+        return accept_handshake(inner, stream, Transport::Tcp).await;
+    };
+    // TLS before any distribution byte, within the setup time.
+    let r = tokio::time::timeout(inner.config.setup_timeout, tls.accept(stream)).await;
+    match r {
+        Ok(Ok(s)) => {
+            accept_handshake(inner, s, |s| Transport::Stream(Box::new(s))).await;
+        }
+        Ok(Err(refusal)) => tracing::warn!(
+            reason = refusal.reason(),
+            detail = refusal.detail(),
+            "TLS connection refused"
+        ),
+        Err(_) => tracing::warn!(
+            reason = "tls_timeout",
+            "TLS connection refused: no TLS handshake within the setup time"
+        ),
+    }
+}
+
+async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    inner: Arc<Inner>,
+    mut stream: S,
+    transport: impl FnOnce(S) -> Transport,
+) {
     let mut acc = Acceptor::new(crate::handshake::config(&inner), crate::random_u32(), now());
     let me = inner.name.as_str().to_owned();
     // The peer whose handshake this is, once its name is known and its
@@ -88,7 +116,7 @@ async fn accept_one(inner: Arc<Inner>, mut stream: TcpStream) {
                 old.tx.close();
                 old.kill.notify_one();
             }
-            start_connection(inner.clone(), stream, est);
+            start_connection(inner.clone(), transport(stream), est);
             end_accepting();
         }
         Err(e) => {

@@ -76,6 +76,9 @@ pub struct NodeConfig {
     /// `pg`; Phoenix.PubSub's is `Elixir.Phoenix.PubSub`, started on demand
     /// by the PubSub API).
     pub pg_scopes: Vec<String>,
+    /// TLS distribution (OTP's `-proto_dist inet_tls`): every connection,
+    /// both directions, runs inside TLS. `None`: plain TCP.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl NodeConfig {
@@ -103,6 +106,7 @@ impl NodeConfig {
             outbound_queue: 1024,
             write_high_water: 1 << 20,
             pg_scopes: vec!["pg".to_owned()],
+            tls: None,
         }
     }
 

@@ -17,17 +17,29 @@ use crate::handshake::now;
 use crate::outq::OutQueue;
 use crate::{ConnHandle, DownReason, Inner, NodeEvent};
 
+/// What a connection runs over once the handshake is done.
+pub(crate) enum Transport {
+    /// Plain TCP: the loop below, with direct writes by senders.
+    Tcp(TcpStream),
+    /// Any other byte stream (TLS over TCP): [`crate::stream_conn`].
+    Stream(Box<dyn crate::stream_conn::DistStream>),
+}
+
 pub(crate) fn start_connection(
     inner: Arc<Inner>,
-    stream: TcpStream,
+    transport: Transport,
     est: Established,
 ) -> ConnHandle {
-    let stream = Arc::new(stream);
-    let tx = Arc::new(OutQueue::new(
-        stream.clone(),
-        OutboundEncoder::new(est.flags),
-        inner.config.write_high_water,
-    ));
+    let encoder = OutboundEncoder::new(est.flags);
+    let limit = inner.config.write_high_water;
+    let (tx, transport) = match transport {
+        Transport::Tcp(stream) => {
+            let stream = Arc::new(stream);
+            let q = OutQueue::new(stream.clone(), encoder, limit);
+            (Arc::new(q), Ok(stream))
+        }
+        Transport::Stream(s) => (Arc::new(OutQueue::task_written(encoder, limit)), Err(s)),
+    };
     let id = inner
         .next_conn
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -56,7 +68,14 @@ pub(crate) fn start_connection(
         limits: inner.config.limits,
     };
     let conn = Connection::new(&est, cfg, now());
-    tokio::spawn(run_connection(inner, stream, conn, handle.clone()).instrument(span));
+    match transport {
+        Ok(stream) => {
+            tokio::spawn(run_connection(inner, stream, conn, handle.clone()).instrument(span));
+        }
+        Err(s) => {
+            tokio::spawn(crate::stream_conn::run(inner, s, conn, handle.clone()).instrument(span));
+        }
+    }
     handle
 }
 
@@ -70,6 +89,18 @@ async fn run_connection(
     let reason = connection_loop(&inner, &stream, &mut conn, &handle).await;
     handle.tx.close();
     drop(stream);
+    connection_ended(&inner, &peer, &handle, reason);
+}
+
+/// The table and events after a connection's loop ended: nodedown when it
+/// was the registered connection to `peer`.
+pub(crate) fn connection_ended(
+    inner: &Arc<Inner>,
+    peer: &str,
+    handle: &ConnHandle,
+    reason: DownReason,
+) {
+    let peer = peer.to_owned();
     let was_up = {
         let mut conns = inner.conns.lock().expect("conns");
         if conns.up.get(&peer).is_some_and(|h| h.id == handle.id) {

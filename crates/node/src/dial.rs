@@ -8,10 +8,11 @@ use std::sync::{Arc, Weak};
 
 use erlkube_proto::dist::handshake::{Initiator, Status, Step};
 use erlkube_proto::dist::{Established, HandshakeError};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use crate::connection::start_connection;
+use crate::connection::{start_connection, Transport};
 use crate::handshake::{drive, now, HsFail};
 use crate::outq::OutQueue;
 use crate::{epmd, ConnHandle, ConnectError, Inner};
@@ -158,7 +159,7 @@ async fn dial(
     node: &str,
     alive: &str,
     host: &str,
-) -> Result<(TcpStream, Established), ConnectError> {
+) -> Result<(Transport, Established), ConnectError> {
     let timeout = inner.config.setup_timeout;
     let addrs = match inner.config.known_addrs.get(node) {
         Some(addr) => vec![*addr],
@@ -170,8 +171,39 @@ async fn dial(
             resolve(host, port).await?
         }
     };
-    let mut stream = connect_any(node, &addrs, timeout).await?;
+    let stream = connect_any(node, &addrs, timeout).await?;
     let _ = stream.set_nodelay(true);
+    let Some(tls) = inner.config.tls.clone() else {
+        let (s, est) = dial_handshake(inner, node, stream).await?;
+        return Ok((Transport::Tcp(s), est));
+    };
+    // TLS before any distribution byte; the server's certificate must name
+    // the host of the node dialled (as `inet_tls_dist`'s SNI check).
+    let r = tokio::time::timeout(timeout, tls.connect(host, stream)).await;
+    let stream = match r {
+        Ok(Ok(s)) => s,
+        Ok(Err(refusal)) => {
+            tracing::warn!(peer = %node, reason = refusal.reason(), detail = refusal.detail(), "TLS connection failed");
+            return Err(ConnectError::Tls {
+                node: node.to_owned(),
+                reason: refusal.to_string(),
+            });
+        }
+        Err(_) => {
+            tracing::warn!(peer = %node, reason = "tls_timeout", "TLS connection failed: no TLS handshake within the setup time");
+            return Err(ConnectError::Timeout(node.to_owned()));
+        }
+    };
+    let (s, est) = dial_handshake(inner, node, stream).await?;
+    Ok((Transport::Stream(Box::new(s)), est))
+}
+
+/// The initiator side of the handshake over `stream` (TCP or TLS).
+async fn dial_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    inner: &Arc<Inner>,
+    node: &str,
+    mut stream: S,
+) -> Result<(S, Established), ConnectError> {
     let mut init = Initiator::new(
         crate::handshake::config(inner),
         node,

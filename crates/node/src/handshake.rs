@@ -1,5 +1,6 @@
 //! The handshake driver: runs one side of the sans-IO handshake
-//! ([`erlkube_proto::dist::handshake`]) over a TCP stream to completion.
+//! ([`erlkube_proto::dist::handshake`]) over a stream (TCP, or TLS over
+//! TCP) to completion.
 //! Knows nothing of the connection table; its callers (`accept`, `dial`)
 //! answer the acceptor's status and the initiator's "alive" question.
 
@@ -7,8 +8,7 @@ use std::time::Instant;
 
 use erlkube_proto::dist::handshake::{HandshakeConfig, Side, Status, Step};
 use erlkube_proto::dist::{Established, HandshakeError, HandshakeEvent};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::Inner;
 
@@ -29,6 +29,9 @@ pub(crate) fn config(inner: &Inner) -> HandshakeConfig {
         cfg
     };
     cfg.step_timeout = inner.config.setup_timeout;
+    if inner.config.tls.is_some() {
+        cfg.framing = erlkube_proto::dist::HandshakeFraming::FourByte;
+    }
     cfg
 }
 
@@ -45,8 +48,8 @@ pub(crate) enum HsFail {
 /// "alive" (it has a connection to us up) the answer is "true" (replace the
 /// old one, which we no longer have) only while we have no connection to the
 /// peer either, as OTP's `dist_util` asks net_kernel `is_pending`.
-pub(crate) async fn drive<S: Side>(
-    stream: &mut TcpStream,
+pub(crate) async fn drive<S: Side, T: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut T,
     side: &mut S,
     mut decide: impl FnMut(&erlkube_proto::dist::PeerName) -> Status,
     pending: impl Fn() -> bool,
@@ -54,9 +57,11 @@ pub(crate) async fn drive<S: Side>(
     let mut buf = vec![0u8; 4096];
     loop {
         // Write whatever is queued (also after an error: e.g. not_allowed).
+        // A flush is a no-op on TCP and sends the records inside TLS.
         while let Some(t) = side.poll_transmit() {
             stream.write_all(&t).await.map_err(HsFail::Io)?;
         }
+        stream.flush().await.map_err(HsFail::Io)?;
         while let Some(ev) = side.poll_event() {
             match ev {
                 HandshakeEvent::NameReceived(p) => {
@@ -65,6 +70,7 @@ pub(crate) async fn drive<S: Side>(
                     while let Some(t) = side.poll_transmit() {
                         stream.write_all(&t).await.map_err(HsFail::Io)?;
                     }
+                    stream.flush().await.map_err(HsFail::Io)?;
                     r.map_err(HsFail::Protocol)?;
                 }
                 HandshakeEvent::Established(e) => return Ok(e),
@@ -89,6 +95,7 @@ pub(crate) async fn drive<S: Side>(
                     while let Some(t) = side.poll_transmit() {
                         let _ = stream.write_all(&t).await;
                     }
+                    let _ = stream.flush().await;
                     return Err(HsFail::Protocol(e));
                 }
             }

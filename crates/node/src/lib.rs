@@ -23,6 +23,8 @@
 pub mod config;
 pub mod demo;
 pub mod epmd;
+pub mod ssl_optfile;
+pub mod tls;
 
 // The connection layer, bottom up: handshake driver, outbound queue,
 // dispatch (services register with it), the connection loop, and the two
@@ -33,6 +35,7 @@ mod dial;
 mod dispatch;
 mod handshake;
 mod outq;
+mod stream_conn;
 
 // The runtime and the built-in services; they register with `dispatch`.
 mod gen;
@@ -70,6 +73,7 @@ pub use config::{
     CookieLookup, CookieSource, Listen, NodeConfig,
 };
 pub use erlkube_proto::dist::Cookie;
+pub use tls::{TlsConfig, TlsError};
 
 /// A peer came or went.
 #[derive(Clone, Debug, PartialEq)]
@@ -231,6 +235,15 @@ pub enum ConnectError {
         step: erlkube_proto::dist::Step,
         /// A hint (a closed connection after our challenge reply means a wrong cookie).
         hint: &'static str,
+    },
+    /// TLS could not be set up with the peer (the reason names why:
+    /// `unknown_ca`, `certificate_expired`, `not_tls`, …).
+    #[error("TLS with {node} failed: {reason}")]
+    Tls {
+        /// The peer.
+        node: String,
+        /// Why, with a fixed word first.
+        reason: String,
     },
     /// Socket error during the handshake.
     #[error("io error during the handshake with {node}: {source}")]

@@ -42,9 +42,17 @@ struct OutState {
     buf: Vec<u8>,
     encoder: OutboundEncoder,
     /// `None` once the connection ended.
-    stream: Option<Arc<TcpStream>>,
+    stream: Option<Sink>,
     /// The connection task holds a batch it has not fully written.
     busy: bool,
+}
+
+/// Who writes the queue to the peer.
+enum Sink {
+    /// A TCP socket: senders may write directly when the task is idle.
+    Tcp(Arc<TcpStream>),
+    /// Only the connection task writes (a TLS session is not shared).
+    Task,
 }
 
 /// Why a frame was not queued.
@@ -55,11 +63,17 @@ enum Refused {
 
 impl OutQueue {
     pub(crate) fn new(stream: Arc<TcpStream>, encoder: OutboundEncoder, limit: usize) -> Self {
+        let q = OutQueue::new_inner(encoder, limit);
+        q.state.lock().expect("outq").stream = Some(Sink::Tcp(stream));
+        q
+    }
+
+    fn new_inner(encoder: OutboundEncoder, limit: usize) -> Self {
         OutQueue {
             state: Mutex::new(OutState {
                 buf: Vec::new(),
                 encoder,
-                stream: Some(stream),
+                stream: None,
                 busy: false,
             }),
             wake: Notify::new(),
@@ -70,6 +84,14 @@ impl OutQueue {
             task_busy: AtomicBool::new(false),
             direct_ok: AtomicBool::new(true),
         }
+    }
+
+    /// A queue only the connection task writes (no direct writes by
+    /// senders): for streams that cannot be shared, such as TLS.
+    pub(crate) fn task_written(encoder: OutboundEncoder, limit: usize) -> Self {
+        let q = OutQueue::new_inner(encoder, limit);
+        q.state.lock().expect("outq").stream = Some(Sink::Task);
+        q
     }
 
     /// True once the connection ended.
@@ -84,7 +106,7 @@ impl OutQueue {
     ) -> Result<(), Refused> {
         let mut st = self.state.lock().expect("outq");
         let st = &mut *st;
-        let Some(stream) = &st.stream else {
+        let Some(sink) = &st.stream else {
             return Err(Refused::Closed);
         };
         if st.buf.len() >= self.limit {
@@ -96,7 +118,11 @@ impl OutQueue {
             // The connection task was already told (or is writing).
             return Ok(());
         }
-        if self.direct_ok.swap(false, Ordering::AcqRel) {
+        let direct = match sink {
+            Sink::Tcp(stream) => Some(stream),
+            Sink::Task => None,
+        };
+        if let Some(stream) = direct.filter(|_| self.direct_ok.swap(false, Ordering::AcqRel)) {
             let mut pos = 0;
             while pos < st.buf.len() {
                 match stream.try_write(&st.buf[pos..]) {

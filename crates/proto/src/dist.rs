@@ -26,6 +26,6 @@ pub use control::{ControlError, ControlMessage, DistMessage, LazyMessage, LazyPa
 pub use flags::DistFlags;
 pub use frame::{FrameError, InboundMessage, InboundRef, Limits};
 pub use handshake::{
-    Acceptor, Cookie, Established, HandshakeConfig, HandshakeError, HandshakeEvent, Initiator,
-    PeerName, Side, Status, Step,
+    Acceptor, Cookie, Established, HandshakeConfig, HandshakeError, HandshakeEvent,
+    HandshakeFraming, Initiator, PeerName, Side, Status, Step,
 };

@@ -38,6 +38,7 @@ pub mod erl_output;
 mod node;
 pub mod otp27;
 mod port;
+pub mod tls;
 mod wait;
 
 pub use child::ChildGuard;

@@ -58,6 +58,14 @@ impl Resource {
     }
 }
 
+/// Where TLS distribution certificates come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TlsSource {
+    /// cert-manager: a self-signed root, a CA Issuer, and the nodes'
+    /// certificate naming every pod's DNS name (renewed by cert-manager).
+    CertManager,
+}
+
 /// Arguments of `erlkube manifests`.
 #[derive(Args, Debug)]
 pub struct ManifestsArgs {
@@ -111,6 +119,14 @@ pub struct ManifestsArgs {
     /// terminationGracePeriodSeconds is this plus 30 s for the release to stop.
     #[arg(long, default_value = "5s")]
     pub drain_grace: String,
+    /// TLS distribution (`-proto_dist inet_tls`) with certificates from
+    /// cert-manager (installed in the cluster): adds the Issuers, the CA
+    /// and node Certificates, the ssl_dist_optfile ConfigMap and the
+    /// mounts; the release gets `-proto_dist inet_tls -ssl_dist_optfile`
+    /// through ERL_FLAGS (also for `bin/app remote`). Needs `--workload
+    /// statefulset` (the certificate names the pods' stable DNS names).
+    #[arg(long, value_enum)]
+    pub tls: Option<TlsSource>,
 }
 
 /// Validated settings the objects are made from.
@@ -146,7 +162,15 @@ pub struct Spec {
     pub drain_grace: String,
     /// The same, in whole seconds rounded up.
     pub drain_grace_secs: u64,
+    /// TLS distribution with cert-manager certificates.
+    pub tls: bool,
 }
+
+/// Where the pods see the node certificate's Secret (`tls.crt`,
+/// `tls.key`, `ca.crt`, cert-manager's keys) and the optfile.
+const TLS_DIR: &str = "/etc/erlkube/tls";
+const OPTFILE_DIR: &str = "/etc/erlkube/ssl-dist";
+const OPTFILE: &str = "ssl_dist.conf";
 
 /// What the release gets after SIGTERM to stop (the Kubernetes default
 /// grace), on top of the drain.
@@ -261,6 +285,14 @@ pub fn validate(a: &ManifestsArgs) -> Result<Spec, String> {
             ));
         }
     }
+    if a.tls.is_some() && a.workload != Workload::Statefulset {
+        return Err(
+            "--tls: needs --workload statefulset: OTP checks the host of a node's name against its \
+             certificate, and a Deployment's nodes are named by pod IPs that a cert-manager \
+             Certificate cannot list in advance (a StatefulSet's pods have stable DNS names)"
+                .into(),
+        );
+    }
     let ready_min_peers = match &a.ready_min_peers {
         None => u32::from(a.replicas > 1).to_string(),
         Some(v) if v == "all" || v.parse::<u32>().is_ok() => v.clone(),
@@ -294,6 +326,7 @@ pub fn validate(a: &ManifestsArgs) -> Result<Spec, String> {
         http_port: a.http_port,
         cluster_domain: a.cluster_domain.trim_end_matches('.').to_owned(),
         ready_min_peers,
+        tls: a.tls.is_some(),
     })
 }
 
@@ -433,8 +466,138 @@ impl Spec {
             self.rbac(&mut out);
         }
         self.headless_service(&mut out);
+        if self.tls {
+            self.cert_manager(&mut out);
+        }
         self.workload(&mut out);
         out
+    }
+
+    /// The pods' DNS names (one per replica) and the wildcard for pods
+    /// added by scaling up.
+    fn dns_names(&self) -> Vec<String> {
+        let domain = format!(
+            "{}.{}.svc.{}",
+            self.service(),
+            self.namespace,
+            self.cluster_domain
+        );
+        let mut v: Vec<String> = (0..self.replicas.max(1))
+            .map(|i| format!("{}-{i}.{domain}", self.app))
+            .collect();
+        v.push(format!("*.{domain}"));
+        v
+    }
+
+    /// The text of the ssl_dist_optfile, OTP's format, read by the release
+    /// and by the agent alike.
+    pub fn ssl_dist_optfile(&self) -> String {
+        let side = |extra: &str| {
+            format!(
+                "[{{certfile, \"{TLS_DIR}/tls.crt\"}},\n   {{keyfile, \"{TLS_DIR}/tls.key\"}},\n   \
+                 {{cacertfile, \"{TLS_DIR}/ca.crt\"}},\n   {{verify, verify_peer}},{extra}\n   \
+                 {{versions, ['tlsv1.2', 'tlsv1.3']}},\n   {{secure_renegotiate, true}}]"
+            )
+        };
+        format!(
+            "%% TLS distribution (erlkube manifests --tls cert-manager): the node's\n\
+             %% certificate from the Secret {} mounted at {TLS_DIR}.\n\
+             [{{server, {}}},\n {{client, {}}}].\n",
+            self.tls_secret(),
+            side("\n   {fail_if_no_peer_cert, true},"),
+            side("")
+        )
+    }
+
+    fn tls_secret(&self) -> String {
+        format!("{}-dist-tls", self.app)
+    }
+
+    fn cert_manager(&self, out: &mut String) {
+        let app = &self.app;
+        let issuer_ref = |name: &str| {
+            format!(
+                "  issuerRef:\n    name: {}\n    kind: Issuer\n    group: cert-manager.io",
+                q(name)
+            )
+        };
+        out.push_str(
+            "---\n# TLS distribution: cert-manager (installed in the cluster) makes a private CA for\n\
+             # this cluster from a self-signed root, and from it the nodes' certificate.\n\
+             apiVersion: cert-manager.io/v1\nkind: Issuer\n",
+        );
+        self.metadata(out, &format!("{app}-selfsigned"));
+        out.push_str("spec:\n  selfSigned: {}\n");
+        out.push_str(
+            "---\n# The cluster's CA: ten years, so it does not expire under a running cluster (a\n\
+             # CA of the default 90 days, or 30, is the trap write-ups of such setups report).\n\
+             # The nodes trust the CA in their Secret's ca.crt.\n\
+             apiVersion: cert-manager.io/v1\nkind: Certificate\n",
+        );
+        self.metadata(out, &format!("{app}-ca"));
+        let _ = writeln!(
+            out,
+            "spec:\n  isCA: true\n  commonName: {}\n  secretName: {}\n  duration: 87600h\n  renewBefore: 720h\n  privateKey:\n    algorithm: ECDSA\n    size: 256\n{}",
+            q(&format!("{app} distribution CA")),
+            q(&format!("{app}-ca")),
+            issuer_ref(&format!("{app}-selfsigned"))
+        );
+        out.push_str(
+            "---\n# Signs the nodes' certificate with the cluster's CA.\n\
+             apiVersion: cert-manager.io/v1\nkind: Issuer\n",
+        );
+        self.metadata(out, &format!("{app}-ca"));
+        let _ = writeln!(
+            out,
+            "spec:\n  ca:\n    secretName: {}",
+            q(&format!("{app}-ca"))
+        );
+        out.push_str(
+            "---\n# The nodes' certificate, for TLS server and client use (mutual TLS): it names\n\
+             # every pod's DNS name, the host of its node name, which OTP checks (and the\n\
+             # wildcard covers pods added by scaling up). cert-manager renews it before it\n\
+             # expires; the Secret volume is updated in place and new connections use the\n\
+             # new files (existing connections stay up). The agent's /metrics shows\n\
+             # erlkube_agent_tls_certificate_expiry_seconds.\n\
+             apiVersion: cert-manager.io/v1\nkind: Certificate\n",
+        );
+        self.metadata(out, &format!("{app}-dist"));
+        let names: Vec<String> = self
+            .dns_names()
+            .iter()
+            .map(|n| format!("    - {}", q(n)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "spec:\n  secretName: {}\n  commonName: {}\n  duration: 2160h\n  renewBefore: 360h\n  privateKey:\n    algorithm: ECDSA\n    size: 256\n    rotationPolicy: Always\n  usages:\n    - digital signature\n    - server auth\n    - client auth\n  dnsNames:\n{}\n{}",
+            q(&self.tls_secret()),
+            q(app),
+            names.join("\n"),
+            issuer_ref(&format!("{app}-ca"))
+        );
+        out.push_str(
+            "---\n# OTP's ssl_dist_optfile, one file for the release (-ssl_dist_optfile) and the\n\
+             # agent (agent.ssl_dist_optfile): mutual TLS with verify_peer.\n\
+             apiVersion: v1\nkind: ConfigMap\n",
+        );
+        self.metadata(out, &format!("{app}-ssl-dist"));
+        let _ = writeln!(out, "data:\n  {OPTFILE}: |");
+        for line in self.ssl_dist_optfile().lines() {
+            let _ = writeln!(out, "    {line}");
+        }
+    }
+
+    /// The containers' mounts of the certificate Secret and the optfile:
+    /// whole directories, never `subPath` (a subPath mount is not updated
+    /// when cert-manager renews the Secret).
+    fn tls_mounts(&self, out: &mut String) {
+        if !self.tls {
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "          volumeMounts:\n            - name: dist-tls\n              mountPath: {TLS_DIR}\n              readOnly: true\n            - name: ssl-dist\n              mountPath: {OPTFILE_DIR}\n              readOnly: true"
+        );
     }
 
     fn rbac(&self, out: &mut String) {
@@ -596,7 +759,16 @@ impl Spec {
             Env::Value("RELEASE_DISTRIBUTION", "name".into()),
             Env::Value("RELEASE_NODE", self.release_node()),
         ]);
+        if self.tls {
+            // erl reads ERL_FLAGS on every start: the release, and also
+            // `bin/<app> remote` run in the container.
+            release.push(Env::Value(
+                "ERL_FLAGS",
+                format!("-proto_dist inet_tls -ssl_dist_optfile {OPTFILE_DIR}/{OPTFILE}"),
+            ));
+        }
         env_block(out, self, &release);
+        self.tls_mounts(out);
         let _ = writeln!(
             out,
             "          # A release stops on SIGTERM, which the kubelet sends to every container at\n\
@@ -626,6 +798,15 @@ impl Spec {
             ),
             Env::Value("ERLKUBE_AGENT_DRAIN_GRACE", self.drain_grace.clone()),
         ]);
+        if self.tls {
+            env.extend([
+                Env::Value("ERLKUBE_AGENT_PROTO_DIST", "inet_tls".into()),
+                Env::Value(
+                    "ERLKUBE_AGENT_SSL_DIST_OPTFILE",
+                    format!("{OPTFILE_DIR}/{OPTFILE}"),
+                ),
+            ]);
+        }
         let service_fqdn = format!(
             "{}.{}.svc.{}",
             self.service(),
@@ -697,6 +878,7 @@ impl Spec {
             }
         }
         env_block(out, self, &env);
+        self.tls_mounts(out);
         let _ = writeln!(
             out,
             "          ports:\n            - name: metrics\n              containerPort: {port}\n\
@@ -705,6 +887,14 @@ impl Spec {
              \x20         readinessProbe:\n            httpGet:\n              path: /readyz\n              port: {port}\n            periodSeconds: {period}\n            failureThreshold: 1\n\
              \x20         livenessProbe:\n            httpGet:\n              path: /healthz\n              port: {port}"
         );
+        if self.tls {
+            let _ = writeln!(
+                out,
+                "      volumes:\n        - name: dist-tls\n          secret:\n            secretName: {}\n        - name: ssl-dist\n          configMap:\n            name: {}",
+                q(&self.tls_secret()),
+                q(&format!("{app}-ssl-dist"))
+            );
+        }
     }
 }
 
@@ -742,6 +932,7 @@ mod tests {
             cluster_domain: "cluster.local".into(),
             ready_min_peers: None,
             drain_grace: "5s".into(),
+            tls: None,
         }
     }
 

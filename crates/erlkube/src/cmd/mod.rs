@@ -85,3 +85,64 @@ impl CookieArgs {
         .map(|(c, _)| c)
     }
 }
+
+const DIST_HEADING: &str = "Distribution carrier (as OTP's -proto_dist / -ssl_dist_optfile)";
+
+/// The distribution carrier of every command that opens a distribution
+/// connection: plain TCP (`inet_tcp`, the default) or TLS (`inet_tls`)
+/// configured by OTP's own `ssl_dist_optfile`, so one file serves the BEAM
+/// release and erlkube.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct DistArgs {
+    /// `inet_tcp` (plain TCP) or `inet_tls` (TLS, needs --ssl-dist-optfile).
+    #[arg(long, value_name = "inet_tcp|inet_tls", env = "ERLKUBE_PROTO_DIST", help_heading = DIST_HEADING)]
+    proto_dist: Option<String>,
+    /// OTP's ssl_dist_optfile: `[{server, [...]}, {client, [...]}].` with
+    /// certfile, keyfile, cacertfile, verify, fail_if_no_peer_cert,
+    /// versions, server_name_indication, secure_renegotiate.
+    #[arg(long, value_name = "FILE", env = "ERLKUBE_SSL_DIST_OPTFILE", help_heading = DIST_HEADING)]
+    ssl_dist_optfile: Option<std::path::PathBuf>,
+}
+
+impl DistArgs {
+    /// The optfile given, if any.
+    pub fn optfile(&self) -> Option<&std::path::Path> {
+        self.ssl_dist_optfile.as_deref()
+    }
+
+    /// The TLS settings (files loaded and checked), or `None` for plain
+    /// TCP. `needs` names the sides this command uses (`server` to
+    /// listen, `client` to dial); a missing one is an error naming the file.
+    pub fn tls(&self, needs: &[&str]) -> Result<Option<erlkube_node::TlsConfig>, String> {
+        match (self.proto_dist.as_deref(), &self.ssl_dist_optfile) {
+            (None | Some("inet_tcp"), None) => Ok(None),
+            (None | Some("inet_tcp"), Some(f)) => Err(format!(
+                "--ssl-dist-optfile {} needs --proto-dist inet_tls (TLS distribution)",
+                f.display()
+            )),
+            (Some("inet_tls"), None) => Err(
+                "--proto-dist inet_tls needs --ssl-dist-optfile FILE (OTP's ssl_dist_optfile format)"
+                    .into(),
+            ),
+            (Some("inet_tls"), Some(f)) => {
+                let tls = erlkube_node::TlsConfig::from_optfile(f).map_err(|e| e.to_string())?;
+                for side in needs {
+                    let present = match *side {
+                        "server" => tls.server_options().is_some(),
+                        _ => tls.client_options().is_some(),
+                    };
+                    if !present {
+                        return Err(format!(
+                            "the ssl_dist_optfile {} has no {{{side}, [...]}} section, which this command needs",
+                            f.display()
+                        ));
+                    }
+                }
+                Ok(Some(tls))
+            }
+            (Some(other), _) => Err(format!(
+                "--proto-dist {other:?} is not supported: use inet_tcp (plain TCP) or inet_tls (TLS)"
+            )),
+        }
+    }
+}

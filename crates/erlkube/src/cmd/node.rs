@@ -25,6 +25,8 @@ pub struct NodeArgs {
     sname: Option<String>,
     #[command(flatten)]
     cookie: super::CookieArgs,
+    #[command(flatten)]
+    dist: super::DistArgs,
     /// Listen on this port (default: an ephemeral port registered with epmd).
     #[arg(long)]
     port: Option<u16>,
@@ -113,6 +115,7 @@ fn prepare(args: &NodeArgs) -> Result<Prepared, String> {
         }
     }
     let mut config = NodeConfig::new(name, cookie);
+    config.tls = args.dist.tls(&["server", "client"])?;
     config.hidden = args.hidden;
     config.epmd_port = args.epmd_port;
     config.net_ticktime = args.net_ticktime;

@@ -14,6 +14,8 @@ pub struct PingArgs {
     node: String,
     #[command(flatten)]
     cookie: super::CookieArgs,
+    #[command(flatten)]
+    dist: super::DistArgs,
     /// This node's long name (default: a hidden `erlkube_ping_<pid>` on the target's host).
     #[arg(long, conflicts_with = "sname")]
     name: Option<String>,
@@ -72,6 +74,7 @@ fn prepare(args: &PingArgs) -> Result<NodeConfig, String> {
     };
     let cookie = args.cookie.find().map_err(|e| e.to_string())?;
     let mut config = NodeConfig::new(own, cookie);
+    config.tls = args.dist.tls(&["client"])?;
     config.hidden = true;
     config.register_with_epmd = false;
     config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();

@@ -55,6 +55,8 @@ pub struct RemshArgs {
     via: SocketAddr,
     #[command(flatten)]
     cookie: super::CookieArgs,
+    #[command(flatten)]
+    dist: super::DistArgs,
     /// Start `iex --remsh` instead of `erl -remsh`.
     #[arg(long)]
     iex: bool,
@@ -96,9 +98,11 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
         return Err(usage("the cookie is longer than 255 characters".into()));
     }
 
+    let tls = args.dist.tls(&["client"]).map_err(usage)?;
+
     // `erl -remsh` with a wrong cookie prints "Shell process terminated!"
     // and exits 0: reach the node first, so a failure says what failed.
-    preflight(&args.node, args.via, &cookie)?;
+    preflight(&args.node, args.via, &cookie, tls.clone())?;
 
     let dir = PrivateDir::create().map_err(|e| (1, format!("temporary directory: {e}")))?;
     compile_module(dir.path())?;
@@ -127,6 +131,15 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
         "inet_dist_use_interface".into(),
         "{127,0,0,1}".into(),
     ];
+    if let (Some(_), Some(file)) = (&tls, args.dist.optfile()) {
+        // The shell's node speaks TLS with the same file (its client side).
+        vm_args.extend([
+            "-proto_dist".into(),
+            "inet_tls".into(),
+            "-ssl_dist_optfile".into(),
+            file.display().to_string(),
+        ]);
+    }
     let mut cmd;
     if args.iex {
         cmd = Command::new("iex");
@@ -164,7 +177,12 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
 /// `net_adm:ping` of `node` at `via` from a throwaway hidden Rust node with
 /// the node's cookie: exit 1 with the reason (wrong cookie, refused, …)
 /// when the shell could not connect either.
-fn preflight(node: &str, via: SocketAddr, cookie: &erlkube_node::Cookie) -> Result<(), Failure> {
+fn preflight(
+    node: &str,
+    via: SocketAddr,
+    cookie: &erlkube_node::Cookie,
+    tls: Option<erlkube_node::TlsConfig>,
+) -> Result<(), Failure> {
     use erlkube_node::{Node, NodeConfig};
     let host = node.split_once('@').map_or("", |(_, h)| h);
     let mut config = NodeConfig::new(
@@ -175,6 +193,7 @@ fn preflight(node: &str, via: SocketAddr, cookie: &erlkube_node::Cookie) -> Resu
     config.register_with_epmd = false;
     config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
     config.known_addrs.insert(node.to_owned(), via);
+    config.tls = tls;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

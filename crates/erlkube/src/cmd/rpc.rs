@@ -24,6 +24,8 @@ pub struct RpcArgs {
     args: String,
     #[command(flatten)]
     cookie: super::CookieArgs,
+    #[command(flatten)]
+    dist: super::DistArgs,
     /// How long to wait for the result, with its unit (`10s`, `500ms`).
     #[arg(long, default_value = "10s", value_parser = super::parse_duration_arg)]
     timeout: Duration,
@@ -78,6 +80,13 @@ pub fn main(args: RpcArgs) -> ExitCode {
         }
     };
     let mut config = NodeConfig::new(own, cookie);
+    config.tls = match args.dist.tls(&["client"]) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("erlkube rpc: {e}");
+            return ExitCode::from(2);
+        }
+    };
     config.hidden = true;
     config.register_with_epmd = false;
     config.epmd_port = args.epmd_port;

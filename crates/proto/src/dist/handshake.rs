@@ -1,6 +1,9 @@
 //! The distribution handshake (both sides) as a sans-IO state machine.
 //!
-//! Messages travel in frames with a 2-byte big-endian length. The
+//! Messages travel in frames with a 2-byte big-endian length over TCP
+//! (`inet_tcp_dist`), and with a 4-byte length inside TLS
+//! (`inet_tls_dist` sets `{packet, 4}` on the TLS socket before the
+//! handshake starts): see [`HandshakeFraming`]. The
 //! initiator (A, who dialled) and the acceptor (B) exchange:
 //!
 //! ```text
@@ -91,6 +94,28 @@ pub struct HandshakeConfig {
     pub creation: u32,
     /// The limit on each handshake step.
     pub step_timeout: Duration,
+    /// The length prefix of handshake frames (2 bytes over TCP, 4 inside TLS).
+    pub framing: HandshakeFraming,
+}
+
+/// The length prefix of handshake frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HandshakeFraming {
+    /// A 2-byte big-endian length: plain TCP (`inet_tcp_dist`).
+    #[default]
+    TwoByte,
+    /// A 4-byte big-endian length: inside TLS (`inet_tls_dist` runs the
+    /// whole handshake on a `{packet, 4}` TLS socket).
+    FourByte,
+}
+
+impl HandshakeFraming {
+    fn header_len(self) -> usize {
+        match self {
+            HandshakeFraming::TwoByte => 2,
+            HandshakeFraming::FourByte => 4,
+        }
+    }
 }
 
 impl HandshakeConfig {
@@ -103,6 +128,7 @@ impl HandshakeConfig {
             required_flags: DistFlags::MANDATORY_25,
             creation,
             step_timeout: DEFAULT_STEP_TIMEOUT,
+            framing: HandshakeFraming::TwoByte,
         }
     }
 
@@ -257,6 +283,10 @@ pub enum HandshakeError {
     /// [`Acceptor::set_status`] called when no decision was pending.
     #[error("set_status called outside the status decision step")]
     NoDecisionPending,
+    /// A 4-byte framed handshake message longer than any handshake
+    /// message can be (64 KiB).
+    #[error("handshake frame of {0} bytes (at most 65535)")]
+    FrameTooLarge(u32),
 }
 
 /// A completed handshake.
@@ -304,11 +334,12 @@ pub enum HandshakeEvent {
     Established(Established),
 }
 
-/// Reads 2-byte length-prefixed frames out of a byte stream.
+/// Reads length-prefixed frames (2 or 4 bytes) out of a byte stream.
 #[derive(Debug, Default)]
 struct FrameBuf {
     buf: Vec<u8>,
     pos: usize,
+    framing: HandshakeFraming,
 }
 
 impl FrameBuf {
@@ -321,18 +352,28 @@ impl FrameBuf {
     }
 
     /// The next complete frame's body, if one has fully arrived.
-    fn next(&mut self) -> Option<Vec<u8>> {
+    fn next(&mut self) -> Result<Option<Vec<u8>>, HandshakeError> {
         let rest = &self.buf[self.pos..];
-        if rest.len() < 2 {
-            return None;
+        let h = self.framing.header_len();
+        if rest.len() < h {
+            return Ok(None);
         }
-        let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-        if rest.len() < 2 + len {
-            return None;
+        let len = match self.framing {
+            HandshakeFraming::TwoByte => u16::from_be_bytes([rest[0], rest[1]]) as usize,
+            HandshakeFraming::FourByte => {
+                let len = be_u32(rest);
+                if len > u32::from(u16::MAX) {
+                    return Err(HandshakeError::FrameTooLarge(len));
+                }
+                len as usize
+            }
+        };
+        if rest.len() - h < len {
+            return Ok(None);
         }
-        let body = rest[2..2 + len].to_vec();
-        self.pos += 2 + len;
-        Some(body)
+        let body = rest[h..h + len].to_vec();
+        self.pos += h + len;
+        Ok(Some(body))
     }
 
     fn take_rest(&mut self) -> Vec<u8> {
@@ -343,10 +384,18 @@ impl FrameBuf {
     }
 }
 
+#[cfg(test)]
 fn frame(body: &[u8]) -> Vec<u8> {
+    frame_with(HandshakeFraming::TwoByte, body)
+}
+
+fn frame_with(framing: HandshakeFraming, body: &[u8]) -> Vec<u8> {
     debug_assert!(body.len() <= u16::MAX as usize);
-    let mut out = Vec::with_capacity(2 + body.len());
-    out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    let mut out = Vec::with_capacity(4 + body.len());
+    match framing {
+        HandshakeFraming::TwoByte => out.extend_from_slice(&(body.len() as u16).to_be_bytes()),
+        HandshakeFraming::FourByte => out.extend_from_slice(&(body.len() as u32).to_be_bytes()),
+    }
     out.extend_from_slice(body);
     out
 }
@@ -387,9 +436,13 @@ pub struct Common {
 impl Common {
     fn new(config: HandshakeConfig, now: Instant) -> Self {
         let deadline = Some(now + config.step_timeout);
+        let framing = config.framing;
         Common {
             config,
-            input: FrameBuf::default(),
+            input: FrameBuf {
+                framing,
+                ..FrameBuf::default()
+            },
             transmits: Default::default(),
             events: Default::default(),
             deadline,
@@ -399,7 +452,8 @@ impl Common {
     }
 
     fn send(&mut self, body: &[u8]) {
-        self.transmits.push_back(frame(body));
+        self.transmits
+            .push_back(frame_with(self.config.framing, body));
     }
 
     fn send_status(&mut self, text: &str) {
@@ -534,8 +588,10 @@ impl Side for Initiator {
         }
         self.c.input.push(data);
         while self.state != InitState::Done {
-            let Some(body) = self.c.input.next() else {
-                break;
+            let body = match self.c.input.next() {
+                Ok(Some(body)) => body,
+                Ok(None) => break,
+                Err(e) => return Err(self.c.fail(e)),
             };
             if let Err(e) = self.handle_frame(&body, now) {
                 return Err(self.c.fail(e));
@@ -817,8 +873,10 @@ impl Acceptor {
 
     fn process(&mut self, now: Instant) -> Result<(), HandshakeError> {
         while !matches!(self.state, AccState::Done | AccState::StatusDecision) {
-            let Some(body) = self.c.input.next() else {
-                break;
+            let body = match self.c.input.next() {
+                Ok(Some(body)) => body,
+                Ok(None) => break,
+                Err(e) => return Err(self.c.fail(e)),
             };
             if let Err(e) = self.handle_frame(&body, now) {
                 if matches!(

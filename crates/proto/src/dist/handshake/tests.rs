@@ -689,3 +689,35 @@ fn cookie_is_not_printed() {
     );
     assert!(!printed.contains("very-secret-cookie"));
 }
+
+/// Inside TLS (`inet_tls_dist`) every handshake frame has a 4-byte length.
+#[test]
+fn four_byte_framing_for_tls() {
+    let tls = |name, creation| {
+        let mut c = cfg(name, "secret", creation);
+        c.framing = HandshakeFraming::FourByte;
+        c
+    };
+    let now = Instant::now();
+    let mut init = Initiator::new(tls(A, 11), B, 0x1234_5678, now);
+    let first = init.poll_transmit().expect("send_name");
+    let len = u32::from_be_bytes([first[0], first[1], first[2], first[3]]) as usize;
+    assert_eq!(len, first.len() - 4, "a 4-byte length prefix");
+    assert_eq!(first[4], b'N', "the N send_name follows the length");
+    let mut p = Pair::new(tls(A, 11), tls(B, 22));
+    p.drive();
+    assert_eq!(p.init_result.unwrap().expect("initiator").peer_node, B);
+    assert_eq!(p.acc_result.unwrap().expect("acceptor").peer_node, A);
+}
+
+/// A 4-byte length beyond any handshake message fails at once instead of
+/// buffering what the peer sends.
+#[test]
+fn four_byte_framing_refuses_a_huge_frame() {
+    let mut c = cfg(B, "secret", 22);
+    c.framing = HandshakeFraming::FourByte;
+    let now = Instant::now();
+    let mut acc = Acceptor::new(c, 1, now);
+    let err = acc.handle_input(&[0x7f, 0, 0, 0, b'N'], now).unwrap_err();
+    assert_eq!(err, HandshakeError::FrameTooLarge(0x7f00_0000));
+}
