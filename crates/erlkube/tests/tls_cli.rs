@@ -562,7 +562,7 @@ print(n)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3 with PyYAML and jsonschema (installed with kubernetes-validate)");
+        .expect("python3 with PyYAML and jsonschema (.ci/run installs them)");
     child
         .stdin
         .take()
