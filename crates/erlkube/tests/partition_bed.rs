@@ -20,19 +20,15 @@
 //! first use (debootstrap). One scenario at a time (a lock).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use erlkube_discovery::EngineConfig;
-use erlkube_testbed::harness::{dns_env, fast_engine, membership, wait_full_mesh, Strategy};
-use erlkube_testbed::process::Guard;
+use erlkube_testbed::harness::{fast_engine, membership, wait_full_mesh, Strategy};
 use erlkube_testbed::rust::RustPod;
 use erlkube_testbed::{Bed, BedConfig, ErlRuntime, PodErl};
 
 mod common;
+use common::bed::{eval, metric, wait_for, AgentProc};
 use common::http_get_async as get;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -41,97 +37,11 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const LIMIT: Duration = Duration::from_secs(90);
 /// How long the cut is held.
 const CUT: Duration = Duration::from_secs(30);
-const HTTP_PORT: u16 = 9568;
-const EVAL: Duration = Duration::from_secs(30);
 
-/// An `erlkube agent` inside a pod (killed on drop), its log kept.
-struct AgentProc {
-    _guard: Guard,
-    log: Arc<Mutex<Vec<String>>>,
-    http: SocketAddr,
-}
-
+/// The bed's agent in pod `index`; the default backoff cap (10 s) stays:
+/// healing must not wait on it.
 fn spawn_agent(bed: &Bed, index: u32) -> AgentProc {
-    let c = bed.config();
-    let pod = bed.pod(index);
-    let env: Vec<(String, String)> = [
-        ("RELEASE_NODE", pod.node_name.clone()),
-        ("RELEASE_COOKIE", c.cookie.clone()),
-        ("ERL_EPMD_PORT", c.epmd_port.to_string()),
-        ("ERLKUBE_AGENT_HTTP", format!("0.0.0.0:{HTTP_PORT}")),
-        ("ERLKUBE_AGENT_WAIT_INTERVAL", "200ms".into()),
-        ("ERLKUBE_AGENT_NET_TICKTIME", format!("{}s", c.net_ticktime)),
-        ("ERLKUBE_DISCOVERY_STRATEGY", "dns_a".into()),
-        ("ERLKUBE_DISCOVERY_INTERVAL", "500ms".into()),
-        ("ERLKUBE_DISCOVERY_TIMEOUT", "1s".into()),
-        // The default backoff cap (10 s) stays: healing must not wait on it.
-        ("ERLKUBE_FORMATION_PARTITION_CHECK", "1s".into()),
-        ("ERLKUBE_FORMATION_CHECK_INTERVAL", "500ms".into()),
-        ("ERLKUBE_FORMATION_REMOVAL_GRACE", "5s".into()),
-        ("NO_COLOR", "1".into()),
-        ("RUST_LOG", "info".into()),
-    ]
-    .into_iter()
-    .chain(dns_env(bed))
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    let mut cmd = bed.exec(index, env!("CARGO_BIN_EXE_erlkube"));
-    cmd.arg("agent")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut guard = Guard::spawn(&mut cmd).expect("spawn erlkube agent");
-    let stderr = guard.child_mut().stderr.take().expect("piped");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let l = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            l.lock().unwrap().push(line);
-        }
-    });
-    AgentProc {
-        _guard: guard,
-        log,
-        http: SocketAddr::new(std::net::IpAddr::V4(pod.ipv4), HTTP_PORT),
-    }
-}
-
-/// One sample of `/metrics` (0 when absent or unreachable).
-async fn metric(a: &AgentProc, name: &str) -> f64 {
-    let Ok((200, body)) = get(a.http, "/metrics").await else {
-        return 0.0;
-    };
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Waits until `f` holds (liveness bound `LIMIT`), panicking with `dump`.
-async fn wait_for<F, Fut>(what: &str, dump: impl Fn() -> String, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < LIMIT,
-            "timed out waiting for {what}\n{}",
-            dump()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    start.elapsed()
-}
-
-async fn eval(erl: &PodErl, expr: &str) -> String {
-    erl.eval(expr, EVAL)
-        .await
-        .unwrap_or_else(|e| panic!("{} on {}: {e}\n{}", expr, erl.name(), erl.output()))
+    common::bed::spawn_agent(bed, index, &[("ERLKUBE_FORMATION_REMOVAL_GRACE", "5s")])
 }
 
 /// Where `global` says `name` lives, as seen from `erl`: the owner node and

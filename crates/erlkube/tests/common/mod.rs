@@ -7,6 +7,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+pub mod bed;
+
 /// The binary under test.
 pub const ERLKUBE: &str = env!("CARGO_BIN_EXE_erlkube");
 
