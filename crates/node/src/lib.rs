@@ -593,23 +593,12 @@ impl Node {
         dial::connect(&self.inner, node).await.map(|_| ())
     }
 
-    /// Closes the connection to `node`, if any.
+    /// Closes the connection to `node`, if any. On return the connection
+    /// is out of the table (nodedown sent, links and monitors on `node`
+    /// fired), so a [`Node::connect`] right after dials a new one instead
+    /// of being handed the closing one; its task ends in the background.
     pub fn disconnect(&self, node: &str) -> bool {
-        let h = self
-            .inner
-            .conns
-            .lock()
-            .expect("conns")
-            .up
-            .get(node)
-            .cloned();
-        match h {
-            Some(h) => {
-                h.kill.notify_one();
-                true
-            }
-            None => false,
-        }
+        self.inner.disconnect(node)
     }
 
     /// Sends `msg` to `to` (SEND), connecting if needed. Waits while the
