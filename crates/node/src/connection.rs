@@ -88,9 +88,34 @@ async fn run_connection(
     let peer = conn.peer_node().to_owned();
     let reason = connection_loop(&inner, &stream, &mut conn, &handle).await;
     handle.tx.close();
+    if reason == DownReason::Disconnected {
+        // Closed by this node: half-close and wait (bounded) for the
+        // peer to close its end, so that it has let go of the connection
+        // before this node dials it again (see `Conns::closing`).
+        let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write);
+        let drain = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                match stream.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
+    }
     drop(stream);
     connection_ended(&inner, &peer, &handle, reason);
 }
+
+/// How long a connection this node closed waits for the peer to close its
+/// end (a peer that stopped reading must not hold a reconnect for long).
+pub(crate) const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The table and events after a connection's loop ended: nodedown when it
 /// was the registered connection to `peer`.
@@ -100,6 +125,18 @@ pub(crate) fn connection_ended(
     handle: &ConnHandle,
     reason: DownReason,
 ) {
+    let was_closing = {
+        let mut conns = inner.conns.lock().expect("conns");
+        let ids = conns.closing.get_mut(peer);
+        let was = ids.is_some_and(|ids| ids.remove(&handle.id));
+        if conns.closing.get(peer).is_some_and(|ids| ids.is_empty()) {
+            conns.closing.remove(peer);
+        }
+        was
+    };
+    if was_closing {
+        inner.close_done.send_replace(());
+    }
     if !unregister(inner, peer, Some(handle.id), &reason) {
         // A connection already replaced by a newer one to the same node
         // (after "alive"), or taken out of the table by
@@ -111,7 +148,9 @@ pub(crate) fn connection_ended(
 /// Takes the connection to `peer` out of the table (only connection `id`,
 /// if given), sends nodedown under the table's lock, closes its queue,
 /// and fires what the node's going down fires (links, monitors, global).
-/// False when there was no such connection.
+/// Without `id` (`Node::disconnect`) the connection is also recorded in
+/// `Conns::closing` until its task saw the peer close. False when there
+/// was no such connection.
 pub(crate) fn unregister(
     inner: &Arc<Inner>,
     peer: &str,
@@ -129,6 +168,17 @@ pub(crate) fn unregister(
             return false;
         }
         let h = conns.up.remove(peer);
+        if id.is_none() {
+            // `Node::disconnect`: the connection's task waits for the
+            // peer's close; dials wait for that (`Conns::closing`).
+            if let Some(h) = &h {
+                conns
+                    .closing
+                    .entry(peer.to_owned())
+                    .or_default()
+                    .insert(h.id);
+            }
+        }
         let _ = inner.events.send(NodeEvent::NodeDown {
             node: peer.to_owned(),
             reason: reason.clone(),

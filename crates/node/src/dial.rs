@@ -36,6 +36,25 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
     };
     let _guard = lock.lock().await;
     let deadline = tokio::time::Instant::now() + inner.config.setup_timeout;
+    // A connection to the node this node just closed: wait until the peer
+    // closed its end too (bounded by the connection's CLOSE_WAIT), else
+    // the peer may still hold it when the new handshake arrives and (OTP
+    // answering "alive") tear the new connection down right after it is up.
+    let mut close_done = inner.close_done.subscribe();
+    while inner
+        .conns
+        .lock()
+        .expect("conns")
+        .closing
+        .contains_key(node)
+    {
+        if tokio::time::timeout_at(deadline, close_done.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
     // An inbound handshake from the node under way: wait for its outcome
     // instead of dialling (a dial now would race it, and one of the two
     // connections would replace the other).
