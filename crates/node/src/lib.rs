@@ -604,7 +604,10 @@ impl Node {
     /// Closes the connection to `node`, if any. On return the connection
     /// is out of the table (nodedown sent, links and monitors on `node`
     /// fired), so a [`Node::connect`] right after dials a new one instead
-    /// of being handed the closing one; its task ends in the background.
+    /// of being handed the closing one. The old socket is half-closed and
+    /// its task waits (up to 2 s) for the peer to close its end; a
+    /// `connect` to `node` meanwhile waits for that before dialling, so
+    /// the peer never sees the new connection while holding the old one.
     pub fn disconnect(&self, node: &str) -> bool {
         self.inner.disconnect(node)
     }
