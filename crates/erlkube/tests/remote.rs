@@ -9,13 +9,22 @@
 //! registers with its own OTP epmd on a free port. The laptop side is given
 //! `ERL_EPMD_PORT` of a port where nothing listens, so any epmd use by
 //! mistake fails instead of reaching 4369. Children are killed on drop.
+//!
+//! TLS: `erlkube remsh` with `--proto-dist inet_tls --ssl-dist-optfile F`
+//! against a BEAM node started with `-proto_dist inet_tls
+//! -ssl_dist_optfile F` (certificates made in the test), directly through
+//! epmd and with `--via` through a plain TCP forwarder run by the test.
 
 use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use erlkube_testkit::tls::{Ca, TlsDir};
 use erlkube_testkit::{free_port, unique_name, wait_until, ChildGuard, ErlNode, OtpEpmd, Runtime};
 
 mod common;
@@ -38,19 +47,31 @@ impl Pod {
     }
 
     fn start_on(test: &str, runtime: Runtime) -> Pod {
+        Pod::start_with(test, runtime, POD_HOST, None)
+    }
+
+    /// A node named `<unique>@host`; with `optfile`, speaking TLS
+    /// distribution (`-proto_dist inet_tls -ssl_dist_optfile optfile`).
+    fn start_with(test: &str, runtime: Runtime, host: &str, optfile: Option<&Path>) -> Pod {
         let epmd = OtpEpmd::start().expect("OTP epmd must be installed");
         let port = free_port();
         let cookie = format!("remote_{test}_{}", std::process::id());
-        let node = ErlNode::builder(&format!("{}@{POD_HOST}", unique_name(test)))
+        let mut b = ErlNode::builder(&format!("{}@{host}", unique_name(test)))
             .runtime(runtime)
             .cookie(&cookie)
             .epmd_port(epmd.port())
             .dist_port_range(port, port)
             .arg("-kernel")
             .arg("inet_dist_use_interface")
-            .arg("{127,0,0,1}")
-            .start()
-            .expect("erl must be installed");
+            .arg("{127,0,0,1}");
+        if let Some(f) = optfile {
+            b = b
+                .arg("-proto_dist")
+                .arg("inet_tls")
+                .arg("-ssl_dist_optfile")
+                .arg(f.to_str().unwrap());
+        }
+        let node = b.start().expect("erl must be installed");
         Pod {
             node,
             port,
@@ -369,4 +390,196 @@ fn remsh_with_a_wrong_cookie_says_so_and_exits_non_zero() {
     assert_eq!(code, 1, "stderr: {err}");
     assert!(err.contains("cookie"), "stderr names the cookie: {err}");
     assert!(err.contains(pod.name()), "stderr names the node: {err}");
+}
+
+/// A plain TCP forwarder on a free loopback port to `target`, as
+/// `kubectl port-forward` is: bytes copied both ways, nothing else. Counts
+/// the connections it forwarded. Stops accepting on drop.
+struct Forwarder {
+    addr: SocketAddr,
+    forwarded: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Forwarder {
+    fn start(target: SocketAddr) -> Forwarder {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let forwarded = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, halt) = (forwarded.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if halt.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Forwarder {
+            addr,
+            forwarded,
+            stop,
+        }
+    }
+
+    fn forwarded(&self) -> usize {
+        self.forwarded.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// A CA, a TLS "pod" node named `…@host` with a certificate for `host`,
+/// and a client optfile for erlkube with a certificate of the same CA.
+struct TlsPod {
+    pod: Pod,
+    client_conf: PathBuf,
+    _dir: TlsDir,
+}
+
+fn tls_pod(test: &str, host: &str) -> TlsPod {
+    let ca = Ca::new("erlkube remsh test CA");
+    let dir = TlsDir::new(None, test);
+    let root = Path::new("/");
+    let node_conf = dir.node_files("pod", &ca.issue(&[host]), ca.pem(), true, root);
+    let client_conf = dir.node_files("laptop", &ca.issue(&["127.0.0.1"]), ca.pem(), true, root);
+    let pod = Pod::start_with(test, Runtime::Erlang, host, Some(&node_conf));
+    TlsPod {
+        pod,
+        client_conf,
+        _dir: dir,
+    }
+}
+
+/// Opens `erlkube remsh` (TLS with `conf` when given) on a terminal,
+/// evaluates an expression on the node and checks the answer, checks the
+/// laptop node is hidden there and the cookie on no command line, then
+/// leaves with Ctrl-G q.
+fn remsh_evaluates_and_leaves(pod: &Pod, extra: &[&str], env: &[(&str, String)]) {
+    let mut cmd = Command::new(ERLKUBE);
+    cmd.args(["remsh", pod.name()])
+        .args(extra)
+        .env("RELEASE_COOKIE", &pod.cookie);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut term = Terminal::spawn(&mut cmd);
+    term.wait_for(&format!("({})1>", pod.name()));
+    term.type_text("{node(), lists:sum([1,2,3]) * 7}.\n");
+    term.wait_for(&format!("{{'{}',42}}", pod.name()));
+    let hidden = pod.node.eval("nodes(hidden)").unwrap();
+    assert!(
+        hidden.starts_with("['remsh_") && hidden.ends_with("@127.0.0.1']"),
+        "{hidden}"
+    );
+    no_command_line_in_group_contains(term.child.id(), &pod.cookie).unwrap();
+    term.type_text("\x07");
+    term.wait_for("-->");
+    term.type_text("q\n");
+    let status = term.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "output:\n{}", term.output());
+    assert!(
+        wait_until(LONG, || pod.node.eval("nodes(hidden)").unwrap() == "[]"),
+        "the laptop node left"
+    );
+}
+
+#[test]
+fn remsh_over_tls_evaluates_on_the_node() {
+    let t = tls_pod("remote_tls_remsh", "127.0.0.1");
+    let conf = t.client_conf.to_str().unwrap();
+    // Through the pod's epmd: the shell's BEAM looks the node up there.
+    remsh_evaluates_and_leaves(
+        &t.pod,
+        &["--proto-dist", "inet_tls", "--ssl-dist-optfile", conf],
+        &[("ERL_EPMD_PORT", t.pod.epmd.port().to_string())],
+    );
+}
+
+#[test]
+fn remsh_over_tls_via_a_forwarded_port() {
+    // The node's host does not resolve; its certificate names it (the
+    // client checks the name it dials, not the forwarder's address).
+    let t = tls_pod("remote_tls_via", POD_HOST);
+    let fwd = Forwarder::start(format!("127.0.0.1:{}", t.pod.port).parse().unwrap());
+    let via = fwd.addr.to_string();
+    let conf = t.client_conf.to_str().unwrap();
+    remsh_evaluates_and_leaves(
+        &t.pod,
+        &[
+            "--via",
+            &via,
+            "--proto-dist",
+            "inet_tls",
+            "--ssl-dist-optfile",
+            conf,
+        ],
+        &[("ERL_EPMD_PORT", free_port().to_string())],
+    );
+    // The check node's connection and the shell's went through it.
+    assert!(fwd.forwarded() >= 2, "{} connections", fwd.forwarded());
+}
+
+#[test]
+fn plain_remsh_against_a_tls_node_says_so_and_the_node_stays_up() {
+    let t = tls_pod("remote_tls_plain", "127.0.0.1");
+    let pod = &t.pod;
+    let epmd_port = pod.epmd.port().to_string();
+    let via = pod.via();
+    for extra in [&[][..], &["--via", &via][..]] {
+        // No terminal needed: the shell is never started.
+        let out = Command::new(ERLKUBE)
+            .args(["remsh", pod.name()])
+            .args(extra)
+            .env("RELEASE_COOKIE", &pod.cookie)
+            .env("ERL_EPMD_PORT", &epmd_port)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (code, _out, err) = common::outcome(out);
+        assert_eq!(code, 1, "{extra:?}: {err}");
+        assert!(err.contains(pod.name()), "{extra:?}: names the node: {err}");
+        assert!(
+            err.contains("--proto-dist inet_tls --ssl-dist-optfile"),
+            "{extra:?}: says how to speak TLS: {err}"
+        );
+    }
+    // The node is up and still serves a TLS client.
+    assert_eq!(
+        pod.node.eval("node()").unwrap(),
+        format!("'{}'", pod.name())
+    );
+    let (code, out, err) = erlkube(&[
+        "ping",
+        pod.name(),
+        "--via",
+        &via,
+        "--cookie",
+        &pod.cookie,
+        "--proto-dist",
+        "inet_tls",
+        "--ssl-dist-optfile",
+        t.client_conf.to_str().unwrap(),
+    ]);
+    assert_eq!((code, out.as_str()), (0, "pong"), "{err}");
 }

@@ -1,7 +1,7 @@
 //! TLS distribution through the binary: `erlkube node --proto-dist
 //! inet_tls --ssl-dist-optfile FILE` against real OTP 25 nodes started with
 //! `-proto_dist inet_tls -ssl_dist_optfile FILE`; `erlkube ping`, `rpc`,
-//! `remsh` (with `--via`) and the agent over TLS; bad input refused with
+//! and the agent over TLS (`remsh` over TLS: `tests/remote.rs`); bad input refused with
 //! exit 2 before anything listens; refusals (plain TCP, another CA, an
 //! expired certificate, no client certificate) logged with a named reason
 //! while the node stays up; certificate rotation without a restart.

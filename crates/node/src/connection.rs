@@ -88,9 +88,34 @@ async fn run_connection(
     let peer = conn.peer_node().to_owned();
     let reason = connection_loop(&inner, &stream, &mut conn, &handle).await;
     handle.tx.close();
+    if reason == DownReason::Disconnected {
+        // Closed by this node: half-close and wait (bounded) for the
+        // peer to close its end, so that it has let go of the connection
+        // before this node dials it again (see `Conns::closing`).
+        let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write);
+        let drain = async {
+            let mut buf = [0u8; 4096];
+            loop {
+                if stream.readable().await.is_err() {
+                    return;
+                }
+                match stream.try_read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
+    }
     drop(stream);
     connection_ended(&inner, &peer, &handle, reason);
 }
+
+/// How long a connection this node closed waits for the peer to close its
+/// end (a peer that stopped reading must not hold a reconnect for long).
+pub(crate) const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The table and events after a connection's loop ended: nodedown when it
 /// was the registered connection to `peer`.
@@ -100,28 +125,94 @@ pub(crate) fn connection_ended(
     handle: &ConnHandle,
     reason: DownReason,
 ) {
-    let peer = peer.to_owned();
-    let was_up = {
+    let was_closing = {
         let mut conns = inner.conns.lock().expect("conns");
-        if conns.up.get(&peer).is_some_and(|h| h.id == handle.id) {
-            conns.up.remove(&peer);
-            let _ = inner.events.send(NodeEvent::NodeDown {
-                node: peer.clone(),
-                reason: reason.clone(),
-            });
-            true
-        } else {
-            false
+        let ids = conns.closing.get_mut(peer);
+        let was = ids.is_some_and(|ids| ids.remove(&handle.id));
+        if conns.closing.get(peer).is_some_and(|ids| ids.is_empty()) {
+            conns.closing.remove(peer);
         }
+        was
     };
-    if was_up {
-        inner.global_node_down(&peer);
-        inner.node_down(&peer);
-        tracing::info!(reason = %reason, "nodedown");
-    } else {
+    if was_closing {
+        inner.close_done.send_replace(());
+    }
+    if !unregister(inner, peer, Some(handle.id), &reason) {
         // A connection already replaced by a newer one to the same node
-        // (after "alive"): the node is still up, so no nodedown.
-        tracing::info!(reason = %reason, "replaced connection closed");
+        // (after "alive"), or taken out of the table by
+        // `Node::disconnect`, which sent the nodedown itself.
+        tracing::info!(reason = %reason, "closed connection ended");
+    }
+}
+
+/// Takes the connection to `peer` out of the table (only connection `id`,
+/// if given), sends nodedown under the table's lock, closes its queue,
+/// and fires what the node's going down fires (links, monitors, global).
+/// Without `id` (`Node::disconnect`) the connection is also recorded in
+/// `Conns::closing` until its task saw the peer close. False when there
+/// was no such connection.
+pub(crate) fn unregister(
+    inner: &Arc<Inner>,
+    peer: &str,
+    id: Option<u64>,
+    reason: &DownReason,
+) -> bool {
+    let removed = {
+        let mut conns = inner.conns.lock().expect("conns");
+        let registered = match (conns.up.get(peer), id) {
+            (Some(h), Some(id)) => h.id == id,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !registered {
+            return false;
+        }
+        let h = conns.up.remove(peer);
+        if id.is_none() {
+            // `Node::disconnect`: the connection's task waits for the
+            // peer's close; dials wait for that (`Conns::closing`).
+            if let Some(h) = &h {
+                conns
+                    .closing
+                    .entry(peer.to_owned())
+                    .or_default()
+                    .insert(h.id);
+            }
+        }
+        let _ = inner.events.send(NodeEvent::NodeDown {
+            node: peer.to_owned(),
+            reason: reason.clone(),
+        });
+        h
+    };
+    if let Some(h) = removed {
+        // Senders holding the handle (the per-thread cache) stop at once.
+        h.tx.close();
+        h.kill.notify_one();
+    }
+    inner.global_node_down(peer);
+    inner.node_down(peer);
+    tracing::info!(peer = %peer, reason = %reason, "nodedown");
+    true
+}
+
+impl Inner {
+    /// `Node::disconnect`: the connection to `node` out of the table now.
+    pub(crate) fn disconnect(self: &Arc<Self>, node: &str) -> bool {
+        unregister(self, node, None, &DownReason::Disconnected)
+    }
+
+    /// The registered connection to `node` if it is not closing. One that
+    /// is (its queue closed: replaced, or closed by the pg or global
+    /// service) is unregistered here with its nodedown, so that a caller
+    /// about to dial gets a new connection instead of the dying one.
+    pub(crate) fn live_connection(self: &Arc<Self>, node: &str) -> Option<ConnHandle> {
+        let h = self.conns.lock().expect("conns").up.get(node).cloned()?;
+        if !h.tx.is_closed() {
+            return Some(h);
+        }
+        unregister(self, node, Some(h.id), &DownReason::Disconnected);
+        None
     }
 }
 

@@ -19,8 +19,8 @@ use crate::{epmd, ConnHandle, ConnectError, Inner};
 
 /// Returns the connection to `node`, dialling it if needed.
 pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle, ConnectError> {
-    if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
-        return Ok(h.clone());
+    if let Some(h) = inner.live_connection(node) {
+        return Ok(h);
     }
     if *inner.shutdown.borrow() {
         return Err(ConnectError::Shutdown);
@@ -36,14 +36,41 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
     };
     let _guard = lock.lock().await;
     let deadline = tokio::time::Instant::now() + inner.config.setup_timeout;
+    // A connection to the node this node just closed: wait until the peer
+    // closed its end too (bounded by the connection's CLOSE_WAIT), else
+    // the peer may still hold it when the new handshake arrives and (OTP
+    // answering "alive") tear the new connection down right after it is up.
+    let mut close_done = inner.close_done.subscribe();
+    while inner
+        .conns
+        .lock()
+        .expect("conns")
+        .closing
+        .contains_key(node)
+    {
+        if tokio::time::timeout_at(deadline, close_done.changed())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
     // An inbound handshake from the node under way: wait for its outcome
     // instead of dialling (a dial now would race it, and one of the two
     // connections would replace the other).
     let mut accept_done = inner.accept_done.subscribe();
     loop {
+        if let Some(h) = inner.live_connection(node) {
+            return Ok(h);
+        }
         {
             let mut conns = inner.conns.lock().expect("conns");
             if let Some(h) = conns.up.get(node) {
+                if h.tx.is_closed() {
+                    // Closed since the check above: unregistered on the
+                    // next round, then dialled anew.
+                    continue;
+                }
                 return Ok(h.clone());
             }
             if !conns.accepting.contains(node) {
@@ -82,8 +109,8 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
                 tracing::debug!(peer = %node, "simultaneous connect lost; waiting for the peer's attempt");
                 let wait = async {
                     loop {
-                        if let Some(h) = inner.conns.lock().expect("conns").up.get(node) {
-                            return Some(h.clone());
+                        if let Some(h) = inner.live_connection(node) {
+                            return Some(h);
                         }
                         match events.recv().await {
                             Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
@@ -107,7 +134,7 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
             ) => {
                 // We said "false" to "alive" because a connection to the
                 // node came up meanwhile (its own dial): that one is ours.
-                let up = inner.conns.lock().expect("conns").up.get(node).cloned();
+                let up = inner.live_connection(node);
                 return up.ok_or(e);
             }
             Err(e) => {

@@ -327,6 +327,11 @@ pub(crate) struct Conns {
     /// Peers whose inbound handshake is under way (name received, allowed).
     pub accepting: HashSet<String>,
     pub locks: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// Connections `Node::disconnect` took out of the table whose close
+    /// is under way (until the peer closed its end too): peer → ids. A
+    /// dial to the peer waits for them, so the peer does not see the new
+    /// connection while it still holds the old one.
+    pub closing: HashMap<String, HashSet<u64>>,
 }
 
 pub(crate) struct Inner {
@@ -342,6 +347,9 @@ pub(crate) struct Inner {
     pub events: broadcast::Sender<NodeEvent>,
     /// Bumped whenever an inbound handshake ends (see `Conns::accepting`).
     pub accept_done: tokio::sync::watch::Sender<()>,
+    /// Bumped whenever a disconnected connection's close ends (see
+    /// `Conns::closing`).
+    pub close_done: tokio::sync::watch::Sender<()>,
     next_pid: AtomicU32,
     next_ref: AtomicU64,
     pub next_conn: AtomicU64,
@@ -593,23 +601,15 @@ impl Node {
         dial::connect(&self.inner, node).await.map(|_| ())
     }
 
-    /// Closes the connection to `node`, if any.
+    /// Closes the connection to `node`, if any. On return the connection
+    /// is out of the table (nodedown sent, links and monitors on `node`
+    /// fired), so a [`Node::connect`] right after dials a new one instead
+    /// of being handed the closing one. The old socket is half-closed and
+    /// its task waits (up to 2 s) for the peer to close its end; a
+    /// `connect` to `node` meanwhile waits for that before dialling, so
+    /// the peer never sees the new connection while holding the old one.
     pub fn disconnect(&self, node: &str) -> bool {
-        let h = self
-            .inner
-            .conns
-            .lock()
-            .expect("conns")
-            .up
-            .get(node)
-            .cloned();
-        match h {
-            Some(h) => {
-                h.kill.notify_one();
-                true
-            }
-            None => false,
-        }
+        self.inner.disconnect(node)
     }
 
     /// Sends `msg` to `to` (SEND), connecting if needed. Waits while the
@@ -808,6 +808,7 @@ impl Inner {
             conns: Mutex::new(Conns::default()),
             events: broadcast::channel(256).0,
             accept_done: tokio::sync::watch::channel(()).0,
+            close_done: tokio::sync::watch::channel(()).0,
             next_pid: AtomicU32::new(1),
             next_ref: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),

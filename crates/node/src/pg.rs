@@ -119,6 +119,8 @@ impl Inner {
     pub(crate) fn close_connection(&self, node: &str) {
         let h = self.conns.lock().expect("conns").up.get(node).cloned();
         if let Some(h) = h {
+            // Closed now: `connect` no longer hands it out.
+            h.tx.close();
             h.kill.notify_one();
         }
     }

@@ -38,6 +38,19 @@ pub(crate) async fn run(
     // TLS close_notify, bounded: a peer that stopped reading must not hold
     // the nodedown.
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
+    if reason == DownReason::Disconnected {
+        // Closed by this node: wait (bounded) for the peer to close its
+        // end too (see `Conns::closing`).
+        let drain = async {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(crate::connection::CLOSE_WAIT, drain).await;
+    }
     connection_ended(&inner, &peer, &handle, reason);
 }
 

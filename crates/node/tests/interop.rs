@@ -310,6 +310,62 @@ async fn reconnect_after_disconnect() {
     }
 }
 
+/// `disconnect` followed at once by `connect`, 50 times: `disconnect`
+/// takes the connection out of the table before it returns (its nodedown
+/// is already sent, the peer no longer listed), so each `connect` dials a
+/// new connection (a new nodeup) instead of being handed the closing one,
+/// and a ping over it answers. Before, `disconnect` only signalled the
+/// connection's task, and a `connect` right after could return the dying
+/// connection (a ping on it then failed, or the next `disconnect` found
+/// nothing).
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnect_then_connect_at_once_gives_a_fresh_connection() {
+    let epmd = OtpEpmd::start().unwrap();
+    let rust = rust_node(epmd.port(), "c", false, MINUTE).await;
+    let b = beam(epmd.port(), "c", &[]).await;
+    let peer = b.node_name();
+    let mut events = rust.subscribe();
+    rust.connect(peer).await.unwrap();
+    for i in 0..50 {
+        assert!(rust.disconnect(peer), "round {i}: not connected");
+        assert!(
+            !rust.connected_nodes().iter().any(|n| n == peer),
+            "round {i}: still listed after disconnect"
+        );
+        // The nodedown is sent before `disconnect` returns.
+        let mut down = false;
+        while let Ok(ev) = events.try_recv() {
+            if let NodeEvent::NodeDown { node, .. } = ev {
+                down |= node == peer;
+            }
+        }
+        assert!(down, "round {i}: no nodedown when disconnect returned");
+        rust.connect(peer)
+            .await
+            .unwrap_or_else(|e| panic!("round {i}: {e}"));
+        // A new connection came up (its nodeup is sent when it enters the
+        // table, before `connect` returns it), and it carries traffic.
+        let mut up = false;
+        while let Ok(ev) = events.try_recv() {
+            match ev {
+                NodeEvent::NodeUp { node, .. } if node == peer => up = true,
+                NodeEvent::NodeDown { node, reason } if node == peer => {
+                    panic!("round {i}: the new connection went down: {reason}")
+                }
+                _ => {}
+            }
+        }
+        assert!(up, "round {i}: connect returned without a new nodeup");
+        rust.ping(peer)
+            .await
+            .unwrap_or_else(|e| panic!("round {i}: ping: {e}"));
+    }
+    assert_eq!(
+        eval(&b, format!("lists:member('{}', nodes())", rust.name())).await,
+        "true"
+    );
+}
+
 /// The echo process, taking the message apart instead of cloning it.
 fn spawn_moving_echo(node: &Node) {
     let mut p = node.spawn_registered("echo").unwrap();

@@ -50,9 +50,14 @@ pub struct RemshArgs {
     /// need not resolve here).
     node: String,
     /// Where the node's distribution port is reachable from here, e.g.
-    /// 127.0.0.1:9100 (the local end of `kubectl port-forward`).
+    /// 127.0.0.1:9100 (the local end of `kubectl port-forward`). Without
+    /// it the node's host is resolved and its epmd asked, as `erl -remsh`
+    /// does.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_via)]
-    via: SocketAddr,
+    via: Option<SocketAddr>,
+    /// The epmd port on the node's host (not used with --via).
+    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = 4369)]
+    epmd_port: u16,
     #[command(flatten)]
     cookie: super::CookieArgs,
     #[command(flatten)]
@@ -81,11 +86,16 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
     let usage = |m: String| (2u8, m);
     use erlkube_proto::name::{check_node_name, NameMode};
     check_node_name(&args.node, NameMode::Any).map_err(|e| usage(e.to_string()))?;
-    let IpAddr::V4(ip) = args.via.ip() else {
-        return Err(usage(format!(
-            "--via {}: only IPv4 addresses are supported (kubectl port-forward listens on 127.0.0.1)",
-            args.via
-        )));
+    let via = match args.via {
+        None => None,
+        Some(a) => {
+            let IpAddr::V4(ip) = a.ip() else {
+                return Err(usage(format!(
+                    "--via {a}: only IPv4 addresses are supported (kubectl port-forward listens on 127.0.0.1)"
+                )));
+            };
+            Some((ip, a.port()))
+        }
     };
     let own = args
         .name
@@ -102,16 +112,22 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
 
     // `erl -remsh` with a wrong cookie prints "Shell process terminated!"
     // and exits 0: reach the node first, so a failure says what failed.
-    preflight(&args.node, args.via, &cookie, tls.clone())?;
+    preflight(&args.node, args.via, args.epmd_port, &cookie, tls.clone())?;
 
     let dir = PrivateDir::create().map_err(|e| (1, format!("temporary directory: {e}")))?;
     compile_module(dir.path())?;
     let conf = dir.path().join("via");
-    let octets = ip.octets();
+    // {Node, {Ip, Port} | none, Cookie}
+    let via_term = match via {
+        Some((ip, port)) => Term::tuple(vec![
+            Term::tuple(ip.octets().iter().map(|&o| Term::from(o as i64)).collect()),
+            Term::from(port as i64),
+        ]),
+        None => Term::atom("none"),
+    };
     let term = Term::tuple(vec![
         Term::atom(&args.node),
-        Term::tuple(octets.iter().map(|&o| Term::from(o as i64)).collect()),
-        Term::from(args.via.port() as i64),
+        via_term,
         Term::binary(cookie.expose().as_bytes().to_vec()),
     ]);
     write_private(&conf, &erlkube_etf::encode(&term))
@@ -142,6 +158,13 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
     }
     let mut cmd;
     if args.iex {
+        // `--erl` takes one string that iex splits at spaces.
+        if let Some(a) = vm_args.iter().find(|a| a.contains(char::is_whitespace)) {
+            return Err(usage(format!(
+                "--iex cannot pass {a:?} to the BEAM (iex splits --erl at spaces): \
+                 use a path without spaces (--ssl-dist-optfile, TMPDIR)"
+            )));
+        }
         cmd = Command::new("iex");
         cmd.args(["--name", &own, "--cookie", &throwaway, "--hidden"])
             .args(["--remsh", &args.node])
@@ -152,6 +175,10 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
         vm_args.extend(["-remsh".into(), args.node.clone()]);
         cmd.args(["-name", &own, "-setcookie", &throwaway, "-hidden"])
             .args(&vm_args);
+    }
+    if args.via.is_none() {
+        // erl_epmd asks epmd on the node's host at this port.
+        cmd.env("ERL_EPMD_PORT", args.epmd_port.to_string());
     }
     let program = if args.iex { "iex" } else { "erl" };
     // Ctrl-C and Ctrl-\ belong to the shell (its BREAK menu); this process
@@ -174,12 +201,14 @@ fn run(args: RemshArgs) -> Result<ExitCode, Failure> {
     Ok(exit_code(status))
 }
 
-/// `net_adm:ping` of `node` at `via` from a throwaway hidden Rust node with
-/// the node's cookie: exit 1 with the reason (wrong cookie, refused, …)
-/// when the shell could not connect either.
+/// `net_adm:ping` of `node` (at `via`, else through epmd on its host)
+/// from a throwaway hidden Rust node with the node's cookie: exit 1 with
+/// the reason (wrong cookie, refused, not TLS, …) when the shell could not
+/// connect either.
 fn preflight(
     node: &str,
-    via: SocketAddr,
+    via: Option<SocketAddr>,
+    epmd_port: u16,
     cookie: &erlkube_node::Cookie,
     tls: Option<erlkube_node::TlsConfig>,
 ) -> Result<(), Failure> {
@@ -192,7 +221,11 @@ fn preflight(
     config.hidden = true;
     config.register_with_epmd = false;
     config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
-    config.known_addrs.insert(node.to_owned(), via);
+    config.epmd_port = epmd_port;
+    if let Some(via) = via {
+        config.known_addrs.insert(node.to_owned(), via);
+    }
+    let tls_used = tls.is_some();
     config.tls = tls;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -205,15 +238,38 @@ fn preflight(
         let r = n.ping(node).await;
         n.shutdown();
         r.map_err(|e| {
+            let at = via.map(|v| format!(" at {v}")).unwrap_or_default();
+            let hint = if !tls_used && plain_refused(&e) {
+                // A TLS node closes a plain handshake without a word.
+                "; if the node speaks TLS distribution (-proto_dist inet_tls), \
+                 pass --proto-dist inet_tls --ssl-dist-optfile FILE"
+            } else {
+                ""
+            };
             (
                 1,
                 format!(
-                    "cannot connect to {node} at {via}: {}",
+                    "cannot connect to {node}{at}: {}{hint}",
                     super::ping::error_chain(&e)
                 ),
             )
         })
     })
+}
+
+/// How a TLS node's refusal of a plain TCP handshake looks from here: the
+/// connection closed (or broken) before the handshake's first answer, or
+/// an answer that is no handshake message (the bytes of a TLS alert).
+fn plain_refused(e: &erlkube_node::PingError) -> bool {
+    use erlkube_node::{ConnectError, PingError};
+    matches!(
+        e,
+        PingError::Connect(
+            ConnectError::ClosedDuringHandshake { hint: "", .. }
+                | ConnectError::Io { .. }
+                | ConnectError::Handshake { .. }
+        )
+    )
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {
