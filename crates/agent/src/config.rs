@@ -67,6 +67,11 @@ pub const AGENT_KEYS: &[AgentKey] = &[
         doc: "how often an absent node is looked for",
     },
     AgentKey {
+        name: "agent.register_poll_interval",
+        default: Some("10ms"),
+        doc: "while the node is absent, how often its port mapper (ERL_EPMD_PORT; at the node's IP, or 127.0.0.1 for a host name) is asked whether the node has registered; the node is connected at once when it has. 0s: off (only agent.wait_interval)",
+    },
+    AgentKey {
         name: "agent.node_events",
         default: Some("true"),
         doc: "follow the node's nodeup/nodedown events (a subscriber process on the node); false: poll nodes() every formation.check_interval",
@@ -174,6 +179,11 @@ pub struct AgentConfig {
     pub rpc_timeout: Duration,
     /// Retry interval while the node is absent.
     pub wait_interval: Duration,
+    /// While the node is absent, how often its port mapper is asked
+    /// whether it has registered (`None`: never; only `wait_interval`).
+    pub register_poll_interval: Option<Duration>,
+    /// The port mapper's port (`ERL_EPMD_PORT`, default 4369).
+    pub epmd_port: u16,
     /// Follow the node's nodeup/nodedown events (else poll `nodes()`).
     pub node_events: bool,
     /// Safety-net re-read of `nodes()` while events arrive (the runtime
@@ -463,6 +473,17 @@ pub fn resolve_agent(
     };
     let rpc_timeout = duration(&entries, "agent.rpc_timeout")?;
     let wait_interval = duration(&entries, "agent.wait_interval")?;
+    let rp = get(&entries, "agent.register_poll_interval").unwrap_or_default();
+    let register_poll_interval = match parse_duration(&rp) {
+        Some(d) if d.is_zero() => None,
+        Some(d) if d <= Duration::from_secs(60) => Some(d),
+        _ => {
+            return Err(invalid(
+                "agent.register_poll_interval",
+                format!("must be a duration from 0s (off) to 60s like \"10ms\", got {rp:?}"),
+            ))
+        }
+    };
     let net_ticktime = duration(&entries, "agent.net_ticktime")?;
     let nodes_poll_interval = duration(&entries, "agent.nodes_poll_interval")?;
     let (mnesia, mnesia_entries) = crate::mnesia::config::resolve(split.mnesia, &env)?;
@@ -519,6 +540,8 @@ pub fn resolve_agent(
         drain_grace,
         rpc_timeout,
         wait_interval,
+        register_poll_interval,
+        epmd_port,
         node_events,
         nodes_poll_interval,
         net_ticktime,
@@ -583,6 +606,8 @@ mod tests {
         assert_eq!(c.quorum, Quorum::Members(3));
         assert_eq!(c.drain_grace, Duration::from_secs(5));
         assert_eq!(c.nodes_poll_interval, Duration::from_secs(30));
+        assert_eq!(c.register_poll_interval, Some(Duration::from_millis(10)));
+        assert_eq!(c.epmd_port, 4369);
         assert_eq!(c.formation.strategy_name, "static");
         let d = c.describe();
         assert!(d.contains("agent.ready_min_peers"), "{d}");
@@ -645,6 +670,16 @@ mod tests {
             ("ERLKUBE_AGENT_DRAIN_GRACE", "11m", "agent.drain_grace"),
             ("ERLKUBE_AGENT_DRAIN_GRACE", "-1s", "agent.drain_grace"),
             ("ERLKUBE_AGENT_DRAIN_GRACE", "soon", "agent.drain_grace"),
+            (
+                "ERLKUBE_AGENT_REGISTER_POLL_INTERVAL",
+                "2m",
+                "agent.register_poll_interval",
+            ),
+            (
+                "ERLKUBE_AGENT_REGISTER_POLL_INTERVAL",
+                "fast",
+                "agent.register_poll_interval",
+            ),
             ("ERLKUBE_FORMATION_QUORUM", "0", "formation.quorum"),
             ("ERLKUBE_FORMATION_QUORUM", "-3", "formation.quorum"),
             ("ERLKUBE_FORMATION_QUORUM", "many", "formation.quorum"),
@@ -670,6 +705,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.starts_with("agent.nodes: unknown key"), "{err}");
+    }
+
+    #[test]
+    fn the_registration_poll_can_be_turned_off() {
+        let c = resolve_agent(
+            None,
+            env(&[
+                ("RELEASE_NODE", "a@h"),
+                ("RELEASE_COOKIE", "c"),
+                ("ERLKUBE_AGENT_REGISTER_POLL_INTERVAL", "0s"),
+                ("ERL_EPMD_PORT", "4400"),
+            ]),
+            "h",
+            no_file,
+            1,
+        )
+        .unwrap();
+        assert_eq!(c.register_poll_interval, None);
+        assert_eq!(c.epmd_port, 4400);
     }
 
     #[test]

@@ -374,9 +374,21 @@ async fn supervise(
     let mut events = beam.local().subscribe();
     let mut throttle = Throttle::new(Duration::from_secs(5), Duration::from_secs(300));
     loop {
-        // Wait for the node.
-        let mut wait = tokio::time::interval(config.wait_interval);
+        // Wait for the node: an RPC every `agent.wait_interval` and, with
+        // `agent.register_poll_interval`, its port mapper asked in between
+        // whether it has registered: a registration is tried at once.
+        let step = config
+            .register_poll_interval
+            .unwrap_or(config.wait_interval)
+            .min(config.wait_interval);
+        let mut wait = tokio::time::interval(step);
         wait.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_rpc = tokio::time::Instant::now();
+        let mut registered = false;
+        // After a registration, failed attempts are retried at 20 ms,
+        // 40 ms, … up to `agent.wait_interval`: a node registers before
+        // its boot is over.
+        let mut quick: Option<Duration> = None;
         let first = loop {
             tokio::select! {
                 _ = wait.tick() => {}
@@ -387,6 +399,37 @@ async fn supervise(
                     continue;
                 }
             }
+            let mut attempt =
+                config.register_poll_interval.is_none() || tokio::time::Instant::now() >= next_rpc;
+            if config.register_poll_interval.is_some() {
+                match registration(&config).await {
+                    Some(true) if !registered => {
+                        registered = true;
+                        quick = Some(Duration::from_millis(20));
+                        status.lock().unwrap().registrations_seen += 1;
+                        tracing::debug!(node = %target, "the node registered with its port mapper; connecting");
+                        attempt = true;
+                    }
+                    Some(true) => {}
+                    // Not registered, or the port mapper does not answer
+                    // (the RPC every agent.wait_interval says why).
+                    Some(false) | None => {
+                        registered = false;
+                        quick = None;
+                    }
+                }
+            }
+            if !attempt {
+                continue;
+            }
+            let after = match quick {
+                Some(q) => {
+                    quick = Some((q * 2).min(config.wait_interval));
+                    q.min(config.wait_interval)
+                }
+                None => config.wait_interval,
+            };
+            next_rpc = tokio::time::Instant::now() + after;
             match beam.nodes().await {
                 Ok(set) => break set,
                 Err(e) => {
@@ -420,6 +463,17 @@ async fn supervise(
             s.connected = first;
         }
         while events.try_recv().is_ok() {}
+        // Run an engine for this incarnation of the node, first: it is fed
+        // the last discovery answer (resolved while the node was absent)
+        // and dials every peer in it at once, before the subscriber below
+        // is set up.
+        let engine = Engine::new(beam.clone(), config.formation.engine.clone());
+        let (tx, rx) = mpsc::channel(16);
+        if let Some(a) = last_answer.lock().unwrap().clone() {
+            let _ = tx.try_send(Update::Answer(a));
+        }
+        *engine_tx.lock().unwrap() = Some(tx);
+        let formation = engine.spawn(rx);
         // Follow the node's nodeup/nodedown events from now on; a slow
         // re-read of nodes() is the safety net.
         let mut live = if config.node_events {
@@ -434,14 +488,6 @@ async fn supervise(
         let mut poll =
             tokio::time::interval_at(tokio::time::Instant::now() + poll_every, poll_every);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Run an engine for this incarnation of the node.
-        let engine = Engine::new(beam.clone(), config.formation.engine.clone());
-        let (tx, rx) = mpsc::channel(16);
-        if let Some(a) = last_answer.lock().unwrap().clone() {
-            let _ = tx.try_send(Update::Answer(a));
-        }
-        *engine_tx.lock().unwrap() = Some(tx);
-        let formation = engine.spawn(rx);
         // The Mnesia work of this incarnation (joins once the quorum is met).
         let mnesia = config.mnesia.clone().map(|m| {
             tokio::spawn(crate::mnesia::run::run(
@@ -526,6 +572,26 @@ async fn supervise(
         let p = std::mem::take(&mut s.partition);
         s.partitions_base += p.partitions;
         s.connected.clear();
+    }
+}
+
+/// Whether the node is registered with the port mapper on its host
+/// (`ERL_EPMD_PORT`): `None` when the port mapper does not answer.
+/// One PORT_PLEASE2 to the node's address when its name holds one, else
+/// to loopback (the agent runs in the node's pod; resolving a host name
+/// every few milliseconds would load the cluster DNS instead).
+async fn registration(config: &AgentConfig) -> Option<bool> {
+    let (alive, host) = config.node.as_str().split_once('@')?;
+    let host = if host.parse::<std::net::IpAddr>().is_ok() {
+        host
+    } else {
+        "127.0.0.1"
+    };
+    let timeout = Duration::from_millis(500).min(config.wait_interval);
+    match erlkube_node::epmd::port_please(host, config.epmd_port, alive, timeout).await {
+        Ok(_) => Some(true),
+        Err(erlkube_node::epmd::EpmdError::NotRegistered(_)) => Some(false),
+        Err(_) => None,
     }
 }
 

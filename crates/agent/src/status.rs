@@ -86,6 +86,10 @@ pub struct Status {
     /// (the agent retries every `agent.wait_interval`; the log says so
     /// once, then at doubling intervals).
     pub cookie_rejections: u64,
+    /// Times the node was seen registering with its port mapper while it
+    /// was absent (`agent.register_poll_interval`), each followed at once
+    /// by a connection attempt instead of the next `agent.wait_interval`.
+    pub registrations_seen: u64,
     /// The nodes of the last successful discovery answer (self excluded).
     pub discovered: Option<BTreeSet<NodeName>>,
     /// The node's `nodes()`: the last read, kept current by its events.
@@ -316,6 +320,12 @@ impl Collector for Snapshot {
             "erlkube_agent_beam_cookie_rejections",
             "Connection attempts to the local BEAM node refused for a wrong cookie.",
             s.cookie_rejections,
+        )?;
+        counter(
+            e,
+            "erlkube_agent_beam_registrations_seen",
+            "Times the absent local BEAM node was seen registering with its port mapper (connected at once).",
+            s.registrations_seen,
         )?;
         gauge(
             e,
@@ -567,6 +577,7 @@ mod tests {
             beam_up: true,
             beam_ups: 2,
             cookie_rejections: 4,
+            registrations_seen: 3,
             discovered: Some(set(&["a@h"])),
             connected: set(&["a@h", "b@h"]),
             node_events: true,

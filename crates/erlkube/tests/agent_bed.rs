@@ -645,6 +645,86 @@ async fn an_agent_started_before_its_node_waits_and_survives_node_restarts() {
     }
 }
 
+/// A new pod's node is connected to its peers by its agent as soon as it
+/// registers with its port mapper, from the discovery answer the agent
+/// resolved before the node was up. Every other path is shut: the late
+/// agent's `agent.wait_interval` and every agent's `discovery.interval`
+/// are an hour (one discovery round each, at start), and the late pod is
+/// not in DNS, so the peers' agents never dial it. Without the
+/// registration watch the late node would not be looked for again for an
+/// hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_node_is_connected_to_the_known_peers_when_it_registers() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Naming::Ipv4);
+    let pods = bed.add_pods(3).unwrap();
+    let (old, late) = (&pods[..2], pods[2]);
+    let late_ns = bed.pod(late).netns.clone();
+    let late_name = bed.pod(late).node_name.clone();
+    bed.pod(late).erl.as_ref().expect("erl").kill();
+    bed.set_published(&[late], false).unwrap();
+    let hour = [("ERLKUBE_DISCOVERY_INTERVAL", "60m")];
+    let mut agents = BTreeMap::new();
+    for i in old {
+        agents.insert(*i, spawn_agent(&bed, *i, &hour));
+    }
+    mesh(&bed, old, &agents).await;
+    agents.insert(
+        late,
+        spawn_agent(
+            &bed,
+            late,
+            &[
+                ("ERLKUBE_DISCOVERY_INTERVAL", "60m"),
+                ("ERLKUBE_AGENT_WAIT_INTERVAL", "60m"),
+            ],
+        ),
+    );
+    wait_for(
+        "the late agent's one discovery answer and its failed look",
+        || async {
+            agents[&late].count("waiting for the node") == 1
+                && metrics(&agents[&late]).await["erlkube_agent_discovery_answers_total"] == 1.0
+        },
+    )
+    .await;
+    assert_eq!(
+        metrics(&agents[&late]).await["erlkube_agent_beam_registrations_seen_total"],
+        0.0
+    );
+    let erl =
+        PodErl::start_with(&late_ns, &spec(&bed, late), &bed.config().erl).expect("start the node");
+    for i in old {
+        wait_for("an old pod connected to the late node", || async {
+            pod_nodes(&bed, *i).await.contains(&late_name)
+        })
+        .await;
+    }
+    let m = metrics(&agents[&late]).await;
+    assert_eq!(
+        m["erlkube_agent_beam_registrations_seen_total"],
+        1.0,
+        "{}",
+        dump(&agents)
+    );
+    assert_eq!(m["erlkube_agent_beam_starts_total"], 1.0);
+    // No second discovery round anywhere: the peers came from the answer
+    // resolved while the node was absent.
+    for a in agents.values() {
+        assert_eq!(
+            metrics(a).await["erlkube_agent_discovery_answers_total"],
+            1.0,
+            "{}",
+            dump(&agents)
+        );
+    }
+    let want: BTreeSet<String> = old.iter().map(|i| bed.pod(*i).node_name.clone()).collect();
+    wait_for("the late node's nodes() = the old pods", || async {
+        nodes_of(&erl).await == want
+    })
+    .await;
+}
+
 /// A pod lost silently (cut off the network, its record removed) is dropped
 /// by its peers without waiting out `formation.removal_grace`: its
 /// distribution port does not answer. A pod whose record is removed at the
