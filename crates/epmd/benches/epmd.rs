@@ -116,6 +116,66 @@ fn start_otp() -> Daemon {
     }
 }
 
+/// The floor: the least any server can do for one request per
+/// connection on this kernel. One thread, blocking sockets: accept, one
+/// read, write a fixed PORT2_RESP, close; nothing parsed, nothing looked
+/// up. Returns its port and the path of the thread's `stat` (its CPU).
+fn start_floor() -> (u16, String) {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let answer = erlkube_proto::epmd::Response::Port2Found(node("solo0".into(), 4370)).to_bytes();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        // SAFETY: gettid has no memory effects.
+        let tid = unsafe { libc::gettid() };
+        tx.send(format!("/proc/{}/task/{tid}/stat", std::process::id()))
+            .unwrap();
+        let mut b = [0u8; 64];
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            if matches!(s.read(&mut b), Ok(n) if n > 0) {
+                let _ = s.write_all(&answer);
+            }
+        }
+    });
+    (port, rx.recv().unwrap())
+}
+
+/// CPU seconds (user + system) from a `stat` file.
+fn stat_cpu_secs(path: &str) -> f64 {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks / hz.max(1.0)
+}
+
+/// PORT_PLEASE2 against the floor server at each client count: (clients,
+/// req/s, failed, server CPU share).
+async fn floor_phases(port: u16, stat: &str, clients: &[usize]) -> Vec<(usize, f64, u64, f64)> {
+    let req = Request::PortPlease2 {
+        name: "solo0".into(),
+    }
+    .to_bytes();
+    let mut out = Vec::new();
+    for &c in clients {
+        let cpu0 = stat_cpu_secs(stat);
+        let (rps, failed) = load(port, c, req.clone()).await;
+        let cpu = (stat_cpu_secs(stat) - cpu0) / PHASE.as_secs_f64();
+        eprintln!(
+            "  floor    PORT_PLEASE2 (fixed answer) {c:>5} clients: {rps:>9.0} req/s ({failed} failed), server CPU {:.0}%",
+            cpu * 100.0
+        );
+        out.push((c, rps, failed, cpu));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    out
+}
+
 fn vm_rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
@@ -126,16 +186,8 @@ fn vm_rss_kib(pid: u32) -> u64 {
 
 /// CPU seconds (user + system) the process has used so far.
 fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz.max(1.0)
+    // utime and stime: the 14th and 15th fields of the whole line.
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
 }
 
 fn node(name: String, port: u16) -> NodeInfo {
@@ -287,11 +339,21 @@ async fn port_please_phases(
     out
 }
 
-async fn measure(d: &Daemon, held_target: usize) -> Figures {
+async fn measure(d: &Daemon, held_target: usize, quick: bool) -> Figures {
     let rss_idle_kib = vm_rss_kib(d.pid);
     let solo = register_many(d.port, 1, "solo").await;
     let pp_one = port_please_phases(d, "solo0", &[1, 64], "1 node").await;
     drop(solo);
+    if quick {
+        return Figures {
+            pp_one,
+            pp: Vec::new(),
+            names: (0.0, 0, 0.0),
+            rss_kib: 0,
+            rss_idle_kib,
+            held: (0, 0, 0),
+        };
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let regs = register_many(d.port, NODES, "bench").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -340,13 +402,24 @@ fn main() {
     eprintln!(
         "erlkube epmd vs OTP epmd, loopback, {PHASE:?} per phase, one connection per request"
     );
-    let (otp, ours, shared) = rt.block_on(async {
+    // EPMD_BENCH_PROFILE=one: only the one-registration phases (OTP, the
+    // floor, erlkube-epmd), for profiling.
+    let quick = std::env::var_os("EPMD_BENCH_PROFILE").is_some();
+    let (otp, floor, ours, shared) = rt.block_on(async {
         let otp_d = start_otp();
-        let otp = measure(&otp_d, held_target).await;
+        let otp = measure(&otp_d, held_target, quick).await;
         drop(otp_d);
+        let (floor_port, floor_stat) = start_floor();
+        let floor = floor_phases(floor_port, &floor_stat, &[1, 64]).await;
         let ours_d = start_erlkube(&bin, true);
-        let ours = measure(&ours_d, held_target).await;
+        if quick {
+            eprintln!("  erlkube-epmd pid {}", ours_d.pid);
+        }
+        let ours = measure(&ours_d, held_target, quick).await;
         drop(ours_d);
+        if quick {
+            return (otp, floor, ours, (0, 0));
+        }
         // The same daemon in the shared binary: memory only.
         let shared_d = start_erlkube(&bin, false);
         let shared_idle = vm_rss_kib(shared_d.pid);
@@ -355,7 +428,7 @@ fn main() {
         let shared_full = vm_rss_kib(shared_d.pid);
         drop(regs);
         drop(shared_d);
-        (otp, ours, (shared_idle, shared_full))
+        (otp, floor, ours, (shared_idle, shared_full))
     });
     println!();
     println!("| measure | OTP epmd | erlkube-epmd | ratio |");
@@ -374,6 +447,29 @@ fn main() {
                 ee / oe
             );
         }
+    }
+    for ((c, o, _, ocpu), (_, f, ff, fcpu)) in otp.pp_one.iter().zip(&floor) {
+        println!(
+            "| floor (one blocking thread: accept, read, write fixed answer, close), {c} clients | {o:.0} | {f:.0} ({ff} failed) | {:.2}x |",
+            f / o
+        );
+        println!(
+            "| floor req per server CPU-second, {c} clients | {:.0} ({:.0}% CPU) | {:.0} ({:.0}% CPU) | {:.2}x |",
+            o / ocpu.max(1e-9),
+            ocpu * 100.0,
+            f / fcpu.max(1e-9),
+            fcpu * 100.0,
+            (f / fcpu.max(1e-9)) / (o / ocpu.max(1e-9))
+        );
+    }
+    println!(
+        "| VmRSS idle (KiB) | {} | {} | {:.2}x |",
+        otp.rss_idle_kib,
+        ours.rss_idle_kib,
+        ours.rss_idle_kib as f64 / otp.rss_idle_kib.max(1) as f64
+    );
+    if quick {
+        return;
     }
     println!(
         "| NAMES req/s, {NODES} nodes, 64 clients | {:.0} ({} failed) | {:.0} ({} failed) | {:.2}x |",
@@ -406,12 +502,6 @@ fn main() {
         otp.held.2,
         ours.held.2,
         ours.held.2 as f64 / otp.held.2.max(1) as f64
-    );
-    println!(
-        "| VmRSS idle (KiB) | {} | {} | {:.2}x |",
-        otp.rss_idle_kib,
-        ours.rss_idle_kib,
-        ours.rss_idle_kib as f64 / otp.rss_idle_kib.max(1) as f64
     );
     println!(
         "| VmRSS with {NODES} nodes (KiB) | {} | {} | {:.2}x |",

@@ -507,6 +507,38 @@ async fn run() {
         }
         return;
     }
+    // DIST_BENCH_PROFILE=rtt-ratio: the round-trip lines the target is
+    // about (floor, BEAM anchor, Rust<->Rust across processes), each run
+    // three times in turn, with ratios.
+    if std::env::var("DIST_BENCH_PROFILE").as_deref() == Ok("rtt-ratio") {
+        for round in 1..=3 {
+            let floor = tcp_floor().await;
+            let bb = Lat::parse(
+                &erl_eval(
+                    epmd_port,
+                    &format!("bench_r{round}_{pid}@127.0.0.1"),
+                    &beam_round_trips(&beam_y),
+                )
+                .await,
+            );
+            let rr = rust_round_trips(&a, &rust_b).await;
+            println!(
+                "round {round}: p50/p99 us: floor {:.1}/{:.1} ({:.2}/{:.2}), BEAM {:.1}/{:.1}, \
+                 Rust<->Rust {:.1}/{:.1} ({:.2}/{:.2})",
+                floor.p50,
+                floor.p99,
+                floor.p50 / bb.p50,
+                floor.p99 / bb.p99,
+                bb.p50,
+                bb.p99,
+                rr.p50,
+                rr.p99,
+                rr.p50 / bb.p50,
+                rr.p99 / bb.p99
+            );
+        }
+        return;
+    }
     if std::env::var_os("DIST_BENCH_PROFILE").is_some() {
         println!("peer pid {b_pid}");
         for _ in 0..10 {
