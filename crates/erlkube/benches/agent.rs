@@ -15,10 +15,9 @@
 //! `AGENT_BENCH_IDLE_SECS` (default 20).
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use erlkube_testbed::harness::{dns_env, is_full_mesh};
+use erlkube_testbed::harness::{agent_command, is_full_mesh};
 use erlkube_testbed::process::Guard;
 use erlkube_testbed::{Bed, BedConfig, Naming};
 
@@ -32,23 +31,7 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 fn spawn_agent(bed: &Bed, index: u32) -> Guard {
-    let c = bed.config();
-    let pod = bed.pod(index);
-    let mut cmd = bed.exec(index, env!("CARGO_BIN_EXE_erlkube"));
-    cmd.arg("agent")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RELEASE_NODE", &pod.node_name)
-        .env("RELEASE_COOKIE", &c.cookie)
-        .env("ERL_EPMD_PORT", c.epmd_port.to_string())
-        .env("ERLKUBE_AGENT_HTTP", "0.0.0.0:9568")
-        .env("ERLKUBE_AGENT_NET_TICKTIME", format!("{}s", c.net_ticktime))
-        .env("ERLKUBE_DISCOVERY_STRATEGY", "dns_a")
-        .envs(dns_env(bed))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut cmd = agent_command(bed, index, env!("CARGO_BIN_EXE_erlkube"), "0.0.0.0:9568");
     Guard::spawn(&mut cmd).expect("spawn erlkube agent")
 }
 

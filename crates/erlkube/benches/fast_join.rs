@@ -35,7 +35,7 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use erlkube_testbed::harness::{dns_env, is_full_mesh};
+use erlkube_testbed::harness::{agent_command, is_full_mesh, random_below};
 use erlkube_testbed::process::Guard;
 use erlkube_testbed::{Bed, BedConfig, ErlSpec, Naming, PodErl};
 
@@ -57,22 +57,8 @@ fn now_us() -> i64 {
 }
 
 fn spawn_agent(bed: &Bed, index: u32, log: Option<std::fs::File>) -> Guard {
-    let c = bed.config();
-    let pod = bed.pod(index);
-    let mut cmd = bed.exec(index, env!("CARGO_BIN_EXE_erlkube"));
-    cmd.arg("agent")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RELEASE_NODE", &pod.node_name)
-        .env("RELEASE_COOKIE", &c.cookie)
-        .env("ERL_EPMD_PORT", c.epmd_port.to_string())
-        .env("ERLKUBE_AGENT_HTTP", "0.0.0.0:9568")
-        .env("ERLKUBE_AGENT_NET_TICKTIME", format!("{}s", c.net_ticktime))
-        .env("ERLKUBE_DISCOVERY_STRATEGY", "dns_a")
-        .envs(dns_env(bed))
-        .env("RUST_LOG", if log.is_some() { "debug" } else { "warn" })
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+    let mut cmd = agent_command(bed, index, env!("CARGO_BIN_EXE_erlkube"), "0.0.0.0:9568");
+    cmd.env("RUST_LOG", if log.is_some() { "debug" } else { "warn" })
         .stderr(log.map_or_else(Stdio::null, Stdio::from));
     Guard::spawn(&mut cmd).expect("spawn erlkube agent")
 }
@@ -98,20 +84,9 @@ fn poller_expr(bed: &Bed, at_once: bool) -> String {
         phase = if at_once {
             0
         } else {
-            fastrand_below(POLL.as_millis() as u64)
+            random_below(POLL).as_millis() as u64
         },
     )
-}
-
-fn fastrand_below(n: u64) -> u64 {
-    let t = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    (t.wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        >> 11)
-        % n.max(1)
 }
 
 /// Records, inside the node, when each nodeup and nodedown arrived.

@@ -22,10 +22,9 @@
 //! `MNESIA_JOIN_TRIALS` sets the trials per variant and size (default 3);
 //! `MNESIA_JOIN_KEYS` the sizes (default `10000,1000000`).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use erlkube_testbed::harness::dns_env;
+use erlkube_testbed::harness::{agent_command, wait_until};
 use erlkube_testbed::process::Guard;
 use erlkube_testbed::{Bed, BedConfig, ErlRuntime, PodErl};
 
@@ -34,42 +33,23 @@ const LIMIT: Duration = Duration::from_secs(600);
 const HTTP_PORT: u16 = 9568;
 
 fn spawn_agent(bed: &Bed, index: u32) -> Guard {
-    let c = bed.config();
-    let pod = bed.pod(index);
-    let mut cmd = bed.exec(index, env!("CARGO_BIN_EXE_erlkube"));
-    cmd.arg("agent")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RELEASE_NODE", &pod.node_name)
-        .env("RELEASE_COOKIE", &c.cookie)
-        .env("ERL_EPMD_PORT", c.epmd_port.to_string())
-        .env("ERLKUBE_AGENT_HTTP", format!("0.0.0.0:{HTTP_PORT}"))
-        .env("ERLKUBE_AGENT_WAIT_INTERVAL", "100ms")
-        .env("ERLKUBE_AGENT_NET_TICKTIME", format!("{}s", c.net_ticktime))
-        .env("ERLKUBE_DISCOVERY_STRATEGY", "dns_a")
+    let http = format!("0.0.0.0:{HTTP_PORT}");
+    let mut cmd = agent_command(bed, index, env!("CARGO_BIN_EXE_erlkube"), &http);
+    cmd.env("ERLKUBE_AGENT_WAIT_INTERVAL", "100ms")
         .env("ERLKUBE_DISCOVERY_INTERVAL", "500ms")
         .env("ERLKUBE_DISCOVERY_TIMEOUT", "1s")
         .env("ERLKUBE_FORMATION_REMOVAL_GRACE", "1s")
         .env("ERLKUBE_MNESIA_TABLES", "cache")
-        .env("ERLKUBE_MNESIA_REMOVAL_GRACE", "1s")
-        .env("RUST_LOG", "warn")
-        .envs(dns_env(bed))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .env("ERLKUBE_MNESIA_REMOVAL_GRACE", "1s");
     Guard::spawn(&mut cmd).expect("spawn erlkube agent")
 }
 
-async fn wait<F, Fut>(what: &str, mut f: F)
+async fn wait<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(what, LIMIT, Duration::from_millis(20), String::new, f).await;
 }
 
 fn readyz(bed: &Bed, index: u32) -> impl std::future::Future<Output = bool> {

@@ -23,10 +23,9 @@
 //!   check).
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use erlkube_testbed::harness::{dns_env, is_full_mesh, membership, random_below};
+use erlkube_testbed::harness::{agent_command, is_full_mesh, membership, random_below, wait_until};
 use erlkube_testbed::process::Guard;
 use erlkube_testbed::{Bed, BedConfig, ErlRuntime};
 
@@ -65,38 +64,18 @@ const HOLD: Duration = Duration::from_secs(10);
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn spawn_agent(bed: &Bed, index: u32, v: &Variant) -> Guard {
-    let c = bed.config();
-    let pod = bed.pod(index);
-    let mut cmd = bed.exec(index, env!("CARGO_BIN_EXE_erlkube"));
-    cmd.arg("agent")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RELEASE_NODE", &pod.node_name)
-        .env("RELEASE_COOKIE", &c.cookie)
-        .env("ERL_EPMD_PORT", c.epmd_port.to_string())
-        .env("ERLKUBE_AGENT_HTTP", "127.0.0.1:9568")
-        .env("ERLKUBE_AGENT_NET_TICKTIME", format!("{}s", c.net_ticktime))
-        .env("ERLKUBE_DISCOVERY_STRATEGY", "dns_a")
-        .env("ERLKUBE_DISCOVERY_TIMEOUT", "1s")
-        .env("RUST_LOG", "warn")
-        .envs(dns_env(bed))
-        .envs(v.env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let mut cmd = agent_command(bed, index, env!("CARGO_BIN_EXE_erlkube"), "127.0.0.1:9568");
+    cmd.env("ERLKUBE_DISCOVERY_TIMEOUT", "1s")
+        .envs(v.env.iter().copied());
     Guard::spawn(&mut cmd).expect("spawn erlkube agent")
 }
 
-async fn wait<F, Fut>(what: &str, mut f: F)
+async fn wait<F, Fut>(what: &str, f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while !f().await {
-        assert!(start.elapsed() < LIMIT, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(what, LIMIT, Duration::from_millis(20), String::new, f).await;
 }
 
 async fn sides_apart(bed: &Bed, left: &[u32], right: &[u32]) -> bool {

@@ -3,6 +3,7 @@
 //! checks from the BEAM side (`nodes()`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use erlkube_discovery::strategy::{
@@ -316,4 +317,56 @@ pub fn random_below(d: Duration) -> Duration {
         .wrapping_add(1442695040888963407)
         >> 11;
     Duration::from_nanos(x % (d.as_nanos() as u64).max(1))
+}
+
+/// The `erlkube agent` command for pod `index`'s node, run inside the pod:
+/// a clean environment holding the pod's node name and cookie, the bed's
+/// port-mapper port and tick time, the agent's HTTP address `http`, and DNS
+/// A discovery of the bed's Service; standard input and output closed,
+/// standard error discarded. Callers add or replace variables (a later
+/// `env` wins) and may take standard error.
+pub fn agent_command(bed: &Bed, index: u32, erlkube_bin: &str, http: &str) -> Command {
+    let c = bed.config();
+    let mut cmd = bed.exec(index, erlkube_bin);
+    cmd.arg("agent")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RELEASE_NODE", &bed.pod(index).node_name)
+        .env("RELEASE_COOKIE", &c.cookie)
+        .env("ERL_EPMD_PORT", c.epmd_port.to_string())
+        .env("ERLKUBE_AGENT_HTTP", http)
+        .env("ERLKUBE_AGENT_NET_TICKTIME", format!("{}s", c.net_ticktime))
+        .env("ERLKUBE_DISCOVERY_STRATEGY", "dns_a")
+        .envs(dns_env(bed))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// Waits until `f` holds, checking every `every`; past `limit` it panics
+/// naming `what`, followed by `dump()` (say, a log tail). Returns how long
+/// it took.
+pub async fn wait_until<F, Fut>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    dump: impl Fn() -> String,
+    mut f: F,
+) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {what}\n{}",
+            dump()
+        );
+        tokio::time::sleep(every).await;
+    }
+    start.elapsed()
 }

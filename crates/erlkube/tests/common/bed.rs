@@ -1,14 +1,13 @@
 //! The netns bed's agent pods, shared by the bed tests that run the real
 //! `erlkube agent` beside a plain `erl` in each pod (partitions, Mnesia).
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use erlkube_testbed::harness::dns_env;
+use erlkube_testbed::harness::{agent_command, wait_until};
 use erlkube_testbed::process::Guard;
 use erlkube_testbed::{Bed, PodErl};
 
@@ -41,38 +40,20 @@ impl AgentProc {
 /// Starts the agent in pod `index` for its node, with DNS A discovery of
 /// the bed and short intervals; `overrides` set or replace variables.
 pub fn spawn_agent(bed: &Bed, index: u32, overrides: &[(&str, &str)]) -> AgentProc {
-    let c = bed.config();
     let pod = bed.pod(index);
-    let mut env: BTreeMap<String, String> = [
-        ("RELEASE_NODE", pod.node_name.clone()),
-        ("RELEASE_COOKIE", c.cookie.clone()),
-        ("ERL_EPMD_PORT", c.epmd_port.to_string()),
-        ("ERLKUBE_AGENT_HTTP", format!("0.0.0.0:{HTTP_PORT}")),
-        ("ERLKUBE_AGENT_WAIT_INTERVAL", "200ms".into()),
-        ("ERLKUBE_AGENT_NET_TICKTIME", format!("{}s", c.net_ticktime)),
-        ("ERLKUBE_DISCOVERY_STRATEGY", "dns_a".into()),
-        ("ERLKUBE_DISCOVERY_INTERVAL", "500ms".into()),
-        ("ERLKUBE_DISCOVERY_TIMEOUT", "1s".into()),
-        ("ERLKUBE_FORMATION_PARTITION_CHECK", "1s".into()),
-        ("ERLKUBE_FORMATION_CHECK_INTERVAL", "500ms".into()),
-        ("NO_COLOR", "1".into()),
-        ("RUST_LOG", "info".into()),
-    ]
-    .into_iter()
-    .chain(dns_env(bed))
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    for (k, v) in overrides {
-        env.insert(k.to_string(), v.to_string());
-    }
-    let mut cmd = bed.exec(index, env!("CARGO_BIN_EXE_erlkube"));
-    cmd.arg("agent")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let http = format!("0.0.0.0:{HTTP_PORT}");
+    let mut cmd = agent_command(bed, index, env!("CARGO_BIN_EXE_erlkube"), &http);
+    cmd.envs([
+        ("ERLKUBE_AGENT_WAIT_INTERVAL", "200ms"),
+        ("ERLKUBE_DISCOVERY_INTERVAL", "500ms"),
+        ("ERLKUBE_DISCOVERY_TIMEOUT", "1s"),
+        ("ERLKUBE_FORMATION_PARTITION_CHECK", "1s"),
+        ("ERLKUBE_FORMATION_CHECK_INTERVAL", "500ms"),
+        ("NO_COLOR", "1"),
+        ("RUST_LOG", "info"),
+    ])
+    .envs(overrides.iter().copied())
+    .stderr(Stdio::piped());
     let mut guard = Guard::spawn(&mut cmd).expect("spawn erlkube agent");
     let stderr = guard.child_mut().stderr.take().expect("piped");
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -102,21 +83,12 @@ pub async fn metric(a: &AgentProc, name: &str) -> f64 {
 
 /// Waits until `f` holds, polling every 100 ms; past `LIMIT` it panics
 /// with `what` and `dump`. Returns how long it took.
-pub async fn wait_for<F, Fut>(what: &str, dump: impl Fn() -> String, mut f: F) -> Duration
+pub async fn wait_for<F, Fut>(what: &str, dump: impl Fn() -> String, f: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let start = Instant::now();
-    while !f().await {
-        assert!(
-            start.elapsed() < LIMIT,
-            "timed out waiting for {what}\n{}",
-            dump()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    start.elapsed()
+    wait_until(what, LIMIT, Duration::from_millis(100), dump, f).await
 }
 
 /// Evaluates `expr` on the pod's node (bound `EVAL`), panicking with the
