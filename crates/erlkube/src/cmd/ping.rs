@@ -13,10 +13,22 @@ pub struct PingArgs {
     /// The node to ping, `alive@host`.
     node: String,
     #[command(flatten)]
+    client: ClientArgs,
+    /// How long to wait for each step, with its unit (`7s`, `500ms`).
+    #[arg(long, default_value = "7s", value_parser = super::parse_duration_arg)]
+    timeout: Duration,
+}
+
+/// How a one-shot command (`ping`, `rpc`) reaches its target: the hidden
+/// node it starts and where it dials.
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    #[command(flatten)]
     cookie: super::CookieArgs,
     #[command(flatten)]
     dist: super::DistArgs,
-    /// This node's long name (default: a hidden `erlkube_ping_<pid>` on the target's host).
+    /// This node's long name (default: a hidden `erlkube_<command>_<pid>`
+    /// on the target's host).
     #[arg(long, conflicts_with = "sname")]
     name: Option<String>,
     /// This node's short name.
@@ -32,9 +44,38 @@ pub struct PingArgs {
     /// distribution port): its host is not resolved and epmd is not asked.
     #[arg(long, value_name = "HOST:PORT", value_parser = super::remsh::parse_via, conflicts_with = "port")]
     via: Option<std::net::SocketAddr>,
-    /// How long to wait for each step, with its unit (`7s`, `500ms`).
-    #[arg(long, default_value = "7s", value_parser = super::parse_duration_arg)]
-    timeout: Duration,
+}
+
+impl ClientArgs {
+    /// The configuration of the hidden node that `command` starts to reach
+    /// `target`: never registered with epmd, listening on loopback only,
+    /// dialling through `--port`/`--via` when given. Errors are usage
+    /// errors (a bad name, no cookie, bad TLS settings).
+    pub fn config(&self, command: &str, target: &str) -> Result<NodeConfig, String> {
+        let host = check_node_name(target, NameMode::Any)
+            .map_err(|e| e.to_string())?
+            .1
+            .to_owned();
+        let own = match (&self.name, &self.sname) {
+            (Some(n), _) => long_name(n).map_err(|e| format!("--name: {e}"))?,
+            (_, Some(n)) => short_name(n).map_err(|e| format!("--sname: {e}"))?,
+            _ => format!("erlkube_{command}_{}@{host}", std::process::id()),
+        };
+        let cookie = self.cookie.find().map_err(|e| e.to_string())?;
+        let mut config = NodeConfig::new(own, cookie);
+        config.tls = self.dist.tls(&["client"])?;
+        config.hidden = true;
+        config.register_with_epmd = false;
+        config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
+        config.epmd_port = self.epmd_port;
+        if let Some(p) = self.port {
+            config.known_ports.insert(target.to_owned(), p);
+        }
+        if let Some(addr) = self.via {
+            config.known_addrs.insert(target.to_owned(), addr);
+        }
+        Ok(config)
+    }
 }
 
 pub fn main(args: PingArgs) -> ExitCode {
@@ -63,29 +104,8 @@ pub fn main(args: PingArgs) -> ExitCode {
 }
 
 fn prepare(args: &PingArgs) -> Result<NodeConfig, String> {
-    let host = check_node_name(&args.node, NameMode::Any)
-        .map_err(|e| e.to_string())?
-        .1
-        .to_owned();
-    let own = match (&args.name, &args.sname) {
-        (Some(n), _) => long_name(n).map_err(|e| format!("--name: {e}"))?,
-        (_, Some(n)) => short_name(n).map_err(|e| format!("--sname: {e}"))?,
-        _ => format!("erlkube_ping_{}@{host}", std::process::id()),
-    };
-    let cookie = args.cookie.find().map_err(|e| e.to_string())?;
-    let mut config = NodeConfig::new(own, cookie);
-    config.tls = args.dist.tls(&["client"])?;
-    config.hidden = true;
-    config.register_with_epmd = false;
-    config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
-    config.epmd_port = args.epmd_port;
+    let mut config = args.client.config("ping", &args.node)?;
     config.setup_timeout = args.timeout;
-    if let Some(p) = args.port {
-        config.known_ports.insert(args.node.clone(), p);
-    }
-    if let Some(addr) = args.via {
-        config.known_addrs.insert(args.node.clone(), addr);
-    }
     Ok(config)
 }
 

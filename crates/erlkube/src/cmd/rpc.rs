@@ -8,8 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use erlkube_etf::Term;
-use erlkube_node::{long_name, short_name, Node, NodeConfig, RpcError};
-use erlkube_proto::name::{check_node_name, NameMode};
+use erlkube_node::{Node, RpcError};
 
 #[derive(clap::Args)]
 pub struct RpcArgs {
@@ -23,28 +22,10 @@ pub struct RpcArgs {
     #[arg(default_value = "[]")]
     args: String,
     #[command(flatten)]
-    cookie: super::CookieArgs,
-    #[command(flatten)]
-    dist: super::DistArgs,
+    client: super::ping::ClientArgs,
     /// How long to wait for the result, with its unit (`10s`, `500ms`).
     #[arg(long, default_value = "10s", value_parser = super::parse_duration_arg)]
     timeout: Duration,
-    /// This node's long name (default: a hidden `erlkube_rpc_<pid>` on the target's host).
-    #[arg(long, conflicts_with = "sname")]
-    name: Option<String>,
-    /// This node's short name.
-    #[arg(long)]
-    sname: Option<String>,
-    /// The epmd port on the target's host.
-    #[arg(long, env = "ERL_EPMD_PORT", default_value_t = 4369)]
-    epmd_port: u16,
-    /// The target's distribution port (skips epmd).
-    #[arg(long)]
-    port: Option<u16>,
-    /// Dial the node at this address (e.g. a `kubectl port-forward` to its
-    /// distribution port): its host is not resolved and epmd is not asked.
-    #[arg(long, value_name = "HOST:PORT", value_parser = super::remsh::parse_via, conflicts_with = "port")]
-    via: Option<std::net::SocketAddr>,
 }
 
 pub fn main(args: RpcArgs) -> ExitCode {
@@ -60,43 +41,13 @@ pub fn main(args: RpcArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let host = match check_node_name(&args.node, NameMode::Any) {
-        Ok((_, h)) => h.to_owned(),
+    let config = match args.client.config("rpc", &args.node) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("erlkube rpc: {e}");
             return ExitCode::from(2);
         }
     };
-    let own = match (&args.name, &args.sname) {
-        (Some(n), _) => long_name(n),
-        (_, Some(n)) => short_name(n),
-        _ => Ok(format!("erlkube_rpc_{}@{host}", std::process::id())),
-    };
-    let (own, cookie) = match (own, args.cookie.find()) {
-        (Ok(o), Ok(c)) => (o, c),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("erlkube rpc: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut config = NodeConfig::new(own, cookie);
-    config.tls = match args.dist.tls(&["client"]) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("erlkube rpc: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    config.hidden = true;
-    config.register_with_epmd = false;
-    config.epmd_port = args.epmd_port;
-    if let Some(p) = args.port {
-        config.known_ports.insert(args.node.clone(), p);
-    }
-    if let Some(addr) = args.via {
-        config.known_addrs.insert(args.node.clone(), addr);
-        config.listen_ip = std::net::Ipv4Addr::LOCALHOST.into();
-    }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let timeout = args.timeout;
     let result = rt.block_on(async {
