@@ -18,6 +18,8 @@ use erlkube_testkit::tls::{Ca, TlsDir};
 use erlkube_testkit::{otp27, unique_name, ErlNode, OtpEpmd, Runtime};
 
 const HOSTS: &[&str] = &["localhost", "127.0.0.1"];
+/// The options `TlsDir::node_files` adds to both sides.
+const RENEGOTIATE: &str = ", {secure_renegotiate, true}";
 
 async fn eval(node: &Arc<ErlNode>, expr: String) -> String {
     let n = node.clone();
@@ -82,6 +84,33 @@ async fn tls_rust(epmd_port: u16, optfile: &Path) -> Node {
 }
 
 /// Drops the connection to `peer` and waits for its nodedown.
+/// A Rust node and a BEAM node (`rt`) with certificates from one CA
+/// (mutual TLS; `extra` is appended to both optfiles' options), both
+/// registered with one OTP epmd. Fields drop in order: nodes first.
+struct Pair {
+    rust: Node,
+    beam: Arc<ErlNode>,
+    _epmd: OtpEpmd,
+    _dir: TlsDir,
+}
+
+async fn pair(tag: &str, rt: Runtime, extra: &str) -> Pair {
+    let ca = Ca::new("erlkube test CA");
+    let dir = TlsDir::new(None, tag);
+    let root = Path::new("/");
+    let rust_conf = dir.node_files_with("rust", &ca.issue(HOSTS), ca.pem(), true, root, extra);
+    let beam_conf = dir.node_files_with("beam", &ca.issue(HOSTS), ca.pem(), true, root, extra);
+    let epmd = OtpEpmd::start().unwrap();
+    let rust = tls_rust(epmd.port(), &rust_conf).await;
+    let beam = tls_beam(epmd.port(), &beam_conf, rt).await;
+    Pair {
+        rust,
+        beam,
+        _epmd: epmd,
+        _dir: dir,
+    }
+}
+
 async fn disconnect(rust: &Node, peer: &str) {
     let mut events = rust.subscribe();
     assert!(rust.disconnect(peer), "connected to {peer}");
@@ -233,19 +262,13 @@ async fn exercise(rust: &Node, b: &Arc<ErlNode>) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn otp25_and_rust_over_tls_both_ways() {
-    let ca = Ca::new("erlkube test CA");
-    let dir = TlsDir::new(None, "tls25");
-    let root = Path::new("/");
-    let rust_conf = dir.node_files("rust", &ca.issue(HOSTS), ca.pem(), true, root);
-    let beam_conf = dir.node_files("beam", &ca.issue(HOSTS), ca.pem(), true, root);
-    let epmd = OtpEpmd::start().unwrap();
-    let rust = tls_rust(epmd.port(), &rust_conf).await;
-    let b = tls_beam(epmd.port(), &beam_conf, Runtime::Erlang).await;
-    exercise(&rust, &b).await;
+    let p = pair("tls25", Runtime::Erlang, RENEGOTIATE).await;
+    let (rust, b) = (&p.rust, &p.beam);
+    exercise(rust, b).await;
     // The BEAM's own view: the connection is TLS.
     assert_eq!(
         eval(
-            &b,
+            b,
             "element(2, lists:keyfind(proto_dist, 1, init:get_arguments()))".into()
         )
         .await,
@@ -256,38 +279,26 @@ async fn otp25_and_rust_over_tls_both_ways() {
 #[tokio::test(flavor = "multi_thread")]
 async fn rust_dials_otp25_first_over_tls() {
     // The Rust node makes the first connection (the BEAM never dialled).
-    let ca = Ca::new("erlkube test CA");
-    let dir = TlsDir::new(None, "tls25d");
-    let root = Path::new("/");
-    let rust_conf = dir.node_files("rust", &ca.issue(HOSTS), ca.pem(), true, root);
-    let beam_conf = dir.node_files("beam", &ca.issue(HOSTS), ca.pem(), true, root);
-    let epmd = OtpEpmd::start().unwrap();
-    let rust = tls_rust(epmd.port(), &rust_conf).await;
-    let b = tls_beam(epmd.port(), &beam_conf, Runtime::Erlang).await;
+    let p = pair("tls25d", Runtime::Erlang, RENEGOTIATE).await;
+    let (rust, b) = (&p.rust, &p.beam);
     rust.ping(b.node_name())
         .await
         .expect("Rust dials the BEAM over TLS");
     assert_eq!(
-        eval(&b, format!("lists:member('{}', nodes())", rust.name())).await,
+        eval(b, format!("lists:member('{}', nodes())", rust.name())).await,
         "true"
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn elixir_node_over_tls() {
-    let ca = Ca::new("erlkube test CA");
-    let dir = TlsDir::new(None, "tlsex");
-    let root = Path::new("/");
-    let rust_conf = dir.node_files("rust", &ca.issue(HOSTS), ca.pem(), true, root);
-    let ex_conf = dir.node_files("ex", &ca.issue(HOSTS), ca.pem(), true, root);
-    let epmd = OtpEpmd::start().unwrap();
-    let rust = tls_rust(epmd.port(), &rust_conf).await;
-    let b = tls_beam(epmd.port(), &ex_conf, Runtime::Elixir).await;
+    let p = pair("tlsex", Runtime::Elixir, RENEGOTIATE).await;
+    let (rust, b) = (&p.rust, &p.beam);
     let r = rust.name();
-    assert_eq!(eval(&b, format!("'Elixir.Node':ping('{r}')")).await, "pong");
+    assert_eq!(eval(b, format!("'Elixir.Node':ping('{r}')")).await, "pong");
     assert_eq!(
         eval(
-            &b,
+            b,
             format!("'Elixir.GenServer':call({{greeter, '{r}'}}, <<\"elixir\">>)")
         )
         .await,
@@ -372,18 +383,11 @@ async fn otp27_and_rust_over_tls_both_ways() {
 /// be negotiated, so a connection at all means TLS 1.3.
 #[tokio::test(flavor = "multi_thread")]
 async fn otp25_and_rust_over_tls13() {
-    let ca = Ca::new("erlkube test CA");
-    let dir = TlsDir::new(None, "tls13");
-    let root = Path::new("/");
-    let v13 = ", {versions, ['tlsv1.3']}";
-    let rust_conf = dir.node_files_with("rust", &ca.issue(HOSTS), ca.pem(), true, root, v13);
-    let beam_conf = dir.node_files_with("beam", &ca.issue(HOSTS), ca.pem(), true, root, v13);
-    let epmd = OtpEpmd::start().unwrap();
-    let rust = tls_rust(epmd.port(), &rust_conf).await;
-    let b = tls_beam(epmd.port(), &beam_conf, Runtime::Erlang).await;
+    let p = pair("tls13", Runtime::Erlang, ", {versions, ['tlsv1.3']}").await;
+    let (rust, b) = (&p.rust, &p.beam);
     let r = rust.name();
-    assert_eq!(eval(&b, format!("net_adm:ping('{r}')")).await, "pong");
-    disconnect(&rust, b.node_name()).await;
+    assert_eq!(eval(b, format!("net_adm:ping('{r}')")).await, "pong");
+    disconnect(rust, b.node_name()).await;
     rust.ping(b.node_name())
         .await
         .expect("Rust dials with TLS 1.3");
