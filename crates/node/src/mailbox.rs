@@ -13,7 +13,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
+use atomic_waker::AtomicWaker;
 use erlkube_etf::{Atom, Term};
 use tokio::sync::Notify;
 
@@ -237,8 +239,11 @@ fn decode_owned_payload(
 pub(crate) struct Mailbox {
     queue: Mutex<Batch>,
     /// Wakes the process: the queue went from empty to non-empty, or the
-    /// mailbox closed.
-    notify: Notify,
+    /// mailbox closed. A mailbox has one reader, so one waker slot with
+    /// atomic register/take is enough: no waiter list under a lock (a
+    /// `Notify`'s) to join and leave on every wait, which is on every
+    /// message of a request/answer exchange.
+    waker: AtomicWaker,
     closed: AtomicBool,
 }
 
@@ -253,7 +258,7 @@ impl Mailbox {
         q.push_term(t);
         drop(q);
         if was_empty {
-            self.notify.notify_one();
+            self.waker.wake();
         }
         true
     }
@@ -270,14 +275,14 @@ impl Mailbox {
         q.append(batch);
         drop(q);
         if was_empty {
-            self.notify.notify_one();
+            self.waker.wake();
         }
         true
     }
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.notify.notify_one();
+        self.waker.wake();
     }
 }
 
@@ -332,12 +337,24 @@ impl MailboxRx {
 
     /// The next message; `None` once the mailbox is closed and empty.
     pub(crate) async fn recv(&mut self) -> Option<Term> {
-        loop {
-            match self.try_recv() {
-                Ok(Some(t)) => return Some(t),
-                Err(()) => return None,
-                Ok(None) => self.shared.notify.notified().await,
-            }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message; `Ready(None)` once the mailbox is
+    /// closed and empty.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Term>> {
+        match self.try_recv() {
+            Ok(Some(t)) => return Poll::Ready(Some(t)),
+            Err(()) => return Poll::Ready(None),
+            Ok(None) => {}
+        }
+        // Register, then look again: a message queued between the first
+        // look and the registration found no waker to wake.
+        self.shared.waker.register(cx.waker());
+        match self.try_recv() {
+            Ok(Some(t)) => Poll::Ready(Some(t)),
+            Err(()) => Poll::Ready(None),
+            Ok(None) => Poll::Pending,
         }
     }
 }
