@@ -448,6 +448,61 @@ mod tests {
         assert!(shared.is_empty());
     }
 
+    /// A producer on another thread pushing each message the moment the
+    /// process has taken the one before, so that the process waits for
+    /// nearly every one: every message wakes it, in order, through both
+    /// `push_term` and `push_batch` (a push that woke nobody would leave
+    /// the process waiting; the bound turns that into a failure).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_push_from_another_thread_wakes_the_process() {
+        use std::sync::atomic::AtomicI64;
+        const N: i64 = 20_000;
+        let shared = Arc::new(Mailbox::default());
+        let mut rx = MailboxRx::new(shared.clone());
+        let taken = Arc::new(AtomicI64::new(-1));
+        let failed = Arc::new(AtomicBool::new(false));
+        let (t, f) = (taken.clone(), failed.clone());
+        let producer = std::thread::spawn(move || {
+            let tx = MailboxTx(shared);
+            for i in 0..N {
+                // wait until the process took message i - 1
+                while t.load(Ordering::Acquire) < i - 1 {
+                    if f.load(Ordering::Acquire) {
+                        return;
+                    }
+                    std::hint::spin_loop();
+                }
+                if i % 2 == 0 {
+                    let mut b = Batch::default();
+                    b.push_term(Term::Integer(i));
+                    assert!(tx.0.push_batch(&mut b));
+                } else {
+                    assert!(tx.0.push_term(Term::Integer(i)));
+                }
+            }
+        });
+        for i in 0..N {
+            // The bound is looked at first: a message that is queued but
+            // woke nobody must fail the test, not be found when the bound
+            // wakes the task.
+            let bound = tokio::time::sleep(std::time::Duration::from_secs(10));
+            let got = tokio::select! {
+                biased;
+                _ = bound => None,
+                m = rx.recv() => Some(m),
+            };
+            let Some(got) = got else {
+                failed.store(true, Ordering::Release);
+                panic!("message {i} never woke the process");
+            };
+            assert_eq!(got, Some(Term::Integer(i)));
+            taken.store(i, Ordering::Release);
+        }
+        producer.join().unwrap();
+        // The producer's handle is gone: the mailbox is closed and empty.
+        assert_eq!(rx.recv().await, None);
+    }
+
     #[tokio::test]
     async fn undecodable_payload_is_dropped_and_closes_its_source() {
         let src = Arc::new(Notify::new());
