@@ -227,21 +227,43 @@ fn peer_node() {
         .parse()
         .unwrap();
     let rt = runtime();
-    let node = rt.block_on(async {
+    rt.block_on(async {
         let mut c = NodeConfig::new(name, Cookie::new(COOKIE));
         c.epmd_port = epmd;
         let node = Node::start(c).await.unwrap();
         sink(&node, "sink");
         echo(&node);
-        node
+        println!("ready");
+        std::io::stdout().flush().unwrap();
+        // Runs until the bench closes our stdin (or dies). The wait is
+        // inside `block_on`: a current-thread runtime runs the node's
+        // tasks only while its `block_on` does.
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut sink);
+        })
+        .await;
+        node.shutdown();
     });
-    println!("ready");
-    std::io::stdout().flush().unwrap();
-    // Runs until the bench closes our stdin (or dies).
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
-    node.shutdown();
     drop(rt);
+}
+
+/// CPU seconds (user, system) process `pid` has used so far.
+fn cpu_secs(pid: u32) -> (f64, f64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // utime and stime: fields 14 and 15, counted after the ")" that ends
+    // the command name.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|x| x.parse::<f64>().unwrap_or(0.0) / 100.0)
+        .collect();
+    (
+        f.first().copied().unwrap_or(0.0),
+        f.get(1).copied().unwrap_or(0.0),
+    )
 }
 
 /// Peer role `tcp-echo`: accepts one connection and echoes `TCP_MSG`-byte
@@ -498,11 +520,24 @@ async fn run() {
     // processes, repeated (for strace / perf on the peer; no anchor).
     if std::env::var("DIST_BENCH_PROFILE").as_deref() == Ok("rtt") {
         println!("peer pid {b_pid}");
+        let me = std::process::id();
         for _ in 0..5 {
+            let (p0, m0) = (cpu_secs(b_pid), cpu_secs(me));
             let l = rust_round_trips(&a, &rust_b).await;
+            let (p1, m1) = (cpu_secs(b_pid), cpu_secs(me));
+            // CPU per round trip on each side (clock ticks of 10 ms, so
+            // only meaningful over a whole series).
+            let per = |a: f64, b: f64| (b - a) * 1e6 / (WARM_UP + ROUND_TRIPS) as f64;
             println!(
-                "Rust<->Rust across processes: p50 {:.1} us, p99 {:.1} us, mean {:.1} us",
-                l.p50, l.p99, l.mean
+                "Rust<->Rust across processes: p50 {:.1} us, p99 {:.1} us, mean {:.1} us; \
+                 CPU us per round trip: echo peer user {:.1} sys {:.1}, measuring process user {:.1} sys {:.1}",
+                l.p50,
+                l.p99,
+                l.mean,
+                per(p0.0, p1.0),
+                per(p0.1, p1.1),
+                per(m0.0, m1.0),
+                per(m0.1, m1.1)
             );
         }
         return;

@@ -296,10 +296,24 @@ async fn connection_loop(
     if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
         return e.into();
     }
-    let mut deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
+    // The tick timer is armed at the connection's next deadline, and
+    // re-armed only when that deadline comes earlier: it moves later on
+    // every write and read, and resetting a timer takes the time
+    // driver's lock. A timer that fires early finds nothing due and is
+    // re-armed at the deadline then current.
+    let mut armed = conn.poll_timeout().map(tokio::time::Instant::from_std);
     let far = tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365);
-    let sleep = tokio::time::sleep_until(deadline.unwrap_or(far));
+    let sleep = tokio::time::sleep_until(armed.unwrap_or(far));
     tokio::pin!(sleep);
+    // Futures that live across turns of the loop (built once, not on
+    // every turn: a `Notified` joins and leaves its waiter list under a
+    // lock each time it is built, polled and dropped).
+    let kill = handle.kill.notified();
+    tokio::pin!(kill);
+    let shutdown_changed = async {
+        let _ = shutdown.changed().await;
+    };
+    tokio::pin!(shutdown_changed);
     loop {
         // The core's own frames (ticks, replies) go through the queue.
         if let Some(t) = conn.poll_transmit() {
@@ -325,14 +339,25 @@ async fn connection_loop(
         }
         let writing = written < batch.len();
         let next = conn.poll_timeout().map(tokio::time::Instant::from_std);
-        if next != deadline {
-            deadline = next;
-            if let Some(d) = deadline {
+        let rearm = match (next, armed) {
+            (Some(n), Some(a)) => n < a,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if rearm {
+            armed = next;
+            if let Some(d) = armed {
                 sleep.as_mut().reset(d);
             }
+        } else if next.is_none() {
+            armed = None;
         }
+        // Readiness through `poll_read_ready`/`poll_write_ready`: the
+        // stream's one reader (writer) waker slot, instead of a
+        // `readable()` future that joins and leaves a waiter list on
+        // every turn.
         tokio::select! {
-            r = stream.readable() => {
+            r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                 if let Err(e) = r {
                     return DownReason::read(&e);
                 }
@@ -346,22 +371,22 @@ async fn connection_loop(
                     return e.into();
                 }
             },
-            r = stream.writable(), if writing => {
+            r = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if writing => {
                 if let Err(e) = r {
                     return DownReason::write(&e);
                 }
             },
-            _ = outq.wake.notified(), if !writing => {},
-            _ = &mut sleep, if deadline.is_some() => {
+            _ = outq.queued(), if !writing => {},
+            _ = &mut sleep, if armed.is_some() => {
                 if let Err(e) = conn.handle_timeout(now()) {
                     tracing::warn!(error = %e, "closing connection");
                     return e.into();
                 }
                 // Re-arm at the next deadline (the same value would not).
-                deadline = None;
+                armed = None;
             }
-            _ = handle.kill.notified() => return DownReason::Disconnected,
-            _ = shutdown.changed() => {
+            _ = &mut kill => return DownReason::Disconnected,
+            _ = &mut shutdown_changed => {
                 // What the node queued before stopping (its processes'
                 // `shutdown` exits) goes out before the connection closes.
                 let flush = async {

@@ -13,7 +13,9 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
+use atomic_waker::AtomicWaker;
 use erlkube_etf::{Atom, Term};
 use tokio::sync::Notify;
 
@@ -237,8 +239,11 @@ fn decode_owned_payload(
 pub(crate) struct Mailbox {
     queue: Mutex<Batch>,
     /// Wakes the process: the queue went from empty to non-empty, or the
-    /// mailbox closed.
-    notify: Notify,
+    /// mailbox closed. A mailbox has one reader, so one waker slot with
+    /// atomic register/take is enough: no waiter list under a lock (a
+    /// `Notify`'s) to join and leave on every wait, which is on every
+    /// message of a request/answer exchange.
+    waker: AtomicWaker,
     closed: AtomicBool,
 }
 
@@ -253,7 +258,7 @@ impl Mailbox {
         q.push_term(t);
         drop(q);
         if was_empty {
-            self.notify.notify_one();
+            self.waker.wake();
         }
         true
     }
@@ -270,14 +275,14 @@ impl Mailbox {
         q.append(batch);
         drop(q);
         if was_empty {
-            self.notify.notify_one();
+            self.waker.wake();
         }
         true
     }
 
     fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        self.notify.notify_one();
+        self.waker.wake();
     }
 }
 
@@ -332,12 +337,24 @@ impl MailboxRx {
 
     /// The next message; `None` once the mailbox is closed and empty.
     pub(crate) async fn recv(&mut self) -> Option<Term> {
-        loop {
-            match self.try_recv() {
-                Ok(Some(t)) => return Some(t),
-                Err(()) => return None,
-                Ok(None) => self.shared.notify.notified().await,
-            }
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next message; `Ready(None)` once the mailbox is
+    /// closed and empty.
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Term>> {
+        match self.try_recv() {
+            Ok(Some(t)) => return Poll::Ready(Some(t)),
+            Err(()) => return Poll::Ready(None),
+            Ok(None) => {}
+        }
+        // Register, then look again: a message queued between the first
+        // look and the registration found no waker to wake.
+        self.shared.waker.register(cx.waker());
+        match self.try_recv() {
+            Ok(Some(t)) => Poll::Ready(Some(t)),
+            Err(()) => Poll::Ready(None),
+            Ok(None) => Poll::Pending,
         }
     }
 }
@@ -429,6 +446,61 @@ mod tests {
         }
         assert_eq!(got, expect);
         assert!(shared.is_empty());
+    }
+
+    /// A producer on another thread pushing each message the moment the
+    /// process has taken the one before, so that the process waits for
+    /// nearly every one: every message wakes it, in order, through both
+    /// `push_term` and `push_batch` (a push that woke nobody would leave
+    /// the process waiting; the bound turns that into a failure).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_push_from_another_thread_wakes_the_process() {
+        use std::sync::atomic::AtomicI64;
+        const N: i64 = 20_000;
+        let shared = Arc::new(Mailbox::default());
+        let mut rx = MailboxRx::new(shared.clone());
+        let taken = Arc::new(AtomicI64::new(-1));
+        let failed = Arc::new(AtomicBool::new(false));
+        let (t, f) = (taken.clone(), failed.clone());
+        let producer = std::thread::spawn(move || {
+            let tx = MailboxTx(shared);
+            for i in 0..N {
+                // wait until the process took message i - 1
+                while t.load(Ordering::Acquire) < i - 1 {
+                    if f.load(Ordering::Acquire) {
+                        return;
+                    }
+                    std::hint::spin_loop();
+                }
+                if i % 2 == 0 {
+                    let mut b = Batch::default();
+                    b.push_term(Term::Integer(i));
+                    assert!(tx.0.push_batch(&mut b));
+                } else {
+                    assert!(tx.0.push_term(Term::Integer(i)));
+                }
+            }
+        });
+        for i in 0..N {
+            // The bound is looked at first: a message that is queued but
+            // woke nobody must fail the test, not be found when the bound
+            // wakes the task.
+            let bound = tokio::time::sleep(std::time::Duration::from_secs(10));
+            let got = tokio::select! {
+                biased;
+                _ = bound => None,
+                m = rx.recv() => Some(m),
+            };
+            let Some(got) = got else {
+                failed.store(true, Ordering::Release);
+                panic!("message {i} never woke the process");
+            };
+            assert_eq!(got, Some(Term::Integer(i)));
+            taken.store(i, Ordering::Release);
+        }
+        producer.join().unwrap();
+        // The producer's handle is gone: the mailbox is closed and empty.
+        assert_eq!(rx.recv().await, None);
     }
 
     #[tokio::test]

@@ -2,6 +2,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
 
 use erlkube_proto::dist::control::DistMessage;
 use erlkube_proto::dist::frame::OutboundEncoder;
@@ -18,8 +21,10 @@ use crate::Outbound;
 /// itself, saving a task hop.
 pub(crate) struct OutQueue {
     state: Mutex<OutState>,
-    /// Wakes the connection task: bytes were queued.
-    pub(crate) wake: Notify,
+    /// Wakes the connection task: bytes were queued (`queued` set). One
+    /// task waits on it, so a single waker slot: no waiter list to join
+    /// and leave under a lock on each turn of the connection loop.
+    wake: AtomicWaker,
     /// Wakes senders waiting for room.
     room: Notify,
     limit: usize,
@@ -76,7 +81,7 @@ impl OutQueue {
                 stream: None,
                 busy: false,
             }),
-            wake: Notify::new(),
+            wake: AtomicWaker::new(),
             room: Notify::new(),
             limit: limit.max(1),
             closed: AtomicBool::new(false),
@@ -137,7 +142,7 @@ impl OutQueue {
             st.buf.drain(..pos);
         }
         self.queued.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.wake.wake();
         Ok(())
     }
 
@@ -202,7 +207,7 @@ impl OutQueue {
         st.buf.extend_from_slice(bytes);
         self.queued.store(true, Ordering::Release);
         if idle {
-            self.wake.notify_one();
+            self.wake.wake();
         }
     }
 
@@ -233,6 +238,27 @@ impl OutQueue {
             self.room.notify_waiters();
         }
         true
+    }
+
+    /// Ready when bytes are queued for the connection task to take
+    /// (for the connection task only: it holds the one waker slot).
+    pub(crate) fn poll_queued(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.queued.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        // Register, then look again: a sender that queued in between
+        // found no waker (it stores `queued` before waking).
+        self.wake.register(cx.waker());
+        if self.queued.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Waits until bytes are queued (see [`OutQueue::poll_queued`]).
+    pub(crate) async fn queued(&self) {
+        std::future::poll_fn(|cx| self.poll_queued(cx)).await
     }
 
     /// The peer was heard from: a sender may write directly again.

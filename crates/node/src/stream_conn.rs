@@ -146,7 +146,7 @@ where
                     Err(e) => return DownReason::write(&e),
                 }
             },
-            _ = outq.wake.notified(), if !writing && !unflushed => {},
+            _ = outq.queued(), if !writing && !unflushed => {},
             _ = &mut sleep, if deadline.is_some() => {
                 if let Err(e) = conn.handle_timeout(now()) {
                     tracing::warn!(error = %e, "closing connection");
