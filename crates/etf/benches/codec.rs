@@ -22,11 +22,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use erlkube_etf::{
-    decode, decode_ref, decode_view, encode, encode_into, parse, Atom, EncodedIoVec, Encoder, Term,
+    decode, decode_ref, decode_view, encode, encode_into, Atom, EncodedIoVec, Encoder, Term,
 };
 
 mod common;
 use common::walk;
+#[path = "common/corpus.rs"]
+mod corpus;
+use corpus::corpus;
 
 fn min_time() -> Duration {
     let ms = std::env::var("ETF_BENCH_MS")
@@ -68,49 +71,6 @@ fn measure_all(fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
         }
     }
     best
-}
-
-fn corpus() -> Vec<(&'static str, Term)> {
-    let small =
-        parse(r#"{ok, [1,2,3], <<"hello">>, #{a => 1}, 'atom', 3.14}"#).expect("small term");
-    // ~3 KB: a list of records as a GenServer reply might carry
-    let medium = Term::List(
-        (0..40)
-            .map(|i| {
-                parse(&format!(
-                    r#"#{{id => {i}, name => <<"user-{i}">>, role => admin, score => {}.5,
-                         tags => [alpha, beta], node => 'n{i}@host', seen => {}}}"#,
-                    i * 7,
-                    1_600_000_000_000i64 + i
-                ))
-                .expect("medium term")
-            })
-            .collect(),
-    );
-    // ~1 MB: a list of tuples
-    let tuples = Term::List(
-        (0..40_000)
-            .map(|i| {
-                Term::Tuple(vec![
-                    Term::Integer(i),
-                    Term::atom("item"),
-                    Term::Binary(format!("v{i}").into_bytes()),
-                    Term::Float(i as f64 * 0.5),
-                ])
-            })
-            .collect(),
-    );
-    // ~1 MB: one big binary in a tuple
-    let blob = Term::Tuple(vec![
-        Term::atom("blob"),
-        Term::Binary((0..1_048_576u32).map(|i| (i * 31) as u8).collect()),
-    ]);
-    vec![
-        ("small", small),
-        ("medium", medium),
-        ("large_tuples", tuples),
-        ("large_binary", blob),
-    ]
 }
 
 const ERL_MODULE: &str = r#"
@@ -420,7 +380,7 @@ fn build_ours(name: &str, s: &Sources) -> Term {
         "small" => Term::Tuple(vec![
             a("ok"),
             Term::List(vec![Term::Integer(1), Term::Integer(2), Term::Integer(3)]),
-            Term::Binary(b"hello".to_vec()),
+            Term::Binary(b"hello".to_vec().into()),
             Term::map([(a("a"), Term::Integer(1))]),
             a("atom"),
             Term::Float(SMALL_FLOAT),
@@ -431,7 +391,7 @@ fn build_ours(name: &str, s: &Sources) -> Term {
                 .map(|(id, name, score, node, seen)| {
                     Term::map([
                         (a("id"), Term::Integer(*id)),
-                        (a("name"), Term::Binary(name.clone())),
+                        (a("name"), Term::Binary(name.clone().into())),
                         (a("role"), a("admin")),
                         (a("score"), Term::Float(*score)),
                         (a("tags"), Term::List(vec![a("alpha"), a("beta")])),
@@ -450,14 +410,14 @@ fn build_ours(name: &str, s: &Sources) -> Term {
                         Term::Tuple(vec![
                             Term::Integer(*i),
                             Term::Atom(item.clone()),
-                            Term::Binary(b.clone()),
+                            Term::Binary(b.clone().into()),
                             Term::Float(*f),
                         ])
                     })
                     .collect(),
             )
         }
-        _ => Term::Tuple(vec![a("blob"), Term::Binary(s.blob.clone())]),
+        _ => Term::Tuple(vec![a("blob"), Term::Binary(s.blob.clone().into())]),
     }
 }
 

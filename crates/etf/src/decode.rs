@@ -230,7 +230,7 @@ impl<'a> TermRef<'a> {
             }
             TermRef::Float(f) => Term::Float(*f),
             TermRef::Atom(a) => Term::Atom(a.to_atom_cached(cx)),
-            TermRef::Binary(b) => Term::Binary(b.to_vec()),
+            TermRef::Binary(b) => Term::Binary(crate::Binary::from_slice(b)),
             TermRef::BitBinary { bytes, bits } => {
                 let mut v = bytes.to_vec();
                 if let Some(last) = v.last_mut() {
@@ -1262,7 +1262,7 @@ impl<'a> Decoder<'a> {
             }
             BINARY_EXT => {
                 let n = self.u32()? as usize;
-                Term::Binary(self.take(n)?.to_vec())
+                Term::Binary(crate::Binary::from_slice(self.take(n)?))
             }
             NEW_FLOAT_EXT => {
                 let b = self.take(8)?;

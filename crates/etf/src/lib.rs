@@ -150,6 +150,7 @@ and charlists as strings (when they are valid text)."#
 )]
 #![warn(missing_docs)]
 
+mod binary;
 mod decode;
 mod encode;
 mod error;
@@ -164,6 +165,7 @@ mod term;
 pub mod text;
 mod view;
 
+pub use binary::Binary;
 pub use decode::validate_body_prefix_with_atom_cache;
 pub use decode::{
     decode, decode_body_prefix_with_atom_cache, decode_prefix, decode_prefix_with_atom_cache,

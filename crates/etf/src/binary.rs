@@ -1,0 +1,308 @@
+//! [`Binary`], the bytes of a [`crate::Term::Binary`]: up to
+//! [`Binary::INLINE`] bytes are stored inside the value, longer ones in a
+//! `Vec<u8>` on the heap.
+//!
+//! Most binaries in real terms are short (names, keys, small strings), and
+//! a heap allocation per short binary (and its free when the term is
+//! dropped) was the largest single cost of decoding such terms. The
+//! representation is invisible to callers: a `Binary` derefs to `[u8]`,
+//! and equality, order, hashing and `Debug` are those of its bytes
+//! (`Debug` prints what a `Vec<u8>` prints).
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::{Deref, DerefMut};
+
+/// The bytes of a binary term. Derefs to `[u8]`; converts from and into
+/// `Vec<u8>` (without copying when it holds a vector).
+///
+/// ```
+/// use erlkube_etf::{Binary, Term};
+/// let b = Binary::from(&b"hello"[..]);
+/// assert_eq!(&b[..], b"hello");
+/// assert_eq!(b, b"hello".to_vec());
+/// let t = Term::Binary(b);
+/// assert_eq!(t.as_binary(), Some(&b"hello"[..]));
+/// assert_eq!(Binary::from(vec![1, 2, 3]).into_vec(), vec![1, 2, 3]);
+/// ```
+#[derive(Clone)]
+pub struct Binary(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// `data[..len]`; `len <= INLINE`.
+    Inline { len: u8, data: [u8; Binary::INLINE] },
+    /// Any length (a vector handed over by the caller is kept as it is).
+    Heap(Vec<u8>),
+}
+
+// A `Term` holds a `Binary` in its 32 payload bytes.
+const _: () = assert!(std::mem::size_of::<Binary>() == 32);
+
+impl Binary {
+    /// Binaries of at most this many bytes made from a slice are stored
+    /// inline (no heap allocation).
+    pub const INLINE: usize = 30;
+
+    /// The empty binary.
+    #[inline]
+    pub const fn new() -> Binary {
+        Binary(Repr::Inline {
+            len: 0,
+            data: [0; Binary::INLINE],
+        })
+    }
+
+    /// A copy of `b` (inline when it is short enough).
+    #[inline]
+    pub fn from_slice(b: &[u8]) -> Binary {
+        if b.len() <= Binary::INLINE {
+            let mut data = [0; Binary::INLINE];
+            data[..b.len()].copy_from_slice(b);
+            Binary(Repr::Inline {
+                len: b.len() as u8,
+                data,
+            })
+        } else {
+            Binary(Repr::Heap(b.to_vec()))
+        }
+    }
+
+    /// The bytes.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.0 {
+            // `len <= INLINE` always: `get` does not fail (and is only a
+            // comparison)
+            Repr::Inline { len, data } => data.get(..*len as usize).unwrap_or(&[]),
+            Repr::Heap(v) => v,
+        }
+    }
+
+    /// The bytes, writable (the length cannot change).
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        match &mut self.0 {
+            Repr::Inline { len, data } => data.get_mut(..*len as usize).unwrap_or(&mut []),
+            Repr::Heap(v) => v,
+        }
+    }
+
+    /// The bytes as a vector (no copy when they are held in one).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self.0 {
+            Repr::Heap(v) => v,
+            Repr::Inline { .. } => self.as_slice().to_vec(),
+        }
+    }
+
+    /// Bytes it can hold without reallocating: [`Binary::INLINE`] inline,
+    /// else its vector's capacity.
+    pub fn capacity(&self) -> usize {
+        match &self.0 {
+            Repr::Inline { .. } => Binary::INLINE,
+            Repr::Heap(v) => v.capacity(),
+        }
+    }
+
+    /// True when the bytes are stored inline (no heap allocation).
+    #[inline]
+    pub fn is_inline(&self) -> bool {
+        matches!(self.0, Repr::Inline { .. })
+    }
+}
+
+impl Default for Binary {
+    fn default() -> Binary {
+        Binary::new()
+    }
+}
+
+impl Deref for Binary {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl DerefMut for Binary {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        self.as_mut_slice()
+    }
+}
+
+impl AsRef<[u8]> for Binary {
+    #[inline]
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl Borrow<[u8]> for Binary {
+    #[inline]
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl fmt::Debug for Binary {
+    /// As a `Vec<u8>` prints: `[104, 105]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_slice(), f)
+    }
+}
+
+impl PartialEq for Binary {
+    #[inline]
+    fn eq(&self, other: &Binary) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Binary {}
+
+impl PartialOrd for Binary {
+    fn partial_cmp(&self, other: &Binary) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Binary {
+    fn cmp(&self, other: &Binary) -> Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+/// Hashes as the `[u8]` (and so the `Vec<u8>`) of the same bytes.
+impl Hash for Binary {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state)
+    }
+}
+
+macro_rules! eq_bytes {
+    ($($t:ty),*) => {$(
+        impl PartialEq<$t> for Binary {
+            #[inline]
+            fn eq(&self, other: &$t) -> bool {
+                self.as_slice() == &other[..]
+            }
+        }
+        impl PartialEq<Binary> for $t {
+            #[inline]
+            fn eq(&self, other: &Binary) -> bool {
+                &self[..] == other.as_slice()
+            }
+        }
+    )*};
+}
+eq_bytes!([u8], &[u8], Vec<u8>);
+
+impl<const N: usize> PartialEq<[u8; N]> for Binary {
+    fn eq(&self, other: &[u8; N]) -> bool {
+        self.as_slice() == other
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for Binary {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        self.as_slice() == *other
+    }
+}
+
+impl From<Vec<u8>> for Binary {
+    /// Keeps the vector (no copy).
+    #[inline]
+    fn from(v: Vec<u8>) -> Binary {
+        Binary(Repr::Heap(v))
+    }
+}
+
+impl From<&[u8]> for Binary {
+    #[inline]
+    fn from(b: &[u8]) -> Binary {
+        Binary::from_slice(b)
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Binary {
+    fn from(b: &[u8; N]) -> Binary {
+        Binary::from_slice(b)
+    }
+}
+
+impl<const N: usize> From<[u8; N]> for Binary {
+    fn from(b: [u8; N]) -> Binary {
+        Binary::from_slice(&b)
+    }
+}
+
+impl From<&str> for Binary {
+    fn from(s: &str) -> Binary {
+        Binary::from_slice(s.as_bytes())
+    }
+}
+
+impl From<String> for Binary {
+    fn from(s: String) -> Binary {
+        Binary::from(s.into_bytes())
+    }
+}
+
+impl From<Binary> for Vec<u8> {
+    fn from(b: Binary) -> Vec<u8> {
+        b.into_vec()
+    }
+}
+
+impl<'b> IntoIterator for &'b Binary {
+    type Item = &'b u8;
+    type IntoIter = std::slice::Iter<'b, u8>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.as_slice().iter()
+    }
+}
+
+impl FromIterator<u8> for Binary {
+    fn from_iter<I: IntoIterator<Item = u8>>(iter: I) -> Binary {
+        Binary::from(iter.into_iter().collect::<Vec<u8>>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_and_heap_hold_the_same_bytes() {
+        for n in [0, 1, Binary::INLINE, Binary::INLINE + 1, 1000] {
+            let bytes: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let a = Binary::from(&bytes[..]);
+            let b = Binary::from(bytes.clone());
+            assert_eq!(a.is_inline(), n <= Binary::INLINE, "length {n}");
+            assert!(!b.is_inline());
+            assert_eq!(a, b);
+            assert_eq!(&a[..], &bytes[..]);
+            assert_eq!(format!("{a:?}"), format!("{bytes:?}"));
+            assert_eq!(a.clone().into_vec(), bytes);
+            assert_eq!(b.into_vec(), bytes);
+            let h = |x: &dyn Fn(&mut std::collections::hash_map::DefaultHasher)| {
+                let mut s = std::collections::hash_map::DefaultHasher::new();
+                x(&mut s);
+                s.finish()
+            };
+            assert_eq!(h(&|s| a.hash(s)), h(&|s| bytes.hash(s)));
+        }
+    }
+
+    #[test]
+    fn inline_bytes_are_writable() {
+        let mut a = Binary::from(&[1u8, 2, 3][..]);
+        a[1] = 9;
+        assert_eq!(a, [1, 9, 3]);
+    }
+}
