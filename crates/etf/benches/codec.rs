@@ -8,7 +8,12 @@
 //! copied) against eetf's contiguous encode and the BEAM's
 //! `term_to_iovec/1`.
 //!
-//! A third, separate table encodes *from Rust values* (the corpus terms'
+//! A table of owned decoding, like for like: our `decode` (from `&[u8]`,
+//! binaries copied) and `decode_shared` (from a shared `Arc<Vec<u8>>`,
+//! long binaries referring to it), each result dropped, against eetf's
+//! `Term::decode` reading the same buffer, its result dropped.
+//!
+//! A further, separate table encodes *from Rust values* (the corpus terms'
 //! parts): with `Encoder` (no term built), by building our `Term` then
 //! encoding, and by building eetf's `Term` then encoding.
 //!
@@ -19,10 +24,12 @@
 
 use std::hint::black_box;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use erlkube_etf::{
-    decode, decode_ref, decode_view, encode, encode_into, Atom, EncodedIoVec, Encoder, Term,
+    decode, decode_ref, decode_shared, decode_view, encode, encode_into, Atom, EncodedIoVec,
+    Encoder, Term,
 };
 
 mod common;
@@ -234,8 +241,57 @@ fn main() {
     println!(
         "(times in ns per term; x e/b = eetf time / ours, BEAM time / ours; higher is better)"
     );
+    owned(&encoded);
     iovec(&corpus, &beam);
     direct(&corpus);
+}
+
+/// Owned decoding like for like: both sides build a tree that owns its
+/// data (or shares the input buffer it was given) and drop it in the
+/// timed loop; eetf reads the same buffer (its only input form is
+/// `io::Read`, here the buffer's bytes).
+fn owned(encoded: &[(&str, Vec<u8>)]) {
+    println!();
+    println!("owned decode, like for like (each result dropped in the loop): ours from &[u8] (binaries copied) and from a shared Arc<Vec<u8>> (decode_shared: binaries of >= 64 bytes and >= 1/8 of the buffer refer to it), eetf Term::decode reading the same buffer");
+    println!(
+        "{:<13} {:>8} | {:>9} {:>9} {:>9} | {:>10} {:>10}",
+        "corpus", "bytes", "dec_owned", "dec_shrd", "eetf_dec", "own x e", "shrd x e"
+    );
+    let mut geo = [0.0f64; 2];
+    for (name, bytes) in encoded {
+        let buf = Arc::new(bytes.clone());
+        let t = measure_all(&mut [
+            &mut || {
+                black_box(decode(black_box(&buf[..])).expect("decode"));
+            },
+            &mut || {
+                black_box(decode_shared(black_box(&buf)).expect("decode_shared"));
+            },
+            &mut || {
+                black_box(eetf::Term::decode(black_box(&buf[..])).expect("eetf decode"));
+            },
+        ]);
+        let r = [t[2] / t[0], t[2] / t[1]];
+        for (g, x) in geo.iter_mut().zip(r) {
+            *g += x.ln();
+        }
+        println!(
+            "{:<13} {:>8} | {:>9.0} {:>9.0} {:>9.0} | {:>10.2} {:>10.2}",
+            name,
+            bytes.len(),
+            t[0],
+            t[1],
+            t[2],
+            r[0],
+            r[1]
+        );
+    }
+    let n = encoded.len() as f64;
+    println!(
+        "geometric mean ratios: owned decode vs eetf {:.2}x, shared {:.2}x",
+        (geo[0] / n).exp(),
+        (geo[1] / n).exp()
+    );
 }
 
 /// The iovec table: our `EncodedIoVec` (binaries of at least

@@ -1,6 +1,7 @@
 //! [`Binary`], the bytes of a [`crate::Term::Binary`]: up to
 //! [`Binary::INLINE`] bytes are stored inside the value, longer ones in a
-//! `Vec<u8>` on the heap.
+//! `Vec<u8>` on the heap, or, when decoded from a shared buffer with
+//! [`crate::decode_shared`], as a range of that buffer (no copy).
 //!
 //! Most binaries in real terms are short (names, keys, small strings), and
 //! a heap allocation per short binary (and its free when the term is
@@ -14,9 +15,14 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 /// The bytes of a binary term. Derefs to `[u8]`; converts from and into
 /// `Vec<u8>` (without copying when it holds a vector).
+///
+/// A binary made by [`crate::decode_shared`] may refer to the decoded
+/// buffer (see [`Binary::is_shared`]): it keeps that buffer alive, and
+/// writing to it ([`Binary::as_mut_slice`]) first copies its bytes out.
 ///
 /// ```
 /// use erlkube_etf::{Binary, Term};
@@ -36,6 +42,12 @@ enum Repr {
     Inline { len: u8, data: [u8; Binary::INLINE] },
     /// Any length (a vector handed over by the caller is kept as it is).
     Heap(Vec<u8>),
+    /// `buf[start..start + len]`, in range.
+    Shared {
+        buf: Arc<Vec<u8>>,
+        start: usize,
+        len: usize,
+    },
 }
 
 // A `Term` holds a `Binary` in its 32 payload bytes.
@@ -78,15 +90,21 @@ impl Binary {
             // comparison)
             Repr::Inline { len, data } => data.get(..*len as usize).unwrap_or(&[]),
             Repr::Heap(v) => v,
+            Repr::Shared { buf, start, len } => buf.get(*start..*start + *len).unwrap_or(&[]),
         }
     }
 
-    /// The bytes, writable (the length cannot change).
+    /// The bytes, writable (the length cannot change). A shared binary
+    /// first copies its bytes into a vector of its own.
     #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        if let Repr::Shared { .. } = self.0 {
+            self.0 = Repr::Heap(self.as_slice().to_vec());
+        }
         match &mut self.0 {
             Repr::Inline { len, data } => data.get_mut(..*len as usize).unwrap_or(&mut []),
             Repr::Heap(v) => v,
+            Repr::Shared { .. } => &mut [],
         }
     }
 
@@ -94,16 +112,35 @@ impl Binary {
     pub fn into_vec(self) -> Vec<u8> {
         match self.0 {
             Repr::Heap(v) => v,
-            Repr::Inline { .. } => self.as_slice().to_vec(),
+            _ => self.as_slice().to_vec(),
         }
     }
 
+    /// `buf[start..start + len]` without a copy. `start + len` must be at
+    /// most `buf.len()` (else the binary is empty).
+    #[inline]
+    pub(crate) fn shared(buf: &Arc<Vec<u8>>, start: usize, len: usize) -> Binary {
+        debug_assert!(start.checked_add(len).is_some_and(|e| e <= buf.len()));
+        Binary(Repr::Shared {
+            buf: Arc::clone(buf),
+            start,
+            len,
+        })
+    }
+
+    /// True when the bytes are a range of a buffer decoded with
+    /// [`crate::decode_shared`] (which this binary keeps alive).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Repr::Shared { .. })
+    }
+
     /// Bytes it can hold without reallocating: [`Binary::INLINE`] inline,
-    /// else its vector's capacity.
+    /// its length when shared, else its vector's capacity.
     pub fn capacity(&self) -> usize {
         match &self.0 {
             Repr::Inline { .. } => Binary::INLINE,
             Repr::Heap(v) => v.capacity(),
+            Repr::Shared { len, .. } => *len,
         }
     }
 
@@ -297,6 +334,23 @@ mod tests {
             };
             assert_eq!(h(&|s| a.hash(s)), h(&|s| bytes.hash(s)));
         }
+    }
+
+    #[test]
+    fn shared_bytes_are_copied_before_writing() {
+        let buf = Arc::new((0..200u8).collect::<Vec<u8>>());
+        let mut a = Binary::shared(&buf, 100, 64);
+        let b = a.clone();
+        assert!(a.is_shared() && b.is_shared());
+        assert_eq!(a, buf[100..164]);
+        assert_eq!(Arc::strong_count(&buf), 3);
+        a[0] = 1;
+        assert!(!a.is_shared());
+        assert_eq!(a[0], 1);
+        assert_eq!(a[1..], buf[101..164]);
+        assert_eq!(b[0], 100, "the buffer is unchanged");
+        drop(b);
+        assert_eq!(Arc::strong_count(&buf), 1);
     }
 
     #[test]
