@@ -18,7 +18,8 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 /// The bytes of a binary term. Derefs to `[u8]`; converts from and into
-/// `Vec<u8>` (without copying when it holds a vector).
+/// `Vec<u8>` (without copying a vector of more than [`Binary::INLINE`]
+/// bytes).
 ///
 /// A binary made by [`crate::decode_shared`] may refer to the decoded
 /// buffer (see [`Binary::is_shared`]): it keeps that buffer alive, and
@@ -38,9 +39,9 @@ pub struct Binary(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    /// `data[..len]`; `len <= INLINE`.
+    /// `data[..len]`; `len <= INLINE`, the bytes after `len` are zero.
     Inline { len: u8, data: [u8; Binary::INLINE] },
-    /// Any length (a vector handed over by the caller is kept as it is).
+    /// More than `INLINE` bytes.
     Heap(Vec<u8>),
     /// `buf[start..start + len]`, in range.
     Shared {
@@ -54,8 +55,8 @@ enum Repr {
 const _: () = assert!(std::mem::size_of::<Binary>() == 32);
 
 impl Binary {
-    /// Binaries of at most this many bytes made from a slice are stored
-    /// inline (no heap allocation).
+    /// Binaries of at most this many bytes are stored inline (no heap
+    /// allocation).
     pub const INLINE: usize = 30;
 
     /// The empty binary.
@@ -141,6 +142,17 @@ impl Binary {
             Repr::Inline { .. } => Binary::INLINE,
             Repr::Heap(v) => v.capacity(),
             Repr::Shared { len, .. } => *len,
+        }
+    }
+
+    /// For an inline binary: its storage (the bytes, then zeros) and its
+    /// length. The encoder copies short binaries from it with fixed-size
+    /// moves.
+    #[inline(always)]
+    pub(crate) fn inline_parts(&self) -> Option<(&[u8; Binary::INLINE], usize)> {
+        match &self.0 {
+            Repr::Inline { len, data } => Some((data, *len as usize)),
+            _ => None,
         }
     }
 
@@ -252,9 +264,13 @@ impl<const N: usize> PartialEq<&[u8; N]> for Binary {
 }
 
 impl From<Vec<u8>> for Binary {
-    /// Keeps the vector (no copy).
+    /// Keeps the vector (no copy), or for up to [`Binary::INLINE`] bytes
+    /// copies them inline (and frees the vector).
     #[inline]
     fn from(v: Vec<u8>) -> Binary {
+        if v.len() <= Binary::INLINE {
+            return Binary::from_slice(&v);
+        }
         Binary(Repr::Heap(v))
     }
 }
@@ -321,7 +337,7 @@ mod tests {
             let a = Binary::from(&bytes[..]);
             let b = Binary::from(bytes.clone());
             assert_eq!(a.is_inline(), n <= Binary::INLINE, "length {n}");
-            assert!(!b.is_inline());
+            assert_eq!(b.is_inline(), n <= Binary::INLINE, "length {n}");
             assert_eq!(a, b);
             assert_eq!(&a[..], &bytes[..]);
             assert_eq!(format!("{a:?}"), format!("{bytes:?}"));
