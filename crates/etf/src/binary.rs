@@ -72,12 +72,20 @@ impl Binary {
     #[inline]
     pub fn from_slice(b: &[u8]) -> Binary {
         if b.len() <= Binary::INLINE {
+            // gathered in two registers with fixed-size loads: no call
+            // to `memcpy`, whose narrow stores stalled the wide loads
+            // that move the result
+            let n = b.len();
+            let (lo, hi) = if n <= 16 {
+                (gather16(b), 0)
+            } else {
+                (gather16(&b[..16]), gather16(&b[16..]))
+            };
             let mut data = [0; Binary::INLINE];
-            data[..b.len()].copy_from_slice(b);
-            Binary(Repr::Inline {
-                len: b.len() as u8,
-                data,
-            })
+            let (a, c) = data.split_at_mut(16);
+            a.copy_from_slice(&lo.to_le_bytes());
+            c.copy_from_slice(&hi.to_le_bytes()[..Binary::INLINE - 16]);
+            Binary(Repr::Inline { len: n as u8, data })
         } else {
             Binary(Repr::Heap(b.to_vec()))
         }
@@ -160,6 +168,28 @@ impl Binary {
     #[inline]
     pub fn is_inline(&self) -> bool {
         matches!(self.0, Repr::Inline { .. })
+    }
+}
+
+/// Up to 16 bytes as a little-endian `u128` (zero above them), read with
+/// (overlapping) fixed-size loads.
+#[inline(always)]
+fn gather16(b: &[u8]) -> u128 {
+    let n = b.len();
+    let w8 = |x: &[u8]| u64::from_le_bytes(x.try_into().unwrap_or([0; 8]));
+    let w4 = |x: &[u8]| u32::from_le_bytes(x.try_into().unwrap_or([0; 4]));
+    if n >= 8 {
+        let lo = w8(&b[..8]) as u128;
+        let hi = w8(&b[n - 8..]) as u128;
+        lo | hi << (8 * (n - 8))
+    } else if n >= 4 {
+        let lo = w4(&b[..4]) as u64;
+        let hi = w4(&b[n - 4..]) as u64;
+        (lo | hi << (8 * (n - 4))) as u128
+    } else if n > 0 {
+        b[0] as u128 | (b[n / 2] as u128) << (8 * (n / 2)) | (b[n - 1] as u128) << (8 * (n - 1))
+    } else {
+        0
     }
 }
 
