@@ -324,6 +324,21 @@ impl<const N: usize> From<[u8; N]> for Binary {
     }
 }
 
+impl From<Box<[u8]>> for Binary {
+    fn from(b: Box<[u8]>) -> Binary {
+        Binary::from(b.into_vec())
+    }
+}
+
+impl From<std::borrow::Cow<'_, [u8]>> for Binary {
+    fn from(b: std::borrow::Cow<'_, [u8]>) -> Binary {
+        match b {
+            std::borrow::Cow::Borrowed(b) => Binary::from_slice(b),
+            std::borrow::Cow::Owned(v) => Binary::from(v),
+        }
+    }
+}
+
 impl From<&str> for Binary {
     fn from(s: &str) -> Binary {
         Binary::from_slice(s.as_bytes())
