@@ -8,7 +8,12 @@
 //! copied) against eetf's contiguous encode and the BEAM's
 //! `term_to_iovec/1`.
 //!
-//! A third, separate table encodes *from Rust values* (the corpus terms'
+//! A table of owned decoding, like for like: our `decode` (from `&[u8]`,
+//! binaries copied) and `decode_shared` (from a shared `Arc<Vec<u8>>`,
+//! long binaries referring to it), each result dropped, against eetf's
+//! `Term::decode` reading the same buffer, its result dropped.
+//!
+//! A further, separate table encodes *from Rust values* (the corpus terms'
 //! parts): with `Encoder` (no term built), by building our `Term` then
 //! encoding, and by building eetf's `Term` then encoding.
 //!
@@ -19,14 +24,19 @@
 
 use std::hint::black_box;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use erlkube_etf::{
-    decode, decode_ref, decode_view, encode, encode_into, parse, Atom, EncodedIoVec, Encoder, Term,
+    decode, decode_ref, decode_shared, decode_view, encode, encode_into, Atom, EncodedIoVec,
+    Encoder, Term,
 };
 
 mod common;
 use common::walk;
+#[path = "common/corpus.rs"]
+mod corpus;
+use corpus::corpus;
 
 fn min_time() -> Duration {
     let ms = std::env::var("ETF_BENCH_MS")
@@ -68,49 +78,6 @@ fn measure_all(fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
         }
     }
     best
-}
-
-fn corpus() -> Vec<(&'static str, Term)> {
-    let small =
-        parse(r#"{ok, [1,2,3], <<"hello">>, #{a => 1}, 'atom', 3.14}"#).expect("small term");
-    // ~3 KB: a list of records as a GenServer reply might carry
-    let medium = Term::List(
-        (0..40)
-            .map(|i| {
-                parse(&format!(
-                    r#"#{{id => {i}, name => <<"user-{i}">>, role => admin, score => {}.5,
-                         tags => [alpha, beta], node => 'n{i}@host', seen => {}}}"#,
-                    i * 7,
-                    1_600_000_000_000i64 + i
-                ))
-                .expect("medium term")
-            })
-            .collect(),
-    );
-    // ~1 MB: a list of tuples
-    let tuples = Term::List(
-        (0..40_000)
-            .map(|i| {
-                Term::Tuple(vec![
-                    Term::Integer(i),
-                    Term::atom("item"),
-                    Term::Binary(format!("v{i}").into_bytes()),
-                    Term::Float(i as f64 * 0.5),
-                ])
-            })
-            .collect(),
-    );
-    // ~1 MB: one big binary in a tuple
-    let blob = Term::Tuple(vec![
-        Term::atom("blob"),
-        Term::Binary((0..1_048_576u32).map(|i| (i * 31) as u8).collect()),
-    ]);
-    vec![
-        ("small", small),
-        ("medium", medium),
-        ("large_tuples", tuples),
-        ("large_binary", blob),
-    ]
 }
 
 const ERL_MODULE: &str = r#"
@@ -274,8 +241,57 @@ fn main() {
     println!(
         "(times in ns per term; x e/b = eetf time / ours, BEAM time / ours; higher is better)"
     );
+    owned(&encoded);
     iovec(&corpus, &beam);
     direct(&corpus);
+}
+
+/// Owned decoding like for like: both sides build a tree that owns its
+/// data (or shares the input buffer it was given) and drop it in the
+/// timed loop; eetf reads the same buffer (its only input form is
+/// `io::Read`, here the buffer's bytes).
+fn owned(encoded: &[(&str, Vec<u8>)]) {
+    println!();
+    println!("owned decode, like for like (each result dropped in the loop): ours from &[u8] (binaries copied) and from a shared Arc<Vec<u8>> (decode_shared: binaries of >= 64 bytes and >= 1/8 of the buffer refer to it), eetf Term::decode reading the same buffer");
+    println!(
+        "{:<13} {:>8} | {:>9} {:>9} {:>9} | {:>10} {:>10}",
+        "corpus", "bytes", "dec_owned", "dec_shrd", "eetf_dec", "own x e", "shrd x e"
+    );
+    let mut geo = [0.0f64; 2];
+    for (name, bytes) in encoded {
+        let buf = Arc::new(bytes.clone());
+        let t = measure_all(&mut [
+            &mut || {
+                black_box(decode(black_box(&buf[..])).expect("decode"));
+            },
+            &mut || {
+                black_box(decode_shared(black_box(&buf)).expect("decode_shared"));
+            },
+            &mut || {
+                black_box(eetf::Term::decode(black_box(&buf[..])).expect("eetf decode"));
+            },
+        ]);
+        let r = [t[2] / t[0], t[2] / t[1]];
+        for (g, x) in geo.iter_mut().zip(r) {
+            *g += x.ln();
+        }
+        println!(
+            "{:<13} {:>8} | {:>9.0} {:>9.0} {:>9.0} | {:>10.2} {:>10.2}",
+            name,
+            bytes.len(),
+            t[0],
+            t[1],
+            t[2],
+            r[0],
+            r[1]
+        );
+    }
+    let n = encoded.len() as f64;
+    println!(
+        "geometric mean ratios: owned decode vs eetf {:.2}x, shared {:.2}x",
+        (geo[0] / n).exp(),
+        (geo[1] / n).exp()
+    );
 }
 
 /// The iovec table: our `EncodedIoVec` (binaries of at least
@@ -420,7 +436,7 @@ fn build_ours(name: &str, s: &Sources) -> Term {
         "small" => Term::Tuple(vec![
             a("ok"),
             Term::List(vec![Term::Integer(1), Term::Integer(2), Term::Integer(3)]),
-            Term::Binary(b"hello".to_vec()),
+            Term::Binary(b"hello".to_vec().into()),
             Term::map([(a("a"), Term::Integer(1))]),
             a("atom"),
             Term::Float(SMALL_FLOAT),
@@ -431,7 +447,7 @@ fn build_ours(name: &str, s: &Sources) -> Term {
                 .map(|(id, name, score, node, seen)| {
                     Term::map([
                         (a("id"), Term::Integer(*id)),
-                        (a("name"), Term::Binary(name.clone())),
+                        (a("name"), Term::Binary(name.clone().into())),
                         (a("role"), a("admin")),
                         (a("score"), Term::Float(*score)),
                         (a("tags"), Term::List(vec![a("alpha"), a("beta")])),
@@ -450,14 +466,14 @@ fn build_ours(name: &str, s: &Sources) -> Term {
                         Term::Tuple(vec![
                             Term::Integer(*i),
                             Term::Atom(item.clone()),
-                            Term::Binary(b.clone()),
+                            Term::Binary(b.clone().into()),
                             Term::Float(*f),
                         ])
                     })
                     .collect(),
             )
         }
-        _ => Term::Tuple(vec![a("blob"), Term::Binary(s.blob.clone())]),
+        _ => Term::Tuple(vec![a("blob"), Term::Binary(s.blob.clone().into())]),
     }
 }
 

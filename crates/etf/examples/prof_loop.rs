@@ -127,7 +127,7 @@ fn large() -> Term {
                 Term::Tuple(vec![
                     Term::Integer(i),
                     Term::atom("item"),
-                    Term::Binary(format!("v{i}").into_bytes()),
+                    Term::Binary(format!("v{i}").into_bytes().into()),
                     Term::Float(i as f64 * 0.5),
                 ])
             })

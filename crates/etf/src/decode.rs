@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::io::Read;
+use std::sync::Arc;
 
 use crate::error::{DecodeError, DecodeErrorKind as K};
 use crate::intern;
@@ -230,7 +231,7 @@ impl<'a> TermRef<'a> {
             }
             TermRef::Float(f) => Term::Float(*f),
             TermRef::Atom(a) => Term::Atom(a.to_atom_cached(cx)),
-            TermRef::Binary(b) => Term::Binary(b.to_vec()),
+            TermRef::Binary(b) => Term::Binary(cx.binary(b)),
             TermRef::BitBinary { bytes, bits } => {
                 let mut v = bytes.to_vec();
                 if let Some(last) = v.last_mut() {
@@ -409,11 +410,47 @@ fn owned_fun(f: &FunRef<'_>, free_vars: Vec<Term>, cx: &mut Owner) -> Term {
 struct Owner<'t> {
     ok: bool,
     atoms: &'t mut intern::Table,
+    /// The buffer being decoded, when [`decode_shared`] decodes it: long
+    /// binaries refer to it instead of copying.
+    share: Option<&'t Arc<Vec<u8>>>,
 }
+
+/// [`decode_shared`]: binaries of at least this many bytes, and at least
+/// an eighth of the buffer, refer to the buffer.
+pub const SHARE_MIN: usize = 64;
 
 impl<'t> Owner<'t> {
     fn new(atoms: &'t mut intern::Table) -> Owner<'t> {
-        Owner { ok: true, atoms }
+        Owner {
+            ok: true,
+            atoms,
+            share: None,
+        }
+    }
+
+    /// A binary of the bytes `b`: inline when short; a range of the
+    /// shared buffer when there is one and `b` (a slice of it) is long
+    /// enough (see [`decode_shared`]); else a copy on the heap.
+    #[inline(always)]
+    fn binary(&self, b: &[u8]) -> crate::Binary {
+        if b.len() <= crate::Binary::INLINE {
+            return crate::Binary::from_slice(b);
+        }
+        self.long_binary(b)
+    }
+
+    #[inline(never)]
+    fn long_binary(&self, b: &[u8]) -> crate::Binary {
+        if let Some(buf) = self.share {
+            let start = (b.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+            let inside = start
+                .checked_add(b.len())
+                .is_some_and(|end| end <= buf.len());
+            if inside && b.len() >= SHARE_MIN && b.len() >= buf.len() / 8 {
+                return crate::Binary::shared(buf, start, b.len());
+            }
+        }
+        crate::Binary::from_slice(b)
     }
 
     #[inline]
@@ -1262,7 +1299,7 @@ impl<'a> Decoder<'a> {
             }
             BINARY_EXT => {
                 let n = self.u32()? as usize;
-                Term::Binary(self.take(n)?.to_vec())
+                Term::Binary(cx.binary(self.take(n)?))
             }
             NEW_FLOAT_EXT => {
                 let b = self.take(8)?;
@@ -1471,6 +1508,12 @@ impl<'a> Decoder<'a> {
             self.fill_owned(depth + 1, k, cx)?;
             self.fill_owned(depth + 1, val, cx)?;
         }
+        // keys in strictly increasing order (as the BEAM writes small
+        // maps) are unique: taken as they are without a call
+        if v.windows(2).all(|w| key_less(&w[0].0, &w[1].0)) {
+            put(slot, Term::Map(Map::from_sorted_unique(v)));
+            return Ok(());
+        }
         let m = dedup_map(v, cx);
         if !cx.ok {
             return self.err(start, K::DuplicateMapKey);
@@ -1628,6 +1671,19 @@ fn decode_owned(
     opts: &DecodeOptions,
     out: &mut Term,
 ) -> R<usize> {
+    decode_owned_from(input, None, cache, whole, opts, out)
+}
+
+/// [`decode_owned`], with `share` the buffer `input` is (for
+/// [`decode_shared`]) or `None`.
+fn decode_owned_from(
+    input: &[u8],
+    share: Option<&Arc<Vec<u8>>>,
+    cache: Option<&[Atom]>,
+    whole: bool,
+    opts: &DecodeOptions,
+    out: &mut Term,
+) -> R<usize> {
     check_version(input)?;
     if input.get(1) == Some(&COMPRESSED) {
         let (t, used) = decode_owned_compressed(input, cache, whole, opts)?;
@@ -1636,7 +1692,19 @@ fn decode_owned(
     }
     // uncompressed (the usual case): no envelope to account for
     let mut d = Decoder::new(input, 1, cache, opts.max_depth);
-    intern::with_table(|atoms| d.owned_into(0, out, &mut Owner::new(atoms)))?;
+    // Only an error is copied out of the closure: moving the whole
+    // `Result` (16 bytes, written as 8 + 1 + 1) through `with_table`'s
+    // layers read it back with one 16-byte load, a store-forwarding stall
+    // that cost 5-6% of a small term's decode.
+    let mut r = Ok(());
+    intern::with_table(|atoms| {
+        let mut cx = Owner::new(atoms);
+        cx.share = share;
+        if let Err(e) = d.owned_into(0, out, &mut cx) {
+            r = Err(e);
+        }
+    });
+    r?;
     if whole && d.pos != input.len() {
         return Err(DecodeError::new(d.pos, K::TrailingBytes));
     }
@@ -1701,7 +1769,13 @@ pub fn decode_body_prefix_with_atom_cache(
 ) -> Result<(Term, usize), DecodeError> {
     let mut d = Decoder::new(input, 0, Some(cache), DEFAULT_MAX_DEPTH);
     let mut t = Term::Integer(0);
-    intern::with_table(|atoms| d.owned_into(0, &mut t, &mut Owner::new(atoms)))?;
+    let mut r = Ok(());
+    intern::with_table(|atoms| {
+        if let Err(e) = d.owned_into(0, &mut t, &mut Owner::new(atoms)) {
+            r = Err(e);
+        }
+    });
+    r?;
     Ok((t, d.pos))
 }
 
@@ -1726,6 +1800,34 @@ pub fn decode_ref_body_prefix_with_atom_cache<'a>(
 pub fn decode(input: &[u8]) -> Result<Term, DecodeError> {
     let mut t = Term::Integer(0);
     decode_owned(input, None, true, &DecodeOptions::default(), &mut t)?;
+    Ok(t)
+}
+
+/// [`decode`] for a buffer the caller can share: binaries of at least
+/// [`SHARE_MIN`] bytes that are also at least an eighth of the buffer are
+/// not copied but refer to `input` ([`crate::Binary::is_shared`]), each
+/// holding a reference count on it, so the buffer stays alive while any
+/// of them does (the bound keeps what they hold alive to at most eight
+/// times their own size). This is how a received message is best decoded:
+/// a large binary in it costs no copy. Compressed input is inflated into a
+/// new buffer and decoded from there as [`decode`] does (copying).
+///
+/// ```
+/// use std::sync::Arc;
+/// let mut bytes = vec![131, 109, 0, 0, 4, 0];
+/// bytes.extend(std::iter::repeat_n(7u8, 1024));
+/// let buf = Arc::new(bytes);
+/// let t = erlkube_etf::decode_shared(&buf).unwrap();
+/// match &t {
+///     erlkube_etf::Term::Binary(b) => assert!(b.is_shared() && b.len() == 1024),
+///     _ => unreachable!(),
+/// }
+/// assert_eq!(t, erlkube_etf::decode(&buf).unwrap());
+/// ```
+pub fn decode_shared(input: &Arc<Vec<u8>>) -> Result<Term, DecodeError> {
+    let mut t = Term::Integer(0);
+    let share = (input.get(1) != Some(&COMPRESSED)).then_some(input);
+    decode_owned_from(input, share, None, true, &DecodeOptions::default(), &mut t)?;
     Ok(t)
 }
 

@@ -293,6 +293,14 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut &mut Spare, iov: bool) -> Leaf {
             _ => Leaf::No,
         },
         Term::Binary(b) => {
+            if let Some((data, n @ 0..=16)) = b.inline_parts() {
+                // short and inline: the header and 16 fixed bytes (the
+                // rest is zero padding, overwritten by what follows)
+                let [a, c, e, g] = (n as u32).to_be_bytes();
+                fill(d, &[BINARY_EXT, a, c, e, g]);
+                fill(&mut d[5..], &data[..16]);
+                return wrote(d, 5 + n);
+            }
             let n = b.len();
             if n > LONG || (iov && n >= IOVEC_MIN_BORROWED) {
                 // long binaries: `Vec::extend_from_slice` (memcpy); for

@@ -20,7 +20,7 @@ use crate::term::Term;
 ///
 /// ```
 /// use erlkube_etf::{encode, EncodedIoVec, Term};
-/// let t = Term::Tuple(vec![Term::atom("blob"), Term::Binary(vec![7; 1000])]);
+/// let t = Term::Tuple(vec![Term::atom("blob"), Term::Binary(vec![7; 1000].into())]);
 /// let mut iov = EncodedIoVec::new();
 /// iov.encode(&t);
 /// assert_eq!(iov.to_vec(), encode(&t));

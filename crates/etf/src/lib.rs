@@ -150,6 +150,7 @@ and charlists as strings (when they are valid text)."#
 )]
 #![warn(missing_docs)]
 
+mod binary;
 mod decode;
 mod encode;
 mod error;
@@ -164,12 +165,14 @@ mod term;
 pub mod text;
 mod view;
 
+pub use binary::Binary;
 pub use decode::validate_body_prefix_with_atom_cache;
 pub use decode::{
     decode, decode_body_prefix_with_atom_cache, decode_prefix, decode_prefix_with_atom_cache,
     decode_ref, decode_ref_body_prefix_with_atom_cache, decode_ref_prefix,
-    decode_ref_prefix_with_atom_cache, decode_ref_with, decode_with, decompress, AtomRef,
-    DecodeOptions, FunRef, TermRef, DEFAULT_MAX_DEPTH, DEFAULT_MAX_UNCOMPRESSED, RECURSION_DEPTH,
+    decode_ref_prefix_with_atom_cache, decode_ref_with, decode_shared, decode_with, decompress,
+    AtomRef, DecodeOptions, FunRef, TermRef, DEFAULT_MAX_DEPTH, DEFAULT_MAX_UNCOMPRESSED,
+    RECURSION_DEPTH, SHARE_MIN,
 };
 pub use encode::{
     encode, encode_body_into, encode_into, encode_with, EncodeOptions, IOVEC_MIN_BORROWED,

@@ -206,10 +206,10 @@ impl ser::Serializer for Serializer {
         Ok(Term::Integer(v as i64))
     }
     fn serialize_str(self, v: &str) -> Result<Term, Error> {
-        Ok(Term::Binary(v.as_bytes().to_vec()))
+        Ok(Term::Binary(crate::Binary::from_slice(v.as_bytes())))
     }
     fn serialize_bytes(self, v: &[u8]) -> Result<Term, Error> {
-        Ok(Term::Binary(v.to_vec()))
+        Ok(Term::Binary(crate::Binary::from_slice(v)))
     }
     fn serialize_none(self) -> Result<Term, Error> {
         Ok(Term::atom("nil"))

@@ -479,7 +479,8 @@ impl PartialEq for Map {
 ///
 /// Layout: the variant is a byte at offset 0 (`repr(u8)`), so reading it
 /// is one load, and a `Term` is 40 bytes: the largest common payloads
-/// (`Vec`s, pids, ports, big integers) fit in 32, references (48 bytes
+/// (`Vec`s, pids, ports, big integers, a [`crate::Binary`] with up to 30
+/// bytes inline) fit in 32, references (48 bytes
 /// with their id vector) are boxed, and the byte fields of `BitBinary` and
 /// `Export` come first so they sit beside the tag. Encoding walks these
 /// nodes, so their size and the cost of their tag are its cost per term.
@@ -497,8 +498,9 @@ pub enum Term {
     Float(f64),
     /// An atom (`true`, `false`, `undefined` are atoms too).
     Atom(Atom),
-    /// A binary.
-    Binary(Vec<u8>),
+    /// A binary (up to [`crate::Binary::INLINE`] bytes stored inline,
+    /// without a heap allocation).
+    Binary(crate::Binary),
     /// A bitstring whose last byte holds `bits` (1..=7) significant high bits.
     BitBinary {
         /// Significant bits in the last byte, 1..=7.
@@ -959,7 +961,7 @@ impl Term {
         Term::List(Vec::new())
     }
     /// A binary term.
-    pub fn binary(bytes: impl Into<Vec<u8>>) -> Term {
+    pub fn binary(bytes: impl Into<crate::Binary>) -> Term {
         Term::Binary(bytes.into())
     }
     /// A map term from key/value pairs (later duplicates replace earlier).
@@ -1604,18 +1606,18 @@ impl From<Atom> for Term {
 /// A Rust string becomes a binary (the Elixir convention).
 impl From<&str> for Term {
     fn from(s: &str) -> Term {
-        Term::Binary(s.as_bytes().to_vec())
+        Term::Binary(crate::Binary::from_slice(s.as_bytes()))
     }
 }
 /// A Rust string becomes a binary (the Elixir convention).
 impl From<String> for Term {
     fn from(s: String) -> Term {
-        Term::Binary(s.into_bytes())
+        Term::Binary(s.into_bytes().into())
     }
 }
 impl From<Vec<u8>> for Term {
     fn from(b: Vec<u8>) -> Term {
-        Term::Binary(b)
+        Term::Binary(b.into())
     }
 }
 impl From<BigInt> for Term {

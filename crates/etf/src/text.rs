@@ -759,7 +759,7 @@ impl Parser {
         };
         self.ws();
         if self.eat(">>") {
-            return Ok(Term::Binary(bytes));
+            return Ok(Term::Binary(bytes.into()));
         }
         loop {
             self.ws();
@@ -807,7 +807,7 @@ impl Parser {
         }
         let bits = (nbits % 8) as u8;
         if bits == 0 {
-            Ok(Term::Binary(bytes))
+            Ok(Term::Binary(bytes.into()))
         } else {
             Ok(Term::BitBinary { bytes, bits })
         }

@@ -6,8 +6,8 @@
 //! `Encoder` against the same reference.
 
 use erlkube_etf::{
-    decode, encode, encode_body_into, encode_into, encode_with, Atom, EncodeOptions, Encoder, Map,
-    Pid, Term,
+    decode, encode, encode_body_into, encode_into, encode_with, Atom, Binary, EncodeOptions,
+    Encoder, Map, Pid, Term,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -216,12 +216,15 @@ fn atoms_of_every_length_and_kind() {
 fn binaries_of_every_length_up_to_past_the_copy_limits() {
     for n in (0..=300).chain([1000, 70_000]) {
         let b: Vec<u8> = (0..n).map(|i| (i * 7 + 1) as u8).collect();
-        check(&Term::Binary(b.clone()));
-        check(&Term::List(vec![
-            Term::Binary(b.clone()),
-            Term::Integer(5),
-            Term::Binary(b),
-        ]));
+        // in a vector and, up to `Binary::INLINE` bytes, stored inline
+        for bin in [Binary::from(b.clone()), Binary::from_slice(&b)] {
+            check(&Term::Binary(bin.clone()));
+            check(&Term::List(vec![
+                Term::Binary(bin.clone()),
+                Term::Integer(5),
+                Term::Binary(bin),
+            ]));
+        }
     }
 }
 
@@ -265,7 +268,7 @@ fn containers_at_every_header_boundary() {
                 3 => Term::Tuple(vec![
                     atom("a"),
                     Term::Tuple(vec![]),
-                    Term::Binary(vec![1; 20]),
+                    Term::Binary(vec![1; 20].into()),
                 ]),
                 _ => Term::List(vec![Term::Integer(1), Term::Integer(300)]),
             })
@@ -304,7 +307,7 @@ fn random_terms_match_the_reference_at_every_capacity() {
             .prop_map(Term::Float),
         "[a-z]{0,20}".prop_map(|s: String| atom(&s)),
         "[a-zé]{0,5}".prop_map(|s: String| atom(&s)),
-        prop::collection::vec(any::<u8>(), 0..40).prop_map(Term::Binary),
+        prop::collection::vec(any::<u8>(), 0..40).prop_map(binary_either),
     ];
     let term = leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
@@ -328,4 +331,14 @@ fn random_terms_match_the_reference_at_every_capacity() {
             Ok(())
         })
         .unwrap();
+}
+
+/// A binary term, stored in a vector or (up to `Binary::INLINE` bytes)
+/// inline, by the parity of its length.
+fn binary_either(v: Vec<u8>) -> Term {
+    Term::Binary(if v.len().is_multiple_of(2) {
+        Binary::from_slice(&v)
+    } else {
+        v.into()
+    })
 }

@@ -262,7 +262,7 @@ fn compressed_bombs_are_refused() {
 
 fn flate2_compress(data: &[u8]) -> Vec<u8> {
     // zlib stream via the encoder's public option, without the ETF header
-    let t = Term::Binary(data[5..].to_vec());
+    let t = Term::Binary(data[5..].to_vec().into());
     let mut out = Vec::new();
     erlkube_etf::encode_with(
         &t,

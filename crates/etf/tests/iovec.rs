@@ -5,8 +5,8 @@
 //! bytes (same pointer), smaller ones are copied.
 
 use erlkube_etf::{
-    decode, encode_iovec, encode_with, parse, Atom, EncodeOptions, EncodedIoVec, Fun, FunData, Map,
-    Pid, Term, IOVEC_MIN_BORROWED,
+    decode, encode_iovec, encode_with, parse, Atom, Binary, EncodeOptions, EncodedIoVec, Fun,
+    FunData, Map, Pid, Term, IOVEC_MIN_BORROWED,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -15,9 +15,8 @@ use proptest::test_runner::{Config, TestRunner};
 /// encoding order (map entries in stored order, as the encoder writes).
 fn large_binaries<'a>(t: &'a Term, out: &mut Vec<&'a [u8]>) {
     match t {
-        Term::Binary(b) | Term::BitBinary { bytes: b, .. } if b.len() >= IOVEC_MIN_BORROWED => {
-            out.push(b)
-        }
+        Term::Binary(b) if b.len() >= IOVEC_MIN_BORROWED => out.push(b),
+        Term::BitBinary { bytes: b, .. } if b.len() >= IOVEC_MIN_BORROWED => out.push(b),
         Term::Tuple(v) | Term::List(v) => v.iter().for_each(|e| large_binaries(e, out)),
         Term::ImproperList { elems, tail } => {
             elems.iter().for_each(|e| large_binaries(e, out));
@@ -124,21 +123,24 @@ fn golden_vectors_concatenate_to_term_to_binary() {
 fn binaries_around_the_threshold() {
     for n in (0..=300).chain([1000, 70_000]) {
         let b: Vec<u8> = (0..n).map(|i| (i * 7 + 1) as u8).collect();
-        check(&Term::Binary(b.clone()), [None, None]);
+        check(&Term::Binary(b.clone().into()), [None, None]);
         check(
             &Term::List(vec![
-                Term::Binary(b.clone()),
+                Term::Binary(b.clone().into()),
                 Term::Integer(5),
-                Term::Binary(b.clone()),
-                Term::Binary(b.clone()),
+                Term::Binary(b.clone().into()),
+                Term::Binary(b.clone().into()),
             ]),
             [None, None],
         );
         check(
             &Term::Tuple(vec![
                 Term::atom("blob"),
-                Term::Binary(b.clone()),
-                Term::Map(Map::from_iter([(Term::Binary(b.clone()), Term::Binary(b))])),
+                Term::Binary(b.clone().into()),
+                Term::Map(Map::from_iter([(
+                    Term::Binary(b.clone().into()),
+                    Term::Binary(b.into()),
+                )])),
             ]),
             [None, None],
         );
@@ -151,12 +153,12 @@ fn binaries_around_the_threshold() {
 
 #[test]
 fn a_binary_of_the_threshold_is_borrowed_and_one_byte_less_is_copied() {
-    let at = Term::Binary(vec![1; IOVEC_MIN_BORROWED]);
+    let at = Term::Binary(vec![1; IOVEC_MIN_BORROWED].into());
     let mut iov = EncodedIoVec::new();
     iov.encode(&at);
     assert_eq!(iov.borrowed().count(), 1);
     assert_eq!(iov.owned(), &[131, 109, 0, 0, 0, IOVEC_MIN_BORROWED as u8]);
-    let below = Term::Binary(vec![1; IOVEC_MIN_BORROWED - 1]);
+    let below = Term::Binary(vec![1; IOVEC_MIN_BORROWED - 1].into());
     let mut iov = EncodedIoVec::new();
     iov.encode(&below);
     assert_eq!(iov.borrowed().count(), 0);
@@ -181,21 +183,24 @@ fn fun_size_counts_borrowed_free_variables() {
         old_uniq: 12345,
         pid,
         free_vars: vec![
-            Term::Binary(vec![9; 500]),
+            Term::Binary(vec![9; 500].into()),
             Term::Integer(1),
-            Term::Binary(vec![8; 100]),
+            Term::Binary(vec![8; 100].into()),
         ],
     }));
     check(&f, [None, None]);
     check(
-        &Term::List(vec![f.clone(), Term::Binary(vec![1; 80]), f]),
+        &Term::List(vec![f.clone(), Term::Binary(vec![1; 80].into()), f]),
         [None, None],
     );
 }
 
 #[test]
 fn compression_is_one_owned_segment() {
-    let t = Term::Tuple(vec![Term::atom("blob"), Term::Binary(vec![0; 10_000])]);
+    let t = Term::Tuple(vec![
+        Term::atom("blob"),
+        Term::Binary(vec![0; 10_000].into()),
+    ]);
     let o = EncodeOptions {
         compression: Some(6),
         ..EncodeOptions::default()
@@ -219,8 +224,9 @@ fn arb_leaf() -> impl Strategy<Value = Term> {
             .prop_map(Term::Float),
         "[a-z]{0,20}".prop_map(|s: String| Term::Atom(Atom::new(&s))),
         "[a-zé]{0,5}".prop_map(|s: String| Term::Atom(Atom::new(&s))),
-        prop::collection::vec(any::<u8>(), 0..40).prop_map(Term::Binary),
-        prop::collection::vec(any::<u8>(), 40..300).prop_map(Term::Binary),
+        prop::collection::vec(any::<u8>(), 0..40)
+            .prop_map(|v| Term::Binary(Binary::from_slice(&v))),
+        prop::collection::vec(any::<u8>(), 40..300).prop_map(Term::binary),
         (prop::collection::vec(any::<u8>(), 1..150), 1u8..8).prop_map(|(mut bytes, bits)| {
             if let Some(last) = bytes.last_mut() {
                 *last &= !(0xffu8 >> bits);

@@ -228,7 +228,7 @@ fn decode_owned_payload(
         let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
         if start + 5 + len == buf.len() {
             buf.drain(..start + 5);
-            return Ok(Term::Binary(buf));
+            return Ok(Term::Binary(buf.into()));
         }
     }
     erlkube_proto::dist::control::decode_payload_body(buf.get(start..).unwrap_or(&[]), atoms)
@@ -388,8 +388,8 @@ mod tests {
             b.extend(body(t, atoms));
             b
         };
-        let bin = Term::Binary(vec![9; 5000]);
-        let tuple = Term::tuple(vec![Term::atom("big"), Term::Binary(vec![1; 10])]);
+        let bin = Term::Binary(vec![9; 5000].into());
+        let tuple = Term::tuple(vec![Term::atom("big"), Term::Binary(vec![1; 10].into())]);
         let mut staged = Batch::default();
         staged.push_encoded(&body(&Term::Integer(1), &[]), &[], &src);
         staged.push_owned(with_prefix(&bin, &[]), 7, &[], &src);

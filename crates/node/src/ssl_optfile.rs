@@ -329,7 +329,7 @@ fn parse_side(path: &Path, side: &'static str, opts: &Term) -> Result<TlsOptions
 /// A string as OTP takes one: a character list or a binary.
 fn string_value(t: &Term) -> Option<String> {
     match t {
-        Term::Binary(b) => String::from_utf8(b.clone()).ok(),
+        Term::Binary(b) => String::from_utf8(b.to_vec()).ok(),
         Term::List(l) if !l.is_empty() => l
             .iter()
             .map(|c| c.as_integer().and_then(|i| char::from_u32(i as u32)))
