@@ -380,6 +380,19 @@ pub async fn run(
                     }
                 };
                 accepted(&shared, &mut conns, stream, peer, &mut scratch);
+                // More connections waiting (many clients at once): take
+                // them now, without another round of the select. A
+                // listener's EAGAIN clears its readiness for the next round.
+                for _ in 0..ACCEPT_BATCH {
+                    let n = listeners.len();
+                    let next = (0..n).find_map(|i| {
+                        listeners[(first + i) % n]
+                            .try_io(tokio::io::Interest::READABLE, |l| accept_nonblocking(l))
+                            .ok()
+                    });
+                    let Some((stream, peer)) = next else { break };
+                    accepted(&shared, &mut conns, stream, peer, &mut scratch);
+                }
             }
         }
     };
@@ -387,6 +400,10 @@ pub async fn run(
     info!(?exit, "epmd stopped");
     Ok(exit)
 }
+
+/// Connections taken after one readiness wake-up before the loop looks
+/// at shutdown, KILL and its timer again.
+const ACCEPT_BATCH: usize = 64;
 
 /// The most the inline path reads at once (a request larger than this is
 /// finished by the connection's task).
