@@ -4,6 +4,11 @@
 //! or a permitted `KILL_REQ` arrives, so tests bind `127.0.0.1:0` and the
 //! binary binds OTP's addresses ([`bind_default`]).
 //!
+//! A connection whose whole request has arrived when it is accepted (the
+//! listeners use `TCP_DEFER_ACCEPT`) and is not an ALIVE2 is answered and
+//! closed inline by the accept loop; any other goes to a task of its own.
+//! The rules are the same on both paths.
+//!
 //! Connection rules (OTP's, plus limits OTP lacks):
 //! - one request per connection; the connection closes after the answer,
 //!   except a successful ALIVE2 whose connection *is* the registration;
