@@ -392,7 +392,7 @@ pub async fn run(
                     let n = listeners.len();
                     let next = (0..n).find_map(|i| {
                         listeners[(first + i) % n]
-                            .try_io(tokio::io::Interest::READABLE, |l| accept_nonblocking(l))
+                            .try_io(tokio::io::Interest::READABLE, accept_nonblocking)
                             .ok()
                     });
                     let Some((stream, peer)) = next else { break };
