@@ -989,3 +989,107 @@ mod warn_tests {
         assert!(w.peers.lock().unwrap().len() <= WARN_PEERS + 1);
     }
 }
+
+#[cfg(test)]
+mod inline_tests {
+    use super::*;
+    use erlkube_proto::epmd::{parse_names, NodeInfo, NODE_TYPE_NORMAL};
+
+    fn shared_with_nodes(n: u16) -> Arc<Shared> {
+        let shared = Arc::new(Shared {
+            registry: Mutex::new(Registry::new()),
+            config: Config::default(),
+            port: 4369,
+            holders: Mutex::new(HashMap::new()),
+            killed: Notify::new(),
+            next_id: AtomicU64::new(1_000_000),
+            warns: PeerWarnings::default(),
+        });
+        let mut reg = shared.registry.lock().unwrap();
+        for i in 0..n {
+            let info = NodeInfo {
+                port: 20000 + i,
+                node_type: NODE_TYPE_NORMAL,
+                protocol: 0,
+                highest_version: 6,
+                lowest_version: 5,
+                name: format!("{i:0>200}"),
+                extra: Vec::new(),
+            };
+            reg.register(u64::from(i) + 1, info, 0).unwrap();
+        }
+        drop(reg);
+        shared
+    }
+
+    /// An answer larger than the socket takes at once (small send buffer,
+    /// small peer window): the inline path writes what it can and a task
+    /// writes the rest; the peer gets it whole and the connection is
+    /// counted closed.
+    #[tokio::test]
+    async fn an_answer_the_socket_does_not_take_whole_is_finished_by_a_task() {
+        use std::io::{Read, Write};
+        let shared = shared_with_nodes(400);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        client.connect(&addr.into()).unwrap();
+        let mut client: std::net::TcpStream = client.into();
+        client.write_all(&Request::Names.to_bytes()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        // The request is there before the inline read (peek blocks).
+        server.peek(&mut [0u8; 1]).unwrap();
+        server.set_nonblocking(true).unwrap();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let mut conns = JoinSet::new();
+        let mut scratch = vec![0u8; INLINE_READ];
+        accepted(&shared, &mut conns, server, peer, &mut scratch);
+        assert_eq!(conns.len(), 1, "the rest of the answer is left to a task");
+        assert_eq!(shared.config.metrics.open_connections(), 1);
+        let got = tokio::task::spawn_blocking(move || {
+            let mut v = Vec::new();
+            client.read_to_end(&mut v).unwrap();
+            v
+        })
+        .await
+        .unwrap();
+        let expected = shared.registry.lock().unwrap().names_response(4369);
+        assert_eq!(got.len(), expected.len());
+        assert_eq!(&got[..], &expected[..]);
+        assert_eq!(parse_names(&got).unwrap().1.len(), 400);
+        while conns.join_next().await.is_some() {}
+        assert_eq!(shared.config.metrics.open_connections(), 0);
+        assert_eq!(shared.config.metrics.requests("names"), 1);
+    }
+
+    /// A complete PORT_PLEASE2 is answered with no task at all.
+    #[tokio::test]
+    async fn a_complete_request_is_answered_without_a_task() {
+        use std::io::{Read, Write};
+        let shared = shared_with_nodes(1);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let name = format!("{:0>200}", 0);
+        client
+            .write_all(&Request::PortPlease2 { name }.to_bytes())
+            .unwrap();
+        let (server, peer) = l.accept().unwrap();
+        server.peek(&mut [0u8; 1]).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut conns = JoinSet::new();
+        let mut scratch = vec![0u8; INLINE_READ];
+        accepted(&shared, &mut conns, server, peer, &mut scratch);
+        assert_eq!(conns.len(), 0);
+        assert_eq!(shared.config.metrics.open_connections(), 0);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        let (info, _) = erlkube_proto::epmd::decode_port2_response(&got)
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.unwrap().port, 20000);
+    }
+}

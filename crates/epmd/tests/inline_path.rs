@@ -2,8 +2,8 @@
 //! is not complete then (a request still arriving, a registration) goes
 //! to a task. Both paths give the same answers and keep the counters
 //! right. (The task that finishes an answer the socket did not take whole
-//! is not reached here: loopback's send buffer took an 88 KB NAMES answer
-//! in one write.)
+//! is not reached here, as loopback's send buffer takes an 88 KB NAMES
+//! answer in one write: a unit test in `server.rs` shrinks the buffers.)
 
 mod common;
 
