@@ -3,7 +3,9 @@
 //! IO-free, in `erlkube_proto::epmd`.
 //!
 //! ```text
-//!   TcpListener(s) ──accept──▶ one task per connection
+//!   TcpListener(s) (TCP_DEFER_ACCEPT) ──accept4──▶ read at once
+//!        request complete, not ALIVE2: answered inline, closed (no task)
+//!        otherwise ──▶ one task per connection
 //!                                │ read frame (packet/idle timeouts, size cap)
 //!                                │ erlkube_proto::epmd::decode_request
 //!                                ▼

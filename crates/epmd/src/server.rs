@@ -4,6 +4,11 @@
 //! or a permitted `KILL_REQ` arrives, so tests bind `127.0.0.1:0` and the
 //! binary binds OTP's addresses ([`bind_default`]).
 //!
+//! A connection whose whole request has arrived when it is accepted (the
+//! listeners use `TCP_DEFER_ACCEPT`) and is not an ALIVE2 is answered and
+//! closed inline by the accept loop; any other goes to a task of its own.
+//! The rules are the same on both paths.
+//!
 //! Connection rules (OTP's, plus limits OTP lacks):
 //! - one request per connection; the connection closes after the answer,
 //!   except a successful ALIVE2 whose connection *is* the registration;
@@ -25,6 +30,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use erlkube_proto::epmd::registry::{ConnId, Registry};
 use erlkube_proto::epmd::{decode_request, DecodeError, Request, Response, MAX_REQUEST_LEN};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Notify};
@@ -139,8 +148,9 @@ fn is_no_ipv6(e: &io::Error) -> bool {
     )
 }
 
-/// Binds one listener with `SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6, and the
-/// system's largest backlog.
+/// Binds one listener with `SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6, the
+/// system's largest backlog, and `TCP_DEFER_ACCEPT` of one second (see
+/// [`DEFER_ACCEPT_SECS`]).
 pub fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -151,7 +161,40 @@ pub fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(4096)?;
+    set_defer_accept(&sock, DEFER_ACCEPT_SECS);
     TcpListener::from_std(sock.into())
+}
+
+/// `TCP_DEFER_ACCEPT` on the listeners: the kernel completes a connection
+/// (wakes `accept`) only once its first bytes have arrived, so the daemon
+/// reads a whole request right after accepting and answers it inline (see
+/// [`run`]). Every client sends its request at once; a connection that
+/// sends nothing is still handed over after about this long (the kernel's
+/// first SYN-ACK retransmission), and then meets `packet_timeout` as
+/// before, so an idle connection is closed up to this much later than
+/// without the option.
+pub const DEFER_ACCEPT_SECS: libc::c_int = 1;
+
+/// Sets `TCP_DEFER_ACCEPT` (Linux); a failure only costs the fast path.
+fn set_defer_accept(sock: &socket2::Socket, secs: libc::c_int) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        // SAFETY: setsockopt reads an int we own, on a socket we own.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&secs as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            debug!(error = %io::Error::last_os_error(), "TCP_DEFER_ACCEPT not set");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (sock, secs);
 }
 
 struct Shared {
@@ -269,7 +312,30 @@ pub async fn run(
     for l in &listeners {
         info!(addr = %l.local_addr()?, "epmd listening");
     }
+    // The listeners are polled for readiness only: `accept4` is called
+    // here (non-blocking, close-on-exec, no epoll registration), so a
+    // connection whose request is already complete is answered and closed
+    // inline without ever entering the event loop (see [`accepted`]).
+    let listeners = listeners
+        .into_iter()
+        .map(|l| {
+            let l = l.into_std()?;
+            // SAFETY: the listener owns its descriptor, which stays open
+            // as long as the AsyncFd that owns the listener.
+            unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
+                .map_err(io::Error::from)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     let mut conns = JoinSet::new();
+    // One read buffer for the inline path, reused by every connection.
+    let mut scratch = vec![
+        0u8;
+        shared
+            .config
+            .max_request_len
+            .saturating_add(3)
+            .min(INLINE_READ)
+    ];
     tokio::pin!(shutdown);
     // Which listener is polled first rotates, so a busy one (say IPv4)
     // cannot starve another (IPv6).
@@ -282,8 +348,19 @@ pub async fn run(
             let n = listeners.len();
             for i in 0..n {
                 let l = &listeners[(first + i) % n];
-                if let std::task::Poll::Ready(r) = l.poll_accept(cx) {
-                    return std::task::Poll::Ready(r);
+                // Accept until the listener reports EAGAIN, which clears
+                // its readiness; the next poll then registers the waker.
+                loop {
+                    match l.poll_read_ready(cx) {
+                        std::task::Poll::Pending => break,
+                        std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                        std::task::Poll::Ready(Ok(mut guard)) => {
+                            match guard.try_io(|l| accept_nonblocking(l.get_ref())) {
+                                Ok(r) => return std::task::Poll::Ready(r),
+                                Err(_would_block) => continue,
+                            }
+                        }
+                    }
                 }
             }
             std::task::Poll::Pending
@@ -296,8 +373,8 @@ pub async fn run(
                     warn!(peer = %ip, suppressed = n, "suppressed repeated warnings about this peer");
                 }
             }
-            accepted = accept_any => {
-                let (stream, peer) = match accepted {
+            accepted_conn = accept_any => {
+                let (stream, peer) = match accepted_conn {
                     Ok(x) => x,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -307,23 +384,192 @@ pub async fn run(
                         continue;
                     }
                 };
-                while conns.try_join_next().is_some() {}
-                let metrics = &shared.config.metrics;
-                if metrics.open_connections() as usize >= shared.config.max_connections {
-                    metrics.error("connection_limit");
-                    peer_warn!(shared, peer, "connection limit reached; closing");
-                    continue;
+                accepted(&shared, &mut conns, stream, peer, &mut scratch);
+                // More connections waiting (many clients at once): take
+                // them now, without another round of the select. A
+                // listener's EAGAIN clears its readiness for the next round.
+                for _ in 0..ACCEPT_BATCH {
+                    let n = listeners.len();
+                    let next = (0..n).find_map(|i| {
+                        listeners[(first + i) % n]
+                            .try_io(tokio::io::Interest::READABLE, accept_nonblocking)
+                            .ok()
+                    });
+                    let Some((stream, peer)) = next else { break };
+                    accepted(&shared, &mut conns, stream, peer, &mut scratch);
                 }
-                metrics.connection_opened();
-                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                let span = tracing::debug_span!("conn", id, %peer);
-                conns.spawn(connection(shared.clone(), stream, peer, id).instrument(span));
             }
         }
     };
     conns.shutdown().await;
     info!(?exit, "epmd stopped");
     Ok(exit)
+}
+
+/// Connections taken after one readiness wake-up before the loop looks
+/// at shutdown, KILL and its timer again.
+const ACCEPT_BATCH: usize = 64;
+
+/// The most the inline path reads at once (a request larger than this is
+/// finished by the connection's task).
+const INLINE_READ: usize = 4096;
+
+/// `accept4(2)` with `SOCK_NONBLOCK | SOCK_CLOEXEC`: a non-blocking socket
+/// in one system call, not registered with the event loop.
+fn accept_nonblocking(l: &std::net::TcpListener) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a zeroed sockaddr_storage is a valid (empty) address.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage` and `len` are ours and sized for any address.
+    let fd = unsafe {
+        libc::accept4(
+            l.as_raw_fd(),
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: accept4 returned a new descriptor that nothing else owns.
+    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let peer = match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a: &libc::sockaddr_in =
+                unsafe { &*(&storage as *const _ as *const libc::sockaddr_in) };
+            SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
+                u16::from_be(a.sin_port),
+            )
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a: &libc::sockaddr_in6 =
+                unsafe { &*(&storage as *const _ as *const libc::sockaddr_in6) };
+            SocketAddr::V6(std::net::SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            ))
+        }
+        _ => stream.peer_addr()?,
+    };
+    Ok((stream, peer))
+}
+
+/// A newly accepted connection. Its request is read at once (non-blocking;
+/// a client sends it right after connecting, so it has usually arrived):
+/// a complete request other than ALIVE2 is answered, written and closed
+/// here, with no task and no epoll registration. A request not complete
+/// yet, an ALIVE2 (its connection is the registration), bad bytes, or an
+/// answer the socket does not take at once go to a task of their own
+/// ([`connection`]), which applies every rule from where this left off.
+fn accepted(
+    shared: &Arc<Shared>,
+    conns: &mut JoinSet<()>,
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    scratch: &mut [u8],
+) {
+    while conns.try_join_next().is_some() {}
+    let metrics = &shared.config.metrics;
+    if metrics.open_connections() as usize >= shared.config.max_connections {
+        metrics.error("connection_limit");
+        peer_warn!(shared, peer, "connection limit reached; closing");
+        return;
+    }
+    metrics.connection_opened();
+    let guard = ConnGuard(metrics.clone());
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!("conn", id, %peer);
+    let entered = span.enter();
+    let got = match (&stream).read(scratch) {
+        Ok(0) => return, // closed before sending anything
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => {
+            debug!(error = %e, "read failed");
+            metrics.error("io");
+            return;
+        }
+    };
+    let complete = match decode_request(&scratch[..got], shared.config.max_request_len) {
+        Ok(Some((req, used))) if used == got && !matches!(req, Request::Alive2(_)) => Some(req),
+        _ => None,
+    };
+    let Some(request) = complete else {
+        // Not finished here: the task decodes what was read, then reads on.
+        let buf = scratch[..got].to_vec();
+        drop(entered);
+        spawn_connection(shared, conns, stream, peer, id, buf, guard, span);
+        return;
+    };
+    let local = || {
+        peer.ip().to_canonical().is_loopback()
+            || stream
+                .local_addr()
+                .is_ok_and(|l| is_local_peer(peer.ip(), l.ip()))
+    };
+    let reply = reply(shared, peer, &local, request);
+    let Some(bytes) = reply.bytes else { return };
+    let written = match (&stream).write(bytes.as_slice()) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => {
+            debug!(error = %e, "write failed");
+            return;
+        }
+    };
+    if written == bytes.len() {
+        if reply.kill {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            shared.killed.notify_one();
+        }
+        return; // dropping the socket closes it
+    }
+    // A large answer (NAMES or DUMP with many nodes) the socket buffer did
+    // not take whole: a task writes the rest.
+    drop(entered);
+    let shared2 = shared.clone();
+    let task = async move {
+        let _guard = guard;
+        let Ok(mut stream) = TcpStream::from_std(stream) else {
+            return;
+        };
+        let _ = stream.write_all(&bytes.as_slice()[written..]).await;
+        if reply.kill {
+            let _ = stream.shutdown().await;
+            shared2.killed.notify_one();
+        }
+    };
+    conns.spawn(task.instrument(span));
+}
+
+/// Hands a connection to a task of its own ([`connection`]).
+#[allow(clippy::too_many_arguments)]
+fn spawn_connection(
+    shared: &Arc<Shared>,
+    conns: &mut JoinSet<()>,
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    buf: Vec<u8>,
+    guard: ConnGuard,
+    span: tracing::Span,
+) {
+    match TcpStream::from_std(stream) {
+        Ok(stream) => {
+            conns.spawn(connection(shared.clone(), stream, peer, id, buf, guard).instrument(span));
+        }
+        Err(e) => {
+            debug!(error = %e, "cannot register the connection");
+            shared.config.metrics.error("io");
+        }
+    }
 }
 
 fn decode_reason(e: &DecodeError) -> &'static str {
@@ -337,19 +583,27 @@ fn decode_reason(e: &DecodeError) -> &'static str {
     }
 }
 
-struct ConnGuard<'a>(&'a Metrics);
-impl Drop for ConnGuard<'_> {
+/// Counts the connection closed when dropped.
+struct ConnGuard(Arc<Metrics>);
+impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.connection_closed();
     }
 }
 
-async fn connection(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr, id: ConnId) {
+/// A connection's task: reads the rest of its request (`buf` holds what
+/// was read on accept) under the timeouts and the size limit, then answers.
+async fn connection(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    id: ConnId,
+    mut buf: Vec<u8>,
+    _guard: ConnGuard,
+) {
     let metrics = shared.config.metrics.clone();
-    let _guard = ConnGuard(&metrics);
     let cfg = &shared.config;
     let deadline = Instant::now() + cfg.packet_timeout;
-    let mut buf: Vec<u8> = Vec::with_capacity(32);
     let request = loop {
         match decode_request(&buf, cfg.max_request_len) {
             Ok(Some((req, used))) => {
@@ -427,22 +681,135 @@ async fn answer(
     id: ConnId,
     request: Request,
 ) {
-    let metrics = &shared.config.metrics;
-    metrics.request(request.kind());
-    let needs_local = matches!(
-        request,
-        Request::Alive2(_) | Request::Dump | Request::Kill | Request::Stop { .. }
-    );
     // Only privileged requests pay for getsockname(2); a loopback peer is
     // local whatever address it dialled.
-    let local_peer = || {
-        let ip = peer.ip().to_canonical();
-        ip.is_loopback()
+    let local = || {
+        peer.ip().to_canonical().is_loopback()
             || stream
                 .local_addr()
                 .is_ok_and(|l| is_local_peer(peer.ip(), l.ip()))
     };
-    if needs_local && !local_peer() {
+    let info = match request {
+        Request::Alive2(info) => info,
+        other => {
+            let reply = reply(shared, peer, &local, other);
+            if let Some(bytes) = reply.bytes {
+                let _ = stream.write_all(bytes.as_slice()).await;
+                if reply.kill {
+                    let _ = stream.shutdown().await;
+                    shared.killed.notify_one();
+                }
+            }
+            return;
+        }
+    };
+    let metrics = &shared.config.metrics;
+    metrics.request("alive2");
+    if !local() {
+        peer_warn!(
+            shared,
+            peer,
+            request = "alive2",
+            "refused from a non-local address"
+        );
+        metrics.error("not_local");
+        return;
+    }
+    let high = info.highest_version;
+    let node_port = info.port;
+    let name = info.name.clone();
+    let result = {
+        let mut reg = shared.registry.lock().unwrap();
+        let r = reg.register(id, info, now_secs());
+        metrics.set_registered(reg.len());
+        r
+    };
+    let (ok, creation) = match &result {
+        Ok(c) => (true, *c),
+        Err(e) => {
+            peer_warn!(shared, peer, name = ?name, reason = %e, "registration refused");
+            metrics.error("register_refused");
+            (false, 99)
+        }
+    };
+    let resp = if high >= 6 {
+        Response::Alive2X {
+            result: u8::from(!ok),
+            creation,
+        }
+    } else {
+        Response::Alive2 {
+            result: u8::from(!ok),
+            creation: creation as u16,
+        }
+    };
+    let (stop_tx, stop_rx) = oneshot::channel();
+    if ok {
+        shared.holders.lock().unwrap().insert(id, stop_tx);
+        info!(name = ?name, port = node_port, creation, "registered");
+    }
+    let written = stream.write_all(&resp.to_bytes()).await;
+    if ok {
+        if written.is_ok() {
+            hold_registration(&mut stream, stop_rx).await;
+        }
+        shared.holders.lock().unwrap().remove(&id);
+        let mut reg = shared.registry.lock().unwrap();
+        if let Some(n) = reg.unregister_conn(id) {
+            info!(name = ?n, "unregistered");
+        }
+        metrics.set_registered(reg.len());
+    }
+}
+
+/// An answer's bytes: built for this request, or the registry's cached
+/// NAMES answer.
+enum Answer {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Answer {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Answer::Owned(v) => v,
+            Answer::Shared(a) => a,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
+/// What a request other than ALIVE2 gets.
+struct Reply {
+    /// The answer; `None`: close without one.
+    bytes: Option<Answer>,
+    /// A permitted KILL: stop the daemon once the answer is written.
+    kill: bool,
+}
+
+/// Answers a request other than ALIVE2 (counted, checked for a local
+/// peer where the request needs one, logged as before); used by the
+/// inline path and by connection tasks alike. `local` is asked only for
+/// privileged requests (it may cost a getsockname(2)).
+fn reply(shared: &Shared, peer: SocketAddr, local: &dyn Fn() -> bool, request: Request) -> Reply {
+    let metrics = &shared.config.metrics;
+    metrics.request(request.kind());
+    let none = Reply {
+        bytes: None,
+        kill: false,
+    };
+    let owned = |r: Response| Reply {
+        bytes: Some(Answer::Owned(r.to_bytes())),
+        kill: false,
+    };
+    let needs_local = matches!(
+        request,
+        Request::Alive2(_) | Request::Dump | Request::Kill | Request::Stop { .. }
+    );
+    if needs_local && !local() {
         peer_warn!(
             shared,
             peer,
@@ -450,92 +817,58 @@ async fn answer(
             "refused from a non-local address"
         );
         metrics.error("not_local");
-        return;
+        return none;
     }
     match request {
-        Request::Alive2(info) => {
-            let high = info.highest_version;
-            let node_port = info.port;
-            let name = info.name.clone();
-            let result = {
-                let mut reg = shared.registry.lock().unwrap();
-                let r = reg.register(id, info, now_secs());
-                metrics.set_registered(reg.len());
-                r
-            };
-            let (ok, creation) = match &result {
-                Ok(c) => (true, *c),
-                Err(e) => {
-                    peer_warn!(shared, peer, name = ?name, reason = %e, "registration refused");
-                    metrics.error("register_refused");
-                    (false, 99)
-                }
-            };
-            let resp = if high >= 6 {
-                Response::Alive2X {
-                    result: u8::from(!ok),
-                    creation,
-                }
-            } else {
-                Response::Alive2 {
-                    result: u8::from(!ok),
-                    creation: creation as u16,
-                }
-            };
-            let (stop_tx, stop_rx) = oneshot::channel();
-            if ok {
-                shared.holders.lock().unwrap().insert(id, stop_tx);
-                info!(name = ?name, port = node_port, creation, "registered");
-            }
-            let written = stream.write_all(&resp.to_bytes()).await;
-            if ok {
-                if written.is_ok() {
-                    hold_registration(&mut stream, stop_rx).await;
-                }
-                shared.holders.lock().unwrap().remove(&id);
-                let mut reg = shared.registry.lock().unwrap();
-                if let Some(n) = reg.unregister_conn(id) {
-                    info!(name = ?n, "unregistered");
-                }
-                metrics.set_registered(reg.len());
-            }
-        }
         Request::PortPlease2 { name } => {
-            let resp = match shared.registry.lock().unwrap().lookup(&name) {
-                Some(i) => Response::Port2Found(i.clone()),
-                None => Response::Port2NotFound,
+            let mut out = Vec::with_capacity(32);
+            let found = match shared.registry.lock().unwrap().lookup(&name) {
+                Some(i) => {
+                    encode_port2_found(i, &mut out);
+                    true
+                }
+                None => {
+                    Response::Port2NotFound.encode(&mut out);
+                    false
+                }
             };
-            debug!(name = ?name, found = matches!(resp, Response::Port2Found(_)), "port please");
-            let _ = stream.write_all(&resp.to_bytes()).await;
+            debug!(name = ?name, found, "port please");
+            Reply {
+                bytes: Some(Answer::Owned(out)),
+                kill: false,
+            }
         }
-        Request::Names => {
-            let bytes = shared.registry.lock().unwrap().names_response(shared.port);
-            let _ = stream.write_all(&bytes).await;
-        }
-        Request::Dump => {
-            let bytes = shared.registry.lock().unwrap().dump_response(shared.port);
-            let _ = stream.write_all(&bytes).await;
-        }
+        Request::Names => Reply {
+            bytes: Some(Answer::Shared(
+                shared.registry.lock().unwrap().names_response(shared.port),
+            )),
+            kill: false,
+        },
+        Request::Dump => Reply {
+            bytes: Some(Answer::Owned(
+                shared.registry.lock().unwrap().dump_response(shared.port),
+            )),
+            kill: false,
+        },
         Request::Kill => {
             let allowed =
                 shared.config.relaxed_command_check || shared.registry.lock().unwrap().is_empty();
-            let _ = stream
-                .write_all(&Response::Kill { killed: allowed }.to_bytes())
-                .await;
             if allowed {
                 warn!(%peer, "KILL_REQ accepted; stopping");
-                let _ = stream.shutdown().await;
-                shared.killed.notify_one();
             } else {
                 peer_warn!(shared, peer, "KILL_REQ refused: nodes are registered");
                 metrics.error("kill_refused");
+            }
+            Reply {
+                kill: allowed,
+                ..owned(Response::Kill { killed: allowed })
             }
         }
         Request::Stop { name } => {
             if !shared.config.relaxed_command_check {
                 peer_warn!(shared, peer, name = ?name, "STOP_REQ refused: no relaxed command check");
                 metrics.error("stop_refused");
-                return;
+                return none;
             }
             let conn = {
                 let mut reg = shared.registry.lock().unwrap();
@@ -553,14 +886,30 @@ async fn answer(
                 }
                 None => false,
             };
-            let _ = stream
-                .write_all(&Response::Stop { stopped }.to_bytes())
-                .await;
+            owned(Response::Stop { stopped })
         }
         other => {
             debug!(request = other.kind(), "unhandled request");
+            none
         }
     }
+}
+
+/// PORT2_RESP for a registered node, written from the registry's entry
+/// (no copy of the entry), byte for byte `Response::Port2Found`.
+fn encode_port2_found(n: &erlkube_proto::epmd::NodeInfo, out: &mut Vec<u8>) {
+    use erlkube_proto::epmd::PORT2_RESP;
+    out.push(PORT2_RESP);
+    out.push(0);
+    out.extend_from_slice(&n.port.to_be_bytes());
+    out.push(n.node_type);
+    out.push(n.protocol);
+    out.extend_from_slice(&n.highest_version.to_be_bytes());
+    out.extend_from_slice(&n.lowest_version.to_be_bytes());
+    out.extend_from_slice(&(n.name.len() as u16).to_be_bytes());
+    out.extend_from_slice(n.name.as_bytes());
+    out.extend_from_slice(&(n.extra.len() as u16).to_be_bytes());
+    out.extend_from_slice(&n.extra);
 }
 
 /// Keeps a registration's connection until the node closes it, sends
@@ -638,5 +987,109 @@ mod warn_tests {
             w.allow(IpAddr::V4(i.into()), t0);
         }
         assert!(w.peers.lock().unwrap().len() <= WARN_PEERS + 1);
+    }
+}
+
+#[cfg(test)]
+mod inline_tests {
+    use super::*;
+    use erlkube_proto::epmd::{parse_names, NodeInfo, NODE_TYPE_NORMAL};
+
+    fn shared_with_nodes(n: u16) -> Arc<Shared> {
+        let shared = Arc::new(Shared {
+            registry: Mutex::new(Registry::new()),
+            config: Config::default(),
+            port: 4369,
+            holders: Mutex::new(HashMap::new()),
+            killed: Notify::new(),
+            next_id: AtomicU64::new(1_000_000),
+            warns: PeerWarnings::default(),
+        });
+        let mut reg = shared.registry.lock().unwrap();
+        for i in 0..n {
+            let info = NodeInfo {
+                port: 20000 + i,
+                node_type: NODE_TYPE_NORMAL,
+                protocol: 0,
+                highest_version: 6,
+                lowest_version: 5,
+                name: format!("{i:0>200}"),
+                extra: Vec::new(),
+            };
+            reg.register(u64::from(i) + 1, info, 0).unwrap();
+        }
+        drop(reg);
+        shared
+    }
+
+    /// An answer larger than the socket takes at once (small send buffer,
+    /// small peer window): the inline path writes what it can and a task
+    /// writes the rest; the peer gets it whole and the connection is
+    /// counted closed.
+    #[tokio::test]
+    async fn an_answer_the_socket_does_not_take_whole_is_finished_by_a_task() {
+        use std::io::{Read, Write};
+        let shared = shared_with_nodes(400);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let client =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        client.set_recv_buffer_size(4096).unwrap();
+        client.connect(&addr.into()).unwrap();
+        let mut client: std::net::TcpStream = client.into();
+        client.write_all(&Request::Names.to_bytes()).unwrap();
+        let (server, peer) = l.accept().unwrap();
+        // The request is there before the inline read (peek blocks).
+        server.peek(&mut [0u8; 1]).unwrap();
+        server.set_nonblocking(true).unwrap();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        let mut conns = JoinSet::new();
+        let mut scratch = vec![0u8; INLINE_READ];
+        accepted(&shared, &mut conns, server, peer, &mut scratch);
+        assert_eq!(conns.len(), 1, "the rest of the answer is left to a task");
+        assert_eq!(shared.config.metrics.open_connections(), 1);
+        let got = tokio::task::spawn_blocking(move || {
+            let mut v = Vec::new();
+            client.read_to_end(&mut v).unwrap();
+            v
+        })
+        .await
+        .unwrap();
+        let expected = shared.registry.lock().unwrap().names_response(4369);
+        assert_eq!(got.len(), expected.len());
+        assert_eq!(&got[..], &expected[..]);
+        assert_eq!(parse_names(&got).unwrap().1.len(), 400);
+        while conns.join_next().await.is_some() {}
+        assert_eq!(shared.config.metrics.open_connections(), 0);
+        assert_eq!(shared.config.metrics.requests("names"), 1);
+    }
+
+    /// A complete PORT_PLEASE2 is answered with no task at all.
+    #[tokio::test]
+    async fn a_complete_request_is_answered_without_a_task() {
+        use std::io::{Read, Write};
+        let shared = shared_with_nodes(1);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let name = format!("{:0>200}", 0);
+        client
+            .write_all(&Request::PortPlease2 { name }.to_bytes())
+            .unwrap();
+        let (server, peer) = l.accept().unwrap();
+        server.peek(&mut [0u8; 1]).unwrap();
+        server.set_nonblocking(true).unwrap();
+        let mut conns = JoinSet::new();
+        let mut scratch = vec![0u8; INLINE_READ];
+        accepted(&shared, &mut conns, server, peer, &mut scratch);
+        assert_eq!(conns.len(), 0);
+        assert_eq!(shared.config.metrics.open_connections(), 0);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        let (info, _) = erlkube_proto::epmd::decode_port2_response(&got)
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.unwrap().port, 20000);
     }
 }
