@@ -489,7 +489,7 @@ async fn supervise(
             tokio::time::interval_at(tokio::time::Instant::now() + poll_every, poll_every);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The Mnesia work of this incarnation (joins once the quorum is met).
-        let mnesia = config.mnesia.clone().map(|m| {
+        let mut mnesia = config.mnesia.clone().map(|m| {
             tokio::spawn(crate::mnesia::run::run(
                 beam.clone(),
                 m,
@@ -504,6 +504,19 @@ async fn supervise(
                 _ = leave_requested(&mut leave), if !engine_left => {
                     engine_left = true;
                     let fence = drain.fence.load(Ordering::SeqCst);
+                    // A clean leave (the pod is going) also leaves the
+                    // Mnesia schema, while the node is still connected.
+                    // The Mnesia task is stopped first, so that it does
+                    // not start Mnesia again. Not on a drain by the signal
+                    // alone: the node stays, and the next agent finds it
+                    // in the schema.
+                    if fence {
+                        if let Some(t) = mnesia.as_mut() {
+                            t.abort();
+                            let _ = t.await;
+                            crate::mnesia::run::leave(&beam, config.rpc_timeout, &status).await;
+                        }
+                    }
                     leave_cluster(&beam, &formation, &status, &seen, fence).await;
                     drain.mark_left();
                 }
@@ -611,7 +624,9 @@ async fn leave_requested(leave: &mut watch::Receiver<bool>) {
 /// connection but the agent's (`net_kernel:allow/1`, for good), so peers
 /// that still list it cannot dial it back; the engine stops dialling for good and disconnects every peer; a last
 /// read of `nodes()` catches any connection made meanwhile. Peers see a
-/// nodedown at once.
+/// nodedown at once. (Before it, with `fence` and `mnesia.tables`, the
+/// supervisor has the node leave the Mnesia schema:
+/// [`crate::mnesia::run::leave`].)
 async fn leave_cluster(
     beam: &BeamNode,
     formation: &Formation,

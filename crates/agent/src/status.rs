@@ -491,6 +491,12 @@ fn mnesia_metrics(e: &mut DescriptorEncoder, m: &MnesiaStatus) -> fmt::Result {
         "erlkube_mnesia_removed_nodes",
         "Members gone for good removed from the Mnesia schema by this agent.",
         m.removed_nodes,
+    )?;
+    counter(
+        e,
+        "erlkube_mnesia_left_schema",
+        "Clean leaves: at a drain by GET /drain, Mnesia stopped on this node and a peer removed it from the schema.",
+        m.left_schema,
     )
 }
 

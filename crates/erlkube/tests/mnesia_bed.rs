@@ -14,7 +14,9 @@
 //!   `restart_minority` makes every node agree and keeps the majority's
 //!   writes (OTP 25 and OTP 27);
 //! - a table that exists with another type: a clear error on `/readyz`
-//!   and in the log, the table untouched.
+//!   and in the log, the table untouched;
+//! - a drain by `GET /drain` removes the node from the schema at once; a
+//!   drain by SIGTERM alone keeps it.
 //!
 //! Needs root and erl (CI has both). One scenario at a time (a lock).
 
@@ -521,6 +523,136 @@ async fn a_table_of_another_type_is_reported_on_readyz_and_in_the_log_and_left_a
     })
     .await;
     assert!(!ready(&agent).await);
+}
+
+/// A drain by `GET /drain` (a preStop hook: the pod is going) stops
+/// Mnesia on the node and has a peer remove it from the schema before the
+/// node is disconnected, with `mnesia.removal_grace` at 60 s and the pod
+/// still listed in DNS (so the peers' own removal cannot be what did it);
+/// its writes stay readable on the others. Then a drain by SIGTERM alone
+/// (the agent restarting, the node staying) leaves its node in the schema
+/// with Mnesia running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drain_by_get_leaves_the_schema_at_once_and_a_drain_by_sigterm_alone_does_not() {
+    let _g = SERIAL.lock().await;
+    let mut bed = bed(Otp::Host25).await;
+    let pods = bed.add_pods(3).expect("pods");
+    let long = [
+        ("ERLKUBE_MNESIA_REMOVAL_GRACE", "60s"),
+        ("ERLKUBE_AGENT_DRAIN_GRACE", "1s"),
+    ];
+    let agents: BTreeMap<u32, AgentProc> = pods
+        .iter()
+        .map(|i| (*i, spawn_agent(&bed, *i, &long)))
+        .collect();
+    let dump = || dump_all(&agents);
+    let erl = |i: u32| bed.pod(i).beam().clone();
+    let name = |i: u32| bed.pod(i).node_name.clone();
+    for a in agents.values() {
+        wait_for("every agent ready", dump, || ready(a)).await;
+    }
+    let (stays, leaves) = (pods[1], pods[2]);
+    assert_eq!(
+        eval(
+            &erl(leaves),
+            "mnesia:transaction(fun() -> mnesia:write({cache, written_by_the_leaver, 1}) end)"
+        )
+        .await,
+        "{atomic,ok}"
+    );
+
+    // GET /drain first: the pod is going.
+    let started = Instant::now();
+    let (code, body) = common::http_drain_async(agents[&leaves].http)
+        .await
+        .expect("GET /drain answered");
+    assert_eq!(code, 200, "{body}");
+    let answered = started.elapsed();
+    let rest: BTreeSet<String> = [pods[0], stays].iter().map(|i| name(*i)).collect();
+    let want = atom_list(&rest);
+    for i in [pods[0], stays] {
+        let e = erl(i);
+        wait_for("the others' schema to drop the drained node", dump, || {
+            let e = e.clone();
+            let want = want.clone();
+            async move {
+                e.eval("lists:sort(mnesia:system_info(db_nodes))", EVAL)
+                    .await
+                    .is_ok_and(|v| v == want)
+            }
+        })
+        .await;
+        assert_eq!(
+            eval(&e, "lists:sort(mnesia:table_info(cache, ram_copies))").await,
+            want
+        );
+        assert_eq!(
+            eval(&e, "mnesia:dirty_read(cache, written_by_the_leaver)").await,
+            "[{cache,written_by_the_leaver,1}]",
+            "the drained node's writes stay readable on {}",
+            e.name()
+        );
+    }
+    eprintln!(
+        "GET /drain answered {answered:?} after the request; the others' db_nodes without the drained node {:?} after it (mnesia.removal_grace 60s)",
+        started.elapsed()
+    );
+    let leaver = &agents[&leaves];
+    assert!(
+        leaver.logged("leave: stopped Mnesia on the node"),
+        "{}",
+        dump()
+    );
+    assert!(
+        leaver.logged("leave: removed the node from the Mnesia schema"),
+        "{}",
+        dump()
+    );
+    assert_eq!(
+        eval(&erl(leaves), "mnesia:system_info(is_running)").await,
+        "no"
+    );
+    assert!(
+        bed.pod(leaves).published,
+        "the drained pod is still listed in DNS: the peers' removal rule had no evidence"
+    );
+    assert!(
+        !agents[&pods[0]].logged("removed a member gone for good"),
+        "{}",
+        dump()
+    );
+    assert_eq!(
+        metric(leaver, "erlkube_mnesia_left_schema_total").await,
+        1.0
+    );
+    let (_, cluster) = get(leaver.http, "/cluster").await.unwrap();
+    assert!(cluster.contains("\"phase\":\"left\""), "{cluster}");
+    let (_, text) = get(leaver.http, "/metrics").await.unwrap();
+    promtool_check(&text);
+
+    // Then SIGTERM to another agent alone (the node staying): it stays a
+    // schema member.
+    agents[&stays].signal(15);
+    wait_for("the signalled agent to finish its drain", dump, || async {
+        agents[&stays].logged("agent stopped")
+    })
+    .await;
+    assert!(agents[&stays].logged("drain over: disconnected the node from its peers"));
+    assert!(
+        !agents[&stays].logged("leave: stopped Mnesia"),
+        "{}",
+        dump()
+    );
+    assert_eq!(
+        eval(&erl(stays), "mnesia:system_info(is_running)").await,
+        "yes",
+        "a drain by the signal alone leaves Mnesia running"
+    );
+    assert_eq!(
+        eval(&erl(pods[0]), "lists:sort(mnesia:system_info(db_nodes))").await,
+        atom_list(&rest),
+        "a drain by the signal alone keeps the node in the schema"
+    );
 }
 
 /// docs/mnesia.md's TOML and environment examples pass `erlkube agent

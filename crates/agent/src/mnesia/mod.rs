@@ -12,6 +12,8 @@
 //!  ready ──> every second: db_nodes, running_db_nodes; remove members gone
 //!            for good (del_table_copy(schema, N), by the smallest running member)
 //!        ──> system events: inconsistent_database ──> restart_minority | log
+//!  GET /drain (the pod is going) ──> mnesia:stop() on the node; a running peer
+//!            does del_table_copy(schema, Node) ──> the node is disconnected
 //! ```
 //!
 //! This module is pure (configuration, state, decisions, the Erlang
@@ -118,6 +120,9 @@ pub enum Phase {
     Restarting(String),
     /// The last join step failed (retried).
     Failed(String),
+    /// A drain by `GET /drain` stopped Mnesia on the node (the pod is
+    /// going): nothing is joined again.
+    Left,
 }
 
 impl Phase {
@@ -130,6 +135,7 @@ impl Phase {
             Phase::Ready => "ready",
             Phase::Restarting(_) => "restarting",
             Phase::Failed(_) => "failed",
+            Phase::Left => "left",
         }
     }
 }
@@ -156,6 +162,9 @@ pub struct MnesiaStatus {
     pub inconsistencies_healed: u64,
     /// Members removed from the schema.
     pub removed_nodes: u64,
+    /// Clean leaves: this node removed from the schema by a peer, at its
+    /// drain by `GET /drain`.
+    pub left_schema: u64,
     /// The last `inconsistent_database` event, printed.
     pub last_inconsistency: Option<String>,
 }
@@ -192,6 +201,7 @@ impl MnesiaStatus {
                 format!("restarting Mnesia to reload from the majority: {why}")
             }
             Phase::Failed(e) => format!("join failed (retrying): {e}"),
+            Phase::Left => "Mnesia stopped on the node by the drain (the pod is going)".into(),
         }
     }
 
@@ -212,7 +222,7 @@ impl MnesiaStatus {
         let mut out = String::new();
         let _ = write!(
             out,
-            "{{\"phase\":{},\"ready\":{},\"detail\":{},\"tables\":{},\"loading\":{},\"conflicts\":{},\"db_nodes\":{},\"running_db_nodes\":{},\"partition_policy\":{},\"inconsistencies_seen\":{},\"inconsistencies_healed\":{},\"removed_nodes\":{},\"last_inconsistency\":{}}}",
+            "{{\"phase\":{},\"ready\":{},\"detail\":{},\"tables\":{},\"loading\":{},\"conflicts\":{},\"db_nodes\":{},\"running_db_nodes\":{},\"partition_policy\":{},\"inconsistencies_seen\":{},\"inconsistencies_healed\":{},\"removed_nodes\":{},\"left_schema\":{},\"last_inconsistency\":{}}}",
             json_string(self.phase.as_str()),
             self.ready(),
             detail,
@@ -225,6 +235,7 @@ impl MnesiaStatus {
             self.inconsistencies_seen,
             self.inconsistencies_healed,
             self.removed_nodes,
+            self.left_schema,
             self.last_inconsistency
                 .as_deref()
                 .map_or("null".into(), json_string),
@@ -340,6 +351,23 @@ mod tests {
         assert!(s
             .json()
             .contains("\"conflicts\":[\"table cache exists as bag, configured as set\"]"));
+    }
+
+    #[test]
+    fn a_clean_leave_shows_as_the_left_phase_and_is_counted() {
+        let s = MnesiaStatus {
+            tables: vec!["cache".into()],
+            phase: Phase::Left,
+            left_schema: 1,
+            ..MnesiaStatus::default()
+        };
+        assert!(!s.ready());
+        assert!(s
+            .why_not_ready()
+            .contains("stopped on the node by the drain"));
+        let j = s.json();
+        assert!(j.contains("\"phase\":\"left\""), "{j}");
+        assert!(j.contains("\"left_schema\":1"), "{j}");
     }
 
     #[test]

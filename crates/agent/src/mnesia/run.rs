@@ -729,3 +729,105 @@ async fn remove_gone(
         }
     }
 }
+
+/// A clean leave (a drain by `GET /drain`: the pod is going), called
+/// before the node is disconnected from its peers, with the node's Mnesia
+/// task stopped: when Mnesia runs on the node, stops it there
+/// (`mnesia:stop()`) and has a running peer remove the node from the
+/// schema (`rpc:call(Peer, mnesia, del_table_copy, [schema, Node])`,
+/// through the node), trying the next running peer on failure. Each call
+/// is bounded by `agent.rpc_timeout`, the removal by twice that in all. A
+/// failure is logged and the leave goes on: the peers' removal after
+/// `mnesia.removal_grace` remains. Returns whether the node left the schema.
+pub async fn leave(beam: &BeamNode, rpc_timeout: Duration, status: &Mutex<Status>) -> bool {
+    let target = status.lock().unwrap().node.clone();
+    let local = beam.local();
+    let call = |m: &'static str, f: &'static str, args: Vec<Term>| {
+        rpc::call(local, &target, m, f, args, rpc_timeout)
+    };
+    let set_phase = |p: Phase| {
+        if let Some(m) = status.lock().unwrap().mnesia.as_mut() {
+            m.phase = p;
+        }
+    };
+    let running = match call(
+        "mnesia",
+        "system_info",
+        vec![Term::atom("running_db_nodes")],
+    )
+    .await
+    {
+        Ok(t) => atoms(&t),
+        Err(e) => {
+            tracing::warn!(node = %target, error = %e, "leave: cannot read Mnesia's running_db_nodes on the node; not leaving the schema (the peers remove the node after mnesia.removal_grace)");
+            return false;
+        }
+    };
+    if !running.contains(&target) {
+        tracing::info!(node = %target, "leave: Mnesia does not run on the node; nothing to leave");
+        return false;
+    }
+    let peers: Vec<String> = running.into_iter().filter(|n| *n != target).collect();
+    match call("mnesia", "stop", vec![]).await {
+        Ok(t) if atom_is(&t, "stopped") => {
+            tracing::info!(node = %target, "leave: stopped Mnesia on the node (the pod is going away; its tables stay on the peers)");
+        }
+        other => {
+            tracing::warn!(node = %target, answer = ?other.map(|t| t.to_string()), "leave: mnesia:stop() on the node failed; not leaving the schema (the peers remove the node after mnesia.removal_grace)");
+            return false;
+        }
+    }
+    set_phase(Phase::Left);
+    if peers.is_empty() {
+        tracing::info!(node = %target, "leave: no peer runs Mnesia; no schema to leave");
+        return false;
+    }
+    // A peer refuses (`{aborted, {active, schema, Node}}`) until it has
+    // seen Mnesia stop on the node: the peers are tried in turn until the
+    // bound.
+    let deadline = tokio::time::Instant::now() + rpc_timeout * 2;
+    let inner = Term::Integer(rpc_timeout.as_millis() as i64);
+    let mut last = String::new();
+    'tries: loop {
+        for peer in &peers {
+            let r = rpc::call(
+                local,
+                &target,
+                "rpc",
+                "call",
+                vec![
+                    Term::atom(peer),
+                    Term::atom("mnesia"),
+                    Term::atom("del_table_copy"),
+                    Term::list(vec![Term::atom("schema"), Term::atom(&target)]),
+                    inner.clone(),
+                ],
+                rpc_timeout + Duration::from_secs(1),
+            )
+            .await;
+            match r {
+                Ok(t)
+                    if t.as_tuple()
+                        .is_some_and(|x| x.first().is_some_and(|a| atom_is(a, "atomic"))) =>
+                {
+                    tracing::info!(node = %target, by = %peer, "leave: removed the node from the Mnesia schema (a clean drain; the peers need not wait for mnesia.removal_grace)");
+                    if let Some(m) = status.lock().unwrap().mnesia.as_mut() {
+                        m.left_schema += 1;
+                    }
+                    return true;
+                }
+                Ok(t) => last = format!("{peer}: {t}"),
+                Err(e) => last = format!("{peer}: {e}"),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break 'tries;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+    }
+    tracing::warn!(node = %target, last_answer = %last, bound = ?(rpc_timeout * 2), "leave: no peer removed the node from the Mnesia schema; leaving anyway (the peers remove it after mnesia.removal_grace)");
+    false
+}

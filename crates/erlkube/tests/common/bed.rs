@@ -35,6 +35,16 @@ impl AgentProc {
         let log = self.log.lock().unwrap();
         log[log.len().saturating_sub(n)..].join("\n")
     }
+
+    /// Sends `signal` to the agent (15: SIGTERM, its drain by the signal).
+    pub fn signal(&self, signal: i32) {
+        self._guard.signal(signal);
+    }
+
+    /// Whether some line of the agent's log contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log.lock().unwrap().iter().any(|l| l.contains(text))
+    }
 }
 
 /// Starts the agent in pod `index` for its node, with DNS A discovery of
