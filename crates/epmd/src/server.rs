@@ -901,15 +901,7 @@ fn encode_port2_found(n: &erlkube_proto::epmd::NodeInfo, out: &mut Vec<u8>) {
     use erlkube_proto::epmd::PORT2_RESP;
     out.push(PORT2_RESP);
     out.push(0);
-    out.extend_from_slice(&n.port.to_be_bytes());
-    out.push(n.node_type);
-    out.push(n.protocol);
-    out.extend_from_slice(&n.highest_version.to_be_bytes());
-    out.extend_from_slice(&n.lowest_version.to_be_bytes());
-    out.extend_from_slice(&(n.name.len() as u16).to_be_bytes());
-    out.extend_from_slice(n.name.as_bytes());
-    out.extend_from_slice(&(n.extra.len() as u16).to_be_bytes());
-    out.extend_from_slice(&n.extra);
+    n.encode_fields(out);
 }
 
 /// Keeps a registration's connection until the node closes it, sends

@@ -30,6 +30,7 @@ use erlkube_testbed::{Bed, BedConfig, ErlRuntime, PodErl};
 mod common;
 use common::bed::{eval, metric, wait_for, AgentProc};
 use common::http_get_async as get;
+use common::promtool_check;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -108,31 +109,6 @@ async fn check_release(erl: &PodErl, otp: Otp) {
     );
 }
 
-/// Runs `promtool check metrics` on `text`; panics with its report.
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package `prometheus`) must be installed");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}\n--- text:\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 async fn three_pods_replicate(otp: Otp) {
     let _g = SERIAL.lock().await;
     let mut bed = bed(otp).await;
@@ -184,7 +160,7 @@ async fn three_pods_replicate(otp: Otp) {
     );
     let (_, text) = get(a.http, "/metrics").await.unwrap();
     assert!(text.contains("\nerlkube_mnesia_ready 1\n"), "{text}");
-    promtool_check(&text);
+    promtool_check("the agent's /metrics with [mnesia]", &text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -628,7 +604,7 @@ async fn a_drain_by_get_leaves_the_schema_at_once_and_a_drain_by_sigterm_alone_d
     let (_, cluster) = get(leaver.http, "/cluster").await.unwrap();
     assert!(cluster.contains("\"phase\":\"left\""), "{cluster}");
     let (_, text) = get(leaver.http, "/metrics").await.unwrap();
-    promtool_check(&text);
+    promtool_check("the agent's /metrics with [mnesia]", &text);
 
     // Then SIGTERM to another agent alone (the node staying): it stays a
     // schema member.

@@ -103,6 +103,24 @@ pub struct NodeInfo {
     pub extra: Vec<u8>,
 }
 
+impl NodeInfo {
+    /// Appends the registration's fields as `ALIVE2_REQ` sends them after
+    /// its tag and `PORT2_RESP` after its result byte: port, node type,
+    /// protocol, highest and lowest version, name and extra (each with a
+    /// 16-bit length).
+    pub fn encode_fields(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.port.to_be_bytes());
+        out.push(self.node_type);
+        out.push(self.protocol);
+        out.extend_from_slice(&self.highest_version.to_be_bytes());
+        out.extend_from_slice(&self.lowest_version.to_be_bytes());
+        out.extend_from_slice(&(self.name.len() as u16).to_be_bytes());
+        out.extend_from_slice(self.name.as_bytes());
+        out.extend_from_slice(&(self.extra.len() as u16).to_be_bytes());
+        out.extend_from_slice(&self.extra);
+    }
+}
+
 /// A request to the port mapper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -141,15 +159,7 @@ impl Request {
         match self {
             Request::Alive2(n) => {
                 out.push(ALIVE2_REQ);
-                out.extend_from_slice(&n.port.to_be_bytes());
-                out.push(n.node_type);
-                out.push(n.protocol);
-                out.extend_from_slice(&n.highest_version.to_be_bytes());
-                out.extend_from_slice(&n.lowest_version.to_be_bytes());
-                out.extend_from_slice(&(n.name.len() as u16).to_be_bytes());
-                out.extend_from_slice(n.name.as_bytes());
-                out.extend_from_slice(&(n.extra.len() as u16).to_be_bytes());
-                out.extend_from_slice(&n.extra);
+                n.encode_fields(out);
             }
             Request::PortPlease2 { name } => {
                 out.push(PORT_PLEASE2_REQ);
@@ -313,15 +323,7 @@ impl Response {
             Response::Port2Found(n) => {
                 out.push(PORT2_RESP);
                 out.push(0);
-                out.extend_from_slice(&n.port.to_be_bytes());
-                out.push(n.node_type);
-                out.push(n.protocol);
-                out.extend_from_slice(&n.highest_version.to_be_bytes());
-                out.extend_from_slice(&n.lowest_version.to_be_bytes());
-                out.extend_from_slice(&(n.name.len() as u16).to_be_bytes());
-                out.extend_from_slice(n.name.as_bytes());
-                out.extend_from_slice(&(n.extra.len() as u16).to_be_bytes());
-                out.extend_from_slice(&n.extra);
+                n.encode_fields(out);
             }
             Response::Port2NotFound => out.extend_from_slice(&[PORT2_RESP, 1]),
             Response::Text { epmd_port, text } => {

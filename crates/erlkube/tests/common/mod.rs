@@ -94,3 +94,28 @@ pub fn spawn_until_listening(cmd: &mut Command) -> erlkube_testkit::ChildGuard {
     assert!(line.contains("listening on port"), "{line}");
     guard
 }
+
+/// Runs `promtool check metrics` (the Prometheus project's own parser) on
+/// `text`, the exposition of `what`; panics with its report.
+pub fn promtool_check(what: &str, text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`) must be installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed on {what}:\n{}{}\n--- text:\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
