@@ -21,7 +21,6 @@
 //! Needs root and erl (CI has both). One scenario at a time (a lock).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use erlkube_testbed::harness::{membership, wait_full_mesh};
