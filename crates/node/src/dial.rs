@@ -55,46 +55,22 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
             break;
         }
     }
-    // An inbound handshake from the node under way: wait for its outcome
-    // instead of dialling (a dial now would race it, and one of the two
-    // connections would replace the other).
     let mut accept_done = inner.accept_done.subscribe();
+    let mut events = inner.events.subscribe();
+    let mut first = true;
     loop {
-        if let Some(h) = inner.live_connection(node) {
-            return Ok(h);
-        }
-        {
-            let mut conns = inner.conns.lock().expect("conns");
-            if let Some(h) = conns.up.get(node) {
-                if h.tx.is_closed() {
-                    // Closed since the check above: unregistered on the
-                    // next round, then dialled anew.
-                    continue;
-                }
-                return Ok(h.clone());
-            }
-            if !conns.accepting.contains(node) {
-                // Pending from here on, in the same critical section, so an
-                // inbound attempt arriving now sees the simultaneous case.
-                conns.pending.insert(node.to_owned());
-                break;
-            }
-        }
-        if tokio::time::timeout_at(deadline, accept_done.changed())
-            .await
-            .is_err()
-        {
+        if !first && tokio::time::Instant::now() >= deadline {
             return Err(ConnectError::Timeout(node.to_owned()));
         }
-    }
-    let mut events = inner.events.subscribe();
-    loop {
-        inner
-            .conns
-            .lock()
-            .expect("conns")
-            .pending
-            .insert(node.to_owned());
+        first = false;
+        // An inbound handshake from the node under way: wait for its
+        // outcome instead of dialling (a dial now would race it, and one of
+        // the two connections would replace the other). Checked before
+        // every dial, retries included: a retry after a lost simultaneous
+        // connect must not race the winner's handshake either.
+        if let Some(h) = await_inbound(inner, node, deadline, &mut accept_done).await? {
+            return Ok(h);
+        }
         let span = tracing::info_span!("dist_connect", peer = %node);
         let r = dial(inner, node, alive, host).instrument(span).await;
         inner.conns.lock().expect("conns").pending.remove(node);
@@ -122,25 +98,58 @@ pub(crate) async fn connect(inner: &Arc<Inner>, node: &str) -> Result<ConnHandle
                 if let Ok(Some(h)) = tokio::time::timeout_at(retry_at, wait).await {
                     return Ok(h);
                 }
-                if tokio::time::Instant::now() >= deadline {
-                    return Err(ConnectError::Timeout(node.to_owned()));
-                }
             }
-            Err(
-                e @ ConnectError::Handshake {
-                    source: HandshakeError::AliveRefused,
-                    ..
-                },
-            ) => {
-                // We said "false" to "alive" because a connection to the
-                // node came up meanwhile (its own dial): that one is ours.
-                let up = inner.live_connection(node);
-                return up.ok_or(e);
+            Err(ConnectError::Handshake {
+                source: HandshakeError::AliveRefused,
+                ..
+            }) => {
+                // We said "false" to "alive": a connection to the node came
+                // up meanwhile, or its own attempt is under way here. The
+                // next round returns that connection (or waits for it).
+                tracing::debug!(peer = %node, "alive refused; using the peer's connection");
             }
             Err(e) => {
                 tracing::debug!(peer = %node, error = %e, "dial failed");
                 return Err(e);
             }
+        }
+    }
+}
+
+/// Waits while an inbound handshake from `node` is under way. Returns the
+/// connection if one is up; otherwise marks `node` pending (in the same
+/// critical section as the check, so an inbound attempt arriving from now
+/// on sees the simultaneous case) and returns `None`: the caller dials.
+async fn await_inbound(
+    inner: &Arc<Inner>,
+    node: &str,
+    deadline: tokio::time::Instant,
+    accept_done: &mut tokio::sync::watch::Receiver<()>,
+) -> Result<Option<ConnHandle>, ConnectError> {
+    loop {
+        if let Some(h) = inner.live_connection(node) {
+            return Ok(Some(h));
+        }
+        {
+            let mut conns = inner.conns.lock().expect("conns");
+            if let Some(h) = conns.up.get(node) {
+                if h.tx.is_closed() {
+                    // Closed since the check above: unregistered on the
+                    // next round, then dialled anew.
+                    continue;
+                }
+                return Ok(Some(h.clone()));
+            }
+            if !conns.accepting.contains(node) {
+                conns.pending.insert(node.to_owned());
+                return Ok(None);
+            }
+        }
+        if tokio::time::timeout_at(deadline, accept_done.changed())
+            .await
+            .is_err()
+        {
+            return Err(ConnectError::Timeout(node.to_owned()));
         }
     }
 }
@@ -237,7 +246,13 @@ async fn dial_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         crate::random_u32(),
         now(),
     );
-    let still_pending = || !inner.conns.lock().expect("conns").up.contains_key(node);
+    // Answer to "alive": true (replace the peer's stale connection) only if
+    // this node has no connection to the peer and no inbound attempt from
+    // it under way; else that one is the connection and this dial yields.
+    let still_pending = || {
+        let conns = inner.conns.lock().expect("conns");
+        !conns.up.contains_key(node) && !conns.accepting.contains(node)
+    };
     match drive(&mut stream, &mut init, |_| Status::Ok, still_pending).await {
         Ok(est) => Ok((stream, est)),
         Err(HsFail::Protocol(source)) => Err(ConnectError::Handshake {
