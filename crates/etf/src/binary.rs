@@ -174,7 +174,7 @@ impl Binary {
 /// Up to 16 bytes as a little-endian `u128` (zero above them), read with
 /// (overlapping) fixed-size loads.
 #[inline(always)]
-fn gather16(b: &[u8]) -> u128 {
+pub(crate) fn gather16(b: &[u8]) -> u128 {
     let n = b.len();
     let w8 = |x: &[u8]| u64::from_le_bytes(x.try_into().unwrap_or([0; 8]));
     let w4 = |x: &[u8]| u32::from_le_bytes(x.try_into().unwrap_or([0; 4]));

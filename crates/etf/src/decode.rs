@@ -455,7 +455,7 @@ impl<'t> Owner<'t> {
 
     #[inline]
     fn atom(&mut self, s: &str) -> Atom {
-        if s.len() > intern::MAX_INTERNED_LEN {
+        if s.len() <= Atom::INLINE || s.len() > intern::MAX_INTERNED_LEN {
             return Atom::new(s);
         }
         let ix = intern::slot(s.as_bytes());
@@ -1335,7 +1335,12 @@ impl<'a> Decoder<'a> {
             _ => return self.atom_other(start, tag, cx),
         };
         let bytes = self.take(n)?;
-        if n <= intern::MAX_INTERNED_LEN {
+        // ASCII is the same text in every atom encoding; a short one is
+        // stored inline (no table, no reference count)
+        if let Some(a) = Atom::inline_ascii(bytes) {
+            return Ok(a);
+        }
+        if n > Atom::INLINE && n <= intern::MAX_INTERNED_LEN {
             let ix = intern::slot(bytes);
             if let Some(a) = &cx.atoms[ix] {
                 // a latin-1 text equals its UTF-8 text only when ASCII

@@ -278,17 +278,17 @@ fn leaf<const UTF8: bool>(t: &Term, d: &mut &mut Spare, iov: bool) -> Leaf {
             fill(d, &[NEW_FLOAT_EXT, a, b, c, e, g, h, k, l]);
             wrote(d, 9)
         }
-        Term::Atom(atom) => match atom.padded_head() {
-            // `c` starts with the whole `ATOM_EXT` encoding, [ATOM_EXT, 0,
-            // len, text…] (`n` bytes); minor version 2 writes
-            // [SMALL_ATOM_UTF8_EXT, len, text…] from byte 1. Longer atoms
-            // go to `Enc::atom`.
-            Some((c, n)) if n - UTF8 as usize <= 16 => {
-                fill(d, if UTF8 { &c[1..17] } else { &c[..16] });
-                if UTF8 {
-                    d[0] = MaybeUninit::new(SMALL_ATOM_UTF8_EXT);
-                }
-                wrote(d, n - UTF8 as usize)
+        Term::Atom(atom) => match atom.inline_ascii_parts() {
+            // `data` is [len, text…, 0…] (15 bytes): with minor version 2
+            // the atom is [SMALL_ATOM_UTF8_EXT, len, text…], else
+            // [ATOM_EXT, 0, len, text…] (up to 13 bytes of text here);
+            // the zeros after the text are scratch. Other atoms go to
+            // `Enc::atom`.
+            Some((data, n)) if UTF8 || n <= 13 => {
+                let h = if UTF8 { 1 } else { 2 };
+                fill(d, &[if UTF8 { SMALL_ATOM_UTF8_EXT } else { ATOM_EXT }, 0]);
+                fill(&mut d[h..], data);
+                wrote(d, h + 1 + n)
             }
             _ => Leaf::No,
         },

@@ -2,8 +2,9 @@
 //! for text seen recently on this thread instead of allocating a new one.
 //!
 //! The decoder and the distribution layer build the same few atoms over
-//! and over (`ok`, a message tag, a registered name, a node name); an
-//! `Atom` is an `Arc<str>`, so a hit costs a reference count increment
+//! and over (a registered name, a node name). Atoms of at most
+//! [`Atom::INLINE`] bytes are stored inline and never enter the table;
+//! a longer one is shared, so a hit costs a reference count increment
 //! where a miss costs an allocation (and, when the term is dropped on
 //! another thread, a cross-thread free). Equality of atoms is by text, so
 //! sharing is invisible to callers.
@@ -79,7 +80,8 @@ pub(crate) fn slot(text: &[u8]) -> usize {
 /// The atom with this text: an existing one from this thread's table when
 /// there is one, else a new one (remembered for next time). Never panics.
 pub fn intern(text: &str) -> Atom {
-    if text.len() > MAX_INTERNED_LEN {
+    // short atoms are stored inline: nothing to share
+    if text.len() <= Atom::INLINE || text.len() > MAX_INTERNED_LEN {
         return Atom::new(text);
     }
     let ix = slot(text.as_bytes());
@@ -106,8 +108,8 @@ mod tests {
 
     #[test]
     fn same_text_same_allocation() {
-        let a = intern("hello");
-        let b = intern("hello");
+        let a = intern("a_longer_atom_text");
+        let b = intern("a_longer_atom_text");
         assert_eq!(a, b);
         assert!(std::ptr::eq(a.as_str().as_ptr(), b.as_str().as_ptr()));
     }

@@ -11,22 +11,43 @@ pub use num_bigint::BigInt;
 /// Longest atom the BEAM accepts, in characters.
 pub const MAX_ATOM_CHARS: usize = 255;
 
-/// An Erlang atom: cheap to clone (an `Arc<str>`), compared by its text.
+/// An Erlang atom, compared by its text.
 ///
-/// The shared string starts with a 3-byte head before the text. For an
-/// ASCII atom of fewer than 128 bytes the head is the atom's `ATOM_EXT`
-/// head (`[100, 0, len]`, all ASCII) and the string is padded with NULs to
-/// at least `ATOM_PADDED` bytes, so the encoder writes a short atom with
-/// one fixed-size 16-byte copy (and `SMALL_ATOM_UTF8_EXT` from the same
-/// bytes); any other atom has the head `[0, 0, 0]`, no padding, and takes
-/// the encoder's general path.
+/// A text of at most [`Atom::INLINE`] bytes (`ok`, `error`, `undefined`,
+/// map keys, record tags: most atoms) is stored inside the value: cloning
+/// it is a 16-byte copy and dropping it costs nothing. A longer text is
+/// shared (an `Arc`), so cloning it is a reference count increment.
+/// Which form an atom has follows from its length alone, so equal atoms
+/// always have the same form.
+///
+/// A shared text starts with a 3-byte head before the text. For an ASCII
+/// atom of fewer than 128 bytes the head is the atom's `ATOM_EXT` head
+/// (`[100, 0, len]`) and the encoder copies head and text in one piece;
+/// any other atom has the head `[0, 0, 0]` and takes the encoder's
+/// general path.
 #[derive(Clone)]
-pub struct Atom(Arc<str>);
+pub struct Atom(Repr);
 
-/// Length of the head stored before an atom's text.
+#[derive(Clone)]
+enum Repr {
+    /// `[len | NON_ASCII, text…, 0…]`: `len <= Atom::INLINE` bytes of
+    /// valid UTF-8, zero padding after them; bit 7 of the first byte is set
+    /// when the text is not ASCII.
+    Inline([u8; Atom::INLINE + 1]),
+    /// More than [`Atom::INLINE`] bytes: head and text (see [`Atom`]). The
+    /// `Arc` is a thin pointer so that the whole atom stays 16 bytes (a
+    /// `Term` holds two in `Export`).
+    Shared(Arc<Box<str>>),
+}
+
+// Two atoms and a byte fit in a `Term`'s 32 payload bytes (`Export`).
+const _: () = assert!(std::mem::size_of::<Atom>() == 16);
+
+/// Bit 7 of an inline atom's first byte: the text is not ASCII.
+const NON_ASCII: u8 = 0x80;
+
+/// Length of the head stored before a shared atom's text.
 const ATOM_HEAD: usize = 3;
-/// Pre-encoded atoms are stored in at least this many bytes.
-pub(crate) const ATOM_PADDED: usize = 17;
 /// Texts up to this length are assembled on the stack (one allocation).
 const ATOM_STACK: usize = 64 - ATOM_HEAD;
 
@@ -63,33 +84,61 @@ pub struct AtomTooLong {
 }
 
 impl Atom {
+    /// Atoms of at most this many bytes of text are stored inline (no
+    /// heap allocation, no reference count).
+    pub const INLINE: usize = 14;
+
     /// Makes an atom without checking its length (never panics). Encoding an
     /// atom of more than 255 characters produces bytes the BEAM rejects; use
     /// [`Atom::try_new`] for untrusted text.
+    #[inline]
     pub fn new(text: &str) -> Atom {
+        let b = text.as_bytes();
+        if b.len() <= Atom::INLINE {
+            let (data, ascii) = inline_data(b);
+            let mut data = data;
+            if !ascii {
+                data[0] |= NON_ASCII;
+            }
+            return Atom(Repr::Inline(data));
+        }
+        Atom::shared(text)
+    }
+
+    /// An atom of the bytes `b` if they are ASCII and at most
+    /// [`Atom::INLINE`] long (valid in every atom encoding: the decoder's
+    /// fast path), else `None`.
+    #[inline(always)]
+    pub(crate) fn inline_ascii(b: &[u8]) -> Option<Atom> {
+        if b.len() > Atom::INLINE {
+            return None;
+        }
+        let (data, ascii) = inline_data(b);
+        ascii.then_some(Atom(Repr::Inline(data)))
+    }
+
+    #[inline(never)]
+    fn shared(text: &str) -> Atom {
         let b = text.as_bytes();
         let head = if b.len() < 128 && b.is_ascii() {
             [crate::tags::ATOM_EXT, 0, b.len() as u8]
         } else {
             [0; ATOM_HEAD]
         };
-        let mut n = ATOM_HEAD + b.len();
-        if head[0] != 0 {
-            n = n.max(ATOM_PADDED);
-        }
+        let n = ATOM_HEAD + b.len();
         if b.len() <= ATOM_STACK {
             let mut buf = [0u8; ATOM_HEAD + ATOM_STACK];
             buf[..ATOM_HEAD].copy_from_slice(&head);
             buf[ATOM_HEAD..ATOM_HEAD + b.len()].copy_from_slice(b);
-            // ASCII head + the bytes of a `str` + NULs: valid UTF-8
+            // ASCII head + the bytes of a `str`: valid UTF-8
             if let Ok(s) = std::str::from_utf8(&buf[..n]) {
-                return Atom(Arc::from(s));
+                return Atom(Repr::Shared(Arc::new(Box::from(s))));
             }
         }
         let mut s = String::with_capacity(n);
         s.extend(head.iter().map(|&c| char::from(c)));
         s.push_str(text);
-        Atom(Arc::from(s))
+        Atom(Repr::Shared(Arc::new(s.into_boxed_str())))
     }
 
     /// Makes an atom, rejecting text of more than 255 characters.
@@ -104,64 +153,100 @@ impl Atom {
     /// The atom's text.
     #[inline]
     pub fn as_str(&self) -> &str {
-        let b = self.0.as_bytes();
-        match b {
-            [crate::tags::ATOM_EXT, _, n, ..] => self.0.get(ATOM_HEAD..ATOM_HEAD + *n as usize),
-            _ => self.0.get(ATOM_HEAD..),
+        match &self.0 {
+            Repr::Inline(d) => {
+                let b = inline_text(d);
+                // SAFETY: an inline atom's first `len` bytes after the
+                // length byte are the valid UTF-8 text it was made from
+                // (`Atom::new` takes a `str`, `Atom::inline_ascii` checks
+                // that the bytes are ASCII), and `inline_text` returns
+                // exactly those bytes.
+                unsafe { std::str::from_utf8_unchecked(b) }
+            }
+            Repr::Shared(s) => {
+                let b = s.as_bytes();
+                match b {
+                    [crate::tags::ATOM_EXT, _, n, ..] => s.get(ATOM_HEAD..ATOM_HEAD + *n as usize),
+                    _ => s.get(ATOM_HEAD..),
+                }
+                .unwrap_or("")
+            }
         }
-        .unwrap_or("")
     }
 
-    /// For an ASCII atom shorter than 128 bytes: its first
-    /// [`ATOM_PADDED`] stored bytes, which start with its `ATOM_EXT`
-    /// encoding `[100, 0, len, text…]` (then text or NUL padding), and the
-    /// length of that encoding. One length check and one tag check: the
-    /// encoder's fast path for atoms.
+    /// True when the atom is stored inline (its text has at most
+    /// [`Atom::INLINE`] bytes): cloning and dropping it touch no shared
+    /// memory.
+    #[inline]
+    pub fn is_inline(&self) -> bool {
+        matches!(self.0, Repr::Inline(_))
+    }
+
+    /// For an inline ASCII atom: its storage (`[len, text…, 0…]`, which
+    /// is also the tail of its `SMALL_ATOM_UTF8_EXT` encoding after the tag)
+    /// and its length. The encoder's fast path for atoms (fixed-size moves
+    /// straight from the atom).
     #[inline(always)]
-    pub(crate) fn padded_head(&self) -> Option<(&[u8; ATOM_PADDED], usize)> {
-        let c = self.0.as_bytes().first_chunk::<ATOM_PADDED>()?;
-        (c[0] == crate::tags::ATOM_EXT).then_some((c, ATOM_HEAD + c[2] as usize))
+    pub(crate) fn inline_ascii_parts(&self) -> Option<(&[u8; Atom::INLINE + 1], usize)> {
+        match &self.0 {
+            Repr::Inline(d) if d[0] & NON_ASCII == 0 => Some((d, d[0] as usize)),
+            _ => None,
+        }
     }
 
     /// True if the atom's text is exactly `bytes` (no UTF-8 check needed on
     /// `bytes`: a match means they are this atom's text).
     #[inline]
     pub(crate) fn text_is(&self, bytes: &[u8]) -> bool {
-        let s = self.0.as_bytes();
-        match s {
-            [crate::tags::ATOM_EXT, _, n, rest @ ..] => {
-                *n as usize == bytes.len()
-                    && rest.get(..bytes.len()).is_some_and(|t| same(t, bytes))
+        match &self.0 {
+            Repr::Inline(d) => same(inline_text(d), bytes),
+            Repr::Shared(s) => {
+                let s = s.as_bytes();
+                match s {
+                    [crate::tags::ATOM_EXT, _, n, rest @ ..] => {
+                        *n as usize == bytes.len()
+                            && rest.get(..bytes.len()).is_some_and(|t| same(t, bytes))
+                    }
+                    _ => s.get(ATOM_HEAD..) == Some(bytes),
+                }
             }
-            _ => s.get(ATOM_HEAD..) == Some(bytes),
         }
     }
 
     /// The atom's text as bytes (no character-boundary checks).
     #[inline]
     pub(crate) fn text_bytes(&self) -> &[u8] {
-        let s = self.0.as_bytes();
-        match s {
-            [crate::tags::ATOM_EXT, _, n, rest @ ..] => rest.get(..*n as usize),
-            _ => s.get(ATOM_HEAD..),
+        match &self.0 {
+            Repr::Inline(d) => inline_text(d),
+            Repr::Shared(s) => {
+                let s = s.as_bytes();
+                match s {
+                    [crate::tags::ATOM_EXT, _, n, rest @ ..] => rest.get(..*n as usize),
+                    _ => s.get(ATOM_HEAD..),
+                }
+                .unwrap_or(&[])
+            }
         }
-        .unwrap_or(&[])
     }
 
-    /// True for an ASCII atom shorter than 128 bytes (stored with its
-    /// `ATOM_EXT` head).
+    /// True for an ASCII atom shorter than 128 bytes.
     #[inline]
     pub(crate) fn is_short_ascii(&self) -> bool {
-        self.0.as_bytes().first() == Some(&crate::tags::ATOM_EXT)
+        match &self.0 {
+            Repr::Inline(d) => d[0] & NON_ASCII == 0,
+            Repr::Shared(s) => s.as_bytes().first() == Some(&crate::tags::ATOM_EXT),
+        }
     }
 
-    /// For an ASCII atom shorter than 128 bytes: its stored bytes, which
-    /// start with its whole `ATOM_EXT` encoding `[100, 0, len, text…]` and
-    /// are at least [`ATOM_PADDED`] long (NUL padding), and the length of
-    /// that encoding.
+    /// For a shared ASCII atom shorter than 128 bytes: its stored bytes,
+    /// which are its whole `ATOM_EXT` encoding `[100, 0, len, text…]`,
+    /// and the length of that encoding.
     #[inline(always)]
     pub(crate) fn ascii_encoded(&self) -> Option<(&[u8], usize)> {
-        let b = self.0.as_bytes();
+        let Repr::Shared(s) = &self.0 else {
+            return None;
+        };
+        let b = s.as_bytes();
         match b {
             [crate::tags::ATOM_EXT, _, n, ..] => Some((b, ATOM_HEAD + *n as usize)),
             _ => None,
@@ -169,11 +254,38 @@ impl Atom {
     }
 }
 
+/// The inline storage of `b` (at most [`Atom::INLINE`] bytes): its length,
+/// its bytes, zero padding; and whether `b` is ASCII. Gathered with
+/// fixed-size loads (no `memcpy` call).
+#[inline(always)]
+fn inline_data(b: &[u8]) -> ([u8; Atom::INLINE + 1], bool) {
+    debug_assert!(b.len() <= Atom::INLINE);
+    let w = crate::binary::gather16(b);
+    let ascii = w & 0x8080_8080_8080_8080_8080_8080_8080_8080 == 0;
+    let w = (w << 8) | b.len() as u128;
+    let mut d = [0u8; Atom::INLINE + 1];
+    d.copy_from_slice(&w.to_le_bytes()[..Atom::INLINE + 1]);
+    (d, ascii)
+}
+
+/// The text bytes of an inline atom's storage.
+#[inline(always)]
+fn inline_text(d: &[u8; Atom::INLINE + 1]) -> &[u8] {
+    // the length is at most `INLINE`: `get` does not fail
+    d.get(1..1 + (d[0] & !NON_ASCII) as usize).unwrap_or(&[])
+}
+
 impl PartialEq for Atom {
     #[inline]
     fn eq(&self, other: &Atom) -> bool {
-        // the head is a function of the text
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+        match (&self.0, &other.0) {
+            // the storage is a function of the text (zero padding)
+            (Repr::Inline(a), Repr::Inline(b)) => a == b,
+            // the head is a function of the text
+            (Repr::Shared(a), Repr::Shared(b)) => Arc::ptr_eq(a, b) || a == b,
+            // the form is a function of the text's length
+            _ => false,
+        }
     }
 }
 
@@ -1661,6 +1773,103 @@ mod tests {
                 assert!(!same(&a, &b), "length {n}, byte {i}");
             }
             assert!(!same(&a, &a[..n.saturating_sub(1)]) || n == 0);
+        }
+    }
+
+    fn hash_of(a: &Atom) -> u64 {
+        use std::collections::hash_map::DefaultHasher;
+        let mut h = DefaultHasher::new();
+        a.hash(&mut h);
+        h.finish()
+    }
+
+    /// Texts around the inline limit keep their text, take the form their
+    /// length says, and compare, hash and order by text alone.
+    #[test]
+    fn atoms_at_the_inline_boundary() {
+        assert_eq!(std::mem::size_of::<Atom>(), 16);
+        let mut all = Vec::new();
+        for n in 0..=Atom::INLINE + 2 {
+            for text in ["x".repeat(n), "é".repeat(n / 2) + &"y".repeat(n % 2)] {
+                assert_eq!(text.len(), n);
+                let a = Atom::new(&text);
+                assert_eq!(a.as_str(), text, "length {n}");
+                assert_eq!(a.is_inline(), n <= Atom::INLINE, "length {n}");
+                assert_eq!(a.text_bytes(), text.as_bytes());
+                assert!(a.text_is(text.as_bytes()));
+                assert!(!a.text_is(format!("{text}z").as_bytes()));
+                assert_eq!(a.is_short_ascii(), text.is_ascii());
+                let b = a.clone();
+                assert_eq!(a, b);
+                assert_eq!(hash_of(&a), hash_of(&Atom::new(&text)));
+                assert_eq!(a.cmp(&b), Ordering::Equal);
+                all.push((text, a));
+            }
+        }
+        // every pair, inline against shared included: equal exactly when
+        // the texts are, ordered as the texts are
+        for (s, a) in &all {
+            for (t, b) in &all {
+                assert_eq!(a == b, s == t, "{s:?} {t:?}");
+                assert_eq!(a.cmp(b), s.as_str().cmp(t.as_str()), "{s:?} {t:?}");
+                if s == t {
+                    assert_eq!(hash_of(a), hash_of(b));
+                }
+            }
+        }
+    }
+
+    /// Texts that differ in one byte at any place, in either form, differ.
+    #[test]
+    fn atoms_differing_in_one_byte_differ() {
+        for n in 1..=Atom::INLINE + 2 {
+            let base: String = (0..n).map(|i| (b'a' + i as u8) as char).collect();
+            let a = Atom::new(&base);
+            for i in 0..n {
+                let mut t = base.clone().into_bytes();
+                t[i] = b'Z';
+                let t = String::from_utf8(t).expect("ASCII");
+                let b = Atom::new(&t);
+                assert_ne!(a, b, "{base} {t}");
+                assert!(!a.text_is(t.as_bytes()));
+            }
+        }
+    }
+
+    /// The decoder's fast path takes short ASCII bytes only, and makes
+    /// the same atom as `Atom::new`.
+    #[test]
+    fn inline_ascii_matches_new() {
+        for text in [
+            "",
+            "a",
+            "ok",
+            "undefined",
+            "nonode@nohost",
+            "fourteen_bytes",
+        ] {
+            let a = Atom::inline_ascii(text.as_bytes()).expect("short ASCII");
+            assert_eq!(a, Atom::new(text));
+            assert_eq!(a.as_str(), text);
+        }
+        assert!(Atom::inline_ascii(b"fifteen_bytes_x").is_none());
+        assert!(Atom::inline_ascii("é".as_bytes()).is_none());
+        assert!(Atom::inline_ascii(&[0xff]).is_none());
+        // UTF-8 and encoding: the encoder's inline path and its general
+        // path write the same atoms
+        for text in [
+            "",
+            "ok",
+            "thirteen_byte",
+            "fourteen_bytes",
+            "fifteen_bytes_x",
+            "héllo",
+            "原子",
+        ] {
+            let t = Term::atom(text);
+            let back = crate::decode(&crate::encode(&t)).expect("round trip");
+            assert_eq!(back, t, "{text:?}");
+            assert_eq!(back.as_atom().map(Atom::as_str), Some(text));
         }
     }
 
