@@ -76,6 +76,13 @@ where
     (per * par) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// `RPC_BENCH_ONLY=rpc_proc` (or `gen_proc`) runs the anchor and that one
+/// BEAM->Rust figure only, `RPC_BENCH_ROUNDS` times (default 1), to profile
+/// the Rust node on it.
+fn only() -> Option<String> {
+    std::env::var("RPC_BENCH_ONLY").ok()
+}
+
 fn line(what: &str, rate: f64, anchor: f64) {
     println!(
         "{what:<52} {rate:>10.0} calls/s   {:.2}x BEAM->BEAM ({anchor:.0})",
@@ -143,6 +150,31 @@ fn main() {
     rt.block_on(rust.connect(&bn)).unwrap();
 
     println!("N = {N} calls per figure; 1 caller, then {PAR} callers at once");
+    if let Some(which) = only() {
+        let rounds: usize = std::env::var("RPC_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let (anchor, call) = match which.as_str() {
+            "gen_proc" => (
+                format!("gen_server:call({{echo_server, '{bn}'}}, x)"),
+                format!("gen_server:call({{echo_proc, '{r}'}}, x)"),
+            ),
+            _ => (
+                format!("rpc:call('{bn}', erlang, abs, [1])"),
+                format!("rpc:call('{r}', bench, echo, [1])"),
+            ),
+        };
+        for par in [1, PAR] {
+            for _ in 0..rounds {
+                let a_rate = beam_rate(&a, &anchor, par);
+                let r_rate = beam_rate(&a, &call, par);
+                line(&format!("{which}, {par} caller(s)"), r_rate, a_rate);
+            }
+        }
+        rust.shutdown();
+        return;
+    }
     for par in [1, PAR] {
         println!("-- {par} caller(s)");
         // Warm up, then the anchor and the Rust-served figures.

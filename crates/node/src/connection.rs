@@ -317,7 +317,7 @@ async fn connection_loop(
     loop {
         // The core's own frames (ticks, replies) go through the queue.
         if let Some(t) = conn.poll_transmit() {
-            outq.push_raw(&t);
+            outq.push_own(&t);
         }
         // Write what is queued before waiting: one syscall per batch.
         if written == batch.len() && outq.take(&mut batch) {
@@ -369,6 +369,20 @@ async fn connection_loop(
                 outq.arm_direct();
                 if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
                     return e.into();
+                }
+                if staged.take_spawned() {
+                    // A SPAWN_REQUEST started a process task: tokio runs
+                    // it next on this worker (its LIFO slot). The
+                    // SPAWN_REPLY waits in the queue for that one turn,
+                    // so that a process that ends at once (an `erpc`
+                    // call answered without waiting) has its exit
+                    // (MONITOR_P_EXIT carrying the result) appended and
+                    // both go out in one write: one segment and one
+                    // wake-up on the caller's side instead of two.
+                    if let Some(t) = conn.poll_transmit() {
+                        outq.push_own(&t);
+                    }
+                    tokio::task::yield_now().await;
                 }
             },
             r = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if writing => {

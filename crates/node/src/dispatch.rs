@@ -41,9 +41,11 @@ impl Peer<'_> {
 pub(crate) type NamedService = fn(&Arc<Inner>, &mut Peer<'_>, &Pid, Term);
 
 /// Answers a SPAWN_REQUEST: request id, from, `{M, F, A}`, options and
-/// the argument list; returns the control messages to send back.
+/// the argument list; returns the control messages to send back, and
+/// whether a process task was started (its first run may produce frames
+/// that can go out in the same write as the SPAWN_REPLY).
 pub(crate) type SpawnService =
-    fn(&Arc<Inner>, Reference, Pid, Mfa, Term, Option<Term>) -> Vec<ControlMessage>;
+    fn(&Arc<Inner>, Reference, Pid, Mfa, Term, Option<Term>) -> (Vec<ControlMessage>, bool);
 
 /// Answers a message to local process `id` inline (a Rust gen_server's
 /// `$gen_call`): the reply's control message and payload, or the message
@@ -93,6 +95,8 @@ pub(crate) struct Staged {
     key: Option<StageKey>,
     mailbox: Option<Arc<Mailbox>>,
     batch: Batch,
+    /// A SPAWN_REQUEST of this read started a process task.
+    spawned: bool,
 }
 
 #[derive(PartialEq)]
@@ -102,6 +106,12 @@ enum StageKey {
 }
 
 impl Staged {
+    /// True (once) when a SPAWN_REQUEST since the last call started a
+    /// process task.
+    pub(crate) fn take_spawned(&mut self) -> bool {
+        std::mem::take(&mut self.spawned)
+    }
+
     /// Stages a payload for `key`'s mailbox; false when `key` is not a
     /// plain mailbox (no such process, a Rust gen_server answered
     /// inline, a name the node answers itself): the caller takes the
@@ -228,7 +238,7 @@ pub(crate) fn dispatch_all(
                 return Err(e);
             }
         };
-        dispatch(inner, conn, DistMessage { control, payload });
+        staged.spawned |= dispatch(inner, conn, DistMessage { control, payload });
     }
     staged.flush();
     Ok(())
@@ -239,7 +249,9 @@ fn reply(conn: &mut Connection, control: ControlMessage, payload: Option<Term>) 
     conn.send(&c, p.as_deref(), now());
 }
 
-fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
+/// Handles one message; true when it started a process task (a
+/// SPAWN_REQUEST served by a process).
+fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) -> bool {
     use ControlMessage as C;
     let payload = msg.payload;
     match msg.control {
@@ -256,7 +268,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
             }
         }
         C::RegSend { from, to_name } | C::RegSendTt { from, to_name, .. } => {
-            let Some(p) = payload else { return };
+            let Some(p) = payload else { return false };
             let service = inner.services.named.get(&to_name).copied();
             if let Some(service) = service.filter(|_| inner.whereis_id(&to_name).is_none()) {
                 service(inner, &mut Peer { conn }, &from, p);
@@ -315,9 +327,11 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
             ..
         } => match inner.services.spawn {
             Some(spawn) => {
-                for r in spawn(inner, req_id, from, mfa, options, payload) {
+                let (replies, started) = spawn(inner, req_id, from, mfa, options, payload);
+                for r in replies {
                     reply(conn, r, None);
                 }
+                return started;
             }
             None => tracing::debug!("spawn request ignored: no spawn service"),
         },
@@ -345,6 +359,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) {
         }
         other => tracing::debug!(op = other.op(), "control message ignored"),
     }
+    false
 }
 
 /// A `$gen_call` to a Rust gen_server is answered at once on this

@@ -211,6 +211,18 @@ impl OutQueue {
         }
     }
 
+    /// [`OutQueue::push_raw`] by the connection task itself, which takes
+    /// the queue next: no wake-up (waking itself while it runs would
+    /// only reschedule it for a turn that finds nothing to do).
+    pub(crate) fn push_own(&self, bytes: &[u8]) {
+        let mut st = self.state.lock().expect("outq");
+        if st.stream.is_none() {
+            return;
+        }
+        st.buf.extend_from_slice(bytes);
+        self.queued.store(true, Ordering::Release);
+    }
+
     /// The connection task takes everything queued (swapping in `spare`),
     /// or marks itself idle when nothing is.
     pub(crate) fn take(&self, spare: &mut Vec<u8>) -> bool {

@@ -60,7 +60,7 @@ fn crash_reason(e: &RpcError) -> Term {
 /// Returns the control messages to send at once: the SPAWN_REPLY and,
 /// when an `erpc` call of a synchronous (or missing) function was run
 /// inline, the process's exit (link EXIT, MONITOR_P_EXIT). Otherwise the
-/// process runs in a task and exits later.
+/// process runs in a task and exits later (the flag is then true).
 fn spawn_request(
     inner: &Arc<Inner>,
     req_id: Reference,
@@ -68,16 +68,19 @@ fn spawn_request(
     mfa: Mfa,
     options: Term,
     args: Option<Term>,
-) -> Vec<ControlMessage> {
+) -> (Vec<ControlMessage>, bool) {
     let args: Vec<Term> = match args.as_ref().and_then(Term::as_list) {
         Some(a) => a.to_vec(),
         None => {
-            return vec![ControlMessage::SpawnReply {
-                req_id,
-                to: from,
-                flags: 0,
-                result: Term::atom("badarg"),
-            }]
+            return (
+                vec![ControlMessage::SpawnReply {
+                    req_id,
+                    to: from,
+                    flags: 0,
+                    result: Term::atom("badarg"),
+                }],
+                false,
+            )
         }
     };
     let link = has_opt(&options, "link");
@@ -113,7 +116,7 @@ fn spawn_request(
                 reason,
             });
         }
-        return out;
+        return (out, false);
     }
     let p = inner.spawn_process();
     let pid = p.pid().clone();
@@ -179,12 +182,15 @@ fn spawn_request(
         };
         p.exit(reason);
     });
-    vec![ControlMessage::SpawnReply {
-        req_id,
-        to: from,
-        flags,
-        result: Term::Pid(pid),
-    }]
+    (
+        vec![ControlMessage::SpawnReply {
+            req_id,
+            to: from,
+            flags,
+            result: Term::Pid(pid),
+        }],
+        true,
+    )
 }
 
 /// The exit reason of `erpc:execute_call/4` when it can run right away: a
