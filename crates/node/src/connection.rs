@@ -88,10 +88,14 @@ async fn run_connection(
     let peer = conn.peer_node().to_owned();
     let reason = connection_loop(&inner, &stream, &mut conn, &handle).await;
     handle.tx.close();
-    if reason == DownReason::Disconnected {
+    if matches!(reason, DownReason::Disconnected | DownReason::Shutdown) {
         // Closed by this node: half-close and wait (bounded) for the
         // peer to close its end, so that it has let go of the connection
-        // before this node dials it again (see `Conns::closing`).
+        // before this node dials it again (see `Conns::closing`). On
+        // shutdown this also keeps the last frames: closing a socket
+        // with unread bytes in its receive buffer (the peer's ticks,
+        // global's sync) sends a reset that discards what was still in
+        // the send buffer; after the peer's close, everything was read.
         let _ = socket2::SockRef::from(&*stream).shutdown(std::net::Shutdown::Write);
         let drain = async {
             let mut buf = [0u8; 4096];

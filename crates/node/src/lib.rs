@@ -785,6 +785,26 @@ impl Node {
         }
         let _ = self.inner.shutdown.send(true);
     }
+
+    /// [`Node::shutdown`], then waits (at most 4 s: 1 s to write, 2 s for
+    /// the peer to close its end, and a margin) until every connection has
+    /// written what was queued for it and closed. A command that sends
+    /// and then exits calls this, not `shutdown`: dropping the runtime
+    /// right after `shutdown` would cancel the connection tasks before
+    /// their last write.
+    pub async fn stop(&self) {
+        let mut down = self.subscribe();
+        self.shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(4), async {
+            while !self.connected_nodes().is_empty() {
+                match down.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+        .await;
+    }
 }
 
 impl Inner {

@@ -38,9 +38,10 @@ pub(crate) async fn run(
     // TLS close_notify, bounded: a peer that stopped reading must not hold
     // the nodedown.
     let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
-    if reason == DownReason::Disconnected {
+    if matches!(reason, DownReason::Disconnected | DownReason::Shutdown) {
         // Closed by this node: wait (bounded) for the peer to close its
-        // end too (see `Conns::closing`).
+        // end too (see `Conns::closing`; on shutdown, so that no reset
+        // discards the last frames, as in `connection::run_connection`).
         let drain = async {
             let mut buf = [0u8; 4096];
             while let Ok(n) = rd.read(&mut buf).await {

@@ -578,3 +578,50 @@ fn first_fragment(seq: u64, frags: u64, data: &[u8]) -> Vec<u8> {
     out.extend(body);
     out
 }
+
+/// `Node::stop` returns only once what was sent went out: a sender whose
+/// runtime is dropped right after it (a CLI command that exits) loses
+/// nothing. `shutdown` alone would leave the queued frames to connection
+/// tasks that the dropped runtime cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_writes_what_was_sent_before_the_runtime_goes() {
+    const N: usize = 500;
+    let (pa, pb) = (free_port(), free_port());
+    let mut ca = config("stop_a", "c", pa);
+    let mut cb = config("stop_b", "c", pb);
+    ca.known_ports.insert(cb.name.clone(), pb);
+    cb.known_ports.insert(ca.name.clone(), pa);
+    let b = Node::start(cb).await.unwrap();
+    let mut inbox = b.spawn_registered("inbox").unwrap();
+    let b_name = b.name().to_owned();
+    let sender = std::thread::spawn(move || {
+        // One thread: once `block_on` returns, no task of A's runs again.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let a = Node::start(ca).await.unwrap();
+            a.connect(&b_name).await.unwrap();
+            let p = a.spawn_process();
+            for i in 0..N {
+                let msg = Term::tuple(vec![
+                    Term::Integer(i as i64),
+                    Term::binary(vec![7u8; 64 * 1024]),
+                ]);
+                a.send_named(p.pid(), &b_name, "inbox", msg).await.unwrap();
+            }
+            a.stop().await;
+        });
+        // The runtime goes here, with every task it still had.
+        drop(rt);
+    });
+    for i in 0..N {
+        let got = inbox
+            .recv_timeout(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("message {i} of {N} never arrived"));
+        assert_eq!(got.as_tuple().unwrap()[0], Term::Integer(i as i64));
+    }
+    sender.join().unwrap();
+}

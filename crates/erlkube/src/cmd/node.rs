@@ -240,16 +240,6 @@ async fn run(args: NodeArgs, prepared: Prepared) -> anyhow::Result<()> {
     // nodedown at once. Wait, bounded, for that before the runtime goes.
     drop(formation);
     tracing::info!("leaving the cluster; shutting down");
-    let mut down = node.subscribe();
-    node.shutdown();
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while !node.connected_nodes().is_empty() {
-            match down.recv().await {
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
-        }
-    })
-    .await;
+    node.stop().await;
     Ok(())
 }

@@ -112,7 +112,7 @@ fn prepare(args: &PingArgs) -> Result<NodeConfig, String> {
 async fn run(target: &str, config: NodeConfig) -> Result<(), String> {
     let node = Node::start(config).await.map_err(|e| e.to_string())?;
     let r = node.ping(target).await.map_err(|e| error_chain(&e));
-    node.shutdown();
+    node.stop().await;
     r
 }
 

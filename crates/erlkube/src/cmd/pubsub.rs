@@ -162,7 +162,7 @@ async fn run(
             }
         }
     };
-    node.shutdown();
+    node.stop().await;
     out
 }
 

@@ -60,7 +60,7 @@ pub fn main(args: RpcArgs) -> ExitCode {
             Err(_) => Err(format!("no connection to {} within {timeout:?}", args.node)),
         };
         if let Err(why) = connected {
-            node.shutdown();
+            node.stop().await;
             println!(
                 "{}",
                 RpcError::NoConnection(args.node.clone()).to_rpc_result()
@@ -70,7 +70,7 @@ pub fn main(args: RpcArgs) -> ExitCode {
         let r = node
             .rpc_call(&args.node, &args.module, &args.function, call_args, timeout)
             .await;
-        node.shutdown();
+        node.stop().await;
         Ok::<_, String>(r)
     });
     match result {
