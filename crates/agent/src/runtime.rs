@@ -254,7 +254,7 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.http_task.abort();
-        self.local.shutdown();
+        self.local.stop().await;
         tracing::info!("agent stopped");
         Ok(())
     }

@@ -60,6 +60,6 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let Reply::Total(n) = from_term(&reply)?;
     println!("{n}");
-    node.shutdown();
+    node.stop().await;
     Ok(())
 }

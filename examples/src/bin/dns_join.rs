@@ -49,6 +49,6 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    node.shutdown();
+    node.stop().await;
     Ok(())
 }

@@ -78,6 +78,6 @@ async fn main() -> anyhow::Result<()> {
     .ok_or_else(|| anyhow::anyhow!("the name kv is taken"))?;
     println!("ready");
     tokio::signal::ctrl_c().await?;
-    node.shutdown();
+    node.stop().await;
     Ok(())
 }

@@ -236,7 +236,7 @@ fn preflight(
             .await
             .map_err(|e| (1, format!("cannot start the check node: {e}")))?;
         let r = n.ping(node).await;
-        n.shutdown();
+        n.stop().await;
         r.map_err(|e| {
             let at = via.map(|v| format!(" at {v}")).unwrap_or_default();
             let hint = if !tls_used && plain_refused(&e) {
