@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 /// Where the root filesystem is (not necessarily built yet).
 pub fn rootfs_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("OTP27_ROOTFS") {
+    if let Some(d) = std::env::var_os("OTP27_ROOTFS").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
     // The test executable is <target>/debug/deps/<test>-<hash>.
