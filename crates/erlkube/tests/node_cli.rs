@@ -225,3 +225,34 @@ fn a_drain_grace_out_of_range_is_refused() {
         "{err}"
     );
 }
+
+/// `--busy-poll-us`: a node that spins after reads still talks to a real
+/// BEAM both ways (a run of request/answer messages, each answered in
+/// order); a value past 10000 is refused naming the flag and its range.
+#[test]
+fn busy_poll_node_echoes_a_beam_and_a_bad_value_is_refused() {
+    let epmd = OtpEpmd::start().unwrap();
+    let rust = long("cli_spin");
+    let _node = rust_node(epmd.port(), &rust, "cc", &["--busy-poll-us", "200"]);
+    let b = beam(epmd.port(), "cc", &[]);
+    assert_eq!(b.eval(&format!("net_adm:ping('{rust}')")).unwrap(), "pong");
+    let got = b
+        .eval(&format!(
+            "L = lists:seq(1, 2000), \
+             [begin {{echo, '{rust}'}} ! {{self(), I}}, receive I -> I after 5000 -> timeout end end || I <- L] =:= L"
+        ))
+        .unwrap();
+    assert_eq!(got, "true");
+
+    let out = Command::new(ERLKUBE)
+        .args(["node", "--name", &long("cli_badspin"), "--cookie", "cc"])
+        .args(["--busy-poll-us", "20000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--busy-poll-us") && err.contains("0..=10000"),
+        "{err}"
+    );
+}

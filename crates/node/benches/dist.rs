@@ -92,7 +92,16 @@ async fn rust_node(name: &str, epmd: u16) -> Node {
         Cookie::new(COOKIE),
     );
     c.epmd_port = epmd;
+    c.busy_poll = busy_poll();
     Node::start(c).await.unwrap()
+}
+
+/// `DIST_BENCH_BUSY_POLL_US=N`: both Rust nodes spin N µs after a read
+/// (`NodeConfig::busy_poll`), as the BEAM's schedulers do by default.
+fn busy_poll() -> Option<Duration> {
+    std::env::var("DIST_BENCH_BUSY_POLL_US")
+        .ok()
+        .map(|s| Duration::from_micros(s.parse().expect("DIST_BENCH_BUSY_POLL_US: microseconds")))
 }
 
 fn sink(node: &Node, name: &str) {
@@ -230,6 +239,7 @@ fn peer_node() {
     rt.block_on(async {
         let mut c = NodeConfig::new(name, Cookie::new(COOKIE));
         c.epmd_port = epmd;
+        c.busy_poll = busy_poll();
         let node = Node::start(c).await.unwrap();
         sink(&node, "sink");
         echo(&node);

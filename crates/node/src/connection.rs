@@ -257,10 +257,31 @@ fn read_available(
     buf: &mut Vec<u8>,
     conn: &mut Connection,
 ) -> Result<bool, DownReason> {
+    Ok(read_available_with(stream, buf, conn, read_once)?.is_some())
+}
+
+/// One read straight from the socket, past tokio's readiness cache: what a
+/// spinning connection does (the runtime's I/O driver may not have been
+/// polled since the data came, when another worker holds it).
+fn read_raw(stream: &TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    (&*socket2::SockRef::from(stream)).read(buf)
+}
+
+/// [`read_available`] with `read` for each read: the bytes read, `None`
+/// when the peer closed.
+fn read_available_with(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    conn: &mut Connection,
+    read: fn(&TcpStream, &mut [u8]) -> std::io::Result<usize>,
+) -> Result<Option<usize>, DownReason> {
+    let mut total = 0;
     for _ in 0..8 {
-        match read_once(stream, buf) {
-            Ok(0) => return Ok(false),
+        match read(stream, buf) {
+            Ok(0) => return Ok(None),
             Ok(n) => {
+                total += n;
                 if let Err(e) = conn.handle_input(&buf[..n], now()) {
                     tracing::warn!(error = %e, "closing connection: bad input");
                     return Err(e.into());
@@ -269,15 +290,42 @@ fn read_available(
                     buf.resize(buf.len() * 2, 0);
                 } else if n < buf.len() {
                     // Drained (a short read): the socket has nothing more.
-                    return Ok(true);
+                    return Ok(Some(total));
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Some(total)),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(DownReason::read(&e)),
         }
     }
-    Ok(true)
+    Ok(Some(total))
+}
+
+/// What follows a read that fed the core: senders may write directly
+/// again, decoded messages go to their processes.
+async fn after_read(
+    inner: &Arc<Inner>,
+    conn: &mut Connection,
+    staged: &mut Staged,
+    handle: &ConnHandle,
+) -> Result<(), DownReason> {
+    let outq = &handle.tx;
+    outq.arm_direct();
+    dispatch_all(inner, conn, staged, &handle.kill)?;
+    if staged.take_spawned() {
+        // A SPAWN_REQUEST started a process task: tokio runs it next on
+        // this worker (its LIFO slot). The SPAWN_REPLY waits in the queue
+        // for that one turn, so that a process that ends at once (an
+        // `erpc` call answered without waiting) has its exit
+        // (MONITOR_P_EXIT carrying the result) appended and both go out
+        // in one write: one segment and one wake-up on the caller's side
+        // instead of two.
+        if let Some(t) = conn.poll_transmit() {
+            outq.push_own(&t);
+        }
+        tokio::task::yield_now().await;
+    }
+    Ok(())
 }
 
 async fn connection_loop(
@@ -318,6 +366,10 @@ async fn connection_loop(
         let _ = shutdown.changed().await;
     };
     tokio::pin!(shutdown_changed);
+    // Busy-poll (opt-in): until `spin_until`, the loop yields and looks
+    // again instead of sleeping until the socket is readable.
+    let busy_poll = inner.config.busy_poll;
+    let mut spin_until: Option<std::time::Instant> = None;
     loop {
         // The core's own frames (ticks, replies) go through the queue.
         if let Some(t) = conn.poll_transmit() {
@@ -360,6 +412,21 @@ async fn connection_loop(
         // stream's one reader (writer) waker slot, instead of a
         // `readable()` future that joins and leaves a waiter list on
         // every turn.
+        let spinning = !writing && spin_until.is_some_and(|t| std::time::Instant::now() < t);
+        if spinning {
+            let got = match read_available_with(stream, &mut buf, conn, read_raw) {
+                Ok(Some(n)) => n,
+                Ok(None) => return DownReason::ClosedByPeer,
+                Err(e) => return e,
+            };
+            if got > 0 {
+                spin_until = busy_poll.map(|d| std::time::Instant::now() + d);
+                if let Err(e) = after_read(inner, conn, &mut staged, handle).await {
+                    return e;
+                }
+                continue;
+            }
+        }
         tokio::select! {
             r = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                 if let Err(e) = r {
@@ -370,23 +437,11 @@ async fn connection_loop(
                     Ok(false) => return DownReason::ClosedByPeer,
                     Err(e) => return e,
                 }
-                outq.arm_direct();
-                if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
-                    return e.into();
+                if let Some(d) = busy_poll {
+                    spin_until = Some(std::time::Instant::now() + d);
                 }
-                if staged.take_spawned() {
-                    // A SPAWN_REQUEST started a process task: tokio runs
-                    // it next on this worker (its LIFO slot). The
-                    // SPAWN_REPLY waits in the queue for that one turn,
-                    // so that a process that ends at once (an `erpc`
-                    // call answered without waiting) has its exit
-                    // (MONITOR_P_EXIT carrying the result) appended and
-                    // both go out in one write: one segment and one
-                    // wake-up on the caller's side instead of two.
-                    if let Some(t) = conn.poll_transmit() {
-                        outq.push_own(&t);
-                    }
-                    tokio::task::yield_now().await;
+                if let Err(e) = after_read(inner, conn, &mut staged, handle).await {
+                    return e;
                 }
             },
             r = std::future::poll_fn(|cx| stream.poll_write_ready(cx)), if writing => {
@@ -404,6 +459,10 @@ async fn connection_loop(
                 armed = None;
             }
             _ = &mut kill => return DownReason::Disconnected,
+            // Spinning: one turn of the scheduler (tokio polls the I/O
+            // driver without blocking before it runs this task again),
+            // then the socket is looked at again.
+            _ = tokio::task::yield_now(), if spinning => {},
             _ = &mut shutdown_changed => {
                 // What the node queued before stopping (its processes'
                 // `shutdown` exits) goes out before the connection closes.

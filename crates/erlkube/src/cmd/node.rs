@@ -53,6 +53,13 @@ pub struct NodeArgs {
     /// dialled) and stop.
     #[arg(long, default_value = "0s", value_parser = parse_drain_grace)]
     drain_grace: Duration,
+    /// After a connection read data, spin this many microseconds (at most
+    /// 10000) looking for more before sleeping, as the BEAM's schedulers
+    /// do by default: a request/answer round trip no longer waits for an
+    /// idle CPU to wake, at the price of CPU burnt while spinning. 0: off.
+    #[arg(long, default_value_t = 0, value_name = "MICROSECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    busy_poll_us: u64,
     #[command(flatten)]
     discovery: super::node_discovery::DiscoveryArgs,
 }
@@ -119,6 +126,7 @@ fn prepare(args: &NodeArgs) -> Result<Prepared, String> {
     config.hidden = args.hidden;
     config.epmd_port = args.epmd_port;
     config.net_ticktime = args.net_ticktime;
+    config.busy_poll = (args.busy_poll_us > 0).then(|| Duration::from_micros(args.busy_poll_us));
     if let Some(p) = args.port {
         config.listen = Listen::Port(p);
         config.register_with_epmd = !args.no_epmd;
