@@ -107,8 +107,13 @@ fn gen_server_process(node: &Node, name: &str) {
 }
 
 fn main() {
+    // RPC_BENCH_WORKERS=N: the Rust node's runtime workers (default 2).
+    let workers = std::env::var("RPC_BENCH_WORKERS")
+        .ok()
+        .map(|s| s.parse().expect("RPC_BENCH_WORKERS: a count"))
+        .unwrap_or(2);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .unwrap();
@@ -130,6 +135,13 @@ fn main() {
             Cookie::new(COOKIE),
         );
         c.epmd_port = epmd.port();
+        // RPC_BENCH_BUSY_POLL_US=N: the Rust node spins N us after a read
+        // (`NodeConfig::busy_poll`), as the BEAMs do by default.
+        c.busy_poll = std::env::var("RPC_BENCH_BUSY_POLL_US").ok().map(|s| {
+            std::time::Duration::from_micros(
+                s.parse().expect("RPC_BENCH_BUSY_POLL_US: microseconds"),
+            )
+        });
         let n = Node::start(c).await.unwrap();
         erlkube_node::demo::install(&n).unwrap();
         // Served by a process per call, as `rpc:call` is on a BEAM.
