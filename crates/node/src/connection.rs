@@ -312,20 +312,39 @@ async fn after_read(
     let outq = &handle.tx;
     outq.arm_direct();
     dispatch_all(inner, conn, staged, &handle.kill)?;
-    if staged.take_spawned() {
-        // A SPAWN_REQUEST started a process task: tokio runs it next on
-        // this worker (its LIFO slot). The SPAWN_REPLY waits in the queue
-        // for that one turn, so that a process that ends at once (an
-        // `erpc` call answered without waiting) has its exit
-        // (MONITOR_P_EXIT carrying the result) appended and both go out
-        // in one write: one segment and one wake-up on the caller's side
-        // instead of two.
-        if let Some(t) = conn.poll_transmit() {
-            outq.push_own(&t);
-        }
+    if start_spawned(conn, staged, outq) {
+        // The new processes' tasks: tokio runs the last one next on this
+        // worker (its LIFO slot). The SPAWN_REPLY waits in the queue for
+        // that one turn, so that a process that ends at once (an `erpc`
+        // call answered without waiting) has its exit (MONITOR_P_EXIT
+        // carrying the result) appended and both go out in one write:
+        // one segment and one wake-up on the caller's side instead of
+        // two.
         tokio::task::yield_now().await;
     }
     Ok(())
+}
+
+/// Queues what the core has to send (the SPAWN_REPLYs among it), then
+/// starts the processes SPAWN_REQUESTs created: a process's first signal
+/// (its exit, written by whichever worker runs it) can only follow its
+/// reply. True when one was started.
+pub(crate) fn start_spawned(
+    conn: &mut Connection,
+    staged: &mut Staged,
+    outq: &crate::outq::OutQueue,
+) -> bool {
+    let spawns = staged.take_spawns();
+    if spawns.is_empty() {
+        return false;
+    }
+    while let Some(t) = conn.poll_transmit() {
+        outq.push_own(&t);
+    }
+    for task in spawns {
+        tokio::spawn(task);
+    }
+    true
 }
 
 async fn connection_loop(
@@ -348,6 +367,7 @@ async fn connection_loop(
     if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
         return e.into();
     }
+    start_spawned(conn, &mut staged, outq);
     // The tick timer is armed at the connection's next deadline, and
     // re-armed only when that deadline comes earlier: it moves later on
     // every write and read, and resetting a timer takes the time

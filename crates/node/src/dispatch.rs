@@ -44,8 +44,20 @@ pub(crate) type NamedService = fn(&Arc<Inner>, &mut Peer<'_>, &Pid, Term);
 /// the argument list; returns the control messages to send back, and
 /// whether a process task was started (its first run may produce frames
 /// that can go out in the same write as the SPAWN_REPLY).
-pub(crate) type SpawnService =
-    fn(&Arc<Inner>, Reference, Pid, Mfa, Term, Option<Term>) -> (Vec<ControlMessage>, bool);
+pub(crate) type SpawnService = fn(
+    &Arc<Inner>,
+    Reference,
+    Pid,
+    Mfa,
+    Term,
+    Option<Term>,
+) -> (Vec<ControlMessage>, Option<ProcessTask>);
+
+/// A spawned process's body, started by the connection only once its
+/// SPAWN_REPLY is queued: the protocol wants the reply before any signal
+/// from the new process (its exit, a message), and a process started at
+/// once could run on another worker and write first.
+pub(crate) type ProcessTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Answers a message to local process `id` inline (a Rust gen_server's
 /// `$gen_call`): the reply's control message and payload, or the message
@@ -95,8 +107,9 @@ pub(crate) struct Staged {
     key: Option<StageKey>,
     mailbox: Option<Arc<Mailbox>>,
     batch: Batch,
-    /// A SPAWN_REQUEST of this read started a process task.
-    spawned: bool,
+    /// Processes that SPAWN_REQUESTs of this read created, to be started
+    /// once their replies are queued.
+    spawns: Vec<ProcessTask>,
 }
 
 #[derive(PartialEq)]
@@ -106,10 +119,11 @@ enum StageKey {
 }
 
 impl Staged {
-    /// True (once) when a SPAWN_REQUEST since the last call started a
-    /// process task.
-    pub(crate) fn take_spawned(&mut self) -> bool {
-        std::mem::take(&mut self.spawned)
+    /// The processes SPAWN_REQUESTs created since the last call; the
+    /// caller queues the replies (`Connection::poll_transmit`), then
+    /// starts them.
+    pub(crate) fn take_spawns(&mut self) -> Vec<ProcessTask> {
+        std::mem::take(&mut self.spawns)
     }
 
     /// Stages a payload for `key`'s mailbox; false when `key` is not a
@@ -238,7 +252,9 @@ pub(crate) fn dispatch_all(
                 return Err(e);
             }
         };
-        staged.spawned |= dispatch(inner, conn, DistMessage { control, payload });
+        if let Some(task) = dispatch(inner, conn, DistMessage { control, payload }) {
+            staged.spawns.push(task);
+        }
     }
     staged.flush();
     Ok(())
@@ -249,9 +265,9 @@ fn reply(conn: &mut Connection, control: ControlMessage, payload: Option<Term>) 
     conn.send(&c, p.as_deref(), now());
 }
 
-/// Handles one message; true when it started a process task (a
-/// SPAWN_REQUEST served by a process).
-fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) -> bool {
+/// Handles one message; the process to start when it was a
+/// SPAWN_REQUEST served by a process.
+fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) -> Option<ProcessTask> {
     use ControlMessage as C;
     let payload = msg.payload;
     match msg.control {
@@ -268,7 +284,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) -> bool
             }
         }
         C::RegSend { from, to_name } | C::RegSendTt { from, to_name, .. } => {
-            let Some(p) = payload else { return false };
+            let Some(p) = payload else { return None };
             let service = inner.services.named.get(&to_name).copied();
             if let Some(service) = service.filter(|_| inner.whereis_id(&to_name).is_none()) {
                 service(inner, &mut Peer { conn }, &from, p);
@@ -327,11 +343,11 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) -> bool
             ..
         } => match inner.services.spawn {
             Some(spawn) => {
-                let (replies, started) = spawn(inner, req_id, from, mfa, options, payload);
+                let (replies, task) = spawn(inner, req_id, from, mfa, options, payload);
                 for r in replies {
                     reply(conn, r, None);
                 }
-                return started;
+                return task;
             }
             None => tracing::debug!("spawn request ignored: no spawn service"),
         },
@@ -359,7 +375,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) -> bool
         }
         other => tracing::debug!(op = other.op(), "control message ignored"),
     }
-    false
+    None
 }
 
 /// A `$gen_call` to a Rust gen_server is answered at once on this

@@ -95,10 +95,16 @@ impl Pair {
         }
         dispatch_all(&self.inner, &mut self.ours, &mut self.staged, &self.source)
             .expect("dispatch");
+        // Processes that SPAWN_REQUESTs created start after their replies
+        // are queued, as on a connection (needs a runtime).
+        let spawns = self.staged.take_spawns();
         while let Some(t) = self.ours.poll_transmit() {
             self.theirs
                 .handle_input(&t, self.now)
                 .expect("their core takes it");
+        }
+        for task in spawns {
+            tokio::spawn(task);
         }
         let mut out = Vec::new();
         while let Some(m) = self.theirs.poll_message() {

@@ -60,7 +60,8 @@ fn crash_reason(e: &RpcError) -> Term {
 /// Returns the control messages to send at once: the SPAWN_REPLY and,
 /// when an `erpc` call of a synchronous (or missing) function was run
 /// inline, the process's exit (link EXIT, MONITOR_P_EXIT). Otherwise the
-/// process runs in a task and exits later (the flag is then true).
+/// process's body is returned, for the connection to start once the
+/// SPAWN_REPLY is queued; it exits later.
 fn spawn_request(
     inner: &Arc<Inner>,
     req_id: Reference,
@@ -68,7 +69,7 @@ fn spawn_request(
     mfa: Mfa,
     options: Term,
     args: Option<Term>,
-) -> (Vec<ControlMessage>, bool) {
+) -> (Vec<ControlMessage>, Option<crate::dispatch::ProcessTask>) {
     let args: Vec<Term> = match args.as_ref().and_then(Term::as_list) {
         Some(a) => a.to_vec(),
         None => {
@@ -79,7 +80,7 @@ fn spawn_request(
                     flags: 0,
                     result: Term::atom("badarg"),
                 }],
-                false,
+                None,
             )
         }
     };
@@ -116,7 +117,7 @@ fn spawn_request(
                 reason,
             });
         }
-        return (out, false);
+        return (out, None);
     }
     let p = inner.spawn_process();
     let pid = p.pid().clone();
@@ -136,7 +137,7 @@ fn spawn_request(
     let weak = Arc::downgrade(inner);
     let module = mfa.module.as_str().to_owned();
     let function = mfa.function.as_str().to_owned();
-    tokio::spawn(async move {
+    let task = Box::pin(async move {
         let reason = match (module.as_str(), function.as_str(), args.as_slice()) {
             ("erpc", "execute_call", [res, m, f, a]) => {
                 let (Some(m), Some(f), Some(a)) = (m.as_atom(), f.as_atom(), a.as_list()) else {
@@ -189,7 +190,7 @@ fn spawn_request(
             flags,
             result: Term::Pid(pid),
         }],
-        true,
+        Some(task),
     )
 }
 

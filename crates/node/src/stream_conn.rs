@@ -93,6 +93,7 @@ where
     if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
         return e.into();
     }
+    crate::connection::start_spawned(conn, &mut staged, outq);
     let mut deadline = conn.poll_timeout().map(tokio::time::Instant::from_std);
     let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
     let sleep = tokio::time::sleep_until(deadline.unwrap_or(far));
@@ -126,6 +127,7 @@ where
                         if let Err(e) = dispatch_all(inner, conn, &mut staged, &handle.kill) {
                             return e.into();
                         }
+                        crate::connection::start_spawned(conn, &mut staged, outq);
                     }
                     Err(e) => return DownReason::read(&e),
                 }
