@@ -284,7 +284,7 @@ fn dispatch(inner: &Arc<Inner>, conn: &mut Connection, msg: DistMessage) -> Opti
             }
         }
         C::RegSend { from, to_name } | C::RegSendTt { from, to_name, .. } => {
-            let Some(p) = payload else { return None };
+            let p = payload?;
             let service = inner.services.named.get(&to_name).copied();
             if let Some(service) = service.filter(|_| inner.whereis_id(&to_name).is_none()) {
                 service(inner, &mut Peer { conn }, &from, p);
