@@ -84,7 +84,8 @@ pub struct NodeConfig {
     /// task yields and looks at the socket again instead of waiting for
     /// the kernel to wake it. Cuts the wake-up of an idle CPU from a
     /// request/answer round trip at the price of CPU burnt while spinning.
-    /// `None` (the default): no spinning.
+    /// `None` (the default): no spinning. Plain TCP connections only: a
+    /// TLS connection (`tls`) does not spin.
     pub busy_poll: Option<Duration>,
 }
 
