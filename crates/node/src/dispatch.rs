@@ -42,8 +42,8 @@ pub(crate) type NamedService = fn(&Arc<Inner>, &mut Peer<'_>, &Pid, Term);
 
 /// Answers a SPAWN_REQUEST: request id, from, `{M, F, A}`, options and
 /// the argument list; returns the control messages to send back, and
-/// whether a process task was started (its first run may produce frames
-/// that can go out in the same write as the SPAWN_REPLY).
+/// the body of the process it created, if any (started by the connection
+/// once those messages are queued: see [`ProcessTask`]).
 pub(crate) type SpawnService = fn(
     &Arc<Inner>,
     Reference,
