@@ -204,22 +204,21 @@ fn sigterm_drains_for_the_grace_then_leaves_and_stops() {
     assert!(node.wait().unwrap().success());
 }
 
-#[test]
-fn a_drain_grace_out_of_range_is_refused() {
+/// `erlkube node` with `extra` after a name and cookie: refused with exit
+/// code 2 before anything starts; its stderr.
+fn refused_node_args(prefix: &str, extra: &[&str]) -> String {
     let out = Command::new(ERLKUBE)
-        .args([
-            "node",
-            "--name",
-            &long("cli_badgrace"),
-            "--cookie",
-            "cc",
-            "--drain-grace",
-            "11m",
-        ])
+        .args(["node", "--name", &long(prefix), "--cookie", "cc"])
+        .args(extra)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_drain_grace_out_of_range_is_refused() {
+    let err = refused_node_args("cli_badgrace", &["--drain-grace", "11m"]);
     assert!(
         err.contains("--drain-grace") && err.contains("10m"),
         "{err}"
@@ -244,13 +243,7 @@ fn busy_poll_node_echoes_a_beam_and_a_bad_value_is_refused() {
         .unwrap();
     assert_eq!(got, "true");
 
-    let out = Command::new(ERLKUBE)
-        .args(["node", "--name", &long("cli_badspin"), "--cookie", "cc"])
-        .args(["--busy-poll-us", "20000"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_node_args("cli_badspin", &["--busy-poll-us", "20000"]);
     assert!(
         err.contains("--busy-poll-us") && err.contains("0..=10000"),
         "{err}"
