@@ -144,14 +144,8 @@ fn start_floor() -> (u16, String) {
 
 /// CPU seconds (user + system) from a `stat` file.
 fn stat_cpu_secs(path: &str) -> f64 {
-    let s = std::fs::read_to_string(path).unwrap_or_default();
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks / hz.max(1.0)
+    let (user, sys) = erlkube_testkit::cpu::stat_cpu_secs(path);
+    user + sys
 }
 
 /// PORT_PLEASE2 against the floor server at each client count: (clients,
@@ -186,8 +180,8 @@ fn vm_rss_kib(pid: u32) -> u64 {
 
 /// CPU seconds (user + system) the process has used so far.
 fn cpu_secs(pid: u32) -> f64 {
-    // utime and stime: the 14th and 15th fields of the whole line.
-    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+    let (user, sys) = erlkube_testkit::process_cpu_secs(pid);
+    user + sys
 }
 
 fn node(name: String, port: u16) -> NodeInfo {

@@ -258,23 +258,7 @@ fn peer_node() {
     drop(rt);
 }
 
-/// CPU seconds (user, system) process `pid` has used so far.
-fn cpu_secs(pid: u32) -> (f64, f64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // utime and stime: fields 14 and 15, counted after the ")" that ends
-    // the command name.
-    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .map(|x| x.parse::<f64>().unwrap_or(0.0) / 100.0)
-        .collect();
-    (
-        f.first().copied().unwrap_or(0.0),
-        f.get(1).copied().unwrap_or(0.0),
-    )
-}
+use erlkube_testkit::process_cpu_secs as cpu_secs;
 
 /// Peer role `tcp-echo`: accepts one connection and echoes `TCP_MSG`-byte
 /// messages until it closes (blocking sockets, `TCP_NODELAY`).

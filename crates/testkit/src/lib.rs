@@ -32,6 +32,7 @@
 //! ```
 
 mod child;
+pub mod cpu;
 pub mod docs;
 mod epmd;
 pub mod erl_output;
@@ -42,6 +43,7 @@ pub mod tls;
 mod wait;
 
 pub use child::ChildGuard;
+pub use cpu::process_cpu_secs;
 pub use epmd::OtpEpmd;
 pub use node::{ErlNode, ErlNodeBuilder, EvalError, NameMode, Runtime};
 pub use port::{free_port, loopback_port_is_free};
