@@ -312,44 +312,34 @@ async fn after_read(
     let outq = &handle.tx;
     outq.arm_direct();
     dispatch_all(inner, conn, staged, &handle.kill)?;
-    if start_spawned(conn, staged, outq) == 1 {
-        // The new process's task: tokio runs it next on this worker (its
-        // LIFO slot). The SPAWN_REPLY waits in the queue for that one
-        // turn, so that a process that ends at once (an `erpc` call
-        // answered without waiting) has its exit (MONITOR_P_EXIT carrying
-        // the result) appended and both go out in one write: one segment
-        // and one wake-up on the caller's side instead of two. Not when
-        // a read started several: only the last is in the LIFO slot, the
-        // others may go to another worker, and waiting for a turn then
-        // only delays the replies (8 callers: 0.63-0.75x with the yield,
-        // 0.83-0.95x without; 1 caller: 1.31-1.34x with, 0.98-1.09x
-        // without).
-        tokio::task::yield_now().await;
-    }
+    // No turn is waited for after a start (as before processes took
+    // their first step here, so that a short one could append its exit
+    // to the SPAWN_REPLY's write): the task of a process started as a
+    // task takes this worker next, and one that blocks it would then
+    // hold the connection too (the yielded task waits for that worker).
+    start_spawned(conn, staged, outq);
     Ok(())
 }
 
 /// Queues what the core has to send (the SPAWN_REPLYs among it), then
-/// starts the processes SPAWN_REQUESTs created: a process's first signal
-/// (its exit, written by whichever worker runs it) can only follow its
-/// reply. Returns how many were started.
+/// starts the processes SPAWN_REQUESTs created (`ProcessTask::start`): a
+/// process's first signal (its exit, written by whichever worker runs
+/// it) can only follow its reply.
 pub(crate) fn start_spawned(
     conn: &mut Connection,
     staged: &mut Staged,
     outq: &crate::outq::OutQueue,
-) -> usize {
+) {
     let spawns = staged.take_spawns();
     if spawns.is_empty() {
-        return 0;
+        return;
     }
     while let Some(t) = conn.poll_transmit() {
         outq.push_own(&t);
     }
-    let n = spawns.len();
     for task in spawns {
-        tokio::spawn(task);
+        task.start();
     }
-    n
 }
 
 async fn connection_loop(

@@ -57,7 +57,80 @@ pub(crate) type SpawnService = fn(
 /// SPAWN_REPLY is queued: the protocol wants the reply before any signal
 /// from the new process (its exit, a message), and a process started at
 /// once could run on another worker and write first.
-pub(crate) type ProcessTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+pub(crate) struct ProcessTask {
+    body: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    first_step: FirstStep,
+}
+
+/// Where a spawned process takes its first step (runs until it first
+/// waits).
+pub(crate) enum FirstStep {
+    /// On the task that starts it (a synchronous or missing function,
+    /// bad arguments: nothing that can take long).
+    Here,
+    /// Here while `allowed` holds (an async function: see
+    /// [`ProcessTask::start`]); `mfa` names the function in the log.
+    HereWhileAllowed {
+        allowed: Arc<std::sync::atomic::AtomicBool>,
+        mfa: (Atom, Atom, u32),
+    },
+}
+
+/// A first step that ran longer than this on the connection's task (it
+/// kept the connection from reading) makes the function's later
+/// processes start as tasks of their own. A BEAM preempts a process after
+/// 4,000 reductions, on the order of a millisecond.
+const FIRST_STEP_MAX: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl ProcessTask {
+    pub(crate) fn new(
+        body: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        first_step: FirstStep,
+    ) -> ProcessTask {
+        ProcessTask { body, first_step }
+    }
+
+    /// Starts the process (call it once its SPAWN_REPLY is queued). Its
+    /// first step runs here, on the connection's task, when allowed: a
+    /// process that ends in it (an `erpc` call answered without waiting)
+    /// never becomes a task, so there is no hand-off to another task or
+    /// worker, and its exit is queued before the connection writes, in
+    /// the same write as its SPAWN_REPLY. A process that waits goes on as
+    /// a task of its own (its wakers are re-registered by the task's
+    /// first poll). An async function whose first step took longer than
+    /// `FIRST_STEP_MAX` has its later processes started as tasks. A panic
+    /// in the first step ends the process as a panic in its task would
+    /// (dropped: it exits `normal`), not the connection.
+    pub(crate) fn start(self) {
+        let ProcessTask {
+            mut body,
+            first_step,
+        } = self;
+        if let FirstStep::HereWhileAllowed { allowed, .. } = &first_step {
+            if !allowed.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::spawn(body);
+                return;
+            }
+        }
+        let started = std::time::Instant::now();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let step =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.as_mut().poll(&mut cx)));
+        let took = started.elapsed();
+        if let FirstStep::HereWhileAllowed { allowed, mfa } = &first_step {
+            if took > FIRST_STEP_MAX && allowed.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    function = %format_args!("{}:{}/{}", mfa.0, mfa.1, mfa.2),
+                    took_us = took.as_micros() as u64,
+                    "a process's first step kept its connection waiting; this function's processes start as tasks from now on"
+                );
+            }
+        }
+        if let Ok(std::task::Poll::Pending) = step {
+            tokio::spawn(body);
+        }
+    }
+}
 
 /// Answers a message to local process `id` inline (a Rust gen_server's
 /// `$gen_call`): the reply's control message and payload, or the message

@@ -360,7 +360,7 @@ pub(crate) struct Inner {
     /// The Phoenix.PubSub servers this node takes part in.
     pub pubsub: Mutex<HashMap<String, Arc<pubsub::Server>>>,
     pub gen_calls: std::sync::RwLock<HashMap<u32, gen::InlineCall>>,
-    pub fns: std::sync::RwLock<HashMap<(String, String, u32), rpc::Registered>>,
+    pub fns: std::sync::RwLock<HashMap<(Atom, Atom, u32), rpc::Registered>>,
     /// What dispatch hands messages to besides mailboxes.
     pub services: dispatch::Services,
     _registration: Mutex<Option<erlkube_epmd::Registration>>,

@@ -400,7 +400,11 @@ pub(crate) type SyncFn = std::sync::Arc<dyn Fn(Vec<Term>) -> Result<Term, RpcErr
 #[derive(Clone)]
 pub(crate) enum Registered {
     Sync(SyncFn),
-    Async(RpcFn),
+    /// An async function, and whether a process that runs it may take its
+    /// first step on the task of the connection that spawned it (see
+    /// `connection::start_spawned`); cleared for good when a first step
+    /// took too long.
+    Async(RpcFn, std::sync::Arc<std::sync::atomic::AtomicBool>),
 }
 
 pub(crate) mod futures_lite_box {
@@ -430,8 +434,10 @@ impl crate::Inner {
         function: &str,
         arity: usize,
     ) -> Option<Registered> {
+        // Keyed by atoms: short names (most) are inline, so a look-up
+        // allocates nothing.
         let fns = self.fns.read().expect("fns");
-        fns.get(&(module.to_owned(), function.to_owned(), arity as u32))
+        fns.get(&(Atom::new(module), Atom::new(function), arity as u32))
             .cloned()
     }
 
@@ -442,16 +448,52 @@ impl crate::Inner {
         function: &str,
         args: Vec<Term>,
     ) -> futures_lite_box::BoxFuture<Result<Term, RpcError>> {
-        match self.lookup_fn(module, function, args.len()) {
-            Some(Registered::Async(f)) => f(args),
-            Some(Registered::Sync(f)) => {
-                let r = f(args);
-                Box::pin(async move { r })
-            }
-            None => {
-                let e = undef(module, function, args);
-                Box::pin(async move { Err(e) })
-            }
+        run_registered(
+            self.lookup_fn(module, function, args.len()),
+            module,
+            function,
+            args,
+        )
+    }
+}
+
+/// An async function's future whose panic becomes `error:rust_panic`, as a
+/// synchronous function's does (the process then exits with that error,
+/// instead of the task dying and the process exiting `normal`).
+struct PanicToError(futures_lite_box::BoxFuture<Result<Term, RpcError>>);
+
+impl std::future::Future for PanicToError {
+    type Output = Result<Term, RpcError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(p) => p,
+            Err(_) => std::task::Poll::Ready(Err(RpcError::error(Term::atom("rust_panic")))),
+        }
+    }
+}
+
+/// Runs `entry`, the function registered as `module:function/len(args)`
+/// (looked up by the caller); `undef` when there is none.
+pub(crate) fn run_registered(
+    entry: Option<Registered>,
+    module: &str,
+    function: &str,
+    args: Vec<Term>,
+) -> futures_lite_box::BoxFuture<Result<Term, RpcError>> {
+    match entry {
+        Some(Registered::Async(f, _)) => Box::pin(PanicToError(f(args))),
+        Some(Registered::Sync(f)) => {
+            let r = f(args);
+            Box::pin(async move { r })
+        }
+        None => {
+            let e = undef(module, function, args);
+            Box::pin(async move { Err(e) })
         }
     }
 }
@@ -472,7 +514,7 @@ impl Node {
             .fns
             .write()
             .expect("fns")
-            .insert((module.to_owned(), function.to_owned(), arity), wrapped);
+            .insert((Atom::new(module), Atom::new(function), arity), wrapped);
     }
 
     /// [`Node::register_fn`] with an async closure.
@@ -481,11 +523,14 @@ impl Node {
         F: Fn(Vec<Term>) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<Term, RpcError>> + Send + 'static,
     {
-        let wrapped = Registered::Async(std::sync::Arc::new(move |args| Box::pin(f(args))));
+        let wrapped = Registered::Async(
+            std::sync::Arc::new(move |args| Box::pin(f(args))),
+            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        );
         self.inner
             .fns
             .write()
             .expect("fns")
-            .insert((module.to_owned(), function.to_owned(), arity), wrapped);
+            .insert((Atom::new(module), Atom::new(function), arity), wrapped);
     }
 }

@@ -104,7 +104,7 @@ impl Pair {
                 .expect("their core takes it");
         }
         for task in spawns {
-            tokio::spawn(task);
+            task.start();
         }
         let mut out = Vec::new();
         while let Some(m) = self.theirs.poll_message() {

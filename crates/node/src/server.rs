@@ -7,7 +7,7 @@ use std::sync::Arc;
 use erlkube_etf::{Atom, Pid, Reference, Term};
 use erlkube_proto::dist::control::{ControlMessage, Mfa};
 
-use crate::dispatch::Services;
+use crate::dispatch::{FirstStep, ProcessTask, Services};
 use crate::rpc::{ExceptionClass, RpcError};
 use crate::signals::LinkState;
 use crate::Inner;
@@ -69,7 +69,7 @@ fn spawn_request(
     mfa: Mfa,
     options: Term,
     args: Option<Term>,
-) -> (Vec<ControlMessage>, Option<crate::dispatch::ProcessTask>) {
+) -> (Vec<ControlMessage>, Option<ProcessTask>) {
     let args: Vec<Term> = match args.as_ref().and_then(Term::as_list) {
         Some(a) => a.to_vec(),
         None => {
@@ -134,54 +134,66 @@ fn spawn_request(
     }
     let flags =
         if link { SPAWN_FLAG_LINK } else { 0 } | if monitor { SPAWN_FLAG_MONITOR } else { 0 };
-    let weak = Arc::downgrade(inner);
-    let module = mfa.module.as_str().to_owned();
-    let function = mfa.function.as_str().to_owned();
-    let task = Box::pin(async move {
-        let reason = match (module.as_str(), function.as_str(), args.as_slice()) {
-            ("erpc", "execute_call", [res, m, f, a]) => {
-                let (Some(m), Some(f), Some(a)) = (m.as_atom(), f.as_atom(), a.as_list()) else {
-                    // apply/3 with bad arguments: {Res, error, {erpc, badarg}}.
-                    let r = Term::tuple(vec![
-                        res.clone(),
-                        Term::atom("error"),
-                        Term::tuple(vec![Term::atom("erpc"), Term::atom("badarg")]),
-                    ]);
-                    p.exit(r);
-                    return;
-                };
-                let Some(i) = weak.upgrade() else { return };
-                let fut = i.run_fn(m.as_str(), f.as_str(), a.to_vec());
-                drop(i);
-                match fut.await {
-                    Ok(v) => Term::tuple(vec![res.clone(), Term::atom("return"), v]),
-                    Err(e) => e.to_erpc_reason(res.clone()),
-                }
+    // What the process runs: the function (looked up once, here) and how
+    // its outcome becomes the exit reason.
+    enum Job {
+        /// `erpc:execute_call(Res, M, F, A)`: `{Res, return, V}` or the
+        /// erpc reason.
+        Call(Term),
+        /// `erpc:execute_cast(M, F, A)`.
+        Cast,
+        /// `M:F(A...)` itself.
+        Plain,
+    }
+    let (job, target) = match (mfa.module.as_str(), mfa.function.as_str(), args.as_slice()) {
+        ("erpc", "execute_call", [res, m, f, a]) => (
+            Job::Call(res.clone()),
+            match (m.as_atom(), f.as_atom(), a.as_list()) {
+                (Some(m), Some(f), Some(a)) => Some((m.clone(), f.clone(), a.to_vec())),
+                _ => None,
+            },
+        ),
+        ("erpc", "execute_cast", [m, f, a]) => (
+            Job::Cast,
+            match (m.as_atom(), f.as_atom(), a.as_list()) {
+                (Some(m), Some(f), Some(a)) => Some((m.clone(), f.clone(), a.to_vec())),
+                _ => None,
+            },
+        ),
+        _ => (Job::Plain, Some((mfa.module, mfa.function, args))),
+    };
+    let entry = target
+        .as_ref()
+        .and_then(|(m, f, a)| inner.lookup_fn(m.as_str(), f.as_str(), a.len()));
+    let first_step = match (&target, &entry) {
+        (Some((m, f, a)), Some(crate::rpc::Registered::Async(_, allowed))) => {
+            FirstStep::HereWhileAllowed {
+                allowed: allowed.clone(),
+                mfa: (m.clone(), f.clone(), a.len() as u32),
             }
-            ("erpc", "execute_cast", [m, f, a]) => {
-                let (Some(m), Some(f), Some(a)) = (m.as_atom(), f.as_atom(), a.as_list()) else {
-                    p.exit(Term::atom("badarg"));
-                    return;
-                };
-                let Some(i) = weak.upgrade() else { return };
-                let fut = i.run_fn(m.as_str(), f.as_str(), a.to_vec());
-                drop(i);
-                match fut.await {
-                    Ok(_) => Term::atom("normal"),
-                    Err(e) => crash_reason(&e),
-                }
-            }
-            _ => {
-                let Some(i) = weak.upgrade() else { return };
-                let fut = i.run_fn(&module, &function, args.clone());
-                drop(i);
-                match fut.await {
-                    Ok(_) => Term::atom("normal"),
-                    Err(e) => crash_reason(&e),
-                }
-            }
+        }
+        _ => FirstStep::Here,
+    };
+    let body = Box::pin(async move {
+        let Some((m, f, a)) = target else {
+            // apply/3 with bad arguments.
+            p.exit(match job {
+                Job::Call(res) => Term::tuple(vec![
+                    res,
+                    Term::atom("error"),
+                    Term::tuple(vec![Term::atom("erpc"), Term::atom("badarg")]),
+                ]),
+                Job::Cast | Job::Plain => Term::atom("badarg"),
+            });
+            return;
         };
-        p.exit(reason);
+        let outcome = crate::rpc::run_registered(entry, m.as_str(), f.as_str(), a).await;
+        p.exit(match (job, outcome) {
+            (Job::Call(res), Ok(v)) => Term::tuple(vec![res, Term::atom("return"), v]),
+            (Job::Call(res), Err(e)) => e.to_erpc_reason(res),
+            (Job::Cast | Job::Plain, Ok(_)) => Term::atom("normal"),
+            (Job::Cast | Job::Plain, Err(e)) => crash_reason(&e),
+        });
     });
     (
         vec![ControlMessage::SpawnReply {
@@ -190,7 +202,7 @@ fn spawn_request(
             flags,
             result: Term::Pid(pid),
         }],
-        Some(task),
+        Some(ProcessTask::new(body, first_step)),
     )
 }
 
@@ -208,7 +220,7 @@ fn inline_erpc(inner: &Inner, mfa: &Mfa, args: &[Term]) -> Option<Term> {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| func(a.to_vec())))
                 .unwrap_or_else(|_| Err(crate::RpcError::error(Term::atom("rust_panic"))))
         }
-        Some(crate::rpc::Registered::Async(_)) => return None,
+        Some(crate::rpc::Registered::Async(..)) => return None,
         None => Err(crate::rpc::undef(m.as_str(), f.as_str(), a.to_vec())),
     };
     Some(match outcome {

@@ -282,6 +282,120 @@ async fn elixir_calls_rust_gen_server_and_rpc() {
     );
 }
 
+/// A process spawned by an `erpc` call takes its first step on the
+/// task of the connection that carried the request (no hand-off: the
+/// same task id for every call), goes on as a task of its own after it
+/// first waits, and a function whose first step kept the connection
+/// waiting (here it blocks 5 ms, against the rules of async code) has its
+/// later processes started as tasks: one that blocks then no longer
+/// holds the connection. A panic, before or after a wait, is
+/// `error:rust_panic` on the caller's side, and the connection stays up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spawned_processes_take_their_first_step_on_the_connection_unless_it_took_too_long() {
+    let epmd = OtpEpmd::start().unwrap();
+    let b = beam("first_step", &epmd, Runtime::Erlang);
+    let rust = demo_node("first_step", &epmd).await;
+    let r = rust.name().to_owned();
+    let task_id = || Term::Binary(format!("{:?}", tokio::task::try_id()).into_bytes().into());
+    rust.register_async_fn("t", "where", 0, move |_| {
+        let first = task_id();
+        async move {
+            tokio::task::yield_now().await;
+            Ok(Term::tuple(vec![first, task_id()]))
+        }
+    });
+    let wheres = eval(
+        &b,
+        &format!("[erpc:call('{r}', t, where, [], 10000) || _ <- [1, 2, 3]]"),
+    )
+    .await;
+    let wheres = parse(&wheres);
+    let pairs: Vec<(Term, Term)> = wheres
+        .as_list()
+        .expect("a list")
+        .iter()
+        .map(|t| match t.as_tuple() {
+            Some([a, b]) => (a.clone(), b.clone()),
+            _ => panic!("not a pair: {t}"),
+        })
+        .collect();
+    assert_eq!(pairs.len(), 3);
+    assert!(
+        pairs.iter().all(|(first, _)| *first == pairs[0].0),
+        "first steps on one task (the connection's): {wheres}"
+    );
+    assert!(
+        pairs.iter().all(|(first, later)| first != later),
+        "after a wait each process is a task of its own: {wheres}"
+    );
+    assert_ne!(pairs[0].1, pairs[1].1, "{wheres}");
+
+    // t:hold/0 blocks 5 ms in its first step on its first call; later
+    // calls block until the test lets them go (at most 20 s).
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (go, gate) = std::sync::mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    rust.register_async_fn("t", "hold", 0, move |_| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let gate = gate.clone();
+        async move {
+            if n == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            } else {
+                let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(20));
+            }
+            Ok(Term::atom("held"))
+        }
+    });
+    assert_eq!(
+        eval(&b, &format!("erpc:call('{r}', t, hold, [], 10000)")).await,
+        "held"
+    );
+    // The holder's request goes out first on the connection; then, while
+    // its process blocks, the same connection answers another call.
+    let answered = eval(
+        &b,
+        &format!(
+            "Self = self(), register(holder, spawn(fun() -> \
+               Req = erpc:send_request('{r}', t, hold, []), Self ! sent, \
+               V = (catch erpc:receive_response(Req, 30000)), \
+               receive {{get, P}} -> P ! V end end)), \
+             receive sent -> ok end, \
+             catch erpc:call('{r}', demo, echo, [answered], 5000)"
+        ),
+    )
+    .await;
+    go.send(()).unwrap();
+    assert_eq!(answered, "answered", "the connection was held");
+    assert_eq!(
+        eval(
+            &b,
+            "holder ! {get, self()}, receive V -> V after 30000 -> timeout end"
+        )
+        .await,
+        "held"
+    );
+
+    rust.register_async_fn("t", "panic_now", 0, |_| async move {
+        panic!("first step");
+    });
+    rust.register_async_fn("t", "panic_later", 0, |_| async move {
+        tokio::task::yield_now().await;
+        panic!("after a wait");
+    });
+    for f in ["panic_now", "panic_later"] {
+        assert_eq!(
+            eval(&b, &format!("rpc:call('{r}', t, {f}, [])")).await,
+            "{badrpc,{'EXIT',{rust_panic,[]}}}",
+            "{f}"
+        );
+    }
+    assert_eq!(
+        eval(&b, &format!("erpc:call('{r}', demo, echo, [up], 5000)")).await,
+        "up"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn erl_call_uses_rex_on_rust_node() {
     let epmd = OtpEpmd::start().unwrap();
