@@ -517,7 +517,16 @@ impl Node {
             .insert((Atom::new(module), Atom::new(function), arity), wrapped);
     }
 
-    /// [`Node::register_fn`] with an async closure.
+    /// [`Node::register_fn`] with an async closure. Each `erpc` call (and
+    /// `spawn/4`) of it runs in a process of its own (a pid, links and
+    /// monitors, an exit carrying the result). The process takes its first
+    /// step (runs until it first waits) on the task of the connection that
+    /// carried the request, so a call answered without waiting costs no
+    /// hand-off to another task or worker, and goes on as a task of its own
+    /// when it waits. Do blocking work in `spawn_blocking`: a first step
+    /// that takes longer than 1 ms keeps the connection from reading, and
+    /// the function's later processes are then started as tasks (logged
+    /// once). A panic becomes `error:rust_panic` on the caller's side.
     pub fn register_async_fn<F, Fut>(&self, module: &str, function: &str, arity: u32, f: F)
     where
         F: Fn(Vec<Term>) -> Fut + Send + Sync + 'static,
