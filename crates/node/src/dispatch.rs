@@ -82,6 +82,17 @@ pub(crate) enum FirstStep {
 /// 4,000 reductions, on the order of a millisecond.
 const FIRST_STEP_MAX: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// A waker that does nothing, for a first step's poll (`Waker::noop` is
+/// newer than the workspace's `rust-version`).
+fn noop_waker() -> &'static std::task::Waker {
+    struct Noop;
+    impl std::task::Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    static WAKER: std::sync::OnceLock<std::task::Waker> = std::sync::OnceLock::new();
+    WAKER.get_or_init(|| std::task::Waker::from(Arc::new(Noop)))
+}
+
 impl ProcessTask {
     pub(crate) fn new(
         body: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
@@ -113,7 +124,7 @@ impl ProcessTask {
             }
         }
         let started = std::time::Instant::now();
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut cx = std::task::Context::from_waker(noop_waker());
         let step =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.as_mut().poll(&mut cx)));
         let took = started.elapsed();
