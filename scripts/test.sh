@@ -11,6 +11,6 @@ cargo fmt --all --check
 step cargo clippy
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step cargo doc
-RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --document-private-items --locked
 step cargo test
 cargo test --workspace --locked

@@ -1,5 +1,5 @@
 //! The iovec form of an encoding, like `erlang:term_to_iovec/1`: the bytes
-//! of [`crate::encode`] as a sequence of segments in which large binaries
+//! of [`crate::encode()`] as a sequence of segments in which large binaries
 //! are referenced, not copied.
 
 use std::io::IoSlice;

@@ -17,7 +17,7 @@
 //!
 //! # Encoding
 //!
-//! [`encode`] writes what OTP 25's `erlang:term_to_binary/1` writes for every
+//! [`encode()`] writes what OTP 25's `erlang:term_to_binary/1` writes for every
 //! term whose encoding is canonical: the smallest integer tag, `STRING_EXT`
 //! for proper lists of up to 65535 bytes, small maps (up to 32 keys) with
 //! keys in map-key order ([`Term::cmp_exact`]: Erlang term order, except
@@ -54,7 +54,7 @@
 //!
 //! The BEAM accepts terms nested to any depth (a list nested a million
 //! levels, say), and so does everything here: the owned decoder
-//! ([`decode`], [`decode_body_prefix_with_atom_cache`]), the borrowed
+//! ([`decode()`], [`decode_body_prefix_with_atom_cache`]), the borrowed
 //! one ([`decode_ref`]) and the lazy view ([`decode_view`], its
 //! iterators, [`Cursor`] and [`TermView::encoded`]), the payload check
 //! ([`validate_body_prefix_with_atom_cache`]), every encoder (contiguous,
