@@ -342,7 +342,16 @@ async fn spawned_processes_take_their_first_step_on_the_connection_unless_it_too
             if n == 0 {
                 std::thread::sleep(Duration::from_millis(5));
             } else {
-                let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(20));
+                // Blocks this step, not the runtime: `block_in_place`
+                // hands the worker's other tasks (and its turn at the
+                // I/O driver) to another thread, so only the task being
+                // polled waits. A bare blocking call would stall the
+                // runtime's I/O for every connection alike (tokio does
+                // not promise another worker polls the driver), which
+                // is not what this test is about.
+                tokio::task::block_in_place(|| {
+                    let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(20));
+                });
             }
             Ok(Term::atom("held"))
         }
