@@ -249,3 +249,28 @@ fn busy_poll_node_echoes_a_beam_and_a_bad_value_is_refused() {
         "{err}"
     );
 }
+
+/// `--busy-poll-us` on a runtime of two workers logs, when the node
+/// starts, that spinning wakes the other worker and what to do instead;
+/// on one worker (a one-CPU pod) it says nothing of the kind.
+#[test]
+fn busy_poll_on_more_than_one_worker_is_warned_about() {
+    let epmd = OtpEpmd::start().unwrap();
+    for workers in ["2", "1"] {
+        let mut cmd = Command::new(ERLKUBE);
+        cmd.args(["node", "--name", &long("cli_spinw"), "--cookie", "cc"])
+            .args(["--epmd-port", &epmd.port().to_string()])
+            .args(["--busy-poll-us", "50"])
+            .env("TOKIO_WORKER_THREADS", workers)
+            .stderr(Stdio::piped());
+        let mut node = common::spawn_until_listening(&mut cmd);
+        let mut stderr = node.child_mut().stderr.take().unwrap();
+        // Stopped, the node's log ends: all it wrote while starting is in.
+        drop(node);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).unwrap();
+        let warned = text.contains("busy_poll on a multi-thread runtime with more than one worker")
+            && text.contains("TOKIO_WORKER_THREADS=1");
+        assert_eq!(warned, workers == "2", "{workers} workers, log:\n{text}");
+    }
+}

@@ -146,7 +146,8 @@ fn hello(i: usize) -> Term {
 
 /// The runtime of a Rust node process: what `#[tokio::main]` gives
 /// (multi-thread, one worker per CPU) unless
-/// `DIST_BENCH_RUNTIME=current_thread` (for comparison only).
+/// `DIST_BENCH_RUNTIME=current_thread` (for comparison only);
+/// `DIST_BENCH_WORKERS=N` sets the multi-thread runtime's workers.
 fn runtime() -> tokio::runtime::Runtime {
     if std::env::var("DIST_BENCH_RUNTIME").as_deref() == Ok("current_thread") {
         tokio::runtime::Builder::new_current_thread()
@@ -154,10 +155,11 @@ fn runtime() -> tokio::runtime::Runtime {
             .build()
             .unwrap()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap()
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if let Ok(n) = std::env::var("DIST_BENCH_WORKERS") {
+            b.worker_threads(n.parse().expect("DIST_BENCH_WORKERS: a number of threads"));
+        }
+        b.enable_all().build().unwrap()
     }
 }
 
@@ -461,6 +463,8 @@ fn main() {
     }
     if std::env::var("DIST_BENCH_RUNTIME").as_deref() == Ok("current_thread") {
         println!("runtime: current_thread (bench process and Rust peer)");
+    } else if let Ok(n) = std::env::var("DIST_BENCH_WORKERS") {
+        println!("runtime: multi-thread, {n} workers (bench process and Rust peer)");
     }
     runtime().block_on(run());
 }

@@ -85,7 +85,10 @@ pub struct NodeConfig {
     /// the kernel to wake it. Cuts the wake-up of an idle CPU from a
     /// request/answer round trip at the price of CPU burnt while spinning.
     /// `None` (the default): no spinning. Plain TCP connections only: a
-    /// TLS connection (`tls`) does not spin.
+    /// TLS connection (`tls`) does not spin. Run a spinning node on one
+    /// tokio worker (a current-thread runtime, or one worker thread): on
+    /// more, each spin turn wakes another worker and the slowest round
+    /// trips get slower (the node logs a warning when it starts).
     pub busy_poll: Option<Duration>,
 }
 

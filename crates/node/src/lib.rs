@@ -452,6 +452,9 @@ impl Node {
         if config.cookie.is_empty() {
             return Err(NodeError::EmptyCookie);
         }
+        if config.busy_poll.is_some() {
+            warn_busy_poll_workers(&tokio::runtime::Handle::current());
+        }
         let port = match config.listen {
             Listen::Port(p) => p,
             Listen::Ephemeral => 0,
@@ -1040,5 +1043,25 @@ impl Drop for Process {
 impl std::fmt::Debug for Process {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Process").field("pid", &self.pid).finish()
+    }
+}
+
+/// Busy-poll on a multi-thread runtime of more than one worker: each spin
+/// turn yields, the worker finds its queue empty and goes searching, and
+/// when it finds the spinning task again tokio wakes a parked worker to
+/// take over the search (`transition_worker_from_searching`), about once
+/// per round trip. The woken worker takes a CPU from the spinners and
+/// the tail of round trips gets longer than without spinning
+/// (BENCHMARKS.md, issue 20). Said once, when the node starts.
+fn warn_busy_poll_workers(rt: &tokio::runtime::Handle) {
+    let workers = rt.metrics().num_workers();
+    if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread && workers > 1 {
+        tracing::warn!(
+            workers,
+            "busy_poll on a multi-thread runtime with more than one worker: \
+             tokio wakes another worker at each spin turn, which makes the slowest \
+             round trips slower (p99); give the node one worker \
+             (TOKIO_WORKER_THREADS=1, or one CPU for the pod) or a current-thread runtime"
+        );
     }
 }

@@ -57,7 +57,8 @@ pub struct NodeArgs {
     /// 10000) looking for more before sleeping, as the BEAM's schedulers
     /// do by default: a request/answer round trip no longer waits for an
     /// idle CPU to wake, at the price of CPU burnt while spinning. 0: off.
-    /// Plain TCP distribution only (not with --proto-dist inet_tls).
+    /// Plain TCP distribution only (not with --proto-dist inet_tls). Best
+    /// on one tokio worker (one CPU, or TOKIO_WORKER_THREADS=1).
     #[arg(long, default_value_t = 0, value_name = "MICROSECONDS",
           value_parser = clap::value_parser!(u64).range(0..=10_000))]
     busy_poll_us: u64,
