@@ -57,13 +57,26 @@ pub struct NodeArgs {
     /// 10000) looking for more before sleeping, as the BEAM's schedulers
     /// do by default: a request/answer round trip no longer waits for an
     /// idle CPU to wake, at the price of CPU burnt while spinning. 0: off.
-    /// Plain TCP distribution only (not with --proto-dist inet_tls). Best
-    /// on one tokio worker (one CPU, or TOKIO_WORKER_THREADS=1).
+    /// Plain TCP distribution only (not with --proto-dist inet_tls). The
+    /// node then runs on one tokio worker unless TOKIO_WORKER_THREADS
+    /// says otherwise (spinning on more slows the slowest round trips).
     #[arg(long, default_value_t = 0, value_name = "MICROSECONDS",
           value_parser = clap::value_parser!(u64).range(0..=10_000))]
     busy_poll_us: u64,
     #[command(flatten)]
     discovery: super::node_discovery::DiscoveryArgs,
+}
+
+/// tokio's default multi-thread runtime (one worker per CPU the process
+/// may use, or `TOKIO_WORKER_THREADS`); with busy-poll and no
+/// `TOKIO_WORKER_THREADS`, one worker: spinning on more makes tokio wake
+/// another worker at each spin turn (BENCHMARKS.md, issue 20).
+fn runtime(busy_poll: bool) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if busy_poll && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        b.worker_threads(1);
+    }
+    b.enable_all().build().expect("tokio runtime")
 }
 
 fn parse_drain_grace(text: &str) -> Result<Duration, String> {
@@ -89,7 +102,7 @@ pub fn main(args: NodeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let rt = runtime(args.busy_poll_us > 0);
     let result = rt.block_on(run(args, prepared));
     // Don't let a task still finishing (a connection, a discovery round)
     // hold the exit after the node has shut down.
