@@ -14,6 +14,9 @@
 //! (`ERLKUBE_DIST_BENCH_ROLE=tcp-echo`, blocking sockets, `TCP_NODELAY`),
 //! is measured in the same run.
 
+#[path = "../tests/events/mod.rs"]
+mod events;
+
 use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -719,13 +722,7 @@ async fn run() {
             failed += 1;
         }
         h.disconnect(&beam_y);
-        loop {
-            if let Ok(erlkube_node::NodeEvent::NodeDown { node, .. }) = events.recv().await {
-                if node == beam_y {
-                    break;
-                }
-            }
-        }
+        events::nodedown(&mut events, &beam_y, Duration::from_secs(10)).await;
     }
     let rh = t.elapsed().as_secs_f64();
     let per = |s: f64| s / HANDSHAKES as f64 * 1e3;

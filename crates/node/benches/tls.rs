@@ -10,6 +10,9 @@
 //!
 //! Needs `erl` and `epmd` (a private epmd on a free port is started).
 
+#[path = "../tests/events/mod.rs"]
+mod events;
+
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::Stdio;
@@ -298,13 +301,7 @@ async fn run() {
             retried += 1;
         }
         h.disconnect(&beam_y);
-        loop {
-            if let Ok(erlkube_node::NodeEvent::NodeDown { node, .. }) = events.recv().await {
-                if node == beam_y {
-                    break;
-                }
-            }
-        }
+        events::nodedown(&mut events, &beam_y, Duration::from_secs(10)).await;
     }
     let rh = t.elapsed().as_secs_f64();
     let per = |s: f64| s / HANDSHAKES as f64 * 1e3;

@@ -6,28 +6,14 @@
 
 #[macro_use]
 mod beam_peer;
+mod events;
 
 use std::time::Duration;
 
 use beam_peer::{connect, eval, rust_node, Beam, Otp};
 use erlkube_etf::Term;
-use erlkube_node::{GlobalError, NodeEvent};
+use erlkube_node::GlobalError;
 use erlkube_testkit::OtpEpmd;
-
-async fn nodedown(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>, peer: &str) {
-    let wait = async {
-        loop {
-            if let Ok(NodeEvent::NodeDown { node, .. }) = events.recv().await {
-                if node == peer {
-                    return;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no nodedown of {peer}"));
-}
 
 async fn global_both_ways(otp: Otp) {
     let epmd = OtpEpmd::start().unwrap();
@@ -158,7 +144,7 @@ async fn global_both_ways(otp: Otp) {
         ),
     )
     .await;
-    nodedown(&mut events, &b).await;
+    events::nodedown(&mut events, &b, Duration::from_secs(30)).await;
     let f = rust.spawn_process();
     connect(&rust, &b).await;
     assert_eq!(eval(&rust, &b, "global:sync().").await, Term::atom("ok"));

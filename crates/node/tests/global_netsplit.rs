@@ -18,12 +18,12 @@
 
 #[macro_use]
 mod beam_peer;
+mod events;
 
 use std::time::Duration;
 
 use beam_peer::{connect, eval, rust_node, Beam, Otp};
 use erlkube_etf::Term;
-use erlkube_node::NodeEvent;
 use erlkube_testkit::OtpEpmd;
 
 /// Removes the gate file however the test ends.
@@ -85,17 +85,8 @@ async fn a_name_registered_on_both_sides_of_a_netsplit_resolves_to_one_pid() {
     rust.send_named(me.pid(), &n2, "cutter", Term::atom("go"))
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            if let Ok(NodeEvent::NodeDown { node, .. }) = events.recv().await {
-                if node == n2 {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-    .expect("b2 cut itself off");
+    // b2 cut itself off.
+    events::nodedown(&mut events, &n2, Duration::from_secs(30)).await;
     until!(
         "b1 has lost b2",
         !eval(&rust, &n1, "nodes().")

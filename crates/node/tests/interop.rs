@@ -6,11 +6,13 @@
 //! Terms of any depth round-trip: a million levels of lists, tuples and
 //! maps made by `erl` are received, decoded, encoded and sent back.
 
+mod events;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use erlkube_etf::Term;
-use erlkube_node::{Cookie, DownReason, Node, NodeConfig, NodeEvent};
+use erlkube_node::{Cookie, Node, NodeConfig, NodeEvent};
 use erlkube_testkit::{unique_name, ErlNode, OtpEpmd, Runtime};
 
 /// Evaluates on a BEAM node from async code (testkit is blocking).
@@ -65,19 +67,6 @@ fn spawn_echo(node: &Node) {
             }
         }
     });
-}
-
-async fn next_nodedown(
-    events: &mut tokio::sync::broadcast::Receiver<NodeEvent>,
-    peer: &str,
-) -> DownReason {
-    loop {
-        if let NodeEvent::NodeDown { node, reason } = events.recv().await.unwrap() {
-            if node == peer {
-                return reason;
-            }
-        }
-    }
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -224,7 +213,7 @@ async fn idle_link_survives_ticks_and_frozen_beam_is_detected() {
         .status()
         .unwrap()
         .success());
-    let reason = tokio::time::timeout(tick * 3, next_nodedown(&mut events, b.node_name())).await;
+    let reason = events::nodedown_within(&mut events, b.node_name(), tick * 3).await;
     let _ = std::process::Command::new("kill")
         .args(["-CONT", &pid])
         .status();
@@ -242,9 +231,7 @@ async fn killed_beam_gives_nodedown() {
     rust.ping(&name).await.unwrap();
     let mut b = Arc::try_unwrap(b).unwrap();
     b.kill();
-    tokio::time::timeout(Duration::from_secs(8), next_nodedown(&mut events, &name))
-        .await
-        .unwrap();
+    events::nodedown(&mut events, &name, Duration::from_secs(8)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -306,7 +293,7 @@ async fn reconnect_after_disconnect() {
             .await
             .unwrap_or_else(|e| panic!("round {i}: {e}"));
         assert!(rust.disconnect(b.node_name()));
-        next_nodedown(&mut events, b.node_name()).await;
+        events::nodedown(&mut events, b.node_name(), MINUTE).await;
     }
 }
 

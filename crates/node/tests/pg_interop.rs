@@ -6,6 +6,7 @@
 
 #[macro_use]
 mod beam_peer;
+mod events;
 
 use beam_peer::{connect, eval, pids, rust_node, Beam, Otp};
 use erlkube_etf::Term;
@@ -153,7 +154,7 @@ async fn pg_both_ways(otp: Otp) {
     );
     let mut events = rust.subscribe();
     assert!(rust.disconnect(&b));
-    nodedown(&mut events, &b).await;
+    events::nodedown(&mut events, &b, std::time::Duration::from_secs(30)).await;
     until!(
         "Rust drops the members of the node that went down",
         !rust.pg_members("pg", &g()).unwrap().contains(&ep)
@@ -204,28 +205,12 @@ async fn pg_both_ways(otp: Otp) {
         ),
     )
     .await;
-    nodedown(&mut events, &b).await;
+    events::nodedown(&mut events, &b, std::time::Duration::from_secs(30)).await;
     until!(
         "the scope works after the bad peer was cut off",
         pids(&eval(&rust, &b, "pg:get_members(pg, g).").await).contains(f.pid())
     );
     rust.shutdown();
-}
-
-/// Waits (at most 30 s) for the nodedown of `peer`.
-async fn nodedown(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>, peer: &str) {
-    let wait = async {
-        loop {
-            if let Ok(NodeEvent::NodeDown { node, .. }) = events.recv().await {
-                if node == peer {
-                    return;
-                }
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(30), wait)
-        .await
-        .unwrap_or_else(|_| panic!("no nodedown of {peer}"));
 }
 
 /// `pid_to_list/1` text of a pid of `beam` (to name it in an expression).

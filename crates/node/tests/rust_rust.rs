@@ -1,5 +1,7 @@
 //! Two Rust nodes in one process, on loopback with fixed ports (no epmd).
 
+mod events;
+
 use std::time::Duration;
 
 use erlkube_etf::Term;
@@ -101,16 +103,7 @@ async fn shutdown_gives_nodedown() {
     a.ping(b.name()).await.unwrap();
     let mut events = a.subscribe();
     b.shutdown();
-    let down = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let NodeEvent::NodeDown { node, .. } = events.recv().await.unwrap() {
-                return node;
-            }
-        }
-    })
-    .await
-    .unwrap();
-    assert_eq!(down, b.name());
+    events::nodedown(&mut events, b.name(), Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
@@ -558,17 +551,7 @@ async fn unfinished_fragments_past_the_budget_close_the_connection() {
     // The fifth would hold 1.25 MiB: the connection is closed.
     s.write_all(&first_fragment(5, 1000, &chunk)).await.unwrap();
     assert!(closed_by_peer(&mut s).await, "connection not closed");
-    let reason = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            if let NodeEvent::NodeDown { node, reason } = events.recv().await.unwrap() {
-                if node == name {
-                    return reason;
-                }
-            }
-        }
-    })
-    .await
-    .expect("no nodedown for the hostile peer");
+    let reason = events::nodedown(&mut events, &name, Duration::from_secs(5)).await;
     assert!(
         reason.to_string().contains("over the connection's budget"),
         "{reason}"
@@ -689,16 +672,8 @@ async fn busy_poll_connections_deliver_everything_in_order() {
     assert_eq!(pb.recv_timeout(T).await.expect("delivered"), big);
     let mut events = a.subscribe();
     b.stop().await;
-    let down = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let NodeEvent::NodeDown { node, .. } = events.recv().await.unwrap() {
-                return node;
-            }
-        }
-    })
-    .await
-    .expect("a sees b's close");
-    assert_eq!(down, b.name());
+    // a sees b's close.
+    events::nodedown(&mut events, b.name(), Duration::from_secs(10)).await;
 }
 
 /// The protocol wants a SPAWN_REPLY before any signal from the process

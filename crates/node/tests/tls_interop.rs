@@ -8,6 +8,8 @@
 //! Both directions: BEAM→Rust and Rust→BEAM ping, `rpc:call`,
 //! `gen_server:call`, a 10 MB message, links and monitors.
 
+mod events;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,17 +116,7 @@ async fn pair(tag: &str, rt: Runtime, extra: &str) -> Pair {
 async fn disconnect(rust: &Node, peer: &str) {
     let mut events = rust.subscribe();
     assert!(rust.disconnect(peer), "connected to {peer}");
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Ok(erlkube_node::NodeEvent::NodeDown { node, .. }) = events.recv().await {
-                if node == peer {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-    .expect("nodedown after disconnect");
+    events::nodedown(&mut events, peer, Duration::from_secs(10)).await;
 }
 
 /// Everything both ways between a TLS Rust node and a TLS BEAM node.
