@@ -373,6 +373,18 @@ async fn supervise(
     let mut leave = drain.leave.subscribe();
     let mut events = beam.local().subscribe();
     let mut throttle = Throttle::new(Duration::from_secs(5), Duration::from_secs(300));
+    // With `agent.register_poll_interval`, the port mapper is also asked
+    // to tell of registrations as they happen (erlkube's WATCH; OTP's
+    // epmd does not serve it, and the polling below carries on alone).
+    let (reg_tx, mut reg_rx) = watch::channel(false);
+    let mut watching = config.register_poll_interval.is_some();
+    let _watcher = watching.then(|| {
+        AbortOnDrop(tokio::spawn(watch_registration(
+            config.clone(),
+            reg_tx,
+            status.clone(),
+        )))
+    });
     loop {
         // Wait for the node: an RPC every `agent.wait_interval` and, with
         // `agent.register_poll_interval`, its port mapper asked in between
@@ -392,6 +404,20 @@ async fn supervise(
         let first = loop {
             tokio::select! {
                 _ = wait.tick() => {}
+                // A registered node that did not answer yet is tried again
+                // at 20 ms, 40 ms, … whatever the polling step.
+                _ = tokio::time::sleep_until(next_rpc), if registered => {}
+                // The port mapper told of a registration: look now (the
+                // look below confirms it and connects at once).
+                r = reg_rx.changed(), if watching => {
+                    if r.is_err() {
+                        watching = false;
+                        continue;
+                    }
+                    if !*reg_rx.borrow_and_update() {
+                        continue;
+                    }
+                }
                 _ = leave_requested(&mut leave), if status.lock().unwrap().drain != Drain::Left => {
                     // Nothing to disconnect: the node is not up.
                     tracing::info!(node = %target, "drain over while the node is down");
@@ -588,18 +614,78 @@ async fn supervise(
     }
 }
 
-/// Whether the node is registered with the port mapper on its host
-/// (`ERL_EPMD_PORT`): `None` when the port mapper does not answer.
-/// One PORT_PLEASE2 to the node's address when its name holds one, else
-/// to loopback (the agent runs in the node's pod; resolving a host name
-/// every few milliseconds would load the cluster DNS instead).
-async fn registration(config: &AgentConfig) -> Option<bool> {
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The port mapper [`registration`] asks: the node's address when its
+/// name holds one, else loopback.
+fn epmd_host(config: &AgentConfig) -> Option<(&str, &str)> {
     let (alive, host) = config.node.as_str().split_once('@')?;
     let host = if host.parse::<std::net::IpAddr>().is_ok() {
         host
     } else {
         "127.0.0.1"
     };
+    Some((alive, host))
+}
+
+/// Follows the node's port mapper with erlkube's WATCH request:
+/// `registered` turns true the moment the node registers (and false when
+/// it unregisters). Retries every `agent.wait_interval` while the port
+/// mapper is not there; ends for good when it does not serve WATCH
+/// (OTP's epmd), leaving the PORT_PLEASE2 polling alone.
+async fn watch_registration(
+    config: AgentConfig,
+    registered: watch::Sender<bool>,
+    status: Arc<Mutex<Status>>,
+) {
+    let Some((alive, host)) = epmd_host(&config) else {
+        return;
+    };
+    let client = erlkube_epmd::Client::new(host, config.epmd_port)
+        .with_timeout(Duration::from_millis(500).min(config.wait_interval));
+    loop {
+        match client.watch().await {
+            Ok(mut w) => {
+                tracing::debug!(
+                    epmd_port = config.epmd_port,
+                    "following the port mapper's registrations"
+                );
+                status.lock().unwrap().epmd_watch = true;
+                while let Ok(names) = w.next().await {
+                    let now = names.nodes.iter().any(|e| e.name == alive);
+                    registered.send_if_modified(|r| std::mem::replace(r, now) != now);
+                }
+                status.lock().unwrap().epmd_watch = false;
+                tracing::debug!("the port mapper's WATCH connection closed");
+            }
+            Err(erlkube_epmd::ClientError::WatchUnsupported) => {
+                tracing::debug!(
+                    epmd_port = config.epmd_port,
+                    "the port mapper does not tell of registrations; asking it every agent.register_poll_interval"
+                );
+                return;
+            }
+            // Not listening yet (the node starts it), or restarted.
+            Err(e) => tracing::trace!(error = %e, "no WATCH connection to the port mapper"),
+        }
+        tokio::time::sleep(config.wait_interval).await;
+    }
+}
+
+/// Whether the node is registered with the port mapper on its host
+/// (`ERL_EPMD_PORT`): `None` when the port mapper does not answer.
+/// One PORT_PLEASE2 to the node's address when its name holds one, else
+/// to loopback (the agent runs in the node's pod; resolving a host name
+/// every few milliseconds would load the cluster DNS instead).
+async fn registration(config: &AgentConfig) -> Option<bool> {
+    let (alive, host) = epmd_host(config)?;
     let timeout = Duration::from_millis(500).min(config.wait_interval);
     match erlkube_node::epmd::port_please(host, config.epmd_port, alive, timeout).await {
         Ok(_) => Some(true),

@@ -90,6 +90,10 @@ pub struct Status {
     /// was absent (`agent.register_poll_interval`), each followed at once
     /// by a connection attempt instead of the next `agent.wait_interval`.
     pub registrations_seen: u64,
+    /// True while the agent follows the port mapper's registry (erlkube's
+    /// WATCH request): a registration is seen the moment it happens, not
+    /// at the next `agent.register_poll_interval` look.
+    pub epmd_watch: bool,
     /// The nodes of the last successful discovery answer (self excluded).
     pub discovered: Option<BTreeSet<NodeName>>,
     /// The node's `nodes()`: the last read, kept current by its events.
@@ -326,6 +330,12 @@ impl Collector for Snapshot {
             "erlkube_agent_beam_registrations_seen",
             "Times the absent local BEAM node was seen registering with its port mapper (connected at once).",
             s.registrations_seen,
+        )?;
+        gauge(
+            e,
+            "erlkube_agent_epmd_watch",
+            "1 while the port mapper tells the agent of each registration (erlkube's epmd; 0: it is polled).",
+            s.epmd_watch as u64,
         )?;
         gauge(
             e,
@@ -584,6 +594,7 @@ mod tests {
             beam_ups: 2,
             cookie_rejections: 4,
             registrations_seen: 3,
+            epmd_watch: true,
             discovered: Some(set(&["a@h"])),
             connected: set(&["a@h", "b@h"]),
             node_events: true,

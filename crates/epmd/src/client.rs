@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use erlkube_proto::epmd::{
-    decode_alive2_response, decode_port2_response, parse_names, DecodeError, NameEntry, NodeInfo,
-    Request,
+    decode_alive2_response, decode_port2_response, decode_watch_frame, parse_names, DecodeError,
+    NameEntry, NodeInfo, Request, WATCH_RESP,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -39,6 +39,14 @@ pub enum ClientError {
     /// The daemon closed the connection without a (complete) answer.
     #[error("epmd closed the connection without answering")]
     NoAnswer,
+    /// The daemon closed a WATCH connection without answering: OTP's
+    /// `epmd` does not serve erlkube's request, and erlkube's refuses it
+    /// to a non-local peer and past its limit of watchers. Poll with
+    /// PORT_PLEASE2 or NAMES instead.
+    #[error(
+        "epmd closed the WATCH request unanswered (OTP's epmd, a non-local peer, or too many watchers)"
+    )]
+    WatchUnsupported,
     /// The daemon refused the registration (result code; name taken, …).
     #[error("epmd refused the registration (result {0})")]
     Refused(u8),
@@ -275,6 +283,28 @@ impl Client {
         Ok(Names { epmd_port, nodes })
     }
 
+    /// Follows the registry (erlkube's WATCH request, local peers only):
+    /// the returned [`Watch`] yields the NAMES answer now and after every
+    /// registration or unregistration. [`ClientError::WatchUnsupported`]
+    /// from a daemon that does not serve it (OTP's `epmd`). Connecting and
+    /// the daemon's first answer share the client's timeout; waiting for
+    /// changes has none.
+    pub async fn watch(&self) -> Result<Watch, ClientError> {
+        self.timed(async {
+            let mut stream = self.open(&Request::Watch).await?;
+            let mut ack = [0u8; 1];
+            match stream.read(&mut ack).await? {
+                0 => Err(ClientError::WatchUnsupported),
+                _ if ack[0] == WATCH_RESP => Ok(Watch {
+                    stream,
+                    buf: Vec::new(),
+                }),
+                _ => Err(ClientError::Decode(DecodeError::UnexpectedResponse(ack[0]))),
+            }
+        })
+        .await
+    }
+
     /// The daemon's DUMP text (local peers only), without the port prefix.
     pub async fn dump(&self) -> Result<String, ClientError> {
         let buf = self.request_to_eof(Request::Dump).await?;
@@ -304,6 +334,31 @@ impl Client {
             Some(b"STOPPED") => Ok(StopReply::Stopped),
             Some(b"NOEXIST") => Ok(StopReply::NoSuchName),
             _ => Err(ClientError::NoAnswer),
+        }
+    }
+}
+
+/// An open WATCH connection ([`Client::watch`]).
+#[derive(Debug)]
+pub struct Watch {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Watch {
+    /// The next NAMES answer: the first at once, then one after each
+    /// change of the registry (changes close together may come as one).
+    /// [`ClientError::NoAnswer`] once the daemon closed the connection.
+    pub async fn next(&mut self) -> Result<Names, ClientError> {
+        loop {
+            if let Some((body, used)) = decode_watch_frame(&self.buf)? {
+                let (epmd_port, nodes) = parse_names(body)?;
+                self.buf.drain(..used);
+                return Ok(Names { epmd_port, nodes });
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ClientError::NoAnswer);
+            }
         }
     }
 }

@@ -30,6 +30,6 @@ pub mod metrics;
 pub mod server;
 pub mod sys;
 
-pub use client::{Client, ClientError, Exchange, KillReply, Names, Registration, StopReply};
+pub use client::{Client, ClientError, Exchange, KillReply, Names, Registration, StopReply, Watch};
 pub use erlkube_proto::epmd::{NameEntry, NodeInfo};
 pub use server::{is_local_peer, run, Config, Exit};

@@ -13,7 +13,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-const KINDS: [&str; 6] = ["alive2", "port_please2", "names", "dump", "kill", "stop"];
+const KINDS: [&str; 7] = [
+    "alive2",
+    "port_please2",
+    "names",
+    "dump",
+    "kill",
+    "stop",
+    "watch",
+];
 
 type Labels = [(&'static str, &'static str); 1];
 

@@ -24,19 +24,21 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use erlkube_proto::epmd::registry::{ConnId, Registry};
-use erlkube_proto::epmd::{decode_request, DecodeError, Request, Response, MAX_REQUEST_LEN};
+use erlkube_proto::epmd::{
+    decode_request, encode_watch_frame, DecodeError, Request, Response, MAX_REQUEST_LEN, WATCH_RESP,
+};
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
@@ -208,7 +210,23 @@ struct Shared {
     /// Per-peer limit on warnings (a client sending garbage in a loop
     /// gets a few lines and a count, not one line per connection).
     warns: PeerWarnings,
+    /// Bumped on every change of the registry: what WATCH connections
+    /// wait for.
+    changes: watch::Sender<u64>,
+    /// WATCH connections open now (at most [`MAX_WATCHERS`]).
+    watchers: AtomicUsize,
 }
+
+impl Shared {
+    /// Tells the WATCH connections that the registry changed.
+    fn registry_changed(&self) {
+        self.changes.send_modify(|g| *g = g.wrapping_add(1));
+    }
+}
+
+/// WATCH connections served at once; more are closed (each holds a task
+/// and a socket for as long as its client stays).
+const MAX_WATCHERS: usize = 64;
 
 /// Warnings shown per peer address in each window; the rest are counted
 /// and summed up in one line when the window ends.
@@ -308,6 +326,8 @@ pub async fn run(
         killed: Notify::new(),
         next_id: AtomicU64::new(1),
         warns: PeerWarnings::default(),
+        changes: watch::Sender::new(0),
+        watchers: AtomicUsize::new(0),
     });
     for l in &listeners {
         info!(addr = %l.local_addr()?, "epmd listening");
@@ -498,7 +518,12 @@ fn accepted(
         }
     };
     let complete = match decode_request(&scratch[..got], shared.config.max_request_len) {
-        Ok(Some((req, used))) if used == got && !matches!(req, Request::Alive2(_)) => Some(req),
+        // ALIVE2 and WATCH keep their connection: a task of their own.
+        Ok(Some((req, used)))
+            if used == got && !matches!(req, Request::Alive2(_) | Request::Watch) =>
+        {
+            Some(req)
+        }
         _ => None,
     };
     let Some(request) = complete else {
@@ -691,6 +716,11 @@ async fn answer(
     };
     let info = match request {
         Request::Alive2(info) => info,
+        Request::Watch => {
+            let is_local = local();
+            watch_registry(shared, stream, peer, is_local).await;
+            return;
+        }
         other => {
             let reply = reply(shared, peer, &local, other);
             if let Some(bytes) = reply.bytes {
@@ -722,6 +752,9 @@ async fn answer(
         let mut reg = shared.registry.lock().unwrap();
         let r = reg.register(id, info, now_secs());
         metrics.set_registered(reg.len());
+        if r.is_ok() {
+            shared.registry_changed();
+        }
         r
     };
     let (ok, creation) = match &result {
@@ -757,6 +790,7 @@ async fn answer(
         let mut reg = shared.registry.lock().unwrap();
         if let Some(n) = reg.unregister_conn(id) {
             info!(name = ?n, "unregistered");
+            shared.registry_changed();
         }
         metrics.set_registered(reg.len());
     }
@@ -874,6 +908,9 @@ fn reply(shared: &Shared, peer: SocketAddr, local: &dyn Fn() -> bool, request: R
                 let mut reg = shared.registry.lock().unwrap();
                 let c = reg.stop(&name);
                 metrics.set_registered(reg.len());
+                if c.is_some() {
+                    shared.registry_changed();
+                }
                 c
             };
             let stopped = match conn {
@@ -906,6 +943,91 @@ fn encode_port2_found(n: &erlkube_proto::epmd::NodeInfo, out: &mut Vec<u8>) {
 
 /// Keeps a registration's connection until the node closes it, sends
 /// anything (OTP treats that as the end too), or STOP closes it.
+/// A WATCH connection (erlkube's own request, see
+/// [`erlkube_proto::epmd`]): `WATCH_RESP`, then the NAMES answer as a
+/// frame at once and after every change of the registry, until the
+/// client closes (or sends anything) or a write does not finish within
+/// the packet timeout. Local peers only, at most [`MAX_WATCHERS`].
+async fn watch_registry(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: bool,
+) {
+    let metrics = &shared.config.metrics;
+    metrics.request("watch");
+    if !local {
+        peer_warn!(
+            shared,
+            peer,
+            request = "watch",
+            "refused from a non-local address"
+        );
+        metrics.error("not_local");
+        return;
+    }
+    struct Watching<'a>(&'a AtomicUsize);
+    impl Drop for Watching<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _watching = Watching(&shared.watchers);
+    if shared.watchers.fetch_add(1, Ordering::AcqRel) >= MAX_WATCHERS {
+        peer_warn!(
+            shared,
+            peer,
+            max = MAX_WATCHERS,
+            "too many WATCH connections; closing"
+        );
+        metrics.error("watch_limit");
+        return;
+    }
+    debug!("watching the registry");
+    let mut changes = shared.changes.subscribe();
+    let mut out = vec![WATCH_RESP];
+    let mut byte = [0u8; 1];
+    loop {
+        // Marked seen before the registry is read: a change made after
+        // this point wakes the loop again.
+        changes.borrow_and_update();
+        let names = shared.registry.lock().unwrap().names_response(shared.port);
+        encode_watch_frame(&names, &mut out);
+        let write = tokio::time::timeout(shared.config.packet_timeout, stream.write_all(&out));
+        match write.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(error = %e, "watch connection failed");
+                return;
+            }
+            Err(_) => {
+                peer_warn!(shared, peer, "watching client does not read; closing");
+                metrics.error("watch_stalled");
+                return;
+            }
+        }
+        out.clear();
+        tokio::select! {
+            r = changes.changed() => {
+                if r.is_err() {
+                    return; // the daemon is stopping
+                }
+            }
+            r = stream.read(&mut byte) => {
+                match r {
+                    Ok(0) => debug!("watch connection closed"),
+                    Ok(_) => {
+                        peer_warn!(shared, peer, "data on a WATCH connection; closing");
+                        metrics.error("trailing_bytes");
+                    }
+                    Err(e) => debug!(error = %e, "watch connection failed"),
+                }
+                return;
+            }
+        }
+    }
+}
+
 async fn hold_registration(stream: &mut TcpStream, stop: oneshot::Receiver<()>) {
     let mut byte = [0u8; 1];
     tokio::select! {
@@ -996,6 +1118,8 @@ mod inline_tests {
             killed: Notify::new(),
             next_id: AtomicU64::new(1_000_000),
             warns: PeerWarnings::default(),
+            changes: watch::Sender::new(0),
+            watchers: AtomicUsize::new(0),
         });
         let mut reg = shared.registry.lock().unwrap();
         for i in 0..n {

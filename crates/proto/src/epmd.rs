@@ -13,6 +13,14 @@
 //!   ([`decode_alive2_response`], [`decode_port2_response`], [`parse_names`]).
 //! - [`registry::Registry`]: OTP's registration semantics (creation
 //!   counters, duplicate names refused, NAMES and DUMP text).
+//!
+//! One request is erlkube's own, not OTP's: `WATCH_REQ` ('W', from a
+//! local peer only). Its connection stays open; the daemon answers
+//! `WATCH_RESP` ('W') and then writes the NAMES answer as a frame
+//! (`Length:32/big`, the NAMES bytes) at once and after every change of
+//! the registry, so a sidecar learns of a registration the moment it
+//! happens instead of polling. OTP's epmd closes the connection on it
+//! (an unknown request), which tells a client to poll instead.
 
 pub mod registry;
 
@@ -36,6 +44,12 @@ pub const DUMP_REQ: u8 = 100;
 pub const KILL_REQ: u8 = 107;
 /// `STOP_REQ` ('s').
 pub const STOP_REQ: u8 = 115;
+/// `WATCH_REQ` ('W'): erlkube's own; see the module documentation.
+pub const WATCH_REQ: u8 = 87;
+/// `WATCH_RESP` ('W'): the daemon watches for the client.
+pub const WATCH_RESP: u8 = 87;
+/// Largest NAMES frame a watching client accepts (about 40,000 names).
+pub const MAX_WATCH_FRAME: usize = 2 << 20;
 
 /// Node type of a normal (visible) Erlang node ('M').
 pub const NODE_TYPE_NORMAL: u8 = 77;
@@ -137,6 +151,8 @@ pub enum Request {
     Kill,
     /// Forcibly unregister a name (`STOP_REQ`).
     Stop { name: String },
+    /// Follow the registry (`WATCH_REQ`, erlkube's own).
+    Watch,
 }
 
 impl Request {
@@ -149,6 +165,7 @@ impl Request {
             Request::Dump => "dump",
             Request::Kill => "kill",
             Request::Stop { .. } => "stop",
+            Request::Watch => "watch",
         }
     }
 
@@ -172,6 +189,7 @@ impl Request {
                 out.push(STOP_REQ);
                 out.extend_from_slice(name.as_bytes());
             }
+            Request::Watch => out.push(WATCH_REQ),
         }
         let len = (out.len() - start - 2) as u16;
         out[start..start + 2].copy_from_slice(&len.to_be_bytes());
@@ -282,6 +300,7 @@ pub fn decode_body(body: &[u8]) -> Result<Request, DecodeError> {
         STOP_REQ => Ok(Request::Stop {
             name: name_field(rest, "STOP")?,
         }),
+        WATCH_REQ => Ok(Request::Watch),
         other => Err(DecodeError::UnknownRequest(other)),
     }
 }
@@ -436,6 +455,33 @@ impl fmt::Display for NameEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "name {} at port {}", self.name, self.port)
     }
+}
+
+/// Daemon side: the frame a watching client gets for a NAMES answer
+/// (`Length:32/big` and the answer's bytes).
+pub fn encode_watch_frame(names: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(names.len() as u32).to_be_bytes());
+    out.extend_from_slice(names);
+}
+
+/// Client side: one watch frame from the start of `buf`: `Ok(None)` when
+/// more bytes are needed, else the NAMES bytes and the bytes consumed.
+/// A frame over [`MAX_WATCH_FRAME`] is refused.
+pub fn decode_watch_frame(buf: &[u8]) -> Result<Option<(&[u8], usize)>, DecodeError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > MAX_WATCH_FRAME {
+        return Err(DecodeError::TooLarge {
+            len,
+            max: MAX_WATCH_FRAME,
+        });
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    Ok(Some((&buf[4..4 + len], 4 + len)))
 }
 
 /// Client side: parses a complete NAMES response (read until the daemon
@@ -661,5 +707,34 @@ mod tests {
             let _ = decode_alive2_response(&buf);
             let _ = parse_names(&buf);
         }
+    }
+
+    #[test]
+    fn watch_request_and_frames_round_trip() {
+        let bytes = Request::Watch.to_bytes();
+        assert_eq!(bytes, [0, 1, WATCH_REQ]);
+        assert_eq!(
+            decode_request(&bytes, MAX_REQUEST_LEN).unwrap(),
+            Some((Request::Watch, 3))
+        );
+        let names = b"\0\0\x11\x11name a at port 10\n";
+        let mut out = Vec::new();
+        encode_watch_frame(names, &mut out);
+        encode_watch_frame(b"", &mut out);
+        let (first, used) = decode_watch_frame(&out).unwrap().unwrap();
+        assert_eq!(first, names);
+        assert_eq!(parse_names(first).unwrap().1[0].name, "a");
+        assert_eq!(
+            decode_watch_frame(&out[used..]).unwrap(),
+            Some((&b""[..], 4))
+        );
+        // Partial frames wait for more bytes; an oversized one is refused.
+        assert_eq!(decode_watch_frame(&out[..3]).unwrap(), None);
+        assert_eq!(decode_watch_frame(&out[..used - 1]).unwrap(), None);
+        let huge = ((MAX_WATCH_FRAME + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            decode_watch_frame(&huge),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 }

@@ -1,0 +1,113 @@
+//! The agent learns of its node's registration from erlkube's port mapper
+//! (its WATCH request) the moment it happens; with OTP's epmd, which does
+//! not serve WATCH, it keeps polling. Real `erl` nodes.
+//!
+//! Both tests push `agent.wait_interval` to a minute: after its first
+//! look (the node absent) the agent would not look again within a test's
+//! wait unless something told it to.
+//!
+//! Tests run one at a time (a lock): the agent's node reads the port
+//! mapper's port from `ERL_EPMD_PORT` in this process's environment.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::RunningAgent;
+use erlkube_testkit::{unique_name, wait_until, ErlNode, OtpEpmd};
+
+mod common;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const COOKIE: &str = "agent_epmd_watch_cookie";
+/// Liveness bound of each wait (not a performance assertion).
+const WAIT: Duration = Duration::from_secs(30);
+
+fn agent(node: &str, epmd_port: u16, register_poll: &str) -> RunningAgent {
+    std::env::set_var("ERL_EPMD_PORT", epmd_port.to_string());
+    let port = epmd_port.to_string();
+    RunningAgent::start(common::local_config(
+        node,
+        COOKIE,
+        &[
+            ("ERL_EPMD_PORT", port.as_str()),
+            ("ERLKUBE_AGENT_WAIT_INTERVAL", "60s"),
+            ("ERLKUBE_AGENT_REGISTER_POLL_INTERVAL", register_poll),
+            ("ERLKUBE_AGENT_DRAIN_GRACE", "0s"),
+        ],
+    ))
+}
+
+fn metric(agent: &RunningAgent, name: &str) -> u64 {
+    agent
+        .metric(name)
+        .unwrap_or_else(|| panic!("no {name} in\n{}", agent.get("/metrics")))
+}
+
+fn wait(what: &str, agent: &RunningAgent, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_until(WAIT, cond),
+        "{what}; /cluster: {}",
+        agent.get("/cluster")
+    );
+}
+
+fn start_node(name: &str, epmd_port: u16) -> ErlNode {
+    ErlNode::builder(name.split('@').next().unwrap())
+        .epmd_port(epmd_port)
+        .cookie(COOKIE)
+        .start()
+        .expect("start erl (is Erlang/OTP installed?)")
+}
+
+#[test]
+fn erlkube_epmd_tells_the_agent_of_the_registration() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // erlkube's port mapper, in-process, on its own runtime.
+    let epmd_rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = epmd_rt
+        .block_on(async { erlkube_epmd::server::bind_one("127.0.0.1:0".parse().unwrap()) })
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    epmd_rt.spawn(erlkube_epmd::run(
+        vec![listener],
+        erlkube_epmd::Config::default(),
+        std::future::pending(),
+    ));
+    let name = format!("{}@127.0.0.1", unique_name("watch_app"));
+    // The poll step is a minute too: only the port mapper's word can make
+    // the agent look again in time.
+    let agent = agent(&name, port, "60s");
+    wait("the agent follows the port mapper", &agent, || {
+        metric(&agent, "erlkube_agent_epmd_watch") == 1
+    });
+    assert_eq!(metric(&agent, "erlkube_agent_beam_up"), 0);
+    let node = start_node(&name, port);
+    assert_eq!(node.node_name(), name);
+    wait("the node is up for the agent", &agent, || {
+        metric(&agent, "erlkube_agent_beam_up") == 1
+    });
+    assert_eq!(
+        metric(&agent, "erlkube_agent_beam_registrations_seen_total"),
+        1
+    );
+}
+
+#[test]
+fn with_otp_epmd_the_agent_polls_its_registration() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let epmd = OtpEpmd::start().expect("start OTP epmd");
+    let name = format!("{}@127.0.0.1", unique_name("poll_app"));
+    let agent = agent(&name, epmd.port(), "20ms");
+    let node = start_node(&name, epmd.port());
+    assert_eq!(node.node_name(), name);
+    wait("the node is up for the agent", &agent, || {
+        metric(&agent, "erlkube_agent_beam_up") == 1
+    });
+    assert_eq!(
+        metric(&agent, "erlkube_agent_beam_registrations_seen_total"),
+        1
+    );
+    // OTP's epmd closed the WATCH request: the agent polled.
+    assert_eq!(metric(&agent, "erlkube_agent_epmd_watch"), 0);
+}
