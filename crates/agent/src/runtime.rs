@@ -428,7 +428,15 @@ async fn supervise(
             let mut attempt =
                 config.register_poll_interval.is_none() || tokio::time::Instant::now() >= next_rpc;
             if config.register_poll_interval.is_some() {
-                match registration(&config).await {
+                // While the port mapper tells of registrations, its word
+                // is read instead of asking it (no request every step).
+                let told = status.lock().unwrap().epmd_watch;
+                let state = if told {
+                    Some(*reg_rx.borrow_and_update())
+                } else {
+                    registration(&config).await
+                };
+                match state {
                     Some(true) if !registered => {
                         registered = true;
                         quick = Some(Duration::from_millis(20));
@@ -653,14 +661,20 @@ async fn watch_registration(
     loop {
         match client.watch().await {
             Ok(mut w) => {
-                tracing::debug!(
-                    epmd_port = config.epmd_port,
-                    "following the port mapper's registrations"
-                );
-                status.lock().unwrap().epmd_watch = true;
+                let mut first = true;
                 while let Ok(names) = w.next().await {
                     let now = names.nodes.iter().any(|e| e.name == alive);
                     registered.send_if_modified(|r| std::mem::replace(r, now) != now);
+                    if first {
+                        // Only now is `registered` current: the wait reads
+                        // it instead of polling from here on.
+                        first = false;
+                        status.lock().unwrap().epmd_watch = true;
+                        tracing::debug!(
+                            epmd_port = config.epmd_port,
+                            "following the port mapper's registrations"
+                        );
+                    }
                 }
                 status.lock().unwrap().epmd_watch = false;
                 tracing::debug!("the port mapper's WATCH connection closed");

@@ -94,6 +94,61 @@ fn erlkube_epmd_tells_the_agent_of_the_registration() {
 }
 
 #[test]
+fn while_erlkube_epmd_tells_the_agent_it_does_not_poll() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let epmd_rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = epmd_rt
+        .block_on(async { erlkube_epmd::server::bind_one("127.0.0.1:0".parse().unwrap()) })
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = erlkube_epmd::Config::default();
+    let metrics = config.metrics.clone();
+    epmd_rt.spawn(erlkube_epmd::run(
+        vec![listener],
+        config,
+        std::future::pending(),
+    ));
+    let name = format!("{}@127.0.0.1", unique_name("quiet_app"));
+    // The default step: a polling agent would ask every 10 ms.
+    let agent = agent(&name, port, "10ms");
+    wait("the agent follows the port mapper", &agent, || {
+        metric(&agent, "erlkube_agent_epmd_watch") == 1
+    });
+    // The test's own watch marks the registration.
+    let client = erlkube_epmd::Client::new("127.0.0.1", port);
+    let mut w = epmd_rt.block_on(client.watch()).expect("watch");
+    let before = metrics.requests("port_please2");
+    let node = start_node(&name, port);
+    let alive = name.split('@').next().unwrap();
+    epmd_rt.block_on(async {
+        tokio::time::timeout(WAIT, async {
+            while !w
+                .next()
+                .await
+                .expect("watch answer")
+                .nodes
+                .iter()
+                .any(|e| e.name == alive)
+            {}
+        })
+        .await
+        .expect("the node registered")
+    });
+    // From the agent's watch until the registration, the node booted
+    // (hundreds of milliseconds: dozens of looks at 10 ms); at most the
+    // agent's own dial, just after the registration, may have asked.
+    let asked = metrics.requests("port_please2") - before;
+    assert!(
+        asked <= 1,
+        "{asked} PORT_PLEASE2 requests while the node booted"
+    );
+    wait("the node is up for the agent", &agent, || {
+        metric(&agent, "erlkube_agent_beam_up") == 1
+    });
+    assert_eq!(node.node_name(), name);
+}
+
+#[test]
 fn with_otp_epmd_the_agent_polls_its_registration() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let epmd = OtpEpmd::start().expect("start OTP epmd");

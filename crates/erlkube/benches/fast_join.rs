@@ -29,7 +29,10 @@
 //!   same moment and its agent stopped while its node keeps answering:
 //!   its removal time shows it keeps `removal_grace`.
 //!
-//! Env: `FAST_JOIN_TRIALS` (default 3).
+//! Env: `FAST_JOIN_TRIALS` (default 3); `FAST_JOIN_EPMD=erlkube` runs
+//! erlkube's port mapper (`erlkube-epmd`) in every pod of both variants
+//! instead of OTP's `epmd`: the agent then learns of the registration
+//! from its WATCH connection instead of its 10 ms poll.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -151,10 +154,20 @@ struct Trial {
     answering: Option<f64>,
 }
 
+/// The pods' port mapper (`FAST_JOIN_EPMD`).
+fn epmd_program() -> String {
+    match std::env::var("FAST_JOIN_EPMD").as_deref() {
+        Ok("erlkube") => env!("CARGO_BIN_EXE_erlkube-epmd").to_owned(),
+        Ok("otp") | Err(_) => "epmd".to_owned(),
+        Ok(other) => panic!("FAST_JOIN_EPMD: otp or erlkube, not {other:?}"),
+    }
+}
+
 async fn trial(agent: bool) -> Trial {
     let mut bed = Bed::new(BedConfig {
         naming: Naming::Ipv4,
         net_ticktime: 60,
+        epmd_program: epmd_program(),
         ..BedConfig::default()
     })
     .expect("bed");
@@ -337,6 +350,10 @@ fn main() {
         .unwrap();
     let load = || std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average at start: {}", load().trim());
+    println!(
+        "port mapper in every pod: {}",
+        std::env::var("FAST_JOIN_EPMD").unwrap_or_else(|_| "otp".into())
+    );
     rt.block_on(async {
         let mut a = Vec::new();
         let mut b = Vec::new();

@@ -129,6 +129,9 @@ pub struct BedConfig {
     /// How pods' `erl` runs (the host's OTP by default; another OTP in a
     /// chroot, extra arguments).
     pub erl: ErlRuntime,
+    /// The pods' port mapper: a program taking OTP's `-port P` (OTP's
+    /// `epmd` by default; erlkube's `erlkube-epmd` is a drop-in).
+    pub epmd_program: String,
 }
 
 impl Default for BedConfig {
@@ -145,6 +148,7 @@ impl Default for BedConfig {
             pod_prefix: "pod".into(),
             srv_ports: Vec::new(),
             erl: ErlRuntime::default(),
+            epmd_program: "epmd".into(),
         }
     }
 }
@@ -569,7 +573,7 @@ impl Bed {
             self.attach(&ns, &veth, v4, v6)?;
             let hostname = format!("{}-{index}.{}", self.config.pod_prefix, self.service_fqdn());
             let spec = self.erl_spec(v4, v6, &hostname)?;
-            let mut epmd_cmd = in_netns(&ns, "epmd");
+            let mut epmd_cmd = in_netns(&ns, &self.config.epmd_program);
             epmd_cmd
                 .args(["-port", &self.config.epmd_port.to_string()])
                 .stdin(Stdio::null())
