@@ -72,6 +72,11 @@ pub const AGENT_KEYS: &[AgentKey] = &[
         doc: "while the node is absent, how often its port mapper (ERL_EPMD_PORT; at the node's IP, or 127.0.0.1 for a host name) is asked whether the node has registered; the node is connected at once when it has. 0s: off (only agent.wait_interval)",
     },
     AgentKey {
+        name: "agent.epmd_watch",
+        default: Some("true"),
+        doc: "with agent.register_poll_interval, also ask the port mapper to tell of registrations as they happen (erlkube's epmd serves it; OTP's epmd refuses, and the agent polls alone); false: poll only",
+    },
+    AgentKey {
         name: "agent.node_events",
         default: Some("true"),
         doc: "follow the node's nodeup/nodedown events (a subscriber process on the node); false: poll nodes() every formation.check_interval",
@@ -182,6 +187,9 @@ pub struct AgentConfig {
     /// While the node is absent, how often its port mapper is asked
     /// whether it has registered (`None`: never; only `wait_interval`).
     pub register_poll_interval: Option<Duration>,
+    /// With `register_poll_interval`, also hold a WATCH connection to the
+    /// port mapper (erlkube's), which tells of registrations at once.
+    pub epmd_watch: bool,
     /// The port mapper's port (`ERL_EPMD_PORT`, default 4369).
     pub epmd_port: u16,
     /// Follow the node's nodeup/nodedown events (else poll `nodes()`).
@@ -460,6 +468,17 @@ pub fn resolve_agent(
                 format!("must be a duration from 0s to 10m like \"5s\" (the pod's terminationGracePeriodSeconds must be longer), got {dg:?}"),
             )
         })?;
+    let ew = get(&entries, "agent.epmd_watch").unwrap_or_default();
+    let epmd_watch = match ew.as_str() {
+        "true" => true,
+        "false" => false,
+        _ => {
+            return Err(invalid(
+                "agent.epmd_watch",
+                format!("must be true or false, got {ew:?}"),
+            ))
+        }
+    };
     let ne = get(&entries, "agent.node_events").unwrap_or_default();
     let node_events = match ne.as_str() {
         "true" => true,
@@ -541,6 +560,7 @@ pub fn resolve_agent(
         rpc_timeout,
         wait_interval,
         register_poll_interval,
+        epmd_watch,
         epmd_port,
         node_events,
         nodes_poll_interval,
@@ -607,6 +627,7 @@ mod tests {
         assert_eq!(c.drain_grace, Duration::from_secs(5));
         assert_eq!(c.nodes_poll_interval, Duration::from_secs(30));
         assert_eq!(c.register_poll_interval, Some(Duration::from_millis(10)));
+        assert!(c.epmd_watch);
         assert_eq!(c.epmd_port, 4369);
         assert_eq!(c.formation.strategy_name, "static");
         let d = c.describe();
@@ -657,6 +678,7 @@ mod tests {
             ),
             ("ERLKUBE_AGENT_RPC_TIMEOUT", "0s", "agent.rpc_timeout"),
             ("ERLKUBE_AGENT_NODE_EVENTS", "yes", "agent.node_events"),
+            ("ERLKUBE_AGENT_EPMD_WATCH", "on", "agent.epmd_watch"),
             (
                 "ERLKUBE_AGENT_NODES_POLL_INTERVAL",
                 "often",

@@ -377,7 +377,7 @@ async fn supervise(
     // to tell of registrations as they happen (erlkube's WATCH; OTP's
     // epmd does not serve it, and the polling below carries on alone).
     let (reg_tx, mut reg_rx) = watch::channel(false);
-    let mut watching = config.register_poll_interval.is_some();
+    let mut watching = config.register_poll_interval.is_some() && config.epmd_watch;
     let _watcher = watching.then(|| {
         AbortOnDrop(tokio::spawn(watch_registration(
             config.clone(),

@@ -32,7 +32,9 @@
 //! Env: `FAST_JOIN_TRIALS` (default 3); `FAST_JOIN_EPMD=erlkube` runs
 //! erlkube's port mapper (`erlkube-epmd`) in every pod of both variants
 //! instead of OTP's `epmd`: the agent then learns of the registration
-//! from its WATCH connection instead of its 10 ms poll.
+//! from its WATCH connection instead of its 10 ms poll;
+//! `FAST_JOIN_WATCH=false` turns the agents' WATCH off
+//! (`agent.epmd_watch`), to measure the poll on the same port mapper.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -61,6 +63,9 @@ fn now_us() -> i64 {
 
 fn spawn_agent(bed: &Bed, index: u32, log: Option<std::fs::File>) -> Guard {
     let mut cmd = agent_command(bed, index, env!("CARGO_BIN_EXE_erlkube"), "0.0.0.0:9568");
+    if std::env::var("FAST_JOIN_WATCH").is_ok_and(|v| v == "false") {
+        cmd.env("ERLKUBE_AGENT_EPMD_WATCH", "false");
+    }
     cmd.env("RUST_LOG", if log.is_some() { "debug" } else { "warn" })
         .stderr(log.map_or_else(Stdio::null, Stdio::from));
     Guard::spawn(&mut cmd).expect("spawn erlkube agent")
@@ -353,6 +358,10 @@ fn main() {
     println!(
         "port mapper in every pod: {}",
         std::env::var("FAST_JOIN_EPMD").unwrap_or_else(|_| "otp".into())
+    );
+    println!(
+        "agents' WATCH (agent.epmd_watch): {}",
+        std::env::var("FAST_JOIN_WATCH").unwrap_or_else(|_| "true".into())
     );
     rt.block_on(async {
         let mut a = Vec::new();
