@@ -1208,4 +1208,37 @@ mod inline_tests {
             .unwrap();
         assert_eq!(info.unwrap().port, 20000);
     }
+
+    /// WATCH from a peer that is not local is closed unanswered and
+    /// counted; from a local one it gets WATCH_RESP and the registry.
+    #[tokio::test]
+    async fn watch_is_for_local_peers_only() {
+        let shared = shared_with_nodes(2);
+        for local in [false, true] {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (server, peer) = l.accept().await.unwrap();
+            let task = tokio::spawn({
+                let shared = shared.clone();
+                async move { watch_registry(&shared, server, peer, local).await }
+            });
+            let mut got = vec![0u8; 1];
+            let n = client.read(&mut got).await.unwrap();
+            if local {
+                assert_eq!((n, got[0]), (1, WATCH_RESP));
+                let mut len = [0u8; 4];
+                client.read_exact(&mut len).await.unwrap();
+                let mut names = vec![0u8; u32::from_be_bytes(len) as usize];
+                client.read_exact(&mut names).await.unwrap();
+                assert_eq!(parse_names(&names).unwrap().1.len(), 2);
+                drop(client);
+            } else {
+                assert_eq!(n, 0, "a non-local WATCH got an answer");
+            }
+            task.await.unwrap();
+        }
+        assert_eq!(shared.config.metrics.errors("not_local"), 1);
+        assert_eq!(shared.config.metrics.requests("watch"), 2);
+        assert_eq!(shared.watchers.load(Ordering::Acquire), 0);
+    }
 }
