@@ -80,9 +80,12 @@ fn poller_expr(bed: &Bed, at_once: bool) -> String {
     let [a, b, c, d] = ip.octets();
     format!(
         "Poll = fun Loop(Last) -> \
+            persistent_term:put(fj_round, os:system_time(microsecond)), \
             New = [list_to_atom(\"{base}@\" ++ inet:ntoa(Ip)) || Ip <- inet_res:lookup(\"{svc}\", in, a, [{{nameservers, [{{{{{a},{b},{c},{d}}}, {port}}}]}}, {{timeout, 1000}}])] -- [node()], \
             [erlang:disconnect_node(N) || N <- Last -- New], \
+            persistent_term:put(fj_dns, os:system_time(microsecond)), \
             [net_kernel:connect_node(N) || N <- New], \
+            persistent_term:put(fj_connected, os:system_time(microsecond)), \
             timer:sleep({ms}), Loop(New) end, \
         register(fj_poller, spawn(fun() -> timer:sleep({phase}), Poll([]) end)), ok",
         svc = bed.service_fqdn(),
@@ -252,6 +255,27 @@ async fn trial(agent: bool) -> Trial {
         }
     }
     let join = (*ups.iter().max().unwrap() - t_reg) as f64 / 1000.0;
+    if !agent {
+        // Where the anchor's join went: the new node's boot after its
+        // registration, its first round's DNS lookup, its connections.
+        let mut at = Vec::new();
+        for k in ["fj_round", "fj_dns", "fj_connected"] {
+            let v = erl
+                .eval(
+                    &format!("persistent_term:get({k}, 0)"),
+                    Duration::from_secs(10),
+                )
+                .await
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(0);
+            at.push((v - t_reg) as f64 / 1000.0);
+        }
+        println!(
+            "  anchor: first round at {:.1} ms after the registration, DNS answered at {:.1}, connected at {:.1}",
+            at[0], at[1], at[2]
+        );
+    }
     // (b) removal.
     let (keep, lost) = (&pods[..2], pods[2]);
     let lost_name = bed.pod(lost).node_name.clone();
