@@ -345,6 +345,16 @@ pub fn resolve_agent(
             )
         })
     };
+    let boolean = |entries: &[Entry], name: &str| -> Result<bool, ConfigError> {
+        match get(entries, name).unwrap_or_default().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(invalid(
+                name,
+                format!("must be true or false, got {other:?}"),
+            )),
+        }
+    };
     // The node: agent.node, else RELEASE_NODE, else the [nodename] name.
     let node_entry = entries.iter_mut().find(|e| e.key == "agent.node").unwrap();
     if node_entry.value.is_none() {
@@ -468,28 +478,8 @@ pub fn resolve_agent(
                 format!("must be a duration from 0s to 10m like \"5s\" (the pod's terminationGracePeriodSeconds must be longer), got {dg:?}"),
             )
         })?;
-    let ew = get(&entries, "agent.epmd_watch").unwrap_or_default();
-    let epmd_watch = match ew.as_str() {
-        "true" => true,
-        "false" => false,
-        _ => {
-            return Err(invalid(
-                "agent.epmd_watch",
-                format!("must be true or false, got {ew:?}"),
-            ))
-        }
-    };
-    let ne = get(&entries, "agent.node_events").unwrap_or_default();
-    let node_events = match ne.as_str() {
-        "true" => true,
-        "false" => false,
-        _ => {
-            return Err(invalid(
-                "agent.node_events",
-                format!("must be true or false, got {ne:?}"),
-            ))
-        }
-    };
+    let epmd_watch = boolean(&entries, "agent.epmd_watch")?;
+    let node_events = boolean(&entries, "agent.node_events")?;
     let rpc_timeout = duration(&entries, "agent.rpc_timeout")?;
     let wait_interval = duration(&entries, "agent.wait_interval")?;
     let rp = get(&entries, "agent.register_poll_interval").unwrap_or_default();

@@ -9,7 +9,7 @@
 //! Tests run one at a time (a lock): the agent's node reads the port
 //! mapper's port from `ERL_EPMD_PORT` in this process's environment.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::RunningAgent;
@@ -52,6 +52,22 @@ fn wait(what: &str, agent: &RunningAgent, cond: impl FnMut() -> bool) {
     );
 }
 
+/// erlkube's port mapper, in-process on `rt`: its port and its counters.
+fn erlkube_epmd(rt: &tokio::runtime::Runtime) -> (u16, Arc<erlkube_epmd::metrics::Metrics>) {
+    let listener = rt
+        .block_on(async { erlkube_epmd::server::bind_one("127.0.0.1:0".parse().unwrap()) })
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = erlkube_epmd::Config::default();
+    let metrics = config.metrics.clone();
+    rt.spawn(erlkube_epmd::run(
+        vec![listener],
+        config,
+        std::future::pending(),
+    ));
+    (port, metrics)
+}
+
 fn start_node(name: &str, epmd_port: u16) -> ErlNode {
     ErlNode::builder(name.split('@').next().unwrap())
         .epmd_port(epmd_port)
@@ -65,15 +81,7 @@ fn erlkube_epmd_tells_the_agent_of_the_registration() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // erlkube's port mapper, in-process, on its own runtime.
     let epmd_rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = epmd_rt
-        .block_on(async { erlkube_epmd::server::bind_one("127.0.0.1:0".parse().unwrap()) })
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    epmd_rt.spawn(erlkube_epmd::run(
-        vec![listener],
-        erlkube_epmd::Config::default(),
-        std::future::pending(),
-    ));
+    let (port, _) = erlkube_epmd(&epmd_rt);
     let name = format!("{}@127.0.0.1", unique_name("watch_app"));
     // The poll step is a minute too: only the port mapper's word can make
     // the agent look again in time.
@@ -97,17 +105,7 @@ fn erlkube_epmd_tells_the_agent_of_the_registration() {
 fn while_erlkube_epmd_tells_the_agent_it_does_not_poll() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let epmd_rt = tokio::runtime::Runtime::new().unwrap();
-    let listener = epmd_rt
-        .block_on(async { erlkube_epmd::server::bind_one("127.0.0.1:0".parse().unwrap()) })
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let config = erlkube_epmd::Config::default();
-    let metrics = config.metrics.clone();
-    epmd_rt.spawn(erlkube_epmd::run(
-        vec![listener],
-        config,
-        std::future::pending(),
-    ));
+    let (port, metrics) = erlkube_epmd(&epmd_rt);
     let name = format!("{}@127.0.0.1", unique_name("quiet_app"));
     // The default step: a polling agent would ask every 10 ms.
     let agent = agent(&name, port, "10ms");
