@@ -736,13 +736,7 @@ async fn answer(
     let metrics = &shared.config.metrics;
     metrics.request("alive2");
     if !local() {
-        peer_warn!(
-            shared,
-            peer,
-            request = "alive2",
-            "refused from a non-local address"
-        );
-        metrics.error("not_local");
+        refuse_non_local(shared, peer, "alive2");
         return;
     }
     let high = info.highest_version;
@@ -816,6 +810,13 @@ impl Answer {
     }
 }
 
+/// A privileged request from a peer that is not local: logged (limited
+/// per peer) and counted; the caller closes the connection.
+fn refuse_non_local(shared: &Shared, peer: SocketAddr, request: &str) {
+    peer_warn!(shared, peer, request, "refused from a non-local address");
+    shared.config.metrics.error("not_local");
+}
+
 /// What a request other than ALIVE2 gets.
 struct Reply {
     /// The answer; `None`: close without one.
@@ -844,13 +845,7 @@ fn reply(shared: &Shared, peer: SocketAddr, local: &dyn Fn() -> bool, request: R
         Request::Alive2(_) | Request::Dump | Request::Kill | Request::Stop { .. }
     );
     if needs_local && !local() {
-        peer_warn!(
-            shared,
-            peer,
-            request = request.kind(),
-            "refused from a non-local address"
-        );
-        metrics.error("not_local");
+        refuse_non_local(shared, peer, request.kind());
         return none;
     }
     match request {
@@ -957,13 +952,7 @@ async fn watch_registry(
     let metrics = &shared.config.metrics;
     metrics.request("watch");
     if !local {
-        peer_warn!(
-            shared,
-            peer,
-            request = "watch",
-            "refused from a non-local address"
-        );
-        metrics.error("not_local");
+        refuse_non_local(shared, peer, "watch");
         return;
     }
     struct Watching<'a>(&'a AtomicUsize);
