@@ -376,7 +376,9 @@ async fn supervise(
     // With `agent.register_poll_interval`, the port mapper is also asked
     // to tell of registrations as they happen (erlkube's WATCH; OTP's
     // epmd does not serve it, and the polling below carries on alone).
-    let (reg_tx, mut reg_rx) = watch::channel(false);
+    // `None` while no WATCH answers (then the port mapper is polled),
+    // else whether the node is registered.
+    let (reg_tx, mut reg_rx) = watch::channel(None::<bool>);
     let mut watching = config.register_poll_interval.is_some() && config.epmd_watch;
     let _watcher = watching.then(|| {
         AbortOnDrop(tokio::spawn(watch_registration(
@@ -414,7 +416,7 @@ async fn supervise(
                         watching = false;
                         continue;
                     }
-                    if !*reg_rx.borrow_and_update() {
+                    if *reg_rx.borrow_and_update() != Some(true) {
                         continue;
                     }
                 }
@@ -430,11 +432,10 @@ async fn supervise(
             if config.register_poll_interval.is_some() {
                 // While the port mapper tells of registrations, its word
                 // is read instead of asking it (no request every step).
-                let told = status.lock().unwrap().epmd_watch;
-                let state = if told {
-                    Some(*reg_rx.borrow_and_update())
-                } else {
-                    registration(&config).await
+                let told = *reg_rx.borrow_and_update();
+                let state = match told {
+                    Some(r) => Some(r),
+                    None => registration(&config).await,
                 };
                 match state {
                     Some(true) if !registered => {
@@ -644,13 +645,14 @@ fn epmd_host(config: &AgentConfig) -> Option<(&str, &str)> {
 }
 
 /// Follows the node's port mapper with erlkube's WATCH request:
-/// `registered` turns true the moment the node registers (and false when
-/// it unregisters). Retries every `agent.wait_interval` while the port
+/// `registered` is `Some(true)` the moment the node registers,
+/// `Some(false)` when it unregisters, and `None` while no WATCH
+/// connection answers. Retries every `agent.wait_interval` while the port
 /// mapper is not there; ends for good when it does not serve WATCH
 /// (OTP's epmd), leaving the PORT_PLEASE2 polling alone.
 async fn watch_registration(
     config: AgentConfig,
-    registered: watch::Sender<bool>,
+    registered: watch::Sender<Option<bool>>,
     status: Arc<Mutex<Status>>,
 ) {
     let Some((alive, host)) = epmd_host(&config) else {
@@ -661,21 +663,16 @@ async fn watch_registration(
     loop {
         match client.watch().await {
             Ok(mut w) => {
-                let mut first = true;
+                tracing::debug!(
+                    epmd_port = config.epmd_port,
+                    "following the port mapper's registrations"
+                );
+                status.lock().unwrap().epmd_watch = true;
                 while let Ok(names) = w.next().await {
-                    let now = names.nodes.iter().any(|e| e.name == alive);
+                    let now = Some(names.nodes.iter().any(|e| e.name == alive));
                     registered.send_if_modified(|r| std::mem::replace(r, now) != now);
-                    if first {
-                        // Only now is `registered` current: the wait reads
-                        // it instead of polling from here on.
-                        first = false;
-                        status.lock().unwrap().epmd_watch = true;
-                        tracing::debug!(
-                            epmd_port = config.epmd_port,
-                            "following the port mapper's registrations"
-                        );
-                    }
                 }
+                registered.send_replace(None);
                 status.lock().unwrap().epmd_watch = false;
                 tracing::debug!("the port mapper's WATCH connection closed");
             }
